@@ -130,6 +130,10 @@ def _selection_to_outputs(
     return RoutingResult(ids, weights.to(torch.float32), active_mask, num_active)
 
 
+def _as_float32(value: float) -> float:
+    return float(torch.tensor(value, dtype=torch.float32))
+
+
 def _resolve_kinds(token_kind: Optional[torch.Tensor], T: int, device):
     """(is_decode, is_context) bool [T]. Values other than DECODE/CONTEXT are padding."""
     if token_kind is None:
@@ -167,8 +171,11 @@ def oea_route(
     k0 = effective_k0(config, is_decode.sum())
     n = torch.clamp(k0, max=config.k_max).expand(T)
     if config.top_p < 1.0:
-        mass = torch.cumsum(scores.gather(1, order), dim=-1)
-        reached = mass >= config.top_p
+        # Mass is accumulated in float64 in rank order and compared with top_p rounded to
+        # float32 (the width the kernel and the TensorRT plugin store), so CPU, CUDA and the
+        # kernel agree (torch's own float32 cumsum accumulates differently on CPU and CUDA).
+        mass = torch.cumsum(scores.gather(1, order).double(), dim=-1)
+        reached = mass >= _as_float32(config.top_p)
         t = torch.where(reached.any(-1), torch.argmax(reached.to(torch.int32), dim=-1) + 1, E)
         n = torch.minimum(n, t)
     baseline = (rank < n[:, None]) & finite

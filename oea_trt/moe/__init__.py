@@ -1,0 +1,13 @@
+"""Decode MoE layer for Qwen3-MoE expert shapes, fed by the routing output.
+
+Three implementations of one contract (SwiGLU experts, bf16, no bias, no shared expert;
+routing slots whose expert id lies outside [0, E) are skipped):
+  reference.py    plain PyTorch loop over experts: the correctness oracle
+  grouped_mm.py   torch._grouped_mm (PyTorch's grouped GEMM): the library baseline
+  triton_kernel.py  our expert-major fused kernel: each active expert's weights are read
+                  from HBM once per call, all of its tokens multiplied against them
+layer.py picks one behind a small API. Triton is imported only by triton_kernel.py.
+"""
+from .layer import IMPLS, ExpertWeights, moe_forward
+
+__all__ = ["IMPLS", "ExpertWeights", "moe_forward"]

@@ -1,0 +1,102 @@
+"""`oea-trt build`: Hugging Face Qwen3-MoE -> TensorRT-LLM engine with OEA routing."""
+from __future__ import annotations
+
+import argparse
+
+from ...config import ConfigError, parse_k0_schedule
+from .. import CLIError
+
+NAME = "build"
+ORDER = 30
+HELP = "build a Qwen3-MoE TensorRT-LLM 1.2.1 engine whose MoE layers route with OEA"
+DESCRIPTION = (
+    "Convert a Hugging Face Qwen3-MoE directory to a TensorRT-LLM checkpoint, build an engine in "
+    "which every MoE layer routes with the OEA plugin (decode tokens: OEA; context tokens: plain "
+    "top-k joining the loaded set; weights renormalized iff the model's norm_topk_prob), and write "
+    "oea_config.json next to the engine. Needs TensorRT-LLM 1.2.1 (NVIDIA's release container) "
+    "except with --dry-run, which prints the resolved plan: model facts, expert shapes and bytes, "
+    "per-layer k0 and the exact commands."
+)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+_positive_int.__name__ = "positive integer"
+
+
+def add_arguments(p):
+    p.add_argument("hf_dir", metavar="HF_DIR", help="Hugging Face Qwen3-MoE model directory (config.json + safetensors)")
+    p.add_argument("-o", "--output-dir", required=True, metavar="ENGINE_DIR", help="where the engine is written")
+    p.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="TensorRT-LLM checkpoint directory (default: ENGINE_DIR.ckpt)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                   help="weight/activation dtype (auto: the model's torch_dtype)")
+    p.add_argument("--tp-size", type=_positive_int, default=1, help="tensor parallel size (GPUs)")
+    p.add_argument("--ep-size", type=_positive_int, default=1,
+                   help="expert parallel size for the MoE layers (must divide tp-size; MoE tp = tp/ep)")
+    p.add_argument("--max-batch-size", type=_positive_int, default=64, help="most requests in flight")
+    p.add_argument("--max-num-tokens", type=_positive_int, default=8192,
+                   help="most tokens in one engine step (context chunks + decode tokens)")
+    p.add_argument("--max-input-len", type=_positive_int, help="longest prompt (default: min(max-seq-len, max-num-tokens))")
+    p.add_argument("--max-seq-len", type=_positive_int, help="longest prompt+output (default: max_position_embeddings)")
+    g = p.add_argument_group("OEA routing")
+    g.add_argument("--k0", type=_positive_int, default=3,
+                   help="baseline experts per decode token (paper: k0=3 kept Qwen3-30B-A3B accuracy; k0=top_k is vanilla)")
+    g.add_argument("--k0-schedule", metavar="MIN:K0,...",
+                   help="k0 by number of decode tokens, e.g. 8:4,16:3 (below the smallest MIN, --k0 applies)")
+    g.add_argument("--layer-k0", metavar="LAYERS:K0,...|FILE.json",
+                   help="per-layer k0, e.g. 0-3:8,4-47:3, or a JSON file {\"layer\": k0}; other layers use --k0")
+    g.add_argument("--max-rank", type=_positive_int, help="deepest rank a token may piggyback on (default: E)")
+    g.add_argument("--top-p", type=float, default=1.0, help="baseline also stops at this top-p mass (1 = off)")
+    g.add_argument("--no-piggyback-on-context", action="store_true",
+                   help="context tokens' experts do not join the loaded set")
+    g.add_argument("--all-decode", action="store_true",
+                   help="do not wire TensorRT-LLM's request types into the plugin; treat every row as decode")
+    p.add_argument("--workers", type=_positive_int, default=1, help="parallel conversion/build workers")
+    p.add_argument("--trtllm-build-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument passed to trtllm-build (repeatable, e.g. --trtllm-build-arg=--multiple_profiles=enable)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved plan and commands; need no TensorRT-LLM")
+
+
+def options_from_args(args):
+    from ...trtllm.build_plan import BuildOptions
+    from ...trtllm.hf_config import qwen3_moe_spec
+    from ...trtllm.routing_plan import parse_layer_k0
+
+    schedule = parse_k0_schedule(args.k0_schedule) if args.k0_schedule else None
+    layer_k0 = None
+    if args.layer_k0:
+        layer_k0 = parse_layer_k0(args.layer_k0, qwen3_moe_spec(args.hf_dir).moe_layers)
+    extra = []
+    for arg in args.trtllm_build_arg:
+        extra.extend(arg.split("=", 1) if arg.startswith("--") and "=" in arg else [arg])
+    return BuildOptions(
+        hf_dir=args.hf_dir, output_dir=args.output_dir, checkpoint_dir=args.checkpoint_dir, dtype=args.dtype,
+        tp_size=args.tp_size, ep_size=args.ep_size, max_batch_size=args.max_batch_size,
+        max_num_tokens=args.max_num_tokens, max_input_len=args.max_input_len, max_seq_len=args.max_seq_len,
+        k0=args.k0, k0_schedule=schedule, layer_k0=layer_k0, max_rank=args.max_rank, top_p=args.top_p,
+        piggyback_on_context=not args.no_piggyback_on_context,
+        batch_split="all_decode" if args.all_decode else "host_request_types",
+        workers=args.workers, extra_build_args=tuple(extra),
+    )
+
+
+def run(args) -> int:
+    from ...trtllm.build import BuildError, build
+
+    try:
+        options = options_from_args(args)
+        build(options, progress=lambda line: print(line, flush=True), dry_run=args.dry_run)
+    except BuildError as exc:
+        raise CLIError(str(exc).splitlines()[0]) from None
+    except ConfigError:
+        raise
+    return 0

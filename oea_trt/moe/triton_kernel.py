@@ -84,13 +84,26 @@ def default_config(num_tokens: int, hidden: int, inter: int, top_k: int, num_exp
 def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int) -> KernelConfig:
     """config with block_m raised to cover the batch (<= 64) and tiles that divide the shape."""
     block_m = max(config.block_m, min(64, max(16, _next_pow2(num_tokens))))
-    return config.replace(
+    cfg = config.replace(
         block_m=block_m,
         gu_block_n=_fit(config.gu_block_n, inter, "moe_intermediate_size"),
         gu_block_k=_fit(config.gu_block_k, hidden, "hidden_size"),
         dn_block_n=_fit(config.dn_block_n, hidden, "hidden_size"),
-        dn_block_k=max(16, min(config.dn_block_k, _next_pow2(inter))),
+        dn_block_k=_fit(config.dn_block_k, inter, "moe_intermediate_size"),
     )
+    # Fewer pipeline stages where a wide token tile would overflow shared memory (bf16 tiles).
+    gu_stage = 2 * (cfg.block_m + 2 * cfg.gu_block_n) * cfg.gu_block_k
+    dn_stage = 2 * (cfg.block_m + cfg.dn_block_n) * cfg.dn_block_k
+    return cfg.replace(gu_stages=_stages_within(cfg.gu_stages, gu_stage),
+                       dn_stages=_stages_within(cfg.dn_stages, dn_stage))
+
+
+#: Shared memory a kernel's pipeline may use (H100/H200 allow 227 KB per block).
+SMEM_BUDGET = 192 * 1024
+
+
+def _stages_within(stages: int, bytes_per_stage: int) -> int:
+    return max(2, min(stages, SMEM_BUDGET // bytes_per_stage))
 
 
 # ---- device code -------------------------------------------------------------------------
@@ -158,7 +171,6 @@ def _down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, 
                  K: tl.constexpr, K_PAD: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     N_TILES: tl.constexpr = H // BLOCK_N
-    EVEN_K: tl.constexpr = I % BLOCK_K == 0
     pid = tl.program_id(0)
     a = pid // N_TILES
     n_tile = pid % N_TILES
@@ -174,14 +186,8 @@ def _down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, 
                 a_rows = act_ptr + row[:, None].to(tl.int64) * I + kk[None, :]
                 acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
                 for k0 in range(0, I, BLOCK_K):
-                    if EVEN_K:
-                        act = tl.load(a_rows + k0, mask=routed[:, None], other=0.0)
-                        w = tl.load(w_rows + k0)
-                    else:
-                        k_ok = (k0 + kk) < I
-                        act = tl.load(a_rows + k0, mask=routed[:, None] & k_ok[None, :], other=0.0)
-                        w = tl.load(w_rows + k0, mask=k_ok[None, :], other=0.0)
-                    acc = tl.dot(act, tl.trans(w), acc)
+                    act = tl.load(a_rows + k0, mask=routed[:, None], other=0.0)
+                    acc = tl.dot(act, tl.trans(tl.load(w_rows + k0)), acc)
                 # Weight of the expert for the token: summed over the slots that name it.
                 wts = tl.load(weights_ptr + toks[:, None] * K + slots[None, :], mask=hit, other=0.0)
                 acc = acc * tl.sum(wts, axis=1)[:, None]

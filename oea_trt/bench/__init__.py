@@ -1,0 +1,9 @@
+"""Shared GPU benchmark utilities (docs: ../shared/docs/benchmarking.md), generic over what is timed:
+  timing.py     CUDA-graph capture and replay timing (median of repeats), eager timing
+  rotation.py   how many weight copies keep one replay from finding the last one's bytes in L2
+  bandwidth.py  device copy and read bandwidth, measured in the same run as the benchmark
+  env.py        machine-readable run metadata (GPU, driver, torch/triton/CUDA, git commit)
+  report.py     JSON, markdown tables and PNG plots (matplotlib Agg, imported lazily)
+  moe.py        the MoE layer benchmark (`oea-trt bench moe`, benchmarks/bench_moe.py)
+Nothing here is imported by `import oea_trt`.
+"""

@@ -1,0 +1,395 @@
+"""The MoE decode layer benchmark: does fewer distinct experts T really mean less time?
+
+For each model preset, routing mode (uniform, skewed, trace) and decode batch B, with vanilla
+top-k routing and OEA at each k0, on the H200 (docs: ../shared/docs/benchmarking.md):
+  * correctness first: our Triton kernel and torch._grouped_mm against the per-expert loop,
+    on fresh random inputs, before anything is timed;
+  * CUDA-graph replay of C back-to-back calls, each on its own copy of the expert weights and
+    its own routing draw (C copies keep a call from finding a previous call's experts in L2);
+  * two figures per row: routing+MoE (routing inside the graph) and MoE only (routing done
+    before capture); distinct experts T (mean of the C draws), effective TB/s, the floor
+    T x expert_bytes / copy bandwidth measured in the same run, ratio to vanilla;
+  * our kernel vs torch._grouped_mm (and the plain loop, eager) on the same inputs.
+report_moe.py turns the result into markdown and plots.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..config import OEAConfig
+from ..presets import MoEShape, get_preset
+from .bandwidth import measure_bandwidth
+from .env import environment, l2_bytes
+from .rotation import copies_needed, copies_that_fit
+from .routers import Router, pick_router
+from .routing_inputs import make_sources
+from .timing import Timing, time_eager, time_in_graph
+
+ALL_PRESETS = ("qwen3-30b-a3b", "qwen3-235b-a22b", "qwen3-235b-a22b-tp8")
+#: Tile candidates tried by the tuner (block_n, block_k, warps, stages), one kernel at a time.
+GATE_UP_CANDIDATES = ((16, 256, 4, 4), (32, 128, 4, 4), (32, 256, 4, 3), (64, 128, 4, 4), (64, 64, 4, 6),
+                      (32, 128, 8, 5))
+DOWN_CANDIDATES = ((32, 128, 4, 4), (64, 128, 4, 4), (64, 256, 4, 3), (128, 64, 4, 4), (128, 128, 8, 3))
+#: bf16 tolerance against the fp32 loop: max error within 2% of the output's largest magnitude,
+#: RMS error within 1% of its RMS (bf16 keeps ~3 significant digits; the intermediate and the
+#: output are rounded to bf16).
+MAX_TOL, RMS_TOL = 2e-2, 1e-2
+
+
+@dataclasses.dataclass
+class MoEBenchSpec:
+    presets: Sequence[str] = ALL_PRESETS
+    batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64)
+    modes: Sequence[str] = ("uniform", "skewed")
+    k0s: Sequence[int] = (1, 2, 3, 4, 5, 6, 7)
+    impls: Sequence[str] = ("triton", "grouped_mm", "loop")
+    baseline_k0s: Sequence[int] = (3,)  # grouped_mm also timed at these k0 (and vanilla)
+    loop_batches: Sequence[int] = (1, 16)  # the plain loop is slow: vanilla, first mode only
+    tune_batches: Sequence[int] = (1, 16)  # kernel tiles tuned here; other B use the nearest
+    repeats: int = 5
+    replays: int = 2
+    copies: Optional[int] = None  # weight copies per preset (None: enough to defeat L2)
+    tune: bool = True
+    trace_path: Optional[str] = None
+    routing: str = "auto"  # auto | kernel | reference
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _errors(out: torch.Tensor, ref: torch.Tensor) -> Tuple[float, float]:
+    """(max abs error / max |ref|, rms error / rms ref)."""
+    out, ref = out.float(), ref.float()
+    diff = out - ref
+    max_ref = ref.abs().max().clamp(min=1e-12)
+    rms_ref = ref.pow(2).mean().sqrt().clamp(min=1e-12)
+    return float(diff.abs().max() / max_ref), float(diff.pow(2).mean().sqrt() / rms_ref)
+
+
+def _vanilla(shape: MoEShape) -> OEAConfig:
+    return OEAConfig.vanilla(shape.num_experts, shape.top_k)
+
+
+def _oea(shape: MoEShape, k0: int, **kw) -> OEAConfig:
+    return OEAConfig(shape.num_experts, shape.top_k, k0, **kw)
+
+
+# ---- the implementations under test, with one calling convention ---------------------------
+
+
+def _impl_fn(impl: str, kernel_config=None, align: int = 1) -> Callable:
+    """fn(x, weights, routing) -> [T, H]."""
+    if impl == "triton":
+        from ..moe.triton_kernel import fused_moe
+
+        return lambda x, w, r: fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, kernel_config)
+    if impl == "grouped_mm":
+        from ..moe.grouped_mm import moe_grouped_mm
+
+        return lambda x, w, r: moe_grouped_mm(x, w.w13, w.w2, r.expert_ids, r.weights, align=align)
+    if impl == "loop":
+        from ..moe.reference import moe_reference
+
+        return lambda x, w, r: moe_reference(x, w.w13, w.w2, r.expert_ids, r.weights, compute_dtype=x.dtype)
+    raise ValueError(f"unknown impl {impl!r}")
+
+
+def check_correctness(shape: MoEShape, weights, router: Router, impls: Sequence[str], seed: int,
+                      kernel_configs: Dict[int, object] = None) -> dict:
+    """Every impl against the fp32 loop on fresh random inputs (seeds the timing never uses).
+    Returns {impl: {"ok", "cases": [...], "align"?}}."""
+    from ..moe.reference import moe_reference
+    from ..synthetic import SkewedRouter, uniform_logits
+
+    E, H = shape.num_experts, shape.hidden_size
+    skewed = SkewedRouter(E, seed=7)
+    cases = [  # (B, logits source, routing config): vanilla, OEA, and both fill sentinels
+        (1, "uniform", _vanilla(shape)),
+        (3, "skewed", _oea(shape, 2, fill="top1")),
+        (16, "skewed", _oea(shape, 3)),
+        (16, "uniform", _oea(shape, 4, fill="num_experts")),
+        (64, "skewed", _vanilla(shape)),
+        (64, "uniform", _oea(shape, 3)),
+    ]
+    g = torch.Generator(device="cuda").manual_seed(10_000 + seed)
+    inputs = []
+    for i, (B, mode, config) in enumerate(cases):
+        logits = (uniform_logits(B, E, seed=90_000 + i) if mode == "uniform" else
+                  skewed.logits(B, seed=90_000 + i)).cuda()
+        x = torch.randn((B, H), generator=g, device="cuda", dtype=torch.bfloat16)
+        routing = router.route(logits, config)
+        ref = moe_reference(x, weights.w13, weights.w2, routing.expert_ids, routing.weights)
+        inputs.append((B, mode, config, x, routing, ref))
+    report = {}
+    for impl in impls:
+        aligns = (1, 16) if impl == "grouped_mm" else (1,)
+        for align in aligns:
+            entry = {"ok": True, "cases": []}
+            if impl == "grouped_mm":
+                entry["align"] = align
+            for B, mode, config, x, routing, ref in inputs:
+                cfg = (kernel_configs or {}).get(B) if kernel_configs else None
+                case = {"batch": B, "mode": mode, "k0": config.k0, "fill": config.fill}
+                try:
+                    out = _impl_fn(impl, cfg, align)(x, weights, routing)
+                    torch.cuda.synchronize()
+                    max_err, rms_err = _errors(out, ref)
+                    case.update(max_err=max_err, rms_err=rms_err, ok=max_err <= MAX_TOL and rms_err <= RMS_TOL)
+                except Exception as exc:  # noqa: BLE001 (recorded, the impl is then not timed)
+                    case.update(ok=False, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+                entry["cases"].append(case)
+                entry["ok"] &= case["ok"]
+            report[impl] = entry
+            if entry["ok"]:
+                break
+        status = "ok" if report[impl]["ok"] else "FAILED"
+        worst = max((c.get("max_err", float("inf")) for c in report[impl]["cases"]), default=float("nan"))
+        _log(f"  correctness {impl:10s} {status} (worst max-error {worst:.2e} of max|ref|)")
+        if not report[impl]["ok"]:
+            for c in report[impl]["cases"]:
+                if not c["ok"]:
+                    _log(f"    failing case: {c}")
+    return report
+
+
+# ---- one timed row -------------------------------------------------------------------------
+
+
+class _Batch:
+    """Static device inputs of one (mode, B): C routing draws and C hidden-state batches."""
+
+    def __init__(self, source, batch: int, copies: int, hidden: int, seed: int):
+        self.batch = batch
+        self.logits = [source.draw(batch, seed=1_000 * batch + c + 100_000 * seed).cuda() for c in range(copies)]
+        g = torch.Generator(device="cuda").manual_seed(seed * 7919 + batch)
+        self.x = [torch.randn((batch, hidden), generator=g, device="cuda", dtype=torch.bfloat16)
+                  for _ in range(copies)]
+
+
+def _time_moe(fn, batch: _Batch, weights, routings, spec: MoEBenchSpec) -> Timing:
+    C = len(weights)
+
+    def work():
+        for c in range(C):
+            fn(batch.x[c], weights[c], routings[c])
+
+    return time_in_graph(work, calls=C, repeats=spec.repeats, replays=spec.replays)
+
+
+def _time_routed(fn, batch: _Batch, weights, router: Router, config: OEAConfig, spec: MoEBenchSpec) -> Timing:
+    C = len(weights)
+
+    def work():
+        for c in range(C):
+            fn(batch.x[c], weights[c], router.route(batch.logits[c], config))
+
+    return time_in_graph(work, calls=C, repeats=spec.repeats, replays=spec.replays)
+
+
+def _row(shape: MoEShape, mode: str, batch: int, variant: str, k0: Optional[int], impl: str,
+         active: List[int], moe: Optional[Timing], total: Optional[Timing], bw, timing_kind: str = "graph") -> dict:
+    t_mean = sum(active) / len(active)
+    weight_bytes = t_mean * shape.expert_bytes
+    row = {"preset": shape.name, "mode": mode, "batch": batch, "variant": variant, "k0": k0, "impl": impl,
+           "timing": timing_kind, "T": t_mean, "T_min": min(active), "T_max": max(active),
+           "weight_bytes": weight_bytes, "floor_us": weight_bytes / (bw.copy_tb_s * 1e12) * 1e6,
+           "moe_us": None, "total_us": None, "routing_us": None}
+    if moe is not None:
+        row.update(moe_us=moe.median_us, moe_spread=moe.spread,
+                   moe_tb_s=weight_bytes / (moe.median_us * 1e-6) / 1e12)
+        row.update(moe_pct_copy=row["moe_tb_s"] / bw.copy_tb_s, moe_pct_read=row["moe_tb_s"] / bw.read_tb_s)
+    if total is not None:
+        row.update(total_us=total.median_us, total_spread=total.spread,
+                   total_tb_s=weight_bytes / (total.median_us * 1e-6) / 1e12)
+        if moe is not None:
+            row["routing_us"] = total.median_us - moe.median_us
+    return row
+
+
+# ---- tuning ----------------------------------------------------------------------------------
+
+
+def tune_kernel(shape: MoEShape, weights, router: Router, batch: int, spec: MoEBenchSpec):
+    """Coordinate search over GATE_UP then DOWN tiles, MoE-only graph time on uniform vanilla
+    routing at `batch`. Returns (best KernelConfig, [(config dict, us or error)])."""
+    from ..moe.triton_kernel import default_config
+    from .routing_inputs import UniformSource
+
+    b = _Batch(UniformSource(shape.num_experts), batch, len(weights), shape.hidden_size, seed=spec.seed + 17)
+    routings = [router.route(lg, _vanilla(shape)) for lg in b.logits]
+    tried = []
+
+    def measure(cfg) -> float:
+        try:
+            us = _time_moe(_impl_fn("triton", cfg), b, weights, routings,
+                           dataclasses.replace(spec, repeats=3, replays=1)).median_us
+            tried.append((cfg.to_dict(), us))
+            return us
+        except Exception as exc:  # noqa: BLE001 (e.g. out of shared memory: skip the candidate)
+            tried.append((cfg.to_dict(), f"{type(exc).__name__}: {str(exc)[:200]}"))
+            return math.inf
+
+    best = default_config(batch, shape.hidden_size, shape.moe_intermediate_size, shape.top_k, shape.num_experts)
+    best_us = measure(best)
+    for bn, bk, warps, stages in GATE_UP_CANDIDATES:
+        cfg = best.replace(gu_block_n=bn, gu_block_k=bk, gu_warps=warps, gu_stages=stages)
+        if cfg != best and (us := measure(cfg)) < best_us:
+            best, best_us = cfg, us
+    for bn, bk, warps, stages in DOWN_CANDIDATES:
+        cfg = best.replace(dn_block_n=bn, dn_block_k=bk, dn_warps=warps, dn_stages=stages)
+        if cfg != best and (us := measure(cfg)) < best_us:
+            best, best_us = cfg, us
+    return best, best_us, tried
+
+
+def _config_for(batch: int, tuned: Dict[int, object]):
+    if not tuned:
+        return None
+    nearest = min(tuned, key=lambda b: (abs(math.log2(b) - math.log2(batch)), -b))
+    return tuned[nearest]
+
+
+# ---- one preset ------------------------------------------------------------------------------
+
+
+def bench_preset(shape: MoEShape, spec: MoEBenchSpec, router: Router, bw) -> Tuple[dict, List[dict]]:
+    from ..moe.layer import ExpertWeights
+
+    t_start = time.time()
+    free, _ = torch.cuda.mem_get_info()
+    bytes_per_copy = shape.num_experts * shape.expert_bytes
+    wanted = spec.copies or copies_needed(shape.expert_bytes, l2_bytes())
+    copies = copies_that_fit(wanted, bytes_per_copy, free)
+    _log(f"== {shape.name}: E={shape.num_experts} top-{shape.top_k} H={shape.hidden_size} "
+         f"I={shape.moe_intermediate_size}, expert {shape.expert_bytes / 1e6:.2f} MB, {copies} weight copies "
+         f"({copies * bytes_per_copy / 1e9:.1f} GB)")
+    weights = [ExpertWeights.random(shape, device="cuda", seed=1_000 * spec.seed + c) for c in range(copies)]
+    info = {"shape": dataclasses.asdict(shape), "expert_bytes": shape.expert_bytes, "copies": copies}
+
+    impls = [i for i in spec.impls if i != "loop"]
+    info["correctness"] = check_correctness(shape, weights[0], router, impls, spec.seed)
+    usable = {i for i in impls if info["correctness"][i]["ok"]}
+    align = info["correctness"].get("grouped_mm", {}).get("align", 1)
+
+    tuned: Dict[int, object] = {}
+    if spec.tune and "triton" in usable:
+        info["tuning"] = {}
+        for b in spec.tune_batches:
+            cfg, us, tried = tune_kernel(shape, weights, router, b, spec)
+            tuned[b] = cfg
+            info["tuning"][str(b)] = {"best": cfg.to_dict(), "best_us": us, "tried": tried}
+            _log(f"  tuned B={b}: {us:.1f} us/call with {cfg}")
+        recheck = check_correctness(shape, weights[0], router, ["triton"], spec.seed + 1,
+                                    kernel_configs={b: _config_for(b, tuned) for b in (1, 3, 16, 64)})
+        info["correctness"]["triton_tuned"] = recheck["triton"]
+        if not recheck["triton"]["ok"]:
+            _log("  tuned tiles FAILED the correctness re-check: timing with default tiles")
+            tuned = {}
+    info["kernel_configs"] = {str(b): (_config_for(b, tuned).to_dict() if tuned else None) for b in spec.batch_sizes}
+
+    sources = make_sources(spec.modes, shape.num_experts, spec.trace_path)
+    rows: List[dict] = []
+    variants = [("vanilla", None)] + [(f"k0={k}", k) for k in spec.k0s if k < shape.top_k] + [("vanilla#2", None)]
+    for mode, source in sources.items():
+        for batch in spec.batch_sizes:
+            b = _Batch(source, batch, copies, shape.hidden_size, spec.seed)
+            ours = _impl_fn("triton", _config_for(batch, tuned))
+            for variant, k0 in variants:
+                try:
+                    _bench_variant(shape, spec, router, bw, usable, align, mode, batch, b, ours, weights, copies,
+                                   variant, k0, rows)
+                except Exception as exc:  # noqa: BLE001 (one failing row must not lose the rest)
+                    _log(f"  {mode:7s} B={batch:<3d} {variant:9s} FAILED: {type(exc).__name__}: {str(exc)[:300]}")
+                    rows.append({"preset": shape.name, "mode": mode, "batch": batch, "variant": variant, "k0": k0,
+                                 "impl": "error", "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            del b
+    _add_ratios(rows)
+    del weights
+    gc.collect()
+    torch.cuda.empty_cache()
+    info["seconds"] = time.time() - t_start
+    _log(f"== {shape.name} done in {info['seconds']:.0f} s")
+    return info, rows
+
+
+def _bench_variant(shape, spec, router, bw, usable, align, mode, batch, b, ours, weights, copies, variant, k0,
+                   rows) -> None:
+    """Time one routing variant at one (mode, batch) with every usable impl; append rows."""
+    config = _vanilla(shape) if k0 is None else _oea(shape, k0)
+    routings = [router.route(lg, config) for lg in b.logits]
+    active = [int(r.num_active) for r in routings]
+    if "triton" in usable:
+        moe = _time_moe(ours, b, weights, routings, spec)
+        total = _time_routed(ours, b, weights, router, config, spec)
+        rows.append(_row(shape, mode, batch, variant, k0, "triton", active, moe, total, bw))
+        r = rows[-1]
+        _log(f"  {mode:7s} B={batch:<3d} {variant:9s} T={r['T']:6.1f}  routing+MoE {r['total_us']:8.1f} us"
+             f"  MoE {r['moe_us']:8.1f} us  {r['moe_tb_s']:.2f} TB/s  floor {r['floor_us']:7.1f} us")
+    if "grouped_mm" in usable and (k0 is None or k0 in spec.baseline_k0s) and variant != "vanilla#2":
+        moe = _time_moe(_impl_fn("grouped_mm", align=align), b, weights, routings, spec)
+        rows.append(_row(shape, mode, batch, variant, k0, "grouped_mm", active, moe, None, bw))
+        _log(f"  {mode:7s} B={batch:<3d} {variant:9s} T={rows[-1]['T']:6.1f}  grouped_mm MoE "
+             f"{moe.median_us:8.1f} us")
+    if ("loop" in spec.impls and variant == "vanilla" and mode == spec.modes[0]
+            and batch in spec.loop_batches):
+        loop = _impl_fn("loop")
+        n = min(2, copies)
+        t = time_eager(lambda: [loop(b.x[c], weights[c], routings[c]) for c in range(n)], calls=n,
+                       repeats=spec.repeats, iters=1)
+        rows.append(_row(shape, mode, batch, variant, k0, "loop", active[:n], t, None, bw, "eager"))
+        _log(f"  {mode:7s} B={batch:<3d} {variant:9s} loop (eager) MoE {t.median_us:8.1f} us")
+
+
+def _add_ratios(rows: List[dict]) -> None:
+    """ratio_total / ratio_moe: a row's time over vanilla's, same preset, mode, batch and impl."""
+    base = {(r["preset"], r["mode"], r["batch"], r["impl"]): r for r in rows if r["variant"] == "vanilla"}
+    for r in rows:
+        if r["impl"] == "error":
+            continue
+        v = base.get((r["preset"], r["mode"], r["batch"], r["impl"]))
+        for key in ("total", "moe"):
+            mine, theirs = r.get(f"{key}_us"), v and v.get(f"{key}_us")
+            r[f"ratio_{key}"] = mine / theirs if mine and theirs else None
+
+
+# ---- the whole run ---------------------------------------------------------------------------
+
+
+def run_moe_benchmark(spec: MoEBenchSpec) -> dict:
+    """Run everything in `spec`; returns the results dict (write it with report_moe)."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("the MoE benchmark needs a CUDA GPU (torch.cuda.is_available() is False)")
+    t0 = time.time()
+    env = environment()
+    _log(f"GPU {env.get('gpu', {}).get('name')}, torch {env['torch']}, triton {env.get('triton')}, "
+         f"commit {env['git']['commit']}")
+    bw = measure_bandwidth()
+    _log(f"bandwidth: copy {bw.copy_tb_s:.2f} TB/s, read {bw.read_tb_s:.2f} TB/s ({bw.nbytes / 2**30:.0f} GiB)")
+    router = pick_router(spec.routing)
+    _log(f"routing in the graph: {router.name} ({router.note})")
+    results = {"env": env, "bandwidth": bw.to_dict(), "spec": spec.to_dict(),
+               "routing": {"impl": router.name, "note": router.note}, "presets": {}, "rows": []}
+    for name in spec.presets:
+        shape = get_preset(name)
+        try:
+            info, rows = bench_preset(shape, spec, router, bw)
+        except Exception as exc:  # noqa: BLE001 (one failing preset must not lose the others)
+            _log(f"== {name} FAILED: {type(exc).__name__}: {exc}")
+            info, rows = {"error": f"{type(exc).__name__}: {exc}"}, []
+            gc.collect()
+            torch.cuda.empty_cache()
+        results["presets"][name] = info
+        results["rows"].extend(rows)
+    results["seconds"] = time.time() - t0
+    return results

@@ -1,0 +1,55 @@
+"""Which routing implementation a benchmark puts in its CUDA graph.
+
+The fused CUDA routing kernel (oea_trt.dispatch.route) is what a server would run; the torch
+reference (oea_trt.routing.oea_route) is graph-capturable too but launches dozens of small
+kernels (tens of microseconds per call), so routing+MoE figures taken with it overstate the
+fixed per-layer cost. The kernel is used only after it matched the reference on a sample.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+from ..config import OEAConfig
+from ..routing import oea_route
+from ..synthetic import skewed_logits, uniform_logits
+
+
+class Router(NamedTuple):
+    name: str  # "kernel" or "reference"
+    route: Callable  # route(router_logits, config) -> RoutingResult
+    note: str  # why this one
+
+
+def _agrees(route: Callable, device: str) -> str:
+    """'' when `route` matches the reference on a few batches, else what differed."""
+    for num_tokens, logits_fn, k0 in ((16, skewed_logits, 3), (64, uniform_logits, 5), (1, uniform_logits, 8)):
+        logits = logits_fn(num_tokens, 128, seed=num_tokens, device=device)
+        config = OEAConfig(128, 8, k0)
+        got, want = route(logits, config), oea_route(logits, config)
+        if not torch.equal(got.expert_ids.cpu(), want.expert_ids.cpu()):
+            return f"expert ids differ from the reference (T={num_tokens}, k0={k0})"
+        if not torch.allclose(got.weights.cpu(), want.weights.cpu(), rtol=1e-5, atol=1e-6):
+            return f"weights differ from the reference (T={num_tokens}, k0={k0})"
+        if not torch.equal(got.active_mask.cpu().bool(), want.active_mask.cpu()):
+            return f"active_mask differs from the reference (T={num_tokens}, k0={k0})"
+    return ""
+
+
+def pick_router(choice: str = "auto", device: str = "cuda") -> Router:
+    """choice: "auto" (the kernel if it works, else the reference), "kernel" or "reference"."""
+    reference = Router("reference", oea_route, "torch reference oea_trt.routing.oea_route")
+    if choice == "reference":
+        return reference
+    try:
+        from ..dispatch import route  # the CUDA kernel's Python entry (routing-kernel issue)
+
+        problem = _agrees(route, device)
+    except Exception as exc:  # noqa: BLE001 (missing module, unbuilt library, launch error)
+        problem = f"oea_trt.dispatch.route unavailable: {type(exc).__name__}: {exc}"
+    if problem:
+        if choice == "kernel":
+            raise RuntimeError(f"routing kernel requested but {problem}")
+        return reference._replace(note=f"{reference.note} ({problem})")
+    return Router("kernel", route, "fused CUDA routing kernel via oea_trt.dispatch.route, checked against the reference")

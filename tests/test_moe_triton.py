@@ -1,0 +1,123 @@
+"""Our expert-major Triton MoE kernel against the loop reference.
+
+Without a GPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set here before the
+kernel module is imported) in fp16: the interpreter's tl.dot mishandles bf16 (numpy has no
+bfloat16), and the kernel is dtype-generic. The bf16 checks at Qwen3 shapes are in
+test_moe_gpu.py.
+"""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+triton = pytest.importorskip("triton", reason="the Triton kernel needs the triton package (pip install triton)")
+
+from oea_trt import OEAConfig, oea_route  # noqa: E402
+from oea_trt.moe import ExpertWeights, moe_forward  # noqa: E402
+from oea_trt.moe.reference import moe_reference  # noqa: E402
+from oea_trt.presets import MoEShape  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float16
+SHAPE = MoEShape("tiny", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=32, num_moe_layers=1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _interpreter_numpy_fix():
+    """Triton 3.6's interpreter turns a loop bound into an int with int(array of shape (1,)),
+    which NumPy >= 2.4 refuses; read the single element instead (interpreter only)."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        yield
+        return
+    import triton.runtime.interpreter as interp
+
+    original = interp._patch_lang_tensor
+
+    def patched(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    interp._patch_lang_tensor = patched
+    yield
+    interp._patch_lang_tensor = original
+
+
+@pytest.fixture(scope="module")
+def weights():
+    return ExpertWeights.random(SHAPE, seed=5, dtype=DTYPE, device=DEVICE)
+
+
+def _case(num_tokens, k0, fill, seed):
+    logits = torch.randn(num_tokens, SHAPE.num_experts, generator=torch.Generator().manual_seed(seed))
+    routing = oea_route(logits.to(DEVICE), OEAConfig(SHAPE.num_experts, SHAPE.top_k, k0, fill=fill))
+    x = torch.randn(num_tokens, SHAPE.hidden_size, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE, DTYPE)
+    return x, routing
+
+
+def _assert_close(out, ref):
+    scale = ref.float().abs().max()
+    err = (out.float() - ref.float()).abs().max()
+    assert err <= 1e-2 * scale, f"max error {float(err):.3g} vs max |ref| {float(scale):.3g}"
+
+
+# 1: one token; 5: a few; 17: block_m 32; 70: more tokens than one 64-row tile (two passes).
+@pytest.mark.parametrize("num_tokens,k0,fill", [(1, 4, "invalid"), (5, 2, "invalid"), (17, 1, "num_experts"),
+                                                (70, 3, "top1")])
+def test_kernel_matches_reference(weights, num_tokens, k0, fill):
+    x, routing = _case(num_tokens, k0, fill, seed=num_tokens)
+    out = moe_forward(x, weights, routing, impl="triton")
+    ref = moe_reference(x, weights.w13, weights.w2, routing.expert_ids, routing.weights)
+    assert out.dtype == DTYPE and out.shape == x.shape
+    _assert_close(out, ref)
+
+
+def test_repeated_expert_in_a_row_adds_both_weights(weights):
+    """Two slots of one token naming one expert are one row carrying the summed weight; fill
+    slots (-1, E) are skipped; a token with only fill gets zeros."""
+    ids = torch.tensor([[2, 5, 2, -1], [7, 8, -1, 0], [-1, -1, -1, -1]], dtype=torch.int32, device=DEVICE)
+    wts = torch.tensor([[0.5, 0.25, 0.125, 0.9], [0.3, 0.9, 0.9, 0.7], [1.0, 1.0, 1.0, 1.0]], device=DEVICE)
+    x = torch.randn(3, SHAPE.hidden_size, generator=torch.Generator().manual_seed(3)).to(DEVICE, DTYPE)
+    out = moe_forward(x, weights, expert_ids=ids, routing_weights=wts, impl="triton")
+    ref = moe_reference(x, weights.w13, weights.w2, ids, wts)
+    _assert_close(out, ref)
+    assert torch.count_nonzero(out[2]) == 0
+
+
+def test_active_mask_from_routing_equals_computed(weights):
+    x, routing = _case(9, 2, "invalid", seed=11)
+    given = moe_forward(x, weights, routing, impl="triton")
+    computed = moe_forward(x, weights, expert_ids=routing.expert_ids, routing_weights=routing.weights, impl="triton")
+    assert torch.equal(given, computed)
+
+
+def test_empty_batch(weights):
+    x = torch.zeros(0, SHAPE.hidden_size, dtype=DTYPE, device=DEVICE)
+    ids = torch.zeros(0, 4, dtype=torch.int32, device=DEVICE)
+    out = moe_forward(x, weights, expert_ids=ids, routing_weights=ids.float(), impl="triton")
+    assert out.shape == (0, SHAPE.hidden_size)
+
+
+def test_input_errors(weights):
+    from oea_trt.moe.triton_kernel import default_config, fitted, fused_moe
+
+    x, routing = _case(2, 2, "invalid", seed=1)
+    with pytest.raises(ValueError, match="expert_ids must be int32"):
+        fused_moe(x, weights.w13, weights.w2, routing.expert_ids.long(), routing.weights)
+    with pytest.raises(ValueError, match="share one dtype"):
+        fused_moe(x.float(), weights.w13, weights.w2, routing.expert_ids, routing.weights)
+    with pytest.raises(ValueError, match=r"hidden_states must be \[T, 64\]"):
+        fused_moe(x[:, :32], weights.w13, weights.w2, routing.expert_ids, routing.weights)
+    with pytest.raises(ValueError, match="hidden_size=72 must be a multiple of 16"):
+        fitted(default_config(4, 72, 32, 4, 8), 4, 72, 32)
+
+
+def test_config_covers_decode_batch_in_one_tile():
+    from oea_trt.moe.triton_kernel import default_config, fitted
+
+    for batch, block_m in ((1, 16), (16, 16), (17, 32), (64, 64), (200, 64)):
+        assert fitted(default_config(batch, 2048, 768, 8, 128), batch, 2048, 768).block_m == block_m
+    cfg = fitted(default_config(64, 4096, 192, 8, 128).replace(gu_block_k=256, gu_stages=8), 64, 4096, 192)
+    assert 192 % cfg.dn_block_k == 0 and 192 % cfg.gu_block_n == 0
+    assert cfg.gu_stages * 2 * (cfg.block_m + 2 * cfg.gu_block_n) * cfg.gu_block_k <= 192 * 1024

@@ -6,7 +6,8 @@ callers (the TensorRT-LLM layer, tests, tools) need to use it:
 - identity: PLUGIN_NAME / PLUGIN_VERSION / PLUGIN_NAMESPACE, as registered with TensorRT;
 - fields: ``plugin_fields(config, token_kind_mode)`` turns an OEAConfig into the plugin's
   fields (numpy arrays, no TensorRT needed), ``field_collection(trt, ...)`` wraps them for a
-  TensorRT module, ``config_from_fields`` is the inverse;
+  TensorRT module (``collection_from_arrays`` for raw fields), ``config_from_fields`` is the
+  inverse;
 - inputs: TOKEN_KIND_NONE / TOKEN_KIND_DEVICE / TOKEN_KIND_TRTLLM and ``num_inputs(mode)``;
 - k0 at load time: K0_ENV / K0_SCHEDULE_ENV and ``k0_override_env(...)``;
 - the library: ``find_library()``, ``load_library(trt)`` (into TensorRT's plugin registry),
@@ -24,7 +25,7 @@ from typing import Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .config import FILL_MODES, OEAConfig, format_k0_schedule
+from .config import FILL_MODES, ConfigError, OEAConfig, format_k0_schedule
 
 #: The plugin's identity in TensorRT's registry and in every engine that uses it.
 PLUGIN_NAME = "OeaRouting"
@@ -132,7 +133,18 @@ def config_from_fields(fields: Mapping[str, Sequence]) -> Tuple[OEAConfig, int]:
             return default
         return np.asarray(fields[name]).reshape(-1)[0].item()
 
+    def flag(name):  # the plugin stores booleans as int32 0/1 and refuses anything else
+        value = int(scalar(name, 1))
+        if value not in (0, 1):
+            raise ConfigError(f"{name} must be 0 or 1 (false/true), got {value}")
+        return bool(value)
+
+    fill_code = int(scalar("fill", 0))
+    if not 0 <= fill_code < len(FILL_MODES):
+        raise ConfigError(f"fill must be a code in [0, {len(FILL_MODES) - 1}] ({', '.join(FILL_MODES)}), got {fill_code}")
     flat = [int(v) for v in np.asarray(fields.get("k0_schedule", []), dtype=np.int64).reshape(-1)]
+    if len(flat) % 2:
+        raise ConfigError(f"k0_schedule must hold (min_decode_tokens, k0) pairs, got {len(flat)} values")
     config = OEAConfig(
         num_experts=int(scalar("num_experts")),
         top_k=int(scalar("top_k")),
@@ -140,9 +152,9 @@ def config_from_fields(fields: Mapping[str, Sequence]) -> Tuple[OEAConfig, int]:
         k_max=None if "k_max" not in fields else int(scalar("k_max")),
         max_rank=None if "max_rank" not in fields else int(scalar("max_rank")),
         top_p=float(scalar("top_p", 1.0)),
-        renormalize=bool(scalar("renormalize", 1)),
-        fill=FILL_MODES[int(scalar("fill", 0))],
-        piggyback_on_context=bool(scalar("piggyback_on_context", 1)),
+        renormalize=flag("renormalize"),
+        fill=FILL_MODES[fill_code],
+        piggyback_on_context=flag("piggyback_on_context"),
         k0_schedule=tuple(zip(flat[0::2], flat[1::2])) or None,
     )
     return config, int(scalar("token_kind_mode", TOKEN_KIND_NONE))
@@ -150,12 +162,31 @@ def config_from_fields(fields: Mapping[str, Sequence]) -> Tuple[OEAConfig, int]:
 
 def field_collection(trt, config: OEAConfig, token_kind_mode: int = TOKEN_KIND_NONE):
     """A ``trt.PluginFieldCollection`` for `config` (``trt``: tensorrt or tensorrt_lean_bindings)."""
-    return trt.PluginFieldCollection(
-        [
-            trt.PluginField(name, array, getattr(trt.PluginFieldType, array.dtype.name.upper()))
-            for name, array in plugin_fields(config, token_kind_mode).items()
-        ]
-    )
+    return collection_from_arrays(trt, plugin_fields(config, token_kind_mode))
+
+
+_COLLECTION_TYPES: Dict[object, type] = {}
+
+
+def collection_from_arrays(trt, arrays: Mapping[str, np.ndarray]):
+    """``trt.PluginFieldCollection`` of raw fields (name -> numpy array; the array's dtype
+    gives the PluginFieldType). The collection keeps its fields alive: TensorRT's own
+    collection copies only pointers, so a collection built inline would otherwise point at
+    freed arrays by the time createPlugin reads them."""
+    collection_type = _COLLECTION_TYPES.get(trt)
+    if collection_type is None:
+
+        class FieldCollection(trt.PluginFieldCollection):
+            def __init__(self, fields):
+                super().__init__(fields)
+                self.keep_alive = fields
+
+        collection_type = _COLLECTION_TYPES[trt] = FieldCollection
+    fields = [
+        trt.PluginField(name, np.ascontiguousarray(array), getattr(trt.PluginFieldType, array.dtype.name.upper()))
+        for name, array in arrays.items()
+    ]
+    return collection_type(fields)
 
 
 def k0_override_env(k0: Optional[int] = None, k0_schedule=None) -> Dict[str, str]:

@@ -127,13 +127,13 @@ class _FakeTrt:
     def PluginField(name, data, kind):
         return (name, data, kind)
 
-    @staticmethod
-    def PluginFieldCollection(fields):
-        return list(fields)
+    class PluginFieldCollection(list):
+        pass
 
 
 def test_field_collection_types_follow_numpy_dtypes():
     fc = plugin_lib.field_collection(_FakeTrt, OEAConfig(num_experts=16, top_k=2, k0=1, k0_schedule=((2, 2),)))
+    assert isinstance(fc, _FakeTrt.PluginFieldCollection) and fc.keep_alive == list(fc)
     kinds = {name: kind for name, _, kind in fc}
     assert kinds["top_p"] == "FLOAT32"
     assert {k for n, k in kinds.items() if n != "top_p"} == {"INT32"}

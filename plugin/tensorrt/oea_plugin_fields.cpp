@@ -166,6 +166,22 @@ std::string knownNames()
     return names;
 }
 
+// "num_experts=128 top_k=8 k0=3 ... k0_schedule=8:4,16:3": the values a validation error refers to.
+std::string describeConfig(OeaPluginConfig const& c)
+{
+    OeaRoutingParams const& p = c.params;
+    std::string schedule;
+    for (int32_t i = 0; i < p.schedule_len; ++i)
+    {
+        schedule += (i ? "," : "") + std::to_string(p.schedule_min_decode[i]) + ":" + std::to_string(p.schedule_k0[i]);
+    }
+    return "num_experts=" + std::to_string(p.num_experts) + " top_k=" + std::to_string(p.top_k) + " k0="
+        + std::to_string(p.k0) + " k_max=" + std::to_string(p.k_max) + " max_rank=" + std::to_string(p.max_rank)
+        + " top_p=" + std::to_string(p.top_p) + " renormalize=" + std::to_string(p.renormalize)
+        + " fill=" + std::to_string(p.fill) + " piggyback_on_context=" + std::to_string(p.piggyback_on_context)
+        + " k0_schedule=" + (schedule.empty() ? "none" : schedule);
+}
+
 } // namespace
 
 std::string setSchedule(OeaRoutingParams& params, int32_t const* flat_pairs, int32_t nb_pairs, char const* what)
@@ -204,7 +220,7 @@ std::string validateConfig(OeaPluginConfig const& config)
 {
     if (char const* error = oea_validate_params(&config.params))
     {
-        return std::string("OeaRouting: ") + error;
+        return std::string("OeaRouting: ") + error + " (got " + describeConfig(config) + ")";
     }
     if (config.token_kind_mode < kTOKEN_KIND_NONE || config.token_kind_mode > kTOKEN_KIND_TRTLLM)
     {

@@ -1,8 +1,10 @@
 // oea_routing_creator.cpp: see oea_routing_creator.h.
 #include "oea_routing_creator.h"
 
-#include <atomic>
+#include <mutex>
 #include <new>
+#include <set>
+#include <string>
 
 #include "oea_k0_override.h"
 #include "oea_plugin_fields.h"
@@ -24,12 +26,18 @@ nvinfer1::IPluginV3* OeaRoutingCreator::createPlugin(
         error = applyK0Override(config, applied);
         if (!applied.empty())
         {
-            static std::atomic<bool> announced{false};
-            if (!announced.exchange(true))
+            // A warning once per distinct change (an engine has one OeaRouting layer per MoE
+            // layer, all usually alike), the per-layer detail at INFO.
+            static std::mutex mutex;
+            static std::set<std::string> announced;
+            bool first = false;
             {
-                logWarning("OeaRouting: engine values overridden at load time, for every OeaRouting layer of this "
-                           "process: "
-                    + applied);
+                std::lock_guard<std::mutex> lock(mutex);
+                first = announced.insert(applied).second;
+            }
+            if (first)
+            {
+                logWarning("OeaRouting: engine value(s) overridden at load time: " + applied);
             }
             logInfo("OeaRouting layer '" + layer + "': " + applied);
         }

@@ -1,0 +1,474 @@
+// oea_routing.cu: the fused OEA routing kernel behind plugin/oea_routing.h.
+//
+// The rule (docs/oea-spec.md, reference oea_trt/routing.py) needs one batch-wide fact between
+// two per-token steps: the loaded set S_base (union of decode baselines + context top-k) must
+// be complete before any decode token may piggyback on it. So there are two phases with one
+// batch-wide barrier between them:
+//   * decode-sized batches (T <= 256): ONE launch. One CTA, or on sm_90 one thread-block
+//     cluster of up to 8 CTAs whose S_base bitmasks are OR-ed through distributed shared
+//     memory; a warp routes one token at a time and keeps the token's logits in registers.
+//   * larger batches: memset of a small workspace, a phase-1 grid that ORs its bits into a
+//     global S_base with atomics, and a phase-2 grid.
+// Either way: no host synchronisation, no allocation, capturable in a CUDA graph.
+#include <algorithm>
+#include <cstring>
+
+#include <cooperative_groups.h>
+#include <cuda_runtime.h>
+
+#include "oea_routing.h"
+#include "oea_routing_token.cuh"
+
+namespace oea {
+
+constexpr int kMaxWarpsPerCta = 16;
+constexpr int kFusedMaxTokens = 256;      // decode-sized batches take the one-launch path
+constexpr int kFusedTokensPerCta = 16;    // below this a second CTA costs more than it saves
+constexpr int kMaxClusterCtas = 8;        // portable cluster size
+constexpr int kMaxRegisterExperts = 512;  // 16 keys per lane; above, rows live in smem
+constexpr size_t kSmemRowBudget = 96 * 1024;
+
+// ---- shared memory layout (host and device agree on it) ---------------------------------
+struct SmemLayout {
+  size_t base, ctx, mbase, mactive, decode_count, lowest_active, stash, rows, total;
+};
+
+__host__ __device__ inline size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
+__host__ __device__ inline SmemLayout smem_layout(int num_experts, int stash_tokens, int warps,
+                                                  size_t row_bytes_per_warp) {
+  const size_t words = static_cast<size_t>((num_experts + 31) / 32) * sizeof(uint32_t);
+  SmemLayout l;
+  l.base = 0;
+  l.ctx = l.base + words;
+  l.mbase = l.ctx + words;
+  l.mactive = l.mbase + words;
+  l.decode_count = align_up(l.mactive + words, 8);
+  l.lowest_active = l.decode_count + 8;
+  l.stash = align_up(l.lowest_active + 4, 8);
+  l.rows = align_up(l.stash + static_cast<size_t>(stash_tokens) * sizeof(TokenStash), 16);
+  l.total = l.rows + static_cast<size_t>(warps) * row_bytes_per_warp;
+  return l;
+}
+
+__device__ inline CtaShared carve(unsigned char* smem, const SmemLayout& l) {
+  CtaShared sh;
+  sh.base = reinterpret_cast<uint32_t*>(smem + l.base);
+  sh.ctx = reinterpret_cast<uint32_t*>(smem + l.ctx);
+  sh.mbase = reinterpret_cast<uint32_t*>(smem + l.mbase);
+  sh.mactive = reinterpret_cast<uint32_t*>(smem + l.mactive);
+  sh.decode_count = reinterpret_cast<unsigned long long*>(smem + l.decode_count);
+  sh.lowest_active = reinterpret_cast<int32_t*>(smem + l.lowest_active);
+  sh.stash = reinterpret_cast<TokenStash*>(smem + l.stash);
+  sh.rows = smem + l.rows;
+  return sh;
+}
+
+// Row storage per template: VPL > 0 keeps VPL keys per lane in registers; VPL == 0 uses smem.
+template <typename Key, int VPL>
+struct RowFor {
+  using type = RegRow<Key, VPL>;
+  static __device__ __forceinline__ type make(const CtaShared&, int) { return type(); }
+  static constexpr size_t bytes_per_warp(int) { return 0; }
+};
+template <typename Key>
+struct RowFor<Key, 0> {
+  using type = SmemRow<Key>;
+  static __device__ __forceinline__ type make(const CtaShared& sh, int words) {
+    type row;
+    const int warp = static_cast<int>(threadIdx.x) / kWarp;
+    row.col = static_cast<Key*>(sh.rows) + static_cast<size_t>(warp) * words * kWarp + lane_id();
+    row.n = words;
+    row.mbase = sh.mbase;
+    return row;
+  }
+};
+
+// ---- CTA-wide steps ----------------------------------------------------------------------
+__device__ __forceinline__ void zero_cta_bits(const CtaShared& sh, int words) {
+  for (int i = threadIdx.x; i < 2 * words; i += blockDim.x) sh.base[i] = 0u;  // base, ctx
+  if (threadIdx.x == 0) *sh.decode_count = 0ull;
+}
+
+// k0 after the schedule, capped at k_max. Counting decode tokens is CTA-wide (a barrier).
+__device__ __forceinline__ int scheduled_baseline(const RouteArgs& a, const CtaShared& sh) {
+  int k0 = a.p.k0;
+  if (a.p.schedule_len > 0) {
+    const int64_t T = a.num_tokens;
+    long long num_decode;
+    if (a.token_kind == nullptr) {
+      num_decode = T - min(max(a.num_leading_context, int64_t(0)), T);
+    } else {
+      unsigned count = 0;
+      for (int64_t t = threadIdx.x; t < T; t += blockDim.x)
+        count += __ldg(a.token_kind + t) == OEA_TOKEN_DECODE ? 1u : 0u;
+      count = __reduce_add_sync(kFullMask, count);
+      if (lane_id() == 0) atomicAdd(sh.decode_count, static_cast<unsigned long long>(count));
+      __syncthreads();
+      num_decode = static_cast<long long>(*sh.decode_count);
+    }
+    for (int s = 0; s < a.p.schedule_len; ++s)  // sorted ascending: the last match wins
+      if (num_decode >= a.p.schedule_min_decode[s]) k0 = a.p.schedule_k0[s];
+  }
+  return min(k0, a.p.k_max);
+}
+
+// After mbase/mactive hold the whole batch: lowest active expert (fill "top1") for this CTA,
+// and, from one CTA, active_mask and num_active. Ends with a barrier.
+__device__ __forceinline__ void finish_active_set(const RouteArgs& a, const CtaShared& sh, bool write_outputs) {
+  const int E = a.p.num_experts;
+  const int words = words_of(E);
+  if (threadIdx.x < kWarp) {
+    const int lane = lane_id();
+    int lowest = -1;
+    unsigned popcount = 0;
+    for (int c = 0; c < words; c += kWarp) {
+      const uint32_t w = c + lane < words ? sh.mactive[c + lane] : 0u;
+      popcount += __popc(w);
+      const unsigned nonzero = __ballot_sync(kFullMask, w != 0u);
+      if (lowest < 0 && nonzero) {
+        const int src = __ffs(nonzero) - 1;
+        const uint32_t first_word = __shfl_sync(kFullMask, w, src);
+        lowest = (c + src) * 32 + __ffs(first_word) - 1;
+      }
+    }
+    popcount = __reduce_add_sync(kFullMask, popcount);
+    if (lane == 0) {
+      *sh.lowest_active = lowest < 0 ? 0 : lowest;  // empty batch: expert 0, never counted
+      if (write_outputs && a.num_active) *a.num_active = static_cast<int32_t>(popcount);
+    }
+  }
+  if (write_outputs && a.active_mask)
+    for (int e = threadIdx.x; e < E; e += blockDim.x)
+      a.active_mask[e] = static_cast<uint8_t>((sh.mactive[e >> 5] >> (e & 31)) & 1u);
+  __syncthreads();
+}
+
+// ---- cluster helpers (sm_90): S_base of all CTAs through distributed shared memory -------
+__device__ __forceinline__ void cluster_arrive() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#endif
+}
+
+// mbase/mactive = OR over the cluster's CTAs (or just this CTA) of base/ctx.
+__device__ __forceinline__ void merge_cluster_bits(const CtaShared& sh, int words, int cluster_ctas) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (cluster_ctas > 1) {
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    for (int w = threadIdx.x; w < words; w += blockDim.x) {
+      uint32_t b = 0, c = 0;
+      for (int r = 0; r < cluster_ctas; ++r) {
+        b |= *cluster.map_shared_rank(sh.base + w, r);
+        c |= *cluster.map_shared_rank(sh.ctx + w, r);
+      }
+      sh.mbase[w] = b;
+      sh.mactive[w] = b | c;
+    }
+    return;
+  }
+#endif
+  for (int w = threadIdx.x; w < words; w += blockDim.x) {
+    sh.mbase[w] = sh.base[w];
+    sh.mactive[w] = sh.base[w] | sh.ctx[w];
+  }
+}
+
+// ---- kernels -----------------------------------------------------------------------------
+// One launch for a decode-sized batch: gridDim.x CTAs form one cluster (or gridDim.x == 1).
+// CTA c routes tokens [c * tokens_per_cta, (c + 1) * tokens_per_cta); warps stride over them.
+template <typename T, int VPL>
+__global__ void __launch_bounds__(kMaxWarpsPerCta * kWarp, 1)
+    oea_route_fused_kernel(const __grid_constant__ RouteArgs a, int tokens_per_cta) {
+  using Key = typename LogitTraits<T>::Key;
+  using Rows = RowFor<Key, VPL>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int E = a.p.num_experts;
+  const int words = words_of(E);
+  const int warps = blockDim.x / kWarp;
+  const int warp = threadIdx.x / kWarp;
+  const SmemLayout layout = smem_layout(E, tokens_per_cta, warps, VPL ? 0 : words * kWarp * sizeof(Key));
+  const CtaShared sh = carve(smem, layout);
+  const int cluster_ctas = gridDim.x;
+
+  zero_cta_bits(sh, words);
+  __syncthreads();
+  const int n0 = scheduled_baseline(a, sh);
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * tokens_per_cta;
+  const int64_t end = min(a.num_tokens, first + tokens_per_cta);
+
+  typename Rows::type row = Rows::make(sh, words);
+  for (int64_t t = first + warp; t < end; t += warps)
+    route_phase1<T>(a, sh, n0, t, row, sh.stash + (t - first));
+
+  if (cluster_ctas > 1) {  // every CTA's phase-1 bits are visible cluster-wide after this
+    cluster_arrive();
+    cluster_wait();
+  } else {
+    __syncthreads();
+  }
+  merge_cluster_bits(sh, words, cluster_ctas);
+  if (cluster_ctas > 1) cluster_arrive();  // done reading peers' smem; waited for before exit
+  __syncthreads();
+  finish_active_set(a, sh, blockIdx.x == 0);
+  const int lowest_active = *sh.lowest_active;
+
+  for (int64_t t = first + warp; t < end; t += warps)
+    route_phase2<T>(a, sh, t, row, sh.stash + (t - first), lowest_active);
+  if (cluster_ctas > 1) cluster_wait();  // peers may still read this CTA's bits until here
+}
+
+// Multi-block path, phase 1: every warp routes tokens gw, gw + all warps, ...; the CTA's
+// bits go to the zero-initialised global S_base with one atomicOr per non-empty word.
+template <typename T, int VPL>
+__global__ void __launch_bounds__(kMaxWarpsPerCta * kWarp, 1)
+    oea_route_phase1_kernel(const __grid_constant__ RouteArgs a) {
+  using Key = typename LogitTraits<T>::Key;
+  using Rows = RowFor<Key, VPL>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int E = a.p.num_experts;
+  const int words = words_of(E);
+  const int warps = blockDim.x / kWarp;
+  const SmemLayout layout = smem_layout(E, 0, warps, VPL ? 0 : words * kWarp * sizeof(Key));
+  const CtaShared sh = carve(smem, layout);
+
+  zero_cta_bits(sh, words);
+  __syncthreads();
+  const int n0 = scheduled_baseline(a, sh);
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * warps;
+  typename Rows::type row = Rows::make(sh, words);
+  for (int64_t t = static_cast<int64_t>(blockIdx.x) * warps + threadIdx.x / kWarp; t < a.num_tokens; t += stride)
+    route_phase1<T>(a, sh, n0, t, row, a.ws_stash + t);
+  __syncthreads();
+  for (int w = threadIdx.x; w < words; w += blockDim.x) {
+    if (sh.base[w]) atomicOr(a.ws_base + w, sh.base[w]);
+    if (sh.ctx[w]) atomicOr(a.ws_ctx + w, sh.ctx[w]);
+  }
+}
+
+// Multi-block path, phase 2: the same token-to-warp mapping reads phase 1's stash.
+template <typename T, int VPL>
+__global__ void __launch_bounds__(kMaxWarpsPerCta * kWarp, 1)
+    oea_route_phase2_kernel(const __grid_constant__ RouteArgs a) {
+  using Key = typename LogitTraits<T>::Key;
+  using Rows = RowFor<Key, VPL>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int E = a.p.num_experts;
+  const int words = words_of(E);
+  const int warps = blockDim.x / kWarp;
+  const SmemLayout layout = smem_layout(E, 0, warps, VPL ? 0 : words * kWarp * sizeof(Key));
+  const CtaShared sh = carve(smem, layout);
+
+  for (int w = threadIdx.x; w < words; w += blockDim.x) {
+    const uint32_t b = a.ws_base[w];
+    sh.mbase[w] = b;
+    sh.mactive[w] = b | a.ws_ctx[w];
+  }
+  __syncthreads();
+  finish_active_set(a, sh, blockIdx.x == 0);
+  const int lowest_active = *sh.lowest_active;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * warps;
+  typename Rows::type row = Rows::make(sh, words);
+  for (int64_t t = static_cast<int64_t>(blockIdx.x) * warps + threadIdx.x / kWarp; t < a.num_tokens; t += stride)
+    route_phase2<T>(a, sh, t, row, a.ws_stash + t, lowest_active);
+}
+
+// ---- host side ---------------------------------------------------------------------------
+struct DeviceInfo {
+  int sm_major = 0;
+  int num_sms = 0;
+  int cluster_launch = 0;
+  int max_smem_optin = 0;
+};
+
+// Attribute queries are host-only (no stream work, legal during graph capture); cached.
+static cudaError_t device_info(DeviceInfo* out) {
+  constexpr int kMaxDevices = 64;
+  static DeviceInfo cache[kMaxDevices];
+  static bool known[kMaxDevices] = {};
+  int dev = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err != cudaSuccess) return err;
+  if (dev >= 0 && dev < kMaxDevices && known[dev]) {
+    *out = cache[dev];
+    return cudaSuccess;
+  }
+  DeviceInfo info;
+  if ((err = cudaDeviceGetAttribute(&info.sm_major, cudaDevAttrComputeCapabilityMajor, dev)) ||
+      (err = cudaDeviceGetAttribute(&info.num_sms, cudaDevAttrMultiProcessorCount, dev)) ||
+      (err = cudaDeviceGetAttribute(&info.max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)))
+    return err;
+  if (cudaDeviceGetAttribute(&info.cluster_launch, cudaDevAttrClusterLaunch, dev) != cudaSuccess) {
+    info.cluster_launch = 0;
+    (void)cudaGetLastError();  // an unknown attribute is not an error of this call
+  }
+  if (dev >= 0 && dev < kMaxDevices) {
+    cache[dev] = info;
+    known[dev] = true;
+  }
+  *out = info;
+  return cudaSuccess;
+}
+
+static int registers_per_lane(int num_experts) {
+  if (num_experts > kMaxRegisterExperts) return 0;  // smem rows
+  const int words = (num_experts + 31) / 32;
+  int vpl = 1;
+  while (vpl < words) vpl *= 2;
+  return vpl;
+}
+
+static size_t workspace_header_bytes(int num_experts) {
+  return align_up(2 * static_cast<size_t>((num_experts + 31) / 32) * sizeof(uint32_t), 16);
+}
+
+template <typename Kernel, typename... Args>
+static cudaError_t launch(Kernel kernel, int ctas, int cluster_ctas, int threads, size_t smem,
+                          cudaStream_t stream, Args... args) {
+  if (smem > 48 * 1024) {
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (err != cudaSuccess) return err;
+  }
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(ctas);
+  config.blockDim = dim3(threads);
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attr[1];
+  if (cluster_ctas > 1) {
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = cluster_ctas;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    config.attrs = attr;
+    config.numAttrs = 1;
+  }
+  return cudaLaunchKernelEx(&config, kernel, args...);
+}
+
+template <typename T, int VPL>
+static cudaError_t route_typed(const RouteArgs& a, const DeviceInfo& dev, void* workspace,
+                               size_t workspace_bytes, cudaStream_t stream) {
+  using Key = typename LogitTraits<T>::Key;
+  const int E = a.p.num_experts;
+  const int64_t T_ = a.num_tokens;
+  const size_t row_bytes = VPL ? 0 : static_cast<size_t>((E + 31) / 32) * kWarp * sizeof(Key);
+  int smem_warps = kMaxWarpsPerCta;
+  if (row_bytes) smem_warps = static_cast<int>(std::max<size_t>(1, std::min<size_t>(kMaxWarpsPerCta, kSmemRowBudget / std::max<size_t>(row_bytes, 1))));
+
+  // Fused: C CTAs of ceil(T / C) tokens; more than one CTA needs a cluster (sm_90).
+  if (T_ <= kFusedMaxTokens) {
+    int ctas = static_cast<int>(std::min<int64_t>(kMaxClusterCtas, std::max<int64_t>(1, (T_ + kFusedTokensPerCta - 1) / kFusedTokensPerCta)));
+    if (ctas > 1 && !dev.cluster_launch) ctas = T_ <= 4 * kFusedTokensPerCta ? 1 : 0;
+    if (ctas > 0) {
+      const int tokens_per_cta = static_cast<int>(std::max<int64_t>(1, (T_ + ctas - 1) / ctas));
+      ctas = static_cast<int>(std::max<int64_t>(1, (T_ + tokens_per_cta - 1) / tokens_per_cta));
+      const int warps = std::max(1, std::min({tokens_per_cta, kMaxWarpsPerCta, smem_warps}));
+      const size_t smem = smem_layout(E, tokens_per_cta, warps, row_bytes).total;
+      return launch(oea_route_fused_kernel<T, VPL>, ctas, ctas, warps * kWarp, smem, stream, a, tokens_per_cta);
+    }
+  }
+
+  // Multi-block: zeroed global S_base, phase 1 grid, phase 2 grid.
+  const size_t header = workspace_header_bytes(E);
+  if (workspace == nullptr || workspace_bytes < header + static_cast<size_t>(T_) * sizeof(TokenStash))
+    return cudaErrorInvalidValue;
+  RouteArgs b = a;
+  b.ws_base = static_cast<uint32_t*>(workspace);
+  b.ws_ctx = b.ws_base + (E + 31) / 32;
+  b.ws_stash = reinterpret_cast<TokenStash*>(static_cast<unsigned char*>(workspace) + header);
+  const int warps = std::min(8, smem_warps);
+  const int64_t wanted = (T_ + warps - 1) / warps;
+  const int ctas = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, 4LL * std::max(1, dev.num_sms))));
+  const size_t smem = smem_layout(E, 0, warps, row_bytes).total;
+  cudaError_t err = cudaMemsetAsync(workspace, 0, 2 * static_cast<size_t>((E + 31) / 32) * sizeof(uint32_t), stream);
+  if (err != cudaSuccess) return err;
+  err = launch(oea_route_phase1_kernel<T, VPL>, ctas, 1, warps * kWarp, smem, stream, b);
+  if (err != cudaSuccess) return err;
+  return launch(oea_route_phase2_kernel<T, VPL>, ctas, 1, warps * kWarp, smem, stream, b);
+}
+
+template <typename T>
+static cudaError_t route_dispatch(const RouteArgs& a, const DeviceInfo& dev, void* ws, size_t ws_bytes,
+                                  cudaStream_t stream) {
+  switch (registers_per_lane(a.p.num_experts)) {
+    case 1: return route_typed<T, 1>(a, dev, ws, ws_bytes, stream);
+    case 2: return route_typed<T, 2>(a, dev, ws, ws_bytes, stream);
+    case 4: return route_typed<T, 4>(a, dev, ws, ws_bytes, stream);
+    case 8: return route_typed<T, 8>(a, dev, ws, ws_bytes, stream);
+    case 16: return route_typed<T, 16>(a, dev, ws, ws_bytes, stream);
+    default: return route_typed<T, 0>(a, dev, ws, ws_bytes, stream);
+  }
+}
+
+}  // namespace oea
+
+extern "C" {
+
+const char* oea_validate_params(const OeaRoutingParams* p) {
+  if (p == nullptr) return "params must not be NULL";
+  const int E = p->num_experts;
+  if (E < 1 || E > OEA_MAX_EXPERTS) return "num_experts must be in [1, 4096]";
+  if (p->top_k < 1 || p->top_k > E) return "top_k must be in [1, num_experts]";
+  if (p->k_max < p->top_k || p->k_max > E) return "k_max must be in [top_k, num_experts]";
+  if (p->k0 < 1 || p->k0 > p->k_max) return "k0 must be in [1, k_max]";
+  if (p->max_rank < 1 || p->max_rank > E) return "max_rank must be in [1, num_experts]";
+  if (!(p->top_p > 0.0f && p->top_p <= 1.0f)) return "top_p must be in (0, 1]";
+  if (p->renormalize != 0 && p->renormalize != 1) return "renormalize must be 0 or 1";
+  if (p->fill < OEA_FILL_INVALID || p->fill > OEA_FILL_TOP1)
+    return "fill must be 0 (invalid), 1 (num_experts) or 2 (top1)";
+  if (p->piggyback_on_context != 0 && p->piggyback_on_context != 1) return "piggyback_on_context must be 0 or 1";
+  if (p->schedule_len < 0 || p->schedule_len > OEA_MAX_SCHEDULE) return "schedule_len must be in [0, 16]";
+  for (int s = 0; s < p->schedule_len; ++s) {
+    if (p->schedule_min_decode[s] < 0) return "schedule_min_decode entries must be >= 0";
+    if (s > 0 && p->schedule_min_decode[s] <= p->schedule_min_decode[s - 1])
+      return "schedule_min_decode must be strictly ascending";
+    if (p->schedule_k0[s] < 1 || p->schedule_k0[s] > p->k_max) return "schedule_k0 entries must be in [1, k_max]";
+  }
+  return nullptr;
+}
+
+size_t oea_workspace_size(const OeaRoutingParams* params, int64_t num_tokens) {
+  if (params == nullptr || params->num_experts < 1 || num_tokens < 0) return 0;
+  return oea::workspace_header_bytes(params->num_experts) +
+         static_cast<size_t>(num_tokens) * sizeof(oea::TokenStash);
+}
+
+cudaError_t oea_route_launch(const OeaRoutingParams* params, const void* logits, int32_t logits_type,
+                             const int32_t* token_kind, int64_t num_leading_context, int64_t num_tokens,
+                             int32_t* expert_ids, float* weights, uint8_t* active_mask, int32_t* num_active,
+                             void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  if (oea_validate_params(params) != nullptr || num_tokens < 0) return cudaErrorInvalidValue;
+  if (num_tokens > 0 && (logits == nullptr || expert_ids == nullptr || weights == nullptr))
+    return cudaErrorInvalidValue;
+  oea::DeviceInfo dev;
+  cudaError_t err = oea::device_info(&dev);
+  if (err != cudaSuccess) return err;
+  if (dev.sm_major < 8) return cudaErrorInvalidDeviceFunction;  // redux.sync needs sm_80+
+
+  oea::RouteArgs a;
+  std::memset(&a, 0, sizeof(a));
+  a.p = *params;
+  a.logits = logits;
+  a.token_kind = token_kind;
+  a.num_leading_context = num_leading_context;
+  a.num_tokens = num_tokens;
+  a.expert_ids = expert_ids;
+  a.weights = weights;
+  a.active_mask = active_mask;
+  a.num_active = num_active;
+  switch (logits_type) {
+    case OEA_LOGITS_FP32: return oea::route_dispatch<float>(a, dev, workspace, workspace_bytes, stream);
+    case OEA_LOGITS_FP16: return oea::route_dispatch<__half>(a, dev, workspace, workspace_bytes, stream);
+    case OEA_LOGITS_BF16: return oea::route_dispatch<__nv_bfloat16>(a, dev, workspace, workspace_bytes, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // extern "C"

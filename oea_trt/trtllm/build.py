@@ -39,13 +39,13 @@ def _say(progress: Progress, text: str) -> None:
 def require_tensorrt_llm() -> str:
     """tensorrt_llm's version, or BuildError explaining where it is available."""
     try:
-        import tensorrt_llm  # noqa: F401
+        import tensorrt_llm
     except ImportError as exc:
         raise BuildError(
             f"TensorRT-LLM is not importable here ({exc}); run the build inside NVIDIA's "
             "nvcr.io/nvidia/tensorrt-llm/release:1.2.1 container, or use --dry-run to print the plan"
         ) from None
-    return getattr(tensorrt_llm, "__version__", "unknown")
+    return tensorrt_llm.__version__
 
 
 def convert_checkpoint(plan: BuildPlan, progress: Progress = print) -> None:
@@ -147,6 +147,13 @@ def build(options: BuildOptions, progress: Progress = print, dry_run: bool = Fal
     if dry_run:
         return plan
     version = require_tensorrt_llm()
+    if options.plugin_library:
+        from .. import plugin_lib
+
+        if not os.path.isfile(options.plugin_library):
+            raise BuildError(f"plugin library {options.plugin_library} does not exist")
+        # plugin_lib (this process, the trtllm-build process and oea_config.json) honours it.
+        os.environ[plugin_lib.LIBRARY_ENV] = os.path.abspath(options.plugin_library)
     started = time.time()
     n = len(plan.steps)
 

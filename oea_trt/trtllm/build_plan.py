@@ -53,6 +53,7 @@ class BuildOptions:
     workers: int = 1
     extra_build_args: Sequence[str] = ()
     trtllm_build: str = "trtllm-build"
+    plugin_library: Optional[str] = None     # liboea_routing_trt.so (default: plugin_lib's search)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +161,7 @@ class BuildPlan:
             f"  engine limits  max_batch_size={o.max_batch_size}, max_num_tokens={o.max_num_tokens}, "
             f"max_input_len={self.max_input_len}, max_seq_len={self.max_seq_len}, workers={o.workers}",
             f"  outputs        checkpoint {self.checkpoint_dir}; engine {o.output_dir} (+ oea_config.json)",
+            f"  plugin         {o.plugin_library or '$OEA_TRT_PLUGIN_LIB or the build directories (oea_trt.plugin_lib)'}",
             "steps:",
         ]
         for i, step in enumerate(self.steps, 1):

@@ -24,6 +24,8 @@ class HFConfigError(ValueError):
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 _ARCHITECTURE = "Qwen3MoeForCausalLM"
+#: Field -> the name transformers 5.x saves it under (Qwen3MoeConfig.attribute_map).
+_ALIASES = {"num_experts": "num_local_experts", "torch_dtype": "dtype"}
 _MODEL_TYPE = "qwen3_moe"
 
 
@@ -119,6 +121,9 @@ def qwen3_moe_spec(source: Union[str, os.PathLike, Dict[str, Any]]) -> Qwen3MoeS
     """Validate a Qwen3-MoE config and return its Qwen3MoeSpec (HFConfigError on any problem)."""
     where = "config" if isinstance(source, dict) else os.fspath(source)
     cfg = load_hf_config(source)
+    for name, alias in _ALIASES.items():  # transformers 5.x writes some fields under new names
+        if name not in cfg and alias in cfg:
+            cfg[name] = cfg[alias]
     model_type = cfg.get("model_type")
     archs = cfg.get("architectures") or []
     if model_type != _MODEL_TYPE and _ARCHITECTURE not in archs:

@@ -1,77 +1,71 @@
 """The TensorRT-LLM integration's one door to the OEA TensorRT plugin.
 
-oea_trt.plugin_lib owns the plugin's identity (creator name, version, namespace), where its
-shared library lives, how to load it, and how an OEAConfig becomes plugin fields; this module
-only adapts that to what the TensorRT-LLM layer needs, so the layer never spells a field name.
-Importing it needs no TensorRT.
+oea_trt.plugin_lib owns the plugin's identity (OeaRouting / version / namespace), its field
+table and packing (plugin_fields / field_collection), its token-kind modes, the load-time k0
+override variables and where its libraries are; this module only adapts that to what the
+TensorRT-LLM layer and the builder need, so nothing here spells a field name. Importing it
+needs no TensorRT.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Optional
 
+from .. import plugin_lib
 from ..config import OEAConfig
 
-#: Values of the plugin's token-split mode for the two RoutingPlan.batch_split choices.
-#: all_decode: one input (router logits), every row is a decode token.
-#: host_request_types: two more inputs, TensorRT-LLM's host_request_types [num_seq] and
-#: host_context_lengths [num_seq] (int32, CPU memory at run time); context rows first.
-SPLIT_INPUTS = {"all_decode": 1, "host_request_types": 3}
+#: RoutingPlan.batch_split -> the plugin's token_kind_mode.
+#: host_request_types: + TensorRT-LLM's host_request_types [num_seq] and host_context_lengths
+#:   [num_seq] (int32, CPU memory at run time; context requests first in a packed batch).
+#: all_decode: router logits only; every row is a decode token.
+TOKEN_KIND_MODE = {
+    "host_request_types": plugin_lib.TOKEN_KIND_TRTLLM,
+    "all_decode": plugin_lib.TOKEN_KIND_NONE,
+}
 
 
-def _plugin_lib():
+def token_kind_mode(batch_split: str) -> int:
     try:
-        return importlib.import_module("oea_trt.plugin_lib")
-    except ImportError as exc:  # the plugin package is a sibling deliverable
-        raise RuntimeError(
-            f"oea_trt.plugin_lib is unavailable ({exc}); the OEA TensorRT plugin must be built and "
-            "importable to build or run OEA engines"
-        ) from None
+        return TOKEN_KIND_MODE[batch_split]
+    except KeyError:
+        raise ValueError(f"batch_split must be one of {', '.join(TOKEN_KIND_MODE)}, got {batch_split!r}") from None
 
 
 def plugin_info() -> dict:
-    """What oea_config.json records about the plugin (no library is loaded)."""
-    try:
-        lib = _plugin_lib()
-    except RuntimeError as exc:
-        return {"available": False, "reason": str(exc)}
-    info = {
-        "name": getattr(lib, "PLUGIN_NAME", None),
-        "version": getattr(lib, "PLUGIN_VERSION", None),
-        "namespace": getattr(lib, "PLUGIN_NAMESPACE", None),
+    """What oea_config.json records about the plugin (nothing is loaded)."""
+    library = plugin_lib.find_library()
+    preload = plugin_lib.find_library(preload=True)
+    return {
+        "name": plugin_lib.PLUGIN_NAME,
+        "version": plugin_lib.PLUGIN_VERSION,
+        "namespace": plugin_lib.PLUGIN_NAMESPACE,
+        "library": str(library) if library else None,            # IPluginRegistry.load_library
+        "preload_library": str(preload) if preload else None,    # LD_PRELOAD (Triton, workers)
+        "k0_override_env": [plugin_lib.K0_ENV, plugin_lib.K0_SCHEDULE_ENV],
     }
-    for attr, key in (("library_path", "library"), ("library_version", "library_version")):
-        fn = getattr(lib, attr, None)
-        try:
-            info[key] = fn() if callable(fn) else fn
-        except Exception as exc:  # noqa: BLE001 - a missing .so is reported, not fatal, here
-            info[key] = None
-            info.setdefault("errors", []).append(f"{attr}: {exc}")
-    return info
 
 
 def load_plugin_library(path: Optional[str] = None):
-    """Register the OEA plugin creator in this process (idempotent; see oea_trt.plugin_lib)."""
-    lib = _plugin_lib()
-    return lib.load(path) if path is not None else lib.load()
+    """Register OeaRouting with TensorRT's registry in this process (idempotent)."""
+    import tensorrt as trt
+
+    return plugin_lib.load_library(trt, path)
 
 
 def get_creator(trt):
-    """The plugin creator from TensorRT's registry (after load_plugin_library)."""
-    lib = _plugin_lib()
-    creator = trt.get_plugin_registry().get_creator(lib.PLUGIN_NAME, lib.PLUGIN_VERSION, lib.PLUGIN_NAMESPACE)
+    creator = plugin_lib.get_creator(trt)
     if creator is None:
         raise RuntimeError(
-            f"TensorRT has no plugin creator {lib.PLUGIN_NAME!r} version {lib.PLUGIN_VERSION!r} namespace "
-            f"{lib.PLUGIN_NAMESPACE!r}: load the OEA plugin library first (oea_trt.trtllm.plugin_binding."
-            "load_plugin_library, or LD_PRELOAD it)"
+            f"TensorRT has no plugin creator {plugin_lib.PLUGIN_NAME!r} v{plugin_lib.PLUGIN_VERSION} in namespace "
+            f"{plugin_lib.PLUGIN_NAMESPACE!r}: load the OEA plugin library first "
+            "(oea_trt.runtime.load_plugin(), or LD_PRELOAD the preload variant)"
         )
     return creator
 
 
 def field_collection(trt, config: OEAConfig, batch_split: str):
-    """PluginFieldCollection for one OEA routing layer, packed by plugin_lib from the config."""
-    if batch_split not in SPLIT_INPUTS:
-        raise ValueError(f"batch_split must be one of {', '.join(SPLIT_INPUTS)}, got {batch_split!r}")
-    lib = _plugin_lib()
-    return lib.plugin_field_collection(trt, config, token_split=batch_split)
+    """PluginFieldCollection for one OEA routing layer (packed by plugin_lib)."""
+    return plugin_lib.field_collection(trt, config, token_kind_mode(batch_split))
+
+
+def num_inputs(batch_split: str) -> int:
+    return plugin_lib.num_inputs(token_kind_mode(batch_split))

@@ -6,82 +6,38 @@
   (the sentinel this backend's fused MoE skips). No host sync: apply() is captured in CUDA graphs.
 - OEAQwen3MoeForCausalLM: TensorRT-LLM's Qwen3MoeForCausalLM
   (tensorrt_llm/_torch/models/modeling_qwen3_moe.py) with the routing method of every MoE
-  layer replaced, registered with @register_auto_model("Qwen3MoeForCausalLM") so it is the
-  class TensorRT-LLM instantiates for Qwen3-MoE checkpoints once this module is imported.
+  layer replaced, registered with @register_auto_model("Qwen3MoeForCausalLM"): once this module
+  is imported, it is the class TensorRT-LLM instantiates for Qwen3-MoE checkpoints (the last
+  registration of a name wins).
 
-Settings: configure(k0=..., ...) before creating the LLM; they are also exported in the
-environment variable OEA_TRT_TORCH_ROUTING so worker processes that import this module (see
-docs/trtllm.md) build the same plan. Importing this module needs TensorRT-LLM.
+Settings: oea_trt.trtllm.torch_settings.configure(k0=..., ...) before creating the LLM; they
+travel in the environment (OEA_TRT_TORCH_ROUTING), so worker processes that import this module
+build the same plan (docs/trtllm.md: TLLM_WORKER_USE_SINGLE_PROCESS=1, or import in workers).
+Importing this module needs TensorRT-LLM.
 """
 from __future__ import annotations
-
-import json
-import os
-from typing import Dict, Optional
 
 import torch
 from tensorrt_llm._torch.models.modeling_qwen3_moe import Qwen3MoE, Qwen3MoeForCausalLM
 from tensorrt_llm._torch.models.modeling_utils import register_auto_model
 from tensorrt_llm._torch.modules.fused_moe.routing import BaseMoeRoutingMethod
 
-from ..config import CONTEXT, DECODE, OEAConfig
-from .routing_plan import RoutingPlan
+from ..config import OEAConfig
+from .torch_settings import TORCH_FILL, configure, current_settings, route_packed_batch, routing_plan_for
 
-ENV_VAR = "OEA_TRT_TORCH_ROUTING"
-#: The PyTorch backend's fused MoE skips slots holding num_experts.
-TORCH_FILL = "num_experts"
-assert (CONTEXT, DECODE) == (1, 0), "token_kind below is built as (row < num_context_tokens)"
-_SETTING_KEYS = ("k0", "k0_schedule", "layer_k0", "k_max", "max_rank", "top_p", "piggyback_on_context")
+__all__ = ["OEAMoeRoutingMethod", "OEAQwen3MoE", "OEAQwen3MoeForCausalLM", "configure", "current_settings",
+           "install_oea"]
 
 
-def configure(**settings) -> dict:
-    """Set the OEA knobs used by every Qwen3-MoE model built after this call (in this process
-    and in child processes that import this module). Keys: k0, k0_schedule, layer_k0, k_max,
-    max_rank, top_p, piggyback_on_context. Returns the stored settings."""
-    unknown = sorted(set(settings) - set(_SETTING_KEYS))
-    if unknown:
-        raise ValueError(f"unknown OEA setting(s) {unknown}; known: {list(_SETTING_KEYS)}")
-    clean = {k: v for k, v in settings.items() if v is not None}
-    if "layer_k0" in clean:
-        clean["layer_k0"] = {str(k): int(v) for k, v in clean["layer_k0"].items()}
-    os.environ[ENV_VAR] = json.dumps(clean)
-    return clean
+def _dispatch_route(router_logits: torch.Tensor, config: OEAConfig, token_kind):
+    from ..dispatch import route  # the CUDA kernel's torch op oea_trt::route
 
-
-def current_settings() -> dict:
-    raw = os.environ.get(ENV_VAR)
-    if not raw:
-        return {}
-    try:
-        settings = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{ENV_VAR} must hold a JSON object of OEA settings ({exc.msg})") from None
-    if not isinstance(settings, dict):
-        raise ValueError(f"{ENV_VAR} must hold a JSON object of OEA settings, got {type(settings).__name__}")
-    return settings
-
-
-def routing_plan_for(pretrained_config, num_layers: int, settings: Optional[dict] = None) -> RoutingPlan:
-    """The plan for a transformers Qwen3MoeConfig: E, k and renormalize from the model,
-    the knobs from `settings` (default: current_settings(); k0 defaults to 3)."""
-    s = dict(current_settings() if settings is None else settings)
-    layer_k0: Dict[int, int] = {int(k): int(v) for k, v in (s.pop("layer_k0", None) or {}).items()}
-    schedule = s.pop("k0_schedule", None)
-    base = OEAConfig(
-        num_experts=int(pretrained_config.num_experts),
-        top_k=int(pretrained_config.num_experts_per_tok),
-        k0=int(s.pop("k0", 3)),
-        renormalize=bool(getattr(pretrained_config, "norm_topk_prob", False)),
-        fill=TORCH_FILL,
-        k0_schedule=tuple(tuple(p) for p in schedule) if schedule else None,
-        **s,
-    )
-    return RoutingPlan(base=base, moe_layers=tuple(range(num_layers)), layer_k0=layer_k0, batch_split="host_request_types")
+    return route(router_logits, config, token_kind)
 
 
 class OEAMoeRoutingMethod(BaseMoeRoutingMethod):
     """OEA routing for one MoE layer. num_context_tokens is set by OEAQwen3MoE before each
-    forward from the attention metadata (this backend orders context tokens first)."""
+    forward from the attention metadata."""
 
     def __init__(self, config: OEAConfig):
         super().__init__()
@@ -92,22 +48,11 @@ class OEAMoeRoutingMethod(BaseMoeRoutingMethod):
         self.num_context_tokens = 0
 
     def apply(self, router_logits: torch.Tensor):
-        from ..dispatch import route
-
-        num_tokens = router_logits.shape[0]
-        token_kind = None
-        if self.num_context_tokens:
-            # Context rows come first. Built on device from a host int without any copy, so it
-            # is also capture-safe (graphs are captured for generation-only batches, where
-            # num_context_tokens is 0 and this branch is skipped). CONTEXT == 1, DECODE == 0.
-            token_kind = (torch.arange(num_tokens, device=router_logits.device)
-                          < self.num_context_tokens).to(torch.int32)
-        result = route(router_logits, self.config, token_kind)
-        return result.expert_ids, result.weights
+        return route_packed_batch(router_logits, self.config, self.num_context_tokens, _dispatch_route)
 
 
 class OEAQwen3MoE(Qwen3MoE):
-    """Qwen3MoE that tells its routing method where context tokens end."""
+    """Qwen3MoE that tells its routing method where the context tokens end."""
 
     def forward(self, hidden_states, attn_metadata, *args, **kwargs):
         self.experts.routing_method.num_context_tokens = int(getattr(attn_metadata, "num_ctx_tokens", 0) or 0)
@@ -126,7 +71,7 @@ def install_oea(moe: Qwen3MoE, config: OEAConfig, layer_idx: int) -> OEAMoeRouti
         )
     method = OEAMoeRoutingMethod(config)
     experts.routing_method = method
-    moe.__class__ = OEAQwen3MoE
+    moe.__class__ = OEAQwen3MoE  # same module, new forward; parameters untouched
     return method
 
 
@@ -135,8 +80,7 @@ class OEAQwen3MoeForCausalLM(Qwen3MoeForCausalLM):
     def __init__(self, model_config):
         super().__init__(model_config)
         pretrained = model_config.pretrained_config
-        num_layers = int(pretrained.num_hidden_layers)
-        self.oea_routing = routing_plan_for(pretrained, num_layers)
-        for idx, layer in enumerate(self.model.layers[:num_layers]):
+        self.oea_routing = routing_plan_for(pretrained)
+        for idx, layer in enumerate(self.model.layers[: int(pretrained.num_hidden_layers)]):
             if isinstance(layer.mlp, Qwen3MoE):
                 install_oea(layer.mlp, self.oea_routing.config_for_layer(idx), idx)

@@ -61,6 +61,8 @@ def add_arguments(p):
     g.add_argument("--all-decode", action="store_true",
                    help="do not wire TensorRT-LLM's request types into the plugin; treat every row as decode")
     p.add_argument("--workers", type=_positive_int, default=1, help="parallel conversion/build workers")
+    p.add_argument("--plugin-library", metavar="SO",
+                   help="liboea_routing_trt.so to build with (default: $OEA_TRT_PLUGIN_LIB, then the build directories)")
     p.add_argument("--trtllm-build-arg", action="append", default=[], metavar="ARG",
                    help="extra argument passed to trtllm-build (repeatable, e.g. --trtllm-build-arg=--multiple_profiles=enable)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved plan and commands; need no TensorRT-LLM")
@@ -85,7 +87,7 @@ def options_from_args(args):
         k0=args.k0, k0_schedule=schedule, layer_k0=layer_k0, max_rank=args.max_rank, top_p=args.top_p,
         piggyback_on_context=not args.no_piggyback_on_context,
         batch_split="all_decode" if args.all_decode else "host_request_types",
-        workers=args.workers, extra_build_args=tuple(extra),
+        workers=args.workers, extra_build_args=tuple(extra), plugin_library=args.plugin_library,
     )
 
 

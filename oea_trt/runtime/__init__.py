@@ -1,0 +1,53 @@
+"""Python runtime API: one interface over an OEA TensorRT-LLM engine and a pure-PyTorch fallback.
+
+    from oea_trt.runtime import open_runtime, SamplingOptions
+    rt = open_runtime("/engines/qwen3-30b-oea", k0=4)   # engine if TensorRT-LLM is here, else PyTorch
+    for g in rt.generate(["Hello"], SamplingOptions(max_new_tokens=32)):
+        print(g.text)
+
+EngineRuntime (engine.py)    TensorRT-LLM 1.2.1 ModelRunnerCpp over an `oea-trt build` engine
+HFRuntime (torch_fallback.py) transformers Qwen3-MoE + oea_trt.hf routing, same plan, same results type
+load_plugin / worker_env (plugin.py)  registering the OEA plugin in this process / in workers
+Importing this package imports neither TensorRT-LLM nor transformers.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from .base import Generation, SamplingOptions
+from .plugin import load_plugin, worker_env
+
+BACKENDS = ("auto", "tensorrt-llm", "pytorch")
+
+
+def tensorrt_llm_available() -> bool:
+    try:
+        return importlib.util.find_spec("tensorrt_llm") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def open_runtime(path: str, backend: str = "auto", **kwargs):
+    """Open `path` (an `oea-trt build` engine directory or an HF Qwen3-MoE directory).
+
+    backend "auto": the engine through TensorRT-LLM when path is an engine directory and
+    TensorRT-LLM is importable, else the PyTorch fallback (for an engine directory it loads the
+    HF model named in oea_config.json, with the engine's routing plan)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    is_engine = os.path.isfile(os.path.join(path, "oea_config.json")) and os.path.isfile(os.path.join(path, "config.json")) \
+        and any(name.endswith(".engine") for name in os.listdir(path))
+    if backend == "tensorrt-llm" or (backend == "auto" and is_engine and tensorrt_llm_available()):
+        if not is_engine:
+            raise ValueError(f"{path} is not an OEA engine directory (config.json, *.engine, oea_config.json)")
+        from .engine import EngineRuntime
+
+        return EngineRuntime.open(path, **kwargs)
+    from .torch_fallback import HFRuntime
+
+    return HFRuntime.open(path, **kwargs)
+
+
+__all__ = ["BACKENDS", "Generation", "SamplingOptions", "load_plugin", "open_runtime", "tensorrt_llm_available",
+           "worker_env"]

@@ -1,0 +1,69 @@
+"""The PyTorch-backend side of OEA without TensorRT-LLM: settings travel through the environment
+to workers, a Qwen3-MoE config gets the right plan, and one packed call routes context rows
+with plain top-k and decode rows with OEA, unused slots = num_experts (that backend's sentinel)."""
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from oea_trt.config import OEAConfig
+from oea_trt.routing import oea_route, vanilla_route
+from oea_trt.synthetic import skewed_logits
+from oea_trt.trtllm import torch_settings as ts
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    monkeypatch.delenv(ts.ENV_VAR, raising=False)
+
+
+def _qwen(**kw):
+    base = dict(num_hidden_layers=4, num_experts=128, num_experts_per_tok=8, norm_topk_prob=True,
+                mlp_only_layers=[], decoder_sparse_step=1)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def test_settings_round_trip_through_environment():
+    import os
+
+    stored = ts.configure(k0=4, k0_schedule=[(8, 3)], layer_k0={0: 8})
+    assert json.loads(os.environ[ts.ENV_VAR]) == stored
+    plan = ts.routing_plan_for(_qwen())
+    assert plan.base.k0 == 4 and plan.base.k0_schedule == ((8, 3),)
+    assert plan.base.fill == "num_experts" and plan.base.renormalize is True
+    assert plan.k0_by_layer() == {0: 8, 1: 4, 2: 4, 3: 4}
+    with pytest.raises(ValueError, match="unknown OEA setting"):
+        ts.configure(k1=3)
+
+
+def test_plan_defaults_and_model_facts():
+    plan = ts.routing_plan_for(_qwen(norm_topk_prob=False, mlp_only_layers=[1], num_hidden_layers=3), settings={})
+    assert plan.base.k0 == ts.DEFAULT_K0 and plan.base.renormalize is False
+    assert plan.moe_layers == (0, 2)
+
+
+def test_bad_environment_is_reported(monkeypatch):
+    monkeypatch.setenv(ts.ENV_VAR, "[1, 2]")
+    with pytest.raises(ValueError, match="must hold a JSON object"):
+        ts.current_settings()
+    monkeypatch.setenv(ts.ENV_VAR, '{"k9": 1}')
+    with pytest.raises(ValueError, match="unknown OEA setting"):
+        ts.current_settings()
+
+
+def test_packed_call_routes_context_first_rows_vanilla():
+    cfg = OEAConfig(num_experts=128, top_k=8, k0=2, fill="num_experts")
+    logits = skewed_logits(24, 128, seed=3)
+    ids, w = ts.route_packed_batch(logits, cfg, num_context_tokens=8, route=oea_route)
+    assert ids.dtype == torch.int32 and w.dtype == torch.float32 and ids.shape == (24, 8)
+    van = vanilla_route(logits[:8], 8)
+    assert torch.equal(ids[:8], van.expert_ids) and torch.allclose(w[:8], van.weights)
+    kinds = torch.cat([torch.ones(8, dtype=torch.int32), torch.zeros(16, dtype=torch.int32)])
+    ref = oea_route(logits, cfg, kinds)
+    assert torch.equal(ids, ref.expert_ids) and torch.equal(w, ref.weights)
+    assert ((ids[8:] == 128) == (w[8:] == 0)).all()  # fill is the num_experts sentinel, weight 0
+    # no context rows: every row is a decode token
+    ids0, _ = ts.route_packed_batch(logits, cfg, num_context_tokens=0, route=oea_route)
+    assert torch.equal(ids0, oea_route(logits, cfg).expert_ids)

@@ -256,9 +256,20 @@ def test_preload_library_registers_itself_when_libnvinfer_is_preloaded_first(plu
     assert "second load False" in out, out + err
 
 
-def test_preload_library_alone_explains_that_libnvinfer_is_missing(plugin_build):  # noqa: F811
+def test_preload_library_alone_opens_libnvinfer_itself(plugin_build):  # noqa: F811
+    # What Triton gets: only our library is preloaded; it dlopens libnvinfer by name (here the
+    # lean runtime's, named by OEA_TRT_NVINFER_LIBRARY) and the bindings then reuse that copy.
+    code = PRELOADED_PROCESS.format(library=plugin_build / plugin_lib.LIBRARY_NAME)
+    rc, out, err = _run_python(code, {"LD_PRELOAD": str(plugin_build / plugin_lib.PRELOAD_LIBRARY_NAME),
+                                      "OEA_TRT_NVINFER_LIBRARY": _lean_library()})
+    assert rc == 0, err
+    assert out.split("\n")[:3] == ["registered True", "created True", "same creator True"], out + err
+
+
+def test_preload_library_without_any_libnvinfer_says_so(plugin_build):  # noqa: F811
     rc, out, err = _run_python(PRELOADED_PROCESS.format(library="unused"),
-                               {"LD_PRELOAD": str(plugin_build / plugin_lib.PRELOAD_LIBRARY_NAME)})
+                               {"LD_PRELOAD": str(plugin_build / plugin_lib.PRELOAD_LIBRARY_NAME),
+                                "OEA_TRT_NVINFER_LIBRARY": "libnvinfer_absent.so.10"})
     assert rc == 0, err
     assert "registered False" in out
-    assert "found no libnvinfer" in err and "LD_PRELOAD" in err
+    assert "found no libnvinfer (dlopen(libnvinfer_absent.so.10)" in err and "NOT registered" in err, err

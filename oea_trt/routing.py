@@ -170,7 +170,7 @@ def oea_route(
     # Step 2: baseline size n_i = min(k0, k_max, t_i).
     k0 = effective_k0(config, is_decode.sum())
     n = torch.clamp(k0, max=config.k_max).expand(T)
-    if config.top_p < 1.0:
+    if _as_float32(config.top_p) < 1.0:  # off when top_p rounds to 1.0f, as in the kernel
         # Mass is accumulated in float64 in rank order and compared with top_p rounded to
         # float32 (the width the kernel and the TensorRT plugin store), so CPU, CUDA and the
         # kernel agree (torch's own float32 cumsum accumulates differently on CPU and CUDA).

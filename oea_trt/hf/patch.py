@@ -42,6 +42,21 @@ def _route_one(logits: torch.Tensor, config: OEAConfig, kinds: torch.Tensor, rou
     return oea_route(logits, config, kinds)
 
 
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device):
+    """Routing a decode batch is ~50 tiny tensor ops: an OpenMP team only adds latency, and on a
+    busy 2-core machine each op then waits for the other core (seen: 0.25 ms -> 8 ms per batch)."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _layer_config(spec: LayerConfig, layer: MoELayer) -> OEAConfig:
     E, k, renorm = layer.num_experts, layer.top_k, layer.norm_topk_prob
     if spec is None:
@@ -170,9 +185,10 @@ class OEAHandle:
     def _route(self, state: _LayerState, router_logits: torch.Tensor, batch: int, length: int):
         cfg = state.config
         kinds = token_kinds(self._attention_mask, batch, length, self.mode, router_logits.device)
-        ids, weights, active, has_real = route_call(
-            router_logits, kinds, self.mode, self.decode_batch, cfg.k_max,
-            lambda logits, kind: _route_one(logits, cfg, kind, self.routing))
+        with _one_cpu_thread(router_logits.device):
+            ids, weights, active, has_real = route_call(
+                router_logits, kinds, self.mode, self.decode_batch, cfg.k_max,
+                lambda logits, kind: _route_one(logits, cfg, kind, self.routing))
         with torch.no_grad():
             state.batches += has_real.sum()
             state.active_sum += active[has_real].sum()

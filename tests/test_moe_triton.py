@@ -5,13 +5,11 @@ kernel module is imported) in fp16: the interpreter's tl.dot mishandles bf16 (nu
 bfloat16), and the kernel is dtype-generic. The bf16 checks at Qwen3 shapes are in
 test_moe_gpu.py.
 """
-import os
-
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"
+from moe_triton_cpu import DEVICE, DTYPE, interpreter_numpy_fix  # sets TRITON_INTERPRET=1 without a GPU
+
 triton = pytest.importorskip("triton", reason="the Triton kernel needs the triton package (pip install triton)")
 
 from oea_trt import OEAConfig, oea_route  # noqa: E402
@@ -19,29 +17,13 @@ from oea_trt.moe import ExpertWeights, moe_forward  # noqa: E402
 from oea_trt.moe.reference import moe_reference  # noqa: E402
 from oea_trt.presets import MoEShape  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float16
 SHAPE = MoEShape("tiny", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=32, num_moe_layers=1)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _interpreter_numpy_fix():
-    """Triton 3.6's interpreter turns a loop bound into an int with int(array of shape (1,)),
-    which NumPy >= 2.4 refuses; read the single element instead (interpreter only)."""
-    if os.environ.get("TRITON_INTERPRET") != "1":
+def _interpreter():
+    with interpreter_numpy_fix():
         yield
-        return
-    import triton.runtime.interpreter as interp
-
-    original = interp._patch_lang_tensor
-
-    def patched(tensor, scope):
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-    interp._patch_lang_tensor = patched
-    yield
-    interp._patch_lang_tensor = original
 
 
 @pytest.fixture(scope="module")

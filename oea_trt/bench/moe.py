@@ -59,6 +59,12 @@ class MoEBenchSpec:
     trace_path: Optional[str] = None
     routing: str = "auto"  # auto | kernel | reference
     seed: int = 0
+    device: str = "cuda"  # "cpu" only for tests of the flow (timing is then injected)
+    dtype: str = "bfloat16"
+    time_budget_s: Optional[float] = None  # stop starting new (mode, batch) blocks after this
+
+    def out_of_time(self, t0: float) -> bool:
+        return self.time_budget_s is not None and time.time() - t0 > self.time_budget_s
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -66,6 +72,15 @@ class MoEBenchSpec:
 
 def _log(msg: str) -> None:
     print(msg, flush=True)
+
+
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _dtype(spec: "MoEBenchSpec") -> torch.dtype:
+    return getattr(torch, spec.dtype)
 
 
 def _errors(out: torch.Tensor, ref: torch.Tensor) -> Tuple[float, float]:
@@ -122,12 +137,13 @@ def check_correctness(shape: MoEShape, weights, router: Router, impls: Sequence[
         (64, "skewed", _vanilla(shape)),
         (64, "uniform", _oea(shape, 3)),
     ]
-    g = torch.Generator(device="cuda").manual_seed(10_000 + seed)
+    device, dtype = weights.w13.device, weights.w13.dtype
+    g = torch.Generator(device=device).manual_seed(10_000 + seed)
     inputs = []
     for i, (B, mode, config) in enumerate(cases):
         logits = (uniform_logits(B, E, seed=90_000 + i) if mode == "uniform" else
-                  skewed.logits(B, seed=90_000 + i)).cuda()
-        x = torch.randn((B, H), generator=g, device="cuda", dtype=torch.bfloat16)
+                  skewed.logits(B, seed=90_000 + i)).to(device)
+        x = torch.randn((B, H), generator=g, device=device, dtype=dtype)
         routing = router.route(logits, config)
         ref = moe_reference(x, weights.w13, weights.w2, routing.expert_ids, routing.weights)
         inputs.append((B, mode, config, x, routing, ref))
@@ -143,7 +159,7 @@ def check_correctness(shape: MoEShape, weights, router: Router, impls: Sequence[
                 case = {"batch": B, "mode": mode, "k0": config.k0, "fill": config.fill}
                 try:
                     out = _impl_fn(impl, cfg, align)(x, weights, routing)
-                    torch.cuda.synchronize()
+                    _sync(str(device))
                     max_err, rms_err = _errors(out, ref)
                     case.update(max_err=max_err, rms_err=rms_err, ok=max_err <= MAX_TOL and rms_err <= RMS_TOL)
                 except Exception as exc:  # noqa: BLE001 (recorded, the impl is then not timed)
@@ -169,12 +185,11 @@ def check_correctness(shape: MoEShape, weights, router: Router, impls: Sequence[
 class _Batch:
     """Static device inputs of one (mode, B): C routing draws and C hidden-state batches."""
 
-    def __init__(self, source, batch: int, copies: int, hidden: int, seed: int):
+    def __init__(self, source, batch: int, copies: int, hidden: int, seed: int, device: str, dtype: torch.dtype):
         self.batch = batch
-        self.logits = [source.draw(batch, seed=1_000 * batch + c + 100_000 * seed).cuda() for c in range(copies)]
-        g = torch.Generator(device="cuda").manual_seed(seed * 7919 + batch)
-        self.x = [torch.randn((batch, hidden), generator=g, device="cuda", dtype=torch.bfloat16)
-                  for _ in range(copies)]
+        self.logits = [source.draw(batch, seed=1_000 * batch + c + 100_000 * seed).to(device) for c in range(copies)]
+        g = torch.Generator(device=device).manual_seed(seed * 7919 + batch)
+        self.x = [torch.randn((batch, hidden), generator=g, device=device, dtype=dtype) for _ in range(copies)]
 
 
 def _time_moe(fn, batch: _Batch, weights, routings, spec: MoEBenchSpec) -> Timing:
@@ -226,7 +241,8 @@ def tune_kernel(shape: MoEShape, weights, router: Router, batch: int, spec: MoEB
     from ..moe.triton_kernel import default_config
     from .routing_inputs import UniformSource
 
-    b = _Batch(UniformSource(shape.num_experts), batch, len(weights), shape.hidden_size, seed=spec.seed + 17)
+    b = _Batch(UniformSource(shape.num_experts), batch, len(weights), shape.hidden_size, spec.seed + 17,
+               spec.device, _dtype(spec))
     routings = [router.route(lg, _vanilla(shape)) for lg in b.logits]
     tried = []
 
@@ -263,18 +279,20 @@ def _config_for(batch: int, tuned: Dict[int, object]):
 # ---- one preset ------------------------------------------------------------------------------
 
 
-def bench_preset(shape: MoEShape, spec: MoEBenchSpec, router: Router, bw) -> Tuple[dict, List[dict]]:
+def bench_preset(shape: MoEShape, spec: MoEBenchSpec, router: Router, bw,
+                 run_start: Optional[float] = None) -> Tuple[dict, List[dict]]:
     from ..moe.layer import ExpertWeights
 
     t_start = time.time()
-    free, _ = torch.cuda.mem_get_info()
+    free = torch.cuda.mem_get_info()[0] if torch.device(spec.device).type == "cuda" else 8 << 30
     bytes_per_copy = shape.num_experts * shape.expert_bytes
     wanted = spec.copies or copies_needed(shape.expert_bytes, l2_bytes())
     copies = copies_that_fit(wanted, bytes_per_copy, free)
     _log(f"== {shape.name}: E={shape.num_experts} top-{shape.top_k} H={shape.hidden_size} "
          f"I={shape.moe_intermediate_size}, expert {shape.expert_bytes / 1e6:.2f} MB, {copies} weight copies "
          f"({copies * bytes_per_copy / 1e9:.1f} GB)")
-    weights = [ExpertWeights.random(shape, device="cuda", seed=1_000 * spec.seed + c) for c in range(copies)]
+    weights = [ExpertWeights.random(shape, device=spec.device, dtype=_dtype(spec), seed=1_000 * spec.seed + c)
+               for c in range(copies)]
     info = {"shape": dataclasses.asdict(shape), "expert_bytes": shape.expert_bytes, "copies": copies}
 
     impls = [i for i in spec.impls if i != "loop"]
@@ -301,9 +319,13 @@ def bench_preset(shape: MoEShape, spec: MoEBenchSpec, router: Router, bw) -> Tup
     sources = make_sources(spec.modes, shape.num_experts, spec.trace_path)
     rows: List[dict] = []
     variants = [("vanilla", None)] + [(f"k0={k}", k) for k in spec.k0s if k < shape.top_k] + [("vanilla#2", None)]
+    run_start = run_start or t_start
     for mode, source in sources.items():
         for batch in spec.batch_sizes:
-            b = _Batch(source, batch, copies, shape.hidden_size, spec.seed)
+            if spec.out_of_time(run_start):
+                info.setdefault("skipped", []).append(f"{mode} B={batch}")
+                continue
+            b = _Batch(source, batch, copies, shape.hidden_size, spec.seed, spec.device, _dtype(spec))
             ours = _impl_fn("triton", _config_for(batch, tuned))
             for variant, k0 in variants:
                 try:
@@ -314,10 +336,13 @@ def bench_preset(shape: MoEShape, spec: MoEBenchSpec, router: Router, bw) -> Tup
                     rows.append({"preset": shape.name, "mode": mode, "batch": batch, "variant": variant, "k0": k0,
                                  "impl": "error", "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
             del b
+    if info.get("skipped"):
+        _log(f"  time budget of {spec.time_budget_s:.0f} s reached: skipped {', '.join(info['skipped'])}")
     _add_ratios(rows)
     del weights
     gc.collect()
-    torch.cuda.empty_cache()
+    if torch.device(spec.device).type == "cuda":
+        torch.cuda.empty_cache()
     info["seconds"] = time.time() - t_start
     _log(f"== {shape.name} done in {info['seconds']:.0f} s")
     return info, rows
@@ -366,8 +391,9 @@ def _add_ratios(rows: List[dict]) -> None:
 # ---- the whole run ---------------------------------------------------------------------------
 
 
-def run_moe_benchmark(spec: MoEBenchSpec) -> dict:
-    """Run everything in `spec`; returns the results dict (write it with report_moe)."""
+def run_moe_benchmark(spec: MoEBenchSpec, on_progress: Optional[Callable[[dict], None]] = None) -> dict:
+    """Run everything in `spec`; returns the results dict (write it with report_moe).
+    on_progress(results) is called after each preset, so a run cut short keeps what it did."""
     if not torch.cuda.is_available():
         raise RuntimeError("the MoE benchmark needs a CUDA GPU (torch.cuda.is_available() is False)")
     t0 = time.time()
@@ -382,8 +408,12 @@ def run_moe_benchmark(spec: MoEBenchSpec) -> dict:
                "routing": {"impl": router.name, "note": router.note}, "presets": {}, "rows": []}
     for name in spec.presets:
         shape = get_preset(name)
+        if spec.out_of_time(t0):
+            results["presets"][name] = {"skipped": "time budget reached before this preset"}
+            _log(f"== {name}: skipped, time budget of {spec.time_budget_s:.0f} s reached")
+            continue
         try:
-            info, rows = bench_preset(shape, spec, router, bw)
+            info, rows = bench_preset(shape, spec, router, bw, run_start=t0)
         except Exception as exc:  # noqa: BLE001 (one failing preset must not lose the others)
             _log(f"== {name} FAILED: {type(exc).__name__}: {exc}")
             info, rows = {"error": f"{type(exc).__name__}: {exc}"}, []
@@ -391,5 +421,7 @@ def run_moe_benchmark(spec: MoEBenchSpec) -> dict:
             torch.cuda.empty_cache()
         results["presets"][name] = info
         results["rows"].extend(rows)
-    results["seconds"] = time.time() - t0
+        results["seconds"] = time.time() - t0
+        if on_progress:
+            on_progress(results)
     return results

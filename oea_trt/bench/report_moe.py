@@ -161,11 +161,14 @@ def render_markdown(results) -> str:
                           fmt(ours["moe_us"]), fmt(theirs["moe_us"]), fmt(theirs["moe_us"] / ours["moe_us"], 2),
                           fmt(loop["moe_us"]) if loop else "-"])
         lines.append(markdown_table(["preset", "routing", "B", "variant", "T", "ours us", "grouped_mm us",
-                                     "speedup", "loop us (eager)"], table, align="lllrrrrrr"))
+                                     "speedup", "loop us (eager)"], table, align="llrlrrrrr"))
 
     for p, info in results["presets"].items():
         if "error" in info:
             lines += ["", f"## {p}: FAILED", "", f"`{info['error']}`"]
+            continue
+        if isinstance(info.get("skipped"), str):
+            lines += ["", f"## {p}: not run ({info['skipped']})"]
             continue
         variants = _variants(results, p)
         for m in results["spec"]["modes"]:
@@ -181,6 +184,8 @@ def render_markdown(results) -> str:
                     cells.append(f"{fmt(r['total_us'])} ({fmt(r['T'])})" if r else "-")
                 table.append([b] + cells)
             lines.append(markdown_table(["B"] + variants, table))
+        if info.get("skipped"):
+            lines += ["", f"Time budget reached: {p} skipped {', '.join(info['skipped'])}."]
     errors = [r for r in results["rows"] if r.get("impl") == "error"]
     if errors:
         lines += ["", "## Rows that failed", ""]
@@ -238,6 +243,9 @@ def plot_latency_vs_batch(results, path: str, mode: str = "skewed") -> None:
         if theirs:
             ax.plot([r["batch"] for r in theirs], [r["moe_us"] for r in theirs], "k:", label="grouped_mm vanilla (MoE)")
         ax.set_xscale("log", base=2)
+        batches = sorted({r["batch"] for r in _rows(results, preset=p, mode=mode)})
+        ax.set_xticks(batches)
+        ax.set_xticklabels([str(b) for b in batches])
         ax.set_title(f"{p}, {mode} routing")
         ax.set_xlabel("decode batch B (tokens)")
         ax.set_ylabel("routing+MoE latency (us)")

@@ -71,6 +71,8 @@ def add_moe(sub) -> None:
     p.add_argument("--no-tune", action="store_true", help="skip the kernel tile search, use the heuristic tiles")
     p.add_argument("--routing-impl", choices=("auto", "kernel", "reference"), default="auto",
                    help="routing inside the graph: the CUDA kernel (oea_trt.dispatch) or the torch reference")
+    p.add_argument("--time-budget", type=positive_int, metavar="SECONDS",
+                   help="start no new (preset, routing, batch) block after this many seconds; what ran is reported")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, hidden states and routing draws")
     p.add_argument("--out", default=os.path.join("benchmarks", "results", "moe"), metavar="DIR",
                    help="where results.json, report.md and the PNG plots go")
@@ -106,7 +108,7 @@ def run_moe(args) -> int:
             raise CLIError("--impl triton needs the triton package (pip install triton), or leave it out") from None
     from ...bench.moe import run_moe_benchmark
 
-    results = run_moe_benchmark(spec)
+    results = run_moe_benchmark(spec, on_progress=lambda partial: write_report(partial, args.out))
     paths = write_report(results, args.out)
     print(summary(results))
     for path in paths:
@@ -140,4 +142,5 @@ def _moe_spec(args):
     return MoEBenchSpec(presets=tuple(args.preset), batch_sizes=tuple(sorted(set(args.batch))), modes=tuple(modes),
                         k0s=tuple(sorted(set(args.k0))), impls=tuple(args.impl),
                         baseline_k0s=tuple(args.baseline_k0), repeats=args.repeats, copies=args.copies,
-                        tune=not args.no_tune, trace_path=args.trace, routing=args.routing_impl, seed=args.seed)
+                        tune=not args.no_tune, trace_path=args.trace, routing=args.routing_impl, seed=args.seed,
+                        time_budget_s=args.time_budget)

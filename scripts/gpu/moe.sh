@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# MoE decode layer on the GPU box (issue 5): GPU tests of the layer, then the benchmark.
+#   bash scripts/gpu/moe.sh            (from anywhere; RESULTS_DIR defaults to ./out)
+# Writes $RESULTS_DIR/moe/: pytest.log, bench.log, results.json, report.md, latency_vs_T.png,
+# latency_vs_B.png (report.md and the PNGs are rewritten after each preset, so a run cut short
+# keeps what it measured). Budget ~6 min on an H200: tests <= 2.5 min (mostly Triton compiles,
+# cached for the benchmark), benchmark stops starting new work after 240 s.
+set -u
+cd "$(dirname "$0")/../.."
+export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+RESULTS_DIR="${RESULTS_DIR:-./out}"
+OUT_DIR="$RESULTS_DIR/moe"
+mkdir -p "$OUT_DIR"
+failed=""
+start=$SECONDS
+
+echo "== moe: GPU tests ($(date +%T))"
+timeout 150 python3 -m pytest -q -x -p no:cacheprovider tests/test_moe_gpu.py tests/test_moe_triton.py \
+  > "$OUT_DIR/pytest.log" 2>&1
+rc=$?
+tail -n 15 "$OUT_DIR/pytest.log"
+[ $rc -eq 0 ] || failed="$failed gpu-tests(rc=$rc)"
+echo "== moe: tests took $((SECONDS - start)) s"
+
+echo "== moe: benchmark ($(date +%T))"
+timeout 330 python3 -m oea_trt.cli bench moe --out "$OUT_DIR" --time-budget 240 \
+  --preset qwen3-30b-a3b qwen3-235b-a22b-tp8 qwen3-235b-a22b 2>&1 | tee "$OUT_DIR/bench.log"
+rc=${PIPESTATUS[0]}
+[ $rc -eq 0 ] || failed="$failed benchmark(rc=$rc)"
+
+echo "== moe: summary after $((SECONDS - start)) s"
+if [ -f "$OUT_DIR/report.md" ]; then
+  sed -n '/^## Targets/,/^## Our kernel vs/p' "$OUT_DIR/report.md" | head -n 60
+fi
+ls -la "$OUT_DIR"
+if [ -n "$failed" ]; then
+  echo "moe: FAILED steps:$failed"
+  exit 1
+fi
+echo "moe: all steps passed"

@@ -59,7 +59,7 @@ def _ids(gens):
 
 def test_oea_off_equals_transformers(tiny_dir):
     opts = SamplingOptions(max_new_tokens=6)
-    with open_runtime(tiny_dir, oea=False) as rt:
+    with open_runtime(tiny_dir, oea=False, device="cpu") as rt:
         assert isinstance(rt, HFRuntime) and rt.routing is None
         got = rt.generate(PROMPTS, opts)
     ref = _greedy_reference(tiny_dir, PROMPTS, 6)
@@ -71,14 +71,14 @@ def test_oea_off_equals_transformers(tiny_dir):
 
 def test_k0_equal_top_k_is_vanilla(tiny_dir):
     opts = SamplingOptions(max_new_tokens=6)
-    with open_runtime(tiny_dir, oea=False) as off, open_runtime(tiny_dir, k0=TOP_K) as vanilla:
+    with open_runtime(tiny_dir, oea=False, device="cpu") as off, open_runtime(tiny_dir, k0=TOP_K, device="cpu") as vanilla:
         assert vanilla.routing.is_vanilla()
         assert _ids(vanilla.generate(PROMPTS, opts)) == _ids(off.generate(PROMPTS, opts))
 
 
 def test_small_k0_loads_fewer_experts(tiny_dir):
     opts = SamplingOptions(max_new_tokens=5)
-    with open_runtime(tiny_dir, k0=TOP_K) as vanilla, open_runtime(tiny_dir, k0=1) as oea:
+    with open_runtime(tiny_dir, k0=TOP_K, device="cpu") as vanilla, open_runtime(tiny_dir, k0=1, device="cpu") as oea:
         assert oea.routing.base.k0 == 1 and oea.routing.base.renormalize  # norm_topk_prob=true
         out = oea.generate(PROMPTS, opts)
         vanilla.generate(PROMPTS, opts)
@@ -94,7 +94,7 @@ def test_small_k0_loads_fewer_experts(tiny_dir):
 
 
 def test_per_layer_k0_reaches_every_layer(tiny_dir):
-    with open_runtime(tiny_dir, k0=3, layer_k0={0: 1, 2: TOP_K}) as rt:
+    with open_runtime(tiny_dir, k0=3, layer_k0={0: 1, 2: TOP_K}, device="cpu") as rt:
         assert {i: c.k0 for i, c in rt.handle.configs.items()} == {0: 1, 1: 3, 2: TOP_K}
         assert rt.generate("abc", SamplingOptions(max_new_tokens=2))[0].prompt == "abc"
 
@@ -106,17 +106,17 @@ def test_engine_directory_falls_back_with_its_plan(tiny_dir, tmp_path):
     plan = RoutingPlan(base=OEAConfig(num_experts=16, top_k=TOP_K, k0=2, fill="invalid"), moe_layers=(0, 1, 2),
                        layer_k0={1: 3})
     write_engine_config(str(engine), engine_config_dict(plan, build={}, model={"hf_dir": tiny_dir}))
-    with open_runtime(str(engine), backend="pytorch") as rt:
+    with open_runtime(str(engine), backend="pytorch", device="cpu") as rt:
         assert rt.backend == "pytorch" and rt.routing == plan
         assert {i: c.k0 for i, c in rt.handle.configs.items()} == {0: 2, 1: 3, 2: 2}
-    with open_runtime(str(engine), backend="pytorch", k0=1) as rt:  # k0 override at load
+    with open_runtime(str(engine), backend="pytorch", k0=1, device="cpu") as rt:  # k0 override at load
         assert {i: c.k0 for i, c in rt.handle.configs.items()} == {0: 1, 1: 1, 2: 1}
     with pytest.raises(ValueError, match="backend must be one of"):
-        open_runtime(str(engine), backend="vllm")
+        open_runtime(str(engine), backend="vllm", device="cpu")
 
 
 def test_sampling_runs_and_bad_options_are_rejected(tiny_dir):
-    with open_runtime(tiny_dir, k0=2) as rt:
+    with open_runtime(tiny_dir, k0=2, device="cpu") as rt:
         out = rt.generate(PROMPTS[:3], SamplingOptions(max_new_tokens=4, temperature=0.8, top_k=5, seed=7))
         assert len(out) == 3
         with pytest.raises(ValueError, match="prompts must be a non-empty list"):

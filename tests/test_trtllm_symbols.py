@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SYMBOLS = json.loads((ROOT / "oea_trt" / "trtllm" / "symbols_1_2_1.json").read_text())
 ENTRIES = {(s["module"], s["name"]): s for s in SYMBOLS["symbols"]}
-SCANNED = ["oea_trt", "builder", "examples", "scripts"]
+SCANNED = ["oea_trt", "builder", "examples", "scripts", "tests"]
 
 
 def tensorrt_llm_uses(source: str):

@@ -67,3 +67,32 @@ def test_packed_call_routes_context_first_rows_vanilla():
     # no context rows: every row is a decode token
     ids0, _ = ts.route_packed_batch(logits, cfg, num_context_tokens=0, route=oea_route)
     assert torch.equal(ids0, oea_route(logits, cfg).expert_ids)
+
+
+@pytest.mark.gpu
+def test_packed_call_on_cuda_matches_reference_and_captures_in_a_cuda_graph():
+    """What the PyTorch backend runs: route_packed_batch with oea_trt.dispatch.route (the kernel's
+    torch op when it loads) on CUDA; equal to the CPU reference, and capturable in a CUDA graph
+    for a generation-only batch (how TensorRT-LLM replays decode steps)."""
+    from oea_trt.dispatch import route
+
+    cfg = OEAConfig(num_experts=128, top_k=8, k0=3, fill="num_experts")
+    logits = skewed_logits(48, 128, seed=11)
+    ref_ids, ref_w = ts.route_packed_batch(logits, cfg, 16, oea_route)
+    ids, w = ts.route_packed_batch(logits.cuda(), cfg, 16, route)
+    assert torch.equal(ids.cpu(), ref_ids)
+    assert torch.allclose(w.cpu(), ref_w, rtol=1e-6, atol=1e-7)
+
+    static = logits.cuda().clone()
+    ts.route_packed_batch(static, cfg, 0, route)  # warm-up outside capture (loads the kernel)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        g_ids, g_w = ts.route_packed_batch(static, cfg, 0, route)
+    fresh = skewed_logits(48, 128, seed=12)
+    static.copy_(fresh.cuda())
+    graph.replay()
+    torch.cuda.synchronize()
+    want = oea_route(fresh, cfg)
+    assert torch.equal(g_ids.cpu(), want.expert_ids)
+    assert torch.allclose(g_w.cpu(), want.weights, rtol=1e-6, atol=1e-7)

@@ -39,7 +39,7 @@ for dir in "$@"; do
        -DOEA_TRT_WERROR=ON "${ARCHS[@]}" > "$build.configure.log" 2>&1 \
      && cmake --build "$build" -j "$(nproc)" --verbose \
           --target oea_routing_trt oea_routing_trt_preload oea_plugin_harness > "$build.build.log" 2>&1; then
-    warnings=$(grep -ci "warning" "$build.build.log")
+    warnings=$(grep -ci "warning:" "$build.build.log")
     echo "built with -Wall -Wextra -Werror: $warnings warning line(s); libraries in $build/lib"
     grep -m1 -E "oea_routing_plugin.cpp" "$build.build.log" | sed 's/^/  e.g. /'
     [ -n "$first_lib" ] || first_lib="$PWD/$build/lib/liboea_routing_trt.so"

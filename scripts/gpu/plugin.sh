@@ -5,6 +5,7 @@
 #   RESULTS_DIR=/tmp/r bash scripts/gpu/plugin.sh     (from the repository root; ~1-2 minutes)
 # Headers: $TensorRT_INCLUDE_DIR, else ./.trt/include (git-ignored; the lead copies v10.14 there).
 # Writes $RESULTS_DIR/plugin/: build.log, pytest logs, junit XML, weight errors, summary.txt.
+# Warnings are counted, not fatal here (the box's compiler may differ; check_plugin.sh uses -Werror).
 set -u
 cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD:${PYTHONPATH:-}"
@@ -47,16 +48,16 @@ fi
 GENERATOR=()
 command -v ninja > /dev/null && GENERATOR=(-G Ninja)
 if step build bash -c "cmake -S . -B '$BUILD_DIR' ${GENERATOR[*]} -DCMAKE_BUILD_TYPE=Release \
-      -DTensorRT_INCLUDE_DIR='$INCLUDE_DIR' -DCMAKE_CUDA_ARCHITECTURES='$ARCHS' -DOEA_TRT_WERROR=ON \
+      -DTensorRT_INCLUDE_DIR='$INCLUDE_DIR' -DCMAKE_CUDA_ARCHITECTURES='$ARCHS' -DOEA_TRT_WERROR=OFF \
     && cmake --build '$BUILD_DIR' -j \$(nproc) --target oea_routing_trt oea_routing_trt_preload oea_plugin_harness"; then
   export OEA_TRT_PLUGIN_LIB="$BUILD_DIR/lib/liboea_routing_trt.so"
   export OEA_TRT_PLUGIN_RESULTS="$OUT_DIR/weight_errors.json"
-  grep -ci "warning" "$OUT_DIR/build.log" | sed 's/^/build warnings: /' | tee -a "$SUMMARY"
-  step gpu_tests timeout 240 python3 -m pytest -q -rs -p no:cacheprovider \
+  grep -ci "warning:" "$OUT_DIR/build.log" | sed 's/^/build warnings: /' | tee -a "$SUMMARY"
+  step gpu_tests timeout 150 python3 -m pytest -q -rs -p no:cacheprovider \
     tests/test_plugin_gpu.py tests/test_plugin_harness_cpu.py --junitxml="$OUT_DIR/junit.xml"
   # Out-of-bounds / race check of the same enqueue path on a small subset (informational).
   if command -v compute-sanitizer > /dev/null; then
-    INFORMATIONAL=1 step sanitizer timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    INFORMATIONAL=1 step sanitizer timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 \
       python3 -m pytest -q -p no:cacheprovider tests/test_plugin_gpu.py -k "qwen3-30b and 64 and float16 or graph or non_finite"
   fi
 fi

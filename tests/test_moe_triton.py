@@ -103,3 +103,18 @@ def test_config_covers_decode_batch_in_one_tile():
     cfg = fitted(default_config(64, 4096, 192, 8, 128).replace(gu_block_k=256, gu_stages=8), 64, 4096, 192)
     assert 192 % cfg.dn_block_k == 0 and 192 % cfg.gu_block_n == 0
     assert cfg.gu_stages * 2 * (cfg.block_m + 2 * cfg.gu_block_n) * cfg.gu_block_k <= 192 * 1024
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_sm90_with_pipelined_weight_loads():
+    """The real (non-interpreted) compile for the H200, in a subprocess: every kernel of the
+    30B layer at B=1 and B=64 fits in shared memory and streams its weights via cp.async."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "check_moe_kernels.py"
+    done = subprocess.run([sys.executable, str(script), "--preset", "qwen3-30b-a3b", "--batch", "1", "64"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "5 kernels compiled for sm_90" in done.stdout

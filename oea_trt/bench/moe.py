@@ -33,9 +33,13 @@ from .timing import Timing, time_eager, time_in_graph
 
 ALL_PRESETS = ("qwen3-30b-a3b", "qwen3-235b-a22b", "qwen3-235b-a22b-tp8")
 #: Tile candidates tried by the tuner (block_n, block_k, warps, stages), one kernel at a time.
-GATE_UP_CANDIDATES = ((16, 256, 4, 4), (32, 128, 4, 4), (32, 256, 4, 3), (64, 128, 4, 4), (64, 64, 4, 6),
-                      (32, 128, 8, 5))
-DOWN_CANDIDATES = ((32, 128, 4, 4), (64, 128, 4, 4), (64, 256, 4, 3), (128, 64, 4, 4), (128, 128, 8, 3))
+#: Narrow tiles give more programs when few experts are active; fewer stages let more programs
+#: share an SM when the token tile is wide (B=64). scripts/check_moe_kernels.py --candidates
+#: compiles them all for sm_90 without a GPU.
+GATE_UP_CANDIDATES = ((16, 256, 4, 4), (32, 128, 4, 4), (32, 128, 4, 3), (32, 256, 4, 3), (64, 128, 4, 4),
+                      (64, 64, 4, 6), (32, 128, 8, 5))
+DOWN_CANDIDATES = ((32, 128, 4, 4), (64, 128, 4, 4), (64, 128, 4, 3), (64, 256, 4, 3), (128, 64, 4, 4),
+                   (128, 128, 8, 3))
 #: bf16 tolerance against the fp32 loop: max error within 2% of the output's largest magnitude,
 #: RMS error within 1% of its RMS (bf16 keeps ~3 significant digits; the intermediate and the
 #: output are rounded to bf16).
@@ -51,7 +55,7 @@ class MoEBenchSpec:
     impls: Sequence[str] = ("triton", "grouped_mm", "loop")
     baseline_k0s: Sequence[int] = (3,)  # grouped_mm also timed at these k0 (and vanilla)
     loop_batches: Sequence[int] = (1, 16)  # the plain loop is slow: vanilla, first mode only
-    tune_batches: Sequence[int] = (1, 16)  # kernel tiles tuned here; other B use the nearest
+    tune_batches: Sequence[int] = (1, 16, 64)  # kernel tiles tuned here; other B use the nearest
     repeats: int = 5
     replays: int = 2
     copies: Optional[int] = None  # weight copies per preset (None: enough to defeat L2)

@@ -7,6 +7,8 @@ fixed per-layer cost. The kernel is used only after it matched the reference on 
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Callable, NamedTuple
 
 import torch
@@ -37,15 +39,42 @@ def _agrees(route: Callable, device: str) -> str:
     return ""
 
 
+def _captures(route: Callable, device: str) -> str:
+    """'' when `route` can be captured in a CUDA graph and replays onto new logits correctly."""
+    logits = uniform_logits(32, 128, seed=1, device=device)
+    config = OEAConfig(128, 8, 3)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        route(logits, config)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = route(logits, config)
+    logits.copy_(uniform_logits(32, 128, seed=2, device=device))
+    graph.replay()
+    torch.cuda.synchronize()
+    if not torch.equal(captured.expert_ids, oea_route(logits, config).expert_ids):
+        return "its CUDA-graph replay on new logits differs from the reference"
+    return ""
+
+
 def pick_router(choice: str = "auto", device: str = "cuda") -> Router:
     """choice: "auto" (the kernel if it works, else the reference), "kernel" or "reference"."""
     reference = Router("reference", oea_route, "torch reference oea_trt.routing.oea_route")
     if choice == "reference":
         return reference
+    route = None
     try:
-        from ..dispatch import route  # the CUDA kernel's Python entry (routing-kernel issue)
+        from ..dispatch import route as dispatch_route  # the CUDA kernel's Python entry (routing-kernel issue)
 
-        problem = _agrees(route, device)
+        # dispatch.route falls back to the reference on its own when the kernel cannot load:
+        # ask for the kernel explicitly, so that "kernel" in a report means the kernel ran.
+        if "backend" in inspect.signature(dispatch_route).parameters:
+            route = functools.partial(dispatch_route, backend="kernel")
+        else:
+            route = dispatch_route
+        problem = _agrees(route, device) or _captures(route, device)
     except Exception as exc:  # noqa: BLE001 (missing module, unbuilt library, launch error)
         problem = f"oea_trt.dispatch.route unavailable: {type(exc).__name__}: {exc}"
     if problem:

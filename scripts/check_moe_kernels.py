@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Compile the Triton MoE kernels for the H200 (sm_90) on a machine without a GPU, and check
+what the GPU run depends on: every config compiles, fits in shared memory (227 KB per block),
+and streams the weights through cp.async pipelining (a kernel that loads straight to
+registers would not reach the bandwidth target).
+
+    python3 scripts/check_moe_kernels.py                 # default tiles, every preset, B=1/16/64
+    python3 scripts/check_moe_kernels.py --candidates    # also every tile the benchmark tunes over
+
+Pointer arguments are declared 16-byte aligned, as the JIT specializes them for torch's
+allocations; without that hint Triton does not pipeline at all.
+"""
+import argparse
+import os
+import sys
+import time
+
+os.environ.pop("TRITON_INTERPRET", None)  # compile for real, whatever the caller's environment
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from oea_trt.bench.moe import ALL_PRESETS, DOWN_CANDIDATES, GATE_UP_CANDIDATES  # noqa: E402
+from oea_trt.moe import triton_kernel as tk  # noqa: E402
+from oea_trt.presets import get_preset  # noqa: E402
+
+SMEM_LIMIT = 227 * 1024
+ALIGNED = [["tt.divisibility", 16]]
+
+
+def _compile(fn, signature, constexprs, warps, stages):
+    attrs = {(i,): ALIGNED for i, (name, ty) in enumerate(signature.items())
+             if ty.startswith("*") or name.startswith("stride")}
+    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
+
+
+def _shape_consts(shape, block_m, block_n, block_k):
+    return dict(H=shape.hidden_size, I=shape.moe_intermediate_size, E=shape.num_experts,
+                E_PAD=tk._next_pow2(shape.num_experts), K=shape.top_k, K_PAD=tk._next_pow2(shape.top_k),
+                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+
+
+def compile_gate_up(shape, cfg):
+    sig = {"x_ptr": "*bf16", "w13_ptr": "*bf16", "expert_ids_ptr": "*i32", "active_mask_ptr": "*u8",
+           "act_ptr": "*bf16", "num_tokens": "i32", "stride_x": "i32"}
+    consts = _shape_consts(shape, cfg.block_m, cfg.gu_block_n, cfg.gu_block_k)
+    return _compile(tk._gate_up_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
+                    cfg.gu_stages)
+
+
+def compile_down(shape, cfg):
+    sig = {"act_ptr": "*bf16", "w2_ptr": "*bf16", "expert_ids_ptr": "*i32", "weights_ptr": "*fp32",
+           "active_mask_ptr": "*u8", "y_ptr": "*fp32", "num_tokens": "i32"}
+    consts = _shape_consts(shape, cfg.block_m, cfg.dn_block_n, cfg.dn_block_k)
+    return _compile(tk._down_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.dn_warps, cfg.dn_stages)
+
+
+def compile_combine(shape, cfg):
+    consts = dict(H=shape.hidden_size, E=shape.num_experts, K=shape.top_k, K_PAD=tk._next_pow2(shape.top_k),
+                  BLOCK_H=min(cfg.combine_block_h, tk._next_pow2(shape.hidden_size)))
+    sig = {"y_ptr": "*fp32", "expert_ids_ptr": "*i32", "out_ptr": "*bf16", "stride_out": "i32"}
+    return _compile(tk._combine_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, 4, 3)
+
+
+def check(kernel, name: str, needs_pipelining: bool) -> list:
+    ptx = kernel.asm["ptx"]
+    shared = kernel.metadata.shared
+    async_copies = ptx.count("cp.async.cg") + ptx.count("cp.async.ca")
+    problems = []
+    if shared > SMEM_LIMIT:
+        problems.append(f"{name}: {shared} B shared memory > {SMEM_LIMIT}")
+    if needs_pipelining and not async_copies:
+        problems.append(f"{name}: no cp.async in the PTX (weights are not pipelined)")
+    print(f"  {name:55s} shared {shared / 1024:6.1f} KB  cp.async {async_copies:3d}  "
+          f"wgmma {ptx.count('wgmma.mma_async'):3d}  mma.sync {ptx.count('mma.sync'):3d}", flush=True)
+    return problems
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", nargs="+", choices=ALL_PRESETS, default=list(ALL_PRESETS))
+    p.add_argument("--batch", nargs="+", type=int, default=[1, 16, 64], help="batch sizes (set block_m)")
+    p.add_argument("--candidates", action="store_true", help="also every tile the benchmark's tuner tries")
+    args = p.parse_args(argv)
+    problems, count, t0 = [], 0, time.time()
+    for name in args.preset:
+        shape = get_preset(name)
+        H, I = shape.hidden_size, shape.moe_intermediate_size
+        print(f"{name}: H={H} I={I}")
+        for batch in args.batch:
+            base = tk.default_config(batch, H, I, shape.top_k, shape.num_experts)
+            configs = [base]
+            if args.candidates:
+                configs += [base.replace(gu_block_n=n, gu_block_k=k, gu_warps=w, gu_stages=s)
+                            for n, k, w, s in GATE_UP_CANDIDATES]
+                configs += [base.replace(dn_block_n=n, dn_block_k=k, dn_warps=w, dn_stages=s)
+                            for n, k, w, s in DOWN_CANDIDATES]
+            seen = set()
+            for cfg in configs:
+                cfg = tk.fitted(cfg, batch, H, I)
+                gu_key = (cfg.block_m, cfg.gu_block_n, cfg.gu_block_k, cfg.gu_warps, cfg.gu_stages)
+                dn_key = (cfg.block_m, cfg.dn_block_n, cfg.dn_block_k, cfg.dn_warps, cfg.dn_stages)
+                if ("gu",) + gu_key not in seen:
+                    seen.add(("gu",) + gu_key)
+                    problems += check(compile_gate_up(shape, cfg), f"gate_up B={batch} m,n,k,w,s={gu_key}", True)
+                    count += 1
+                if ("dn",) + dn_key not in seen:
+                    seen.add(("dn",) + dn_key)
+                    problems += check(compile_down(shape, cfg), f"down    B={batch} m,n,k,w,s={dn_key}", True)
+                    count += 1
+        problems += check(compile_combine(shape, tk.KernelConfig()), "combine", False)
+        count += 1
+    print(f"{count} kernels compiled for sm_90 in {time.time() - t0:.0f} s")
+    for problem in problems:
+        print("PROBLEM:", problem)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,16 +5,16 @@ Why expert-major: at decode sizes (<= 64 tokens) a MoE layer is memory-bound; it
 bytes of the distinct active experts T over HBM bandwidth, which is what OEA shrinks. A token-
 major kernel (vLLM's small-batch path) re-reads an expert once per token that picked it.
 
-Three launches, no host synchronisation, grids fixed by (tokens, k, E), so the whole call can
-be captured in a CUDA graph:
-  1. gate/up: program (a, n) takes the a-th active expert (from the routing's active_mask; the
-     programs past the actual count exit at once) and an N-tile of the intermediate dim, finds
-     the expert's tokens itself by scanning expert_ids (at most 64 x k ids: the alignment step
-     is fused here, nothing is sorted), streams the gate and up rows of its tile once and
-     writes silu(gate) * up for every routed token into a small buffer at row token*k + slot.
-  2. down: program (a, n) over N-tiles of the hidden dim, the same expert lookup, multiplies
-     the expert's intermediate rows by its down tile and by the token's routing weight, and
-     writes fp32 rows of a per-(token, slot) buffer.
+Three launches, no host synchronisation, grids fixed by (tokens, k, E) and the GPU, so the
+whole call can be captured in a CUDA graph:
+  1. gate/up: persistent programs walk the work items (a, n) = (a-th active expert, from the
+     routing's active_mask, counted on the device; N-tile of the intermediate dim). For each,
+     the program finds the expert's tokens itself by scanning expert_ids (one block of <= 64
+     tokens at decode sizes: the alignment step is fused here, nothing is sorted), streams the
+     gate and up rows of its tile once and writes silu(gate) * up for every routed token into
+     a small buffer at row token*k + slot.
+  2. down: the same over N-tiles of the hidden dim: the expert's intermediate rows times its
+     down tile, times the token's routing weight, into fp32 rows of a per-(token, slot) buffer.
   3. combine: per token, sums its slots' rows in slot order (deterministic; no atomics).
 A token that names one expert in two slots (the router's "top1" fill repeats an expert with
 weight 0) is one row: the first slot's, carrying the summed weight. Ids outside [0, E) are
@@ -24,7 +24,8 @@ weight dtype (as the reference model does) before the down projection.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+import os
+from typing import Dict, Optional
 
 import torch
 import triton
@@ -52,6 +53,7 @@ class KernelConfig:
     dn_warps: int = 4
     dn_stages: int = 4
     combine_block_h: int = 1024
+    max_programs: Optional[int] = None  # cap on persistent programs (default: one full wave)
 
     def replace(self, **changes) -> "KernelConfig":
         return dataclasses.replace(self, **changes)
@@ -110,13 +112,18 @@ def _stages_within(stages: int, bytes_per_stage: int) -> int:
 
 
 @triton.jit
-def _program_expert(active_mask_ptr, a, E: tl.constexpr, E_PAD: tl.constexpr):
-    """(the a-th active expert in ascending id order, number of active experts)."""
+def _active_experts(active_mask_ptr, E: tl.constexpr, E_PAD: tl.constexpr):
+    """(rank [E_PAD]: 1-based rank of each expert among the active ones, active [E_PAD] int32,
+    number of active experts). Read once per program, kept in registers."""
     e_offs = tl.arange(0, E_PAD)
     active = tl.load(active_mask_ptr + e_offs, mask=e_offs < E, other=0).to(tl.int32)
-    rank = tl.cumsum(active, axis=0)
-    expert = tl.sum(tl.where((rank == a + 1) & (active != 0), e_offs, 0), axis=0)
-    return expert, tl.sum(active, axis=0)
+    return tl.cumsum(active, axis=0), active, tl.sum(active, axis=0)
+
+
+@triton.jit
+def _nth_active(rank, active, a, E_PAD: tl.constexpr):
+    """The a-th (0-based) active expert in ascending id order."""
+    return tl.sum(tl.where((rank == a + 1) & (active != 0), tl.arange(0, E_PAD), 0), axis=0)
 
 
 @triton.jit
@@ -135,19 +142,23 @@ def _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K: tl.constexpr,
     return toks, routed, row, hit
 
 
+# Both GEMM kernels are persistent: a grid of about one wave of programs walks the work items
+# (active expert a, N-tile n), item w -> (w // N_TILES, w % N_TILES), so consecutive items stream
+# adjacent rows of one expert. The number of items comes from the device (num_active), so the
+# grid is fixed for CUDA graphs yet no program is launched for an inactive expert.
+
+
 @triton.jit(do_not_specialize=["num_tokens"])
 def _gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, num_tokens, stride_x,
                     H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                     K: tl.constexpr, K_PAD: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     N_TILES: tl.constexpr = I // BLOCK_N
-    pid = tl.program_id(0)
-    a = pid // N_TILES  # consecutive programs stream adjacent rows of one expert
-    n_tile = pid % N_TILES
-    expert, num_active = _program_expert(active_mask_ptr, a, E, E_PAD)
-    if a < num_active:
-        n = n_tile * BLOCK_N + tl.arange(0, BLOCK_N)
-        kk = tl.arange(0, BLOCK_K)
+    rank, active, num_active = _active_experts(active_mask_ptr, E, E_PAD)
+    kk = tl.arange(0, BLOCK_K)
+    for w in range(tl.program_id(0), num_active * N_TILES, tl.num_programs(0)):
+        expert = _nth_active(rank, active, w // N_TILES, E_PAD)
+        n = (w % N_TILES) * BLOCK_N + tl.arange(0, BLOCK_N)
         w_gate = w13_ptr + expert.to(tl.int64) * (2 * I * H) + n[:, None] * H + kk[None, :]
         w_up = w_gate + I * H
         for tok0 in range(0, num_tokens, BLOCK_M):  # one pass for a decode batch (<= BLOCK_M)
@@ -171,15 +182,13 @@ def _down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, 
                  K: tl.constexpr, K_PAD: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     N_TILES: tl.constexpr = H // BLOCK_N
-    pid = tl.program_id(0)
-    a = pid // N_TILES
-    n_tile = pid % N_TILES
-    expert, num_active = _program_expert(active_mask_ptr, a, E, E_PAD)
-    if a < num_active:
-        h = n_tile * BLOCK_N + tl.arange(0, BLOCK_N)
-        kk = tl.arange(0, BLOCK_K)
+    rank, active, num_active = _active_experts(active_mask_ptr, E, E_PAD)
+    kk = tl.arange(0, BLOCK_K)
+    slots = tl.arange(0, K_PAD)
+    for w in range(tl.program_id(0), num_active * N_TILES, tl.num_programs(0)):
+        expert = _nth_active(rank, active, w // N_TILES, E_PAD)
+        h = (w % N_TILES) * BLOCK_N + tl.arange(0, BLOCK_N)
         w_rows = w2_ptr + expert.to(tl.int64) * (H * I) + h[:, None] * I + kk[None, :]
-        slots = tl.arange(0, K_PAD)
         for tok0 in range(0, num_tokens, BLOCK_M):
             toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD, BLOCK_M)
             if tl.max(routed.to(tl.int32), axis=0) > 0:
@@ -245,19 +254,55 @@ def fused_moe(
     y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
     max_active = min(num_experts, num_tokens * k)
     shape = dict(E=num_experts, E_PAD=_next_pow2(num_experts), K=k, K_PAD=_next_pow2(k))
-    _gate_up_kernel[(max_active * (inter // cfg.gu_block_n),)](
-        hidden_states, w13, ids, mask_u8, act, num_tokens, hidden_states.stride(0), H=hidden, I=inter, **shape,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.gu_block_n, BLOCK_K=cfg.gu_block_k,
-        num_warps=cfg.gu_warps, num_stages=cfg.gu_stages)
-    _down_kernel[(max_active * (hidden // cfg.dn_block_n),)](
-        act, w2, ids, wts, mask_u8, y, num_tokens, H=hidden, I=inter, **shape,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.dn_block_n, BLOCK_K=cfg.dn_block_k,
-        num_warps=cfg.dn_warps, num_stages=cfg.dn_stages)
+    _launch_persistent(
+        _gate_up_kernel, max_active * (inter // cfg.gu_block_n), cfg.max_programs,
+        (hidden_states, w13, ids, mask_u8, act, num_tokens, hidden_states.stride(0)),
+        dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.gu_block_n, BLOCK_K=cfg.gu_block_k,
+             num_warps=cfg.gu_warps, num_stages=cfg.gu_stages))
+    _launch_persistent(
+        _down_kernel, max_active * (hidden // cfg.dn_block_n), cfg.max_programs,
+        (act, w2, ids, wts, mask_u8, y, num_tokens),
+        dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.dn_block_n, BLOCK_K=cfg.dn_block_k,
+             num_warps=cfg.dn_warps, num_stages=cfg.dn_stages))
     block_h = min(cfg.combine_block_h, _next_pow2(hidden))
     _combine_kernel[(num_tokens, triton.cdiv(hidden, block_h))](
         y, ids, out, out.stride(0), H=hidden, E=num_experts, K=k, K_PAD=shape["K_PAD"], BLOCK_H=block_h,
         num_warps=4)
     return out
+
+
+#: (kernel, compile-time arguments, dtype, device) -> programs that are resident at once.
+_WAVE: Dict[tuple, int] = {}
+
+
+def _launch_persistent(kernel, max_items: int, max_programs: Optional[int], args: tuple, kwargs: dict) -> None:
+    """Launch a persistent kernel on min(max_items, one wave) programs. One wave = SMs x
+    programs resident per SM, from the compiled kernel's registers and shared memory (asked
+    once per specialisation, before any CUDA-graph capture since the first call compiles)."""
+    key = (kernel.fn.__name__, tuple(sorted(kwargs.items())), args[0].dtype, args[0].device)
+    wave = _WAVE.get(key)
+    if wave is None:
+        wave = _WAVE[key] = _one_wave(kernel, args, kwargs)
+    programs = max(1, min(max_items, wave, max_programs or wave))
+    kernel[(programs,)](*args, **kwargs)
+
+
+def _one_wave(kernel, args: tuple, kwargs: dict) -> int:
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return 3  # the CPU interpreter: a few programs, so each walks several work items
+    compiled = kernel.warmup(*args, grid=(1,), **kwargs)
+    if hasattr(compiled, "result"):  # Triton's asynchronous compile mode hands back a future
+        compiled = compiled.result()
+    compiled._init_handles()  # loads the binary: n_regs is known from here on
+    device = args[0].device.index if args[0].device.index is not None else torch.cuda.current_device()
+    props = triton.runtime.driver.active.utils.get_device_properties(device)
+    warps = compiled.metadata.num_warps
+    regs_per_warp = -(-max(1, compiled.n_regs) * 32 // 256) * 256  # allocated in 256-register units
+    by_regs = props["max_num_regs"] // (regs_per_warp * warps)
+    # The SM's shared memory is the per-block opt-in limit plus 1 KB; each block reserves 1 KB.
+    by_smem = (props["max_shared_mem"] + 1024) // (compiled.metadata.shared + 1024)
+    per_sm = max(1, min(by_regs, by_smem, 64 // warps, 32))
+    return props["multiprocessor_count"] * per_sm
 
 
 def _check(x, w13, w2, expert_ids, routing_weights, active_mask) -> None:

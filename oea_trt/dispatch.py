@@ -20,6 +20,7 @@ _kernel_problem: Optional[str] = None  # why "auto" fell back to the reference (
 _kernel_checked = False
 
 
+@torch.compiler.assume_constant_result  # torch.compile runs it once while tracing, never in the graph
 def kernel_available() -> bool:
     """True when liboea_routing.so loads (found, or built once for this GPU). Warns once if not."""
     global _kernel_checked, _kernel_problem

@@ -11,7 +11,10 @@
 //     global S_base with atomics, and a phase-2 grid.
 // Either way: no host synchronisation, no allocation, capturable in a CUDA graph.
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
@@ -86,7 +89,7 @@ struct RowFor<Key, 0> {
 
 // ---- CTA-wide steps ----------------------------------------------------------------------
 __device__ __forceinline__ void zero_cta_bits(const CtaShared& sh, int words) {
-  for (int i = threadIdx.x; i < 2 * words; i += blockDim.x) sh.base[i] = 0u;  // base, ctx
+  for (int i = threadIdx.x; i < 4 * words; i += blockDim.x) sh.base[i] = 0u;  // base, ctx, mbase, mactive
   if (threadIdx.x == 0) *sh.decode_count = 0ull;
 }
 
@@ -156,20 +159,21 @@ __device__ __forceinline__ void cluster_wait() {
 #endif
 }
 
-// mbase/mactive = OR over the cluster's CTAs (or just this CTA) of base/ctx.
+// mbase/mactive = OR over the cluster's CTAs (or just this CTA) of base/ctx. With a cluster,
+// one thread per (CTA, word) reads the peer's words through distributed shared memory, so all
+// remote loads are in flight at once; mbase/mactive were zeroed at kernel start.
 __device__ __forceinline__ void merge_cluster_bits(const CtaShared& sh, int words, int cluster_ctas) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   if (cluster_ctas > 1) {
     namespace cg = cooperative_groups;
     cg::cluster_group cluster = cg::this_cluster();
-    for (int w = threadIdx.x; w < words; w += blockDim.x) {
-      uint32_t b = 0, c = 0;
-      for (int r = 0; r < cluster_ctas; ++r) {
-        b |= *cluster.map_shared_rank(sh.base + w, r);
-        c |= *cluster.map_shared_rank(sh.ctx + w, r);
-      }
-      sh.mbase[w] = b;
-      sh.mactive[w] = b | c;
+    for (int i = threadIdx.x; i < cluster_ctas * words; i += blockDim.x) {
+      const int rank = i / words;
+      const int w = i - rank * words;
+      const uint32_t b = *cluster.map_shared_rank(sh.base + w, rank);
+      const uint32_t c = *cluster.map_shared_rank(sh.ctx + w, rank);
+      if (b) atomicOr(sh.mbase + w, b);
+      if (b | c) atomicOr(sh.mactive + w, b | c);
     }
     return;
   }
@@ -291,11 +295,11 @@ struct DeviceInfo {
 static cudaError_t device_info(DeviceInfo* out) {
   constexpr int kMaxDevices = 64;
   static DeviceInfo cache[kMaxDevices];
-  static bool known[kMaxDevices] = {};
+  static std::atomic<bool> known[kMaxDevices];  // zero-initialised (static storage): false
   int dev = 0;
   cudaError_t err = cudaGetDevice(&dev);
   if (err != cudaSuccess) return err;
-  if (dev >= 0 && dev < kMaxDevices && known[dev]) {
+  if (dev >= 0 && dev < kMaxDevices && known[dev].load(std::memory_order_acquire)) {
     *out = cache[dev];
     return cudaSuccess;
   }
@@ -308,9 +312,13 @@ static cudaError_t device_info(DeviceInfo* out) {
     info.cluster_launch = 0;
     (void)cudaGetLastError();  // an unknown attribute is not an error of this call
   }
-  if (dev >= 0 && dev < kMaxDevices) {
-    cache[dev] = info;
-    known[dev] = true;
+  if (dev >= 0 && dev < kMaxDevices && !known[dev].load(std::memory_order_acquire)) {
+    static std::mutex writing;  // first launches from several threads: one writer per entry
+    std::lock_guard<std::mutex> lock(writing);
+    if (!known[dev].load(std::memory_order_relaxed)) {
+      cache[dev] = info;
+      known[dev].store(true, std::memory_order_release);
+    }
   }
   *out = info;
   return cudaSuccess;
@@ -363,7 +371,13 @@ static cudaError_t route_typed(const RouteArgs& a, const DeviceInfo& dev, void* 
   if (row_bytes) smem_warps = static_cast<int>(std::max<size_t>(1, std::min<size_t>(kMaxWarpsPerCta, kSmemRowBudget / std::max<size_t>(row_bytes, 1))));
 
   // Fused: C CTAs of ceil(T / C) tokens; more than one CTA needs a cluster (sm_90).
-  if (T_ <= kFusedMaxTokens) {
+  // OEA_ROUTING_FORCE_MULTIBLOCK=1 (read once) sends every batch down the multi-block path:
+  // for sanitizer runs and for timing the two paths against each other.
+  static const bool force_multiblock = [] {
+    const char* env = std::getenv("OEA_ROUTING_FORCE_MULTIBLOCK");
+    return env != nullptr && env[0] == '1';
+  }();
+  if (T_ <= kFusedMaxTokens && !force_multiblock) {
     int ctas = static_cast<int>(std::min<int64_t>(kMaxClusterCtas, std::max<int64_t>(1, (T_ + kFusedTokensPerCta - 1) / kFusedTokensPerCta)));
     if (ctas > 1 && !dev.cluster_launch) ctas = T_ <= 4 * kFusedTokensPerCta ? 1 : 0;
     if (ctas > 0) {

@@ -60,6 +60,19 @@ def test_custom_op_schema_has_every_knob():
     assert "-> (Tensor, Tensor, Tensor, Tensor)" in schema
 
 
+def test_torch_compile_traces_the_kernel_op_in_one_graph():
+    """What torch.compile sees on a GPU, traced here with meta tensors (the op's fake kernel)."""
+    cfg = OEAConfig(num_experts=128, top_k=8, k0=3, k0_schedule=((4, 8), (16, 3)))
+
+    def moe_routing(hidden, gate):
+        result = oea_trt.route(hidden @ gate, cfg, backend="kernel")
+        return result.expert_ids, result.weights * 2.0, result.num_active
+
+    compiled = torch.compile(moe_routing, fullgraph=True, backend="aot_eager")
+    ids, weights, num_active = compiled(torch.randn(48, 256, device="meta"), torch.randn(256, 128, device="meta"))
+    assert (ids.shape, ids.dtype, weights.shape, num_active.shape) == ((48, 8), torch.int32, (48, 8), ())
+
+
 def test_params_carry_every_knob():
     p = params_for(CFG)
     assert (p.num_experts, p.top_k, p.k0, p.k_max, p.max_rank) == (64, 6, 2, 9, 40)

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# GPU part "kernel": build, test, time and sanitize the fused OEA routing kernel (issue 3).
+#
+#   RESULTS_DIR=/tmp/oea-results bash scripts/gpu/kernel.sh     (from the repo root; ~4-5 min on an H200)
+#
+# Steps (each logged to $RESULTS_DIR/kernel/<step>.log; a failing step is reported, the rest run):
+#   build      CMake + nvcc for sm_90 with the ptxas report (registers, shared memory, spills)
+#   harness    the standalone C++ driver of oea_route_launch (scripts/gpu/oea_routing_harness.cu)
+#   pytest     tests/test_kernel_gpu.py: kernel vs reference on thousands of cases, graphs, compile
+#   bench      benchmarks/bench_routing.py: per-call latency in graph replay, JSON + md + png
+#   sanitizers compute-sanitizer memcheck / racecheck / synccheck / initcheck on the harness
+# Steps are skipped (and reported) once the time budget ($KERNEL_BUDGET_S, default 330 s) is spent.
+set -u
+cd "$(dirname "$0")/../.."
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:${PYTHONPATH:-}"
+RESULTS_DIR="${RESULTS_DIR:-./out}"
+OUT="$RESULTS_DIR/kernel"
+BUILD="${OEA_KERNEL_BUILD_DIR:-$PWD/build/kernel-gpu}"
+BUDGET="${KERNEL_BUDGET_S:-330}"
+mkdir -p "$OUT"
+SUMMARY=()
+
+# run_step NAME SECONDS_NEEDED TIMEOUT COMMAND...: run with a timeout unless the budget is spent.
+run_step() {
+  local name=$1 need=$2 limit=$3
+  shift 3
+  local left=$((BUDGET - SECONDS))
+  if ((left < need)); then
+    SUMMARY+=("$name: SKIPPED (${left}s of the ${BUDGET}s budget left, needs ~${need}s)")
+    echo "=== $name: skipped, budget spent"
+    return 0
+  fi
+  ((limit > left)) && limit=$left
+  echo "=== $name (timeout ${limit}s) $(date +%T)"
+  local t0=$SECONDS
+  timeout --signal=TERM --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  local verdict="ok"
+  ((rc == 124)) && verdict="TIMED OUT"
+  ((rc != 0 && rc != 124)) && verdict="FAILED (rc=$rc)"
+  SUMMARY+=("$name: $verdict in $((SECONDS - t0))s")
+  echo "=== $name: $verdict in $((SECONDS - t0))s"
+  tail -n 15 "$OUT/$name.log"
+  return 0
+}
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv > "$OUT/gpu.txt" 2>&1
+cat "$OUT/gpu.txt"
+GENERATOR=""
+command -v ninja > /dev/null && GENERATOR="-G Ninja"
+rm -rf "$BUILD"  # a clean build: the ptxas report below must cover every kernel
+
+run_step build 60 240 bash -c "cmake -S . -B '$BUILD' $GENERATOR -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_CUDA_ARCHITECTURES=90 -DOEA_PTXAS_VERBOSE=ON && cmake --build '$BUILD' --target oea_routing oea_routing_kernel -j $(nproc)"
+# One line per kernel from the ptxas report: registers, static shared memory, stack, spills.
+python3 - "$OUT/build.log" > "$OUT/ptxas_summary.txt" <<'EOF'
+import re, subprocess, sys
+name = None
+for line in open(sys.argv[1]).read().splitlines():
+    m = re.search(r"Compiling entry function '(\w+)' for '(sm_\d+)'", line)
+    if m:
+        name = subprocess.run(["c++filt", m.group(1)], capture_output=True, text=True).stdout.strip() or m.group(1)
+        name = re.sub(r"\(oea::RouteArgs.*", "", name.replace("oea::", ""))
+        continue
+    m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+    if m and name:
+        frame = m.groups()
+    m = re.search(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?", line)
+    if m and name:
+        print(f"{name:60s} regs={m.group(1):>3} static_smem={m.group(2) or 0} stack={frame[0]} spills={frame[1]}/{frame[2]}")
+        name = None
+EOF
+LIB="$BUILD/lib/liboea_routing.so"
+if [[ -f "$LIB" ]]; then
+  export OEA_ROUTING_LIBRARY="$LIB"
+else
+  echo "no $LIB: the Python binding will try its own nvcc build"
+fi
+
+HARNESS="$BUILD/oea_routing_harness"
+run_step harness 20 120 bash -c "nvcc -O2 -std=c++17 -arch=sm_90 -Iplugin scripts/gpu/oea_routing_harness.cu \
+  '$BUILD/liboea_routing_kernel.a' -o '$HARNESS' && '$HARNESS' && OEA_ROUTING_FORCE_MULTIBLOCK=1 '$HARNESS' --quick"
+
+run_step pytest 60 200 python3 -m pytest -q -rfE --tb=short -p no:cacheprovider -m gpu tests/test_kernel_gpu.py \
+  --junitxml="$OUT/pytest.xml"
+
+run_step bench 60 150 python3 benchmarks/bench_routing.py --out "$OUT"
+
+if command -v compute-sanitizer > /dev/null && [[ -x "$HARNESS" ]]; then
+  CS=(compute-sanitizer --error-exitcode 99 --print-limit 20)
+  run_step memcheck 20 90 "${CS[@]}" --tool memcheck --leak-check full "$HARNESS"
+  run_step memcheck_multiblock 15 60 env OEA_ROUTING_FORCE_MULTIBLOCK=1 "${CS[@]}" --tool memcheck "$HARNESS" --quick
+  run_step racecheck 20 120 "${CS[@]}" --tool racecheck --racecheck-report all "$HARNESS" --quick
+  run_step synccheck 15 60 "${CS[@]}" --tool synccheck "$HARNESS" --quick
+  run_step initcheck 15 60 "${CS[@]}" --tool initcheck "$HARNESS" --quick
+else
+  SUMMARY+=("sanitizers: SKIPPED (no compute-sanitizer or no harness binary)")
+fi
+
+echo
+echo "=== kernel summary ($SECONDS s total; results in $OUT)"
+printf '  %s\n' "${SUMMARY[@]}" | tee "$OUT/summary.txt"
+grep -h "passed\|failed\|error" "$OUT/pytest.log" 2>/dev/null | tail -n 2 | sed 's/^/  pytest: /' | tee -a "$OUT/summary.txt"
+for tool in memcheck memcheck_multiblock racecheck synccheck initcheck; do
+  [[ -f "$OUT/$tool.log" ]] && grep -h "ERROR SUMMARY\|cases, " "$OUT/$tool.log" | sed "s/^/  $tool: /" | tee -a "$OUT/summary.txt"
+done
+grep -c "spills=0/0" "$OUT/ptxas_summary.txt" 2>/dev/null | sed 's/^/  kernels without spills: /' | tee -a "$OUT/summary.txt"
+[[ -f "$OUT/routing.md" ]] && sed -n '/^| T /,/^$/p;/^- /p' "$OUT/routing.md" | tee -a "$OUT/summary.txt"
+exit 0

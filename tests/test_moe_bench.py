@@ -62,6 +62,24 @@ def test_trace_forms_load(tmp_path, form):
     assert all(tuple(r.tolist()) in rows for r in draw) and len({tuple(r.tolist()) for r in draw}) == 8
 
 
+def test_trace_with_sequence_shape_draws_one_position_of_consecutive_sequences(tmp_path):
+    """dump_traces' layout: tokens sequence-major, a decode batch = B sequences at one position."""
+    n, length, E = 6, 5, 16
+    logits = torch.randn(2, n * length, E)
+    torch.save({"router_logits": logits, "sequence_shape": [n, length]}, tmp_path / "seq.pt")
+    source = TraceSource(str(tmp_path / "seq.pt"), E)
+    for seed in range(6):
+        draw = source.draw(3, seed=seed)
+        grid = logits[seed % 2].view(n, length, E)
+        hits = [(s, t) for s in range(n - 2) for t in range(length) if torch.equal(grid[s:s + 3, t], draw)]
+        assert len(hits) == 1, seed
+    with pytest.raises(TraceError, match="holds 6 sequences, fewer than batch 7"):
+        source.draw(7, seed=0)
+    torch.save({"router_logits": logits, "sequence_shape": [4, 4]}, tmp_path / "bad.pt")
+    with pytest.raises(TraceError, match="does not match its 30 tokens"):
+        TraceSource(str(tmp_path / "bad.pt"), E)
+
+
 def test_trace_errors(tmp_path):
     with pytest.raises(TraceError, match="does not exist"):
         load_trace(str(tmp_path / "missing.pt"))
@@ -195,7 +213,6 @@ def test_bench_preset_flow_on_cpu(monkeypatch):
     """Everything bench_preset does but graph timing: correctness of all impls, routing per
     variant, rows, ratios. The injected timer runs the work once and reports 1 us per call."""
     pytest.importorskip("triton")
-    calls = []
 
     def fake_graph(work, calls=1, repeats=5, replays=3):
         work()

@@ -82,7 +82,8 @@ def test_graph_replay_follows_new_inputs(layer, impl):
     for seed in (2, 3):
         x0.copy_(torch.randn(x0.shape, device="cuda", dtype=x0.dtype,
                              generator=torch.Generator(device="cuda").manual_seed(seed)))
-        logits.copy_(torch.randn(logits.shape, device="cuda", generator=torch.Generator(device="cuda").manual_seed(seed)))
+        g = torch.Generator(device="cuda").manual_seed(seed)
+        logits.copy_(torch.randn(logits.shape, device="cuda", generator=g))
         graph.replay()
         torch.cuda.synchronize()
         eager = moe_forward(x0, w, oea_route(logits, config), impl=impl)

@@ -36,7 +36,8 @@ def _literal_moe(x, gate, up, down, ids, weights):
 def test_reference_equals_literal_per_slot_sum():
     E, H, I, k, T = 6, 12, 10, 4, 9
     g = torch.Generator().manual_seed(1)
-    gate, up = torch.randn(E, I, H, generator=g, dtype=torch.float64), torch.randn(E, I, H, generator=g, dtype=torch.float64)
+    gate = torch.randn(E, I, H, generator=g, dtype=torch.float64)
+    up = torch.randn(E, I, H, generator=g, dtype=torch.float64)
     down = torch.randn(E, H, I, generator=g, dtype=torch.float64)
     x = torch.randn(T, H, generator=g, dtype=torch.float64)
     ids = _random_ids(T, k, E, seed=2)
@@ -128,7 +129,8 @@ def test_layer_api_errors():
 
 def test_expert_weights_layout_and_bytes():
     g = torch.Generator().manual_seed(0)
-    gate, up, down = torch.randn(3, 4, 6, generator=g), torch.randn(3, 4, 6, generator=g), torch.randn(3, 6, 4, generator=g)
+    gate, up = torch.randn(3, 4, 6, generator=g), torch.randn(3, 4, 6, generator=g)
+    down = torch.randn(3, 6, 4, generator=g)
     w = ExpertWeights.from_gate_up_down(gate, up, down)
     assert torch.equal(w.w13[1, :4], gate[1]) and torch.equal(w.w13[1, 4:], up[1])
     assert (w.num_experts, w.hidden_size, w.intermediate_size) == (3, 6, 4)

@@ -27,13 +27,16 @@ class Bandwidth:
         return dataclasses.asdict(self)
 
 
-def measure_bandwidth(nbytes: int = 4 << 30, repeats: int = 7, device: str = "cuda") -> Bandwidth:
-    n = nbytes // 2
+def _time_copy_and_read(n: int, repeats: int, device: str):
     src = torch.randn(n, dtype=torch.bfloat16, device=device)
     dst = torch.empty_like(src)
-    copy = time_eager(lambda: dst.copy_(src), repeats=repeats, iters=3)
-    read = time_eager(lambda: src.sum(), repeats=repeats, iters=3)
-    del src, dst
+    return (time_eager(lambda: dst.copy_(src), repeats=repeats, iters=3),
+            time_eager(lambda: src.sum(), repeats=repeats, iters=3))
+
+
+def measure_bandwidth(nbytes: int = 4 << 30, repeats: int = 7, device: str = "cuda") -> Bandwidth:
+    n = nbytes // 2
+    copy, read = _time_copy_and_read(n, repeats, device)
     torch.cuda.empty_cache()
     return Bandwidth(copy_tb_s=2 * n * 2 / (copy.median_us * 1e-6) / 1e12,
                      read_tb_s=n * 2 / (read.median_us * 1e-6) / 1e12,

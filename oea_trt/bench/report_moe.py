@@ -62,7 +62,8 @@ def targets(results) -> List[dict]:
                 worst = (speedup, theirs["preset"], theirs["mode"], theirs["batch"])
     checks.append({
         "name": "beats torch._grouped_mm at every B (MoE only, vanilla, every preset and mode)",
-        "value": (f"slowest margin {worst[0]:.2f}x ({worst[1]}, {worst[2]}, B={worst[3]})" if worst else "not measured"),
+        "value": (f"slowest margin {worst[0]:.2f}x ({worst[1]}, {worst[2]}, B={worst[3]})" if worst
+                  else "not measured"),
         "met": None if worst is None else worst[0] > 1.0})
 
     preset, mode, batch = HEADLINE
@@ -102,9 +103,11 @@ def render_markdown(results) -> str:
     env, bw = results["env"], results["bandwidth"]
     gpu = env.get("gpu", {}) or {}
     lines = [f"# MoE decode layer on the {gpu.get('name', 'GPU')}: OEA vs vanilla, our kernel vs torch._grouped_mm", ""]
-    lines.append(f"GPU {gpu.get('name')} ({gpu.get('sm_count')} SMs, L2 {fmt((gpu.get('l2_bytes') or 0) / 2**20, 0)} MiB), "
-                 f"driver {env.get('driver')}, torch {env.get('torch')} (CUDA {env.get('torch_cuda')}), triton "
-                 f"{env.get('triton')}, commit {str((env.get('git') or {}).get('commit'))[:12]}, {env.get('time_utc')}.")
+    l2_mib = fmt((gpu.get("l2_bytes") or 0) / 2**20, 0)
+    commit = str((env.get("git") or {}).get("commit"))[:12]
+    lines.append(f"GPU {gpu.get('name')} ({gpu.get('sm_count')} SMs, L2 {l2_mib} MiB), driver {env.get('driver')}, "
+                 f"torch {env.get('torch')} (CUDA {env.get('torch_cuda')}), triton {env.get('triton')}, "
+                 f"commit {commit}, {env.get('time_utc')}.")
     lines.append(f"Measured in the same run: copy {bw['copy_tb_s']:.2f} TB/s (read+write of "
                  f"{bw['nbytes'] / 2**30:.0f} GiB bf16), read {bw['read_tb_s']:.2f} TB/s. Routing inside the graph: "
                  f"{results['routing']['impl']} ({results['routing']['note']}).")

@@ -81,4 +81,5 @@ def pick_router(choice: str = "auto", device: str = "cuda") -> Router:
         if choice == "kernel":
             raise RuntimeError(f"routing kernel requested but {problem}")
         return reference._replace(note=f"{reference.note} ({problem})")
-    return Router("kernel", route, "fused CUDA routing kernel via oea_trt.dispatch.route, checked against the reference")
+    return Router("kernel", route,
+                  "fused CUDA routing kernel via oea_trt.dispatch.route, checked against the reference")

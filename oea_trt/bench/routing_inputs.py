@@ -5,10 +5,13 @@ Every source answers draw(batch, seed) -> float32 [batch, E] logits on the CPU; 
 identical batches.
 
 Trace files (what an instrumented model run records): router logits [num_layers, tokens, E]
-(or [tokens, E] for one layer) in a .pt file (a tensor, or a dict with key "router_logits") or
-a .npz file (array "router_logits", else its only array). A draw picks a layer (seed mod
-num_layers) and `batch` distinct tokens of it at random: a decode batch holds one token of
-each of `batch` different requests, not consecutive tokens of one.
+(or [tokens, E] for one layer) in a .pt file (a tensor, or a dict with key "router_logits", as
+oea_trt.eval.traces.dump_traces writes) or a .npz file (array "router_logits", else its only
+array). A draw picks a layer (seed mod num_layers) and a decode batch of it: a decode batch
+holds one token of each of `batch` different requests, never consecutive tokens of one. When
+the file says how its tokens form sequences (dump_traces' "sequence_shape" [N, L], tokens
+sequence-major), the batch is `batch` consecutive sequences at one position, as in the paper's
+simulation; otherwise `batch` distinct tokens at random.
 """
 from __future__ import annotations
 
@@ -56,13 +59,21 @@ class TraceSource:
             raise TraceError(f"trace {path} has {self.logits.shape[-1]} experts per row, the layer has "
                              f"E={num_experts}: record the trace from a model with the same expert count")
         self.num_layers, self.num_tokens = self.logits.shape[0], self.logits.shape[1]
+        self.sequence_shape = trace_sequence_shape(path, self.num_tokens)
 
     def draw(self, batch: int, seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        layer = self.logits[seed % self.num_layers]
+        if self.sequence_shape is not None:
+            n, length = self.sequence_shape
+            if batch > n:
+                raise TraceError(f"trace {self.path} holds {n} sequences, fewer than batch {batch}")
+            start = int(torch.randint(n - batch + 1, (1,), generator=g))
+            position = int(torch.randint(length, (1,), generator=g))
+            return layer.view(n, length, -1)[start:start + batch, position].float()
         if batch > self.num_tokens:
             raise TraceError(f"trace {self.path} has {self.num_tokens} tokens per layer, fewer than batch {batch}")
-        g = torch.Generator().manual_seed(seed)
-        tokens = torch.randperm(self.num_tokens, generator=g)[:batch]
-        return self.logits[seed % self.num_layers, tokens].float()
+        return layer[torch.randperm(self.num_tokens, generator=g)[:batch]].float()
 
 
 def load_trace(path: str) -> torch.Tensor:
@@ -103,6 +114,20 @@ def load_trace(path: str) -> torch.Tensor:
     if not logits.dtype.is_floating_point:
         raise TraceError(f"trace {path} must hold floating-point logits, got {logits.dtype}")
     return logits.float()
+
+
+def trace_sequence_shape(path: str, num_tokens: int):
+    """(N, L) from a .pt trace dict's "sequence_shape" when it matches its token count, else None."""
+    if not path.endswith(".pt"):
+        return None
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    shape = obj.get("sequence_shape") if isinstance(obj, dict) else None
+    if shape is None:
+        return None
+    n, length = (int(v) for v in shape)
+    if n * length != num_tokens:
+        raise TraceError(f"trace {path}: sequence_shape {n}x{length} does not match its {num_tokens} tokens per layer")
+    return n, length
 
 
 def make_sources(modes, num_experts: int, trace_path: str = None) -> Dict[str, object]:

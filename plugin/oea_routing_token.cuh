@@ -166,10 +166,14 @@ __device__ __forceinline__ float score_of(Key key, const TokenStash& st) {
 
 // ---- a token's selection and its output row ----------------------------------------------
 // Slot s (rank order) lives in lane s while s < 32; later slots go straight to the output row
-// (id and raw score) from lane s % 32, which is also the lane that reads them back.
+// (id and raw score) from lane s % 32, which is also the lane that reads them back. Every lane
+// adds each selected score to the float64 sum, so renormalizing needs no warp reduction; the
+// float64 sum rounds once, within 0.5 ulp of the exact sum (torch sums the fp32 row).
 template <typename Key>
 struct Selection {
   Key slot_key = 0;
+  float slot_score = 0.0f;
+  double score_sum = 0.0;
   int count = 0;
   int first = 0;  // expert in slot 0 (fill "top1")
 };
@@ -178,50 +182,46 @@ template <typename T, typename Key>
 __device__ __forceinline__ void select_expert(Selection<Key>& sel, Key key, const RouteArgs& a,
                                               int64_t token, const TokenStash& st) {
   const int lane = lane_id();
+  const float score = score_of<T>(key, st);
+  sel.score_sum += static_cast<double>(score);
   if (sel.count == 0) sel.first = expert_of(key);
   if (sel.count < kWarp) {
-    if (lane == sel.count) sel.slot_key = key;
+    if (lane == sel.count) {
+      sel.slot_key = key;
+      sel.slot_score = score;
+    }
   } else if (lane == (sel.count & (kWarp - 1))) {
     const int64_t at = token * a.p.k_max + sel.count;
     a.expert_ids[at] = expert_of(key);
-    a.weights[at] = score_of<T>(key, st);
+    a.weights[at] = score;
   }
   ++sel.count;
 }
 
 // Steps 6-7: weights (renormalized over the selection or raw scores) and fill.
-template <typename T, typename Key>
+template <typename Key>
 __device__ __forceinline__ void write_row(const RouteArgs& a, int64_t token, const Selection<Key>& sel,
-                          const TokenStash& st, int lowest_active) {
+                                          int lowest_active) {
   const int k_max = a.p.k_max;
   int32_t* ids = a.expert_ids + token * k_max;
   float* weights = a.weights + token * k_max;
-  const int lane = lane_id();
-  float raw = 0.0f;
-  double part = 0.0;  // the float64 sum rounds once, so it is within 0.5 ulp of the exact sum
-  if (lane < sel.count) {
-    raw = score_of<T>(sel.slot_key, st);
-    part = raw;
-  }
-  for (int s = lane + kWarp; s < sel.count; s += kWarp) part += weights[s];
-  float denom = 1.0f;
-  if (a.p.renormalize && sel.count > 0) denom = static_cast<float>(warp_sum_butterfly(part));
+  const float denom = a.p.renormalize && sel.count > 0 ? static_cast<float>(sel.score_sum) : 1.0f;
   const int fill_id = a.p.fill == OEA_FILL_INVALID       ? -1
                       : a.p.fill == OEA_FILL_NUM_EXPERTS ? a.p.num_experts
                       : sel.count > 0                    ? sel.first
                                                          : lowest_active;
-  for (int s = lane; s < k_max; s += kWarp) {
+  for (int s = lane_id(); s < k_max; s += kWarp) {
     int id = fill_id;
     float w = 0.0f;
     if (s < sel.count) {
-      float r = raw;
+      float score = sel.slot_score;
       if (s < kWarp) {
         id = expert_of(sel.slot_key);
       } else {
         id = ids[s];
-        r = weights[s];
+        score = weights[s];
       }
-      w = a.p.renormalize ? r / denom : r;
+      w = a.p.renormalize ? score / denom : score;  // torch: raw / raw.sum(-1)
     }
     ids[s] = id;
     weights[s] = w;
@@ -278,7 +278,7 @@ __device__ __forceinline__ void route_phase1(const RouteArgs& a, const CtaShared
   }
   if (lane_id() == 0) *stash = st;
   // Step 5: a context row is plain top-k; only "top1" fill of an empty row needs the batch.
-  if (!decode && !(st.chosen == 0 && a.p.fill == OEA_FILL_TOP1)) write_row<T>(a, token, sel, st, 0);
+  if (!decode && !(st.chosen == 0 && a.p.fill == OEA_FILL_TOP1)) write_row(a, token, sel, 0);
 }
 
 // ---- phase 2 -----------------------------------------------------------------------------
@@ -307,7 +307,7 @@ __device__ __forceinline__ void route_phase2(const RouteArgs& a, const CtaShared
       below = key;
     }
   }
-  write_row<T>(a, token, sel, st, lowest_active);
+  write_row(a, token, sel, lowest_active);
 }
 
 }  // namespace oea

@@ -92,7 +92,7 @@ def kinds_for_leading(T: int, leading: int):
 CHUNKS, PER_CHUNK = 8, 500  # 4,000 fresh cases
 
 
-@pytest.mark.parametrize("chunk", range(CHUNKS))
+@pytest.mark.parametrize("chunk", range(CHUNKS), ids=lambda c: f"chunk{c}")
 def test_kernel_equals_reference_on_random_cases(chunk):
     seed0 = 7_000_000 + chunk * PER_CHUNK
     for seed in range(seed0, seed0 + PER_CHUNK):
@@ -127,7 +127,7 @@ CONFIGS = [
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("T", [0, 1, 2, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257,
-                               511, 1024, 4095, 4096])
+                               511, 1024, 4095, 4096], ids=lambda T: f"T{T}")
 def test_token_counts_at_every_path_boundary(T, dtype):
     g = torch.Generator().manual_seed(T)
     logits = (torch.randn(T, 128, generator=g) * 2).to(dtype).cuda()
@@ -231,19 +231,18 @@ def test_torch_compile_smoke():
 
     cfg = OEAConfig(num_experts=128, top_k=8, k0=3)
 
-    def moe_routing(hidden, gate):
-        logits = hidden @ gate  # a router GEMM in front, as in a MoE layer
-        result = oea_trt.route(logits, cfg)
+    def moe_routing(logits):
+        result = oea_trt.route(logits, cfg)  # dispatch -> torch.ops.oea_trt.route in the graph
         return result.expert_ids, result.weights * 2.0, result.num_active
 
     compiled = torch.compile(moe_routing, fullgraph=True)
-    hidden = torch.randn(48, 256, device="cuda")
-    gate = torch.randn(256, 128, device="cuda")
-    ids, weights, num_active = compiled(hidden, gate)
-    want = oea_route(hidden @ gate, cfg)
-    assert torch.equal(ids, want.expert_ids)
-    torch.testing.assert_close(weights, want.weights * 2.0, rtol=1e-6, atol=FLT_MIN)
-    assert int(num_active) == int(want.num_active)
+    for T in (48, 300):
+        logits = torch.randn(T, 128, device="cuda", dtype=torch.bfloat16)
+        ids, weights, num_active = compiled(logits)
+        want = oea_route(logits, cfg)
+        assert torch.equal(ids, want.expert_ids)
+        torch.testing.assert_close(weights, want.weights * 2.0, rtol=1e-6, atol=FLT_MIN)
+        assert int(num_active) == int(want.num_active)
 
 
 def test_dispatch_picks_the_kernel_on_cuda(monkeypatch):
@@ -270,3 +269,20 @@ def test_bad_outputs_are_rejected_before_launch():
     with pytest.raises(RoutingInputError, match="workspace must hold"):
         route_into(logits, cfg.replace(), torch.empty(4, 8, dtype=torch.int32, device="cuda"), weights,
                    workspace=torch.empty(0, dtype=torch.uint8, device="cuda"), token_kind=None)
+
+
+def test_multi_block_path_for_small_batches_too():
+    """Decode-sized batches normally take the one-launch path; OEA_ROUTING_FORCE_MULTIBLOCK=1 (read
+    once per process, hence the subprocess) sends them through the multi-block kernels, which
+    must give the same answers (they are what GPUs without thread-block clusters run)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OEA_ROUTING_FORCE_MULTIBLOCK="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
+         "-k", "random_cases and chunk0 or path_boundary and (T0- or T1- or T17- or T64- or T256-)", "-m", "gpu"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout

@@ -60,7 +60,7 @@ for line in open(sys.argv[1]).read().splitlines():
     m = re.search(r"Compiling entry function '(\w+)' for '(sm_\d+)'", line)
     if m:
         name = subprocess.run(["c++filt", m.group(1)], capture_output=True, text=True).stdout.strip() or m.group(1)
-        name = re.sub(r"\(oea::RouteArgs.*", "", name.replace("oea::", ""))
+        name = re.sub(r"\(RouteArgs.*", "", name.replace("oea::", ""))
         continue
     m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
     if m and name:

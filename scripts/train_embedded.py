@@ -31,8 +31,10 @@ START = time.time()
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from oea_trt.data import EVAL_SEED, TRAIN_SEED, VOCAB, char_sequences, save_hf_tokenizer  # noqa: E402
+from oea_trt.data import (EVAL_SEED, TRAIN_SEED, VOCAB, char_sequence_rows, char_sequences,  # noqa: E402
+                          save_hf_tokenizer)  # noqa: E402
 from oea_trt.data.domains import DOMAINS  # noqa: E402
+from oea_trt.hf.portable import add_v4_config_keys  # noqa: E402
 
 EMBEDDED_CONFIG = dict(
     vocab_size=len(VOCAB),
@@ -50,7 +52,7 @@ EMBEDDED_CONFIG = dict(
     mlp_only_layers=[],
     max_position_embeddings=512,
     tie_word_embeddings=True,
-    router_aux_loss_coef=0.01,      # Qwen3 uses 0.001; 128 experts on a tiny corpus need more push
+    router_aux_loss_coef=0.001,     # Qwen3's value: balanced use of experts, still sharp routing
     hidden_act="silu",
     rms_norm_eps=1e-6,
     initializer_range=0.02,
@@ -88,27 +90,35 @@ def parse_args(argv=None):
     p.add_argument("--experts-implementation", default="auto",
                    help="transformers experts implementation (auto: first of grouped_mm, eager that works)")
     p.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="corpus generator processes")
+    p.add_argument("--aux-loss", type=float, help="router aux-loss coefficient (default: the config's)")
     p.add_argument("--tiny", action="store_true", help="tiny model (CPU smoke test of this script)")
     return p.parse_args(argv)
 
 
-def _chunk(args):
-    count, length, start = args
-    return char_sequences(count, length, TRAIN_SEED, start=start)[0].to(torch.uint8)
+def _chunk(job):
+    # numpy only: forked workers must not start torch's OpenMP pool.
+    import numpy as np
+
+    count, length, start = job
+    return np.asarray(char_sequence_rows(count, length, TRAIN_SEED, start=start)[0], dtype=np.uint8)
 
 
 def make_pool(rows: int, length: int, workers: int) -> torch.Tensor:
-    """uint8 [rows, length]: sequence i is the same however the work is split."""
+    """uint8 [rows, length] training sequences; row i is the same however the work is split."""
+    import numpy as np
+
     chunk = 4096
     jobs = [(min(chunk, rows - s), length, s) for s in range(0, rows, chunk)]
     if workers > 1 and len(jobs) > 1:
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(workers) as ex:
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as ex:
             parts = list(ex.map(_chunk, jobs))
     else:
         parts = [_chunk(j) for j in jobs]
-    return torch.cat(parts)
+    return torch.from_numpy(np.concatenate(parts))
 
 
 def lr_at(step: int, total: int, args) -> float:
@@ -122,6 +132,8 @@ def build_model(args, device):
     from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
     cfg_dict = dict(EMBEDDED_CONFIG, **(TINY_OVERRIDES if args.tiny else {}))
+    if args.aux_loss is not None:
+        cfg_dict["router_aux_loss_coef"] = args.aux_loss
     torch.manual_seed(args.seed)
     config = Qwen3MoeConfig(**cfg_dict)
     model = Qwen3MoeForCausalLM(config).to(device)
@@ -239,6 +251,76 @@ def plot_usage(usage, path):
     plt.close(fig)
 
 
+def reproduce_command(argv, steps: int) -> str:
+    """This run's command line with the step count pinned (and no time budget)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--steps", "--time-budget"):
+            skip = True
+            continue
+        if arg.startswith(("--steps=", "--time-budget=")):
+            continue
+        out.append(arg)
+    return " ".join(["python3 scripts/train_embedded.py"] + out + ["--steps", str(steps)])
+
+
+def write_training_md(path: str, s: dict) -> None:
+    """How this model was trained, with the run's real numbers (shipped next to the weights)."""
+    a, c = s["args"], s["config"]
+    how_steps = ("The step count was fixed by --steps" if a["steps"] else
+                 f"The step count was derived once from `--time-budget {a['time_budget']:g}` and the speed of the first steps")
+    spec_rows = "\n".join(
+        f"| {r['layer']} | {r['experts_used']} | {r['experts_for_80pct_of_a_domain']:.1f} | "
+        f"{list(r.values())[-1]:.2f} |" for r in s["specialisation"])
+    text = f"""# The embedded Qwen3-MoE model: how it was trained
+
+Produced by `scripts/train_embedded.py` (run by `scripts/gpu/train.sh`); every number below is
+from that run (`training.json`, `training_log.csv`).
+
+## Model
+transformers `Qwen3MoeForCausalLM`: {c['num_hidden_layers']} layers, hidden {c['hidden_size']},
+{c['num_attention_heads']} query / {c['num_key_value_heads']} KV heads of {c['head_dim']}, every layer MoE with
+{c['num_experts']} experts of intermediate size {c['moe_intermediate_size']}, top-{c['num_experts_per_tok']},
+norm_topk_prob={c['norm_topk_prob']} (Qwen3's routing), router aux-loss coefficient
+{c['router_aux_loss_coef']}, tied embeddings, vocabulary of {c['vocab_size']} characters
+(`oea_trt.data.tokenizer`). {s['parameters'] / 1e6:.2f} M parameters, stored in bf16
+({s['weights_bytes'] / 1e6:.1f} MB `model.safetensors`).
+
+## Data
+The synthetic corpus of `oea_trt.data` ({", ".join(s['domains'])}), seed {s['corpus_seed']}:
+{s['pool_rows']} sequences of {a['seq_len']} characters, each one domain's documents packed together,
+batches of {a['batch']} sequences drawn with replacement by a generator seeded with {s['torch_seed']}.
+Held-out loss: seed {s['eval_seed']} (also the default of `oea-trt eval`).
+
+## Optimisation
+AdamW (betas 0.9/0.95, weight decay {a['weight_decay']} on matrices), peak LR {a['lr']}, linear
+warm-up {a['warmup']} steps, cosine decay to {a['min_lr_ratio']} x peak, gradient clipping 1.0;
+{s['compute_dtype']} compute{" with float32 master weights" if s['compute_dtype'] == "bfloat16" else ""}, experts
+implementation `{s['experts_implementation']}`; torch seed {s['torch_seed']}.
+{s['steps']} steps ({s['tokens_seen'] / 1e6:.1f} M tokens) in {s['train_seconds']} s
+({s['ms_per_step']} ms/step) on {s['gpu'] or s['device']}; torch {s['versions']['torch']},
+transformers {s['versions']['transformers']}. {how_steps}; to retrain the same schedule:
+
+    {s['reproduce']}
+
+## Result
+Final train cross-entropy {s['final_train_loss']:.4f}, held-out {s['final_eval_loss']:.4f} nats/char.
+Loss curve: `loss_curve.png` (data: `training_log.csv`).
+
+Expert specialisation under vanilla routing (held-out text; `expert_usage.png` shows each
+domain's share of top-8 slots per expert):
+
+| layer | experts used | experts holding 80% of a domain's slots | top-16 overlap between domains |
+|---|---|---|---|
+{spec_rows}
+"""
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -337,6 +419,7 @@ def main(argv=None) -> int:
 
     model_dir = os.path.join(args.out, "model")
     model.to(torch.bfloat16).save_pretrained(model_dir, safe_serialization=True)
+    add_v4_config_keys(model_dir)
     save_hf_tokenizer(model_dir)
     with open(os.path.join(args.out, "training_log.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -348,7 +431,7 @@ def main(argv=None) -> int:
 
     summary = {
         "script": "scripts/train_embedded.py", "argv": sys.argv[1:], "args": vars(args),
-        "steps": step, "tokens_seen": step * args.batch * args.seq_len, "train_seconds": round(train_seconds, 1),
+        "steps": step, "pool_rows": int(pool.shape[0]), "tokens_seen": step * args.batch * args.seq_len, "train_seconds": round(train_seconds, 1),
         "ms_per_step": round(train_seconds / step * 1e3, 2), "parameters": nparams,
         "corpus_seed": TRAIN_SEED, "eval_seed": EVAL_SEED, "torch_seed": args.seed, "domains": list(DOMAINS),
         "experts_implementation": impl, "compute_dtype": "bfloat16" if use_bf16 else "float32",
@@ -359,9 +442,11 @@ def main(argv=None) -> int:
                      "python": platform.python_version()},
         "weights_bytes": os.path.getsize(os.path.join(model_dir, "model.safetensors")),
         "wall_seconds": round(time.time() - START, 1),
+        "reproduce": reproduce_command(sys.argv[1:], step),
     }
     with open(os.path.join(args.out, "training.json"), "w") as f:
         json.dump(summary, f, indent=2)
+    write_training_md(os.path.join(args.out, "TRAINING.md"), summary)
     log(f"saved {model_dir} ({summary['weights_bytes'] / 1e6:.1f} MB weights); final held-out CE "
         f"{summary['final_eval_loss']:.4f}; total {summary['wall_seconds']}s")
     return 0

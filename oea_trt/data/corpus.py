@@ -56,16 +56,24 @@ def sequence_domains(count: int, seed: int, domains: Optional[Sequence[str]] = N
     return labels[:count]
 
 
-def char_sequences(count: int, length: int, seed: int, domains: Optional[Sequence[str]] = None,
-                   start: int = 0) -> Tuple[torch.Tensor, List[str]]:
-    """int64 [count, length] token ids for the embedded model's character tokenizer, each row
-    <bos> + one domain's text; sequence i is the same for any `count` (rows start..start+count)."""
+def char_sequence_rows(count: int, length: int, seed: int, domains: Optional[Sequence[str]] = None,
+                       start: int = 0) -> Tuple[List[List[int]], List[str]]:
+    """Rows start..start+count of the character-tokenized corpus as lists of ids: each row is
+    <bos> + one domain's text, and row i is the same however many rows are asked for."""
     tok = CharTokenizer()
     labels = sequence_domains(start + count, seed, domains)[start:]
     rows = []
     for i, domain in enumerate(labels, start=start):
         ids = [tok.bos_token_id] + tok.encode(domain_text(domain, seed, i, length))
         rows.append(ids[:length])
+    return rows, labels
+
+
+def char_sequences(count: int, length: int, seed: int, domains: Optional[Sequence[str]] = None,
+                   start: int = 0) -> Tuple[torch.Tensor, List[str]]:
+    """int64 [count, length] token ids for the embedded model's character tokenizer (see
+    char_sequence_rows) and each row's domain."""
+    rows, labels = char_sequence_rows(count, length, seed, domains, start)
     return torch.tensor(rows, dtype=torch.int64), labels
 
 

@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 
 from ..data.tokenizer import VOCAB, save_hf_tokenizer
+from .portable import add_v4_config_keys
 
 
 def tiny_qwen3_moe(num_experts: int = 16, top_k: int = 4, num_layers: int = 2, hidden_size: int = 32,
@@ -47,5 +48,6 @@ def save_tiny_model(directory: str, **kwargs) -> str:
     model = tiny_qwen3_moe(**kwargs)
     os.makedirs(directory, exist_ok=True)
     model.save_pretrained(directory)
+    add_v4_config_keys(directory)
     save_hf_tokenizer(directory)
     return directory

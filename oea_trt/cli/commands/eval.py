@@ -121,8 +121,11 @@ def run(args) -> int:
                      "per decode batch, mean over batches, per layer",
     }
     write_json(json_path, rows, meta)
-    pareto_plot(rows, png_path, title=f"OEA vs top-k0 pruning: {name} ({args.sequences}x{args.length} tokens)")
-    print(f"wrote {json_path} and {png_path}")
+    try:
+        pareto_plot(rows, png_path, title=f"OEA vs top-k0 pruning: {name} ({args.sequences}x{args.length} tokens)")
+        print(f"wrote {json_path} and {png_path}")
+    except ImportError:
+        print(f"wrote {json_path} (no plot: matplotlib is not installed; pip install 'oea-trt[plot]')")
     if args.dump_traces:
         dump_traces(model, ids, args.dump_traces, seq_domains, source=name)
         print(f"wrote router-logit traces {args.dump_traces}")

@@ -1,0 +1,1 @@
+"""Model files shipped with oea-trt (package data, no code)."""

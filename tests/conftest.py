@@ -1,8 +1,14 @@
 """Shared test setup: markers that skip with a reason where the hardware or stack is absent."""
 import importlib.util
+import os
 
 import pytest
 import torch
+
+# Without a GPU, Triton kernels (oea_trt/moe) run in Triton's CPU interpreter. It must be chosen
+# before anything imports triton (importing oea_trt can make torch import it), so here.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def _has_module(name: str) -> bool:

@@ -385,7 +385,12 @@ static cudaError_t route_typed(const RouteArgs& a, const DeviceInfo& dev, void* 
       ctas = static_cast<int>(std::max<int64_t>(1, (T_ + tokens_per_cta - 1) / tokens_per_cta));
       const int warps = std::max(1, std::min({tokens_per_cta, kMaxWarpsPerCta, smem_warps}));
       const size_t smem = smem_layout(E, tokens_per_cta, warps, row_bytes).total;
-      return launch(oea_route_fused_kernel<T, VPL>, ctas, ctas, warps * kWarp, smem, stream, a, tokens_per_cta);
+      const cudaError_t err =
+          launch(oea_route_fused_kernel<T, VPL>, ctas, ctas, warps * kWarp, smem, stream, a, tokens_per_cta);
+      if (err == cudaSuccess || ctas == 1) return err;
+      // A cluster that cannot be placed (e.g. a GPU partition with too few SMs per GPC) is a
+      // launch-time error: clear it and take the multi-block path, which needs no cluster.
+      (void)cudaGetLastError();
     }
   }
 

@@ -9,6 +9,7 @@
 #   pytest     tests/test_kernel_gpu.py: kernel vs reference on thousands of cases, graphs, compile
 #   bench      benchmarks/bench_routing.py: per-call latency in graph replay, JSON + md + png
 #   sanitizers compute-sanitizer memcheck / racecheck / synccheck / initcheck on the harness
+#   bench_multiblock  small batches forced through the multi-block path, for comparison
 # Steps are skipped (and reported) once the time budget ($KERNEL_BUDGET_S, default 330 s) is spent.
 set -u
 cd "$(dirname "$0")/../.."
@@ -96,6 +97,10 @@ if command -v compute-sanitizer > /dev/null && [[ -x "$HARNESS" ]]; then
 else
   SUMMARY+=("sanitizers: SKIPPED (no compute-sanitizer or no harness binary)")
 fi
+
+# A/B: the same decode-sized batches through the multi-block path (what GPUs without clusters run).
+run_step bench_multiblock 40 90 env OEA_ROUTING_FORCE_MULTIBLOCK=1 python3 benchmarks/bench_routing.py --quick \
+  --tokens 1 8 64 256 --k0 3 --out "$OUT/multiblock"
 
 echo
 echo "=== kernel summary ($SECONDS s total; results in $OUT)"

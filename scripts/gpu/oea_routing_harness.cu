@@ -165,7 +165,7 @@ int main(int argc, char** argv) {
       const int type = (T + E) % 3;
       const int top_k = E >= 64 ? 8 : 2;
       const int k_max = (T % 2 && E >= 64) ? 40 : top_k;  // 40: slots past the first 32
-      cases.push_back({E, T, type, top_k, k_max, std::min(3, k_max), T % 3 ? E : 20,
+      cases.push_back({E, T, type, top_k, k_max, std::min(3, k_max), T % 3 ? E : std::min(20, E),
                        T % 4 == 1 ? 0.8f : 1.0f, T % 5 != 0, T % 3, T % 7 != 3, T % 3, T % 4 == 2});
     }
   }

@@ -159,7 +159,7 @@ def check_correctness(shape: MoEShape, weights, router: Router, impls: Sequence[
             if impl == "grouped_mm":
                 entry["align"] = align
             for B, mode, config, x, routing, ref in inputs:
-                cfg = (kernel_configs or {}).get(B) if kernel_configs else None
+                cfg = (kernel_configs or {}).get(B)
                 case = {"batch": B, "mode": mode, "k0": config.k0, "fill": config.fill}
                 try:
                     out = _impl_fn(impl, cfg, align)(x, weights, routing)

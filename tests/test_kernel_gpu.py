@@ -235,14 +235,13 @@ def test_torch_compile_smoke():
         result = oea_trt.route(logits, cfg)  # dispatch -> torch.ops.oea_trt.route in the graph
         return result.expert_ids, result.weights * 2.0, result.num_active
 
-    compiled = torch.compile(moe_routing, fullgraph=True)
-    for T in (48, 300):
-        logits = torch.randn(T, 128, device="cuda", dtype=torch.bfloat16)
-        ids, weights, num_active = compiled(logits)
-        want = oea_route(logits, cfg)
-        assert torch.equal(ids, want.expert_ids)
-        torch.testing.assert_close(weights, want.weights * 2.0, rtol=1e-6, atol=FLT_MIN)
-        assert int(num_active) == int(want.num_active)
+    compiled = torch.compile(moe_routing, fullgraph=True, dynamic=False)  # inductor, one shape: quick
+    logits = torch.randn(48, 128, device="cuda", dtype=torch.bfloat16)
+    ids, weights, num_active = compiled(logits)
+    want = oea_route(logits, cfg)
+    assert torch.equal(ids, want.expert_ids)
+    torch.testing.assert_close(weights, want.weights * 2.0, rtol=1e-6, atol=FLT_MIN)
+    assert int(num_active) == int(want.num_active)
 
 
 def test_dispatch_picks_the_kernel_on_cuda(monkeypatch):

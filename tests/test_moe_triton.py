@@ -38,10 +38,14 @@ def _case(num_tokens, k0, fill, seed):
     return x, routing
 
 
+#: Max error relative to max |ref|: fp16 (interpreter) keeps 11 bits, bf16 (GPU) 8.
+TOL = 2e-2 if DTYPE == torch.bfloat16 else 1e-2
+
+
 def _assert_close(out, ref):
     scale = ref.float().abs().max()
     err = (out.float() - ref.float()).abs().max()
-    assert err <= 1e-2 * scale, f"max error {float(err):.3g} vs max |ref| {float(scale):.3g}"
+    assert err <= TOL * scale, f"max error {float(err):.3g} vs max |ref| {float(scale):.3g}"
 
 
 # 1: one token; 5: a few; 17: block_m 32; 70: more tokens than one 64-row tile (two passes).

@@ -20,7 +20,6 @@ _kernel_problem: Optional[str] = None  # why "auto" fell back to the reference (
 _kernel_checked = False
 
 
-@torch.compiler.assume_constant_result  # torch.compile runs it once while tracing, never in the graph
 def kernel_available() -> bool:
     """True when liboea_routing.so loads (found, or built once for this GPU). Warns once if not."""
     global _kernel_checked, _kernel_problem
@@ -35,6 +34,13 @@ def kernel_available() -> bool:
             warnings.warn(f"oea_trt: routing kernel unavailable, using the torch reference ({_kernel_problem})",
                           RuntimeWarning, stacklevel=3)
     return _kernel_problem is None
+
+
+# torch.compile runs it once while tracing and keeps the answer as a constant (no graph break, even
+# when the first call happens inside a compiled function). This is exactly what
+# torch.compiler.assume_constant_result does; that function imports torch._dynamo (and with it
+# triton, ~1 s), which importing oea_trt must not.
+kernel_available._dynamo_marked_constant = True
 
 
 def route(

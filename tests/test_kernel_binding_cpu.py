@@ -23,6 +23,16 @@ def test_route_is_exported_from_the_package():
     assert oea_trt.route is route
 
 
+def test_importing_the_package_loads_neither_the_kernel_nor_the_compiler():
+    import subprocess
+    import sys
+
+    code = ("import sys, oea_trt; loaded = [m for m in ('oea_trt.kernels', 'torch._dynamo', 'triton') "
+            "if m in sys.modules]; print(loaded)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+
+
 def test_route_on_cpu_tensors_is_the_reference():
     logits = torch.randn(33, 64)
     kinds = torch.randint(0, 3, (33,), dtype=torch.int32)

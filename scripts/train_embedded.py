@@ -113,8 +113,8 @@ def make_pool(rows: int, length: int, workers: int) -> torch.Tensor:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as ex:
+        # spawn, not fork: this process already holds torch's threads (and maybe CUDA).
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
             parts = list(ex.map(_chunk, jobs))
     else:
         parts = [_chunk(j) for j in jobs]
@@ -138,6 +138,17 @@ def build_model(args, device):
     config = Qwen3MoeConfig(**cfg_dict)
     model = Qwen3MoeForCausalLM(config).to(device)
     return model, cfg_dict
+
+
+def to_bf16_keeping_rope(model) -> None:
+    """Cast to bf16 but keep RoPE's inv_freq in float32: rounded to bf16 the frequencies move
+    by up to 0.4% (a quarter radian at position 256), and from_pretrained later rebuilds them in
+    float32, so the model would be evaluated with other positions than it was trained with."""
+    keep = {name: buf.clone() for name, buf in model.named_buffers() if name.endswith("inv_freq")}
+    model.to(torch.bfloat16)
+    for name, buf in keep.items():
+        owner = model.get_submodule(name.rsplit(".", 1)[0])
+        setattr(owner, name.rsplit(".", 1)[1], buf)
 
 
 def choose_experts_implementation(model, args, device, x) -> str:
@@ -342,7 +353,7 @@ def main(argv=None) -> int:
     log(f"model: {nparams / 1e6:.2f} M parameters")
     use_bf16 = args.dtype == "bfloat16" or (args.dtype == "auto" and device.type == "cuda")
     if use_bf16:
-        model.to(torch.bfloat16)  # bf16 compute; the optimizer keeps float32 master weights
+        to_bf16_keeping_rope(model)  # bf16 compute; the optimizer keeps float32 master weights
     params = [p for p in model.parameters() if p.requires_grad]
     master = [p.detach().float().clone().requires_grad_(True) for p in params] if use_bf16 else params
     decay = [m for m in master if m.dim() >= 2]

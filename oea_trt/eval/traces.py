@@ -23,7 +23,7 @@ from ..hf import apply_oea, moe_layers
 TRACE_FORMAT = "oea-trt router traces v1"
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def record_router_logits(model, input_ids: torch.Tensor, chunk: int = 64) -> torch.Tensor:
     """float32 CPU [num_layers, N, L, E] router logits under vanilla routing."""
     device = next(model.parameters()).device

@@ -101,3 +101,17 @@ def test_bad_inputs():
         evaluate(model, ids, batches=(4,))
     with pytest.raises(ValueError, match=r"k0 values must be in \[1, top_k=2\]"):
         evaluate(model, ids, batches=(2,), k0s=(3,))
+
+
+def test_oea_options_reach_the_router():
+    """max_rank=1 forbids every piggyback: OEA must then equal top-k0 pruning exactly."""
+    model = tiny_qwen3_moe(num_experts=16, top_k=4, num_layers=2)
+    ids = torch.randint(4, 100, (8, 8), generator=torch.Generator().manual_seed(5))
+    rows = evaluate(model, ids, batches=(4,), k0s=(1, 2), oea_options={"max_rank": 1})
+    prune = {r.k0: r for r in rows if r.routing == "prune"}
+    for r in rows:
+        if r.routing == "oea":
+            assert r.delta_ce == prune[r.k0].delta_ce
+            assert r.active_experts_per_layer == prune[r.k0].active_experts_per_layer
+    default = evaluate(model, ids, batches=(4,), k0s=(1,))
+    assert [r.delta_ce for r in default if r.routing == "oea"] != [prune[1].delta_ce]

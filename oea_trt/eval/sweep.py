@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..config import OEAConfig
 from ..hf import apply_oea, moe_layers
 from .intervals import paired_bootstrap_ci, standard_error
 
@@ -68,13 +69,23 @@ def forward_chunk(batches: Sequence[int], forward_batch: int) -> int:
     return step * max(1, forward_batch // step)
 
 
+def layer_configs(model, k0: Optional[int], oea_options: Optional[dict] = None) -> Dict[int, Optional[OEAConfig]]:
+    """{layer: OEAConfig} with k0 and extra OEA knobs (e.g. max_rank, k_max); None = vanilla."""
+    if k0 is None:
+        return {layer.index: None for layer in moe_layers(model)}
+    return {layer.index: OEAConfig(num_experts=layer.num_experts, top_k=layer.top_k, k0=k0,
+                                   renormalize=layer.norm_topk_prob, **(oea_options or {}))
+            for layer in moe_layers(model)}
+
+
 @torch.inference_mode()  # cheaper than no_grad for the thousands of tiny routing calls
 def run_pass(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, k0: Optional[int],
              routing: str, decode_batch: Optional[int], count_batches: Sequence[int], chunk: int,
-             on_chunk: Callable[[], None] = lambda: None) -> Pass:
+             on_chunk: Callable[[], None] = lambda: None, oea_options: Optional[dict] = None) -> Pass:
     device = next(model.parameters()).device
     ces = []
-    with apply_oea(model, k0, mode="decode-sim", routing=routing, decode_batch=decode_batch,
+    configs = layer_configs(model, k0, oea_options if routing == "oea" else None)
+    with apply_oea(model, configs, mode="decode-sim", routing=routing, decode_batch=decode_batch,
                    count_batches=count_batches) as handle:
         for s in range(0, input_ids.shape[0], chunk):
             ids = input_ids[s:s + chunk].to(device)
@@ -91,8 +102,13 @@ def run_pass(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, k0
 
 def evaluate(model, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, *,
              batches: Sequence[int] = (4, 16, 64), k0s: Optional[Sequence[int]] = None,
-             prune: bool = True, forward_batch: int = 64, progress=None, seed: int = 0) -> List[Row]:
-    """Rows for vanilla (one per B), OEA (per B, k0) and pruning (per B, k0)."""
+             prune: bool = True, forward_batch: int = 64, progress=None, seed: int = 0,
+             oea_options: Optional[dict] = None) -> List[Row]:
+    """Rows for vanilla (one per B), OEA (per B, k0) and pruning (per B, k0).
+
+    oea_options: other OEAConfig knobs for the OEA rows (max_rank, k_max, top_p, ...); the
+    defaults are the paper's (k_max = top_k, max_rank = E, top_p = 1).
+    """
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     layers = moe_layers(model)
@@ -123,7 +139,7 @@ def evaluate(model, input_ids: torch.Tensor, attention_mask: Optional[torch.Tens
             rows += [_row("prune", b, k0, pruned, vanilla, b, seed) for b in batches]
         for b in batches:
             oea = run_pass(model, input_ids, attention_mask, k0=k0, routing="oea", decode_batch=b,
-                           count_batches=(b,), chunk=chunk, on_chunk=tick)
+                           count_batches=(b,), chunk=chunk, on_chunk=tick, oea_options=oea_options)
             rows.append(_row("oea", b, k0, oea, vanilla, b, seed))
     order = {"vanilla": 0, "oea": 1, "prune": 2}
     rows.sort(key=lambda r: (r.batch, order[r.routing], r.k0))

@@ -33,6 +33,10 @@ def add_arguments(p):
                    help="corpus domains to draw sequences from (default: all)")
     p.add_argument("--seed", type=int, default=SUPPRESS, help="corpus seed (default: the held-out evaluation seed)")
     p.add_argument("--no-prune", action="store_true", help="skip the top-k0 pruning baseline")
+    p.add_argument("--max-rank", type=positive_int, default=SUPPRESS,
+                   help="deepest rank a token may piggyback on (default: E, the paper's choice)")
+    p.add_argument("--k-max", type=positive_int, default=SUPPRESS,
+                   help="most experts a token may hold after piggybacking (default: top_k)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="model compute dtype")
     p.add_argument("--forward-batch", type=positive_int, default=64, help="sequences per forward pass")
@@ -48,7 +52,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     started = time.perf_counter()
-    for optional in ("model", "k0", "domains", "seed", "dump_traces"):
+    for optional in ("model", "k0", "domains", "seed", "dump_traces", "max_rank", "k_max"):
         if not hasattr(args, optional):  # SUPPRESS defaults keep "(default: None)" out of --help
             setattr(args, optional, None)
     if args.length < 2:
@@ -98,8 +102,11 @@ def run(args) -> int:
           f"(seed {seed}); decode batches B={args.batch}; k0={k0s}", flush=True)
 
     progress = Progress(1, "eval", enabled=not args.quiet)
+    oea_options = {k: v for k, v in (("max_rank", args.max_rank), ("k_max", args.k_max)) if v is not None}
+    if oea_options:
+        print(f"OEA options: {oea_options}", flush=True)
     rows = evaluate(model, ids, batches=args.batch, k0s=k0s, prune=not args.no_prune,
-                    forward_batch=args.forward_batch, progress=progress)
+                    forward_batch=args.forward_batch, progress=progress, oea_options=oea_options)
     print()
     print(format_table(rows))
     wins = oea_beats_pruning(rows)
@@ -114,7 +121,7 @@ def run(args) -> int:
     meta = {
         "model": name, "num_moe_layers": len(layers), "num_experts": num_experts, "top_k": top_k,
         "sequences": args.sequences, "length": args.length, "domains": domains, "seed": seed,
-        "batches": args.batch, "k0": k0s, "device": device, "dtype": args.dtype,
+        "batches": args.batch, "k0": k0s, "oea_options": oea_options, "device": device, "dtype": args.dtype,
         "seconds": round(elapsed, 1), "torch": torch.__version__, "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),
         "semantics": "decode batch t = t-th tokens of B sequences (all decode tokens); delta CE paired "

@@ -4,9 +4,10 @@
 // two per-token steps: the loaded set S_base (union of decode baselines + context top-k) must
 // be complete before any decode token may piggyback on it. So there are two phases with one
 // batch-wide barrier between them:
-//   * decode-sized batches (T <= 256): ONE launch. One CTA, or on sm_90 one thread-block
-//     cluster of up to 8 CTAs whose S_base bitmasks are OR-ed through distributed shared
-//     memory; a warp routes one token at a time and keeps the token's logits in registers.
+//   * decode-sized batches (T <= 256): ONE launch. One CTA of up to 32 warps, or on sm_90 one
+//     thread-block cluster of up to 8 CTAs whose S_base bitmasks are OR-ed through distributed
+//     shared memory. A warp routes one token and keeps its keys and its baseline in registers
+//     across the barrier, so phase 2 neither reloads the row nor re-walks the baseline.
 //   * larger batches: memset of a small workspace, a phase-1 grid that ORs its bits into a
 //     global S_base with atomics, and a phase-2 grid.
 // Either way: no host synchronisation, no allocation, capturable in a CUDA graph.
@@ -24,16 +25,24 @@
 
 namespace oea {
 
-constexpr int kMaxWarpsPerCta = 16;
+constexpr int kMaxWarpsPerCta = 32;       // 1024 threads: one warp per token up to 32 tokens per CTA
 constexpr int kFusedMaxTokens = 256;      // decode-sized batches take the one-launch path
-constexpr int kFusedTokensPerCta = 16;    // below this a second CTA costs more than it saves
 constexpr int kMaxClusterCtas = 8;        // portable cluster size
 constexpr int kMaxRegisterExperts = 512;  // 16 keys per lane; above, rows live in smem
+constexpr int kSmemRowWarps = 16;         // smem rows: at most this many warps per CTA
+constexpr int kMultiBlockWarps = 8;
 constexpr size_t kSmemRowBudget = 96 * 1024;
+
+// Warps per CTA of the fused kernel: 32 (one token per warp up to 256 tokens in a cluster of 8)
+// when a lane's keys are small enough for 64 registers per thread, else 16.
+template <typename Key, int VPL>
+__host__ __device__ constexpr int fused_warps() {
+  return (VPL > 0 && VPL * sizeof(Key) <= 16) ? kMaxWarpsPerCta : kSmemRowWarps;
+}
 
 // ---- shared memory layout (host and device agree on it) ---------------------------------
 struct SmemLayout {
-  size_t base, ctx, mbase, mactive, decode_count, lowest_active, stash, rows, total;
+  size_t base, ctx, mbase, mctx, decode_count, stash, rows, total;
 };
 
 __host__ __device__ inline size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
@@ -45,23 +54,23 @@ __host__ __device__ inline SmemLayout smem_layout(int num_experts, int stash_tok
   l.base = 0;
   l.ctx = l.base + words;
   l.mbase = l.ctx + words;
-  l.mactive = l.mbase + words;
-  l.decode_count = align_up(l.mactive + words, 8);
-  l.lowest_active = l.decode_count + 8;
-  l.stash = align_up(l.lowest_active + 4, 8);
+  l.mctx = l.mbase + words;
+  l.decode_count = align_up(l.mctx + words, 8);
+  l.stash = align_up(l.decode_count + 8, 8);
   l.rows = align_up(l.stash + static_cast<size_t>(stash_tokens) * sizeof(TokenStash), 16);
   l.total = l.rows + static_cast<size_t>(warps) * row_bytes_per_warp;
   return l;
 }
 
-__device__ inline CtaShared carve(unsigned char* smem, const SmemLayout& l) {
+// merged: mbase/mctx are their own arrays (cluster merge, multi-block copy); otherwise they
+// alias this CTA's base/ctx (a single CTA's bits are the batch's bits).
+__device__ inline CtaShared carve(unsigned char* smem, const SmemLayout& l, bool merged) {
   CtaShared sh;
   sh.base = reinterpret_cast<uint32_t*>(smem + l.base);
   sh.ctx = reinterpret_cast<uint32_t*>(smem + l.ctx);
-  sh.mbase = reinterpret_cast<uint32_t*>(smem + l.mbase);
-  sh.mactive = reinterpret_cast<uint32_t*>(smem + l.mactive);
+  sh.mbase = merged ? reinterpret_cast<const uint32_t*>(smem + l.mbase) : sh.base;
+  sh.mctx = merged ? reinterpret_cast<const uint32_t*>(smem + l.mctx) : sh.ctx;
   sh.decode_count = reinterpret_cast<unsigned long long*>(smem + l.decode_count);
-  sh.lowest_active = reinterpret_cast<int32_t*>(smem + l.lowest_active);
   sh.stash = reinterpret_cast<TokenStash*>(smem + l.stash);
   sh.rows = smem + l.rows;
   return sh;
@@ -72,7 +81,6 @@ template <typename Key, int VPL>
 struct RowFor {
   using type = RegRow<Key, VPL>;
   static __device__ __forceinline__ type make(const CtaShared&, int) { return type(); }
-  static constexpr size_t bytes_per_warp(int) { return 0; }
 };
 template <typename Key>
 struct RowFor<Key, 0> {
@@ -88,8 +96,10 @@ struct RowFor<Key, 0> {
 };
 
 // ---- CTA-wide steps ----------------------------------------------------------------------
-__device__ __forceinline__ void zero_cta_bits(const CtaShared& sh, int words) {
-  for (int i = threadIdx.x; i < 4 * words; i += blockDim.x) sh.base[i] = 0u;  // base, ctx, mbase, mactive
+// Zeroes base, ctx and (merged) mbase, mctx, which are contiguous; the caller syncs.
+__device__ __forceinline__ void zero_cta_bits(const CtaShared& sh, int words, bool merged) {
+  const int n = (merged ? 4 : 2) * words;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) sh.base[i] = 0u;
   if (threadIdx.x == 0) *sh.decode_count = 0ull;
 }
 
@@ -116,35 +126,29 @@ __device__ __forceinline__ int scheduled_baseline(const RouteArgs& a, const CtaS
   return min(k0, a.p.k_max);
 }
 
-// After mbase/mactive hold the whole batch: lowest active expert (fill "top1") for this CTA,
-// and, from one CTA, active_mask and num_active. Ends with a barrier.
-__device__ __forceinline__ void finish_active_set(const RouteArgs& a, const CtaShared& sh, bool write_outputs) {
+// active_mask and num_active from the merged bits (one CTA of the launch calls this; no
+// barrier: it only reads bits that are final).
+__device__ __forceinline__ void write_active_set(const RouteArgs& a, const CtaShared& sh) {
   const int E = a.p.num_experts;
   const int words = words_of(E);
-  if (threadIdx.x < kWarp) {
-    const int lane = lane_id();
-    int lowest = -1;
+  if (a.num_active != nullptr && threadIdx.x < kWarp) {
     unsigned popcount = 0;
-    for (int c = 0; c < words; c += kWarp) {
-      const uint32_t w = c + lane < words ? sh.mactive[c + lane] : 0u;
-      popcount += __popc(w);
-      const unsigned nonzero = __ballot_sync(kFullMask, w != 0u);
-      if (lowest < 0 && nonzero) {
-        const int src = __ffs(nonzero) - 1;
-        const uint32_t first_word = __shfl_sync(kFullMask, w, src);
-        lowest = (c + src) * 32 + __ffs(first_word) - 1;
-      }
-    }
+    for (int w = threadIdx.x; w < words; w += kWarp) popcount += __popc(sh.mbase[w] | sh.mctx[w]);
     popcount = __reduce_add_sync(kFullMask, popcount);
-    if (lane == 0) {
-      *sh.lowest_active = lowest < 0 ? 0 : lowest;  // empty batch: expert 0, never counted
-      if (write_outputs && a.num_active) *a.num_active = static_cast<int32_t>(popcount);
-    }
+    if (threadIdx.x == 0) *a.num_active = static_cast<int32_t>(popcount);
   }
-  if (write_outputs && a.active_mask)
-    for (int e = threadIdx.x; e < E; e += blockDim.x)
-      a.active_mask[e] = static_cast<uint8_t>((sh.mactive[e >> 5] >> (e & 31)) & 1u);
-  __syncthreads();
+  if (a.active_mask == nullptr) return;
+  // Four experts (one 32-bit store) per thread when the mask is 4-byte aligned.
+  const bool vec = (reinterpret_cast<uintptr_t>(a.active_mask) & 3u) == 0;
+  const int quads = vec ? E / 4 : 0;
+  for (int q = threadIdx.x; q < quads; q += blockDim.x) {
+    const int e = 4 * q;
+    const uint32_t nib = ((sh.mbase[e >> 5] | sh.mctx[e >> 5]) >> (e & 31)) & 0xfu;
+    const uint32_t bytes = (nib & 1u) | ((nib >> 1) & 1u) << 8 | ((nib >> 2) & 1u) << 16 | (nib >> 3) << 24;
+    reinterpret_cast<uint32_t*>(a.active_mask)[q] = bytes;
+  }
+  for (int e = 4 * quads + threadIdx.x; e < E; e += blockDim.x)
+    a.active_mask[e] = static_cast<uint8_t>(((sh.mbase[e >> 5] | sh.mctx[e >> 5]) >> (e & 31)) & 1u);
 }
 
 // ---- cluster helpers (sm_90): S_base of all CTAs through distributed shared memory -------
@@ -159,36 +163,43 @@ __device__ __forceinline__ void cluster_wait() {
 #endif
 }
 
-// mbase/mactive = OR over the cluster's CTAs (or just this CTA) of base/ctx. With a cluster,
-// one thread per (CTA, word) reads the peer's words through distributed shared memory, so all
-// remote loads are in flight at once; mbase/mactive were zeroed at kernel start.
+// Programmatic dependent launch (sm_90; no-ops when the launch did not ask for it): wait for
+// the previous kernel in the stream to finish and flush before touching global memory, then
+// let the next kernel be scheduled (it in turn waits for this one to finish before reading).
+__device__ __forceinline__ void pdl_wait_and_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+// mbase/mctx = OR over the cluster's CTAs of base/ctx. One thread per (CTA, word) reads the
+// peer's words through distributed shared memory, so all remote loads are in flight at once;
+// mbase/mctx were zeroed at kernel start.
 __device__ __forceinline__ void merge_cluster_bits(const CtaShared& sh, int words, int cluster_ctas) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (cluster_ctas > 1) {
-    namespace cg = cooperative_groups;
-    cg::cluster_group cluster = cg::this_cluster();
-    for (int i = threadIdx.x; i < cluster_ctas * words; i += blockDim.x) {
-      const int rank = i / words;
-      const int w = i - rank * words;
-      const uint32_t b = *cluster.map_shared_rank(sh.base + w, rank);
-      const uint32_t c = *cluster.map_shared_rank(sh.ctx + w, rank);
-      if (b) atomicOr(sh.mbase + w, b);
-      if (b | c) atomicOr(sh.mactive + w, b | c);
-    }
-    return;
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  uint32_t* mbase = const_cast<uint32_t*>(sh.mbase);
+  uint32_t* mctx = const_cast<uint32_t*>(sh.mctx);
+  for (int i = threadIdx.x; i < cluster_ctas * words; i += blockDim.x) {
+    const int rank = i / words;
+    const int w = i - rank * words;
+    const uint32_t b = *cluster.map_shared_rank(sh.base + w, rank);
+    const uint32_t c = *cluster.map_shared_rank(sh.ctx + w, rank);
+    if (b) atomicOr(mbase + w, b);
+    if (c) atomicOr(mctx + w, c);
   }
 #endif
-  for (int w = threadIdx.x; w < words; w += blockDim.x) {
-    sh.mbase[w] = sh.base[w];
-    sh.mactive[w] = sh.base[w] | sh.ctx[w];
-  }
 }
 
 // ---- kernels -----------------------------------------------------------------------------
 // One launch for a decode-sized batch: gridDim.x CTAs form one cluster (or gridDim.x == 1).
-// CTA c routes tokens [c * tokens_per_cta, (c + 1) * tokens_per_cta); warps stride over them.
+// CTA c routes tokens [c * tokens_per_cta, (c + 1) * tokens_per_cta). With one token per warp
+// (tokens_per_cta <= warps) a warp keeps its token's keys and baseline in registers across the
+// barrier; otherwise warps stride over the tokens and phase 2 reloads them.
 template <typename T, int VPL>
-__global__ void __launch_bounds__(kMaxWarpsPerCta * kWarp, 1)
+__global__ void __launch_bounds__(fused_warps<typename LogitTraits<T>::Key, VPL>() * kWarp, 1)
     oea_route_fused_kernel(const __grid_constant__ RouteArgs a, int tokens_per_cta) {
   using Key = typename LogitTraits<T>::Key;
   using Rows = RowFor<Key, VPL>;
@@ -197,41 +208,61 @@ __global__ void __launch_bounds__(kMaxWarpsPerCta * kWarp, 1)
   const int words = words_of(E);
   const int warps = blockDim.x / kWarp;
   const int warp = threadIdx.x / kWarp;
-  const SmemLayout layout = smem_layout(E, tokens_per_cta, warps, VPL ? 0 : words * kWarp * sizeof(Key));
-  const CtaShared sh = carve(smem, layout);
   const int cluster_ctas = gridDim.x;
-
-  zero_cta_bits(sh, words);
-  __syncthreads();
-  const int n0 = scheduled_baseline(a, sh);
+  const bool one_token_per_warp = tokens_per_cta <= warps;
+  const SmemLayout layout =
+      smem_layout(E, one_token_per_warp ? 0 : tokens_per_cta, warps, VPL ? 0 : words * kWarp * sizeof(Key));
+  const CtaShared sh = carve(smem, layout, cluster_ctas > 1);
   const int64_t first = static_cast<int64_t>(blockIdx.x) * tokens_per_cta;
   const int64_t end = min(a.num_tokens, first + tokens_per_cta);
 
+  pdl_wait_and_trigger();
   typename Rows::type row = Rows::make(sh, words);
-  for (int64_t t = first + warp; t < end; t += warps)
-    route_phase1<T>(a, sh, n0, t, row, sh.stash + (t - first));
+  TokenState<Key> ts;
+  // One token per warp: its kind and logits are in flight while the CTA zeroes its bits.
+  const int64_t t0 = first + warp;
+  if (one_token_per_warp && t0 < end) ts.kind = load_token<T>(a, t0, row);
+  zero_cta_bits(sh, words, cluster_ctas > 1);
+  __syncthreads();
+  const int n0 = scheduled_baseline(a, sh);
+
+  if (one_token_per_warp) {
+    if (t0 < end) route_phase1<T>(a, sh, n0, t0, row, ts);
+  } else {
+    for (int64_t t = first + warp; t < end; t += warps) {
+      TokenState<Key> tt;
+      tt.kind = load_token<T>(a, t, row);
+      route_phase1<T>(a, sh, n0, t, row, tt);
+      if (lane_id() == 0) sh.stash[t - first] = tt.st;
+    }
+  }
 
   if (cluster_ctas > 1) {  // every CTA's phase-1 bits are visible cluster-wide after this
     cluster_arrive();
     cluster_wait();
-  } else {
-    __syncthreads();
+    merge_cluster_bits(sh, words, cluster_ctas);
+    cluster_arrive();  // done reading peers' smem; waited for before exit
   }
-  merge_cluster_bits(sh, words, cluster_ctas);
-  if (cluster_ctas > 1) cluster_arrive();  // done reading peers' smem; waited for before exit
-  __syncthreads();
-  finish_active_set(a, sh, blockIdx.x == 0);
-  const int lowest_active = *sh.lowest_active;
+  __syncthreads();  // phase-1 bits (single CTA) or the merge (cluster) visible to the CTA
+  if (blockIdx.x == 0) write_active_set(a, sh);
 
-  for (int64_t t = first + warp; t < end; t += warps)
-    route_phase2<T>(a, sh, t, row, sh.stash + (t - first), lowest_active);
+  if (one_token_per_warp) {
+    if (t0 < end) route_phase2<T>(a, sh, t0, row, ts, n0 <= kWarp);
+  } else {
+    for (int64_t t = first + warp; t < end; t += warps) {
+      TokenState<Key> tt;
+      tt.kind = token_kind_of(a, t);
+      tt.st = sh.stash[t - first];
+      route_phase2<T>(a, sh, t, row, tt, false);
+    }
+  }
   if (cluster_ctas > 1) cluster_wait();  // peers may still read this CTA's bits until here
 }
 
 // Multi-block path, phase 1: every warp routes tokens gw, gw + all warps, ...; the CTA's
 // bits go to the zero-initialised global S_base with one atomicOr per non-empty word.
 template <typename T, int VPL>
-__global__ void __launch_bounds__(kMaxWarpsPerCta * kWarp, 1)
+__global__ void __launch_bounds__(kMultiBlockWarps * kWarp)
     oea_route_phase1_kernel(const __grid_constant__ RouteArgs a) {
   using Key = typename LogitTraits<T>::Key;
   using Rows = RowFor<Key, VPL>;
@@ -240,15 +271,19 @@ __global__ void __launch_bounds__(kMaxWarpsPerCta * kWarp, 1)
   const int words = words_of(E);
   const int warps = blockDim.x / kWarp;
   const SmemLayout layout = smem_layout(E, 0, warps, VPL ? 0 : words * kWarp * sizeof(Key));
-  const CtaShared sh = carve(smem, layout);
+  const CtaShared sh = carve(smem, layout, false);
 
-  zero_cta_bits(sh, words);
+  zero_cta_bits(sh, words, false);
   __syncthreads();
   const int n0 = scheduled_baseline(a, sh);
   const int64_t stride = static_cast<int64_t>(gridDim.x) * warps;
   typename Rows::type row = Rows::make(sh, words);
-  for (int64_t t = static_cast<int64_t>(blockIdx.x) * warps + threadIdx.x / kWarp; t < a.num_tokens; t += stride)
-    route_phase1<T>(a, sh, n0, t, row, a.ws_stash + t);
+  for (int64_t t = static_cast<int64_t>(blockIdx.x) * warps + threadIdx.x / kWarp; t < a.num_tokens; t += stride) {
+    TokenState<Key> ts;
+    ts.kind = load_token<T>(a, t, row);
+    route_phase1<T>(a, sh, n0, t, row, ts);
+    if (lane_id() == 0) a.ws_stash[t] = ts.st;
+  }
   __syncthreads();
   for (int w = threadIdx.x; w < words; w += blockDim.x) {
     if (sh.base[w]) atomicOr(a.ws_base + w, sh.base[w]);
@@ -258,7 +293,7 @@ __global__ void __launch_bounds__(kMaxWarpsPerCta * kWarp, 1)
 
 // Multi-block path, phase 2: the same token-to-warp mapping reads phase 1's stash.
 template <typename T, int VPL>
-__global__ void __launch_bounds__(kMaxWarpsPerCta * kWarp, 1)
+__global__ void __launch_bounds__(kMultiBlockWarps * kWarp)
     oea_route_phase2_kernel(const __grid_constant__ RouteArgs a) {
   using Key = typename LogitTraits<T>::Key;
   using Rows = RowFor<Key, VPL>;
@@ -267,20 +302,22 @@ __global__ void __launch_bounds__(kMaxWarpsPerCta * kWarp, 1)
   const int words = words_of(E);
   const int warps = blockDim.x / kWarp;
   const SmemLayout layout = smem_layout(E, 0, warps, VPL ? 0 : words * kWarp * sizeof(Key));
-  const CtaShared sh = carve(smem, layout);
+  const CtaShared sh = carve(smem, layout, true);
 
   for (int w = threadIdx.x; w < words; w += blockDim.x) {
-    const uint32_t b = a.ws_base[w];
-    sh.mbase[w] = b;
-    sh.mactive[w] = b | a.ws_ctx[w];
+    const_cast<uint32_t*>(sh.mbase)[w] = a.ws_base[w];
+    const_cast<uint32_t*>(sh.mctx)[w] = a.ws_ctx[w];
   }
   __syncthreads();
-  finish_active_set(a, sh, blockIdx.x == 0);
-  const int lowest_active = *sh.lowest_active;
+  if (blockIdx.x == 0) write_active_set(a, sh);
   const int64_t stride = static_cast<int64_t>(gridDim.x) * warps;
   typename Rows::type row = Rows::make(sh, words);
-  for (int64_t t = static_cast<int64_t>(blockIdx.x) * warps + threadIdx.x / kWarp; t < a.num_tokens; t += stride)
-    route_phase2<T>(a, sh, t, row, a.ws_stash + t, lowest_active);
+  for (int64_t t = static_cast<int64_t>(blockIdx.x) * warps + threadIdx.x / kWarp; t < a.num_tokens; t += stride) {
+    TokenState<Key> ts;
+    ts.kind = token_kind_of(a, t);
+    ts.st = a.ws_stash[t];
+    route_phase2<T>(a, sh, t, row, ts, false);
+  }
 }
 
 // ---- host side ---------------------------------------------------------------------------
@@ -336,8 +373,36 @@ static size_t workspace_header_bytes(int num_experts) {
   return align_up(2 * static_cast<size_t>((num_experts + 31) / 32) * sizeof(uint32_t), 16);
 }
 
+// Launch options read once from the environment (A/B timing and sanitizer runs):
+//   OEA_ROUTING_FORCE_MULTIBLOCK=1  every batch takes the multi-block path
+//   OEA_ROUTING_MAX_CLUSTER=N       at most N CTAs (1..8) in the fused path's cluster; 1 = never
+//                                   a cluster (warps then route several tokens each)
+//   OEA_ROUTING_PDL=1               launch the fused kernel with programmatic dependent launch
+//                                   (sm_90): it may be scheduled while the previous kernel in the
+//                                   stream runs and waits (griddepcontrol.wait) before any
+//                                   global memory access; off by default
+struct LaunchOptions {
+  bool force_multiblock = false;
+  int max_cluster = kMaxClusterCtas;
+  bool pdl = false;
+};
+
+static const LaunchOptions& launch_options() {
+  static const LaunchOptions options = [] {
+    LaunchOptions o;
+    const char* env = std::getenv("OEA_ROUTING_FORCE_MULTIBLOCK");
+    o.force_multiblock = env != nullptr && env[0] == '1';
+    env = std::getenv("OEA_ROUTING_MAX_CLUSTER");
+    if (env != nullptr && env[0] >= '1' && env[0] <= '8' && env[1] == '\0') o.max_cluster = env[0] - '0';
+    env = std::getenv("OEA_ROUTING_PDL");
+    o.pdl = env != nullptr && env[0] == '1';
+    return o;
+  }();
+  return options;
+}
+
 template <typename Kernel, typename... Args>
-static cudaError_t launch(Kernel kernel, int ctas, int cluster_ctas, int threads, size_t smem,
+static cudaError_t launch(Kernel kernel, int ctas, int cluster_ctas, bool pdl, int threads, size_t smem,
                           cudaStream_t stream, Args... args) {
   if (smem > 48 * 1024) {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
@@ -348,14 +413,23 @@ static cudaError_t launch(Kernel kernel, int ctas, int cluster_ctas, int threads
   config.blockDim = dim3(threads);
   config.dynamicSmemBytes = smem;
   config.stream = stream;
-  cudaLaunchAttribute attr[1];
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
   if (cluster_ctas > 1) {
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = cluster_ctas;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = cluster_ctas;
+    attr[n].val.clusterDim.y = 1;
+    attr[n].val.clusterDim.z = 1;
+    ++n;
+  }
+  if (pdl) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n].val.programmaticStreamSerializationAllowed = 1;
+    ++n;
+  }
+  if (n > 0) {
     config.attrs = attr;
-    config.numAttrs = 1;
+    config.numAttrs = n;
   }
   return cudaLaunchKernelEx(&config, kernel, args...);
 }
@@ -366,27 +440,27 @@ static cudaError_t route_typed(const RouteArgs& a, const DeviceInfo& dev, void* 
   using Key = typename LogitTraits<T>::Key;
   const int E = a.p.num_experts;
   const int64_t T_ = a.num_tokens;
+  const LaunchOptions& opt = launch_options();
   const size_t row_bytes = VPL ? 0 : static_cast<size_t>((E + 31) / 32) * kWarp * sizeof(Key);
-  int smem_warps = kMaxWarpsPerCta;
-  if (row_bytes) smem_warps = static_cast<int>(std::max<size_t>(1, std::min<size_t>(kMaxWarpsPerCta, kSmemRowBudget / std::max<size_t>(row_bytes, 1))));
+  int smem_warps = kSmemRowWarps;
+  if (row_bytes) smem_warps = static_cast<int>(std::max<size_t>(1, std::min<size_t>(kSmemRowWarps, kSmemRowBudget / std::max<size_t>(row_bytes, 1))));
+  const int max_warps = VPL ? fused_warps<Key, VPL>() : smem_warps;
 
-  // Fused: C CTAs of ceil(T / C) tokens; more than one CTA needs a cluster (sm_90).
-  // OEA_ROUTING_FORCE_MULTIBLOCK=1 (read once) sends every batch down the multi-block path:
-  // for sanitizer runs and for timing the two paths against each other.
-  static const bool force_multiblock = [] {
-    const char* env = std::getenv("OEA_ROUTING_FORCE_MULTIBLOCK");
-    return env != nullptr && env[0] == '1';
-  }();
-  if (T_ <= kFusedMaxTokens && !force_multiblock) {
-    int ctas = static_cast<int>(std::min<int64_t>(kMaxClusterCtas, std::max<int64_t>(1, (T_ + kFusedTokensPerCta - 1) / kFusedTokensPerCta)));
-    if (ctas > 1 && !dev.cluster_launch) ctas = T_ <= 4 * kFusedTokensPerCta ? 1 : 0;
+  // Fused: C CTAs of ceil(T / C) tokens, one warp per token while T <= 8 * max_warps; more than
+  // one CTA needs a cluster (sm_90). Without clusters one CTA takes up to 2 tokens per warp.
+  if (T_ <= kFusedMaxTokens && !opt.force_multiblock) {
+    const int64_t wanted = std::max<int64_t>(1, (T_ + max_warps - 1) / max_warps);
+    int ctas = static_cast<int>(std::min<int64_t>(wanted, dev.cluster_launch ? opt.max_cluster : 1));
+    if (!dev.cluster_launch && T_ > 2 * max_warps) ctas = 0;
     if (ctas > 0) {
       const int tokens_per_cta = static_cast<int>(std::max<int64_t>(1, (T_ + ctas - 1) / ctas));
       ctas = static_cast<int>(std::max<int64_t>(1, (T_ + tokens_per_cta - 1) / tokens_per_cta));
-      const int warps = std::max(1, std::min({tokens_per_cta, kMaxWarpsPerCta, smem_warps}));
-      const size_t smem = smem_layout(E, tokens_per_cta, warps, row_bytes).total;
+      const int warps = std::max(1, std::min(tokens_per_cta, max_warps));
+      const int stash_tokens = tokens_per_cta <= warps ? 0 : tokens_per_cta;  // as the kernel decides
+      const size_t smem = smem_layout(E, stash_tokens, warps, row_bytes).total;
+      const bool pdl = opt.pdl && dev.sm_major >= 9;
       const cudaError_t err =
-          launch(oea_route_fused_kernel<T, VPL>, ctas, ctas, warps * kWarp, smem, stream, a, tokens_per_cta);
+          launch(oea_route_fused_kernel<T, VPL>, ctas, ctas, pdl, warps * kWarp, smem, stream, a, tokens_per_cta);
       if (err == cudaSuccess || ctas == 1) return err;
       // A cluster that cannot be placed (e.g. a GPU partition with too few SMs per GPC) is a
       // launch-time error: clear it and take the multi-block path, which needs no cluster.
@@ -402,15 +476,15 @@ static cudaError_t route_typed(const RouteArgs& a, const DeviceInfo& dev, void* 
   b.ws_base = static_cast<uint32_t*>(workspace);
   b.ws_ctx = b.ws_base + (E + 31) / 32;
   b.ws_stash = reinterpret_cast<TokenStash*>(static_cast<unsigned char*>(workspace) + header);
-  const int warps = std::min(8, smem_warps);
+  const int warps = std::min(kMultiBlockWarps, smem_warps);
   const int64_t wanted = (T_ + warps - 1) / warps;
   const int ctas = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, 4LL * std::max(1, dev.num_sms))));
   const size_t smem = smem_layout(E, 0, warps, row_bytes).total;
   cudaError_t err = cudaMemsetAsync(workspace, 0, 2 * static_cast<size_t>((E + 31) / 32) * sizeof(uint32_t), stream);
   if (err != cudaSuccess) return err;
-  err = launch(oea_route_phase1_kernel<T, VPL>, ctas, 1, warps * kWarp, smem, stream, b);
+  err = launch(oea_route_phase1_kernel<T, VPL>, ctas, 1, false, warps * kWarp, smem, stream, b);
   if (err != cudaSuccess) return err;
-  return launch(oea_route_phase2_kernel<T, VPL>, ctas, 1, warps * kWarp, smem, stream, b);
+  return launch(oea_route_phase2_kernel<T, VPL>, ctas, 1, false, warps * kWarp, smem, stream, b);
 }
 
 template <typename T>

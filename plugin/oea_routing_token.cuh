@@ -1,13 +1,18 @@
 // oea_routing_token.cuh: what one warp does for one token, in the two phases of the OEA rule.
 //
 // Internal to plugin/oea_routing.cu; docs/oea-spec.md step numbers in the comments.
-// Phase 1 (before the batch's loaded set S_base is known): scores, baseline B_i of a decode
-//   token (top-n_i, n_i = min(k0, k_max, t_i)) and top-k of a context token, OR-ed into the
-//   CTA's S_base bitmask; context rows are final already and are written here.
+// Phase 1 (before the batch's loaded set S_base is known): the rank-1 logit, the softmax
+//   denominator, the baseline B_i of a decode token (top-n_i, n_i = min(k0, k_max, t_i)) and
+//   the top-k of a context token, OR-ed into the CTA's S_base bitmask; context rows are final.
 // Phase 2 (after S_base is complete): a decode token selects, in rank order, the first k_max
 //   experts that are finite, in S_base and ranked below max(n_i, max_rank). Because every
 //   baseline expert is in S_base, that is exactly "baseline, then piggyback in rank order"
-//   (steps 2-4). Rows that need the batch's active set (fill) are written here too.
+//   (steps 2-4), so when the warp still holds its phase-1 state it simply continues the walk
+//   below its baseline. Rows that need the batch's active set (fill) are written here too.
+//
+// Latency is the whole game (one warp per token, microseconds per call): a walk step is one
+// masked max over the lane's keys (a tree, not a chain) plus one redux.sync; the scores, the
+// renormalisation sum and the row are computed once at the end, one slot per lane.
 #pragma once
 
 #include <cfloat>
@@ -46,11 +51,10 @@ struct RouteArgs {
 struct CtaShared {
   uint32_t* base;      // [words] S_base bits this CTA found in phase 1
   uint32_t* ctx;       // [words] context top-k bits kept out of S_base (piggyback_on_context=0)
-  uint32_t* mbase;     // [words] S_base of the whole batch (phase 2 reads it)
-  uint32_t* mactive;   // [words] active experts of the whole batch: S_base | context top-k
+  const uint32_t* mbase;  // [words] S_base of the whole batch (phase 2 reads it)
+  const uint32_t* mctx;   // [words] context bits of the whole batch; active = mbase | mctx
   unsigned long long* decode_count;
-  int32_t* lowest_active;
-  TokenStash* stash;   // fused path: [tokens of this CTA]
+  TokenStash* stash;   // fused path with several tokens per warp: [tokens of this CTA]
   void* rows;          // smem rows (E > 512): [warps][words * 32] keys
 };
 
@@ -74,6 +78,19 @@ struct RegRow {
       if (j < words) base_bits |= ((mbase[j] >> lane) & 1u) << j;
   }
   __device__ __forceinline__ bool in_base(int j) const { return (base_bits >> j) & 1u; }
+  // The lane's largest key below `below` (in S_base only if kBaseOnly), 0 if none. A tree of
+  // maxima over independent masked keys: log2(VPL) dependent steps instead of VPL.
+  template <bool kBaseOnly>
+  __device__ __forceinline__ Key max_below(Key below) const {
+    Key m[VPL];
+#pragma unroll
+    for (int j = 0; j < VPL; ++j) m[j] = ((!kBaseOnly || in_base(j)) && k[j] < below) ? k[j] : Key(0);
+#pragma unroll
+    for (int w = 1; w < VPL; w *= 2)
+#pragma unroll
+      for (int j = 0; j + w < VPL; j += 2 * w) m[j] = m[j] > m[j + w] ? m[j] : m[j + w];
+    return m[0];
+  }
 };
 
 template <typename KeyT>
@@ -87,9 +104,21 @@ struct SmemRow {
   __device__ __forceinline__ void set(int j, Key v) { col[j * kWarp] = v; }
   __device__ __forceinline__ void load_base(const uint32_t* words_ptr, int) { mbase = words_ptr; }
   __device__ __forceinline__ bool in_base(int j) const { return (mbase[j] >> lane_id()) & 1u; }
+  template <bool kBaseOnly>
+  __device__ __forceinline__ Key max_below(Key below) const {
+    Key best = 0;
+    for (int j = 0; j < n; ++j) {
+      const Key k = get(j);
+      best = ((!kBaseOnly || in_base(j)) && k < below && k > best) ? k : best;
+    }
+    return best;
+  }
 };
 
 // ---- warp primitives over a row ----------------------------------------------------------
+// Issues the loads of a token's logits (keys are formed when they arrive). Every row of the
+// [T, E] input exists, so a padding token's row may be read too: the load need not wait for
+// the token's kind.
 template <typename T, typename Row>
 __device__ __forceinline__ void load_row(const RouteArgs& a, int64_t token, Row& row) {
   using Tr = LogitTraits<T>;
@@ -101,30 +130,6 @@ __device__ __forceinline__ void load_row(const RouteArgs& a, int64_t token, Row&
     const int e = lane + j * kWarp;
     row.set(j, e < E ? Tr::make_key(__ldg(src + e), e) : typename Row::Key(0));
   }
-}
-
-// The largest key below `below` (0 if none): the next expert in rank order.
-template <typename Row>
-__device__ __forceinline__ typename Row::Key next_in_rank(const Row& row, typename Row::Key below) {
-  typename Row::Key best = 0;
-#pragma unroll
-  for (int j = 0; j < row.vpl(); ++j) {
-    const typename Row::Key k = row.get(j);
-    best = (k < below && k > best) ? k : best;
-  }
-  return warp_max_key(best);
-}
-
-// Same, among experts in S_base only.
-template <typename Row>
-__device__ __forceinline__ typename Row::Key next_in_base(const Row& row, typename Row::Key below) {
-  typename Row::Key best = 0;
-#pragma unroll
-  for (int j = 0; j < row.vpl(); ++j) {
-    const typename Row::Key k = row.get(j);
-    best = (row.in_base(j) && k < below && k > best) ? k : best;
-  }
-  return warp_max_key(best);
 }
 
 // 0-based rank of the expert with key `key`: how many experts rank before it.
@@ -139,24 +144,34 @@ __device__ __forceinline__ int rank_of(const Row& row, typename Row::Key key) {
 // Step 1: softmax denominator sum_e exp(x_e - max). Up to 1024 experts this is torch's own
 // order (per lane in j order, then the xor butterfly), so scores match torch.softmax bit for
 // bit; beyond that torch uses a block reduction we do not mimic, and float64 keeps ours close.
+// Split in two so the lane's exponentials are in flight while the warp walks its baseline.
+struct SoftmaxPartial {
+  float f;
+  double d;
+};
+
 template <typename T, typename Row>
-__device__ __forceinline__ float softmax_denominator(const Row& row, float max_logit, int num_experts) {
+__device__ __forceinline__ SoftmaxPartial softmax_partial(const Row& row, float max_logit, int num_experts) {
   using Tr = LogitTraits<T>;
+  SoftmaxPartial part{0.0f, 0.0};
   if (num_experts <= 1024) {
-    float sum = 0.0f;
 #pragma unroll
     for (int j = 0; j < row.vpl(); ++j) {
       const typename Row::Key k = row.get(j);
-      sum += k ? expf(Tr::value(k) - max_logit) : 0.0f;
+      part.f += k ? expf(Tr::value(k) - max_logit) : 0.0f;
     }
-    return warp_sum_butterfly(sum);
+  } else {
+    for (int j = 0; j < row.vpl(); ++j) {
+      const typename Row::Key k = row.get(j);
+      part.d += k ? static_cast<double>(expf(Tr::value(k) - max_logit)) : 0.0;
+    }
   }
-  double sum = 0.0;
-  for (int j = 0; j < row.vpl(); ++j) {
-    const typename Row::Key k = row.get(j);
-    sum += k ? static_cast<double>(expf(Tr::value(k) - max_logit)) : 0.0;
-  }
-  return static_cast<float>(warp_sum_butterfly(sum));
+  return part;
+}
+
+__device__ __forceinline__ float softmax_denominator(const SoftmaxPartial& part, int num_experts) {
+  if (num_experts <= 1024) return warp_sum_butterfly(part.f);
+  return static_cast<float>(warp_sum_butterfly(part.d));
 }
 
 template <typename T, typename Key>
@@ -165,63 +180,120 @@ __device__ __forceinline__ float score_of(Key key, const TokenStash& st) {
 }
 
 // ---- a token's selection and its output row ----------------------------------------------
-// Slot s (rank order) lives in lane s while s < 32; later slots go straight to the output row
-// (id and raw score) from lane s % 32, which is also the lane that reads them back. Every lane
-// adds each selected score to the float64 sum, so renormalizing needs no warp reduction; the
-// float64 sum rounds once, within 0.5 ulp of the exact sum (torch sums the fp32 row).
+// Slot s (rank order) is held by lane s while s < 32 (only its key: scores come at the end,
+// one per lane). Slots from 32 on (k_max > 32) go straight to the output row (id and raw
+// score) from lane s % 32, which is also the lane that reads them back and adds their scores
+// to its float64 overflow_sum.
 template <typename Key>
 struct Selection {
-  Key slot_key = 0;
-  float slot_score = 0.0f;
-  double score_sum = 0.0;
+  Key slot_key = 0;       // lane s < 32: key of slot s
+  Key last = ~Key(0);     // key of the latest selection; the walk continues below it
   int count = 0;
-  int first = 0;  // expert in slot 0 (fill "top1")
+  double overflow_sum = 0.0;
 };
 
-template <typename T, typename Key>
-__device__ __forceinline__ void select_expert(Selection<Key>& sel, Key key, const RouteArgs& a,
-                                              int64_t token, const TokenStash& st) {
-  const int lane = lane_id();
-  const float score = score_of<T>(key, st);
-  sel.score_sum += static_cast<double>(score);
-  if (sel.count == 0) sel.first = expert_of(key);
-  if (sel.count < kWarp) {
-    if (lane == sel.count) {
-      sel.slot_key = key;
-      sel.slot_score = score;
-    }
-  } else if (lane == (sel.count & (kWarp - 1))) {
-    const int64_t at = token * a.p.k_max + sel.count;
-    a.expert_ids[at] = expert_of(key);
-    a.weights[at] = score;
-  }
-  ++sel.count;
+template <typename Key>
+struct TokenState {
+  int kind = OEA_TOKEN_PADDING;
+  TokenStash st{-INFINITY, 0.0f, 0};
+  Selection<Key> sel;
+};
+
+__device__ __forceinline__ void set_expert_bit(uint32_t* bits, int expert) {
+  atomicOr(bits + (expert >> 5), 1u << (expert & 31));
 }
 
-// Steps 6-7: weights (renormalized over the selection or raw scores) and fill.
-template <typename Key>
+// Appends to `sel`, in rank order, the next experts below sel.last (only those in S_base when
+// kBaseOnly) until it holds `limit`, none is left, the next one ranks at or below rank_limit
+// (checked only when rank_limit < E), or (top_p) the selected score mass reaches top_p.
+// Slots from 32 on: their S_base bit (phase 1, `bits`) and/or their output entry (`write`).
+template <typename T, bool kBaseOnly, typename Row>
+__device__ __forceinline__ void walk(const RouteArgs& a, int64_t token, const Row& row,
+                                     Selection<typename Row::Key>& sel, int limit, int rank_limit,
+                                     const TokenStash& st, bool use_top_p, uint32_t* bits, bool write) {
+  using Key = typename Row::Key;
+  const int lane = lane_id();
+  const int E = a.p.num_experts;
+  double mass = 0.0;
+  while (sel.count < limit) {
+    const Key key = warp_max_key(row.template max_below<kBaseOnly>(sel.last));
+    if (key == 0) break;  // nothing (finite, in S_base) left
+    if (rank_limit < E && rank_of(row, key) >= rank_limit) break;
+    if (sel.count < kWarp) {
+      sel.slot_key = lane == sel.count ? key : sel.slot_key;
+    } else {
+      const int e = expert_of(key);
+      if (bits != nullptr && lane == 0) set_expert_bit(bits, e);
+      if (write && lane == (sel.count & (kWarp - 1))) {
+        const float score = score_of<T>(key, st);
+        const int64_t at = token * a.p.k_max + sel.count;
+        a.expert_ids[at] = e;
+        a.weights[at] = score;
+        sel.overflow_sum += static_cast<double>(score);
+      }
+    }
+    sel.last = key;
+    ++sel.count;
+    if (use_top_p && sel.count < limit) {  // step 2: top_p mass in float64, in rank order
+      mass += static_cast<double>(score_of<T>(key, st));
+      if (mass >= static_cast<double>(a.p.top_p)) break;
+    }
+  }
+}
+
+// Steps 6-7: scores (lane s: slot s), weights renormalized over the selection (float64 sum
+// over the warp: one rounding, within 0.5 ulp of the exact sum; torch sums the fp32 row) or
+// raw scores, and fill.
+template <typename T, typename Key>
 __device__ __forceinline__ void write_row(const RouteArgs& a, int64_t token, const Selection<Key>& sel,
-                                          int lowest_active) {
+                                          const TokenStash& st, const uint32_t* mbase, const uint32_t* mctx) {
   const int k_max = a.p.k_max;
+  const int lane = lane_id();
   int32_t* ids = a.expert_ids + token * k_max;
   float* weights = a.weights + token * k_max;
-  const float denom = a.p.renormalize && sel.count > 0 ? static_cast<float>(sel.score_sum) : 1.0f;
-  const int fill_id = a.p.fill == OEA_FILL_INVALID       ? -1
-                      : a.p.fill == OEA_FILL_NUM_EXPERTS ? a.p.num_experts
-                      : sel.count > 0                    ? sel.first
-                                                         : lowest_active;
-  for (int s = lane_id(); s < k_max; s += kWarp) {
+  const int slots = min(sel.count, kWarp);
+  const float score = lane < slots ? score_of<T>(sel.slot_key, st) : 0.0f;
+  float denom = 1.0f;
+  if (a.p.renormalize && sel.count > 0) {
+    double sum = static_cast<double>(score) + sel.overflow_sum;
+    // Slots live in lanes [0, slots): a butterfly over the smallest power-of-two group that
+    // holds them gives every lane of that group the sum (all lanes when slots overflow).
+#pragma unroll
+    for (int offset = kWarp / 2; offset > 0; offset /= 2)
+      if (offset < slots) sum += __shfl_xor_sync(kFullMask, sum, offset);
+    denom = static_cast<float>(sum);
+  }
+  int fill_id = a.p.fill == OEA_FILL_INVALID ? -1 : a.p.num_experts;
+  if (a.p.fill == OEA_FILL_TOP1) {
+    if (sel.count > 0) {
+      fill_id = expert_of(static_cast<Key>(__shfl_sync(kFullMask, sel.slot_key, 0)));
+    } else {
+      // Lowest-index expert of the batch's active set (0 when empty), from the merged bits.
+      const int words = words_of(a.p.num_experts);
+      fill_id = 0;
+      for (int c = 0; c < words; c += kWarp) {
+        const uint32_t w = c + lane < words ? (mbase[c + lane] | mctx[c + lane]) : 0u;
+        const unsigned nonzero = __ballot_sync(kFullMask, w != 0u);
+        if (nonzero) {
+          const int src = __ffs(nonzero) - 1;
+          fill_id = (c + src) * 32 + __ffs(__shfl_sync(kFullMask, w, src)) - 1;
+          break;
+        }
+      }
+    }
+  }
+  for (int s = lane; s < k_max; s += kWarp) {
     int id = fill_id;
     float w = 0.0f;
     if (s < sel.count) {
-      float score = sel.slot_score;
+      float raw = score;
       if (s < kWarp) {
         id = expert_of(sel.slot_key);
       } else {
         id = ids[s];
-        score = weights[s];
+        raw = weights[s];
       }
-      w = a.p.renormalize ? score / denom : score;  // torch: raw / raw.sum(-1)
+      w = a.p.renormalize ? raw / denom : raw;  // torch: raw / raw.sum(-1)
     }
     ids[s] = id;
     weights[s] = w;
@@ -233,81 +305,68 @@ __device__ __forceinline__ int token_kind_of(const RouteArgs& a, int64_t token) 
   return token < a.num_leading_context ? OEA_TOKEN_CONTEXT : OEA_TOKEN_DECODE;
 }
 
+// Loads a token's kind and logits together (two independent loads in flight at once).
+template <typename T, typename Row>
+__device__ __forceinline__ int load_token(const RouteArgs& a, int64_t token, Row& row) {
+  const int kind = token_kind_of(a, token);
+  load_row<T>(a, token, row);
+  return kind;
+}
+
 // ---- phase 1 -----------------------------------------------------------------------------
-// n0 = min(k0 after the schedule, k_max). Writes the token's stash; context rows are final.
+// n0 = min(k0 after the schedule, k_max); `row` holds the token's keys (load_token). Fills
+// `ts` (stash and, for a decode token, its baseline); context rows are written.
 template <typename T, typename Row>
 __device__ __forceinline__ void route_phase1(const RouteArgs& a, const CtaShared& sh, int n0, int64_t token,
-                             Row& row, TokenStash* stash) {
+                                             const Row& row, TokenState<typename Row::Key>& ts) {
   using Key = typename Row::Key;
-  const int kind = token_kind_of(a, token);
-  const bool decode = kind == OEA_TOKEN_DECODE;
-  TokenStash st{-INFINITY, 0.0f, 0};
-  if (!decode && kind != OEA_TOKEN_CONTEXT) {  // padding: selects nothing, adds nothing
-    if (lane_id() == 0) *stash = st;
-    return;
-  }
-  load_row<T>(a, token, row);
-  Selection<Key> sel;
-  Key key = next_in_rank(row, ~Key(0));
-  if (key != 0) {
-    st.max_logit = LogitTraits<T>::value(key);
-    st.denom = softmax_denominator<T>(row, st.max_logit, a.p.num_experts);
+  const bool decode = ts.kind == OEA_TOKEN_DECODE;
+  if (!decode && ts.kind != OEA_TOKEN_CONTEXT) return;  // padding: selects nothing, adds nothing
+  TokenStash& st = ts.st;
+  const Key top = warp_max_key(row.template max_below<false>(~Key(0)));
+  if (top != 0) {
+    const int E = a.p.num_experts;
+    st.max_logit = LogitTraits<T>::value(top);
+    const SoftmaxPartial part = softmax_partial<T>(row, st.max_logit, E);
     // Step 3: decode baselines, and context top-k when piggyback_on_context, form S_base.
     uint32_t* bits = (decode || a.p.piggyback_on_context) ? sh.base : sh.ctx;
-    const int rounds = decode ? n0 : a.p.top_k;
-    // Step 2: top_p mass in float64, in rank order, against top_p rounded to float32.
+    const int limit = decode ? n0 : a.p.top_k;
     const bool use_top_p = decode && a.p.top_p < 1.0f;
-    double mass = 0.0;
-    for (;;) {
-      const int e = expert_of(key);
-      if (lane_id() == 0) atomicOr(bits + (e >> 5), 1u << (e & 31));
-      if (decode) {
-        ++st.chosen;
-      } else {
-        select_expert<T>(sel, key, a, token, st);
-        st.chosen = sel.count;
-      }
-      if (st.chosen >= rounds) break;
-      if (use_top_p) {
-        mass += static_cast<double>(score_of<T>(key, st));
-        if (mass >= static_cast<double>(a.p.top_p)) break;
-      }
-      key = next_in_rank(row, key);
-      if (key == 0) break;  // no finite logit left
-    }
+    // Scores during the walk (top_p mass, overflow slots) need the denominator first.
+    const bool early = use_top_p || limit > kWarp;
+    if (early) st.denom = softmax_denominator(part, E);
+    walk<T, false>(a, token, row, ts.sel, limit, E, st, use_top_p, bits, !decode);
+    if (!early) st.denom = softmax_denominator(part, E);
+    if (lane_id() < min(ts.sel.count, kWarp)) set_expert_bit(bits, expert_of(ts.sel.slot_key));
+    st.chosen = ts.sel.count;
   }
-  if (lane_id() == 0) *stash = st;
   // Step 5: a context row is plain top-k; only "top1" fill of an empty row needs the batch.
-  if (!decode && !(st.chosen == 0 && a.p.fill == OEA_FILL_TOP1)) write_row(a, token, sel, 0);
+  if (!decode && !(st.chosen == 0 && a.p.fill == OEA_FILL_TOP1))
+    write_row<T>(a, token, ts.sel, st, nullptr, nullptr);
 }
 
 // ---- phase 2 -----------------------------------------------------------------------------
+// `ts` is the token's phase-1 state. With `resume` (the warp kept the row and the baseline in
+// registers, n0 <= 32) the walk continues below the baseline; otherwise `row` is reloaded and
+// the walk starts over (it finds the baseline first, all of it being in S_base).
 template <typename T, typename Row>
 __device__ __forceinline__ void route_phase2(const RouteArgs& a, const CtaShared& sh, int64_t token, Row& row,
-                             const TokenStash* stash, int lowest_active) {
-  using Key = typename Row::Key;
-  const int kind = token_kind_of(a, token);
-  const TokenStash st = *stash;
-  Selection<Key> sel;
-  if (kind == OEA_TOKEN_CONTEXT) {
+                                             TokenState<typename Row::Key>& ts, bool resume) {
+  const TokenStash& st = ts.st;
+  if (ts.kind == OEA_TOKEN_CONTEXT) {
     if (!(st.chosen == 0 && a.p.fill == OEA_FILL_TOP1)) return;  // written in phase 1
-  } else if (kind == OEA_TOKEN_DECODE && st.chosen > 0) {
+  } else if (ts.kind == OEA_TOKEN_DECODE && st.chosen > 0) {
     // Step 4: in rank order, the first k_max experts that are finite, in S_base and ranked
     // below max(n_i, max_rank); the baseline (top n_i, all in S_base) comes first.
     const int E = a.p.num_experts;
-    const int rank_limit = max(st.chosen, a.p.max_rank);
-    load_row<T>(a, token, row);
-    row.load_base(sh.mbase, words_of(E));
-    Key below = ~Key(0);
-    while (sel.count < a.p.k_max) {
-      const Key key = next_in_base(row, below);
-      if (key == 0) break;
-      if (rank_limit < E && rank_of(row, key) >= rank_limit) break;
-      select_expert<T>(sel, key, a, token, st);
-      below = key;
+    if (!resume) {
+      load_row<T>(a, token, row);
+      ts.sel = Selection<typename Row::Key>();
     }
+    row.load_base(sh.mbase, words_of(E));
+    walk<T, true>(a, token, row, ts.sel, a.p.k_max, max(st.chosen, a.p.max_rank), st, false, nullptr, true);
   }
-  write_row(a, token, sel, lowest_active);
+  write_row<T>(a, token, ts.sel, st, sh.mbase, sh.mctx);
 }
 
 }  // namespace oea

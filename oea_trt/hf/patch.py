@@ -8,7 +8,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..config import ConfigError, OEAConfig
+from ..config import PADDING, ConfigError, OEAConfig
 from ..routing import RoutingResult, oea_route, topk_prune_route
 from .batches import MODES, active_experts_by_batch, route_call, selection_mask, token_kinds
 from .layers import MoELayer, experts_loop, moe_layers
@@ -192,7 +192,7 @@ class OEAHandle:
         with torch.no_grad():
             state.batches += has_real.sum()
             state.active_sum += active[has_real].sum()
-            real = kinds != 2
+            real = kinds != PADDING
             state.tokens += real.sum()
             if self.count_batches:
                 sel = selection_mask(ids, weights, kinds, cfg.num_experts)

@@ -267,3 +267,26 @@ def test_token_kinds():
     assert step.tolist() == [[DECODE], [DECODE]]
     with pytest.raises(ValueError, match="attention_mask has shape"):
         token_kinds(mask, 3, 3, "generate", torch.device("cpu"))
+
+
+def test_experts_receive_exactly_the_reference_routing(model):
+    """What the experts module is handed (transformers 5.x) is oea_route's output, per position."""
+    block = model.model.layers[0].mlp
+    if isinstance(block.gate, torch.nn.Linear):
+        pytest.skip("transformers 4.x: the experts are called inside the replaced block forward")
+    seen = {}
+    hook = block.experts.register_forward_pre_hook(lambda m, args: seen.update(ids=args[1], w=args[2]))
+    B, L = 4, 5
+    cfg = OEAConfig(num_experts=16, top_k=4, k0=1, fill="top1")
+    try:
+        with torch.no_grad(), apply_oea(model, cfg, record_router_logits=True) as h:
+            model(_ids(B, L, seed=12))
+            logits = h.router_logits(0)[0]
+    finally:
+        hook.remove()
+    ids, w = seen["ids"].view(B, L, 4), seen["w"].view(B, L, 4)
+    for t in range(L):
+        ref = oea_route(logits[:, t], cfg)
+        assert torch.equal(ids[:, t], ref.expert_ids.long())
+        assert torch.equal(w[:, t], ref.weights)
+    assert (w[..., 1:] == 0).any()  # k0=1 left some slots as weight-0 fill

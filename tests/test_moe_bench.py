@@ -178,6 +178,32 @@ def test_targets_met_and_not_met():
     assert by["k0=3"]["ratio_total"] == pytest.approx((2.5 * by["k0=3"]["T"] + 5) / (2.5 * by["vanilla"]["T"] + 5))
 
 
+def _two_kernels(fused_fixed=2.0, triton_fixed=13.0):
+    """Synthetic results with rows of both of our kernels: the fused one with a smaller fixed cost."""
+    results = _synthetic_results(fixed=triton_fixed)
+    fused = _synthetic_results(fixed=fused_fixed)["rows"]
+    for r in fused:
+        if r["impl"] == "triton":
+            results["rows"].append(dict(r, impl="fused"))
+    return results
+
+
+def test_targets_judge_each_check_on_the_better_kernel():
+    results = _two_kernels(fused_fixed=2.0, triton_fixed=13.0)
+    assert report_moe.ours(results) == ["fused", "triton"] and report_moe.best_impl(results) == "fused"
+    ratio = report_moe.targets(results)[2]
+    assert ratio["impl"] == "fused" and ratio["value"].startswith("one launch: ") and "3 launches: " in ratio["value"]
+    v = report_moe._one(results, impl="fused", preset="qwen3-30b-a3b", mode="skewed", batch=16, variant="vanilla")
+    o = report_moe._one(results, impl="fused", preset="qwen3-30b-a3b", mode="skewed", batch=16, variant="k0=3")
+    assert ratio["value"].startswith(f"one launch: {o['total_us'] / v['total_us']:.3f}")
+    fits = {i: report_moe.fits(results, i)["qwen3-30b-a3b"]["moe"]["fixed_us"] for i in ("fused", "triton")}
+    assert fits == pytest.approx({"fused": 2.0, "triton": 13.0})
+    # The other way round, the three-launch kernel is the headline.
+    assert report_moe.best_impl(_two_kernels(fused_fixed=20.0, triton_fixed=3.0)) == "triton"
+    md = report_moe.render_markdown(results)
+    assert "(one launch / 3 launches)" in md and "| qwen3-30b-a3b | one launch |" in md
+
+
 def test_report_files_and_render_cli(tmp_path):
     results = _synthetic_results()
     paths = report_moe.write_report(results, str(tmp_path / "a"))
@@ -229,8 +255,9 @@ def test_bench_preset_flow_on_cpu(monkeypatch):
                                   loop_batches=(4,), baseline_k0s=(2,), device="cpu", dtype=str(DTYPE).split(".")[1])
     with interpreter_numpy_fix():
         info, rows = moe_bench.bench_preset(shape, spec, pick_router("reference"), BW)
-    assert all(info["correctness"][impl]["ok"] for impl in ("triton", "grouped_mm")), info["correctness"]
+    assert all(info["correctness"][impl]["ok"] for impl in ("fused", "triton", "grouped_mm")), info["correctness"]
     assert not [r for r in rows if r["impl"] == "error"], rows
+    assert len([r for r in rows if r["impl"] == "fused"]) == 2 * 3  # both of our kernels, side by side
     ours = [r for r in rows if r["impl"] == "triton"]
     assert len(ours) == 2 * 3  # modes x (vanilla, k0=2, vanilla#2)
     assert len([r for r in rows if r["impl"] == "grouped_mm"]) == 2 * 2

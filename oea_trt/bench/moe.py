@@ -9,7 +9,9 @@ top-k routing and OEA at each k0, on the H200 (docs: ../shared/docs/benchmarking
   * two figures per row: routing+MoE (routing inside the graph) and MoE only (routing done
     before capture); distinct experts T (mean of the C draws), effective TB/s, the floor
     T x expert_bytes / copy bandwidth measured in the same run, ratio to vanilla;
-  * our kernel vs torch._grouped_mm (and the plain loop, eager) on the same inputs.
+  * our kernels side by side, "fused" (the whole layer in one launch) and "triton" (three
+    launches, deterministic), and both vs torch._grouped_mm (and the plain loop, eager), on the
+    same inputs; CUDA-graph nodes per routing+MoE call of each.
 report_moe.py turns the result into markdown and plots.
 """
 from __future__ import annotations
@@ -36,10 +38,16 @@ ALL_PRESETS = ("qwen3-30b-a3b", "qwen3-235b-a22b", "qwen3-235b-a22b-tp8")
 #: Narrow tiles give more programs when few experts are active; fewer stages let more programs
 #: share an SM when the token tile is wide (B=64). scripts/check_moe_kernels.py --candidates
 #: compiles them all for sm_90 without a GPU.
-GATE_UP_CANDIDATES = ((16, 256, 4, 4), (32, 128, 4, 4), (32, 128, 4, 3), (32, 256, 4, 3), (64, 128, 4, 4),
-                      (64, 64, 4, 6), (32, 128, 8, 5))
-DOWN_CANDIDATES = ((32, 128, 4, 4), (64, 128, 4, 4), (64, 128, 4, 3), (64, 256, 4, 3), (128, 64, 4, 4),
-                   (128, 128, 8, 3))
+#: Trimmed to the tiles that won somewhere in the first H200 run (benchmarks/results/moe.json),
+#: so the side-by-side run has time for the one-launch kernel's search too.
+GATE_UP_CANDIDATES = ((16, 256, 4, 4), (32, 128, 4, 3), (32, 256, 4, 3), (64, 128, 4, 4))
+DOWN_CANDIDATES = ((64, 128, 4, 3), (64, 256, 4, 3), (128, 64, 4, 4), (128, 128, 4, 4))
+#: One-launch kernel (fused_kernel.py) tiles: (block_i, block_k, block_h, warps, stages). None
+#: of them spills registers at block_m 16, 32 or 64 (scripts/check_moe_kernels.py --candidates).
+FUSED_CANDIDATES = ((16, 256, 128, 4, 4), (16, 128, 128, 4, 4), (32, 128, 128, 4, 4), (32, 128, 128, 8, 4),
+                    (32, 128, 256, 8, 3), (64, 64, 128, 8, 4))
+#: Our two kernels, in the order the report lists them.
+OURS = ("fused", "triton")
 #: bf16 tolerance against the fp32 loop: max error within 2% of the output's largest magnitude,
 #: RMS error within 1% of its RMS (bf16 keeps ~3 significant digits; the intermediate and the
 #: output are rounded to bf16).
@@ -52,10 +60,13 @@ class MoEBenchSpec:
     batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64)
     modes: Sequence[str] = ("uniform", "skewed")
     k0s: Sequence[int] = (1, 2, 3, 4, 5, 6, 7)
-    impls: Sequence[str] = ("triton", "grouped_mm", "loop")
+    impls: Sequence[str] = ("fused", "triton", "grouped_mm", "loop")
     baseline_k0s: Sequence[int] = (3,)  # grouped_mm also timed at these k0 (and vanilla)
     loop_batches: Sequence[int] = (1, 16)  # the plain loop is slow: vanilla, first mode only
     tune_batches: Sequence[int] = (1, 16, 64)  # kernel tiles tuned here; other B use the nearest
+    lite_presets: Sequence[str] = ()  # presets timed on fewer rows (lite_batches x lite_k0s)
+    lite_batches: Sequence[int] = (1, 4, 16, 64)
+    lite_k0s: Sequence[int] = (1, 3, 5)
     repeats: int = 5
     replays: int = 2
     copies: Optional[int] = None  # weight copies per preset (None: enough to defeat L2)
@@ -109,6 +120,11 @@ def _oea(shape: MoEShape, k0: int, **kw) -> OEAConfig:
 
 def _impl_fn(impl: str, kernel_config=None, align: int = 1) -> Callable:
     """fn(x, weights, routing) -> [T, H]."""
+    if impl == "fused":
+        from ..moe.fused_kernel import fused_moe as fused
+
+        layout = kernel_config.w2_layout if kernel_config is not None else "hi"
+        return lambda x, w, r: fused(x, w.w13, w.down(layout), r.expert_ids, r.weights, r.active_mask, kernel_config)
     if impl == "triton":
         from ..moe.triton_kernel import fused_moe
 
@@ -125,8 +141,9 @@ def _impl_fn(impl: str, kernel_config=None, align: int = 1) -> Callable:
 
 
 def check_correctness(shape: MoEShape, weights, router: Router, impls: Sequence[str], seed: int,
-                      kernel_configs: Dict[int, object] = None) -> dict:
+                      kernel_configs: Dict[str, Dict[int, object]] = None) -> dict:
     """Every impl against the fp32 loop on fresh random inputs (seeds the timing never uses).
+    kernel_configs: impl -> {batch: config} (default tiles where absent).
     Returns {impl: {"ok", "cases": [...], "align"?}}."""
     from ..moe.reference import moe_reference
     from ..synthetic import SkewedRouter, uniform_logits
@@ -159,7 +176,7 @@ def check_correctness(shape: MoEShape, weights, router: Router, impls: Sequence[
             if impl == "grouped_mm":
                 entry["align"] = align
             for B, mode, config, x, routing, ref in inputs:
-                cfg = (kernel_configs or {}).get(B)
+                cfg = (kernel_configs or {}).get(impl, {}).get(B)
                 case = {"batch": B, "mode": mode, "k0": config.k0, "fill": config.fill}
                 try:
                     out = _impl_fn(impl, cfg, align)(x, weights, routing)
@@ -239,10 +256,10 @@ def _row(shape: MoEShape, mode: str, batch: int, variant: str, k0: Optional[int]
 # ---- tuning ----------------------------------------------------------------------------------
 
 
-def tune_kernel(shape: MoEShape, weights, router: Router, batch: int, spec: MoEBenchSpec):
-    """Coordinate search over GATE_UP then DOWN tiles, MoE-only graph time on uniform vanilla
-    routing at `batch`. Returns (best KernelConfig, [(config dict, us or error)])."""
-    from ..moe.triton_kernel import default_config
+def tune_kernel(shape: MoEShape, weights, router: Router, batch: int, spec: MoEBenchSpec, impl: str = "triton"):
+    """Coordinate search over one kernel's tiles, MoE-only graph time on uniform vanilla routing
+    at `batch`. "triton": GATE_UP then DOWN tiles. "fused": FUSED_CANDIDATES, then the [E, I, H]
+    down layout, then programmatic dependent launch. Returns (best config, us, [(config, us or error)])."""
     from .routing_inputs import UniformSource
 
     b = _Batch(UniformSource(shape.num_experts), batch, len(weights), shape.hidden_size, spec.seed + 17,
@@ -252,7 +269,7 @@ def tune_kernel(shape: MoEShape, weights, router: Router, batch: int, spec: MoEB
 
     def measure(cfg) -> float:
         try:
-            us = _time_moe(_impl_fn("triton", cfg), b, weights, routings,
+            us = _time_moe(_impl_fn(impl, cfg), b, weights, routings,
                            dataclasses.replace(spec, repeats=3, replays=1)).median_us
             tried.append((cfg.to_dict(), us))
             return us
@@ -260,16 +277,30 @@ def tune_kernel(shape: MoEShape, weights, router: Router, batch: int, spec: MoEB
             tried.append((cfg.to_dict(), f"{type(exc).__name__}: {str(exc)[:200]}"))
             return math.inf
 
-    best = default_config(batch, shape.hidden_size, shape.moe_intermediate_size, shape.top_k, shape.num_experts)
+    args = (batch, shape.hidden_size, shape.moe_intermediate_size, shape.top_k, shape.num_experts)
+    if impl == "fused":
+        from ..moe.fused_kernel import default_config
+
+        best = default_config(*args)
+        steps = [[best.replace(block_i=i, block_k=k, block_h=h, warps=w, stages=s)
+                  for i, k, h, w, s in FUSED_CANDIDATES],
+                 [lambda c: c.replace(w2_layout="ih")] if weights[0].w2_t is not None else [],
+                 [lambda c: c.replace(pdl=True)]]
+    else:
+        from ..moe.triton_kernel import default_config
+
+        best = default_config(*args)
+        steps = [[lambda c, n=n, k=k, w=w, s=s: c.replace(gu_block_n=n, gu_block_k=k, gu_warps=w, gu_stages=s)
+                  for n, k, w, s in GATE_UP_CANDIDATES],
+                 [lambda c, n=n, k=k, w=w, s=s: c.replace(dn_block_n=n, dn_block_k=k, dn_warps=w, dn_stages=s)
+                  for n, k, w, s in DOWN_CANDIDATES]]
     best_us = measure(best)
-    for bn, bk, warps, stages in GATE_UP_CANDIDATES:
-        cfg = best.replace(gu_block_n=bn, gu_block_k=bk, gu_warps=warps, gu_stages=stages)
-        if cfg != best and (us := measure(cfg)) < best_us:
-            best, best_us = cfg, us
-    for bn, bk, warps, stages in DOWN_CANDIDATES:
-        cfg = best.replace(dn_block_n=bn, dn_block_k=bk, dn_warps=warps, dn_stages=stages)
-        if cfg != best and (us := measure(cfg)) < best_us:
-            best, best_us = cfg, us
+    for step in steps:
+        base = best  # each step varies one aspect of the best config so far
+        for change in step:
+            cfg = change(base) if callable(change) else change.replace(w2_layout=base.w2_layout, pdl=base.pdl)
+            if cfg != best and (us := measure(cfg)) < best_us:
+                best, best_us = cfg, us
     return best, best_us, tried
 
 
@@ -289,7 +320,9 @@ def bench_preset(shape: MoEShape, spec: MoEBenchSpec, router: Router, bw,
 
     t_start = time.time()
     free = torch.cuda.mem_get_info()[0] if torch.device(spec.device).type == "cuda" else 8 << 30
-    bytes_per_copy = shape.num_experts * shape.expert_bytes
+    # The one-launch kernel may read down_proj transposed: a third more bytes per copy.
+    with_w2_t = "fused" in spec.impls
+    bytes_per_copy = shape.num_experts * shape.expert_bytes * (4 if with_w2_t else 3) // 3
     wanted = spec.copies or copies_needed(shape.expert_bytes, l2_bytes())
     copies = copies_that_fit(wanted, bytes_per_copy, free)
     _log(f"== {shape.name}: E={shape.num_experts} top-{shape.top_k} H={shape.hidden_size} "
@@ -297,6 +330,8 @@ def bench_preset(shape: MoEShape, spec: MoEBenchSpec, router: Router, bw,
          f"({copies * bytes_per_copy / 1e9:.1f} GB)")
     weights = [ExpertWeights.random(shape, device=spec.device, dtype=_dtype(spec), seed=1_000 * spec.seed + c)
                for c in range(copies)]
+    if with_w2_t:
+        weights = [w.with_down_transposed() for w in weights]
     info = {"shape": dataclasses.asdict(shape), "expert_bytes": shape.expert_bytes, "copies": copies}
 
     impls = [i for i in spec.impls if i != "loop"]
@@ -304,33 +339,39 @@ def bench_preset(shape: MoEShape, spec: MoEBenchSpec, router: Router, bw,
     usable = {i for i in impls if info["correctness"][i]["ok"]}
     align = info["correctness"].get("grouped_mm", {}).get("align", 1)
 
-    tuned: Dict[int, object] = {}
-    if spec.tune and "triton" in usable:
-        info["tuning"] = {}
+    tuned: Dict[str, Dict[int, object]] = {impl: {} for impl in OURS}
+    for impl in [i for i in OURS if i in usable and spec.tune]:
+        info.setdefault("tuning", {})[impl] = {}
         for b in spec.tune_batches:
-            cfg, us, tried = tune_kernel(shape, weights, router, b, spec)
-            tuned[b] = cfg
-            info["tuning"][str(b)] = {"best": cfg.to_dict(), "best_us": us, "tried": tried}
-            _log(f"  tuned B={b}: {us:.1f} us/call with {cfg}")
-        recheck = check_correctness(shape, weights[0], router, ["triton"], spec.seed + 1,
-                                    kernel_configs={b: _config_for(b, tuned) for b in (1, 3, 16, 64)})
-        info["correctness"]["triton_tuned"] = recheck["triton"]
-        if not recheck["triton"]["ok"]:
-            _log("  tuned tiles FAILED the correctness re-check: timing with default tiles")
-            tuned = {}
-    info["kernel_configs"] = {str(b): (_config_for(b, tuned).to_dict() if tuned else None) for b in spec.batch_sizes}
+            cfg, us, tried = tune_kernel(shape, weights, router, b, spec, impl)
+            tuned[impl][b] = cfg
+            info["tuning"][impl][str(b)] = {"best": cfg.to_dict(), "best_us": us, "tried": tried}
+            _log(f"  tuned {impl} B={b}: {us:.1f} us/call with {cfg}")
+        recheck = check_correctness(shape, weights[0], router, [impl], spec.seed + 1,
+                                    kernel_configs={impl: {b: _config_for(b, tuned[impl]) for b in (1, 3, 16, 64)}})
+        info["correctness"][f"{impl}_tuned"] = recheck[impl]
+        if not recheck[impl]["ok"]:
+            _log(f"  tuned {impl} tiles FAILED the correctness re-check: timing with default tiles")
+            tuned[impl] = {}
+    info["kernel_configs"] = {impl: {str(b): (_config_for(b, tuned[impl]).to_dict() if tuned[impl] else None)
+                                     for b in spec.batch_sizes} for impl in OURS}
 
+    lite = shape.name in spec.lite_presets
+    batches = [b for b in spec.batch_sizes if not lite or b in spec.lite_batches]
+    k0s = [k for k in spec.k0s if k < shape.top_k and (not lite or k in spec.lite_k0s)]
+    if "fused" in usable or "triton" in usable:
+        info["graph_nodes"] = _graph_nodes(shape, spec, router, weights, usable, tuned)
     sources = make_sources(spec.modes, shape.num_experts, spec.trace_path)
     rows: List[dict] = []
-    variants = [("vanilla", None)] + [(f"k0={k}", k) for k in spec.k0s if k < shape.top_k] + [("vanilla#2", None)]
+    variants = [("vanilla", None)] + [(f"k0={k}", k) for k in k0s] + [("vanilla#2", None)]
     run_start = run_start or t_start
     for mode, source in sources.items():
-        for batch in spec.batch_sizes:
+        for batch in batches:
             if spec.out_of_time(run_start):
                 info.setdefault("skipped", []).append(f"{mode} B={batch}")
                 continue
             b = _Batch(source, batch, copies, shape.hidden_size, spec.seed, spec.device, _dtype(spec))
-            ours = _impl_fn("triton", _config_for(batch, tuned))
+            ours = {impl: _impl_fn(impl, _config_for(batch, tuned[impl])) for impl in OURS if impl in usable}
             for variant, k0 in variants:
                 try:
                     _bench_variant(shape, spec, router, bw, usable, align, mode, batch, b, ours, weights, copies,
@@ -358,12 +399,18 @@ def _bench_variant(shape, spec, router, bw, usable, align, mode, batch, b, ours,
     config = _vanilla(shape) if k0 is None else _oea(shape, k0)
     routings = [router.route(lg, config) for lg in b.logits]
     active = [int(r.num_active) for r in routings]
-    if "triton" in usable:
-        moe = _time_moe(ours, b, weights, routings, spec)
-        total = _time_routed(ours, b, weights, router, config, spec)
-        rows.append(_row(shape, mode, batch, variant, k0, "triton", active, moe, total, bw))
+    for impl, fn in ours.items():
+        try:
+            moe = _time_moe(fn, b, weights, routings, spec)
+            total = _time_routed(fn, b, weights, router, config, spec)
+        except Exception as exc:  # noqa: BLE001 (the other kernel's row still counts)
+            _log(f"  {mode:7s} B={batch:<3d} {variant:9s} {impl} FAILED: {type(exc).__name__}: {str(exc)[:300]}")
+            rows.append({"preset": shape.name, "mode": mode, "batch": batch, "variant": variant, "k0": k0,
+                         "impl": "error", "error": f"{impl}: {type(exc).__name__}: {str(exc)[:300]}"})
+            continue
+        rows.append(_row(shape, mode, batch, variant, k0, impl, active, moe, total, bw))
         r = rows[-1]
-        _log(f"  {mode:7s} B={batch:<3d} {variant:9s} T={r['T']:6.1f}  routing+MoE {r['total_us']:8.1f} us"
+        _log(f"  {mode:7s} B={batch:<3d} {variant:9s} T={r['T']:6.1f}  {impl:6s} routing+MoE {r['total_us']:8.1f} us"
              f"  MoE {r['moe_us']:8.1f} us  {r['moe_tb_s']:.2f} TB/s  floor {r['floor_us']:7.1f} us")
     if "grouped_mm" in usable and (k0 is None or k0 in spec.baseline_k0s) and variant != "vanilla#2":
         moe = _time_moe(_impl_fn("grouped_mm", align=align), b, weights, routings, spec)
@@ -378,6 +425,25 @@ def _bench_variant(shape, spec, router, bw, usable, align, mode, batch, b, ours,
                        repeats=spec.repeats, iters=1)
         rows.append(_row(shape, mode, batch, variant, k0, "loop", active[:n], t, None, bw, "eager"))
         _log(f"  {mode:7s} B={batch:<3d} {variant:9s} loop (eager) MoE {t.median_us:8.1f} us")
+
+
+def _graph_nodes(shape, spec, router, weights, usable, tuned) -> dict:
+    """CUDA-graph nodes of one routing+MoE call and of the MoE alone, per kernel of ours
+    (skewed B=16, OEA k0=3; graph_nodes.py). A failure is recorded, never raised."""
+    from .graph_nodes import count_nodes
+    from .routing_inputs import make_sources as sources_for
+
+    logits = sources_for(["skewed"], shape.num_experts)["skewed"].draw(16, seed=4242).to(spec.device)
+    x = torch.randn((16, shape.hidden_size), device=spec.device, dtype=_dtype(spec))
+    config = _oea(shape, 3)
+    routing = router.route(logits, config)
+    out = {}
+    for impl in [i for i in OURS if i in usable]:
+        fn = _impl_fn(impl, _config_for(16, tuned[impl]))
+        out[impl] = {"routing+moe": count_nodes(lambda: fn(x, weights[0], router.route(logits, config))),
+                     "moe": count_nodes(lambda: fn(x, weights[0], routing))}
+        _log(f"  graph nodes per call, {impl}: routing+MoE {out[impl]['routing+moe']}, MoE {out[impl]['moe']}")
+    return out
 
 
 def _add_ratios(rows: List[dict]) -> None:

@@ -1,12 +1,15 @@
 """Decode MoE layer for Qwen3-MoE expert shapes, fed by the routing output.
 
-Three implementations of one contract (SwiGLU experts, bf16, no bias, no shared expert;
+Four implementations of one contract (SwiGLU experts, bf16, no bias, no shared expert;
 routing slots whose expert id lies outside [0, E) are skipped):
   reference.py    plain PyTorch loop over experts: the correctness oracle
   grouped_mm.py   torch._grouped_mm (PyTorch's grouped GEMM): the library baseline
   triton_kernel.py  our expert-major fused kernel: each active expert's weights are read
-                  from HBM once per call, all of its tokens multiplied against them
-layer.py picks one behind a small API. Triton is imported only by triton_kernel.py.
+                  from HBM once per call, all of its tokens multiplied against them; three
+                  launches (gate/up, down, combine), deterministic
+  fused_kernel.py the same in ONE launch (fp32 atomics into a self-cleaning workspace): less
+                  fixed cost per layer, sums in nondeterministic order
+layer.py picks one behind a small API. Triton is imported only by the two kernel modules.
 """
 from .layer import IMPLS, ExpertWeights, moe_forward
 

@@ -6,7 +6,9 @@
 
 Expert weights are stored the way the kernels stream them: w13 [E, 2I, H] (each expert's gate
 rows, then its up rows, as Hugging Face's gate_proj / up_proj weights are [I, H]) and
-w2 [E, H, I] (down_proj). No bias, no shared expert (Qwen3-MoE has neither).
+w2 [E, H, I] (down_proj). No bias, no shared expert (Qwen3-MoE has neither). Optionally also
+w2_t [E, I, H], down_proj with each expert transposed: the one-launch kernel (impl "fused") can
+read a chunk of the intermediate dim as one contiguous block from it (with_down_transposed()).
 """
 from __future__ import annotations
 
@@ -17,10 +19,11 @@ import torch
 
 from ..routing import RoutingResult
 
-#: impl name -> what it is. "triton" is ours; "grouped_mm" the PyTorch library baseline;
-#: "loop" the reference (slow, host-synchronising: never in a CUDA graph).
+#: impl name -> what it is. "fused" and "triton" are ours; "grouped_mm" the PyTorch library
+#: baseline; "loop" the reference (slow, host-synchronising: never in a CUDA graph).
 IMPLS: Dict[str, str] = {
-    "triton": "expert-major fused Triton kernel (oea_trt/moe/triton_kernel.py)",
+    "fused": "expert-major Triton kernel, the whole layer in one launch (oea_trt/moe/fused_kernel.py)",
+    "triton": "expert-major fused Triton kernel, three launches, deterministic (oea_trt/moe/triton_kernel.py)",
     "grouped_mm": "torch._grouped_mm baseline (oea_trt/moe/grouped_mm.py)",
     "loop": "plain PyTorch loop over experts (oea_trt/moe/reference.py)",
 }
@@ -30,6 +33,7 @@ IMPLS: Dict[str, str] = {
 class ExpertWeights:
     w13: torch.Tensor  # [E, 2I, H]
     w2: torch.Tensor  # [E, H, I]
+    w2_t: Optional[torch.Tensor] = None  # [E, I, H] contiguous, or None
 
     def __post_init__(self):
         if self.w13.dim() != 3 or self.w2.dim() != 3:
@@ -39,6 +43,17 @@ class ExpertWeights:
         if two_i % 2 or self.w2.shape != (E, H, two_i // 2):
             raise ValueError(f"w2 must be [E={E}, H={H}, I={two_i // 2}] to match w13 {tuple(self.w13.shape)}, "
                              f"got {tuple(self.w2.shape)}")
+        if self.w2_t is not None and (self.w2_t.shape != (E, two_i // 2, H) or not self.w2_t.is_contiguous()):
+            raise ValueError(f"w2_t must be a contiguous [E={E}, I={two_i // 2}, H={H}] tensor, got "
+                             f"{tuple(self.w2_t.shape)}")
+
+    def with_down_transposed(self) -> "ExpertWeights":
+        """These weights plus w2_t (a copy: one third more memory)."""
+        return dataclasses.replace(self, w2_t=self.w2.transpose(1, 2).contiguous())
+
+    def down(self, layout: str = "hi") -> torch.Tensor:
+        """down_proj as [E, H, I]: w2 itself ("hi"), or the view of w2_t ("ih") when there is one."""
+        return self.w2_t.transpose(1, 2) if layout == "ih" and self.w2_t is not None else self.w2
 
     @property
     def num_experts(self) -> int:
@@ -75,6 +90,10 @@ class ExpertWeights:
 
 
 def _impl(name: str) -> Callable:
+    if name == "fused":
+        from .fused_kernel import fused_moe as fused
+
+        return fused
     if name == "triton":
         from .triton_kernel import fused_moe
 
@@ -101,7 +120,8 @@ def moe_forward(
 ) -> torch.Tensor:
     """MoE output [T, H] for hidden_states [T, H], routed either by a RoutingResult or by
     expert_ids int32 [T, k] + routing_weights float32 [T, k]. Slots with ids outside [0, E)
-    are skipped. impl: "auto" (triton on CUDA, else the loop), "triton", "grouped_mm", "loop"."""
+    are skipped. impl: "auto" (triton on CUDA, else the loop), "fused", "triton", "grouped_mm",
+    "loop". "fused" reads w2_t when the weights carry it."""
     if routing is not None:
         if expert_ids is not None or routing_weights is not None:
             raise ValueError("pass either routing or expert_ids + routing_weights, not both")
@@ -113,4 +133,5 @@ def moe_forward(
     if impl == "auto":
         impl = "triton" if hidden_states.is_cuda else "loop"
     fn = _impl(impl)
-    return fn(hidden_states, weights.w13, weights.w2, expert_ids, routing_weights, active_mask=active_mask)
+    w2 = weights.down("ih") if impl == "fused" else weights.w2
+    return fn(hidden_states, weights.w13, w2, expert_ids, routing_weights, active_mask=active_mask)

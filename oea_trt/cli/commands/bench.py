@@ -62,10 +62,13 @@ def add_moe(sub) -> None:
     p.add_argument("--trace", metavar="PATH",
                    help="router logits recorded from a model, [layers, tokens, E] in .pt or .npz (adds 'trace')")
     p.add_argument("--k0", nargs="+", type=_k0, default=list(range(1, 8)), help="OEA k0 values (vanilla always)")
-    p.add_argument("--impl", nargs="+", choices=("triton", "grouped_mm", "loop"),
-                   default=["triton", "grouped_mm", "loop"], help="implementations to check and time")
+    p.add_argument("--impl", nargs="+", choices=("fused", "triton", "grouped_mm", "loop"),
+                   default=["fused", "triton", "grouped_mm", "loop"],
+                   help="implementations to check and time (fused: ours, one launch; triton: ours, three launches)")
     p.add_argument("--baseline-k0", nargs="*", type=_k0, default=[3],
                    help="k0 values at which torch._grouped_mm is timed too (it always is at vanilla)")
+    p.add_argument("--lite-preset", nargs="*", choices=ALL_PRESETS, default=[], metavar="PRESET",
+                   help="presets timed on fewer rows (B 1 4 16 64, k0 1 3 5) to save time")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed repeats per row (median reported, >= 5)")
     p.add_argument("--copies", type=positive_int, help="weight copies to rotate (default: enough to defeat L2)")
     p.add_argument("--no-tune", action="store_true", help="skip the kernel tile search, use the heuristic tiles")
@@ -101,11 +104,11 @@ def run_moe(args) -> int:
     if not torch.cuda.is_available():
         raise CLIError("oea-trt bench moe needs a CUDA GPU (torch.cuda.is_available() is False); "
                        "use --render RESULTS_JSON to re-render earlier results")
-    if "triton" in spec.impls:
+    if {"fused", "triton"} & set(spec.impls):
         try:
             import triton  # noqa: F401
         except ImportError:
-            raise CLIError("--impl triton needs the triton package (pip install triton), or leave it out") from None
+            raise CLIError("--impl fused/triton need the triton package (pip install triton), or leave them out") from None
     from ...bench.moe import run_moe_benchmark
 
     results = run_moe_benchmark(spec, on_progress=lambda partial: write_report(partial, args.out))
@@ -142,5 +145,6 @@ def _moe_spec(args):
     return MoEBenchSpec(presets=tuple(args.preset), batch_sizes=tuple(sorted(set(args.batch))), modes=tuple(modes),
                         k0s=tuple(sorted(set(args.k0))), impls=tuple(args.impl),
                         baseline_k0s=tuple(args.baseline_k0), repeats=args.repeats, copies=args.copies,
-                        tune=not args.no_tune, trace_path=args.trace, routing=args.routing_impl, seed=args.seed,
+                        lite_presets=tuple(args.lite_preset), tune=not args.no_tune, trace_path=args.trace,
+                        routing=args.routing_impl, seed=args.seed,
                         time_budget_s=args.time_budget)

@@ -18,5 +18,8 @@ for part in "$@"; do
   echo "=== $part: rc=$rc after $((SECONDS - start)) s"
   tail -n 40 "$RESULTS_DIR/$part.log"
 done
-tar -czf "$OUT/results.tgz" -C "$RESULTS_DIR" .
+# A returned file may hold at most 16 MiB: pack, then split into 15 MB parts
+# (join here with: cat results.tgz.part* | tar -xz).
+tar -czf /tmp/oea-results.tgz -C "$RESULTS_DIR" .
+split -b 15000000 -d /tmp/oea-results.tgz "$OUT/results.tgz.part"
 ls -la "$OUT"

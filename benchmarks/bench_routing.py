@@ -59,6 +59,8 @@ def parse_args(argv):
     p.add_argument("--calls", type=int, default=100, help="routing calls captured per graph (default %(default)s)")
     p.add_argument("--repeats", type=int, default=7, help="timed replays; the median is reported (default %(default)s)")
     p.add_argument("--quick", action="store_true", help="fewer calls and repeats (a smoke run, not for the record)")
+    p.add_argument("--baseline", metavar="ROUTING_JSON",
+                   help="an earlier run's routing.json: its kernel figures become 'before' columns for comparison")
     args = p.parse_args(argv)
     if not all(t >= 1 for t in args.tokens):
         raise UsageError(f"--tokens must be positive integers, got {args.tokens}")
@@ -112,7 +114,22 @@ def time_calls(fn, copies, calls: int, repeats: int):
         del graph
 
 
+def load_baseline(path) -> dict:
+    """{"source", "env", "rows": kernel rows} of an earlier routing.json, for the 'before' columns."""
+    import json
+
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        rows = [r for r in data["rows"] if r["variant"] == "kernel"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"--baseline {path}: not a readable routing.json ({exc})") from None
+    commit = str(data.get("env", {}).get("git", {}).get("commit"))[:12]
+    return {"source": str(path), "commit": commit, "rows": rows}
+
+
 def run(args) -> dict:
+    baseline = load_baseline(args.baseline) if args.baseline else None
     if not torch.cuda.is_available():
         raise UsageError("needs a CUDA GPU (this benchmark times CUDA-graph replay)")
     from oea_trt.kernels import load_library, route_kernel
@@ -160,7 +177,7 @@ def run(args) -> dict:
                                   "calls_per_graph": args.calls, "repeats": args.repeats, "input": "skewed",
                                   "copies": COPIES},
             "rows": rows, "mean_active_experts": active, "correctness_problems": problems,
-            "targets": targets(rows, args.k0)}
+            "targets": targets(rows, args.k0), "baseline": baseline}
 
 
 def _median(rows, T, variant, k0=None):
@@ -193,6 +210,9 @@ def render_markdown(results: dict) -> str:
     tokens = sorted({r["tokens"] for r in rows})
     header = ["T", "torch vanilla"] + [f"reference k0={k}" for k in k0s] + [f"kernel k0={k}" for k in k0s] + \
              [f"vanilla / kernel k0={k}" for k in k0s] + ["graph node floor"]
+    baseline = results.get("baseline")
+    if baseline:
+        header += [f"before: kernel k0={k}" for k in k0s]
     table = []
     for T in tokens:
         vanilla = _median(rows, T, "torch_vanilla")
@@ -200,7 +220,8 @@ def render_markdown(results: dict) -> str:
         table.append([T, fmt(vanilla, 2)] + [fmt(_median(rows, T, "reference", k), 2) for k in k0s] +
                      [fmt(v, 2) for v in kernel] +
                      [fmt(vanilla / v, 1) + "x" if vanilla and v else "-" for v in kernel] +
-                     [fmt(_median(rows, T, "graph_node_floor"), 2)])
+                     [fmt(_median(rows, T, "graph_node_floor"), 2)] +
+                     ([fmt(_median(baseline["rows"], T, "kernel", k), 2) for k in k0s] if baseline else []))
     gpu = env.get("gpu", {}).get("name", "?")
     noise = [abs(_median(rows, T, "kernel_again") - _median(rows, T, "kernel", k0s[0])) / _median(rows, T, "kernel", k0s[0])
              for T in tokens if _median(rows, T, "kernel_again") and _median(rows, T, "kernel", k0s[0])]
@@ -212,7 +233,9 @@ def render_markdown(results: dict) -> str:
         f"commit {str(env.get('git', {}).get('commit'))[:12]}.", "",
         markdown_table(header, table), "",
         f"Noise: the kernel (k0={k0s[0]}) timed twice in the same run differs by at most "
-        f"{fmt(100 * max(noise), 1) if noise else '-'}%.", "",
+        f"{fmt(100 * max(noise), 1) if noise else '-'}%."
+        + (f" 'before' columns: the kernel at commit {baseline['commit']} ({baseline['source']}), an earlier run."
+           if baseline else ""), "",
         "## Targets (issue: fused routing kernel)", "",
     ]
     for t in results["targets"]:

@@ -69,3 +69,24 @@ def test_report_markdown_and_plot(bench, tmp_path):
     assert "differs by at most 1.0%" in md
     bench.plot(results, str(tmp_path / "routing.png"))
     assert (tmp_path / "routing.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_baseline_columns_from_an_earlier_run(bench, tmp_path, capsys):
+    import json
+
+    earlier = {"env": {"git": {"commit": "0123456789abcdef"}}, "rows": _rows({1: 4.7, 64: 7.65})}
+    path = tmp_path / "routing.json"
+    path.write_text(json.dumps(earlier))
+    baseline = bench.load_baseline(str(path))
+    rows = _rows({1: 3.0, 64: 3.5})
+    results = {"env": {"gpu": {"name": "NVIDIA H200"}, "git": {"commit": "abc"}},
+               "setup": {"experts": 128, "top_k": 8, "dtype": "bfloat16", "k0": [3, 8], "calls_per_graph": 100,
+                         "repeats": 7},
+               "rows": rows, "correctness_problems": [], "targets": bench.targets(rows, [3, 8]), "baseline": baseline}
+    md = bench.render_markdown(results)
+    assert "before: kernel k0=3 | before: kernel k0=8 |" in md
+    assert "| 64 | 18.00 | 70.00 | 65.00 | 3.50 | 3.15 | 5.1x | 5.7x | 1.10 | 7.65 | 6.89 |" in md
+    assert "the kernel at commit 0123456789ab" in md
+    (tmp_path / "bad.json").write_text("{")
+    assert bench.main(["--baseline", str(tmp_path / "bad.json")]) == 2
+    assert "not a readable routing.json" in capsys.readouterr().err

@@ -285,3 +285,23 @@ def test_multi_block_path_for_small_batches_too():
         env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout
+
+
+@pytest.mark.parametrize("option", ["OEA_ROUTING_MAX_CLUSTER=1", "OEA_ROUTING_PDL=1"])
+def test_fused_launch_options(option):
+    """OEA_ROUTING_MAX_CLUSTER=1 (one CTA: warps route several tokens and reload them in phase 2)
+    and OEA_ROUTING_PDL=1 (programmatic dependent launch, also inside captured graphs) must give
+    the reference's answers too; read once per process, hence the subprocess."""
+    import os
+    import subprocess
+    import sys
+
+    name, value = option.split("=")
+    env = dict(os.environ, **{name: value})
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
+         "-k", "random_cases and chunk1 or path_boundary and (T1- or T33- or T65- or T255- or T256-) or graph_replay",
+         "-m", "gpu"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout

@@ -9,17 +9,27 @@
 #   pytest     tests/test_kernel_gpu.py: kernel vs reference on thousands of cases, graphs, compile
 #   bench      benchmarks/bench_routing.py: per-call latency in graph replay, JSON + md + png
 #   sanitizers compute-sanitizer memcheck / racecheck / synccheck / initcheck on the harness
+#              (racecheck also with OEA_ROUTING_MAX_CLUSTER=1: several tokens per warp)
 #   bench_multiblock  small batches forced through the multi-block path, for comparison
-# Steps are skipped (and reported) once the time budget ($KERNEL_BUDGET_S, default 330 s) is spent.
+#   bench_pdl         the fused kernel launched with programmatic dependent launch (OEA_ROUTING_PDL=1)
+#   bench_one_cta     batches of 33..256 tokens in one CTA instead of a cluster (OEA_ROUTING_MAX_CLUSTER=1)
+# The main bench's 'before' columns come from the committed benchmarks/results/routing.json (the
+# previous run), copied before anything is written.
+# Steps are skipped (and reported) once the time budget ($KERNEL_BUDGET_S, default 265 s) is spent.
 set -u
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:${PYTHONPATH:-}"
 RESULTS_DIR="${RESULTS_DIR:-./out}"
 OUT="$RESULTS_DIR/kernel"
 BUILD="${OEA_KERNEL_BUILD_DIR:-$PWD/build/kernel-gpu}"
-BUDGET="${KERNEL_BUDGET_S:-330}"
+BUDGET="${KERNEL_BUDGET_S:-265}"
 mkdir -p "$OUT"
 SUMMARY=()
+BASELINE=()
+if [[ -f benchmarks/results/routing.json ]]; then
+  cp benchmarks/results/routing.json "$OUT/routing_before.json"
+  BASELINE=(--baseline "$OUT/routing_before.json")
+fi
 
 # run_step NAME SECONDS_NEEDED TIMEOUT COMMAND...: run with a timeout unless the budget is spent.
 run_step() {
@@ -82,16 +92,17 @@ HARNESS="$BUILD/oea_routing_harness"
 run_step harness 20 120 bash -c "nvcc -O2 -std=c++17 -arch=sm_90 -Iplugin scripts/gpu/oea_routing_harness.cu \
   '$BUILD/liboea_routing_kernel.a' -o '$HARNESS' && '$HARNESS' && OEA_ROUTING_FORCE_MULTIBLOCK=1 '$HARNESS' --quick"
 
-run_step pytest 60 200 python3 -m pytest -q -rfE --tb=short -p no:cacheprovider -m gpu tests/test_kernel_gpu.py \
+run_step pytest 60 260 python3 -m pytest -q -rfE --tb=short -p no:cacheprovider -m gpu tests/test_kernel_gpu.py \
   --junitxml="$OUT/pytest.xml"
 
-run_step bench 60 150 python3 benchmarks/bench_routing.py --out "$OUT"
+run_step bench 60 150 python3 benchmarks/bench_routing.py --out "$OUT" "${BASELINE[@]}"
 
 if command -v compute-sanitizer > /dev/null && [[ -x "$HARNESS" ]]; then
   CS=(compute-sanitizer --error-exitcode 99 --print-limit 20)
   run_step memcheck 20 90 "${CS[@]}" --tool memcheck --leak-check full "$HARNESS"
   run_step memcheck_multiblock 15 60 env OEA_ROUTING_FORCE_MULTIBLOCK=1 "${CS[@]}" --tool memcheck "$HARNESS" --quick
   run_step racecheck 20 120 "${CS[@]}" --tool racecheck --racecheck-report all "$HARNESS" --quick
+  run_step racecheck_one_cta 10 60 env OEA_ROUTING_MAX_CLUSTER=1 "${CS[@]}" --tool racecheck --racecheck-report all "$HARNESS" --quick
   run_step synccheck 15 60 "${CS[@]}" --tool synccheck "$HARNESS" --quick
   run_step initcheck 15 60 "${CS[@]}" --tool initcheck "$HARNESS" --quick
 else
@@ -101,14 +112,23 @@ fi
 # A/B: the same decode-sized batches through the multi-block path (what GPUs without clusters run).
 run_step bench_multiblock 40 90 env OEA_ROUTING_FORCE_MULTIBLOCK=1 python3 benchmarks/bench_routing.py --quick \
   --tokens 1 8 64 256 --k0 3 --out "$OUT/multiblock"
+run_step bench_pdl 30 90 env OEA_ROUTING_PDL=1 python3 benchmarks/bench_routing.py --quick \
+  --tokens 1 16 64 256 --k0 3 8 --out "$OUT/pdl"
+run_step bench_one_cta 30 90 env OEA_ROUTING_MAX_CLUSTER=1 python3 benchmarks/bench_routing.py --quick \
+  --tokens 33 64 128 256 --k0 3 --out "$OUT/one_cta"
 
 echo
 echo "=== kernel summary ($SECONDS s total; results in $OUT)"
 printf '  %s\n' "${SUMMARY[@]}" | tee "$OUT/summary.txt"
 grep -h "passed\|failed\|error" "$OUT/pytest.log" 2>/dev/null | tail -n 2 | sed 's/^/  pytest: /' | tee -a "$OUT/summary.txt"
-for tool in memcheck memcheck_multiblock racecheck synccheck initcheck; do
+for tool in memcheck memcheck_multiblock racecheck racecheck_one_cta synccheck initcheck; do
   [[ -f "$OUT/$tool.log" ]] && grep -h "ERROR SUMMARY\|cases, " "$OUT/$tool.log" | sed "s/^/  $tool: /" | tee -a "$OUT/summary.txt"
 done
 grep -c "spills=0/0" "$OUT/ptxas_summary.txt" 2>/dev/null | sed 's/^/  kernels without spills: /' | tee -a "$OUT/summary.txt"
 [[ -f "$OUT/routing.md" ]] && sed -n '/^| T /,/^$/p;/^- /p' "$OUT/routing.md" | tee -a "$OUT/summary.txt"
+for variant in multiblock pdl one_cta; do
+  [[ -f "$OUT/$variant/routing.md" ]] || continue
+  echo "  --- $variant (quick run; compare with the table above)" | tee -a "$OUT/summary.txt"
+  sed -n '/^| T /,/^$/p' "$OUT/$variant/routing.md" | tee -a "$OUT/summary.txt"
+done
 exit 0

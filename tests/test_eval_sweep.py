@@ -89,7 +89,7 @@ def test_pruning_does_not_depend_on_the_batch(sweep):
 
 def test_table_and_verdict(sweep):
     text = format_table(sweep)
-    assert "B=2:" in text and "B=8:" in text and "OEA better" in text
+    assert "B=2:" in text and "B=8:" in text and "OEA - prune [95% CI]" in text
     verdict = oea_beats_pruning(sweep)
     assert set(verdict) == {f"B={b},k0={k}" for b in (2, 8) for k in (1, 2)}
 
@@ -115,3 +115,18 @@ def test_oea_options_reach_the_router():
             assert r.active_experts_per_layer == prune[r.k0].active_experts_per_layer
     default = evaluate(model, ids, batches=(4,), k0s=(1,))
     assert [r.delta_ce for r in default if r.routing == "oea"] != [prune[1].delta_ce]
+
+
+def test_oea_minus_pruning_is_paired_and_judged_by_its_interval(sweep):
+    prune = {(r.batch, r.k0): r for r in sweep if r.routing == "prune"}
+    for r in sweep:
+        if r.routing != "oea":
+            assert r.vs_prune is None and r.vs_prune_verdict is None
+            continue
+        p = prune[(r.batch, r.k0)]
+        assert r.vs_prune == pytest.approx(r.delta_ce - p.delta_ce, abs=1e-12)
+        assert r.vs_prune_ci_low <= r.vs_prune <= r.vs_prune_ci_high
+        expected = "better" if r.vs_prune_ci_high < 0 else "worse" if r.vs_prune_ci_low > 0 else "tie"
+        assert r.vs_prune_verdict == expected
+        if r.k0 == 4:  # both are vanilla: no difference at all
+            assert r.vs_prune == 0.0 and r.vs_prune_verdict == "tie"

@@ -23,7 +23,8 @@ def format_table(rows: Sequence[Row]) -> str:
         prune = {r.k0: r for r in group if r.routing == "prune"}
         header = f"  {'k0':>3} | {'OEA T':>6} {'T/van':>5}  {'dCE [95% CI]':<29}"
         if prune:
-            header += f" | {'prune T':>7} {'T/van':>5}  {'dCE [95% CI]':<29} | OEA better"
+            header += (f" | {'prune T':>7} {'T/van':>5}  {'dCE [95% CI]':<29} | "
+                       f"{'OEA - prune [95% CI]':<29} verdict")
         out.append(header)
         for k0 in sorted(set(oea) | set(prune)):
             line = f"  {k0:>3} |"
@@ -31,8 +32,9 @@ def format_table(rows: Sequence[Row]) -> str:
             line += (f" {o.active_experts:>6.1f} {o.t_ratio:>5.2f}  {_fmt_delta(o):<29}" if o else " " * 44)
             if prune:
                 line += (f" | {p.active_experts:>7.1f} {p.t_ratio:>5.2f}  {_fmt_delta(p):<29}" if p else " |" + " " * 44)
-                if o and p:
-                    line += " | " + ("yes" if o.delta_ce < p.delta_ce else "NO")
+                if o is not None and o.vs_prune is not None:
+                    diff = f"{o.vs_prune:+.4f} [{o.vs_prune_ci_low:+.4f}, {o.vs_prune_ci_high:+.4f}]"
+                    line += f" | {diff:<29} {o.vs_prune_verdict}"
             out.append(line)
         out.append("")
     return "\n".join(out).rstrip() + "\n"
@@ -46,10 +48,24 @@ def oea_beats_pruning(rows: Sequence[Row]) -> Dict[str, bool]:
             and r.k0 < next(v.k0 for v in rows if v.routing == "vanilla")}
 
 
+def verdict_counts(rows: Sequence[Row]) -> Dict[str, int]:
+    """How many OEA rows are significantly better / worse than pruning, or tied (95% paired CI)."""
+    counts = {"better": 0, "tie": 0, "worse": 0}
+    for r in rows:
+        if r.routing == "oea" and r.vs_prune_verdict is not None and r.k0 < _top_k(rows):
+            counts[r.vs_prune_verdict] += 1
+    return counts
+
+
+def _top_k(rows: Sequence[Row]) -> int:
+    return next(r.k0 for r in rows if r.routing == "vanilla")
+
+
 def write_json(path: str, rows: Sequence[Row], meta: dict) -> None:
     payload = dict(meta)
     payload["rows"] = [r.as_dict() for r in rows]
     payload["oea_beats_pruning"] = oea_beats_pruning(rows)
+    payload["oea_vs_pruning_95ci"] = verdict_counts(rows)
     with open(path, "w") as f:
         json.dump(payload, f, indent=2)
         f.write("\n")

@@ -32,6 +32,22 @@ class Row:
     active_experts: float           # T: distinct experts per decode batch, mean over layers
     active_experts_per_layer: List[float]
     vanilla_active_experts: float   # T of vanilla routing for the same batches
+    # OEA rows only: OEA's CE minus pruning's at the same k0, paired per sequence, with its 95%
+    # bootstrap interval: the direct test of "piggybacking beats pruning" (None elsewhere).
+    vs_prune: Optional[float] = None
+    vs_prune_ci_low: Optional[float] = None
+    vs_prune_ci_high: Optional[float] = None
+
+    @property
+    def vs_prune_verdict(self) -> Optional[str]:
+        """"better" / "worse" when the interval excludes 0, else "tie" (None without pruning)."""
+        if self.vs_prune is None:
+            return None
+        if self.vs_prune_ci_high < 0:
+            return "better"
+        if self.vs_prune_ci_low > 0:
+            return "worse"
+        return "tie"
 
     @property
     def t_ratio(self) -> float:
@@ -40,6 +56,7 @@ class Row:
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["t_ratio"] = self.t_ratio
+        d["vs_prune_verdict"] = self.vs_prune_verdict
         return d
 
 
@@ -133,6 +150,7 @@ def evaluate(model, input_ids: torch.Tensor, attention_mask: Optional[torch.Tens
                        count_batches=batches, chunk=chunk, on_chunk=tick)
     rows = [_row("vanilla", b, top_k, vanilla, vanilla, b, seed) for b in batches]
     for k0 in k0s:
+        pruned = None
         if prune:
             pruned = run_pass(model, input_ids, attention_mask, k0=k0, routing="prune", decode_batch=None,
                               count_batches=batches, chunk=chunk, on_chunk=tick)
@@ -140,7 +158,12 @@ def evaluate(model, input_ids: torch.Tensor, attention_mask: Optional[torch.Tens
         for b in batches:
             oea = run_pass(model, input_ids, attention_mask, k0=k0, routing="oea", decode_batch=b,
                            count_batches=(b,), chunk=chunk, on_chunk=tick, oea_options=oea_options)
-            rows.append(_row("oea", b, k0, oea, vanilla, b, seed))
+            row = _row("oea", b, k0, oea, vanilla, b, seed)
+            if pruned is not None:
+                diff = oea.seq_ce - pruned.seq_ce
+                row.vs_prune = float(diff.mean())
+                row.vs_prune_ci_low, row.vs_prune_ci_high = paired_bootstrap_ci(diff, seed=seed)
+            rows.append(row)
     order = {"vanilla": 0, "oea": 1, "prune": 2}
     rows.sort(key=lambda r: (r.batch, order[r.routing], r.k0))
     return rows

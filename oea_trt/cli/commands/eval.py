@@ -71,6 +71,7 @@ def run(args) -> int:
     from ...data import EVAL_SEED, domain_names
     from ...eval import (dump_traces, eval_sequences, evaluate, format_table, load_model,
                          oea_beats_pruning, pareto_plot, resolve_model_dir, write_json)
+    from ...eval.report import verdict_counts
     from ...eval.model import pick_device, read_config
     from ...eval.progress import Progress
     from ...hf import moe_layers
@@ -113,6 +114,9 @@ def run(args) -> int:
     if wins:
         print(f"OEA's delta CE below pruning's: {sum(wins.values())}/{len(wins)} (B, k0) pairs"
               + ("" if all(wins.values()) else "; not at " + ", ".join(k for k, v in wins.items() if not v)))
+        counts = verdict_counts(rows)
+        print(f"OEA vs pruning, paired 95% CI: better at {counts['better']}, tie at {counts['tie']}, "
+              f"worse at {counts['worse']} (B, k0) pairs")
 
     os.makedirs(args.output_dir, exist_ok=True)
     json_path = os.path.join(args.output_dir, "eval_results.json")

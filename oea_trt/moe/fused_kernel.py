@@ -41,7 +41,6 @@ memory (griddepcontrol.wait), so nothing is read early.
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from typing import Dict, List, Optional, Tuple
 

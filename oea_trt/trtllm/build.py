@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Callable, Optional
+from typing import Callable
 
 from .build_plan import BuildOptions, BuildPlan, make_plan
 from .oea_config_file import engine_config_dict, write_engine_config

@@ -1,10 +1,10 @@
 """`oea-trt build`: Hugging Face Qwen3-MoE -> TensorRT-LLM engine with OEA routing."""
 from __future__ import annotations
 
-import argparse
 
 from ...config import ConfigError, parse_k0_schedule
 from .. import CLIError
+from ..types import positive_int
 
 NAME = "build"
 ORDER = 30
@@ -19,19 +19,6 @@ DESCRIPTION = (
 )
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-_positive_int.__name__ = "positive integer"
-
-
 def add_arguments(p):
     p.add_argument("hf_dir", metavar="HF_DIR", help="Hugging Face Qwen3-MoE model directory (config.json + safetensors)")
     p.add_argument("-o", "--output-dir", required=True, metavar="ENGINE_DIR", help="where the engine is written")
@@ -39,28 +26,28 @@ def add_arguments(p):
                    help="TensorRT-LLM checkpoint directory (default: ENGINE_DIR.ckpt)")
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
                    help="weight/activation dtype (auto: the model's torch_dtype)")
-    p.add_argument("--tp-size", type=_positive_int, default=1, help="tensor parallel size (GPUs)")
-    p.add_argument("--ep-size", type=_positive_int, default=1,
+    p.add_argument("--tp-size", type=positive_int, default=1, help="tensor parallel size (GPUs)")
+    p.add_argument("--ep-size", type=positive_int, default=1,
                    help="expert parallel size for the MoE layers (must divide tp-size; MoE tp = tp/ep)")
-    p.add_argument("--max-batch-size", type=_positive_int, default=64, help="most requests in flight")
-    p.add_argument("--max-num-tokens", type=_positive_int, default=8192,
+    p.add_argument("--max-batch-size", type=positive_int, default=64, help="most requests in flight")
+    p.add_argument("--max-num-tokens", type=positive_int, default=8192,
                    help="most tokens in one engine step (context chunks + decode tokens)")
-    p.add_argument("--max-input-len", type=_positive_int, help="longest prompt (default: min(max-seq-len, max-num-tokens))")
-    p.add_argument("--max-seq-len", type=_positive_int, help="longest prompt+output (default: max_position_embeddings)")
+    p.add_argument("--max-input-len", type=positive_int, help="longest prompt (default: min(max-seq-len, max-num-tokens))")
+    p.add_argument("--max-seq-len", type=positive_int, help="longest prompt+output (default: max_position_embeddings)")
     g = p.add_argument_group("OEA routing")
-    g.add_argument("--k0", type=_positive_int, default=3,
+    g.add_argument("--k0", type=positive_int, default=3,
                    help="baseline experts per decode token (paper: k0=3 kept Qwen3-30B-A3B accuracy; k0=top_k is vanilla)")
     g.add_argument("--k0-schedule", metavar="MIN:K0,...",
                    help="k0 by number of decode tokens, e.g. 8:4,16:3 (below the smallest MIN, --k0 applies)")
     g.add_argument("--layer-k0", metavar="LAYERS:K0,...|FILE.json",
                    help="per-layer k0, e.g. 0-3:8,4-47:3, or a JSON file {\"layer\": k0}; other layers use --k0")
-    g.add_argument("--max-rank", type=_positive_int, help="deepest rank a token may piggyback on (default: E)")
+    g.add_argument("--max-rank", type=positive_int, help="deepest rank a token may piggyback on (default: E)")
     g.add_argument("--top-p", type=float, default=1.0, help="baseline also stops at this top-p mass (1 = off)")
     g.add_argument("--no-piggyback-on-context", action="store_true",
                    help="context tokens' experts do not join the loaded set")
     g.add_argument("--all-decode", action="store_true",
                    help="do not wire TensorRT-LLM's request types into the plugin; treat every row as decode")
-    p.add_argument("--workers", type=_positive_int, default=1, help="parallel conversion/build workers")
+    p.add_argument("--workers", type=positive_int, default=1, help="parallel conversion/build workers")
     p.add_argument("--plugin-library", metavar="SO",
                    help="liboea_routing_trt.so to build with (default: $OEA_TRT_PLUGIN_LIB, then the build directories)")
     p.add_argument("--trtllm-build-arg", action="append", default=[], metavar="ARG",

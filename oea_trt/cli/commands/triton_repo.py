@@ -1,10 +1,10 @@
 """`oea-trt triton-repo`: a Triton model repository (tensorrtllm backend) for an OEA engine."""
 from __future__ import annotations
 
-import argparse
 import os
 
 from .. import CLIError
+from ..types import positive_int
 
 NAME = "triton-repo"
 ORDER = 40
@@ -18,24 +18,11 @@ DESCRIPTION = (
 )
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-_positive_int.__name__ = "positive integer"
-
-
 def add_arguments(p):
     p.add_argument("engine_dir", metavar="ENGINE_DIR", help="engine directory written by `oea-trt build`")
     p.add_argument("--tokenizer-dir", required=True, metavar="HF_DIR", help="HF model directory with the tokenizer")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUT", help="where the repository and script go")
-    p.add_argument("--max-batch-size", type=_positive_int, help="Triton max_batch_size (default: the engine's)")
+    p.add_argument("--max-batch-size", type=positive_int, help="Triton max_batch_size (default: the engine's)")
     p.add_argument("--streaming", action="store_true", help="decoupled models: stream tokens as they are generated")
     p.add_argument("--kv-cache-free-gpu-mem-fraction", type=float, default=0.9,
                    help="share of free GPU memory the KV cache takes, in (0, 1]")
@@ -44,9 +31,9 @@ def add_arguments(p):
     p.add_argument("--enable-chunked-context", action="store_true", help="split long prompts into chunks")
     p.add_argument("--plugin-library", metavar="SO",
                    help="OEA plugin library the launch script preloads (default: the one in ENGINE_DIR/oea_config.json)")
-    p.add_argument("--http-port", type=_positive_int, default=8000)
-    p.add_argument("--grpc-port", type=_positive_int, default=8001)
-    p.add_argument("--metrics-port", type=_positive_int, default=8002)
+    p.add_argument("--http-port", type=positive_int, default=8000)
+    p.add_argument("--grpc-port", type=positive_int, default=8001)
+    p.add_argument("--metrics-port", type=positive_int, default=8002)
     p.add_argument("--force", action="store_true", help="overwrite a non-empty OUT")
     p.add_argument("--no-validate", action="store_true",
                    help="skip parsing the written configs with Triton's ModelConfig (needs tritonclient)")

@@ -381,10 +381,13 @@ static size_t workspace_header_bytes(int num_experts) {
 //                                   (sm_90): it may be scheduled while the previous kernel in the
 //                                   stream runs and waits (griddepcontrol.wait) before any
 //                                   global memory access; off by default
+//   OEA_ROUTING_WARPS_PER_CTA=N     at most N (1..32) warps per CTA of the fused path, so a batch
+//                                   spreads over more CTAs of the cluster (A/B timing)
 struct LaunchOptions {
   bool force_multiblock = false;
   int max_cluster = kMaxClusterCtas;
   bool pdl = false;
+  int warps_per_cta = kMaxWarpsPerCta;
 };
 
 static const LaunchOptions& launch_options() {
@@ -396,6 +399,8 @@ static const LaunchOptions& launch_options() {
     if (env != nullptr && env[0] >= '1' && env[0] <= '8' && env[1] == '\0') o.max_cluster = env[0] - '0';
     env = std::getenv("OEA_ROUTING_PDL");
     o.pdl = env != nullptr && env[0] == '1';
+    env = std::getenv("OEA_ROUTING_WARPS_PER_CTA");
+    if (env != nullptr) o.warps_per_cta = std::max(1, std::min(kMaxWarpsPerCta, std::atoi(env)));
     return o;
   }();
   return options;
@@ -444,7 +449,7 @@ static cudaError_t route_typed(const RouteArgs& a, const DeviceInfo& dev, void* 
   const size_t row_bytes = VPL ? 0 : static_cast<size_t>((E + 31) / 32) * kWarp * sizeof(Key);
   int smem_warps = kSmemRowWarps;
   if (row_bytes) smem_warps = static_cast<int>(std::max<size_t>(1, std::min<size_t>(kSmemRowWarps, kSmemRowBudget / std::max<size_t>(row_bytes, 1))));
-  const int max_warps = VPL ? fused_warps<Key, VPL>() : smem_warps;
+  const int max_warps = std::min(opt.warps_per_cta, VPL ? fused_warps<Key, VPL>() : smem_warps);
 
   // Fused: C CTAs of ceil(T / C) tokens, one warp per token while T <= 8 * max_warps; more than
   // one CTA needs a cluster (sm_90). Without clusters one CTA takes up to 2 tokens per warp.

@@ -9,8 +9,9 @@ top-k routing and OEA at each k0, on the H200 (docs: ../shared/docs/benchmarking
   * two figures per row: routing+MoE (routing inside the graph) and MoE only (routing done
     before capture); distinct experts T (mean of the C draws), effective TB/s, the floor
     T x expert_bytes / copy bandwidth measured in the same run, ratio to vanilla;
-  * our kernels side by side, "fused" (the whole layer in one launch) and "triton" (three
-    launches, deterministic), and both vs torch._grouped_mm (and the plain loop, eager), on the
+  * our kernels side by side, "fused" (the whole layer in one launch) and "triton" (two
+    launches, or three with the per-slot down kernel the tuner may pick; deterministic), and
+    both vs torch._grouped_mm (and the plain loop, eager), on the
     same inputs; CUDA-graph nodes per routing+MoE call of each.
 report_moe.py turns the result into markdown and plots.
 """
@@ -38,10 +39,14 @@ ALL_PRESETS = ("qwen3-30b-a3b", "qwen3-235b-a22b", "qwen3-235b-a22b-tp8")
 #: Narrow tiles give more programs when few experts are active; fewer stages let more programs
 #: share an SM when the token tile is wide (B=64). scripts/check_moe_kernels.py --candidates
 #: compiles them all for sm_90 without a GPU.
-#: Trimmed to the tiles that won somewhere in the first H200 run (benchmarks/results/moe.json),
+#: Trimmed to the tiles that won somewhere in the first H200 runs (benchmarks/results/moe.json),
 #: so the side-by-side run has time for the one-launch kernel's search too.
-GATE_UP_CANDIDATES = ((16, 256, 4, 4), (32, 128, 4, 3), (32, 256, 4, 3), (64, 128, 4, 4))
-DOWN_CANDIDATES = ((64, 128, 4, 3), (64, 256, 4, 3), (128, 64, 4, 4), (128, 128, 4, 4))
+GATE_UP_CANDIDATES = ((32, 128, 4, 3), (32, 256, 4, 3), (64, 128, 4, 4))
+#: The down + combine kernel (down="combine", 2 launches): (block_n hidden rows per program,
+#: block_k, warps, stages). 16 rows: 128 programs at H=2048; 32 rows: 128 at H=4096.
+DOWN_COMBINE_CANDIDATES = ((16, 256, 4, 5), (16, 128, 4, 8), (32, 256, 4, 4))
+#: The per-slot down kernel (down="slots", 3 launches), the tiles that won in the first runs.
+DOWN_CANDIDATES = ((64, 128, 4, 3), (128, 64, 4, 4))
 #: One-launch kernel (fused_kernel.py) tiles: (block_i, block_k, block_h, warps, stages). None
 #: of them spills registers at block_m 16, 32 or 64 (scripts/check_moe_kernels.py --candidates).
 FUSED_CANDIDATES = ((16, 256, 128, 4, 4), (16, 128, 128, 4, 4), (32, 128, 128, 4, 4), (32, 128, 128, 8, 4),
@@ -258,7 +263,8 @@ def _row(shape: MoEShape, mode: str, batch: int, variant: str, k0: Optional[int]
 
 def tune_kernel(shape: MoEShape, weights, router: Router, batch: int, spec: MoEBenchSpec, impl: str = "triton"):
     """Coordinate search over one kernel's tiles, MoE-only graph time on uniform vanilla routing
-    at `batch`. "triton": GATE_UP then DOWN tiles. "fused": FUSED_CANDIDATES, then the [E, I, H]
+    at `batch`. "triton": GATE_UP tiles, then DOWN_COMBINE (2 launches) vs DOWN (3 launches) tiles,
+    then PDL off, then the L2 prefetch off. "fused": FUSED_CANDIDATES, then the [E, I, H]
     down layout, then programmatic dependent launch. Returns (best config, us, [(config, us or error)])."""
     from .routing_inputs import UniformSource
 
@@ -289,11 +295,20 @@ def tune_kernel(shape: MoEShape, weights, router: Router, batch: int, spec: MoEB
     else:
         from ..moe.triton_kernel import default_config
 
+        # Gate/up tiles; then the down projection: the 2-launch down + combine kernel's tiles
+        # against the 3-launch per-slot down kernel's; then programmatic dependent launch off
+        # (the default is on where supported) and the L2 prefetch off (2-launch path only).
         best = default_config(*args)
         steps = [[lambda c, n=n, k=k, w=w, s=s: c.replace(gu_block_n=n, gu_block_k=k, gu_warps=w, gu_stages=s)
                   for n, k, w, s in GATE_UP_CANDIDATES],
-                 [lambda c, n=n, k=k, w=w, s=s: c.replace(dn_block_n=n, dn_block_k=k, dn_warps=w, dn_stages=s)
-                  for n, k, w, s in DOWN_CANDIDATES]]
+                 [lambda c, n=n, k=k, w=w, s=s: c.replace(down="combine", dc_block_n=n, dc_block_k=k, dc_warps=w,
+                                                          dc_stages=s)
+                  for n, k, w, s in DOWN_COMBINE_CANDIDATES]
+                 + [lambda c, n=n, k=k, w=w, s=s: c.replace(down="slots", dn_block_n=n, dn_block_k=k, dn_warps=w,
+                                                            dn_stages=s)
+                    for n, k, w, s in DOWN_CANDIDATES],
+                 [lambda c: c.replace(pdl=False)],
+                 [lambda c: c.replace(prefetch_experts=0) if c.down == "combine" else c]]
     best_us = measure(best)
     for step in steps:
         base = best  # each step varies one aspect of the best config so far
@@ -302,6 +317,16 @@ def tune_kernel(shape: MoEShape, weights, router: Router, batch: int, spec: MoEB
             if cfg != best and (us := measure(cfg)) < best_us:
                 best, best_us = cfg, us
     return best, best_us, tried
+
+
+def _triton_launches(shape: MoEShape, batches: Sequence[int], tuned: Dict[int, object]) -> List[int]:
+    """Kernel launches per call of impl "triton" over `batches` (2 with its down + combine kernel,
+    3 with the per-slot one), from the tuned configs or, where none, the default."""
+    from ..moe.triton_kernel import default_config
+
+    return sorted({(_config_for(b, tuned) or default_config(b, shape.hidden_size, shape.moe_intermediate_size,
+                                                            shape.top_k, shape.num_experts)).launches
+                   for b in batches})
 
 
 def _config_for(batch: int, tuned: Dict[int, object]):
@@ -355,6 +380,7 @@ def bench_preset(shape: MoEShape, spec: MoEBenchSpec, router: Router, bw,
             tuned[impl] = {}
     info["kernel_configs"] = {impl: {str(b): (_config_for(b, tuned[impl]).to_dict() if tuned[impl] else None)
                                      for b in spec.batch_sizes} for impl in OURS}
+    info["launches"] = {"triton": _triton_launches(shape, spec.batch_sizes, tuned["triton"])}
 
     lite = shape.name in spec.lite_presets
     batches = [b for b in spec.batch_sizes if not lite or b in spec.lite_batches]

@@ -13,8 +13,23 @@ from .report import fmt, linear_fit, markdown_table, pyplot, save_figure, write_
 HEADLINE = ("qwen3-30b-a3b", "skewed", 16)  # the paper's setting: Qwen3-30B-A3B, max batch 16
 BANDWIDTH_TARGET = 0.85  # of the measured copy bandwidth, 30B layer, B=16, uniform, vanilla
 RATIO_TARGET = 0.55  # OEA k0=3 / vanilla, routing+MoE, skewed, 30B, B=16
-#: Our kernels, as the report names them.
+#: Our kernels, as the report names them (impl "triton": see label(), its launches per call
+#: depend on the config the run used).
 LABELS = {"fused": "one launch", "triton": "3 launches"}
+
+
+def label(results, impl: str) -> str:
+    """The report's name for one of our kernels. impl "triton" is 2 launches per call with its
+    down + combine kernel, 3 with the per-slot down kernel; the run records which it timed per
+    preset (bench/moe.py, info["launches"]). Results without that record are from the
+    3-launch kernel."""
+    if impl != "triton":
+        return LABELS[impl]
+    counts = sorted({n for info in results.get("presets", {}).values() if isinstance(info, dict)
+                     for n in info.get("launches", {}).get(impl, [])})
+    if not counts:
+        return LABELS[impl]
+    return f"{'-'.join(str(n) for n in counts)} launches"
 
 
 def ours(results) -> List[str]:
@@ -80,9 +95,10 @@ def targets(results) -> List[dict]:
                          reverse=True)
         impl = options[0][1] if options else next(iter(per))
         check = dict(per[impl][i], impl=impl)
-        others = [f"{LABELS[o]}: {per[o][i]['value']}" for o in per if o != impl and per[o][i]["score"] is not None]
+        others = [f"{label(results, o)}: {per[o][i]['value']}" for o in per
+                  if o != impl and per[o][i]["score"] is not None]
         if len(per) > 1 and check["score"] is not None:
-            check["value"] = f"{LABELS[impl]}: {check['value']}" + "".join(f"; {o}" for o in others)
+            check["value"] = f"{label(results, impl)}: {check['value']}" + "".join(f"; {o}" for o in others)
         checks.append(check)
     return checks
 
@@ -171,12 +187,12 @@ def render_markdown(results) -> str:
                                  for c in targets(results)], align="llc"))
 
     impls = ours(results)
-    both = " / ".join(LABELS[i] for i in impls)
+    both = " / ".join(label(results, i) for i in impls)
     best = best_impl(results)
     lines.append("")
-    lines.append(f"Our kernels: {', '.join(f'{LABELS[i]} (impl {i!r})' for i in impls)}; cells 'a / b' give "
+    lines.append(f"Our kernels: {', '.join(f'{label(results, i)} (impl {i!r})' for i in impls)}; cells 'a / b' give "
                  f"{both} in that order. Targets, fits and plots use the better one for each check "
-                 f"(headline: {LABELS[best]}).")
+                 f"(headline: {label(results, best)}).")
 
     preset, mode, batch = HEADLINE
     head = [r for r in _rows(results, impl=best, preset=preset, mode=mode, batch=batch) if r["variant"] != "vanilla#2"]
@@ -198,9 +214,10 @@ def render_markdown(results) -> str:
     for impl in impls:
         for p, f in fits(results, impl).items():
             eb = results["presets"][p]["expert_bytes"]
-            table.append([p, LABELS[impl], f["points"], fmt(f["total"]["us_per_expert"], 2), fmt(f["total"]["fixed_us"]),
-                          fmt(f["total"]["r2"], 4), fmt(f["moe"]["us_per_expert"], 2), fmt(f["moe"]["fixed_us"]),
-                          fmt(f["moe"]["r2"], 4), fmt(eb / (bw["copy_tb_s"] * 1e12) * 1e6, 2)])
+            table.append([p, label(results, impl), f["points"], fmt(f["total"]["us_per_expert"], 2),
+                          fmt(f["total"]["fixed_us"]), fmt(f["total"]["r2"], 4), fmt(f["moe"]["us_per_expert"], 2),
+                          fmt(f["moe"]["fixed_us"]), fmt(f["moe"]["r2"], 4),
+                          fmt(eb / (bw["copy_tb_s"] * 1e12) * 1e6, 2)])
     if table:
         lines += ["", "## Latency vs distinct experts T (least squares over all rows of each kernel)", ""]
         lines.append(markdown_table(["preset", "kernel", "rows", "us/expert", "fixed us", "R^2", "MoE us/expert",
@@ -211,7 +228,7 @@ def render_markdown(results) -> str:
     if nodes:
         lines += ["", "## CUDA-graph nodes per call (skewed, B=16, k0=3)", ""]
         lines.append(markdown_table(["preset", "kernel", "routing+MoE", "MoE only"],
-                                    [[p, LABELS[impl], _nodes(n["routing+moe"]), _nodes(n["moe"])]
+                                    [[p, label(results, impl), _nodes(n["routing+moe"]), _nodes(n["moe"])]
                                      for p, impl, n in nodes], align="llll"))
 
     base = _rows(results, impl="grouped_mm")
@@ -292,17 +309,17 @@ def plot_latency_vs_t(results, path: str) -> None:
         if p in fit:
             f = fit[p]["total"]
             ax.plot([0, t_max], [f["fixed_us"], f["fixed_us"] + f["us_per_expert"] * t_max], "k-", lw=1,
-                    label=f"{LABELS[best]}: {f['us_per_expert']:.2f} us/expert + {f['fixed_us']:.1f} us "
+                    label=f"{label(results, best)}: {f['us_per_expert']:.2f} us/expert + {f['fixed_us']:.1f} us "
                           f"(R²={f['r2']:.3f})")
         for impl, other in others.items():
             if p in other:
                 f = other[p]["total"]
                 ax.plot([0, t_max], [f["fixed_us"], f["fixed_us"] + f["us_per_expert"] * t_max], color="0.5", lw=1,
-                        ls="-.", label=f"{LABELS[impl]} (fit only): {f['us_per_expert']:.2f} us/expert + "
+                        ls="-.", label=f"{label(results, impl)} (fit only): {f['us_per_expert']:.2f} us/expert + "
                                        f"{f['fixed_us']:.1f} us")
         eb = results["presets"][p]["expert_bytes"]
         ax.plot([0, t_max], [0, t_max * eb / (copy * 1e12) * 1e6], "r--", lw=1, label=f"floor at {copy:.2f} TB/s")
-        ax.set_title(f"{p}, {LABELS[best]} (o uniform, ^ skewed)")
+        ax.set_title(f"{p}, {label(results, best)} (o uniform, ^ skewed)")
         ax.set_xlabel("distinct experts T")
         ax.set_ylabel("routing+MoE latency (us)")
         ax.grid(alpha=0.3)
@@ -330,7 +347,7 @@ def plot_latency_vs_batch(results, path: str, mode: str = "skewed") -> None:
                 rows = sorted(_rows(results, impl=impl, preset=p, mode=mode, variant=v), key=lambda r: r["batch"])
                 if rows:
                     ax.plot([r["batch"] for r in rows], [r["total_us"] for r in rows], color=color, lw=0.8, ls="--",
-                            label=f"{v}, {LABELS[impl]}")
+                            label=f"{v}, {label(results, impl)}")
         theirs = sorted(_rows(results, impl="grouped_mm", preset=p, mode=mode, variant="vanilla"),
                         key=lambda r: r["batch"])
         if theirs:
@@ -339,7 +356,7 @@ def plot_latency_vs_batch(results, path: str, mode: str = "skewed") -> None:
         batches = sorted({r["batch"] for r in _rows(results, impl=best, preset=p, mode=mode)})
         ax.set_xticks(batches)
         ax.set_xticklabels([str(b) for b in batches])
-        ax.set_title(f"{p}, {mode} routing, {LABELS[best]}")
+        ax.set_title(f"{p}, {mode} routing, {label(results, best)}")
         ax.set_xlabel("decode batch B (tokens)")
         ax.set_ylabel("routing+MoE latency (us)")
         ax.grid(alpha=0.3)
@@ -370,7 +387,8 @@ def summary(results) -> str:
              for c in targets(results)]
     for impl in ours(results):
         for p, f in fits(results, impl).items():
-            lines.append(f"fit {p} ({LABELS[impl]}): {f['total']['us_per_expert']:.2f} us/expert + {f['total']['fixed_us']:.1f} us "
+            lines.append(f"fit {p} ({label(results, impl)}): {f['total']['us_per_expert']:.2f} us/expert + "
+                         f"{f['total']['fixed_us']:.1f} us "
                          f"(R^2 {f['total']['r2']:.4f}); MoE only {f['moe']['us_per_expert']:.2f} + "
                          f"{f['moe']['fixed_us']:.1f} us")
     return "\n".join(lines)

@@ -5,21 +5,36 @@ Why expert-major: at decode sizes (<= 64 tokens) a MoE layer is memory-bound; it
 bytes of the distinct active experts T over HBM bandwidth, which is what OEA shrinks. A token-
 major kernel (vLLM's small-batch path) re-reads an expert once per token that picked it.
 
-Three launches, no host synchronisation, grids fixed by (tokens, k, E) and the GPU, so the
-whole call can be captured in a CUDA graph:
+Two launches by default (config.down == "combine"), no host synchronisation, grids fixed by
+(tokens, k, E, H) and the GPU, so the whole call can be captured in a CUDA graph:
   1. gate/up: persistent programs walk the work items (a, n) = (a-th active expert, from the
      routing's active_mask, counted on the device; N-tile of the intermediate dim). For each,
      the program finds the expert's tokens itself by scanning expert_ids (one block of <= 64
      tokens at decode sizes: the alignment step is fused here, nothing is sorted), streams the
      gate and up rows of its tile once and writes silu(gate) * up for every routed token into
      a small buffer at row token*k + slot.
-  2. down: the same over N-tiles of the hidden dim: the expert's intermediate rows times its
-     down tile, times the token's routing weight, into fp32 rows of a per-(token, slot) buffer.
-  3. combine: per token, sums its slots' rows in slot order (deterministic; no atomics).
+  2. down + combine: one program per tile of BLOCK_N hidden rows (and per block of BLOCK_M
+     tokens). It walks the active experts in ascending id order and the K-steps of the
+     intermediate dim as ONE loop (so the software pipeliner keeps weight loads in flight
+     across expert boundaries), accumulating act @ w2_tile^T * routing weight in fp32
+     registers, and writes each token's output tile once. No atomics, no per-slot buffer:
+     the summation order is fixed, so results are bit-reproducible run to run.
+config.down == "slots" keeps the former three-launch path (for the tuner to compare):
+  2'. down: persistent over (active expert, H-tile): fp32 rows of a per-(token, slot) buffer.
+  3'. combine: per token, sums its slots' rows in slot order (deterministic; no atomics).
 A token that names one expert in two slots (the router's "top1" fill repeats an expert with
 weight 0) is one row: the first slot's, carrying the summed weight. Ids outside [0, E) are
 skipped. Arithmetic: bf16 x bf16 -> fp32 accumulation; the intermediate is rounded to the
 weight dtype (as the reference model does) before the down projection.
+
+Why two launches and PDL: at decode sizes each kernel boundary costs a drain, a launch and a
+pipeline ramp (the 3-launch kernel measured ~13 us fixed per layer on the H200, against 2.4 us
+per expert), which is what keeps OEA's smaller T from showing in the latency. Programmatic
+dependent launch (config.pdl, sm_90+) lets each kernel's programs be scheduled while the
+previous kernel drains: every kernel waits (griddepcontrol.wait) before touching memory the
+previous one wrote, and gate/up signals its dependents as soon as each program starts its last
+work item. The down + combine kernel may prefetch its first experts' weight tiles into L2
+before that wait (config.prefetch_experts; see _prefetch_l2 for why that is safe).
 """
 from __future__ import annotations
 
@@ -36,24 +51,54 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
+#: How the down projection is done: "combine" = one kernel that also sums each token's experts
+#: (2 launches per layer); "slots" = per-(token, slot) rows then a combine kernel (3 launches).
+DOWN_MODES = ("combine", "slots")
+
+
 @dataclasses.dataclass(frozen=True)
 class KernelConfig:
-    """Tile sizes. block_m: token rows per tile (tl.dot needs >= 16; a decode batch of <= 64
-    tokens fits one tile, so every expert's weights are read once). gu_*: gate/up kernel,
-    block_n over the intermediate dim, block_k over hidden. dn_*: down kernel, block_n over
-    hidden, block_k over the intermediate dim."""
+    """Tile sizes and launch options. block_m: token rows per tile (tl.dot needs >= 16; a decode
+    batch of <= 64 tokens fits one tile, so every expert's weights are read once). gu_*: gate/up
+    kernel, block_n over the intermediate dim, block_k over hidden. down: "combine" (2 launches)
+    or "slots" (3 launches; see DOWN_MODES). dc_*: the down + combine kernel, block_n hidden rows
+    per program (H / block_n programs), block_k over the intermediate dim. dn_*: the "slots" down
+    kernel, block_n over hidden, block_k over the intermediate dim. pdl: programmatic dependent
+    launch (None: on where it works, i.e. compiled for sm_90+, not in the interpreter).
+    prefetch_experts: the down + combine kernel prefetches this many active experts' weight
+    tiles into L2 before waiting for gate/up (0: off; sm_90+ only, ignored elsewhere), with an
+    L2::evict_last cache policy if prefetch_evict_last."""
 
     block_m: int = 16
     gu_block_n: int = 32
     gu_block_k: int = 128
     gu_warps: int = 4
     gu_stages: int = 4
+    down: str = "combine"
+    dc_block_n: int = 16
+    dc_block_k: int = 256
+    dc_warps: int = 4
+    dc_stages: int = 4
     dn_block_n: int = 64
     dn_block_k: int = 128
     dn_warps: int = 4
     dn_stages: int = 4
     combine_block_h: int = 1024
+    pdl: Optional[bool] = None
+    prefetch_experts: int = 2
+    prefetch_evict_last: bool = False
     max_programs: Optional[int] = None  # cap on persistent programs (default: one full wave)
+
+    def __post_init__(self):
+        if self.down not in DOWN_MODES:
+            raise ValueError(f"KernelConfig.down must be one of {DOWN_MODES}, got {self.down!r}")
+        if self.prefetch_experts < 0:
+            raise ValueError(f"KernelConfig.prefetch_experts must be >= 0 (0: off), got {self.prefetch_experts}")
+
+    @property
+    def launches(self) -> int:
+        """Kernel launches per call."""
+        return 2 if self.down == "combine" else 3
 
     def replace(self, **changes) -> "KernelConfig":
         return dataclasses.replace(self, **changes)
@@ -72,31 +117,52 @@ def _fit(block: int, dim: int, name: str) -> int:
     return b
 
 
+#: SMs of the GPU the defaults are sized for (H200); the grids themselves use the real count.
+_SMS = 132
+#: Weight bytes the down + combine kernel keeps in flight per program (one program per SM):
+#: HBM bandwidth x latency / SMs is ~32 KB on an H200 (4.8 TB/s x ~0.9 us / 132).
+_DC_BYTES_IN_FLIGHT = 32 * 1024
+
+
 def default_config(num_tokens: int, hidden: int, inter: int, top_k: int, num_experts: int) -> KernelConfig:
     """A heuristic that keeps enough programs in flight (H200: 132 SMs) at every batch size:
-    few active experts -> narrower N-tiles, so more programs stream in parallel."""
+    few active experts -> narrower N-tiles, so more programs stream in parallel. The down +
+    combine kernel takes the narrowest hidden tile (>= 16 rows) that leaves at most one program
+    per SM (H=2048: 16 rows, 128 programs; H=4096: 32), and enough pipeline stages to keep
+    ~32 KB of its weights in flight."""
     max_active = min(num_experts, max(1, num_tokens) * top_k)
     block_m = min(64, max(16, _next_pow2(num_tokens)))
     gu_n = 32 if max_active * (inter // 32) >= 4 * 132 else 16
     gu_k = 128 if gu_n >= 32 else 256
     dn_n = 64 if inter >= 512 else 128
-    return KernelConfig(block_m=block_m, gu_block_n=gu_n, gu_block_k=gu_k, dn_block_n=dn_n, dn_block_k=128)
+    dc_n = 16
+    while hidden // dc_n > _SMS and dc_n < 64:
+        dc_n *= 2
+    dc_k = _fit(256, inter, "moe_intermediate_size") if inter % 16 == 0 else 256
+    dc_stages = max(3, min(8, _DC_BYTES_IN_FLIGHT // (2 * dc_n * dc_k) + 1))
+    return KernelConfig(block_m=block_m, gu_block_n=gu_n, gu_block_k=gu_k, dn_block_n=dn_n, dn_block_k=128,
+                        dc_block_n=dc_n, dc_block_k=dc_k, dc_stages=dc_stages)
 
 
 def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int) -> KernelConfig:
-    """config with block_m raised to cover the batch (<= 64) and tiles that divide the shape."""
+    """config with block_m raised to cover the batch (<= 64), tiles that divide the shape and
+    pipeline stages that fit in shared memory."""
     block_m = max(config.block_m, min(64, max(16, _next_pow2(num_tokens))))
     cfg = config.replace(
         block_m=block_m,
         gu_block_n=_fit(config.gu_block_n, inter, "moe_intermediate_size"),
         gu_block_k=_fit(config.gu_block_k, hidden, "hidden_size"),
+        dc_block_n=_fit(config.dc_block_n, hidden, "hidden_size"),
+        dc_block_k=_fit(config.dc_block_k, inter, "moe_intermediate_size"),
         dn_block_n=_fit(config.dn_block_n, hidden, "hidden_size"),
         dn_block_k=_fit(config.dn_block_k, inter, "moe_intermediate_size"),
     )
     # Fewer pipeline stages where a wide token tile would overflow shared memory (bf16 tiles).
     gu_stage = 2 * (cfg.block_m + 2 * cfg.gu_block_n) * cfg.gu_block_k
+    dc_stage = 2 * (cfg.block_m + cfg.dc_block_n) * cfg.dc_block_k
     dn_stage = 2 * (cfg.block_m + cfg.dn_block_n) * cfg.dn_block_k
     return cfg.replace(gu_stages=_stages_within(cfg.gu_stages, gu_stage),
+                       dc_stages=_stages_within(cfg.dc_stages, dc_stage),
                        dn_stages=_stages_within(cfg.dn_stages, dn_stage))
 
 
@@ -106,6 +172,18 @@ SMEM_BUDGET = 192 * 1024
 
 def _stages_within(stages: int, bytes_per_stage: int) -> int:
     return max(2, min(stages, SMEM_BUDGET // bytes_per_stage))
+
+
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def pdl_supported(device: torch.device) -> bool:
+    """Programmatic dependent launch works here: a CUDA device of compute capability 9.0+
+    (Hopper) and compiled kernels (Triton's interpreter has no grid dependency control)."""
+    if _interpreted() or device.type != "cuda":
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 9
 
 
 # ---- device code -------------------------------------------------------------------------
@@ -142,21 +220,41 @@ def _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K: tl.constexpr,
     return toks, routed, row, hit
 
 
-# Both GEMM kernels are persistent: a grid of about one wave of programs walks the work items
-# (active expert a, N-tile n), item w -> (w // N_TILES, w % N_TILES), so consecutive items stream
-# adjacent rows of one expert. The number of items comes from the device (num_active), so the
-# grid is fixed for CUDA graphs yet no program is launched for an inactive expert.
+# The gate/up kernel (and the "slots" down kernel) are persistent: a grid of about one wave of
+# programs walks the work items (active expert a, N-tile n), item w -> (w // N_TILES, w % N_TILES),
+# so consecutive items stream adjacent rows of one expert. The number of items comes from the
+# device (num_active), so the grid is fixed for CUDA graphs yet no program is launched for an
+# inactive expert.
+
+
+@triton.jit
+def _signal_dependents_at_last_item(w, total, USE_PDL: tl.constexpr):
+    """Programmatic dependent launch: the next kernel's programs may be scheduled once every
+    program of this one has signalled (or exited). A program signals when it starts its last
+    work item, so the next kernel ramps up during this one's tail, not after it."""
+    if USE_PDL:
+        if w + tl.num_programs(0) >= total:
+            tl.extra.cuda.gdc_launch_dependents()
 
 
 @triton.jit(do_not_specialize=["num_tokens"])
 def _gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, num_tokens, stride_x,
                     H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                     K: tl.constexpr, K_PAD: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr):
+    if USE_PDL:
+        # May start while the routing kernel drains: wait for its memory (active_mask,
+        # expert_ids) and for whatever wrote x, before reading or writing anything.
+        tl.extra.cuda.gdc_wait()
     N_TILES: tl.constexpr = I // BLOCK_N
     rank, active, num_active = _active_experts(active_mask_ptr, E, E_PAD)
+    total = num_active * N_TILES
+    if USE_PDL:
+        if tl.program_id(0) >= total:  # no work item here: let the down kernel start right away
+            tl.extra.cuda.gdc_launch_dependents()
     kk = tl.arange(0, BLOCK_K)
-    for w in range(tl.program_id(0), num_active * N_TILES, tl.num_programs(0)):
+    for w in range(tl.program_id(0), total, tl.num_programs(0)):
+        _signal_dependents_at_last_item(w, total, USE_PDL)
         expert = _nth_active(rank, active, w // N_TILES, E_PAD)
         n = (w % N_TILES) * BLOCK_N + tl.arange(0, BLOCK_N)
         w_gate = w13_ptr + expert.to(tl.int64) * (2 * I * H) + n[:, None] * H + kk[None, :]
@@ -176,16 +274,114 @@ def _gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, nu
                          act.to(act_ptr.dtype.element_ty), mask=routed[:, None])
 
 
+@triton.jit
+def _prefetch_l2(ptr, NBYTES: tl.constexpr, EVICT_LAST: tl.constexpr):
+    """One thread of the program asks the TMA unit to bring NBYTES (a multiple of 16, from a
+    16-byte aligned address) into L2: cp.async.bulk.prefetch (sm_90+), no registers, no shared
+    memory, nothing to wait for. EVICT_LAST: with an L2::evict_last cache policy."""
+    if EVICT_LAST:
+        tl.inline_asm_elementwise(
+            """{
+            .reg .pred p;
+            .reg .b32 t;
+            .reg .b64 pol;
+            mov.u32 t, %tid.x;
+            setp.eq.u32 p, t, 0;
+            createpolicy.fractional.L2::evict_last.b64 pol, 1.0;
+            @p cp.async.bulk.prefetch.L2.global.L2::cache_hint [$1], $2, pol;
+            mov.u32 $0, 0;
+            }""",
+            "=r,l,r", [ptr.to(tl.int64), tl.full((), NBYTES, tl.int32)],
+            dtype=tl.int32, is_pure=False, pack=1)
+    else:
+        tl.inline_asm_elementwise(
+            """{
+            .reg .pred p;
+            .reg .b32 t;
+            mov.u32 t, %tid.x;
+            setp.eq.u32 p, t, 0;
+            @p cp.async.bulk.prefetch.L2.global [$1], $2;
+            mov.u32 $0, 0;
+            }""",
+            "=r,l,r", [ptr.to(tl.int64), tl.full((), NBYTES, tl.int32)],
+            dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit(do_not_specialize=["num_tokens"])
+def _down_combine_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, out_ptr, num_tokens,
+                         stride_out, H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
+                         K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                         BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr, PREFETCH: tl.constexpr,
+                         PREFETCH_EVICT_LAST: tl.constexpr):
+    """out[tokens of block program_id(1), hidden rows of tile program_id(0)] = sum over the active
+    experts e in ascending id order of act[token's row for e] @ w2[e, tile]^T * weight(token, e).
+    Every program reads the whole [BLOCK_N, I] slab of every active expert (contiguous: rows of
+    w2 [E, H, I]); its tokens' act rows are tiny and come from L2."""
+    K_STEPS: tl.constexpr = I // BLOCK_K
+    h = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    w_slab = w2_ptr + tl.program_id(0).to(tl.int64) * (BLOCK_N * I)  # expert 0's [BLOCK_N, I] slab
+    if PREFETCH > 0:
+        # Before waiting for gate/up: start pulling this program's slabs of the first PREFETCH
+        # active experts into L2. Reading active_mask this early is safe: the routing kernel
+        # wrote it, and it had completed (memory visible) before gate/up passed its own
+        # griddepcontrol.wait; gate/up signals dependents only after that wait, so when this
+        # kernel runs at all, active_mask is final. (Without PDL this kernel starts after gate/up
+        # has completed, which is later still.) Weights are never written, so a prefetch of
+        # them can only be early, never wrong.
+        p_rank, p_active, p_num = _active_experts(active_mask_ptr, E, E_PAD)
+        for i in tl.static_range(PREFETCH):
+            if i < p_num:
+                e = _nth_active(p_rank, p_active, i, E_PAD)
+                _prefetch_l2(w_slab + e.to(tl.int64) * (H * I), BLOCK_N * I * 2, PREFETCH_EVICT_LAST)
+    if USE_PDL:
+        tl.extra.cuda.gdc_wait()  # gate/up's act rows (and the routing's outputs) are visible past here
+    rank, active, num_active = _active_experts(active_mask_ptr, E, E_PAD)
+    # The token block's routing, read once: ids and weights [BLOCK_M, K_PAD] stay in registers.
+    toks = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    slots = tl.arange(0, K_PAD)
+    in_range = (toks[:, None] < num_tokens) & (slots[None, :] < K)
+    ids = tl.load(expert_ids_ptr + toks[:, None] * K + slots[None, :], mask=in_range, other=-1)
+    wts = tl.load(weights_ptr + toks[:, None] * K + slots[None, :], mask=in_range, other=0.0)
+    act_rows = act_ptr + (toks * K).to(tl.int64) * I  # + slot * I: the token's row for a slot
+    kk = tl.arange(0, BLOCK_K)
+    w_tile = w_slab + tl.arange(0, BLOCK_N)[:, None] * I + kk[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    # One flat loop over (active expert, K-step), so the pipeliner keeps loads in flight across
+    # expert boundaries. An expert with no token in this block (only with > BLOCK_M tokens)
+    # contributes zeros: its weights are still read, as branching here would stall the pipeline.
+    for j in range(0, num_active * K_STEPS):
+        a = j // K_STEPS
+        k0 = (j - a * K_STEPS) * BLOCK_K
+        expert = _nth_active(rank, active, a, E_PAD)
+        hit = ids == expert  # ids outside [0, E) never match
+        routed = tl.max(hit.to(tl.int32), axis=1) > 0
+        first = tl.min(tl.where(hit, slots[None, :], K_PAD), axis=1)
+        wsum = tl.sum(tl.where(hit, wts, 0.0), axis=1)  # a repeated expert: one row, weights summed
+        x = tl.load(act_rows[:, None] + first[:, None] * I + k0 + kk[None, :], mask=routed[:, None], other=0.0)
+        w = tl.load(w_tile + expert.to(tl.int64) * (H * I) + k0, eviction_policy="evict_first")
+        # Scaling each K-partial by the token's weight is linear: exact up to fp32 rounding.
+        acc += tl.dot(x, tl.trans(w)) * wsum[:, None]
+    tl.store(out_ptr + toks[:, None].to(tl.int64) * stride_out + h[None, :], acc.to(out_ptr.dtype.element_ty),
+             mask=toks[:, None] < num_tokens)
+
+
 @triton.jit(do_not_specialize=["num_tokens"])
 def _down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y_ptr, num_tokens,
                  H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                  K: tl.constexpr, K_PAD: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr):
+    if USE_PDL:
+        tl.extra.cuda.gdc_wait()  # gate/up's act rows are visible past here
     N_TILES: tl.constexpr = H // BLOCK_N
     rank, active, num_active = _active_experts(active_mask_ptr, E, E_PAD)
+    total = num_active * N_TILES
+    if USE_PDL:
+        if tl.program_id(0) >= total:
+            tl.extra.cuda.gdc_launch_dependents()
     kk = tl.arange(0, BLOCK_K)
     slots = tl.arange(0, K_PAD)
-    for w in range(tl.program_id(0), num_active * N_TILES, tl.num_programs(0)):
+    for w in range(tl.program_id(0), total, tl.num_programs(0)):
+        _signal_dependents_at_last_item(w, total, USE_PDL)
         expert = _nth_active(rank, active, w // N_TILES, E_PAD)
         h = (w % N_TILES) * BLOCK_N + tl.arange(0, BLOCK_N)
         w_rows = w2_ptr + expert.to(tl.int64) * (H * I) + h[:, None] * I + kk[None, :]
@@ -205,7 +401,9 @@ def _down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, 
 
 @triton.jit
 def _combine_kernel(y_ptr, expert_ids_ptr, out_ptr, stride_out, H: tl.constexpr, E: tl.constexpr,
-                    K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_H: tl.constexpr):
+                    K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_H: tl.constexpr, USE_PDL: tl.constexpr):
+    if USE_PDL:
+        tl.extra.cuda.gdc_wait()  # the down kernel's y rows are visible past here
     token = tl.program_id(0)
     h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     slots = tl.arange(0, K_PAD)
@@ -247,27 +445,42 @@ def fused_moe(
 
         active_mask = active_mask_from_ids(expert_ids, num_experts)
     cfg = fitted(config or default_config(num_tokens, hidden, inter, k, num_experts), num_tokens, hidden, inter)
+    use_pdl = pdl_supported(hidden_states.device) if cfg.pdl is None else bool(cfg.pdl)
+    if use_pdl and not pdl_supported(hidden_states.device):
+        raise ValueError("KernelConfig.pdl=True needs a CUDA device of compute capability 9.0+ and compiled "
+                         "kernels (not TRITON_INTERPRET=1); use pdl=None (automatic) or False")
+    launch = {"launch_pdl": True} if use_pdl else {}
     ids = expert_ids.contiguous()
     wts = routing_weights.contiguous()
     mask_u8 = active_mask.contiguous().view(torch.uint8)
     act = torch.empty((num_tokens * k, inter), dtype=w13.dtype, device=w13.device)
-    y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
     max_active = min(num_experts, num_tokens * k)
     shape = dict(E=num_experts, E_PAD=_next_pow2(num_experts), K=k, K_PAD=_next_pow2(k))
     _launch_persistent(
         _gate_up_kernel, max_active * (inter // cfg.gu_block_n), cfg.max_programs,
         (hidden_states, w13, ids, mask_u8, act, num_tokens, hidden_states.stride(0)),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.gu_block_n, BLOCK_K=cfg.gu_block_k,
-             num_warps=cfg.gu_warps, num_stages=cfg.gu_stages))
+             USE_PDL=use_pdl, num_warps=cfg.gu_warps, num_stages=cfg.gu_stages, **launch))
+    if cfg.down == "combine":
+        # The L2 prefetch is PTX for sm_90+ (cp.async.bulk): only where PDL could be used.
+        prefetch = cfg.prefetch_experts if pdl_supported(hidden_states.device) else 0
+        grid = (hidden // cfg.dc_block_n, triton.cdiv(num_tokens, cfg.block_m))
+        _down_combine_kernel[grid](
+            act, w2, ids, wts, mask_u8, out, num_tokens, out.stride(0), H=hidden, I=inter, **shape,
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.dc_block_n, BLOCK_K=cfg.dc_block_k, USE_PDL=use_pdl,
+            PREFETCH=min(prefetch, max_active), PREFETCH_EVICT_LAST=cfg.prefetch_evict_last, num_warps=cfg.dc_warps,
+            num_stages=cfg.dc_stages, **launch)
+        return out
+    y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
     _launch_persistent(
         _down_kernel, max_active * (hidden // cfg.dn_block_n), cfg.max_programs,
         (act, w2, ids, wts, mask_u8, y, num_tokens),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.dn_block_n, BLOCK_K=cfg.dn_block_k,
-             num_warps=cfg.dn_warps, num_stages=cfg.dn_stages))
+             USE_PDL=use_pdl, num_warps=cfg.dn_warps, num_stages=cfg.dn_stages, **launch))
     block_h = min(cfg.combine_block_h, _next_pow2(hidden))
     _combine_kernel[(num_tokens, triton.cdiv(hidden, block_h))](
         y, ids, out, out.stride(0), H=hidden, E=num_experts, K=k, K_PAD=shape["K_PAD"], BLOCK_H=block_h,
-        num_warps=4)
+        USE_PDL=use_pdl, num_warps=4, **launch)
     return out
 
 

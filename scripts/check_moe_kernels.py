@@ -4,7 +4,10 @@ what the GPU run depends on: every config compiles, fits in shared memory (227 K
 streams the weights through cp.async pipelining (a kernel that loads straight to registers
 would not reach the bandwidth target) and does not spill registers (ptxas -v on the PTX).
 Both of our kernels: the one-launch "fused" (fused_kernel.py, also with programmatic dependent
-launch and with the transposed down layout) and the three-launch "triton" (triton_kernel.py).
+launch and with the transposed down layout) and "triton" (triton_kernel.py): its gate/up
+kernel, its 2-launch down + combine kernel (with PDL, and with the L2 prefetch's inline PTX,
+cp.async.bulk.prefetch, with and without an evict_last policy) and its 3-launch per-slot down
+and combine kernels, each with and without PDL (griddepcontrol).
 
     python3 scripts/check_moe_kernels.py                 # default tiles, every preset, B=1/16/64
     python3 scripts/check_moe_kernels.py --candidates    # also every tile the benchmark tunes over
@@ -28,7 +31,8 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from oea_trt.bench.moe import ALL_PRESETS, DOWN_CANDIDATES, FUSED_CANDIDATES, GATE_UP_CANDIDATES  # noqa: E402
+from oea_trt.bench.moe import (ALL_PRESETS, DOWN_CANDIDATES, DOWN_COMBINE_CANDIDATES, FUSED_CANDIDATES,  # noqa: E402
+                               GATE_UP_CANDIDATES)
 from oea_trt.moe import fused_kernel as fk  # noqa: E402
 from oea_trt.moe import triton_kernel as tk  # noqa: E402
 from oea_trt.presets import get_preset  # noqa: E402
@@ -37,11 +41,12 @@ SMEM_LIMIT = 227 * 1024
 ALIGNED = [["tt.divisibility", 16]]
 
 
-def _compile(fn, signature, constexprs, warps, stages):
+def _compile(fn, signature, constexprs, warps, stages, pdl=False):
     attrs = {(i,): ALIGNED for i, (name, ty) in enumerate(signature.items())
              if ty.startswith("*") or name.startswith("stride")}
     src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                          options={"num_warps": warps, "num_stages": stages, "launch_pdl": pdl})
 
 
 def _shape_consts(shape, block_m, block_n, block_k):
@@ -50,26 +55,52 @@ def _shape_consts(shape, block_m, block_n, block_k):
                 BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
 
 
-def compile_gate_up(shape, cfg):
+def compile_gate_up(shape, cfg, pdl=False):
     sig = {"x_ptr": "*bf16", "w13_ptr": "*bf16", "expert_ids_ptr": "*i32", "active_mask_ptr": "*u8",
            "act_ptr": "*bf16", "num_tokens": "i32", "stride_x": "i32"}
-    consts = _shape_consts(shape, cfg.block_m, cfg.gu_block_n, cfg.gu_block_k)
+    consts = dict(_shape_consts(shape, cfg.block_m, cfg.gu_block_n, cfg.gu_block_k), USE_PDL=pdl)
     return _compile(tk._gate_up_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
-                    cfg.gu_stages)
+                    cfg.gu_stages, pdl)
 
 
-def compile_down(shape, cfg):
+def compile_down_combine(shape, cfg, pdl=False, prefetch=0, evict_last=False):
+    sig = {"act_ptr": "*bf16", "w2_ptr": "*bf16", "expert_ids_ptr": "*i32", "weights_ptr": "*fp32",
+           "active_mask_ptr": "*u8", "out_ptr": "*bf16", "num_tokens": "i32", "stride_out": "i32"}
+    consts = dict(_shape_consts(shape, cfg.block_m, cfg.dc_block_n, cfg.dc_block_k), USE_PDL=pdl, PREFETCH=prefetch,
+                  PREFETCH_EVICT_LAST=evict_last)
+    return _compile(tk._down_combine_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.dc_warps,
+                    cfg.dc_stages, pdl)
+
+
+def compile_down(shape, cfg, pdl=False):
     sig = {"act_ptr": "*bf16", "w2_ptr": "*bf16", "expert_ids_ptr": "*i32", "weights_ptr": "*fp32",
            "active_mask_ptr": "*u8", "y_ptr": "*fp32", "num_tokens": "i32"}
-    consts = _shape_consts(shape, cfg.block_m, cfg.dn_block_n, cfg.dn_block_k)
-    return _compile(tk._down_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.dn_warps, cfg.dn_stages)
+    consts = dict(_shape_consts(shape, cfg.block_m, cfg.dn_block_n, cfg.dn_block_k), USE_PDL=pdl)
+    return _compile(tk._down_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.dn_warps,
+                    cfg.dn_stages, pdl)
 
 
-def compile_combine(shape, cfg):
+def compile_combine(shape, cfg, pdl=False):
     consts = dict(H=shape.hidden_size, E=shape.num_experts, K=shape.top_k, K_PAD=tk._next_pow2(shape.top_k),
-                  BLOCK_H=min(cfg.combine_block_h, tk._next_pow2(shape.hidden_size)))
+                  BLOCK_H=min(cfg.combine_block_h, tk._next_pow2(shape.hidden_size)), USE_PDL=pdl)
     sig = {"y_ptr": "*fp32", "expert_ids_ptr": "*i32", "out_ptr": "*bf16", "stride_out": "i32"}
-    return _compile(tk._combine_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, 4, 3)
+    return _compile(tk._combine_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, 4, 3, pdl)
+
+
+def griddep_problems(kernel, name: str, pdl: bool, prefetch: int = 0, evict_last: bool = False) -> list:
+    """What the PDL and prefetch options must put in the PTX: griddepcontrol.wait (and nothing of
+    the kind without PDL), cp.async.bulk.prefetch.L2 once per prefetched expert, the cache policy."""
+    ptx = kernel.asm["ptx"]
+    problems = []
+    if pdl and "griddepcontrol.wait" not in ptx:
+        problems.append(f"{name}: launched with PDL but no griddepcontrol.wait in the PTX")
+    if not pdl and "griddepcontrol" in ptx:
+        problems.append(f"{name}: griddepcontrol in the PTX of a kernel compiled without PDL")
+    if ptx.count("cp.async.bulk.prefetch.L2") != prefetch:
+        problems.append(f"{name}: {ptx.count('cp.async.bulk.prefetch.L2')} L2 prefetches in the PTX, want {prefetch}")
+    if evict_last != ("createpolicy.fractional.L2::evict_last" in ptx):
+        problems.append(f"{name}: evict_last cache policy {'missing' if evict_last else 'unexpected'}")
+    return problems
 
 
 def compile_fused(shape, cfg, down_transposed: bool):
@@ -150,33 +181,48 @@ def main(argv=None) -> int:
                     count += 1
         for batch in args.batch if "triton" in args.kernel else ():
             base = tk.default_config(batch, H, I, shape.top_k, shape.num_experts)
-            configs = [base]
+            # (config, PDL, L2 prefetch, evict_last): the default with PDL and the prefetch (what a
+            # GPU runs), without either (the tuner's "off" steps, the A/B script's old path), and
+            # the A/B script's prefetch of 4 with the evict_last policy.
+            variants = [(base, True, base.prefetch_experts, False), (base, False, 0, False), (base, True, 4, True)]
             if args.candidates:
-                configs += [base.replace(gu_block_n=n, gu_block_k=k, gu_warps=w, gu_stages=s)
-                            for n, k, w, s in GATE_UP_CANDIDATES]
-                configs += [base.replace(dn_block_n=n, dn_block_k=k, dn_warps=w, dn_stages=s)
-                            for n, k, w, s in DOWN_CANDIDATES]
+                variants += [(base.replace(gu_block_n=n, gu_block_k=k, gu_warps=w, gu_stages=s), True, 2, False)
+                             for n, k, w, s in GATE_UP_CANDIDATES]
+                variants += [(base.replace(dc_block_n=n, dc_block_k=k, dc_warps=w, dc_stages=s), True, 2, False)
+                             for n, k, w, s in DOWN_COMBINE_CANDIDATES]
+                variants += [(base.replace(dn_block_n=n, dn_block_k=k, dn_warps=w, dn_stages=s), True, 0, False)
+                             for n, k, w, s in DOWN_CANDIDATES]
             seen = set()
-            for cfg in configs:
+            for cfg, pdl, prefetch, evict_last in variants:
                 cfg = tk.fitted(cfg, batch, H, I)
-                gu_key = (cfg.block_m, cfg.gu_block_n, cfg.gu_block_k, cfg.gu_warps, cfg.gu_stages)
-                dn_key = (cfg.block_m, cfg.dn_block_n, cfg.dn_block_k, cfg.dn_warps, cfg.dn_stages)
-                # The three-launch kernel's spills are reported, not enforced: its default gate/up
-                # tile at B=1 spills 8 bytes, and the GPU run's tuner picks a tile that does not.
-                is_candidate = True
-                if ("gu",) + gu_key not in seen:
-                    seen.add(("gu",) + gu_key)
-                    problems += check(compile_gate_up(shape, cfg), f"gate_up B={batch} m,n,k,w,s={gu_key}", True,
-                                      spills_allowed=is_candidate)
-                    count += 1
-                if ("dn",) + dn_key not in seen:
-                    seen.add(("dn",) + dn_key)
-                    problems += check(compile_down(shape, cfg), f"down    B={batch} m,n,k,w,s={dn_key}", True,
-                                      spills_allowed=is_candidate)
+                prefetch = min(prefetch, shape.num_experts, batch * shape.top_k)  # as fused_moe caps it
+                gu_key = (cfg.block_m, cfg.gu_block_n, cfg.gu_block_k, cfg.gu_warps, cfg.gu_stages, int(pdl))
+                dc_key = (cfg.block_m, cfg.dc_block_n, cfg.dc_block_k, cfg.dc_warps, cfg.dc_stages, int(pdl), prefetch,
+                          int(evict_last))
+                dn_key = (cfg.block_m, cfg.dn_block_n, cfg.dn_block_k, cfg.dn_warps, cfg.dn_stages, int(pdl))
+                # The triton kernels' spills are reported, not enforced: the default gate/up tile at
+                # B=1 spills 8 bytes, and the GPU run's tuner picks a tile that does not.
+                jobs = [("gu", gu_key, lambda: compile_gate_up(shape, cfg, pdl), f"gate_up B={batch} m,n,k,w,s,pdl",
+                         0, False),
+                        ("dc", dc_key, lambda: compile_down_combine(shape, cfg, pdl, prefetch, evict_last),
+                         f"down+combine B={batch} m,n,k,w,s,pdl,pf,el", prefetch, evict_last),
+                        ("dn", dn_key, lambda: compile_down(shape, cfg, pdl), f"down(slots) B={batch} m,n,k,w,s,pdl",
+                         0, False)]
+                for kind, key, build, what, want_prefetch, want_evict in jobs:
+                    if (kind,) + key in seen:
+                        continue
+                    seen.add((kind,) + key)
+                    name = f"{what}={','.join(str(v) for v in key)}"
+                    kernel = build()
+                    problems += check(kernel, name, True, spills_allowed=True)
+                    problems += griddep_problems(kernel, name, pdl, want_prefetch, want_evict)
                     count += 1
         if "triton" in args.kernel:
-            problems += check(compile_combine(shape, tk.KernelConfig()), "combine", False)
-            count += 1
+            for pdl in (False, True):
+                kernel = compile_combine(shape, tk.KernelConfig(), pdl)
+                problems += check(kernel, f"combine(slots) pdl={int(pdl)}", False)
+                problems += griddep_problems(kernel, f"combine pdl={int(pdl)}", pdl)
+                count += 1
     print(f"{count} kernels compiled for sm_90 in {time.time() - t0:.0f} s")
     for problem in problems:
         print("PROBLEM:", problem)

@@ -48,6 +48,21 @@ def _assert_close(out, ref):
     assert err <= TOL * scale, f"max error {float(err):.3g} vs max |ref| {float(scale):.3g}"
 
 
+#: Both down paths: "combine" (2 launches: down + combine kernel) and "slots" (3 launches).
+DOWNS = ("combine", "slots")
+#: I = 48 is not a power of two: the down + combine kernel's K-steps of 16 run 3 per expert, and
+#: H = 64 in 16-row tiles gives 4 programs; the gate/up kernel takes 16-wide N-tiles.
+SHAPE_48 = MoEShape("tiny-48", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=48, num_moe_layers=1)
+
+
+def _kernel(x, w, routing, **config):
+    from oea_trt.moe.triton_kernel import default_config, fused_moe
+
+    T, k = routing.expert_ids.shape
+    base = default_config(T, w.hidden_size, w.intermediate_size, k, w.num_experts)
+    return fused_moe(x, w.w13, w.w2, routing.expert_ids, routing.weights, routing.active_mask, base.replace(**config))
+
+
 # 1: one token; 5: a few; 17: block_m 32; 70: more tokens than one 64-row tile (two passes).
 @pytest.mark.parametrize("num_tokens,k0,fill", [(1, 4, "invalid"), (5, 2, "invalid"), (17, 1, "num_experts"),
                                                 (70, 3, "top1")])
@@ -59,16 +74,53 @@ def test_kernel_matches_reference(weights, num_tokens, k0, fill):
     _assert_close(out, ref)
 
 
-def test_repeated_expert_in_a_row_adds_both_weights(weights):
+@pytest.fixture(scope="module")
+def weights_48():
+    return ExpertWeights.random(SHAPE_48, seed=6, dtype=DTYPE, device=DEVICE)
+
+
+# 40 and 70 tokens: more than one 16-row token tile (block_m is raised to 64 for 40; 70 needs
+# two token blocks: the down + combine grid's second axis, the slots kernels' token loop).
+@pytest.mark.parametrize("down", DOWNS)
+@pytest.mark.parametrize("num_tokens,k0,fill", [(1, 8, "invalid"), (3, 2, "top1"), (16, 3, "invalid"),
+                                                (17, 1, "num_experts"), (40, 4, "top1"), (70, 2, "invalid")])
+def test_both_down_paths_match_reference_with_k_steps_and_h_tiles(weights_48, down, num_tokens, k0, fill):
+    """I=48 in K-steps of 16 (3 per expert, flattened with the expert loop), H=64 in 4 tiles of 16;
+    top-4 routing at every k0 and fill mode; two calls give bit-identical outputs."""
+    logits = torch.randn(num_tokens, 8, generator=torch.Generator().manual_seed(100 + num_tokens))
+    k0 = min(k0, SHAPE_48.top_k)
+    routing = oea_route(logits.to(DEVICE), OEAConfig(8, SHAPE_48.top_k, k0, fill=fill))
+    x = torch.randn(num_tokens, 64, generator=torch.Generator().manual_seed(num_tokens)).to(DEVICE, DTYPE)
+    cfg = dict(down=down, dc_block_n=16, dc_block_k=16, dn_block_n=16, dn_block_k=16)
+    out = _kernel(x, weights_48, routing, **cfg)
+    ref = moe_reference(x, weights_48.w13, weights_48.w2, routing.expert_ids, routing.weights)
+    _assert_close(out, ref)
+    assert torch.equal(out, _kernel(x, weights_48, routing, **cfg))
+
+
+@pytest.mark.parametrize("down", DOWNS)
+def test_repeated_expert_in_a_row_adds_both_weights(weights, down):
     """Two slots of one token naming one expert are one row carrying the summed weight; fill
     slots (-1, E) are skipped; a token with only fill gets zeros."""
+    from oea_trt.moe.triton_kernel import KernelConfig, fused_moe
+
     ids = torch.tensor([[2, 5, 2, -1], [7, 8, -1, 0], [-1, -1, -1, -1]], dtype=torch.int32, device=DEVICE)
     wts = torch.tensor([[0.5, 0.25, 0.125, 0.9], [0.3, 0.9, 0.9, 0.7], [1.0, 1.0, 1.0, 1.0]], device=DEVICE)
     x = torch.randn(3, SHAPE.hidden_size, generator=torch.Generator().manual_seed(3)).to(DEVICE, DTYPE)
-    out = moe_forward(x, weights, expert_ids=ids, routing_weights=wts, impl="triton")
+    out = fused_moe(x, weights.w13, weights.w2, ids, wts, config=KernelConfig(down=down))
     ref = moe_reference(x, weights.w13, weights.w2, ids, wts)
     _assert_close(out, ref)
     assert torch.count_nonzero(out[2]) == 0
+
+
+def test_down_paths_agree_and_prefetch_changes_nothing(weights):
+    """The 2- and 3-launch paths sum the same products in a different order (experts ascending
+    vs slots): equal up to rounding. The L2 prefetch is a hint (compiled away in the
+    interpreter): on or off, the output is the same bits."""
+    x, routing = _case(12, 3, "top1", seed=21)
+    combine = _kernel(x, weights, routing, down="combine", prefetch_experts=0)
+    _assert_close(_kernel(x, weights, routing, down="slots"), combine)
+    assert torch.equal(_kernel(x, weights, routing, down="combine", prefetch_experts=4), combine)
 
 
 def test_active_mask_from_routing_equals_computed(weights):
@@ -109,10 +161,44 @@ def test_config_covers_decode_batch_in_one_tile():
     assert cfg.gu_stages * 2 * (cfg.block_m + 2 * cfg.gu_block_n) * cfg.gu_block_k <= 192 * 1024
 
 
+@pytest.mark.parametrize("hidden,inter", [(2048, 768), (4096, 192), (4096, 1536)])  # 30B, 235B TP8 shard, 235B
+@pytest.mark.parametrize("batch", [1, 16, 64])
+def test_down_combine_tiles_divide_the_shape_and_fit_in_shared_memory(hidden, inter, batch):
+    from oea_trt.bench.moe import DOWN_COMBINE_CANDIDATES
+    from oea_trt.moe.triton_kernel import SMEM_BUDGET, default_config, fitted
+
+    base = default_config(batch, hidden, inter, 8, 128)
+    assert base.down == "combine" and base.launches == 2 and base.prefetch_experts == 2
+    # The default: the narrowest hidden tile that leaves at most one program per H200 SM.
+    assert hidden // base.dc_block_n <= 132 < 2 * hidden // base.dc_block_n
+    for n, k, w, s in ([(base.dc_block_n, base.dc_block_k, base.dc_warps, base.dc_stages)]
+                       + list(DOWN_COMBINE_CANDIDATES)):
+        cfg = fitted(base.replace(dc_block_n=n, dc_block_k=k, dc_warps=w, dc_stages=s), batch, hidden, inter)
+        assert hidden % cfg.dc_block_n == 0 and inter % cfg.dc_block_k == 0 and cfg.dc_block_k >= 16
+        assert cfg.dc_stages * 2 * (cfg.block_m + cfg.dc_block_n) * cfg.dc_block_k <= SMEM_BUDGET
+        assert cfg.dc_stages >= 2
+
+
+def test_config_errors_and_pdl_needs_a_gpu(weights):
+    from oea_trt.moe.triton_kernel import KernelConfig, pdl_supported
+
+    with pytest.raises(ValueError, match="down must be one of"):
+        KernelConfig(down="atomics")
+    with pytest.raises(ValueError, match="prefetch_experts must be >= 0"):
+        KernelConfig(prefetch_experts=-1)
+    assert KernelConfig().launches == 2 and KernelConfig(down="slots").launches == 3
+    if not pdl_supported(torch.device(DEVICE)):
+        x, routing = _case(2, 2, "invalid", seed=1)
+        with pytest.raises(ValueError, match="pdl=True needs a CUDA device of compute capability 9.0"):
+            _kernel(x, weights, routing, pdl=True)
+
+
 @pytest.mark.slow
 def test_kernels_compile_for_sm90_with_pipelined_weight_loads():
     """The real (non-interpreted) compile for the H200, in a subprocess: every kernel of the
-    30B layer at B=1 and B=64 fits in shared memory and streams its weights via cp.async."""
+    30B layer at B=1 and B=64 (gate/up, down + combine with and without PDL and the L2 prefetch,
+    the per-slot down and combine) fits in shared memory, streams its weights via cp.async and
+    carries the griddepcontrol / cp.async.bulk.prefetch instructions its options ask for."""
     import subprocess
     import sys
     from pathlib import Path
@@ -122,4 +208,4 @@ def test_kernels_compile_for_sm90_with_pipelined_weight_loads():
                            "triton"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "5 kernels compiled for sm_90" in done.stdout
+    assert "16 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout

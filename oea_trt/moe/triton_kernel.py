@@ -157,6 +157,9 @@ def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int) -> Ke
         dn_block_n=_fit(config.dn_block_n, hidden, "hidden_size"),
         dn_block_k=_fit(config.dn_block_k, inter, "moe_intermediate_size"),
     )
+    # A down + combine K-tile narrowed to divide I (e.g. 256 -> 64 for I=192) gets as many more
+    # stages (up to 8), so the weight bytes it keeps in flight stay about what was asked for.
+    cfg = cfg.replace(dc_stages=max(cfg.dc_stages, min(8, cfg.dc_stages * config.dc_block_k // cfg.dc_block_k)))
     # Fewer pipeline stages where a wide token tile would overflow shared memory (bf16 tiles).
     gu_stage = 2 * (cfg.block_m + 2 * cfg.gu_block_n) * cfg.gu_block_k
     dc_stage = 2 * (cfg.block_m + cfg.dc_block_n) * cfg.dc_block_k

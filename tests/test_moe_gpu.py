@@ -93,14 +93,100 @@ def test_graph_replay_follows_new_inputs(layer, impl):
             _assert_bf16_close(out, eager)
 
 
-def test_triton_is_deterministic(layer):
-    from oea_trt.moe.triton_kernel import fused_moe
+@pytest.mark.parametrize("down", ["combine", "slots"])
+def test_triton_is_deterministic(layer, down):
+    from oea_trt.moe.triton_kernel import KernelConfig, fused_moe
 
     shape, w = layer
     x, r = _batch(shape, 64, 8, "invalid", seed=5)
-    a = fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask)
-    b = fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask)
-    assert torch.equal(a, b)
+    a = fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, KernelConfig(down=down))
+    for _ in range(5):
+        b = fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, KernelConfig(down=down))
+        assert torch.equal(a, b)
+
+
+# ---- the expert-major kernel's launch options (triton_kernel.py) ---------------------------------
+
+#: name -> KernelConfig changes. The default (down + combine, PDL, L2 prefetch of 2 experts) is
+#: test_triton_matches_reference's; these are the other paths the tuner and moe_ab.py time.
+TRITON_VARIANTS = {
+    "combine": dict(down="combine", pdl=False, prefetch_experts=0),
+    "combine+pdl+prefetch4+evict_last": dict(down="combine", pdl=True, prefetch_experts=4, prefetch_evict_last=True),
+    "slots": dict(down="slots", pdl=False),
+    "slots+pdl": dict(down="slots", pdl=True),
+}
+
+
+def _triton(x, w, r, **changes):
+    from oea_trt.moe.triton_kernel import default_config, fused_moe
+
+    base = default_config(x.shape[0], w.hidden_size, w.intermediate_size, r.expert_ids.shape[1], w.num_experts)
+    return fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, base.replace(**changes))
+
+
+def test_default_is_two_launches_with_pdl_on_hopper():
+    from oea_trt.moe.triton_kernel import default_config, pdl_supported
+
+    cfg = default_config(16, 2048, 768, 8, 128)
+    assert cfg.down == "combine" and cfg.launches == 2 and cfg.pdl is None and cfg.prefetch_experts == 2
+    assert pdl_supported(torch.device("cuda")) == (torch.cuda.get_device_capability()[0] >= 9)
+
+
+@pytest.mark.parametrize("variant", list(TRITON_VARIANTS))
+@pytest.mark.parametrize("num_tokens,k0,fill", [(1, 8, "invalid"), (33, 8, "top1"), (100, 5, "num_experts")])
+def test_triton_variants_match_reference(layer, variant, num_tokens, k0, fill):
+    shape, w = layer
+    x, r = _batch(shape, num_tokens, k0, fill, seed=200 + num_tokens)
+    out = _triton(x, w, r, **TRITON_VARIANTS[variant])
+    _assert_bf16_close(out, moe_reference(x, w.w13, w.w2, r.expert_ids, r.weights))
+
+
+def _capture(work):
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        work()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = work()
+    return graph, outs
+
+
+@pytest.mark.parametrize("changes", [dict(down="combine", pdl=True, prefetch_experts=2),
+                                     dict(down="combine", pdl=True, prefetch_experts=0), dict(down="slots", pdl=True)],
+                         ids=["combine+pdl+prefetch", "combine+pdl", "slots+pdl"])
+def test_triton_pdl_graph_replay_back_to_back(layer, changes):
+    """Several calls in one graph, back to back as in the benchmark (each call's gate/up is a
+    programmatic dependent of the previous call's last kernel; buffers of one call are reused
+    by the next), routing inside the graph for half of them. Replayed on new logits and hidden
+    states, every call's output is bit-identical to the eager call with the same config."""
+    shape, w = layer
+    config = OEAConfig(shape.num_experts, shape.top_k, 3)
+    xs = [_batch(shape, 16, 3, "invalid", seed=300 + i)[0] for i in range(4)]
+    logits = [SkewedRouter(shape.num_experts).logits(16, seed=300 + i).cuda() for i in range(4)]
+    fixed = [oea_route(lg, OEAConfig(shape.num_experts, shape.top_k, 2)) for lg in logits[2:]]
+
+    def work():
+        outs = [_triton(xs[i], w, oea_route(logits[i], config), **changes) for i in range(2)]
+        return outs + [_triton(xs[2 + i], w, fixed[i], **changes) for i in range(2)]
+
+    graph, outs = _capture(work)
+    for seed in (1, 2):
+        g = torch.Generator(device="cuda").manual_seed(seed)
+        for x in xs:
+            x.copy_(torch.randn(x.shape, device="cuda", dtype=x.dtype, generator=g))
+        for lg in logits[:2]:
+            lg.copy_(torch.randn(lg.shape, device="cuda", generator=g))
+        for _ in range(3):
+            graph.replay()
+        torch.cuda.synchronize()
+        want = [_triton(xs[i], w, oea_route(logits[i], config), **changes) for i in range(2)]
+        want += [_triton(xs[2 + i], w, fixed[i], **changes) for i in range(2)]
+        for got, ref in zip(outs, want):
+            assert torch.equal(got, ref)
+        r = oea_route(logits[0], config)
+        _assert_bf16_close(outs[0], moe_reference(xs[0], w.w13, w.w2, r.expert_ids, r.weights))
 
 
 # ---- the one-launch kernel (fused_kernel.py) ---------------------------------------------------

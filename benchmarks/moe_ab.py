@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""A/B of the expert-major Triton MoE kernel's launch structure (issue 5: the fixed per-layer cost).
+
+The 30B layer's latency was 2.36 us per distinct expert + 13.1 us fixed (MoE only, H200), so
+OEA's halving of T (skewed B=16: 24.7 vs 49.1 experts) gave 0.591 of vanilla's routing+MoE
+time instead of <= 0.55. This times, for the headline cases, each way of removing that fixed
+cost, side by side, with the same weights, routing draws and timing as the main benchmark
+(oea_trt/bench/moe.py: CUDA-graph replay of C back-to-back calls over C weight copies):
+
+  slots            the former 3 launches: gate/up, per-slot down, combine; no PDL
+  slots+pdl        the same, launched with programmatic dependent launch
+  combine          2 launches: gate/up, down + combine kernel; no PDL
+  combine+pdl      ... with PDL (gate/up signals its dependents at each program's last item)
+  combine+pdl+pfN  ... and the down kernel prefetches its first N experts' w2 slabs into L2
+                   before waiting for gate/up (N = 2, 4; "+el": with an evict_last policy)
+each 2-launch variant with a couple of down + combine tiles [block_n x block_k, warps, stages].
+
+Cases: qwen3-30b-a3b, skewed routing B=16 vanilla and OEA k0=3 (the target: routing+MoE ratio
+<= 0.55), uniform B=16 vanilla and uniform B=64 vanilla. Every variant is checked against the
+fp32 loop (bf16 tolerance, as the benchmark does) and for bit-identical repeats before it is
+timed; one failing is reported and skipped. Per-kernel start/duration of one routing+MoE call
+(torch.profiler on a graph replay) show the overlap PDL buys.
+
+    python3 benchmarks/moe_ab.py --out out/moe_ab               # ~2 min on an H200 incl. compiles
+    python3 benchmarks/moe_ab.py --out /tmp/ab --time-budget 60 # stop starting cases after 60 s
+
+Writes results.json and report.md (ratio k0=3 / vanilla per variant) into --out.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+import torch  # noqa: E402
+
+PRESET = "qwen3-30b-a3b"
+#: (routing mode, batch, k0 or None for vanilla); the first two are the target's pair.
+CASES = (("skewed", 16, None), ("skewed", 16, 3), ("uniform", 16, None), ("uniform", 64, None))
+#: Down + combine tiles (block_n, block_k, warps, stages): the default for H=2048 and a narrower
+#: K-step with a deeper pipeline (same weight bytes in flight).
+DC_TILES = ((16, 256, 4, 5), (16, 128, 4, 8))
+#: Tiles that won in the last H200 run's tuning (benchmarks/results/moe.json), by block_m: the
+#: gate/up tiles every variant shares, the per-slot down tiles of the 3-launch variants.
+GATE_UP = {16: (32, 128, 4, 4), 64: (64, 128, 4, 4)}
+SLOT_DOWN = {16: (64, 128, 4, 4), 64: (128, 64, 4, 4)}
+
+
+def _tile_tag(n, k, w, s) -> str:
+    return f"[{n}x{k},w{w},s{s}]"
+
+
+def variants():
+    """[(name, KernelConfig changes)] in the order the report lists them."""
+    out = [("slots", dict(down="slots", pdl=False, prefetch_experts=0)),
+           ("slots+pdl", dict(down="slots", pdl=True, prefetch_experts=0))]
+    for i, (n, k, w, s) in enumerate(DC_TILES):
+        tile = dict(dc_block_n=n, dc_block_k=k, dc_warps=w, dc_stages=s)
+        tag = " " + _tile_tag(n, k, w, s)
+        out += [("combine" + tag, dict(down="combine", pdl=False, prefetch_experts=0, **tile)),
+                ("combine+pdl" + tag, dict(down="combine", pdl=True, prefetch_experts=0, **tile)),
+                ("combine+pdl+pf2" + tag, dict(down="combine", pdl=True, prefetch_experts=2, **tile)),
+                ("combine+pdl+pf4" + tag, dict(down="combine", pdl=True, prefetch_experts=4, **tile))]
+        if i == 0:
+            out.append(("combine+pdl+pf2+el" + tag, dict(down="combine", pdl=True, prefetch_experts=2,
+                                                          prefetch_evict_last=True, **tile)))
+    return out
+
+
+def kernel_config(shape, batch, changes):
+    from oea_trt.moe.triton_kernel import default_config
+
+    block_m = min(64, max(16, 1 << max(0, batch - 1).bit_length()))
+    base = default_config(batch, shape.hidden_size, shape.moe_intermediate_size, shape.top_k, shape.num_experts)
+    n, k, w, s = GATE_UP[block_m]
+    dn, dk, dw, ds = SLOT_DOWN[block_m]
+    return base.replace(gu_block_n=n, gu_block_k=k, gu_warps=w, gu_stages=s, dn_block_n=dn, dn_block_k=dk,
+                        dn_warps=dw, dn_stages=ds, **changes)
+
+
+def _fn(cfg):
+    from oea_trt.moe.triton_kernel import fused_moe
+
+    return lambda x, w, r: fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, cfg)
+
+
+def check(fn, x, weights, routing):
+    """(ok, max_err, rms_err, note): against the fp32 loop, and two calls bit-identical."""
+    from oea_trt.bench.moe import MAX_TOL, RMS_TOL, _errors
+    from oea_trt.moe.reference import moe_reference
+
+    out = fn(x, weights, routing)
+    again = fn(x, weights, routing)
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    ref = moe_reference(x, weights.w13, weights.w2, routing.expert_ids, routing.weights)
+    max_err, rms_err = _errors(out, ref)
+    same = bool(torch.equal(out, again))
+    ok = max_err <= MAX_TOL and rms_err <= RMS_TOL and same
+    return ok, max_err, rms_err, "" if same else "two calls differ"
+
+
+def kernel_timeline(work):
+    """[{name, start_us, dur_us}] of the kernels of one replay of a graph of `work`, start
+    relative to the first kernel's start (a negative gap = overlap). [] if the profiler saw none."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    from oea_trt.bench.timing import capture_graph
+
+    graph = capture_graph(work)
+    graph.replay()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        graph.replay()
+        torch.cuda.synchronize()
+    kernels = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                     if e.device_type == DeviceType.CUDA and "memcpy" not in e.name.lower()
+                     and "memset" not in e.name.lower())
+    if not kernels:
+        return []
+    t0 = kernels[0][0]
+    return [{"name": name[:60], "start_us": start - t0, "dur_us": end - start} for start, end, name in kernels]
+
+
+def run(args, on_progress=None) -> dict:
+    """Every case x variant; on_progress(results) after each case (a run cut short keeps it)."""
+    from oea_trt.bench.bandwidth import measure_bandwidth
+    from oea_trt.bench.env import environment, l2_bytes
+    from oea_trt.bench.moe import MoEBenchSpec, _Batch, _oea, _time_moe, _time_routed, _vanilla
+    from oea_trt.bench.rotation import copies_needed, copies_that_fit
+    from oea_trt.bench.routers import pick_router
+    from oea_trt.bench.routing_inputs import make_sources
+    from oea_trt.moe.layer import ExpertWeights
+    from oea_trt.presets import get_preset
+
+    t0 = time.time()
+    env = environment()
+    bw = measure_bandwidth(nbytes=2 << 30, repeats=5, device=args.device)
+    router = pick_router(args.routing, device=args.device)
+    print(f"GPU {env.get('gpu', {}).get('name')}, triton {env.get('triton')}, commit {env['git']['commit']}; "
+          f"copy {bw.copy_tb_s:.2f} TB/s; routing: {router.name} ({router.note})", flush=True)
+    shape = get_preset(PRESET)
+    bytes_per_copy = shape.num_experts * shape.expert_bytes
+    free = torch.cuda.mem_get_info()[0] if args.device == "cuda" else 8 << 30
+    copies = copies_that_fit(args.copies or copies_needed(shape.expert_bytes, l2_bytes()), bytes_per_copy, free)
+    dtype = getattr(torch, args.dtype)
+    weights = [ExpertWeights.random(shape, device=args.device, dtype=dtype, seed=c) for c in range(copies)]
+    spec = MoEBenchSpec(repeats=args.repeats, replays=2)
+    sources = make_sources(sorted({mode for mode, _, _ in CASES}), shape.num_experts)
+    results = {"env": env, "bandwidth": bw.to_dict(), "routing": {"impl": router.name, "note": router.note},
+               "preset": PRESET, "copies": copies, "cases": [], "timelines": {}, "skipped": []}
+    for mode, batch, k0 in CASES:
+        case = f"{mode} B={batch} {'vanilla' if k0 is None else f'k0={k0}'}"
+        if time.time() - t0 > args.time_budget:
+            results["skipped"].append(case)
+            print(f"== {case}: skipped (time budget {args.time_budget:.0f} s reached)", flush=True)
+            continue
+        config = _vanilla(shape) if k0 is None else _oea(shape, k0)
+        b = _Batch(sources[mode], batch, copies, shape.hidden_size, seed=0, device=args.device, dtype=dtype)
+        routings = [router.route(lg, config) for lg in b.logits]
+        active = [int(r.num_active) for r in routings]
+        entry = {"mode": mode, "batch": batch, "k0": k0, "case": case, "T": sum(active) / len(active),
+                 "floor_us": sum(active) / len(active) * shape.expert_bytes / (bw.copy_tb_s * 1e12) * 1e6,
+                 "variants": {}}
+        print(f"== {case}: T = {entry['T']:.1f}, floor {entry['floor_us']:.1f} us", flush=True)
+        for name, changes in variants():
+            cfg = kernel_config(shape, batch, changes)
+            fn = _fn(cfg)
+            row = {"config": cfg.to_dict(), "launches": cfg.launches}
+            try:
+                ok, max_err, rms_err, note = check(fn, b.x[0], weights[0], routings[0])
+                row.update(ok=ok, max_err=max_err, rms_err=rms_err, note=note)
+                if ok:
+                    moe = _time_moe(fn, b, weights, routings, spec)
+                    total = _time_routed(fn, b, weights, router, config, spec)
+                    row.update(moe_us=moe.median_us, moe_spread=moe.spread, total_us=total.median_us,
+                               total_spread=total.spread)
+            except Exception as exc:  # noqa: BLE001 (one broken variant must not lose the others)
+                row.update(ok=False, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+            entry["variants"][name] = row
+            if row.get("total_us"):
+                print(f"  {name:34s} routing+MoE {row['total_us']:7.1f} us  MoE {row['moe_us']:7.1f} us"
+                      f"  (max err {row['max_err']:.1e})", flush=True)
+            else:
+                print(f"  {name:34s} NOT TIMED: {row.get('error') or row.get('note') or 'failed the reference check'}"
+                      f" (max err {row.get('max_err', float('nan')):.1e})", flush=True)
+        results["cases"].append(entry)
+        if mode == "skewed" and batch == 16 and not args.no_timeline:
+            results["timelines"][case] = timelines(shape, b, weights, router, config)
+        results["seconds"] = time.time() - t0
+        if on_progress:
+            on_progress(results)
+    return results
+
+
+def timelines(shape, b, weights, router, config) -> dict:
+    """Per-kernel timeline of one routing+MoE call, for one tile of each variant kind."""
+    out = {}
+    first_tile = _tile_tag(*DC_TILES[0])
+    for name, changes in variants():
+        if "[" in name and not name.endswith(first_tile):
+            continue
+        fn = _fn(kernel_config(shape, b.batch, changes))
+        try:
+            out[name] = kernel_timeline(lambda: fn(b.x[0], weights[0], router.route(b.logits[0], config)))
+        except Exception as exc:  # noqa: BLE001 (the timeline is optional)
+            out[name] = [{"error": f"{type(exc).__name__}: {str(exc)[:200]}"}]
+    return out
+
+
+def _f(v, digits=1):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def render(results) -> str:
+    by_case = {c["case"]: c for c in results["cases"]}
+    names = [n for n, _ in variants()]
+    van, oea = by_case.get("skewed B=16 vanilla"), by_case.get("skewed B=16 k0=3")
+    lines = [f"# MoE launch-structure A/B: {results['preset']}, {results['env'].get('gpu', {}).get('name')}", "",
+             f"commit {results['env']['git']['commit']}, triton {results['env'].get('triton')}, copy "
+             f"{results['bandwidth']['copy_tb_s']:.2f} TB/s, routing in the graph: {results['routing']['impl']}, "
+             f"{results['copies']} weight copies; CUDA-graph replay, median of the repeats, us per call.", ""]
+    if van and oea:
+        lines.append(f"Skewed B=16: T {oea['T']:.1f} (k0=3) vs {van['T']:.1f} (vanilla); target ratio "
+                     "(routing+MoE, k0=3 / vanilla) <= 0.55.")
+        lines.append("")
+    head = ["variant", "launches"]
+    for c in results["cases"]:
+        head += [f"{c['case']} routing+MoE", f"{c['case']} MoE"]
+    if van and oea:
+        head += ["ratio k0=3 (routing+MoE)", "ratio k0=3 (MoE)"]
+    lines += ["| " + " | ".join(head) + " |", "|" + " :--- |" + " ---: |" * (len(head) - 1)]
+    for name in names:
+        cells = [name, str(next((c["variants"][name]["launches"] for c in results["cases"] if name in c["variants"]),
+                                "-"))]
+        for c in results["cases"]:
+            row = c["variants"].get(name, {})
+            cells += [_f(row.get("total_us")), _f(row.get("moe_us"))]
+        if van and oea:
+            v, o = van["variants"].get(name, {}), oea["variants"].get(name, {})
+            for key in ("total_us", "moe_us"):
+                cells.append(_f(o[key] / v[key], 3) if o.get(key) and v.get(key) else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [(c["case"], n, r) for c in results["cases"] for n, r in c["variants"].items() if not r.get("ok")]
+    if failed:
+        lines += ["", "Not timed (failed the check against the loop or a bit-identical repeat):"]
+        lines += [f"- {case}, {n}: {r.get('error') or r.get('note') or ''} max err {_f(r.get('max_err'), 4)}"
+                  for case, n, r in failed]
+    for case, per in results.get("timelines", {}).items():
+        lines += ["", f"## Kernels of one routing+MoE call, {case} (start offset / duration, us)", ""]
+        for name, kernels in per.items():
+            parts = [k.get("error") or f"{k['name'][:28]} {k['start_us']:+.1f}/{k['dur_us']:.1f}" for k in kernels]
+            lines.append(f"- {name}: " + ("; ".join(parts) if parts else "(no kernels seen by the profiler)"))
+    if results.get("skipped"):
+        lines += ["", f"Skipped (time budget): {', '.join(results['skipped'])}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=os.path.join(os.environ.get("RESULTS_DIR", "out"), "moe_ab"),
+                   help="directory for results.json and report.md (default: $RESULTS_DIR/moe_ab)")
+    p.add_argument("--time-budget", type=float, default=110.0,
+                   help="seconds after which no new case is started (default 110)")
+    p.add_argument("--repeats", type=int, default=5, help="timed samples per figure (median reported)")
+    p.add_argument("--copies", type=int, default=None, help="weight copies (default: enough to defeat L2)")
+    p.add_argument("--routing", choices=("auto", "kernel", "reference"), default="auto",
+                   help="routing in the graph: the CUDA kernel if it works (auto), or insist / the torch reference")
+    p.add_argument("--no-timeline", action="store_true", help="skip the per-kernel profiler timelines")
+    # A smoke test of the flow on the CPU (Triton's interpreter, fp16, injected timing) only.
+    p.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
+    p.add_argument("--dtype", default="bfloat16", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.time_budget <= 0 or args.repeats < 1 or (args.copies is not None and args.copies < 2):
+        print("moe_ab: --time-budget must be > 0, --repeats >= 1 and --copies >= 2", file=sys.stderr)
+        return 2
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("moe_ab: needs a CUDA GPU (torch.cuda.is_available() is False)", file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    results = run(args, on_progress=lambda r: write(r, args.out))
+    print(write(results, args.out))
+    return 0
+
+
+def write(results, out_dir: str) -> str:
+    """results.json and report.md into out_dir; returns the markdown."""
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    md = render(results)
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(md)
+    return md
+
+
+if __name__ == "__main__":
+    sys.exit(main())

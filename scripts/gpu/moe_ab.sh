@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# MoE launch-structure A/B on the GPU box (issue 5, fixed per-layer cost): the expert-major Triton
+# kernel's 3-launch path vs the 2-launch down + combine path, each with and without programmatic
+# dependent launch and the down kernel's L2 prefetch, on qwen3-30b-a3b (skewed B=16 vanilla and
+# k0=3, uniform B=16 and B=64 vanilla); routing+MoE and MoE-only CUDA-graph replay.
+#   bash scripts/gpu/moe_ab.sh        (from anywhere; RESULTS_DIR defaults to ./out)
+# Writes $RESULTS_DIR/moe_ab/: compile.log, routing_kernel.log, ab.log, results.json, report.md.
+# Budget <= 150 s on an H200: sm_90 compile check ~10 s, the routing kernel's library (cached
+# when the kernel or moe part built it in this session; else an nvcc build, capped at 45 s, after
+# which routing falls back to the torch reference and the report says so), then the A/B, which
+# starts no new case after 75 s (each case ~15-25 s incl. its Triton compiles; hard cap 100 s).
+set -u
+cd "$(dirname "$0")/../.."
+export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+RESULTS_DIR="${RESULTS_DIR:-./out}"
+OUT_DIR="$RESULTS_DIR/moe_ab"
+mkdir -p "$OUT_DIR"
+failed=""
+start=$SECONDS
+
+echo "== moe_ab: sm_90 compile check of the triton kernels ($(date +%T))"
+timeout 60 python3 scripts/check_moe_kernels.py --preset qwen3-30b-a3b --batch 16 64 --kernel triton \
+  > "$OUT_DIR/compile.log" 2>&1
+rc=$?
+tail -n 3 "$OUT_DIR/compile.log"
+[ $rc -eq 0 ] || failed="$failed compile-check(rc=$rc)"
+
+echo "== moe_ab: routing kernel library ($(date +%T))"
+timeout 45 python3 -c "from oea_trt.kernels import load_library; print('routing kernel:', load_library())" \
+  > "$OUT_DIR/routing_kernel.log" 2>&1
+rc=$?
+tail -n 2 "$OUT_DIR/routing_kernel.log"
+[ $rc -eq 0 ] || echo "routing kernel unavailable (rc=$rc): the A/B routes with the torch reference"
+
+echo "== moe_ab: A/B ($(date +%T), $((SECONDS - start)) s in)"
+timeout 100 python3 benchmarks/moe_ab.py --out "$OUT_DIR" --time-budget 75 2>&1 | tee "$OUT_DIR/ab.log"
+rc=${PIPESTATUS[0]}
+[ $rc -eq 0 ] || failed="$failed ab(rc=$rc)"
+
+echo "== moe_ab: done after $((SECONDS - start)) s"
+ls -la "$OUT_DIR"
+if [ -n "$failed" ]; then
+  echo "moe_ab: FAILED steps:$failed"
+  exit 1
+fi
+echo "moe_ab: all steps passed"

@@ -241,6 +241,21 @@ __device__ __forceinline__ void walk(const RouteArgs& a, int64_t token, const Ro
   }
 }
 
+// "top1" fill of a row with nothing selected: the lowest-index expert of the batch's active
+// set (merged bits, active = base | ctx), or 0 when the set is empty. Warp-wide.
+__device__ __forceinline__ int lowest_active_expert(const uint32_t* mbase, const uint32_t* mctx, int words) {
+  const int lane = lane_id();
+  for (int c = 0; c < words; c += kWarp) {
+    const uint32_t w = c + lane < words ? (mbase[c + lane] | mctx[c + lane]) : 0u;
+    const unsigned nonzero = __ballot_sync(kFullMask, w != 0u);
+    if (nonzero) {
+      const int src = __ffs(nonzero) - 1;
+      return (c + src) * 32 + __ffs(__shfl_sync(kFullMask, w, src)) - 1;
+    }
+  }
+  return 0;
+}
+
 // Steps 6-7: scores (lane s: slot s), weights renormalized over the selection (float64 sum
 // over the warp: one rounding, within 0.5 ulp of the exact sum; torch sums the fp32 row) or
 // raw scores, and fill.
@@ -268,18 +283,7 @@ __device__ __forceinline__ void write_row(const RouteArgs& a, int64_t token, con
     if (sel.count > 0) {
       fill_id = expert_of(static_cast<Key>(__shfl_sync(kFullMask, sel.slot_key, 0)));
     } else {
-      // Lowest-index expert of the batch's active set (0 when empty), from the merged bits.
-      const int words = words_of(a.p.num_experts);
-      fill_id = 0;
-      for (int c = 0; c < words; c += kWarp) {
-        const uint32_t w = c + lane < words ? (mbase[c + lane] | mctx[c + lane]) : 0u;
-        const unsigned nonzero = __ballot_sync(kFullMask, w != 0u);
-        if (nonzero) {
-          const int src = __ffs(nonzero) - 1;
-          fill_id = (c + src) * 32 + __ffs(__shfl_sync(kFullMask, w, src)) - 1;
-          break;
-        }
-      }
+      fill_id = lowest_active_expert(mbase, mctx, words_of(a.p.num_experts));
     }
   }
   for (int s = lane; s < k_max; s += kWarp) {

@@ -31,11 +31,13 @@ POISON_ID = -7777
 LOGITS_TYPE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 # Paths, each a library copy with its launch options: (env of the first call, what it covers).
 PATHS = {
-    "fused": {},                                             # one warp per token, clusters of up to 8 CTAs
+    "decode": {},                                            # decode kernel: one warp per token, clusters up to 8
+    "general": {"OEA_ROUTING_GENERAL": "1"},                 # the general one-launch kernel for the same batches
     "one_cta": {"OEA_ROUTING_MAX_CLUSTER": "1"},             # no cluster: warps stride over several tokens
     "multiblock": {"OEA_ROUTING_FORCE_MULTIBLOCK": "1"},     # memset + phase-1 grid + phase-2 grid
     "no_cluster_hw": {"EMU_NO_CLUSTER": "1"},                # a GPU without clusters
-    "pdl": {"OEA_ROUTING_PDL": "1"},
+    "no_pdl": {"OEA_ROUTING_PDL": "0"},
+    "spread": {"OEA_ROUTING_WARPS_PER_CTA": "4"},            # few warps per CTA: clusters from T=5
 }
 
 
@@ -141,7 +143,7 @@ def test_emulated_path_boundaries(libraries, T):
     logits = (torch.randn(T, 128, generator=g) * 2).to(torch.bfloat16)
     kinds = torch.randint(0, 3, (T,), generator=g, dtype=torch.int32)
     for i, cfg in enumerate(CONFIGS):
-        path = list(PATHS)[(T + i) % len(PATHS)] if T > 1 else "fused"
+        path = list(PATHS)[(T + i) % len(PATHS)] if T > 1 else "decode"
         for k in (None, kinds):
             check(libraries, path, logits, cfg, k)
 
@@ -154,7 +156,7 @@ def test_emulated_slots_beyond_a_warp(libraries):
                    (3, OEAConfig(num_experts=64, top_k=40, k0=40, k_max=64, fill="num_experts"))]:
         logits = torch.randn(T, cfg.num_experts, generator=g)
         kinds = (torch.arange(T) % 3).to(torch.int32)
-        for path in ("fused", "one_cta"):
+        for path in ("general", "one_cta"):
             check(libraries, path, logits, cfg, kinds)
             check(libraries, path, logits, cfg, None)
 
@@ -168,8 +170,28 @@ def test_emulated_ties_and_non_finite_rows(libraries):
         x[2, :32] = np.inf
         logits = torch.from_numpy(x.astype(np.float32)).to(dtype)
         for fill in FILL_MODES:
-            cfg = OEAConfig(num_experts=64, top_k=6, k0=2, k_max=8, fill=fill, top_p=0.9)
-            check(libraries, "fused", logits, cfg, (torch.arange(40) % 4).to(torch.int32))
+            for top_p in (0.9, 1.0):  # top_p < 1 takes the general kernel, 1.0 the decode kernel
+                cfg = OEAConfig(num_experts=64, top_k=6, k0=2, k_max=8, fill=fill, top_p=top_p)
+                for path in ("decode", "general"):
+                    check(libraries, path, logits, cfg, (torch.arange(40) % 4).to(torch.int32))
+
+
+@pytest.mark.parametrize("path", ["decode", "no_pdl", "spread", "no_cluster_hw"])
+def test_emulated_decode_kernel_on_its_configurations(libraries, path):
+    """Random cases the decode kernel takes (E <= 256, k_max <= 32, top_p off, max_rank = E):
+    every other knob, dtype, token-kind mix, tie and non-finite row, T from 0 to 256."""
+    for seed in range(int(os.environ.get("OEA_EMULATION_CASES", "12"))):
+        rng = np.random.default_rng(9_300_000 + seed)
+        E = int(rng.choice([8, 64, 100, 128, 256]))
+        c = random_config(rng, E, max_k=16)
+        cfg = OEAConfig(num_experts=E, top_k=c.top_k, k0=c.k0, k_max=min(c.k_max, 32), renormalize=c.renormalize,
+                        fill=c.fill, piggyback_on_context=c.piggyback_on_context, k0_schedule=c.k0_schedule)
+        u = rng.random()
+        T = int(rng.integers(0, 33)) if u < 0.5 else int(rng.integers(33, 97)) if u < 0.85 else int(rng.integers(97, 257))
+        kinds = random_token_kind(rng, T)
+        leading = int(rng.integers(0, T + 1)) if kinds is None and T and rng.random() < 0.3 else 0
+        logits = random_logits(rng, T, E, DTYPES[int(rng.integers(len(DTYPES)))])
+        check(libraries, path, logits, cfg, kinds, leading, f"seed={seed}")
 
 
 @pytest.mark.slow

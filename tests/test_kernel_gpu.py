@@ -116,6 +116,32 @@ def test_kernel_equals_reference_on_random_cases(chunk):
             assert torch.equal(got.active_mask.cpu(), cpu.active_mask), "cpu: " + what
 
 
+def decode_kernel_case(seed: int):
+    """A case the decode kernel takes: E <= 256, k_max <= 32, top_p off, max_rank = E."""
+    rng = np.random.default_rng(seed)
+    E = int(rng.choice([8, 60, 64, 128, 160, 256]))
+    c = random_config(rng, E, max_k=16)
+    cfg = OEAConfig(num_experts=E, top_k=c.top_k, k0=c.k0, k_max=min(c.k_max, 32), renormalize=c.renormalize,
+                    fill=c.fill, piggyback_on_context=c.piggyback_on_context, k0_schedule=c.k0_schedule)
+    T = int(rng.integers(0, 257)) if rng.random() < 0.4 else int(rng.integers(0, 65))
+    kinds = random_token_kind(rng, T)
+    leading = int(rng.integers(0, T + 1)) if kinds is None and T and rng.random() < 0.3 else 0
+    return random_logits(rng, T, E, DTYPES[int(rng.integers(len(DTYPES)))]), cfg, kinds, leading
+
+
+@pytest.mark.parametrize("chunk", range(2), ids=lambda c: f"chunk{c}")
+def test_decode_kernel_equals_reference_on_its_configurations(chunk):
+    """1,000 fresh cases of the configurations the latency-critical decode kernel routes."""
+    seed0 = 7_500_000 + chunk * PER_CHUNK
+    for seed in range(seed0, seed0 + PER_CHUNK):
+        logits, cfg, kinds, leading = decode_kernel_case(seed)
+        T = logits.shape[0]
+        x = logits.cuda()
+        k = None if kinds is None else kinds.cuda()
+        want = oea_route(x, cfg, kinds_for_leading(T, leading).cuda() if leading else k)
+        assert_same(run_poisoned(x, cfg, k, leading), want, f"seed={seed} T={T} dtype={logits.dtype} {cfg}")
+
+
 CONFIGS = [
     OEAConfig(num_experts=128, top_k=8, k0=3),
     OEAConfig.vanilla(128, 8),
@@ -287,11 +313,14 @@ def test_multi_block_path_for_small_batches_too():
     assert " passed" in proc.stdout
 
 
-@pytest.mark.parametrize("option", ["OEA_ROUTING_MAX_CLUSTER=1", "OEA_ROUTING_PDL=1"])
+@pytest.mark.parametrize("option", ["OEA_ROUTING_GENERAL=1", "OEA_ROUTING_MAX_CLUSTER=1", "OEA_ROUTING_PDL=0",
+                                    "OEA_ROUTING_WARPS_PER_CTA=4"])
 def test_fused_launch_options(option):
-    """OEA_ROUTING_MAX_CLUSTER=1 (one CTA: warps route several tokens and reload them in phase 2)
-    and OEA_ROUTING_PDL=1 (programmatic dependent launch, also inside captured graphs) must give
-    the reference's answers too; read once per process, hence the subprocess."""
+    """OEA_ROUTING_GENERAL=1 (the general one-launch kernel for decode-sized batches too),
+    OEA_ROUTING_MAX_CLUSTER=1 (one CTA: warps route several tokens and reload them in phase 2),
+    OEA_ROUTING_PDL=0 (no programmatic dependent launch; it is on by default, also inside captured
+    graphs) and OEA_ROUTING_WARPS_PER_CTA=4 (clusters from 5 tokens on) must give the reference's
+    answers too; read once per process, hence the subprocess."""
     import os
     import subprocess
     import sys
@@ -300,7 +329,8 @@ def test_fused_launch_options(option):
     env = dict(os.environ, **{name: value})
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
-         "-k", "random_cases and chunk1 or path_boundary and (T1- or T33- or T65- or T255- or T256-) or graph_replay",
+         "-k", "random_cases and chunk1 or its_configurations and chunk0 or path_boundary and (T1- or T17- or T33- or T65- "
+               "or T255- or T256-) or graph_replay",
          "-m", "gpu"],
         env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

@@ -11,7 +11,8 @@
 #   sanitizers compute-sanitizer memcheck / racecheck / synccheck / initcheck on the harness
 #              (racecheck also with OEA_ROUTING_MAX_CLUSTER=1: several tokens per warp)
 #   bench_multiblock  small batches forced through the multi-block path, for comparison
-#   bench_pdl         the fused kernel launched with programmatic dependent launch (OEA_ROUTING_PDL=1)
+#   variants   per-call latency under each launch option (scripts/gpu/routing_variants.py): the
+#              general kernel (OEA_ROUTING_GENERAL=1), no PDL (OEA_ROUTING_PDL=0), warps per CTA
 #   bench_one_cta     batches of 33..256 tokens in one CTA instead of a cluster (OEA_ROUTING_MAX_CLUSTER=1)
 # The main bench's 'before' columns come from the committed benchmarks/results/routing.json (the
 # previous run), copied before anything is written.
@@ -103,17 +104,31 @@ if command -v compute-sanitizer > /dev/null && [[ -x "$HARNESS" ]]; then
   run_step memcheck_multiblock 15 60 env OEA_ROUTING_FORCE_MULTIBLOCK=1 "${CS[@]}" --tool memcheck "$HARNESS" --quick
   run_step racecheck 20 120 "${CS[@]}" --tool racecheck --racecheck-report all "$HARNESS" --quick
   run_step racecheck_one_cta 10 60 env OEA_ROUTING_MAX_CLUSTER=1 "${CS[@]}" --tool racecheck --racecheck-report all "$HARNESS" --quick
+  run_step racecheck_general 10 60 env OEA_ROUTING_GENERAL=1 "${CS[@]}" --tool racecheck --racecheck-report all "$HARNESS" --quick
+  run_step racecheck_spread 10 60 env OEA_ROUTING_WARPS_PER_CTA=4 "${CS[@]}" --tool racecheck --racecheck-report all "$HARNESS" --quick
   run_step synccheck 15 60 "${CS[@]}" --tool synccheck "$HARNESS" --quick
   run_step initcheck 15 60 "${CS[@]}" --tool initcheck "$HARNESS" --quick
 else
   SUMMARY+=("sanitizers: SKIPPED (no compute-sanitizer or no harness binary)")
 fi
 
+variants() {
+  : > "$OUT/variants.jsonl"
+  for v in "default OEA_X=0" "general OEA_ROUTING_GENERAL=1" "no_pdl OEA_ROUTING_PDL=0" \
+           "w16 OEA_ROUTING_WARPS_PER_CTA=16" "w8 OEA_ROUTING_WARPS_PER_CTA=8"; do
+    set -- $v
+    local label=$1
+    shift
+    env "$@" python3 scripts/gpu/routing_variants.py --label "$label" --tokens 1 16 32 33 64 128 256 --k0 3 \
+      | tee -a "$OUT/variants.jsonl"
+  done
+}
+export OUT
+export -f variants
+run_step variants 40 100 bash -c variants
 # A/B: the same decode-sized batches through the multi-block path (what GPUs without clusters run).
 run_step bench_multiblock 40 90 env OEA_ROUTING_FORCE_MULTIBLOCK=1 python3 benchmarks/bench_routing.py --quick \
   --tokens 1 8 64 256 --k0 3 --out "$OUT/multiblock"
-run_step bench_pdl 30 90 env OEA_ROUTING_PDL=1 python3 benchmarks/bench_routing.py --quick \
-  --tokens 1 16 64 256 --k0 3 8 --out "$OUT/pdl"
 run_step bench_one_cta 30 90 env OEA_ROUTING_MAX_CLUSTER=1 python3 benchmarks/bench_routing.py --quick \
   --tokens 33 64 128 256 --k0 3 --out "$OUT/one_cta"
 
@@ -121,12 +136,13 @@ echo
 echo "=== kernel summary ($SECONDS s total; results in $OUT)"
 printf '  %s\n' "${SUMMARY[@]}" | tee "$OUT/summary.txt"
 grep -h "passed\|failed\|error" "$OUT/pytest.log" 2>/dev/null | tail -n 2 | sed 's/^/  pytest: /' | tee -a "$OUT/summary.txt"
-for tool in memcheck memcheck_multiblock racecheck racecheck_one_cta synccheck initcheck; do
+for tool in memcheck memcheck_multiblock racecheck racecheck_one_cta racecheck_general racecheck_spread synccheck initcheck; do
   [[ -f "$OUT/$tool.log" ]] && grep -h "ERROR SUMMARY\|cases, " "$OUT/$tool.log" | sed "s/^/  $tool: /" | tee -a "$OUT/summary.txt"
 done
 grep -c "spills=0/0" "$OUT/ptxas_summary.txt" 2>/dev/null | sed 's/^/  kernels without spills: /' | tee -a "$OUT/summary.txt"
+[[ -f "$OUT/variants.jsonl" ]] && sed 's/^/  variant: /' "$OUT/variants.jsonl" | tee -a "$OUT/summary.txt"
 [[ -f "$OUT/routing.md" ]] && sed -n '/^| T /,/^$/p;/^- /p' "$OUT/routing.md" | tee -a "$OUT/summary.txt"
-for variant in multiblock pdl one_cta; do
+for variant in multiblock one_cta; do
   [[ -f "$OUT/$variant/routing.md" ]] || continue
   echo "  --- $variant (quick run; compare with the table above)" | tee -a "$OUT/summary.txt"
   sed -n '/^| T /,/^$/p' "$OUT/$variant/routing.md" | tee -a "$OUT/summary.txt"

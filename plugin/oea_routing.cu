@@ -32,6 +32,8 @@ constexpr int kMaxClusterCtas = 8;        // portable cluster size
 constexpr int kMaxRegisterExperts = 512;  // 16 keys per lane; above, rows live in smem
 constexpr int kSmemRowWarps = 16;         // smem rows: at most this many warps per CTA
 constexpr int kMultiBlockWarps = 8;
+constexpr int kDecodeOneCtaTokens = 16;  // decode kernel: one CTA up to here (see route_typed)
+constexpr int kDecodeClusterWarps = 8;   // decode kernel: CTA width in a cluster
 constexpr size_t kSmemRowBudget = 96 * 1024;
 
 // Warps per CTA of the fused kernel: 32 (one token per warp up to 256 tokens in a cluster of 8)
@@ -440,6 +442,7 @@ struct LaunchOptions {
   bool pdl = true;
   bool general = false;
   int warps_per_cta = kMaxWarpsPerCta;
+  bool warps_per_cta_set = false;
 };
 
 static const LaunchOptions& launch_options() {
@@ -455,6 +458,7 @@ static const LaunchOptions& launch_options() {
     o.general = env != nullptr && env[0] == '1';
     env = std::getenv("OEA_ROUTING_WARPS_PER_CTA");
     if (env != nullptr) o.warps_per_cta = std::max(1, std::min(kMaxWarpsPerCta, std::atoi(env)));
+    o.warps_per_cta_set = env != nullptr;
     return o;
   }();
   return options;
@@ -505,13 +509,22 @@ static cudaError_t route_typed(const RouteArgs& a, const DeviceInfo& dev, void* 
   if (row_bytes) smem_warps = static_cast<int>(std::max<size_t>(1, std::min<size_t>(kSmemRowWarps, kSmemRowBudget / std::max<size_t>(row_bytes, 1))));
   const int max_warps = std::min(opt.warps_per_cta, VPL ? fused_warps<Key, VPL>() : smem_warps);
 
-  // Decode path: one warp per token, one CTA up to max_warps tokens, else a cluster.
+  // Decode path: one warp per token. Up to kDecodeOneCtaTokens tokens one CTA; beyond, a
+  // cluster of CTAs of kDecodeClusterWarps warps (wider once 8 CTAs are full), because a warp's
+  // chain is issue-bound when many share an SM (H200, T=64: 1 x 32 warps x 2 tokens 7.5 us,
+  // 4 x 16 warps 5.0 us, 8 x 8 warps 4.6 us; a 2-CTA cluster alone costs ~0.5 us, so small
+  // batches stay in one CTA). OEA_ROUTING_WARPS_PER_CTA overrides the CTA width.
   if constexpr (VPL > 0 && VPL <= 8) {
+    const int max_ctas = dev.cluster_launch ? opt.max_cluster : 1;
     const bool decode_fits = a.p.k_max <= kWarp && !(a.p.top_p < 1.0f) &&
                              a.p.max_rank >= E && !opt.general && !opt.force_multiblock &&
-                             T_ <= static_cast<int64_t>(max_warps) * (dev.cluster_launch ? opt.max_cluster : 1);
+                             T_ <= static_cast<int64_t>(max_warps) * max_ctas;
     if (decode_fits) {
-      const int ctas = static_cast<int>(std::max<int64_t>(1, (T_ + max_warps - 1) / max_warps));
+      int width = max_warps;  // warps per CTA before balancing
+      if (!opt.warps_per_cta_set && T_ > kDecodeOneCtaTokens && max_ctas > 1)
+        width = static_cast<int>(std::max<int64_t>(kDecodeClusterWarps, (T_ + max_ctas - 1) / max_ctas));
+      width = std::min(width, max_warps);
+      const int ctas = static_cast<int>(std::max<int64_t>(1, (T_ + width - 1) / width));
       const int warps = static_cast<int>(std::max<int64_t>(1, (T_ + ctas - 1) / ctas));
       const size_t smem = static_cast<size_t>(ctas > 1 ? 4 : 2) * ((E + 31) / 32) * sizeof(uint32_t);
       const bool pdl = opt.pdl && dev.sm_major >= 9;

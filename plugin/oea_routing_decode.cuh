@@ -26,14 +26,14 @@ struct DecodeToken {
   TokenStash st{-INFINITY, 0.0f, 0};
 };
 
-// Appends, in rank order, the largest keys below tok.last (only experts in S_base when
-// kBaseOnly) until tok.count == limit or none is left (a key of 0 is never selectable).
-template <bool kBaseOnly, typename Row>
+// Appends, in rank order, the largest keys below tok.last until tok.count == limit or none is
+// left (a key of 0 is never selectable).
+template <typename Row>
 __device__ __forceinline__ void decode_walk(const Row& row, DecodeToken<typename Row::Key>& tok, int limit) {
   using Key = typename Row::Key;
   const int lane = lane_id();
   while (tok.count < limit) {
-    const Key key = warp_max_key(row.template max_below<kBaseOnly>(tok.last));
+    const Key key = warp_max_key(row.template max_below<false>(tok.last));
     if (key == 0) break;
     tok.slot_key = lane == tok.count ? key : tok.slot_key;
     tok.last = key;
@@ -56,8 +56,8 @@ __device__ __forceinline__ void decode_phase1(const RouteArgs& a, const Row& row
   tok.slot_key = lane == 0 ? top : Key(0);
   tok.last = top;
   tok.count = 1;
-  decode_walk<false>(row, tok, limit);
-  tok.st.denom = softmax_denominator(part, a.p.num_experts);
+  decode_walk(row, tok, limit);
+  tok.st.denom = softmax_denominator(row, part, a.p.num_experts);
   tok.st.chosen = tok.count;
 #pragma unroll
   for (int j = 0; j < row.vpl(); ++j) {
@@ -73,7 +73,10 @@ template <typename Row>
 __device__ __forceinline__ void decode_phase2(const RouteArgs& a, Row& row, DecodeToken<typename Row::Key>& tok,
                                               const uint32_t* mbase) {
   row.load_base(mbase, words_of(a.p.num_experts));
-  decode_walk<true>(row, tok, a.p.k_max);
+#pragma unroll
+  for (int j = 0; j < row.vpl(); ++j)  // once, so each step of the walk is a plain masked max
+    if (!row.in_base(j)) row.set(j, typename Row::Key(0));
+  decode_walk(row, tok, a.p.k_max);
 }
 
 // Steps 6-7 for k_max <= 32: lane s writes slot s (scores, renormalisation over the selection

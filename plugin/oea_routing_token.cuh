@@ -65,6 +65,7 @@ __device__ __forceinline__ int words_of(int num_experts) { return (num_experts +
 template <typename KeyT, int VPL>
 struct RegRow {
   using Key = KeyT;
+  static constexpr int kMaxExperts = VPL * kWarp;  // a compile-time bound: float softmax sums
   Key k[VPL];
   uint32_t base_bits;  // bit j: expert lane + 32 j is in S_base
   __device__ __forceinline__ constexpr int vpl() const { return VPL; }
@@ -96,6 +97,7 @@ struct RegRow {
 template <typename KeyT>
 struct SmemRow {
   using Key = KeyT;
+  static constexpr int kMaxExperts = OEA_MAX_EXPERTS;
   Key* col;               // this lane's column of the warp's row: col[j * 32]
   int n;                  // values per lane = words
   const uint32_t* mbase;  // S_base words
@@ -154,11 +156,13 @@ template <typename T, typename Row>
 __device__ __forceinline__ SoftmaxPartial softmax_partial(const Row& row, float max_logit, int num_experts) {
   using Tr = LogitTraits<T>;
   SoftmaxPartial part{0.0f, 0.0};
-  if (num_experts <= 1024) {
+  if (Row::kMaxExperts <= 1024 || num_experts <= 1024) {
+    // Branch-free: a key of 0 (NaN / -inf, or past E) gives exp(NaN) and is selected away.
 #pragma unroll
     for (int j = 0; j < row.vpl(); ++j) {
       const typename Row::Key k = row.get(j);
-      part.f += k ? expf(Tr::value(k) - max_logit) : 0.0f;
+      const float e = expf(Tr::value(k) - max_logit);
+      part.f += k ? e : 0.0f;
     }
   } else {
     for (int j = 0; j < row.vpl(); ++j) {
@@ -169,10 +173,12 @@ __device__ __forceinline__ SoftmaxPartial softmax_partial(const Row& row, float 
   return part;
 }
 
-__device__ __forceinline__ float softmax_denominator(const SoftmaxPartial& part, int num_experts) {
-  if (num_experts <= 1024) return warp_sum_butterfly(part.f);
+template <typename Row>
+__device__ __forceinline__ float softmax_denominator(const Row&, const SoftmaxPartial& part, int num_experts) {
+  if (Row::kMaxExperts <= 1024 || num_experts <= 1024) return warp_sum_butterfly(part.f);
   return static_cast<float>(warp_sum_butterfly(part.d));
 }
+
 
 template <typename T, typename Key>
 __device__ __forceinline__ float score_of(Key key, const TokenStash& st) {
@@ -338,9 +344,9 @@ __device__ __forceinline__ void route_phase1(const RouteArgs& a, const CtaShared
     const bool use_top_p = decode && a.p.top_p < 1.0f;
     // Scores during the walk (top_p mass, overflow slots) need the denominator first.
     const bool early = use_top_p || limit > kWarp;
-    if (early) st.denom = softmax_denominator(part, E);
+    if (early) st.denom = softmax_denominator(row, part, E);
     walk<T, false>(a, token, row, ts.sel, limit, E, st, use_top_p, bits, !decode);
-    if (!early) st.denom = softmax_denominator(part, E);
+    if (!early) st.denom = softmax_denominator(row, part, E);
     if (lane_id() < min(ts.sel.count, kWarp)) set_expert_bit(bits, expert_of(ts.sel.slot_key));
     st.chosen = ts.sel.count;
   }

@@ -74,9 +74,11 @@ struct RegRow {
   __device__ __forceinline__ void load_base(const uint32_t* mbase, int words) {
     base_bits = 0;
     const int lane = lane_id();
+    uint32_t word[VPL];
 #pragma unroll
-    for (int j = 0; j < VPL; ++j)
-      if (j < words) base_bits |= ((mbase[j] >> lane) & 1u) << j;
+    for (int j = 0; j < VPL; ++j) word[j] = mbase[min(j, words - 1)];  // all reads in flight at once
+#pragma unroll
+    for (int j = 0; j < VPL; ++j) base_bits |= (j < words ? (word[j] >> lane) & 1u : 0u) << j;
   }
   __device__ __forceinline__ bool in_base(int j) const { return (base_bits >> j) & 1u; }
   // The lane's largest key below `below` (in S_base only if kBaseOnly), 0 if none. A tree of
@@ -127,10 +129,23 @@ __device__ __forceinline__ void load_row(const RouteArgs& a, int64_t token, Row&
   const int E = a.p.num_experts;
   const typename Tr::Raw* src = static_cast<const typename Tr::Raw*>(a.logits) + token * E;
   const int lane = lane_id();
+  if constexpr (Row::kMaxExperts <= 1024) {
+    // Registers: every load is issued before any key is formed (an in-range clamp instead of a
+    // branch), so the row costs one memory round trip, not one per load (H200: ~1 us at T=1).
+    typename Tr::Raw raw[Row::kMaxExperts / kWarp];
 #pragma unroll
-  for (int j = 0; j < row.vpl(); ++j) {
-    const int e = lane + j * kWarp;
-    row.set(j, e < E ? Tr::make_key(__ldg(src + e), e) : typename Row::Key(0));
+    for (int j = 0; j < row.vpl(); ++j) raw[j] = __ldg(src + min(lane + j * kWarp, E - 1));
+#pragma unroll
+    for (int j = 0; j < row.vpl(); ++j) {
+      const int e = lane + j * kWarp;
+      row.set(j, e < E ? Tr::make_key(raw[j], e) : typename Row::Key(0));
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < row.vpl(); ++j) {
+      const int e = lane + j * kWarp;
+      row.set(j, e < E ? Tr::make_key(__ldg(src + e), e) : typename Row::Key(0));
+    }
   }
 }
 

@@ -184,8 +184,10 @@ def test_emulated_decode_kernel_on_its_configurations(libraries, path):
         rng = np.random.default_rng(9_300_000 + seed)
         E = int(rng.choice([8, 64, 100, 128, 256]))
         c = random_config(rng, E, max_k=16)
-        cfg = OEAConfig(num_experts=E, top_k=c.top_k, k0=c.k0, k_max=min(c.k_max, 32), renormalize=c.renormalize,
-                        fill=c.fill, piggyback_on_context=c.piggyback_on_context, k0_schedule=c.k0_schedule)
+        k_max = min(c.k_max, 32)
+        schedule = tuple((m, min(k, k_max)) for m, k in c.k0_schedule) if c.k0_schedule else None
+        cfg = OEAConfig(num_experts=E, top_k=c.top_k, k0=min(c.k0, k_max), k_max=k_max, renormalize=c.renormalize,
+                        fill=c.fill, piggyback_on_context=c.piggyback_on_context, k0_schedule=schedule)
         u = rng.random()
         T = int(rng.integers(0, 33)) if u < 0.5 else int(rng.integers(33, 97)) if u < 0.85 else int(rng.integers(97, 257))
         kinds = random_token_kind(rng, T)

@@ -121,8 +121,10 @@ def decode_kernel_case(seed: int):
     rng = np.random.default_rng(seed)
     E = int(rng.choice([8, 60, 64, 128, 160, 256]))
     c = random_config(rng, E, max_k=16)
-    cfg = OEAConfig(num_experts=E, top_k=c.top_k, k0=c.k0, k_max=min(c.k_max, 32), renormalize=c.renormalize,
-                    fill=c.fill, piggyback_on_context=c.piggyback_on_context, k0_schedule=c.k0_schedule)
+    k_max = min(c.k_max, 32)
+    schedule = tuple((m, min(k, k_max)) for m, k in c.k0_schedule) if c.k0_schedule else None
+    cfg = OEAConfig(num_experts=E, top_k=c.top_k, k0=min(c.k0, k_max), k_max=k_max, renormalize=c.renormalize,
+                    fill=c.fill, piggyback_on_context=c.piggyback_on_context, k0_schedule=schedule)
     T = int(rng.integers(0, 257)) if rng.random() < 0.4 else int(rng.integers(0, 65))
     kinds = random_token_kind(rng, T)
     leading = int(rng.integers(0, T + 1)) if kinds is None and T and rng.random() < 0.3 else 0

@@ -10,10 +10,8 @@
 #   bench      benchmarks/bench_routing.py: per-call latency in graph replay, JSON + md + png
 #   sanitizers compute-sanitizer memcheck / racecheck / synccheck / initcheck on the harness
 #              (racecheck also with OEA_ROUTING_MAX_CLUSTER=1: several tokens per warp)
-#   bench_multiblock  small batches forced through the multi-block path, for comparison
 #   variants   per-call latency under each launch option (scripts/gpu/routing_variants.py): the
 #              general kernel (OEA_ROUTING_GENERAL=1), no PDL (OEA_ROUTING_PDL=0), warps per CTA
-#   bench_one_cta     batches of 33..256 tokens in one CTA instead of a cluster (OEA_ROUTING_MAX_CLUSTER=1)
 # The main bench's 'before' columns come from the committed benchmarks/results/routing.json (the
 # previous run), copied before anything is written.
 # Steps are skipped (and reported) once the time budget ($KERNEL_BUDGET_S, default 265 s) is spent.
@@ -114,24 +112,17 @@ fi
 
 variants() {
   : > "$OUT/variants.jsonl"
-  for v in "default OEA_X=0" "general OEA_ROUTING_GENERAL=1" "no_pdl OEA_ROUTING_PDL=0" \
-           "w16 OEA_ROUTING_WARPS_PER_CTA=16" "w8 OEA_ROUTING_WARPS_PER_CTA=8"; do
+  for v in "general OEA_ROUTING_GENERAL=1" "no_pdl OEA_ROUTING_PDL=0" "one_cta_per_32 OEA_ROUTING_WARPS_PER_CTA=32"; do
     set -- $v
     local label=$1
     shift
-    env "$@" python3 scripts/gpu/routing_variants.py --label "$label" --tokens 1 16 32 33 64 128 256 --k0 3 \
+    env "$@" python3 scripts/gpu/routing_variants.py --label "$label" --tokens 1 16 17 32 64 128 256 --k0 3 \
       | tee -a "$OUT/variants.jsonl"
   done
 }
 export OUT
 export -f variants
 run_step variants 40 100 bash -c variants
-# A/B: the same decode-sized batches through the multi-block path (what GPUs without clusters run).
-run_step bench_multiblock 40 90 env OEA_ROUTING_FORCE_MULTIBLOCK=1 python3 benchmarks/bench_routing.py --quick \
-  --tokens 1 8 64 256 --k0 3 --out "$OUT/multiblock"
-run_step bench_one_cta 30 90 env OEA_ROUTING_MAX_CLUSTER=1 python3 benchmarks/bench_routing.py --quick \
-  --tokens 33 64 128 256 --k0 3 --out "$OUT/one_cta"
-
 echo
 echo "=== kernel summary ($SECONDS s total; results in $OUT)"
 printf '  %s\n' "${SUMMARY[@]}" | tee "$OUT/summary.txt"
@@ -142,7 +133,7 @@ done
 grep -c "spills=0/0" "$OUT/ptxas_summary.txt" 2>/dev/null | sed 's/^/  kernels without spills: /' | tee -a "$OUT/summary.txt"
 [[ -f "$OUT/variants.jsonl" ]] && sed 's/^/  variant: /' "$OUT/variants.jsonl" | tee -a "$OUT/summary.txt"
 [[ -f "$OUT/routing.md" ]] && sed -n '/^| T /,/^$/p;/^- /p' "$OUT/routing.md" | tee -a "$OUT/summary.txt"
-for variant in multiblock one_cta; do
+for variant in; do
   [[ -f "$OUT/$variant/routing.md" ]] || continue
   echo "  --- $variant (quick run; compare with the table above)" | tee -a "$OUT/summary.txt"
   sed -n '/^| T /,/^$/p' "$OUT/$variant/routing.md" | tee -a "$OUT/summary.txt"

@@ -7,7 +7,7 @@ time instead of <= 0.55. This times, for the headline cases, each way of removin
 cost, side by side, with the same weights, routing draws and timing as the main benchmark
 (oea_trt/bench/moe.py: CUDA-graph replay of C back-to-back calls over C weight copies):
 
-  slots            the former 3 launches: gate/up, per-slot down, combine; no PDL
+  slots            3 launches: gate/up, per-slot down, combine; no PDL
   slots+pdl        the same, launched with programmatic dependent launch
   combine          2 launches: gate/up, down + combine kernel; no PDL
   combine+pdl      ... with PDL (gate/up signals its dependents at each program's last item)

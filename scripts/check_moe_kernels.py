@@ -181,10 +181,11 @@ def main(argv=None) -> int:
                     count += 1
         for batch in args.batch if "triton" in args.kernel else ():
             base = tk.default_config(batch, H, I, shape.top_k, shape.num_experts)
-            # (config, PDL, L2 prefetch, evict_last): the default with PDL and the prefetch (what a
-            # GPU runs), without either (the tuner's "off" steps, the A/B script's old path), and
-            # the A/B script's prefetch of 4 with the evict_last policy.
-            variants = [(base, True, base.prefetch_experts, False), (base, False, 0, False), (base, True, 4, True)]
+            # (config, PDL, L2 prefetch, evict_last): with PDL (what a GPU runs by default) and the
+            # down + combine kernel's L2 prefetch of 2 experts, without either (the A/B script's
+            # plain variants), and the A/B script's prefetch of 4 with the evict_last policy. The
+            # default config's per-slot down and combine kernels are among these (dn, PDL on/off).
+            variants = [(base, True, 2, False), (base, False, 0, False), (base, True, 4, True)]
             if args.candidates:
                 variants += [(base.replace(gu_block_n=n, gu_block_k=k, gu_warps=w, gu_stages=s), True, 2, False)
                              for n, k, w, s in GATE_UP_CANDIDATES]

@@ -107,8 +107,9 @@ def test_triton_is_deterministic(layer, down):
 
 # ---- the expert-major kernel's launch options (triton_kernel.py) ---------------------------------
 
-#: name -> KernelConfig changes. The default (down + combine, PDL, L2 prefetch of 2 experts) is
-#: test_triton_matches_reference's; these are the other paths the tuner and moe_ab.py time.
+#: name -> KernelConfig changes: both down paths named explicitly (not through the default,
+#: which is "slots" with PDL where supported), with and without PDL, and the down + combine
+#: kernel's L2 prefetch; the paths moe_ab.py times.
 TRITON_VARIANTS = {
     "combine": dict(down="combine", pdl=False, prefetch_experts=0),
     "combine+pdl+prefetch4+evict_last": dict(down="combine", pdl=True, prefetch_experts=4, prefetch_evict_last=True),
@@ -124,11 +125,11 @@ def _triton(x, w, r, **changes):
     return fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, base.replace(**changes))
 
 
-def test_default_is_two_launches_with_pdl_on_hopper():
+def test_default_is_three_launches_with_pdl_on_hopper():
     from oea_trt.moe.triton_kernel import default_config, pdl_supported
 
     cfg = default_config(16, 2048, 768, 8, 128)
-    assert cfg.down == "combine" and cfg.launches == 2 and cfg.pdl is None and cfg.prefetch_experts == 2
+    assert cfg.down == "slots" and cfg.launches == 3 and cfg.pdl is None and cfg.prefetch_experts == 0
     assert pdl_supported(torch.device("cuda")) == (torch.cuda.get_device_capability()[0] >= 9)
 
 

@@ -48,7 +48,8 @@ def _assert_close(out, ref):
     assert err <= TOL * scale, f"max error {float(err):.3g} vs max |ref| {float(scale):.3g}"
 
 
-#: Both down paths: "combine" (2 launches: down + combine kernel) and "slots" (3 launches).
+#: Both down paths, named explicitly: "slots" (3 launches, the default) and "combine" (2
+#: launches: down + combine kernel, an option).
 DOWNS = ("combine", "slots")
 #: I = 48 is not a power of two: the down + combine kernel's K-steps of 16 run 3 per expert, and
 #: H = 64 in 16-row tiles gives 4 programs; the gate/up kernel takes 16-wide N-tiles.
@@ -168,7 +169,7 @@ def test_down_combine_tiles_divide_the_shape_and_fit_in_shared_memory(hidden, in
     from oea_trt.moe.triton_kernel import SMEM_BUDGET, default_config, fitted
 
     base = default_config(batch, hidden, inter, 8, 128)
-    assert base.down == "combine" and base.launches == 2 and base.prefetch_experts == 2
+    assert base.down == "slots" and base.launches == 3 and base.prefetch_experts == 0  # combine: an option
     # The default: the narrowest hidden tile that leaves at most one program per H200 SM.
     assert hidden // base.dc_block_n <= 132 < 2 * hidden // base.dc_block_n
     for n, k, w, s in ([(base.dc_block_n, base.dc_block_k, base.dc_warps, base.dc_stages)]
@@ -186,7 +187,7 @@ def test_config_errors_and_pdl_needs_a_gpu(weights):
         KernelConfig(down="atomics")
     with pytest.raises(ValueError, match="prefetch_experts must be >= 0"):
         KernelConfig(prefetch_experts=-1)
-    assert KernelConfig().launches == 2 and KernelConfig(down="slots").launches == 3
+    assert KernelConfig().launches == 3 and KernelConfig(down="combine").launches == 2
     if not pdl_supported(torch.device(DEVICE)):
         x, routing = _case(2, 2, "invalid", seed=1)
         with pytest.raises(ValueError, match="pdl=True needs a CUDA device of compute capability 9.0"):

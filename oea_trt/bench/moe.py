@@ -9,8 +9,8 @@ top-k routing and OEA at each k0, on the H200 (docs: ../shared/docs/benchmarking
   * two figures per row: routing+MoE (routing inside the graph) and MoE only (routing done
     before capture); distinct experts T (mean of the C draws), effective TB/s, the floor
     T x expert_bytes / copy bandwidth measured in the same run, ratio to vanilla;
-  * our kernels side by side, "fused" (the whole layer in one launch) and "triton" (two
-    launches, or three with the per-slot down kernel the tuner may pick; deterministic), and
+  * our kernels side by side, "fused" (the whole layer in one launch) and "triton" (three
+    launches: gate/up, down, combine, with programmatic dependent launch; deterministic), and
     both vs torch._grouped_mm (and the plain loop, eager), on the
     same inputs; CUDA-graph nodes per routing+MoE call of each.
 report_moe.py turns the result into markdown and plots.
@@ -43,9 +43,13 @@ ALL_PRESETS = ("qwen3-30b-a3b", "qwen3-235b-a22b", "qwen3-235b-a22b-tp8")
 #: so the side-by-side run has time for the one-launch kernel's search too.
 GATE_UP_CANDIDATES = ((32, 128, 4, 3), (32, 256, 4, 3), (64, 128, 4, 4))
 #: The down + combine kernel (down="combine", 2 launches): (block_n hidden rows per program,
-#: block_k, warps, stages). 16 rows: 128 programs at H=2048; 32 rows: 128 at H=4096.
+#: block_k, warps, stages). 16 rows: 128 programs at H=2048; 32 rows: 128 at H=4096. NOT tried
+#: by the tuner: on the H200 the 2-launch path was 1.4-2.3x slower per routing+MoE call than
+#: the per-slot down + combine kernels (benchmarks/moe_ab.py; triton_kernel.py's module doc), so
+#: the benchmark's time budget is not spent on it. scripts/check_moe_kernels.py --candidates still compiles these tiles.
 DOWN_COMBINE_CANDIDATES = ((16, 256, 4, 5), (16, 128, 4, 8), (32, 256, 4, 4))
-#: The per-slot down kernel (down="slots", 3 launches), the tiles that won in the first runs.
+#: The per-slot down kernel (down="slots", 3 launches, the default), the tiles that won in the
+#: first runs.
 DOWN_CANDIDATES = ((64, 128, 4, 3), (128, 64, 4, 4))
 #: One-launch kernel (fused_kernel.py) tiles: (block_i, block_k, block_h, warps, stages). None
 #: of them spills registers at block_m 16, 32 or 64 (scripts/check_moe_kernels.py --candidates).
@@ -263,8 +267,8 @@ def _row(shape: MoEShape, mode: str, batch: int, variant: str, k0: Optional[int]
 
 def tune_kernel(shape: MoEShape, weights, router: Router, batch: int, spec: MoEBenchSpec, impl: str = "triton"):
     """Coordinate search over one kernel's tiles, MoE-only graph time on uniform vanilla routing
-    at `batch`. "triton": GATE_UP tiles, then DOWN_COMBINE (2 launches) vs DOWN (3 launches) tiles,
-    then PDL off, then the L2 prefetch off. "fused": FUSED_CANDIDATES, then the [E, I, H]
+    at `batch`. "triton": GATE_UP tiles, then DOWN tiles (the 3-launch path; PDL stays on where
+    supported, see below). "fused": FUSED_CANDIDATES, then the [E, I, H]
     down layout, then programmatic dependent launch. Returns (best config, us, [(config, us or error)])."""
     from .routing_inputs import UniformSource
 
@@ -295,20 +299,18 @@ def tune_kernel(shape: MoEShape, weights, router: Router, batch: int, spec: MoEB
     else:
         from ..moe.triton_kernel import default_config
 
-        # Gate/up tiles; then the down projection: the 2-launch down + combine kernel's tiles
-        # against the 3-launch per-slot down kernel's; then programmatic dependent launch off
-        # (the default is on where supported) and the L2 prefetch off (2-launch path only).
+        # Gate/up tiles, then the per-slot down kernel's tiles (the 3-launch path). The 2-launch
+        # down + combine kernel is not tried (slower, see DOWN_COMBINE_CANDIDATES). Nor is PDL
+        # off: in the H200 A/B (30B layer) PDL saved 0.9-1.6 us per routing+MoE call, mostly by
+        # starting gate/up while the routing kernel drains, which this MoE-only timing cannot
+        # see; MoE-only it moved by -0.9..+3.0 us, about this 3-repeat search's noise. Each try
+        # would also compile three more kernels per batch.
         best = default_config(*args)
         steps = [[lambda c, n=n, k=k, w=w, s=s: c.replace(gu_block_n=n, gu_block_k=k, gu_warps=w, gu_stages=s)
                   for n, k, w, s in GATE_UP_CANDIDATES],
-                 [lambda c, n=n, k=k, w=w, s=s: c.replace(down="combine", dc_block_n=n, dc_block_k=k, dc_warps=w,
-                                                          dc_stages=s)
-                  for n, k, w, s in DOWN_COMBINE_CANDIDATES]
-                 + [lambda c, n=n, k=k, w=w, s=s: c.replace(down="slots", dn_block_n=n, dn_block_k=k, dn_warps=w,
-                                                            dn_stages=s)
-                    for n, k, w, s in DOWN_CANDIDATES],
-                 [lambda c: c.replace(pdl=False)],
-                 [lambda c: c.replace(prefetch_experts=0) if c.down == "combine" else c]]
+                 [lambda c, n=n, k=k, w=w, s=s: c.replace(down="slots", dn_block_n=n, dn_block_k=k, dn_warps=w,
+                                                          dn_stages=s)
+                  for n, k, w, s in DOWN_CANDIDATES]]
     best_us = measure(best)
     for step in steps:
         base = best  # each step varies one aspect of the best config so far
@@ -320,8 +322,9 @@ def tune_kernel(shape: MoEShape, weights, router: Router, batch: int, spec: MoEB
 
 
 def _triton_launches(shape: MoEShape, batches: Sequence[int], tuned: Dict[int, object]) -> List[int]:
-    """Kernel launches per call of impl "triton" over `batches` (2 with its down + combine kernel,
-    3 with the per-slot one), from the tuned configs or, where none, the default."""
+    """Kernel launches per call of impl "triton" over `batches` (3 with the per-slot down kernel,
+    the default and all the tuner tries; 2 with the optional down + combine kernel), from the
+    tuned configs or, where none, the default."""
     from ..moe.triton_kernel import default_config
 
     return sorted({(_config_for(b, tuned) or default_config(b, shape.hidden_size, shape.moe_intermediate_size,

@@ -13,16 +13,16 @@ from .report import fmt, linear_fit, markdown_table, pyplot, save_figure, write_
 HEADLINE = ("qwen3-30b-a3b", "skewed", 16)  # the paper's setting: Qwen3-30B-A3B, max batch 16
 BANDWIDTH_TARGET = 0.85  # of the measured copy bandwidth, 30B layer, B=16, uniform, vanilla
 RATIO_TARGET = 0.55  # OEA k0=3 / vanilla, routing+MoE, skewed, 30B, B=16
-#: Our kernels, as the report names them (impl "triton": see label(), its launches per call
-#: depend on the config the run used).
+#: Our kernels, as the report names them (impl "triton": 3 launches, gate/up, down, combine, with
+#: programmatic dependent launch; see label() for runs of its optional 2-launch path).
 LABELS = {"fused": "one launch", "triton": "3 launches"}
 
 
 def label(results, impl: str) -> str:
-    """The report's name for one of our kernels. impl "triton" is 2 launches per call with its
-    down + combine kernel, 3 with the per-slot down kernel; the run records which it timed per
-    preset (bench/moe.py, info["launches"]). Results without that record are from the
-    3-launch kernel."""
+    """The report's name for one of our kernels. impl "triton" is 3 launches per call (gate/up,
+    per-slot down, combine: the default and all the tuner tries), 2 with the optional down +
+    combine kernel; the run records which it timed per preset (bench/moe.py, info["launches"]).
+    Results without that record are from the 3-launch kernel."""
     if impl != "triton":
         return LABELS[impl]
     counts = sorted({n for info in results.get("presets", {}).values() if isinstance(info, dict)

@@ -5,7 +5,7 @@ Why expert-major: at decode sizes (<= 64 tokens) a MoE layer is memory-bound; it
 bytes of the distinct active experts T over HBM bandwidth, which is what OEA shrinks. A token-
 major kernel (vLLM's small-batch path) re-reads an expert once per token that picked it.
 
-Two launches by default (config.down == "combine"), no host synchronisation, grids fixed by
+Three launches by default (config.down == "slots"), no host synchronisation, grids fixed by
 (tokens, k, E, H) and the GPU, so the whole call can be captured in a CUDA graph:
   1. gate/up: persistent programs walk the work items (a, n) = (a-th active expert, from the
      routing's active_mask, counted on the device; N-tile of the intermediate dim). For each,
@@ -13,28 +13,35 @@ Two launches by default (config.down == "combine"), no host synchronisation, gri
      tokens at decode sizes: the alignment step is fused here, nothing is sorted), streams the
      gate and up rows of its tile once and writes silu(gate) * up for every routed token into
      a small buffer at row token*k + slot.
-  2. down + combine: one program per tile of BLOCK_N hidden rows (and per block of BLOCK_M
-     tokens). It walks the active experts in ascending id order and the K-steps of the
-     intermediate dim as ONE loop (so the software pipeliner keeps weight loads in flight
-     across expert boundaries), accumulating act @ w2_tile^T * routing weight in fp32
-     registers, and writes each token's output tile once. No atomics, no per-slot buffer:
-     the summation order is fixed, so results are bit-reproducible run to run.
-config.down == "slots" keeps the former three-launch path (for the tuner to compare):
-  2'. down: persistent over (active expert, H-tile): fp32 rows of a per-(token, slot) buffer.
-  3'. combine: per token, sums its slots' rows in slot order (deterministic; no atomics).
+  2. down: persistent over (active expert, H-tile): fp32 rows of a per-(token, slot) buffer,
+     each already scaled by the token's routing weight for that expert.
+  3. combine: per token, sums its slots' rows in slot order (deterministic; no atomics).
 A token that names one expert in two slots (the router's "top1" fill repeats an expert with
 weight 0) is one row: the first slot's, carrying the summed weight. Ids outside [0, E) are
 skipped. Arithmetic: bf16 x bf16 -> fp32 accumulation; the intermediate is rounded to the
 weight dtype (as the reference model does) before the down projection.
 
-Why two launches and PDL: at decode sizes each kernel boundary costs a drain, a launch and a
-pipeline ramp (the 3-launch kernel measured ~13 us fixed per layer on the H200, against 2.4 us
-per expert), which is what keeps OEA's smaller T from showing in the latency. Programmatic
-dependent launch (config.pdl, sm_90+) lets each kernel's programs be scheduled while the
-previous kernel drains: every kernel waits (griddepcontrol.wait) before touching memory the
-previous one wrote, and gate/up signals its dependents as soon as each program starts its last
-work item. The down + combine kernel may prefetch its first experts' weight tiles into L2
-before that wait (config.prefetch_experts; see _prefetch_l2 for why that is safe).
+Programmatic dependent launch (config.pdl; on by default where it works, sm_90+): each kernel's
+programs may be scheduled while the previous kernel drains; every kernel waits
+(griddepcontrol.wait) before touching memory the previous one wrote, and the persistent kernels
+signal their dependents as soon as each program starts its last work item. On the H200 (30B
+layer, skewed B=16, routing kernel in the graph; benchmarks/moe_ab.py) it saved ~1.5 us per
+routing+MoE call: 130.0 -> 128.7 us vanilla, 77.9 -> 76.3 us at k0=3. Gate/up then starts ~1 us
+after the (6 us) routing kernel starts instead of after it ends, though the overlapping kernels
+run a little longer.
+
+config.down == "combine" is a two-launch alternative, kept as an option but measured SLOWER and
+not tuned: one kernel, one program per tile of BLOCK_N hidden rows (and per block of BLOCK_M
+tokens), walks the active experts x K-steps as one loop, accumulates act @ w2_tile^T * routing
+weight in fp32 registers and writes each output tile once (no y buffer, no combine kernel;
+optionally prefetching its first experts' w2 slabs into L2 before the wait: config.
+prefetch_experts, see _prefetch_l2). On the H200 (same case, 16 x 256 tile) it took 120 us where
+the per-slot down and combine kernels took 43 + 4.6 us (routing+MoE vanilla 195-247 us vs 130
+us, k0=3 108-133 vs 78 us, over two tiles), and PDL and the L2 prefetch made it slower still (up
+to 297 / 168 us). With one program per H-tile (128 programs at H=2048, about one per SM) each SM
+streams a single [BLOCK_N, I] slab at a time, which cannot keep enough bytes in flight: ~1.3
+TB/s of w2 reads, against ~3.6 TB/s for the per-slot down kernel's many (expert, H-tile)
+programs.
 """
 from __future__ import annotations
 
@@ -51,22 +58,24 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-#: How the down projection is done: "combine" = one kernel that also sums each token's experts
-#: (2 launches per layer); "slots" = per-(token, slot) rows then a combine kernel (3 launches).
-DOWN_MODES = ("combine", "slots")
+#: How the down projection is done: "slots" (the default) = per-(token, slot) rows then a combine
+#: kernel (3 launches per layer); "combine" = one kernel that also sums each token's experts (2
+#: launches; measured slower on the H200, see the module doc).
+DOWN_MODES = ("slots", "combine")
 
 
 @dataclasses.dataclass(frozen=True)
 class KernelConfig:
     """Tile sizes and launch options. block_m: token rows per tile (tl.dot needs >= 16; a decode
     batch of <= 64 tokens fits one tile, so every expert's weights are read once). gu_*: gate/up
-    kernel, block_n over the intermediate dim, block_k over hidden. down: "combine" (2 launches)
-    or "slots" (3 launches; see DOWN_MODES). dc_*: the down + combine kernel, block_n hidden rows
-    per program (H / block_n programs), block_k over the intermediate dim. dn_*: the "slots" down
-    kernel, block_n over hidden, block_k over the intermediate dim. pdl: programmatic dependent
-    launch (None: on where it works, i.e. compiled for sm_90+, not in the interpreter).
-    prefetch_experts: the down + combine kernel prefetches this many active experts' weight
-    tiles into L2 before waiting for gate/up (0: off; sm_90+ only, ignored elsewhere), with an
+    kernel, block_n over the intermediate dim, block_k over hidden. down: "slots" (3 launches,
+    the default) or "combine" (2 launches, slower; see DOWN_MODES). dn_*: the "slots" down
+    kernel, block_n over hidden, block_k over the intermediate dim. dc_*: the down + combine
+    kernel, block_n hidden rows per program (H / block_n programs), block_k over the
+    intermediate dim. pdl: programmatic dependent launch (None: on where it works, i.e. compiled
+    for sm_90+, not in the interpreter). prefetch_experts: the down + combine kernel (only)
+    prefetches this many active experts' weight tiles into L2 before waiting for gate/up (0:
+    off, the default: it did not help in the H200 A/B; sm_90+ only, ignored elsewhere), with an
     L2::evict_last cache policy if prefetch_evict_last."""
 
     block_m: int = 16
@@ -74,7 +83,7 @@ class KernelConfig:
     gu_block_k: int = 128
     gu_warps: int = 4
     gu_stages: int = 4
-    down: str = "combine"
+    down: str = "slots"
     dc_block_n: int = 16
     dc_block_k: int = 256
     dc_warps: int = 4
@@ -85,7 +94,7 @@ class KernelConfig:
     dn_stages: int = 4
     combine_block_h: int = 1024
     pdl: Optional[bool] = None
-    prefetch_experts: int = 2
+    prefetch_experts: int = 0
     prefetch_evict_last: bool = False
     max_programs: Optional[int] = None  # cap on persistent programs (default: one full wave)
 
@@ -126,7 +135,8 @@ _DC_BYTES_IN_FLIGHT = 32 * 1024
 
 def default_config(num_tokens: int, hidden: int, inter: int, top_k: int, num_experts: int) -> KernelConfig:
     """A heuristic that keeps enough programs in flight (H200: 132 SMs) at every batch size:
-    few active experts -> narrower N-tiles, so more programs stream in parallel. The down +
+    few active experts -> narrower N-tiles, so more programs stream in parallel. Down path:
+    "slots" (3 launches, KernelConfig's default). For down="combine" (an option), the down +
     combine kernel takes the narrowest hidden tile (>= 16 rows) that leaves at most one program
     per SM (H=2048: 16 rows, 128 programs; H=4096: 32), and enough pipeline stages to keep
     ~32 KB of its weights in flight."""

@@ -64,7 +64,8 @@ def add_moe(sub) -> None:
     p.add_argument("--k0", nargs="+", type=_k0, default=list(range(1, 8)), help="OEA k0 values (vanilla always)")
     p.add_argument("--impl", nargs="+", choices=("fused", "triton", "grouped_mm", "loop"),
                    default=["fused", "triton", "grouped_mm", "loop"],
-                   help="implementations to check and time (fused: ours, one launch; triton: ours, three launches)")
+                   help="implementations to check and time (fused: ours, one launch; triton: ours, three launches: "
+                        "gate/up, down, combine, with programmatic dependent launch)")
     p.add_argument("--baseline-k0", nargs="*", type=_k0, default=[3],
                    help="k0 values at which torch._grouped_mm is timed too (it always is at vanilla)")
     p.add_argument("--lite-preset", nargs="*", choices=ALL_PRESETS, default=[], metavar="PRESET",

@@ -20,14 +20,15 @@ def _run(cmd, cwd: Optional[str] = None) -> Optional[str]:
 
 def git_commit(repo_dir: Optional[str] = None) -> dict:
     repo_dir = repo_dir or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    commit = _run(["git", "rev-parse", "HEAD"], cwd=repo_dir)
-    dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_dir)
-    if commit is None and os.environ.get("OEA_GIT_COMMIT"):
-        # The GPU box receives a copy of the working tree without .git: the sender names the
-        # commit (scripts/gpu/run_all.sh passes it on) and whether the tree differed from it.
+    if os.environ.get("OEA_GIT_COMMIT"):
+        # The GPU box receives a copy of the working tree whose .git (if any) need not be the
+        # sender's: the sender names the commit and whether the tree differed from it. (A stale
+        # .git there once stamped results with an older commit.)
         commit = os.environ["OEA_GIT_COMMIT"]
         dirty = os.environ.get("OEA_GIT_DIRTY", "")
         return {"commit": commit, "dirty": dirty == "1" if dirty else None}
+    commit = _run(["git", "rev-parse", "HEAD"], cwd=repo_dir)
+    dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_dir)
     return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None}
 
 

@@ -9,9 +9,6 @@ cost, side by side, with the same weights, routing draws and timing as the main 
 
   slots            3 launches: gate/up, per-slot down, combine; no PDL
   slots+pdl        the same, launched with programmatic dependent launch
-  slots_fused+pdl  2 launches (opt-in, KernelConfig(down="slots_fused")): the per-slot down
-                   kernel's last program per (token, H-tile) sums the token's rows itself (no
-                   combine kernel); bit-identical to slots; with PDL
   combine          2 launches: gate/up, down + combine kernel; no PDL
   combine+pdl      ... with PDL (gate/up signals its dependents at each program's last item)
   combine+pdl+pfN  ... and the down kernel prefetches its first N experts' w2 slabs into L2
@@ -58,8 +55,7 @@ def _tile_tag(n, k, w, s) -> str:
 def variants():
     """[(name, KernelConfig changes)] in the order the report lists them."""
     out = [("slots", dict(down="slots", pdl=False, prefetch_experts=0)),
-           ("slots+pdl", dict(down="slots", pdl=True, prefetch_experts=0)),
-           ("slots_fused+pdl", dict(down="slots_fused", pdl=True, prefetch_experts=0))]
+           ("slots+pdl", dict(down="slots", pdl=True, prefetch_experts=0))]
     for i, (n, k, w, s) in enumerate(DC_TILES):
         tile = dict(dc_block_n=n, dc_block_k=k, dc_warps=w, dc_stages=s)
         tag = " " + _tile_tag(n, k, w, s)

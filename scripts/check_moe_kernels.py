@@ -6,10 +6,8 @@ would not reach the bandwidth target) and does not spill registers (ptxas -v on 
 Both of our kernels: the one-launch "fused" (fused_kernel.py, also with programmatic dependent
 launch and with the transposed down layout) and "triton" (triton_kernel.py): its gate/up
 kernel, its 2-launch down + combine kernel (with PDL, and with the L2 prefetch's inline PTX,
-cp.async.bulk.prefetch, with and without an evict_last policy), its 3-launch per-slot down
-and combine kernels, each with and without PDL (griddepcontrol), and the opt-in 2-launch
-"slots_fused" down kernel (the per-slot down kernel that finishes tokens itself: its tiles must
-not spill, and its PTX must carry the acq_rel GPU-scope counter atomic and the L2 (.cg) reads).
+cp.async.bulk.prefetch, with and without an evict_last policy) and its 3-launch per-slot down
+and combine kernels, each with and without PDL (griddepcontrol).
 
     python3 scripts/check_moe_kernels.py                 # default tiles, every preset, B=1/16/64
     python3 scripts/check_moe_kernels.py --candidates    # also every tile the benchmark tunes over
@@ -40,29 +38,6 @@ from oea_trt.moe import triton_kernel as tk  # noqa: E402
 from oea_trt.presets import get_preset  # noqa: E402
 
 SMEM_LIMIT = 227 * 1024
-
-
-def _ab_slot_down_tiles() -> dict:
-    """benchmarks/moe_ab.py's per-slot down tiles by block_m (the A/B times slots_fused with them)."""
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "moe_ab.py")
-    spec = importlib.util.spec_from_file_location("moe_ab", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.SLOT_DOWN
-
-
-AB_SLOT_DOWN = _ab_slot_down_tiles()
-#: Spill stores tolerated in the slots_fused down kernel. ptxas (Triton 3.6, sm_90a) keeps the
-#: 16-token tiles at 128 registers (4 programs per SM) by spilling 8-16 bytes: the SASS
-#: (nvdisasm, 30B, B=16, PDL: 8 bytes) shows two per-program values (the thread's active-expert
-#: rank and a predicate) stored once and reloaded once per work item, outside the K loop that
-#: streams the weights; the 30B 64-token [128 x 64] tile spills 4 bytes at 255 registers. A
-#: spill in the streaming loop or in the finishing code is much larger (a first version of the
-#: finishing code spilled 172-1312 bytes at 64 tokens), so this bound still catches it.
-SLOTS_FUSED_MAX_SPILL = 16
-
 ALIGNED = [["tt.divisibility", 16]]
 
 
@@ -97,12 +72,10 @@ def compile_down_combine(shape, cfg, pdl=False, prefetch=0, evict_last=False):
                     cfg.dc_stages, pdl)
 
 
-def compile_down(shape, cfg, pdl=False, finish=False):
-    """The per-slot down kernel; finish: its "slots_fused" form (sums tokens' rows into out)."""
+def compile_down(shape, cfg, pdl=False):
     sig = {"act_ptr": "*bf16", "w2_ptr": "*bf16", "expert_ids_ptr": "*i32", "weights_ptr": "*fp32",
-           "active_mask_ptr": "*u8", "y_ptr": "*fp32", "out_ptr": "*bf16", "count_ptr": "*i32", "num_tokens": "i32",
-           "stride_out": "i32"}
-    consts = dict(_shape_consts(shape, cfg.block_m, cfg.dn_block_n, cfg.dn_block_k), USE_PDL=pdl, FINISH=finish)
+           "active_mask_ptr": "*u8", "y_ptr": "*fp32", "num_tokens": "i32"}
+    consts = dict(_shape_consts(shape, cfg.block_m, cfg.dn_block_n, cfg.dn_block_k), USE_PDL=pdl)
     return _compile(tk._down_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.dn_warps,
                     cfg.dn_stages, pdl)
 
@@ -127,25 +100,6 @@ def griddep_problems(kernel, name: str, pdl: bool, prefetch: int = 0, evict_last
         problems.append(f"{name}: {ptx.count('cp.async.bulk.prefetch.L2')} L2 prefetches in the PTX, want {prefetch}")
     if evict_last != ("createpolicy.fractional.L2::evict_last" in ptx):
         problems.append(f"{name}: evict_last cache policy {'missing' if evict_last else 'unexpected'}")
-    return problems
-
-
-def finish_problems(kernel, name: str, finish: bool) -> list:
-    """What the slots_fused down kernel must put in the PTX: the per-(token, tile) counter
-    increment with acq_rel semantics at GPU scope (a relaxed or CTA-scope one would let the last
-    program read rows not yet visible), a CTA barrier before it, and L2 (.cg) reads of y; the
-    plain per-slot down kernel none of that."""
-    ptx = kernel.asm["ptx"]
-    atomic = "atom.global.gpu.acq_rel.add.u32" in ptx
-    problems = []
-    if finish and not atomic:
-        problems.append(f"{name}: no atom.global.gpu.acq_rel.add.u32 (the completion counter) in the PTX")
-    if finish and "ld.global.cg" not in ptx:
-        problems.append(f"{name}: the finishing program's y reads are not ld.global.cg (L2)")
-    if finish and "bar.sync" not in ptx:
-        problems.append(f"{name}: no bar.sync before the counter increment")
-    if not finish and "atom." in ptx:
-        problems.append(f"{name}: atomics in the plain per-slot down kernel")
     return problems
 
 
@@ -174,10 +128,10 @@ def _ptxas_usage(ptx: str) -> tuple:
     return (int(regs.group(1)) if regs else -1), (int(spills.group(1)) if spills else -1)
 
 
-def check(kernel, name: str, needs_pipelining: bool, spills_allowed: bool = False, max_spill: int = 0) -> list:
+def check(kernel, name: str, needs_pipelining: bool, spills_allowed: bool = False) -> list:
     """Problems of one compiled kernel. spills_allowed: a tuner candidate (it is timed on the
     GPU, so a small spill only costs what the timing shows); the one-launch kernel's defaults
-    must not spill; max_spill: bytes of spill stores tolerated otherwise."""
+    must not spill."""
     ptx = kernel.asm["ptx"]
     shared = kernel.metadata.shared
     async_copies = ptx.count("cp.async.cg") + ptx.count("cp.async.ca")
@@ -187,8 +141,8 @@ def check(kernel, name: str, needs_pipelining: bool, spills_allowed: bool = Fals
         problems.append(f"{name}: {shared} B shared memory > {SMEM_LIMIT}")
     if needs_pipelining and not async_copies:
         problems.append(f"{name}: no cp.async in the PTX (weights are not pipelined)")
-    if spills > max_spill and not spills_allowed:
-        problems.append(f"{name}: {spills} bytes of register spill stores (ptxas -v), more than {max_spill}")
+    if spills != 0 and not spills_allowed:
+        problems.append(f"{name}: {spills} bytes of register spill stores (ptxas -v)")
     print(f"  {name:62s} shared {shared / 1024:6.1f} KB  cp.async {async_copies:3d}  "
           f"wgmma {ptx.count('wgmma.mma_async'):3d}  mma.sync {ptx.count('mma.sync'):3d}  regs {regs:3d}  "
           f"spill {spills}{' (reported, not enforced)' if spills and spills_allowed else ''}", flush=True)
@@ -263,29 +217,6 @@ def main(argv=None) -> int:
                     kernel = build()
                     problems += check(kernel, name, True, spills_allowed=True)
                     problems += griddep_problems(kernel, name, pdl, want_prefetch, want_evict)
-                    if kind == "dn":
-                        problems += finish_problems(kernel, name, False)
-                    count += 1
-            # The opt-in slots_fused down kernel (2 launches): the default per-slot down tile and
-            # the tile benchmarks/moe_ab.py times it with, PDL on and off. Spills are enforced up
-            # to SLOTS_FUSED_MAX_SPILL bytes (see there).
-            finish_tiles = [(base.dn_block_n, base.dn_block_k, base.dn_warps, base.dn_stages),
-                            AB_SLOT_DOWN[min(64, max(16, tk._next_pow2(batch)))]]
-            if args.candidates:
-                finish_tiles += list(DOWN_CANDIDATES)
-            for n, k, w, s in finish_tiles:
-                for pdl in (False, True):
-                    cfg = tk.fitted(base.replace(down="slots_fused", dn_block_n=n, dn_block_k=k, dn_warps=w,
-                                                 dn_stages=s), batch, H, I)
-                    key = ("sf", cfg.block_m, cfg.dn_block_n, cfg.dn_block_k, cfg.dn_warps, cfg.dn_stages, int(pdl))
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    name = f"down(slots_fused) B={batch} m,n,k,w,s,pdl={','.join(str(v) for v in key[1:])}"
-                    kernel = compile_down(shape, cfg, pdl, finish=True)
-                    problems += check(kernel, name, True, max_spill=SLOTS_FUSED_MAX_SPILL)
-                    problems += griddep_problems(kernel, name, pdl)
-                    problems += finish_problems(kernel, name, True)
                     count += 1
         if "triton" in args.kernel:
             for pdl in (False, True):

@@ -93,7 +93,7 @@ def test_graph_replay_follows_new_inputs(layer, impl):
             _assert_bf16_close(out, eager)
 
 
-@pytest.mark.parametrize("down", ["combine", "slots", "slots_fused"])
+@pytest.mark.parametrize("down", ["combine", "slots"])
 def test_triton_is_deterministic(layer, down):
     from oea_trt.moe.triton_kernel import KernelConfig, fused_moe
 
@@ -115,8 +115,6 @@ TRITON_VARIANTS = {
     "combine+pdl+prefetch4+evict_last": dict(down="combine", pdl=True, prefetch_experts=4, prefetch_evict_last=True),
     "slots": dict(down="slots", pdl=False),
     "slots+pdl": dict(down="slots", pdl=True),
-    "slots_fused": dict(down="slots_fused", pdl=False),
-    "slots_fused+pdl": dict(down="slots_fused", pdl=True),
 }
 
 
@@ -157,9 +155,8 @@ def _capture(work):
 
 
 @pytest.mark.parametrize("changes", [dict(down="combine", pdl=True, prefetch_experts=2),
-                                     dict(down="combine", pdl=True, prefetch_experts=0), dict(down="slots", pdl=True),
-                                     dict(down="slots_fused", pdl=True)],
-                         ids=["combine+pdl+prefetch", "combine+pdl", "slots+pdl", "slots_fused+pdl"])
+                                     dict(down="combine", pdl=True, prefetch_experts=0), dict(down="slots", pdl=True)],
+                         ids=["combine+pdl+prefetch", "combine+pdl", "slots+pdl"])
 def test_triton_pdl_graph_replay_back_to_back(layer, changes):
     """Several calls in one graph, back to back as in the benchmark (each call's gate/up is a
     programmatic dependent of the previous call's last kernel; buffers of one call are reused
@@ -191,46 +188,6 @@ def test_triton_pdl_graph_replay_back_to_back(layer, changes):
             assert torch.equal(got, ref)
         r = oea_route(logits[0], config)
         _assert_bf16_close(outs[0], moe_reference(xs[0], w.w13, w.w2, r.expert_ids, r.weights))
-    _counters_are_zero()  # slots_fused: every replayed call left its counters at zero
-
-
-def _counters_are_zero():
-    from oea_trt.moe.token_counters import all_zero
-
-    assert all_zero(), "a slots_fused call left a per-(token, tile) counter nonzero"
-
-
-@pytest.mark.parametrize("pdl", [False, True])
-@pytest.mark.parametrize("num_tokens,k0,fill", CASES)
-def test_slots_fused_is_bit_identical_to_slots(layer, num_tokens, k0, fill, pdl):
-    """The 2-launch slots_fused path (the per-slot down kernel's last program per (token, tile)
-    sums the token's rows) against the 3-launch path: the same bits at Qwen3 shapes, hundreds
-    of programs racing on the counters, 20 calls in a row; counters back at zero."""
-    shape, w = layer
-    x, r = _batch(shape, num_tokens, k0, fill, seed=400 + num_tokens)
-    want = _triton(x, w, r, down="slots", pdl=pdl)
-    _assert_bf16_close(want, moe_reference(x, w.w13, w.w2, r.expert_ids, r.weights))
-    for _ in range(20):
-        got = _triton(x, w, r, down="slots_fused", pdl=pdl)
-        assert torch.equal(got.view(torch.int16), want.view(torch.int16))
-    _counters_are_zero()
-
-
-def test_slots_fused_handles_invalid_ids_and_empty_rows(layer):
-    """Ids outside [0, E), a token with no valid expert (zero row), repeated experts: bit-identical
-    to the 3-launch path and close to the loop."""
-    shape, w = layer
-    x, r = _batch(shape, 33, 3, "top1", seed=7)
-    ids = r.expert_ids.clone()
-    ids[0, -1], ids[1, :], ids[2, 1], ids[3, :] = -1, -1, shape.num_experts, ids[3, 0]
-    from oea_trt.moe.triton_kernel import default_config, fused_moe
-
-    cfg = default_config(33, shape.hidden_size, shape.moe_intermediate_size, shape.top_k, shape.num_experts)
-    want = fused_moe(x, w.w13, w.w2, ids, r.weights, config=cfg.replace(down="slots"))
-    got = fused_moe(x, w.w13, w.w2, ids, r.weights, config=cfg.replace(down="slots_fused"))
-    assert torch.equal(got.view(torch.int16), want.view(torch.int16)) and torch.count_nonzero(got[1]) == 0
-    _assert_bf16_close(got, moe_reference(x, w.w13, w.w2, ids, r.weights))
-    _counters_are_zero()
 
 
 # ---- the one-launch kernel (fused_kernel.py) ---------------------------------------------------

@@ -48,10 +48,9 @@ def _assert_close(out, ref):
     assert err <= TOL * scale, f"max error {float(err):.3g} vs max |ref| {float(scale):.3g}"
 
 
-#: Every down path, named explicitly: "slots" (3 launches, the default), "combine" (2 launches:
-#: down + combine kernel, an option) and "slots_fused" (2 launches: the per-slot down kernel
-#: finishes tokens itself, opt-in).
-DOWNS = ("combine", "slots", "slots_fused")
+#: Both down paths, named explicitly: "slots" (3 launches, the default) and "combine" (2
+#: launches: down + combine kernel, an option).
+DOWNS = ("combine", "slots")
 #: I = 48 is not a power of two: the down + combine kernel's K-steps of 16 run 3 per expert, and
 #: H = 64 in 16-row tiles gives 4 programs; the gate/up kernel takes 16-wide N-tiles.
 SHAPE_48 = MoEShape("tiny-48", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=48, num_moe_layers=1)
@@ -113,82 +112,6 @@ def test_repeated_expert_in_a_row_adds_both_weights(weights, down):
     ref = moe_reference(x, weights.w13, weights.w2, ids, wts)
     _assert_close(out, ref)
     assert torch.count_nonzero(out[2]) == 0
-
-
-def _counters_are_zero():
-    from oea_trt.moe.token_counters import all_zero
-
-    assert all_zero(), "a slots_fused call left a per-(token, tile) counter nonzero"
-
-
-# Ids outside [0, E) (-1 and E), an all-padding row, a repeated expert, a row whose experts are
-# all one id: edited into the routing of each case below.
-def _with_odd_rows(routing, num_experts):
-    ids, wts = routing.expert_ids.clone(), routing.weights.clone()
-    T = ids.shape[0]
-    ids[0, -1] = -1
-    if T > 1:
-        ids[1, :] = -1  # a token with no valid expert: a zero row
-    if T > 2:
-        ids[2, 1] = num_experts
-        ids[2, 2] = ids[2, 0]  # a repeat: one row carrying both weights
-    if T > 3:
-        ids[T - 1, :] = ids[T - 1, 0]
-    return ids, wts
-
-
-@pytest.mark.parametrize("num_tokens,k0,fill", [(1, 4, "invalid"), (3, 1, "top1"), (16, 3, "top1"),
-                                                (17, 2, "num_experts"), (40, 4, "invalid"), (70, 2, "top1")])
-def test_slots_fused_is_bit_identical_to_slots_and_leaves_counters_zero(weights_48, num_tokens, k0, fill):
-    """The 2-launch slots_fused path sums each token's slot rows in the combine kernel's order:
-    the same bits as "slots", with ids outside [0, E), tokens with no valid expert (zero rows)
-    and repeated experts; every counter is back at 0 after each call, so a second call (same
-    counters, no memset) gives the same bits again."""
-    from oea_trt.moe.triton_kernel import default_config, fused_moe
-
-    logits = torch.randn(num_tokens, 8, generator=torch.Generator().manual_seed(300 + num_tokens))
-    routing = oea_route(logits.to(DEVICE), OEAConfig(8, SHAPE_48.top_k, k0, fill=fill))
-    ids, wts = _with_odd_rows(routing, 8)
-    x = torch.randn(num_tokens, 64, generator=torch.Generator().manual_seed(7 + num_tokens)).to(DEVICE, DTYPE)
-    base = default_config(num_tokens, 64, 48, SHAPE_48.top_k, 8).replace(dn_block_n=16, dn_block_k=16)
-    slots = fused_moe(x, weights_48.w13, weights_48.w2, ids, wts, config=base.replace(down="slots"))
-    first = fused_moe(x, weights_48.w13, weights_48.w2, ids, wts, config=base.replace(down="slots_fused"))
-    _counters_are_zero()
-    again = fused_moe(x, weights_48.w13, weights_48.w2, ids, wts, config=base.replace(down="slots_fused"))
-    _counters_are_zero()
-    _assert_close(first, moe_reference(x, weights_48.w13, weights_48.w2, ids, wts))
-    assert torch.equal(first, slots) and torch.equal(first.view(torch.int16), slots.view(torch.int16))
-    assert torch.equal(again.view(torch.int16), first.view(torch.int16))
-    if num_tokens > 1:
-        assert torch.count_nonzero(first[1]) == 0
-
-
-def test_slots_fused_counts_only_experts_the_active_mask_names(weights):
-    """An active_mask that leaves out an expert some token names (not what the routing
-    produces): that expert gets no work item, so the token's count must not wait for it. The
-    output skips it (as the mask says) and the counters still end at zero."""
-    from oea_trt.moe.triton_kernel import KernelConfig, fused_moe
-
-    ids = torch.tensor([[2, 5, 1, 3], [5, 5, 5, 5], [0, 1, 2, 3]], dtype=torch.int32, device=DEVICE)
-    wts = torch.full((3, 4), 0.25, device=DEVICE)
-    mask = torch.zeros(8, dtype=torch.bool, device=DEVICE)
-    mask[[0, 1, 2, 3]] = True  # expert 5 left out
-    x = torch.randn(3, SHAPE.hidden_size, generator=torch.Generator().manual_seed(4)).to(DEVICE, DTYPE)
-    out = fused_moe(x, weights.w13, weights.w2, ids, wts, mask, KernelConfig(down="slots_fused"))
-    _counters_are_zero()
-    kept = torch.where(ids == 5, torch.full_like(ids, -1), ids)
-    _assert_close(out, moe_reference(x, weights.w13, weights.w2, kept, wts))
-    assert torch.count_nonzero(out[1]) == 0
-
-
-def test_counter_workspace_grows_and_old_buffers_stay_alive():
-    from oea_trt.moe import token_counters as tc
-
-    small = tc.counters(10, torch.device(DEVICE))
-    big = tc.counters(5000, torch.device(DEVICE))
-    assert small.numel() >= 10 and big.numel() == 8192 and tc.counters(3, torch.device(DEVICE)) is big
-    assert any(buf is small for buf in tc._KEEP_ALIVE)  # a graph captured with it may still use it
-    assert big.dtype == torch.int32 and int(torch.count_nonzero(big)) == 0
 
 
 def test_down_paths_agree_and_prefetch_changes_nothing(weights):
@@ -265,7 +188,6 @@ def test_config_errors_and_pdl_needs_a_gpu(weights):
     with pytest.raises(ValueError, match="prefetch_experts must be >= 0"):
         KernelConfig(prefetch_experts=-1)
     assert KernelConfig().launches == 3 and KernelConfig(down="combine").launches == 2
-    assert KernelConfig(down="slots_fused").launches == 2
     if not pdl_supported(torch.device(DEVICE)):
         x, routing = _case(2, 2, "invalid", seed=1)
         with pytest.raises(ValueError, match="pdl=True needs a CUDA device of compute capability 9.0"):
@@ -287,4 +209,4 @@ def test_kernels_compile_for_sm90_with_pipelined_weight_loads():
                            "triton"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "22 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout
+    assert "16 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout

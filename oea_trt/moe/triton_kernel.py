@@ -21,16 +21,6 @@ weight 0) is one row: the first slot's, carrying the summed weight. Ids outside 
 skipped. Arithmetic: bf16 x bf16 -> fp32 accumulation; the intermediate is rounded to the
 weight dtype (as the reference model does) before the down projection.
 
-config.down == "slots_fused" (opt-in, not yet measured on a GPU) drops the combine kernel and
-its kernel boundary (~3 us + ~1 us on the H200): the down kernel writes the same y rows, then
-counts, per (token, H-tile) it wrote, one more row done in a per-(token, H-tile) int32 counter
-(token_counters.py: cached per device, zero between calls). Ordering: all of the program's y
-stores, a CTA barrier, then the increment with acq_rel semantics at GPU scope; the program whose
-increment completes the count (the token's distinct valid, active experts) has acquired every
-other program's rows, sums them in slot order exactly as the combine kernel does (bit-identical
-output), writes out[token, H-tile] and resets the counter. The last program also writes zero
-rows for tokens with no valid expert. 2 launches, still deterministic.
-
 Programmatic dependent launch (config.pdl; on by default where it works, sm_90+): each kernel's
 programs may be scheduled while the previous kernel drains; every kernel waits
 (griddepcontrol.wait) before touching memory the previous one wrote, and the persistent kernels
@@ -70,10 +60,8 @@ def _next_pow2(n: int) -> int:
 
 #: How the down projection is done: "slots" (the default) = per-(token, slot) rows then a combine
 #: kernel (3 launches per layer); "combine" = one kernel that also sums each token's experts (2
-#: launches; measured slower on the H200, see the module doc); "slots_fused" = the per-slot down
-#: kernel, whose program that writes a token's last row for a hidden tile also sums the token's
-#: rows into the output (2 launches, bit-identical to "slots"; opt-in, not yet measured).
-DOWN_MODES = ("slots", "combine", "slots_fused")
+#: launches; measured slower on the H200, see the module doc).
+DOWN_MODES = ("slots", "combine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,9 +69,8 @@ class KernelConfig:
     """Tile sizes and launch options. block_m: token rows per tile (tl.dot needs >= 16; a decode
     batch of <= 64 tokens fits one tile, so every expert's weights are read once). gu_*: gate/up
     kernel, block_n over the intermediate dim, block_k over hidden. down: "slots" (3 launches,
-    the default), "combine" (2 launches, slower) or "slots_fused" (2 launches, opt-in; see
-    DOWN_MODES). dn_*: the "slots" and "slots_fused" down kernel, block_n over hidden, block_k
-    over the intermediate dim. dc_*: the down + combine
+    the default) or "combine" (2 launches, slower; see DOWN_MODES). dn_*: the "slots" down
+    kernel, block_n over hidden, block_k over the intermediate dim. dc_*: the down + combine
     kernel, block_n hidden rows per program (H / block_n programs), block_k over the
     intermediate dim. pdl: programmatic dependent launch (None: on where it works, i.e. compiled
     for sm_90+, not in the interpreter). prefetch_experts: the down + combine kernel (only)
@@ -120,7 +107,7 @@ class KernelConfig:
     @property
     def launches(self) -> int:
         """Kernel launches per call."""
-        return 3 if self.down == "slots" else 2
+        return 2 if self.down == "combine" else 3
 
     def replace(self, **changes) -> "KernelConfig":
         return dataclasses.replace(self, **changes)
@@ -391,76 +378,11 @@ def _down_combine_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_ma
              mask=toks[:, None] < num_tokens)
 
 
-@triton.jit
-def _owned_slots(expert_ids_ptr, active_mask_ptr, toks, num_tokens, E: tl.constexpr, K: tl.constexpr):
-    """[BLOCK_M] int32 bit mask per token: bit s set if slot s owns a row of y: its id is valid (in
-    [0, E)), names an active expert, and no earlier slot of the token names it (the combine
-    kernel's convention: the first slot naming an expert owns its row). The number of bits set
-    is the number of down-kernel items that write the token's rows for each hidden tile. Built
-    from [BLOCK_M] columns of ids (a few registers; a [BLOCK_M, K, K] comparison cost the
-    streaming loop registers)."""
-    in_range = toks < num_tokens
-    bits = tl.zeros_like(toks)
-    for s in tl.static_range(K):
-        ids = tl.load(expert_ids_ptr + toks * K + s, mask=in_range, other=-1)
-        own = in_range & (ids >= 0) & (ids < E)
-        # Only experts the active mask names get work items: counting an id the mask leaves
-        # out would wait for an increment that never comes (and leave the counter nonzero).
-        own = own & (tl.load(active_mask_ptr + ids, mask=own, other=0) != 0)
-        for t in tl.static_range(s):
-            own = own & (tl.load(expert_ids_ptr + toks * K + t, mask=in_range, other=-1) != ids)
-        bits = bits | (own.to(tl.int32) << s)
-    return bits
-
-
-@triton.jit
-def _popcount(bits, K: tl.constexpr):
-    n = bits & 1
-    for s in tl.static_range(1, K):
-        n += (bits >> s) & 1
-    return n
-
-
-@triton.jit
-def _finish_tokens(y_ptr, out_ptr, count_ptr, count_idx, last, owned, toks, n0, stride_out,
-                   H: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
-                   BLOCK_N: tl.constexpr):
-    """For the tokens in `last` (their counts for the hidden tile n0 .. n0+BLOCK_N-1 are complete):
-    out[token, tile] = the sum of the token's owned slot rows of y (bit s of `owned`), added in
-    slot order exactly as the combine kernel adds them (((s0 + s1) + s2) + ..., a slot it does
-    not own and a padding slot up to K_PAD counting as +0.0), so the result is bit-identical to
-    the 3-launch path; then the counter goes back to 0 for the next call. y is read with .cg
-    (from L2): the other programs' rows were written from other SMs. In chunks of at most 1024
-    elements (8 per thread at 4 warps) so that the K_PAD loads in flight fit in registers."""
-    FIN_N: tl.constexpr = BLOCK_N if BLOCK_M * BLOCK_N <= 1024 else max(16, 1024 // BLOCK_M)
-    rows = y_ptr + (toks * K).to(tl.int64)[:, None] * H  # each token's slot-0 row
-    outs = out_ptr + toks[:, None].to(tl.int64) * stride_out
-    for c0 in range(0, BLOCK_N, FIN_N):
-        h = n0 + c0 + tl.arange(0, FIN_N)
-        total = tl.load(rows + h[None, :], mask=(last & ((owned & 1) != 0))[:, None], other=0.0,
-                        cache_modifier=".cg")
-        for s in tl.static_range(1, K_PAD):
-            if s < K:
-                mine = last & (((owned >> s) & 1) != 0)
-                total += tl.load(rows + (s * H) + h[None, :], mask=mine[:, None], other=0.0, cache_modifier=".cg")
-            else:
-                total += 0.0
-        tl.store(outs + h[None, :], total.to(out_ptr.dtype.element_ty), mask=last[:, None])
-    tl.store(count_ptr + count_idx, 0, mask=last)
-
-
 @triton.jit(do_not_specialize=["num_tokens"])
-def _down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y_ptr, out_ptr, count_ptr, num_tokens,
-                 stride_out, H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
+def _down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y_ptr, num_tokens,
+                 H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                  K: tl.constexpr, K_PAD: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
-                 FINISH: tl.constexpr):
-    """y[token*K + owning slot, H-tile] = act row @ w2[expert, H-tile]^T * routing weight, per
-    work item (active expert, H-tile). FINISH (down == "slots_fused"): the program that writes
-    the last of a token's rows for an H-tile also sums them into out (no combine kernel): it
-    counts each (token, H-tile) it wrote in count_ptr[token * N_TILES + tile] (zero on entry,
-    left zero), and the last program also writes zero rows for tokens with no valid expert.
-    Without FINISH, out_ptr, count_ptr and stride_out are not used."""
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr):
     if USE_PDL:
         tl.extra.cuda.gdc_wait()  # gate/up's act rows are visible past here
     N_TILES: tl.constexpr = H // BLOCK_N
@@ -469,19 +391,6 @@ def _down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, 
     if USE_PDL:
         if tl.program_id(0) >= total:
             tl.extra.cuda.gdc_launch_dependents()
-    if FINISH:
-        # Tokens with no valid expert get zero rows (no work item touches them); the last
-        # program does it because it has the fewest items (w = pid, pid + programs, ...).
-        if tl.program_id(0) == tl.num_programs(0) - 1:
-            for tok0 in range(0, num_tokens, BLOCK_M):
-                toks = tok0 + tl.arange(0, BLOCK_M)
-                owned = _owned_slots(expert_ids_ptr, active_mask_ptr, toks, num_tokens, E, K)
-                empty = (toks < num_tokens) & (owned == 0)
-                if tl.max(empty.to(tl.int32), axis=0) > 0:
-                    for h0 in range(0, H, BLOCK_N):
-                        hz = h0 + tl.arange(0, BLOCK_N)
-                        tl.store(out_ptr + toks[:, None].to(tl.int64) * stride_out + hz[None, :],
-                                 tl.zeros((BLOCK_M, BLOCK_N), dtype=out_ptr.dtype.element_ty), mask=empty[:, None])
     kk = tl.arange(0, BLOCK_K)
     slots = tl.arange(0, K_PAD)
     for w in range(tl.program_id(0), total, tl.num_programs(0)):
@@ -501,19 +410,6 @@ def _down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, 
                 wts = tl.load(weights_ptr + toks[:, None] * K + slots[None, :], mask=hit, other=0.0)
                 acc = acc * tl.sum(wts, axis=1)[:, None]
                 tl.store(y_ptr + row[:, None].to(tl.int64) * H + h[None, :], acc, mask=routed[:, None])
-                if FINISH:
-                    # All of this program's y stores for the tile happen before its counts
-                    # (barrier, then release); the program that sees count == owners - 1 has
-                    # acquired every other program's stores of the token's rows for the tile.
-                    tl.debug_barrier()
-                    count_idx = toks * N_TILES + w % N_TILES
-                    done = tl.atomic_add(count_ptr + count_idx, 1, mask=routed, sem="acq_rel", scope="gpu")
-                    owned = _owned_slots(expert_ids_ptr, active_mask_ptr, toks, num_tokens, E, K)
-                    last = routed & (done == _popcount(owned, K) - 1)
-                    if tl.max(last.to(tl.int32), axis=0) > 0:
-                        tl.debug_barrier()  # the acquiring threads' view, before any thread reads y
-                        _finish_tokens(y_ptr, out_ptr, count_ptr, count_idx, last, owned, toks, (w % N_TILES) * BLOCK_N,
-                                       stride_out, H, K, K_PAD, BLOCK_M, BLOCK_N)
 
 
 @triton.jit
@@ -589,22 +485,11 @@ def fused_moe(
             num_stages=cfg.dc_stages, **launch)
         return out
     y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
-    finish = cfg.down == "slots_fused"
-    if finish:  # one counter per (token, hidden tile), zero on entry and left zero by the kernel
-        from .token_counters import counters
-
-        count = counters(num_tokens * (hidden // cfg.dn_block_n), hidden_states.device)
-    else:
-        count = ids  # not used without FINISH (any int32 tensor)
-    # With FINISH the grid is at least 1 program even with no active expert: its last program
-    # writes the zero rows of tokens that name no valid expert.
     _launch_persistent(
         _down_kernel, max_active * (hidden // cfg.dn_block_n), cfg.max_programs,
-        (act, w2, ids, wts, mask_u8, y, out, count, num_tokens, out.stride(0)),
+        (act, w2, ids, wts, mask_u8, y, num_tokens),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.dn_block_n, BLOCK_K=cfg.dn_block_k,
-             USE_PDL=use_pdl, FINISH=finish, num_warps=cfg.dn_warps, num_stages=cfg.dn_stages, **launch))
-    if finish:
-        return out
+             USE_PDL=use_pdl, num_warps=cfg.dn_warps, num_stages=cfg.dn_stages, **launch))
     block_h = min(cfg.combine_block_h, _next_pow2(hidden))
     _combine_kernel[(num_tokens, triton.cdiv(hidden, block_h))](
         y, ids, out, out.stride(0), H=hidden, E=num_experts, K=k, K_PAD=shape["K_PAD"], BLOCK_H=block_h,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU part "routing_sass_profile": per-SASS-instruction profile of the decode routing kernel
 # (ncu source counters: executed instructions and warp-stall samples per instruction) at
-# T = 1, 32 and 64, plus launch-option timings, all packed into one tarball (~2 min).
+# T = 1, 32 and 64, launch-option timings and the GPU's launch / cluster / PDL floors
+# (scripts/gpu/launch_floor.cu), all packed into one tarball (~2 min).
 #   RESULTS_DIR=/tmp/r bash scripts/gpu/routing_sass_profile.sh
 set -u
 cd "$(dirname "$0")/../.."
@@ -13,6 +14,8 @@ LIB=build/prof/liboea_routing.so
 nvcc -O3 -std=c++17 -shared -Xcompiler -fPIC -cudart static -lineinfo -gencode=arch=compute_90,code=sm_90 \
   -Xlinker=--version-script=plugin/oea_routing.map -o $LIB plugin/oea_routing.cu > "$OUT/build.log" 2>&1
 export OEA_ROUTING_LIBRARY="$PWD/$LIB"
+nvcc -O3 -std=c++17 -arch=sm_90 scripts/gpu/launch_floor.cu -o build/prof/launch_floor && \
+  timeout 60 build/prof/launch_floor > "$OUT/launch_floor.txt" 2>&1
 cuobjdump -sass $LIB | gzip > "$OUT/lib.sass.gz"
 for v in "default OEA_X=0" "no_pdl OEA_ROUTING_PDL=0" "w32 OEA_ROUTING_WARPS_PER_CTA=32" "w16 OEA_ROUTING_WARPS_PER_CTA=16" "w4 OEA_ROUTING_WARPS_PER_CTA=4"; do
   set -- $v; label=$1; shift

@@ -3,7 +3,7 @@
 (OEA_ROUTING_PDL, OEA_ROUTING_MAX_CLUSTER, OEA_ROUTING_WARPS_PER_CTA, ...), for A/B runs.
 
 Each option set needs its own process (the library reads its options once), so
-scripts/gpu/routing_profile.sh runs this once per variant. Same measurement as
+scripts/gpu/kernel.sh and scripts/gpu/routing_sass_profile.sh run this once per variant. Same measurement as
 benchmarks/bench_routing.py (100 calls per graph, 4 rotated skewed bf16 inputs, median of 7),
 after checking the kernel against the reference on those inputs. Prints one JSON line.
     OEA_ROUTING_PDL=1 python3 scripts/gpu/routing_variants.py --label pdl --tokens 1 16 64

@@ -511,9 +511,9 @@ static cudaError_t route_typed(const RouteArgs& a, const DeviceInfo& dev, void* 
 
   // Decode path: one warp per token. Up to kDecodeOneCtaTokens tokens one CTA; beyond, a
   // cluster of CTAs of kDecodeClusterWarps warps (wider once 8 CTAs are full), because a warp's
-  // chain is issue-bound when many share an SM (H200, T=64: 1 x 32 warps x 2 tokens 7.5 us,
-  // 4 x 16 warps 5.0 us, 8 x 8 warps 4.6 us; a 2-CTA cluster alone costs ~0.5 us, so small
-  // batches stay in one CTA). OEA_ROUTING_WARPS_PER_CTA overrides the CTA width.
+  // chain is issue-bound when many share an SM (H200, T=64, first decode kernel: 2 x 32 warps
+  // 6.1 us, 4 x 16 warps 5.0 us, 8 x 8 warps 4.6 us; a 2-CTA cluster alone costs ~0.5 us, so
+  // small batches stay in one CTA). OEA_ROUTING_WARPS_PER_CTA overrides the CTA width.
   if constexpr (VPL > 0 && VPL <= 8) {
     const int max_ctas = dev.cluster_launch ? opt.max_cluster : 1;
     const bool decode_fits = a.p.k_max <= kWarp && !(a.p.top_p < 1.0f) &&

@@ -113,7 +113,7 @@ __device__ __forceinline__ int scheduled_baseline(const RouteArgs& a, const CtaS
     const int64_t T = a.num_tokens;
     long long num_decode;
     if (a.token_kind == nullptr) {
-      num_decode = T - min(max(a.num_leading_context, int64_t(0)), T);
+      num_decode = decode_tokens_after_leading_context(a);
     } else {
       unsigned count = 0;
       for (int64_t t = threadIdx.x; t < T; t += blockDim.x)
@@ -123,8 +123,7 @@ __device__ __forceinline__ int scheduled_baseline(const RouteArgs& a, const CtaS
       __syncthreads();
       num_decode = static_cast<long long>(*sh.decode_count);
     }
-    for (int s = 0; s < a.p.schedule_len; ++s)  // sorted ascending: the last match wins
-      if (num_decode >= a.p.schedule_min_decode[s]) k0 = a.p.schedule_k0[s];
+    k0 = scheduled_k0(a.p, num_decode, k0);
   }
   return min(k0, a.p.k_max);
 }

@@ -114,14 +114,13 @@ __device__ __forceinline__ int decode_baseline_size(const RouteArgs& a) {
     const int64_t T = a.num_tokens;
     long long num_decode;
     if (a.token_kind == nullptr) {
-      num_decode = T - min(max(a.num_leading_context, int64_t(0)), T);
+      num_decode = decode_tokens_after_leading_context(a);
     } else {
       unsigned count = 0;
       for (int64_t t = lane_id(); t < T; t += kWarp) count += __ldg(a.token_kind + t) == OEA_TOKEN_DECODE ? 1u : 0u;
       num_decode = __reduce_add_sync(kFullMask, count);
     }
-    for (int s = 0; s < a.p.schedule_len; ++s)  // sorted ascending: the last match wins
-      if (num_decode >= a.p.schedule_min_decode[s]) k0 = a.p.schedule_k0[s];
+    k0 = scheduled_k0(a.p, num_decode, k0);
   }
   return min(k0, a.p.k_max);
 }

@@ -338,6 +338,21 @@ __device__ __forceinline__ int load_token(const RouteArgs& a, int64_t token, Row
   return kind;
 }
 
+// ---- the k0 schedule ---------------------------------------------------------------------
+// Decode tokens of a batch given as "the first num_leading_context rows are context" (no
+// token_kind input).
+__device__ __forceinline__ long long decode_tokens_after_leading_context(const RouteArgs& a) {
+  return a.num_tokens - min(max(a.num_leading_context, int64_t(0)), a.num_tokens);
+}
+
+// k0 from the schedule for a batch with num_decode decode tokens (entries sorted ascending by
+// min_decode_tokens: the last match wins); k0 when none applies. Not yet capped at k_max.
+__device__ __forceinline__ int scheduled_k0(const OeaRoutingParams& p, long long num_decode, int k0) {
+  for (int s = 0; s < p.schedule_len; ++s)
+    if (num_decode >= p.schedule_min_decode[s]) k0 = p.schedule_k0[s];
+  return k0;
+}
+
 // ---- phase 1 -----------------------------------------------------------------------------
 // n0 = min(k0 after the schedule, k_max); `row` holds the token's keys (load_token). Fills
 // `ts` (stash and, for a decode token, its baseline); context rows are written.

@@ -7,13 +7,14 @@ time instead of <= 0.55. This times, for the headline cases, each way of removin
 cost, side by side, with the same weights, routing draws and timing as the main benchmark
 (oea_trt/bench/moe.py: CUDA-graph replay of C back-to-back calls over C weight copies):
 
-  slots            3 launches: gate/up, per-slot down, combine; no PDL
-  slots+pdl        the same, launched with programmatic dependent launch
-  combine          2 launches: gate/up, down + combine kernel; no PDL
-  combine+pdl      ... with PDL (gate/up signals its dependents at each program's last item)
-  combine+pdl+pfN  ... and the down kernel prefetches its first N experts' w2 slabs into L2
-                   before waiting for gate/up (N = 2, 4; "+el": with an evict_last policy)
-each 2-launch variant with a couple of down + combine tiles [block_n x block_k, warps, stages].
+  slots                 3 launches: gate/up, per-slot down, combine; no PDL
+  slots+pdl             the same, launched with programmatic dependent launch (the default)
+  combine+pdl           2 launches: gate/up, down + combine kernel (measured slower; kept once
+                        as a reference, the previous A/B's prefetch variants are not re-run)
+  one_launch[+pdl]      1 launch: gate/up and down items in one persistent grid, each token's
+                        tile summed by its last finisher (oea_trt/moe/one_launch.py), over the
+                        tiles of ONE_LAUNCH_CANDIDATES [gate/up n x k, down n x k, stages]
+  one_launch+pdl+nocap  ... without the automatic register cap (maxnreg)
 
 Cases: qwen3-30b-a3b, skewed routing B=16 vanilla and OEA k0=3 (the target: routing+MoE ratio
 <= 0.55), uniform B=16 vanilla and uniform B=64 vanilla. Every variant is checked against the
@@ -53,19 +54,25 @@ def _tile_tag(n, k, w, s) -> str:
 
 
 def variants():
-    """[(name, KernelConfig changes)] in the order the report lists them."""
+    """[(name, KernelConfig changes)] in the order the report lists them: the 3-launch default
+    (with and without PDL), the measured-slower 2-launch path once, then the one-launch path
+    (down="one_launch") without and with PDL, over ONE_LAUNCH_CANDIDATES tiles, and without the
+    automatic register cap."""
+    from oea_trt.bench.moe import ONE_LAUNCH_CANDIDATES
+
+    n, k, w, st = DC_TILES[0]
     out = [("slots", dict(down="slots", pdl=False, prefetch_experts=0)),
-           ("slots+pdl", dict(down="slots", pdl=True, prefetch_experts=0))]
-    for i, (n, k, w, s) in enumerate(DC_TILES):
-        tile = dict(dc_block_n=n, dc_block_k=k, dc_warps=w, dc_stages=s)
-        tag = " " + _tile_tag(n, k, w, s)
-        out += [("combine" + tag, dict(down="combine", pdl=False, prefetch_experts=0, **tile)),
-                ("combine+pdl" + tag, dict(down="combine", pdl=True, prefetch_experts=0, **tile)),
-                ("combine+pdl+pf2" + tag, dict(down="combine", pdl=True, prefetch_experts=2, **tile)),
-                ("combine+pdl+pf4" + tag, dict(down="combine", pdl=True, prefetch_experts=4, **tile))]
+           ("slots+pdl", dict(down="slots", pdl=True, prefetch_experts=0)),
+           ("combine+pdl " + _tile_tag(n, k, w, st), dict(down="combine", pdl=True, prefetch_experts=0, dc_block_n=n,
+                                                          dc_block_k=k, dc_warps=w, dc_stages=st))]
+    for i, tile in enumerate(ONE_LAUNCH_CANDIDATES):
+        tag = f" [gu {tile['gu_block_n']}x{tile['gu_block_k']}, dn {tile['dn_block_n']}x{tile['dn_block_k']}, " \
+              f"s{tile['gu_stages']}]"
         if i == 0:
-            out.append(("combine+pdl+pf2+el" + tag, dict(down="combine", pdl=True, prefetch_experts=2,
-                                                          prefetch_evict_last=True, **tile)))
+            out.append(("one_launch" + tag, dict(down="one_launch", pdl=False, **tile)))
+        out.append(("one_launch+pdl" + tag, dict(down="one_launch", pdl=True, **tile)))
+        if i == 0:
+            out.append(("one_launch+pdl+nocap" + tag, dict(down="one_launch", pdl=True, maxnreg=0, **tile)))
     return out
 
 
@@ -76,8 +83,11 @@ def kernel_config(shape, batch, changes):
     base = default_config(batch, shape.hidden_size, shape.moe_intermediate_size, shape.top_k, shape.num_experts)
     n, k, w, s = GATE_UP[block_m]
     dn, dk, dw, ds = SLOT_DOWN[block_m]
-    return base.replace(gu_block_n=n, gu_block_k=k, gu_warps=w, gu_stages=s, dn_block_n=dn, dn_block_k=dk,
-                        dn_warps=dw, dn_stages=ds, **changes)
+    cfg = base.replace(gu_block_n=n, gu_block_k=k, gu_warps=w, gu_stages=s, dn_block_n=dn, dn_block_k=dk,
+                       dn_warps=dw, dn_stages=ds, **changes)
+    if cfg.down == "one_launch" and block_m >= 64:
+        cfg = cfg.replace(gu_warps=8)  # a 64-token tile with both item kinds spills heavily at 4 warps
+    return cfg
 
 
 def _fn(cfg):
@@ -199,9 +209,9 @@ def run(args, on_progress=None) -> dict:
 def timelines(shape, b, weights, router, config) -> dict:
     """Per-kernel timeline of one routing+MoE call, for one tile of each variant kind."""
     out = {}
-    first_tile = _tile_tag(*DC_TILES[0])
     for name, changes in variants():
-        if "[" in name and not name.endswith(first_tile):
+        if "nocap" in name or (changes["down"] == "one_launch" and not name.startswith("one_launch+pdl [gu 32x128, "
+                                                                                        "dn 64")):
             continue
         fn = _fn(kernel_config(shape, b.batch, changes))
         try:

@@ -32,8 +32,9 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from oea_trt.bench.moe import (ALL_PRESETS, DOWN_CANDIDATES, DOWN_COMBINE_CANDIDATES, FUSED_CANDIDATES,  # noqa: E402
-                               GATE_UP_CANDIDATES)
+                               GATE_UP_CANDIDATES, ONE_LAUNCH_CANDIDATES)
 from oea_trt.moe import fused_kernel as fk  # noqa: E402
+from oea_trt.moe import one_launch as ol  # noqa: E402
 from oea_trt.moe import triton_kernel as tk  # noqa: E402
 from oea_trt.presets import get_preset  # noqa: E402
 
@@ -41,12 +42,14 @@ SMEM_LIMIT = 227 * 1024
 ALIGNED = [["tt.divisibility", 16]]
 
 
-def _compile(fn, signature, constexprs, warps, stages, pdl=False):
+def _compile(fn, signature, constexprs, warps, stages, pdl=False, maxnreg=None):
     attrs = {(i,): ALIGNED for i, (name, ty) in enumerate(signature.items())
              if ty.startswith("*") or name.startswith("stride")}
     src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                          options={"num_warps": warps, "num_stages": stages, "launch_pdl": pdl})
+    options = {"num_warps": warps, "num_stages": stages, "launch_pdl": pdl}
+    if maxnreg is not None:
+        options["maxnreg"] = maxnreg
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
 
 
 def _shape_consts(shape, block_m, block_n, block_k):
@@ -85,6 +88,25 @@ def compile_combine(shape, cfg, pdl=False):
                   BLOCK_H=min(cfg.combine_block_h, tk._next_pow2(shape.hidden_size)), USE_PDL=pdl)
     sig = {"y_ptr": "*fp32", "expert_ids_ptr": "*i32", "out_ptr": "*bf16", "stride_out": "i32"}
     return _compile(tk._combine_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, 4, 3, pdl)
+
+
+def compile_one_launch(shape, cfg, pdl=False):
+    sig = {"x_ptr": "*bf16", "w13_ptr": "*bf16", "w2_ptr": "*bf16", "expert_ids_ptr": "*i32", "weights_ptr": "*fp32",
+           "active_mask_ptr": "*u8", "act_ptr": "*bf16", "y_ptr": "*fp32", "out_ptr": "*bf16", "sync_ptr": "*i32",
+           "num_tokens": "i32", "stride_x": "i32", "stride_out": "i32"}
+    consts = dict(H=shape.hidden_size, I=shape.moe_intermediate_size, E=shape.num_experts,
+                  E_PAD=tk._next_pow2(shape.num_experts), K=shape.top_k, K_PAD=tk._next_pow2(shape.top_k),
+                  BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k, DN_N=cfg.dn_block_n,
+                  DN_K=cfg.dn_block_k, USE_PDL=pdl)
+    signature = {**sig, **{k: "constexpr" for k in consts}}
+    # As one_launch.launch does: compile, then cap the registers so that as many programs share
+    # an SM as the kernel's shared memory allows (a second compile where that cap binds).
+    kernel = _compile(ol._one_launch_kernel, signature, consts, cfg.gu_warps, cfg.gu_stages, pdl,
+                      cfg.maxnreg or None)
+    cap = ol.register_cap(cfg, kernel.metadata.shared)
+    if cap is not None and cfg.maxnreg is None:
+        kernel = _compile(ol._one_launch_kernel, signature, consts, cfg.gu_warps, cfg.gu_stages, pdl, cap)
+    return kernel
 
 
 def griddep_problems(kernel, name: str, pdl: bool, prefetch: int = 0, evict_last: bool = False) -> list:
@@ -154,7 +176,8 @@ def main(argv=None) -> int:
     p.add_argument("--preset", nargs="+", choices=ALL_PRESETS, default=list(ALL_PRESETS))
     p.add_argument("--batch", nargs="+", type=int, default=[1, 16, 64], help="batch sizes (set block_m)")
     p.add_argument("--candidates", action="store_true", help="also every tile the benchmark's tuner tries")
-    p.add_argument("--kernel", nargs="+", choices=("fused", "triton"), default=["fused", "triton"],
+    p.add_argument("--kernel", nargs="+", choices=("fused", "triton", "one_launch"),
+                   default=["fused", "triton", "one_launch"],
                    help="which of our kernels to compile")
     args = p.parse_args(argv)
     problems, count, t0 = [], 0, time.time()
@@ -218,6 +241,27 @@ def main(argv=None) -> int:
                     problems += check(kernel, name, True, spills_allowed=True)
                     problems += griddep_problems(kernel, name, pdl, want_prefetch, want_evict)
                     count += 1
+        for batch in args.batch if "one_launch" in args.kernel else ():
+            # The one-launch kernel (triton_kernel.py's down="one_launch"): default tiles, with and
+            # without PDL, and the tiles the benchmark's A/B tries.
+            base = tk.default_config(batch, H, I, shape.top_k, shape.num_experts).replace(down="one_launch")
+            if base.block_m >= 64:
+                base = base.replace(gu_warps=8)  # as benchmarks/moe_ab.py runs a 64-token tile
+            configs = [(base, True), (base, False)] + [(base.replace(**changes), True)
+                                                       for changes in ONE_LAUNCH_CANDIDATES]
+            seen = set()
+            for cfg, pdl in configs:
+                cfg = tk.fitted(cfg, batch, H, I)
+                key = (cfg.block_m, cfg.gu_block_n, cfg.gu_block_k, cfg.dn_block_n, cfg.dn_block_k, cfg.gu_warps,
+                       cfg.gu_stages, int(pdl))
+                if key in seen:
+                    continue
+                seen.add(key)
+                name = f"one_launch B={batch} m,gn,gk,dn,dk,w,s,pdl={','.join(str(v) for v in key)}"
+                kernel = compile_one_launch(shape, cfg, pdl)
+                problems += check(kernel, name, True, spills_allowed=True)
+                problems += griddep_problems(kernel, name, pdl)
+                count += 1
         if "triton" in args.kernel:
             for pdl in (False, True):
                 kernel = compile_combine(shape, tk.KernelConfig(), pdl)

@@ -1,5 +1,7 @@
 """The MoE layer on the GPU at Qwen3 shapes, bf16: our kernel and torch._grouped_mm against the
 fp32 loop, CUDA-graph capture and replay on new inputs, determinism."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -93,7 +95,7 @@ def test_graph_replay_follows_new_inputs(layer, impl):
             _assert_bf16_close(out, eager)
 
 
-@pytest.mark.parametrize("down", ["combine", "slots"])
+@pytest.mark.parametrize("down", ["combine", "slots", "one_launch"])
 def test_triton_is_deterministic(layer, down):
     from oea_trt.moe.triton_kernel import KernelConfig, fused_moe
 
@@ -115,6 +117,9 @@ TRITON_VARIANTS = {
     "combine+pdl+prefetch4+evict_last": dict(down="combine", pdl=True, prefetch_experts=4, prefetch_evict_last=True),
     "slots": dict(down="slots", pdl=False),
     "slots+pdl": dict(down="slots", pdl=True),
+    "one_launch": dict(down="one_launch", pdl=False),
+    "one_launch+pdl": dict(down="one_launch", pdl=True),
+    "one_launch+pdl+nocap": dict(down="one_launch", pdl=True, maxnreg=0),
 }
 
 
@@ -155,8 +160,9 @@ def _capture(work):
 
 
 @pytest.mark.parametrize("changes", [dict(down="combine", pdl=True, prefetch_experts=2),
-                                     dict(down="combine", pdl=True, prefetch_experts=0), dict(down="slots", pdl=True)],
-                         ids=["combine+pdl+prefetch", "combine+pdl", "slots+pdl"])
+                                     dict(down="combine", pdl=True, prefetch_experts=0), dict(down="slots", pdl=True),
+                                     dict(down="one_launch", pdl=True)],
+                         ids=["combine+pdl+prefetch", "combine+pdl", "slots+pdl", "one_launch+pdl"])
 def test_triton_pdl_graph_replay_back_to_back(layer, changes):
     """Several calls in one graph, back to back as in the benchmark (each call's gate/up is a
     programmatic dependent of the previous call's last kernel; buffers of one call are reused
@@ -188,6 +194,90 @@ def test_triton_pdl_graph_replay_back_to_back(layer, changes):
             assert torch.equal(got, ref)
         r = oea_route(logits[0], config)
         _assert_bf16_close(outs[0], moe_reference(xs[0], w.w13, w.w2, r.expert_ids, r.weights))
+
+
+# ---- the one-launch path of the triton kernel (one_launch.py) ---------------------------------
+
+
+def _assert_one_launch_workspace_clean():
+    from oea_trt.moe import one_launch
+
+    torch.cuda.synchronize()
+    clean, words = one_launch.workspace_is_clean(torch.device("cuda"))
+    assert clean, f"the one-launch workspace ({words} words) was not left zeroed"
+
+
+@pytest.mark.parametrize("pdl", [False, True])
+def test_one_launch_random_cases_against_three_launch_path(layer, pdl):
+    """60 fresh random batches (1..100 tokens, k0 1..k, every fill mode): every call finishes
+    (a lost hand-off would hang or leave a row unwritten: outputs are poisoned first), matches
+    the three-launch path to fp32 rounding of the same slot-ordered sums, and leaves the
+    workspace zeroed."""
+    from oea_trt.moe import one_launch
+    from oea_trt.moe.triton_kernel import default_config, fitted, fused_moe
+
+    shape, w = layer
+    gen = torch.Generator().manual_seed(77 + int(pdl))
+    for case in range(60):
+        T = int(torch.randint(1, 101, (1,), generator=gen))
+        k0 = int(torch.randint(1, shape.top_k + 1, (1,), generator=gen))
+        fill = ("invalid", "num_experts", "top1")[case % 3]
+        x, r = _batch(shape, T, k0, fill, seed=1000 + case)
+        three = _triton(x, w, r, down="slots", pdl=False)
+        cfg = fitted(default_config(T, w.hidden_size, w.intermediate_size, shape.top_k, w.num_experts)
+                     .replace(down="one_launch", pdl=pdl), T, w.hidden_size, w.intermediate_size)
+        out = torch.full_like(x, float("nan"))
+        shape_kw = dict(E=w.num_experts, E_PAD=1 << (w.num_experts - 1).bit_length(), K=shape.top_k,
+                        K_PAD=1 << (shape.top_k - 1).bit_length())
+        one_launch.launch(x, w.w13, w.w2, r.expert_ids.contiguous(), r.weights.contiguous(),
+                          r.active_mask.contiguous().view(torch.uint8), out, cfg, pdl, shape_kw)
+        torch.cuda.synchronize()
+        assert not torch.isnan(out).any(), f"case {case}: T={T} k0={k0} {fill}: rows left unwritten"
+        diff = (out.float() - three.float()).abs().max() / three.float().abs().max()
+        assert diff <= 1e-2, (case, T, k0, fill, float(diff))
+        _assert_one_launch_workspace_clean()
+        assert torch.equal(out, fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, cfg))
+
+
+@pytest.mark.parametrize("waves", [0, 4])
+def test_one_launch_with_one_program_or_more_programs_than_fit(layer, waves):
+    """Work goes by ticket: a single program (waves=0) does every item in order; 4 waves of
+    programs (most cannot be resident until others exit, so down items wait on gate/up items of
+    programs drawn earlier) finish too, with the same bits as the default grid."""
+    from oea_trt.moe import one_launch
+    from oea_trt.moe.triton_kernel import default_config, fitted
+
+    shape, w = layer
+    x, r = _batch(shape, 16, 3, "invalid", seed=5)
+    cfg = fitted(default_config(16, w.hidden_size, w.intermediate_size, shape.top_k, w.num_experts)
+                 .replace(down="one_launch", pdl=False), 16, w.hidden_size, w.intermediate_size)
+    want = _triton(x, w, r, down="one_launch", pdl=False)
+    programs = 1 if waves == 0 else waves * 3 * torch.cuda.get_device_properties(0).multi_processor_count
+    out = torch.full_like(x, float("nan"))
+    shape_kw = dict(E=w.num_experts, E_PAD=1 << (w.num_experts - 1).bit_length(), K=shape.top_k,
+                    K_PAD=1 << (shape.top_k - 1).bit_length())
+    one_launch.launch(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask.view(torch.uint8), out, cfg, False,
+                      shape_kw, programs=programs)
+    torch.cuda.synchronize()
+    assert torch.equal(out, want)
+    _assert_one_launch_workspace_clean()
+
+
+def test_one_launch_workspace_is_not_grown_inside_a_capture(layer):
+    """A first call needing more workspace than exists, made while capturing a CUDA graph, is
+    refused with a clear message (the graph would keep a buffer the next call cannot see)."""
+    from oea_trt.moe import one_launch
+
+    shape, w = layer
+    words = one_launch._SYNC["cuda"].numel() if "cuda" in one_launch._SYNC else 0
+    big = max(4096, words) * 4 // shape.top_k  # tokens whose counters alone exceed the buffer
+    x = torch.randn(big, shape.hidden_size, device="cuda", dtype=torch.bfloat16)
+    ids = torch.zeros(big, shape.top_k, dtype=torch.int32, device="cuda")
+    wts = torch.zeros(big, shape.top_k, device="cuda")
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(RuntimeError, match="workspace"):
+        with torch.cuda.graph(graph):
+            _triton(x, w, SimpleNamespace(expert_ids=ids, weights=wts, active_mask=None), down="one_launch")
 
 
 # ---- the one-launch kernel (fused_kernel.py) ---------------------------------------------------

@@ -48,9 +48,9 @@ def _assert_close(out, ref):
     assert err <= TOL * scale, f"max error {float(err):.3g} vs max |ref| {float(scale):.3g}"
 
 
-#: Both down paths, named explicitly: "slots" (3 launches, the default) and "combine" (2
-#: launches: down + combine kernel, an option).
-DOWNS = ("combine", "slots")
+#: Every down path, named explicitly: "slots" (3 launches, the default), "combine" (2
+#: launches: down + combine kernel, an option) and "one_launch" (1 launch, one_launch.py).
+DOWNS = ("combine", "slots", "one_launch")
 #: I = 48 is not a power of two: the down + combine kernel's K-steps of 16 run 3 per expert, and
 #: H = 64 in 16-row tiles gives 4 programs; the gate/up kernel takes 16-wide N-tiles.
 SHAPE_48 = MoEShape("tiny-48", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=48, num_moe_layers=1)
@@ -188,6 +188,7 @@ def test_config_errors_and_pdl_needs_a_gpu(weights):
     with pytest.raises(ValueError, match="prefetch_experts must be >= 0"):
         KernelConfig(prefetch_experts=-1)
     assert KernelConfig().launches == 3 and KernelConfig(down="combine").launches == 2
+    assert KernelConfig(down="one_launch").launches == 1
     if not pdl_supported(torch.device(DEVICE)):
         x, routing = _case(2, 2, "invalid", seed=1)
         with pytest.raises(ValueError, match="pdl=True needs a CUDA device of compute capability 9.0"):

@@ -55,6 +55,12 @@ DOWN_CANDIDATES = ((64, 128, 4, 3), (128, 64, 4, 4))
 #: of them spills registers at block_m 16, 32 or 64 (scripts/check_moe_kernels.py --candidates).
 FUSED_CANDIDATES = ((16, 256, 128, 4, 4), (16, 128, 128, 4, 4), (32, 128, 128, 4, 4), (32, 128, 128, 8, 4),
                     (32, 128, 256, 8, 3), (64, 64, 128, 8, 4))
+#: The triton kernel's one-launch path (down="one_launch"): KernelConfig changes the A/B
+#: (benchmarks/moe_ab.py) and the tuner try. gu_warps / gu_stages apply to the whole kernel.
+ONE_LAUNCH_CANDIDATES = (dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_block_k=128, gu_stages=4),
+                         dict(gu_block_n=32, gu_block_k=128, dn_block_n=128, dn_block_k=128, gu_stages=4),
+                         dict(gu_block_n=16, gu_block_k=256, dn_block_n=64, dn_block_k=128, gu_stages=4),
+                         dict(gu_block_n=32, gu_block_k=256, dn_block_n=128, dn_block_k=128, gu_stages=3))
 #: Our two kernels, in the order the report lists them.
 OURS = ("fused", "triton")
 #: bf16 tolerance against the fp32 loop: max error within 2% of the output's largest magnitude,
@@ -310,7 +316,11 @@ def tune_kernel(shape: MoEShape, weights, router: Router, batch: int, spec: MoEB
                   for n, k, w, s in GATE_UP_CANDIDATES],
                  [lambda c, n=n, k=k, w=w, s=s: c.replace(down="slots", dn_block_n=n, dn_block_k=k, dn_warps=w,
                                                           dn_stages=s)
-                  for n, k, w, s in DOWN_CANDIDATES]]
+                  for n, k, w, s in DOWN_CANDIDATES],
+                 # Then the one-launch path over its own tiles (8 warps for a 64-token tile, which
+                 # spills heavily at 4): it wins where the three launches' fixed cost dominates.
+                 [lambda c, t=t: c.replace(down="one_launch", gu_warps=8 if c.block_m >= 64 else 4, **t)
+                  for t in ONE_LAUNCH_CANDIDATES]]
     best_us = measure(best)
     for step in steps:
         base = best  # each step varies one aspect of the best config so far

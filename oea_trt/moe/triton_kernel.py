@@ -60,8 +60,10 @@ def _next_pow2(n: int) -> int:
 
 #: How the down projection is done: "slots" (the default) = per-(token, slot) rows then a combine
 #: kernel (3 launches per layer); "combine" = one kernel that also sums each token's experts (2
-#: launches; measured slower on the H200, see the module doc).
-DOWN_MODES = ("slots", "combine")
+#: launches; measured slower on the H200, see the module doc); "one_launch" = the gate/up and
+#: per-slot down items in one persistent grid, each token's tile summed by its last finisher
+#: (1 launch; one_launch.py).
+DOWN_MODES = ("slots", "combine", "one_launch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +99,9 @@ class KernelConfig:
     prefetch_experts: int = 0
     prefetch_evict_last: bool = False
     max_programs: Optional[int] = None  # cap on persistent programs (default: one full wave)
+    #: down="one_launch" only: registers per thread the kernel may use (None: automatic, a cap
+    #: that lets as many programs share an SM as its shared memory allows; 0: no cap).
+    maxnreg: Optional[int] = None
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:
@@ -107,7 +112,7 @@ class KernelConfig:
     @property
     def launches(self) -> int:
         """Kernel launches per call."""
-        return 2 if self.down == "combine" else 3
+        return {"slots": 3, "combine": 2, "one_launch": 1}[self.down]
 
     def replace(self, **changes) -> "KernelConfig":
         return dataclasses.replace(self, **changes)
@@ -174,6 +179,8 @@ def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int) -> Ke
     gu_stage = 2 * (cfg.block_m + 2 * cfg.gu_block_n) * cfg.gu_block_k
     dc_stage = 2 * (cfg.block_m + cfg.dc_block_n) * cfg.dc_block_k
     dn_stage = 2 * (cfg.block_m + cfg.dn_block_n) * cfg.dn_block_k
+    if cfg.down == "one_launch":  # one kernel, one stage count for both loops
+        gu_stage = max(gu_stage, dn_stage)
     return cfg.replace(gu_stages=_stages_within(cfg.gu_stages, gu_stage),
                        dc_stages=_stages_within(cfg.dc_stages, dc_stage),
                        dn_stages=_stages_within(cfg.dn_stages, dn_stage))
@@ -265,26 +272,36 @@ def _gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, nu
     if USE_PDL:
         if tl.program_id(0) >= total:  # no work item here: let the down kernel start right away
             tl.extra.cuda.gdc_launch_dependents()
-    kk = tl.arange(0, BLOCK_K)
     for w in range(tl.program_id(0), total, tl.num_programs(0)):
         _signal_dependents_at_last_item(w, total, USE_PDL)
-        expert = _nth_active(rank, active, w // N_TILES, E_PAD)
-        n = (w % N_TILES) * BLOCK_N + tl.arange(0, BLOCK_N)
-        w_gate = w13_ptr + expert.to(tl.int64) * (2 * I * H) + n[:, None] * H + kk[None, :]
-        w_up = w_gate + I * H
-        for tok0 in range(0, num_tokens, BLOCK_M):  # one pass for a decode batch (<= BLOCK_M)
-            toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD, BLOCK_M)
-            if tl.max(routed.to(tl.int32), axis=0) > 0:
-                x_rows = x_ptr + toks[:, None].to(tl.int64) * stride_x + kk[None, :]
-                acc_gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-                acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-                for k0 in range(0, H, BLOCK_K):
-                    x = tl.load(x_rows + k0, mask=routed[:, None], other=0.0)
-                    acc_gate = tl.dot(x, tl.trans(tl.load(w_gate + k0)), acc_gate)
-                    acc_up = tl.dot(x, tl.trans(tl.load(w_up + k0)), acc_up)
-                act = acc_gate * tl.sigmoid(acc_gate) * acc_up
-                tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :],
-                         act.to(act_ptr.dtype.element_ty), mask=routed[:, None])
+        _gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, _nth_active(rank, active, w // N_TILES, E_PAD),
+                      w % N_TILES, num_tokens, stride_x, H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K)
+
+
+@triton.jit
+def _gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, n_tile, num_tokens, stride_x,
+                  H: tl.constexpr, I: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One gate/up work item: N-tile n_tile of `expert`'s gate and up rows, streamed once, times
+    every token routed to the expert; silu(gate) * up into the token's act row (token*K + the
+    first slot naming the expert), rounded to act's dtype."""
+    kk = tl.arange(0, BLOCK_K)
+    n = n_tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    w_gate = w13_ptr + expert.to(tl.int64) * (2 * I * H) + n[:, None] * H + kk[None, :]
+    w_up = w_gate + I * H
+    for tok0 in range(0, num_tokens, BLOCK_M):  # one pass for a decode batch (<= BLOCK_M)
+        toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD, BLOCK_M)
+        if tl.max(routed.to(tl.int32), axis=0) > 0:
+            x_rows = x_ptr + toks[:, None].to(tl.int64) * stride_x + kk[None, :]
+            acc_gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for k0 in range(0, H, BLOCK_K):
+                x = tl.load(x_rows + k0, mask=routed[:, None], other=0.0)
+                acc_gate = tl.dot(x, tl.trans(tl.load(w_gate + k0)), acc_gate)
+                acc_up = tl.dot(x, tl.trans(tl.load(w_up + k0)), acc_up)
+            act = acc_gate * tl.sigmoid(acc_gate) * acc_up
+            tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :],
+                     act.to(act_ptr.dtype.element_ty), mask=routed[:, None])
 
 
 @triton.jit
@@ -391,25 +408,39 @@ def _down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, 
     if USE_PDL:
         if tl.program_id(0) >= total:
             tl.extra.cuda.gdc_launch_dependents()
-    kk = tl.arange(0, BLOCK_K)
-    slots = tl.arange(0, K_PAD)
     for w in range(tl.program_id(0), total, tl.num_programs(0)):
         _signal_dependents_at_last_item(w, total, USE_PDL)
         expert = _nth_active(rank, active, w // N_TILES, E_PAD)
-        h = (w % N_TILES) * BLOCK_N + tl.arange(0, BLOCK_N)
-        w_rows = w2_ptr + expert.to(tl.int64) * (H * I) + h[:, None] * I + kk[None, :]
         for tok0 in range(0, num_tokens, BLOCK_M):
-            toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD, BLOCK_M)
-            if tl.max(routed.to(tl.int32), axis=0) > 0:
-                a_rows = act_ptr + row[:, None].to(tl.int64) * I + kk[None, :]
-                acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-                for k0 in range(0, I, BLOCK_K):
-                    act = tl.load(a_rows + k0, mask=routed[:, None], other=0.0)
-                    acc = tl.dot(act, tl.trans(tl.load(w_rows + k0)), acc)
-                # Weight of the expert for the token: summed over the slots that name it.
-                wts = tl.load(weights_ptr + toks[:, None] * K + slots[None, :], mask=hit, other=0.0)
-                acc = acc * tl.sum(wts, axis=1)[:, None]
-                tl.store(y_ptr + row[:, None].to(tl.int64) * H + h[None, :], acc, mask=routed[:, None])
+            _down_block(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, y_ptr, expert, w % N_TILES, tok0, num_tokens,
+                        H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K)
+
+
+@triton.jit
+def _down_block(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, y_ptr, expert, h_tile, tok0, num_tokens,
+                H: tl.constexpr, I: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Down projection of `expert`'s hidden rows tile h_tile for tokens tok0 .. tok0+BLOCK_M-1:
+    act row @ w2 tile^T * the token's weight for the expert, an fp32 y row per (token, first slot
+    naming the expert). Returns (tokens, routed to the expert?). The w2 tile is streamed once per
+    token block (once per call at decode sizes). act rows are read from L2 (.cg): in the one-
+    launch kernel another SM wrote them during this same kernel."""
+    kk = tl.arange(0, BLOCK_K)
+    slots = tl.arange(0, K_PAD)
+    h = h_tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    w_rows = w2_ptr + expert.to(tl.int64) * (H * I) + h[:, None] * I + kk[None, :]
+    toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD, BLOCK_M)
+    if tl.max(routed.to(tl.int32), axis=0) > 0:
+        a_rows = act_ptr + row[:, None].to(tl.int64) * I + kk[None, :]
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, I, BLOCK_K):
+            act = tl.load(a_rows + k0, mask=routed[:, None], other=0.0, cache_modifier=".cg")
+            acc = tl.dot(act, tl.trans(tl.load(w_rows + k0)), acc)
+        # Weight of the expert for the token: summed over the slots that name it.
+        wts = tl.load(weights_ptr + toks[:, None] * K + slots[None, :], mask=hit, other=0.0)
+        acc = acc * tl.sum(wts, axis=1)[:, None]
+        tl.store(y_ptr + row[:, None].to(tl.int64) * H + h[None, :], acc, mask=routed[:, None])
+    return toks, routed
 
 
 @triton.jit
@@ -466,9 +497,14 @@ def fused_moe(
     ids = expert_ids.contiguous()
     wts = routing_weights.contiguous()
     mask_u8 = active_mask.contiguous().view(torch.uint8)
+    shape = dict(E=num_experts, E_PAD=_next_pow2(num_experts), K=k, K_PAD=_next_pow2(k))
+    if cfg.down == "one_launch":
+        from . import one_launch
+
+        one_launch.launch(hidden_states, w13, w2, ids, wts, mask_u8, out, cfg, use_pdl, shape)
+        return out
     act = torch.empty((num_tokens * k, inter), dtype=w13.dtype, device=w13.device)
     max_active = min(num_experts, num_tokens * k)
-    shape = dict(E=num_experts, E_PAD=_next_pow2(num_experts), K=k, K_PAD=_next_pow2(k))
     _launch_persistent(
         _gate_up_kernel, max_active * (inter // cfg.gu_block_n), cfg.max_programs,
         (hidden_states, w13, ids, mask_u8, act, num_tokens, hidden_states.stride(0)),

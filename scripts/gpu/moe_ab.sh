@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # MoE launch-structure A/B on the GPU box (issue 5, fixed per-layer cost): the expert-major Triton
-# kernel's 3-launch path vs the 2-launch down + combine path, each with and without programmatic
-# dependent launch and the down kernel's L2 prefetch, on qwen3-30b-a3b (skewed B=16 vanilla and
-# k0=3, uniform B=16 and B=64 vanilla); routing+MoE and MoE-only CUDA-graph replay.
+# kernel's 3-launch path vs the 2-launch down + combine path and the one-launch path (tiles, with
+# and without programmatic dependent launch), on qwen3-30b-a3b (skewed B=16 vanilla and k0=3,
+# uniform B=16 and B=64 vanilla); routing+MoE and MoE-only CUDA-graph replay. The GPU tests of
+# those variants run first.
 #   bash scripts/gpu/moe_ab.sh        (from anywhere; RESULTS_DIR defaults to ./out)
-# Writes $RESULTS_DIR/moe_ab/: compile.log, routing_kernel.log, ab.log, results.json, report.md.
-# Budget <= 150 s on an H200: sm_90 compile check ~10 s, the routing kernel's library (cached
-# when the kernel or moe part built it in this session; else an nvcc build, capped at 45 s, after
-# which routing falls back to the torch reference and the report says so), then the A/B, which
-# starts no new case after 75 s (each case ~15-25 s incl. its Triton compiles; hard cap 100 s).
+# Writes $RESULTS_DIR/moe_ab/: compile.log, pytest.log, routing_kernel.log, ab.log, results.json,
+# report.md. Budget <= 9 min on an H200: sm_90 compile check (<= 150 s), the GPU tests (<= 200 s),
+# the routing kernel's library (cached when the kernel or moe part built it in this session; else
+# an nvcc build, capped at 45 s, after which routing falls back to the torch reference and the
+# report says so), then the A/B, which starts no new case after 240 s (hard cap 300 s).
 set -u
 cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
@@ -19,11 +20,19 @@ failed=""
 start=$SECONDS
 
 echo "== moe_ab: sm_90 compile check of the triton kernels ($(date +%T))"
-timeout 60 python3 scripts/check_moe_kernels.py --preset qwen3-30b-a3b --batch 16 64 --kernel triton \
+timeout 150 python3 scripts/check_moe_kernels.py --preset qwen3-30b-a3b --batch 16 64 --kernel triton one_launch \
   > "$OUT_DIR/compile.log" 2>&1
 rc=$?
 tail -n 3 "$OUT_DIR/compile.log"
 [ $rc -eq 0 ] || failed="$failed compile-check(rc=$rc)"
+
+echo "== moe_ab: GPU tests of the variants timed here ($(date +%T))"
+# The one-launch path first: a lost hand-off would hang, hence the timeout.
+timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py \
+  -k "one_launch or deterministic or variants or pdl_graph_replay or default_is" > "$OUT_DIR/pytest.log" 2>&1
+rc=$?
+tail -n 15 "$OUT_DIR/pytest.log"
+[ $rc -eq 0 ] || failed="$failed gpu-tests(rc=$rc)"
 
 echo "== moe_ab: routing kernel library ($(date +%T))"
 timeout 45 python3 -c "from oea_trt.kernels import load_library; print('routing kernel:', load_library())" \
@@ -33,7 +42,7 @@ tail -n 2 "$OUT_DIR/routing_kernel.log"
 [ $rc -eq 0 ] || echo "routing kernel unavailable (rc=$rc): the A/B routes with the torch reference"
 
 echo "== moe_ab: A/B ($(date +%T), $((SECONDS - start)) s in)"
-timeout 100 python3 benchmarks/moe_ab.py --out "$OUT_DIR" --time-budget 75 2>&1 | tee "$OUT_DIR/ab.log"
+timeout 300 python3 benchmarks/moe_ab.py --out "$OUT_DIR" --time-budget 240 2>&1 | tee "$OUT_DIR/ab.log"
 rc=${PIPESTATUS[0]}
 [ $rc -eq 0 ] || failed="$failed ab(rc=$rc)"
 

@@ -1,0 +1,283 @@
+"""The expert-major Triton MoE in ONE launch (KernelConfig.down == "one_launch"): the same gate/up
+and down work items as the three-launch path (triton_kernel.py), walked by one persistent grid,
+and the per-token sum done by whichever program finishes a token's tile last.
+
+Why: at decode sizes the three-launch path spends ~19 us per 30B layer call (H200) that does
+not depend on the number of distinct experts T: two kernel boundaries inside the graph (each a
+drain, a launch and a pipeline ramp), the combine kernel, and each kernel's own tail. That fixed
+cost is what keeps OEA's k0=3 at 0.59 of vanilla while T halves. One grid has one ramp and one
+tail, and a down item starts the moment its expert's gate/up rows exist.
+
+Work items, in this order: every gate/up item (active expert a, N-tile of the intermediate dim),
+then every down item (active expert a, tile of hidden rows), each group expert-major. A program
+takes the next item from a ticket counter (the ticket for its following item is drawn while the
+current one streams, so the atomic's round trip is hidden). A down item of expert e first waits
+until all of e's gate/up items have released their act rows (a per-expert counter). Why this
+cannot deadlock, whatever share of the grid is resident: tickets are drawn in item order, so
+every gate/up item a down item waits for was drawn earlier, by a program that is running and
+whose gate/up items never wait. (A static item-to-program assignment would need the whole grid
+resident at once, which another stream's kernel can prevent.)
+
+The per-token sum: a down item writes fp32 y rows (token*k + first slot naming the expert,
+scaled by the routing weight) as in the three-launch path, then counts itself done for each of
+its tokens in a per-(token, hidden tile) counter. The program that completes a token's tile
+(one item per distinct valid expert of the token) adds the token's y rows in slot order and
+writes the output tile: deterministic, bit-reproducible, no atomics on data.
+
+All synchronisation state lives in one int32 workspace (per device, kept forever, zero between
+calls): the ticket, an exit count, the per-expert gate/up counters, the per-(token, tile)
+counters. A finished tile resets its counter; the last program to exit resets the rest, so a
+call needs no memset and no extra launch. Calls that share a device must be stream-ordered (one
+stream, or graphs replayed on one stream), as two concurrent calls would share the workspace.
+
+Memory ordering: act and y rows are written with plain stores, then the CTA barrier, then a
+release atomic on the counter; the reader acquires the counter, passes a CTA barrier and reads
+the rows from L2 (.cg). Programmatic dependent launch (config.pdl): the kernel waits for the
+routing kernel's memory before its first access and lets the next kernel's programs launch when
+each program starts its last item.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from .triton_kernel import (_active_experts, _down_block, _gate_up_item, _interpreted, _launch_persistent,
+                            _next_pow2, _nth_active)
+
+# ---- device code -------------------------------------------------------------------------
+
+
+@triton.jit
+def _slot_owns_row(expert_ids_ptr, toks, num_tokens, s: tl.constexpr, E: tl.constexpr, K: tl.constexpr):
+    """[BLOCK_M] bool: slot s of each token holds a valid expert that no earlier slot of the token
+    names, i.e. the slot owns a y row (a repeat, the router's "top1" fill, is not a new expert).
+    Column by column, from L1: a [tokens, k, k] comparison would cost the streaming loops
+    registers (the kernel's register count sets how many programs share an SM)."""
+    in_tok = toks < num_tokens
+    expert = tl.load(expert_ids_ptr + toks * K + s, mask=in_tok, other=-1)
+    own = in_tok & (expert >= 0) & (expert < E)
+    for t in tl.static_range(s):
+        own = own & (tl.load(expert_ids_ptr + toks * K + t, mask=in_tok, other=-1) != expert)
+    return own
+
+
+@triton.jit
+def _distinct_experts(expert_ids_ptr, toks, num_tokens, E: tl.constexpr, K: tl.constexpr):
+    """[BLOCK_M] int32: each token's distinct valid experts (= the y rows it owns)."""
+    count = tl.zeros(toks.shape, dtype=tl.int32)
+    for s in tl.static_range(K):
+        count += _slot_owns_row(expert_ids_ptr, toks, num_tokens, s, E, K).to(tl.int32)
+    return count
+
+
+@triton.jit
+def _wait_for_count(counter_ptr, target):
+    """Spin until *counter_ptr >= target (acquire), then a CTA barrier: every thread's later
+    reads see what the releasing programs wrote before counting."""
+    seen = tl.atomic_add(counter_ptr, 0, sem="acquire")
+    while seen < target:
+        seen = tl.atomic_add(counter_ptr, 0, sem="acquire")
+    tl.debug_barrier()
+
+
+@triton.jit
+def _finish_tiles(y_ptr, expert_ids_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed, h_tile, num_tokens,
+                  H: tl.constexpr, E: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr, H_TILES: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Count this down item done for each routed token's hidden tile; for the tokens whose tile
+    it completes, out[token, tile] = sum of the token's y rows in slot order (rounded once to
+    out's dtype), and the counter goes back to 0 for the next call."""
+    toks = tok0 + tl.arange(0, BLOCK_M)
+    tl.debug_barrier()  # every thread's y stores precede the release below
+    counters = tile_done_ptr + toks * H_TILES + h_tile
+    before = tl.atomic_add(counters, 1, mask=routed, sem="acq_rel")
+    last = routed & (before == _distinct_experts(expert_ids_ptr, toks, num_tokens, E, K) - 1)
+    if tl.max(last.to(tl.int32), axis=0) > 0:
+        tl.debug_barrier()  # the acquiring threads' view is every thread's from here
+        h = h_tile * BLOCK_N + tl.arange(0, BLOCK_N)
+        total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for s in tl.static_range(K):
+            own = last & _slot_owns_row(expert_ids_ptr, toks, num_tokens, s, E, K)
+            rows = (toks * K + s).to(tl.int64)
+            total += tl.load(y_ptr + rows[:, None] * H + h[None, :], mask=own[:, None], other=0.0,
+                             cache_modifier=".cg")
+        tl.store(out_ptr + toks[:, None].to(tl.int64) * stride_out + h[None, :], total.to(out_ptr.dtype.element_ty),
+                 mask=last[:, None])
+        tl.store(counters, tl.zeros_like(before), mask=last)
+
+
+@triton.jit
+def _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H: tl.constexpr, E: tl.constexpr,
+                          K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Output rows of tokens with no valid expert are zeros (no down item will touch them)."""
+    for tok0 in range(0, num_tokens, BLOCK_M):
+        toks = tok0 + tl.arange(0, BLOCK_M)
+        empty = (toks < num_tokens) & (_distinct_experts(expert_ids_ptr, toks, num_tokens, E, K) == 0)
+        if tl.max(empty.to(tl.int32), axis=0) > 0:
+            for h0 in range(0, H, BLOCK_N):
+                h = h0 + tl.arange(0, BLOCK_N)
+                tl.store(out_ptr + toks[:, None].to(tl.int64) * stride_out + h[None, :],
+                         tl.zeros((BLOCK_M, BLOCK_N), dtype=out_ptr.dtype.element_ty), mask=empty[:, None])
+
+
+@triton.jit(do_not_specialize=["num_tokens"])
+def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, act_ptr, y_ptr,
+                       out_ptr, sync_ptr, num_tokens, stride_x, stride_out,
+                       H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
+                       K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
+                       GU_N: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr, DN_K: tl.constexpr,
+                       USE_PDL: tl.constexpr):
+    if USE_PDL:
+        # May start while the routing kernel drains: wait for its memory (active_mask,
+        # expert_ids, weights) and for whatever wrote x, before reading or writing anything.
+        tl.extra.cuda.gdc_wait()
+    GU_TILES: tl.constexpr = I // GU_N
+    H_TILES: tl.constexpr = H // DN_N
+    ticket_ptr = sync_ptr
+    exited_ptr = sync_ptr + 1
+    gate_up_done_ptr = sync_ptr + 2  # [E], by expert id
+    tile_done_ptr = sync_ptr + 2 + E  # [tokens, H_TILES]
+    rank, active, num_active = _active_experts(active_mask_ptr, E, E_PAD)
+    gate_up_items = num_active * GU_TILES
+    total = gate_up_items + num_active * H_TILES
+    if tl.program_id(0) == 0:
+        _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, DN_N)
+    w = tl.atomic_add(ticket_ptr, 1, sem="relaxed")
+    while w < total:
+        following = tl.atomic_add(ticket_ptr, 1, sem="relaxed")  # in flight while this item streams
+        if USE_PDL:
+            if following >= total:  # this program's last item: the next kernel may launch
+                tl.extra.cuda.gdc_launch_dependents()
+        if w < gate_up_items:
+            expert = _nth_active(rank, active, w // GU_TILES, E_PAD)
+            _gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, w % GU_TILES, num_tokens, stride_x,
+                          H, I, K, K_PAD, BLOCK_M, GU_N, GU_K)
+            tl.debug_barrier()  # every thread's act stores precede the release
+            tl.atomic_add(gate_up_done_ptr + expert, 1, sem="release")
+        else:
+            d = w - gate_up_items
+            expert = _nth_active(rank, active, d // H_TILES, E_PAD)
+            _wait_for_count(gate_up_done_ptr + expert, GU_TILES)
+            for tok0 in range(0, num_tokens, BLOCK_M):
+                toks, routed = _down_block(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, y_ptr, expert, d % H_TILES,
+                                           tok0, num_tokens, H, I, K, K_PAD, BLOCK_M, DN_N, DN_K)
+                _finish_tiles(y_ptr, expert_ids_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed, d % H_TILES,
+                              num_tokens, H, E, K, K_PAD, H_TILES, BLOCK_M, DN_N)
+        w = following
+    # The last program out has seen every other program draw its final ticket: nothing reads
+    # the ticket or the gate/up counters any more in this call, so it zeroes them for the next.
+    if tl.atomic_add(exited_ptr, 1, sem="acq_rel") == tl.num_programs(0) - 1:
+        e_offs = tl.arange(0, E_PAD)
+        tl.store(gate_up_done_ptr + e_offs, tl.zeros((E_PAD,), dtype=tl.int32), mask=e_offs < E)
+        tl.store(ticket_ptr, 0)
+        tl.store(exited_ptr, 0)
+
+
+# ---- host side ---------------------------------------------------------------------------
+
+_SYNC: Dict[str, torch.Tensor] = {}
+#: Every workspace ever made: a captured graph keeps using the one it was captured with.
+_KEEP_ALIVE: List[torch.Tensor] = []
+_LOCK = threading.Lock()
+
+
+def sync_words(num_experts: int, num_tokens: int, h_tiles: int) -> int:
+    """int32 words of synchronisation state a call needs (layout in _one_launch_kernel)."""
+    return 2 + num_experts + num_tokens * h_tiles
+
+
+def sync_workspace(words: int, device: torch.device) -> torch.Tensor:
+    """A zeroed int32 buffer of at least `words`, one per device, grown (never during a CUDA-graph
+    capture) when a call needs more; the kernel leaves it zeroed."""
+    key = str(device)
+    with _LOCK:
+        buf = _SYNC.get(key)
+        if buf is None or buf.numel() < words:
+            if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+                raise RuntimeError(
+                    f"the one-launch MoE kernel needs a {words}-word workspace on {device} but none was made before "
+                    "this CUDA-graph capture: call it once with at least this many tokens before capturing (the "
+                    "usual warm-up run does)")
+            buf = torch.zeros(max(4096, _next_pow2(words)), dtype=torch.int32, device=device)
+            _SYNC[key] = buf
+            _KEEP_ALIVE.append(buf)
+        return buf
+
+
+#: Shared memory of an H100/H200 SM, and what each resident block reserves on top of its own.
+SM_SHARED_BYTES, BLOCK_RESERVED_BYTES = 228 * 1024, 1024
+REGISTERS_PER_SM = 65536
+
+
+def register_cap(cfg, shared_bytes: int) -> Optional[int]:
+    """maxnreg for the kernel: cfg.maxnreg if set (0: none), else the most registers per thread
+    at which as many programs fit on an SM as the kernel's shared memory (shared_bytes per
+    program, from the uncapped compile) allows. Why: with two kinds of work item the kernel needs
+    ~190 registers at a 16-token tile, which would hold an SM to 2 programs where its 60 KB of
+    pipeline buffers allow 3 (more weight bytes in flight); capped at 168, ptxas spills 8-12
+    bytes (scripts/check_moe_kernels.py reports it)."""
+    if cfg.maxnreg is not None:
+        return cfg.maxnreg or None
+    programs = max(1, SM_SHARED_BYTES // (shared_bytes + BLOCK_RESERVED_BYTES))
+    cap = REGISTERS_PER_SM // (programs * cfg.gu_warps * 32) // 8 * 8
+    return cap if cap < 255 else None
+
+
+#: (compile-time arguments, device) -> register cap (None: none), found once per specialisation.
+_CAPS: Dict[tuple, Optional[int]] = {}
+
+
+def _register_cap_for(cfg, args: tuple, kwargs: dict) -> Optional[int]:
+    if cfg.maxnreg is not None or _interpreted():
+        return None if _interpreted() else (cfg.maxnreg or None)
+    key = (tuple(sorted(kwargs.items())), args[0].device)
+    if key not in _CAPS:
+        compiled = _one_launch_kernel.warmup(*args, grid=(1,), **kwargs)
+        if hasattr(compiled, "result"):  # Triton's asynchronous compile mode hands back a future
+            compiled = compiled.result()
+        _CAPS[key] = register_cap(cfg, compiled.metadata.shared)
+    return _CAPS[key]
+
+
+def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor, wts: torch.Tensor,
+           mask_u8: torch.Tensor, out: torch.Tensor, cfg, use_pdl: bool, shape: dict,
+           programs: Optional[int] = None) -> None:
+    """One launch of the whole layer into out (shapes checked by the caller, triton_kernel.
+    fused_moe; cfg a fitted KernelConfig: gu_* tiles for gate/up items, dn_* for down items,
+    gu_warps / gu_stages for the kernel). programs: the grid, for tests (default: one wave, at
+    most one program per work item); any size is correct, more than can be resident included."""
+    num_tokens, k = ids.shape
+    num_experts, two_inter, hidden = w13.shape
+    inter = two_inter // 2
+    h_tiles = hidden // cfg.dn_block_n
+    sync = sync_workspace(sync_words(num_experts, num_tokens, h_tiles), x.device)
+    act = torch.empty((num_tokens * k, inter), dtype=w13.dtype, device=w13.device)
+    y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
+    max_active = min(num_experts, num_tokens * k)
+    max_items = max_active * (inter // cfg.gu_block_n + h_tiles)
+    kwargs = dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k,
+                  DN_N=cfg.dn_block_n, DN_K=cfg.dn_block_k, USE_PDL=use_pdl, num_warps=cfg.gu_warps,
+                  num_stages=cfg.gu_stages)
+    if use_pdl:
+        kwargs["launch_pdl"] = True
+    args = (x, w13, w2, ids, wts, mask_u8, act, y, out, sync, num_tokens, x.stride(0), out.stride(0))
+    cap = _register_cap_for(cfg, args, kwargs)
+    if cap is not None:
+        kwargs["maxnreg"] = cap
+    if programs is not None:
+        _one_launch_kernel[(programs,)](*args, **kwargs)
+    else:
+        _launch_persistent(_one_launch_kernel, max_items, cfg.max_programs, args, kwargs)
+
+
+def workspace_is_clean(device: torch.device) -> Tuple[bool, int]:
+    """(every word of the device's workspace is zero, words) -- for tests: the kernel must leave
+    it so after every call."""
+    buf = _SYNC.get(str(device))
+    if buf is None:
+        return True, 0
+    return bool((buf == 0).all()), buf.numel()

@@ -1,0 +1,160 @@
+"""The one-launch path of our Triton MoE kernel (down="one_launch", oea_trt/moe/one_launch.py):
+work tickets, the per-expert gate/up -> down hand-off, the per-token finish by the last
+program, and the synchronisation workspace left zeroed for the next call.
+
+Without a GPU the kernel runs in Triton's interpreter (fp16; programs one after another, so no
+program ever waits there: the waiting itself is exercised by test_moe_gpu.py). The outputs are
+checked against the fp32 loop and against the three-launch path.
+"""
+import pytest
+import torch
+
+from moe_triton_cpu import DEVICE, DTYPE, interpreter_numpy_fix  # sets TRITON_INTERPRET=1 without a GPU
+
+triton = pytest.importorskip("triton", reason="the Triton kernel needs the triton package (pip install triton)")
+
+from oea_trt import OEAConfig, oea_route  # noqa: E402
+from oea_trt.moe import ExpertWeights  # noqa: E402
+from oea_trt.moe.reference import moe_reference  # noqa: E402
+from oea_trt.presets import MoEShape  # noqa: E402
+
+#: I = 48: 3 gate/up N-tiles of 16; H = 64: 4 hidden tiles of 16 per down item.
+SHAPE = MoEShape("tiny-48", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=48, num_moe_layers=1)
+TILES = dict(gu_block_n=16, gu_block_k=16, dn_block_n=16, dn_block_k=16)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _interpreter():
+    with interpreter_numpy_fix():
+        yield
+
+
+@pytest.fixture(scope="module")
+def weights():
+    return ExpertWeights.random(SHAPE, seed=9, dtype=DTYPE, device=DEVICE)
+
+
+def _case(num_tokens, k0, fill, seed):
+    logits = torch.randn(num_tokens, SHAPE.num_experts, generator=torch.Generator().manual_seed(seed))
+    routing = oea_route(logits.to(DEVICE), OEAConfig(SHAPE.num_experts, SHAPE.top_k, k0, fill=fill))
+    x = torch.randn(num_tokens, SHAPE.hidden_size, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE, DTYPE)
+    return x, routing
+
+
+def _run(x, w, ids, wts, active_mask=None, programs=None, **changes):
+    """The one-launch path through triton_kernel.fused_moe, or (programs) straight through
+    one_launch.launch with that grid."""
+    from oea_trt.moe import one_launch
+    from oea_trt.moe.triton_kernel import _next_pow2, default_config, fitted, fused_moe
+
+    T, k = ids.shape
+    cfg = default_config(T, w.hidden_size, w.intermediate_size, k, w.num_experts).replace(down="one_launch",
+                                                                                          **TILES, **changes)
+    if programs is None:
+        return fused_moe(x, w.w13, w.w2, ids, wts, active_mask, cfg)
+    from oea_trt.moe.grouping import active_mask_from_ids
+
+    mask = active_mask if active_mask is not None else active_mask_from_ids(ids, w.num_experts)
+    out = torch.empty_like(x)
+    shape = dict(E=w.num_experts, E_PAD=_next_pow2(w.num_experts), K=k, K_PAD=_next_pow2(k))
+    one_launch.launch(x, w.w13, w.w2, ids, wts, mask.view(torch.uint8), out,
+                      fitted(cfg, T, w.hidden_size, w.intermediate_size), False, shape, programs=programs)
+    return out
+
+
+def _assert_clean():
+    from oea_trt.moe import one_launch
+
+    clean, words = one_launch.workspace_is_clean(torch.device(DEVICE))
+    assert clean, f"the one-launch workspace ({words} words) was not left zeroed"
+
+
+def _assert_close(out, ref, tol=1e-2):
+    scale = ref.float().abs().max()
+    err = (out.float() - ref.float()).abs().max()
+    assert err <= tol * scale, f"max error {float(err):.3g} vs max |ref| {float(scale):.3g}"
+
+
+# 70 tokens: two 64-row token blocks in every item (and the per-token counters of both).
+@pytest.mark.parametrize("num_tokens,k0,fill", [(1, 4, "invalid"), (6, 1, "top1"), (16, 3, "num_experts"),
+                                                (70, 2, "invalid")])
+def test_matches_reference_and_three_launch_path_and_leaves_workspace_zeroed(weights, num_tokens, k0, fill):
+    from oea_trt.moe.triton_kernel import default_config, fused_moe
+
+    x, r = _case(num_tokens, k0, fill, seed=40 + num_tokens)
+    out = _run(x, weights, r.expert_ids, r.weights, r.active_mask)
+    _assert_clean()
+    _assert_close(out, moe_reference(x, weights.w13, weights.w2, r.expert_ids, r.weights))
+    slots = fused_moe(x, weights.w13, weights.w2, r.expert_ids, r.weights, r.active_mask,
+                      default_config(num_tokens, 64, 48, 4, 8).replace(down="slots", **TILES))
+    # Same products, each token's rows added in slot order in fp32 by both paths.
+    _assert_close(out, slots, tol=1e-3)
+    assert torch.equal(out, _run(x, weights, r.expert_ids, r.weights, r.active_mask))
+
+
+@pytest.mark.parametrize("programs", [1, 2, 5, 200])
+def test_any_grid_size_gives_the_same_bits(weights, programs):
+    """Work goes by ticket, not by program id: one program doing every item, a few, or far more
+    programs than items (most draw a ticket past the end and leave) give identical outputs."""
+    x, r = _case(11, 2, "top1", seed=3)
+    want = _run(x, weights, r.expert_ids, r.weights, r.active_mask)
+    assert torch.equal(_run(x, weights, r.expert_ids, r.weights, r.active_mask, programs=programs), want)
+    _assert_clean()
+
+
+def test_repeated_expert_fill_and_tokens_with_no_expert(weights):
+    """A slot repeating an earlier slot's expert is no new row (its weight is added to the
+    first's); fill ids (-1, E) are skipped; a token with only fill gets a zero row, written by
+    program 0 (no down item counts it)."""
+    ids = torch.tensor([[2, 5, 2, -1], [7, 8, -1, 0], [-1, -1, 8, -1], [3, 3, 3, 3]], dtype=torch.int32,
+                       device=DEVICE)
+    wts = torch.tensor([[0.5, 0.25, 0.125, 0.9], [0.3, 0.9, 0.9, 0.7], [1.0, 1.0, 1.0, 1.0], [0.1, 0.2, 0.3, 0.4]],
+                       device=DEVICE)
+    x = torch.randn(4, SHAPE.hidden_size, generator=torch.Generator().manual_seed(4)).to(DEVICE, DTYPE)
+    out = _run(x, weights, ids, wts)
+    _assert_close(out, moe_reference(x, weights.w13, weights.w2, ids, wts))
+    assert torch.count_nonzero(out[2]) == 0
+    _assert_clean()
+
+
+def test_register_cap_lets_shared_memory_decide_programs_per_sm():
+    """60 KB of pipeline buffers allow 3 programs per SM: 4-warp programs are capped at 168
+    registers (65536 / (3 x 128), in steps of 8); a 128 KB kernel runs 1 per SM: no cap; an
+    explicit maxnreg wins, 0 meaning none."""
+    from oea_trt.moe.one_launch import register_cap
+    from oea_trt.moe.triton_kernel import KernelConfig
+
+    cfg = KernelConfig(down="one_launch", gu_warps=4)
+    assert register_cap(cfg, 60 * 1024) == 168
+    assert register_cap(cfg, 72 * 1024) == 168
+    assert register_cap(cfg, 108 * 1024) is None  # 2 programs of 4 warps: 256 registers each
+    assert register_cap(cfg.replace(gu_warps=8), 128 * 1024) is None
+    assert register_cap(cfg.replace(gu_warps=8), 60 * 1024) == 80
+    assert register_cap(cfg.replace(maxnreg=0), 60 * 1024) is None
+    assert register_cap(cfg.replace(maxnreg=200), 60 * 1024) == 200
+
+
+def test_workspace_words_and_growth():
+    from oea_trt.moe import one_launch
+
+    assert one_launch.sync_words(num_experts=128, num_tokens=16, h_tiles=32) == 2 + 128 + 16 * 32
+    small = one_launch.sync_workspace(10, torch.device("cpu"))
+    assert small.numel() >= 10 and small.dtype == torch.int32
+    big = one_launch.sync_workspace(small.numel() + 1, torch.device("cpu"))
+    assert big.numel() > small.numel() and one_launch.sync_workspace(5, torch.device("cpu")) is big
+
+
+@pytest.mark.slow
+def test_compiles_for_sm90_with_pipelined_loads_and_griddepcontrol():
+    """The real compile for the H200, in a subprocess: the one-launch kernel of the 30B layer at
+    B=16 and 64 over the A/B's tiles, with and without PDL: fits in shared memory, streams both
+    item kinds through cp.async, carries griddepcontrol exactly with PDL."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "check_moe_kernels.py"
+    done = subprocess.run([sys.executable, str(script), "--preset", "qwen3-30b-a3b", "--batch", "16", "64",
+                           "--kernel", "one_launch"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "10 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout

@@ -83,8 +83,9 @@ def kernel_config(shape, batch, changes):
     base = default_config(batch, shape.hidden_size, shape.moe_intermediate_size, shape.top_k, shape.num_experts)
     n, k, w, s = GATE_UP[block_m]
     dn, dk, dw, ds = SLOT_DOWN[block_m]
-    cfg = base.replace(gu_block_n=n, gu_block_k=k, gu_warps=w, gu_stages=s, dn_block_n=dn, dn_block_k=dk,
-                       dn_warps=dw, dn_stages=ds, **changes)
+    tiles = dict(gu_block_n=n, gu_block_k=k, gu_warps=w, gu_stages=s, dn_block_n=dn, dn_block_k=dk, dn_warps=dw,
+                 dn_stages=ds)
+    cfg = base.replace(**{**tiles, **changes})  # a variant's own tiles win
     if cfg.down == "one_launch" and block_m >= 64:
         cfg = cfg.replace(gu_warps=8)  # a 64-token tile with both item kinds spills heavily at 4 warps
     return cfg

@@ -11,10 +11,11 @@ cost, side by side, with the same weights, routing draws and timing as the main 
   slots+pdl             the same, launched with programmatic dependent launch (the default)
   combine+pdl           2 launches: gate/up, down + combine kernel (measured slower; kept once
                         as a reference, the previous A/B's prefetch variants are not re-run)
-  one_launch[+pdl]      1 launch: gate/up and down items in one persistent grid, each token's
+  one_launch+pdl...     1 launch: gate/up and down items in one persistent grid, each token's
                         tile summed by its last finisher (oea_trt/moe/one_launch.py), over the
-                        tiles of ONE_LAUNCH_CANDIDATES [gate/up n x k, down n x k, stages]
-  one_launch+pdl+nocap  ... without the automatic register cap (maxnreg)
+                        tiles and options of ONE_LAUNCH_VARIANTS [gate/up n x k, down n x k,
+                        stages]: "nocap" without the automatic register cap, "spin": sleep
+                        between polls, "1/SM": one deep-pipelined program per SM
 
 Cases: qwen3-30b-a3b, skewed routing B=16 vanilla and OEA k0=3 (the target: routing+MoE ratio
 <= 0.55), uniform B=16 vanilla and uniform B=64 vanilla. Every variant is checked against the
@@ -53,27 +54,37 @@ def _tile_tag(n, k, w, s) -> str:
     return f"[{n}x{k},w{w},s{s}]"
 
 
+#: One-launch variants: (name, KernelConfig changes). "nocap": no register cap (2 programs of 4
+#: warps per SM at ~190 registers); "1/SM": one deep-pipelined program per SM.
+ONE_LAUNCH_VARIANTS = (
+    ("one_launch+pdl [gu 32x128, dn 64x128, s4]", dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_block_k=128,
+                                                       gu_stages=4)),
+    ("one_launch+pdl+nocap [gu 32x128, dn 64x128, s4]", dict(gu_block_n=32, gu_block_k=128, dn_block_n=64,
+                                                             dn_block_k=128, gu_stages=4, maxnreg=0)),
+    ("one_launch+pdl+nocap+spin200 [gu 32x128, dn 64x128, s4]", dict(gu_block_n=32, gu_block_k=128, dn_block_n=64,
+                                                                     dn_block_k=128, gu_stages=4, maxnreg=0,
+                                                                     spin_ns=200)),
+    ("one_launch+pdl [gu 32x128, dn 128x128, s4]", dict(gu_block_n=32, gu_block_k=128, dn_block_n=128,
+                                                        dn_block_k=128, gu_stages=4)),
+    ("one_launch+pdl+nocap [gu 16x256, dn 64x128, s4]", dict(gu_block_n=16, gu_block_k=256, dn_block_n=64,
+                                                             dn_block_k=128, gu_stages=4, maxnreg=0)),
+    ("one_launch+pdl 1/SM [gu 32x128, dn 64x128, s8]", dict(gu_block_n=32, gu_block_k=128, dn_block_n=64,
+                                                            dn_block_k=128, gu_stages=8, maxnreg=0)),
+    ("one_launch+pdl 1/SM w8 [gu 64x128, dn 128x128, s6]", dict(gu_block_n=64, gu_block_k=128, dn_block_n=128,
+                                                                dn_block_k=128, gu_stages=6, gu_warps=8)),
+)
+
+
 def variants():
     """[(name, KernelConfig changes)] in the order the report lists them: the 3-launch default
     (with and without PDL), the measured-slower 2-launch path once, then the one-launch path
-    (down="one_launch") without and with PDL, over ONE_LAUNCH_CANDIDATES tiles, and without the
-    automatic register cap."""
-    from oea_trt.bench.moe import ONE_LAUNCH_CANDIDATES
-
+    (down="one_launch") with PDL over ONE_LAUNCH_VARIANTS."""
     n, k, w, st = DC_TILES[0]
     out = [("slots", dict(down="slots", pdl=False, prefetch_experts=0)),
            ("slots+pdl", dict(down="slots", pdl=True, prefetch_experts=0)),
            ("combine+pdl " + _tile_tag(n, k, w, st), dict(down="combine", pdl=True, prefetch_experts=0, dc_block_n=n,
                                                           dc_block_k=k, dc_warps=w, dc_stages=st))]
-    for i, tile in enumerate(ONE_LAUNCH_CANDIDATES):
-        tag = f" [gu {tile['gu_block_n']}x{tile['gu_block_k']}, dn {tile['dn_block_n']}x{tile['dn_block_k']}, " \
-              f"s{tile['gu_stages']}]"
-        if i == 0:
-            out.append(("one_launch" + tag, dict(down="one_launch", pdl=False, **tile)))
-        out.append(("one_launch+pdl" + tag, dict(down="one_launch", pdl=True, **tile)))
-        if i == 0:
-            out.append(("one_launch+pdl+nocap" + tag, dict(down="one_launch", pdl=True, maxnreg=0, **tile)))
-    return out
+    return out + [(name, dict(down="one_launch", pdl=True, **changes)) for name, changes in ONE_LAUNCH_VARIANTS]
 
 
 def kernel_config(shape, batch, changes):
@@ -86,7 +97,7 @@ def kernel_config(shape, batch, changes):
     tiles = dict(gu_block_n=n, gu_block_k=k, gu_warps=w, gu_stages=s, dn_block_n=dn, dn_block_k=dk, dn_warps=dw,
                  dn_stages=ds)
     cfg = base.replace(**{**tiles, **changes})  # a variant's own tiles win
-    if cfg.down == "one_launch" and block_m >= 64:
+    if cfg.down == "one_launch" and block_m >= 64 and "gu_warps" not in changes:
         cfg = cfg.replace(gu_warps=8)  # a 64-token tile with both item kinds spills heavily at 4 warps
     return cfg
 
@@ -211,8 +222,7 @@ def timelines(shape, b, weights, router, config) -> dict:
     """Per-kernel timeline of one routing+MoE call, for one tile of each variant kind."""
     out = {}
     for name, changes in variants():
-        if "nocap" in name or (changes["down"] == "one_launch" and not name.startswith("one_launch+pdl [gu 32x128, "
-                                                                                        "dn 64")):
+        if name == "slots" or name.startswith("combine") or "spin" in name:
             continue
         fn = _fn(kernel_config(shape, b.batch, changes))
         try:

@@ -93,11 +93,11 @@ def compile_combine(shape, cfg, pdl=False):
 def compile_one_launch(shape, cfg, pdl=False):
     sig = {"x_ptr": "*bf16", "w13_ptr": "*bf16", "w2_ptr": "*bf16", "expert_ids_ptr": "*i32", "weights_ptr": "*fp32",
            "active_mask_ptr": "*u8", "act_ptr": "*bf16", "y_ptr": "*fp32", "out_ptr": "*bf16", "sync_ptr": "*i32",
-           "num_tokens": "i32", "stride_x": "i32", "stride_out": "i32"}
+           "trace_ptr": "*i32", "num_tokens": "i32", "stride_x": "i32", "stride_out": "i32", "trace_programs_at": "i32"}
     consts = dict(H=shape.hidden_size, I=shape.moe_intermediate_size, E=shape.num_experts,
                   E_PAD=tk._next_pow2(shape.num_experts), K=shape.top_k, K_PAD=tk._next_pow2(shape.top_k),
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k, DN_N=cfg.dn_block_n,
-                  DN_K=cfg.dn_block_k, USE_PDL=pdl)
+                  DN_K=cfg.dn_block_k, USE_PDL=pdl, SPIN_NS=cfg.spin_ns, TRACE=False)
     signature = {**sig, **{k: "constexpr" for k in consts}}
     # As one_launch.launch does: compile, then cap the registers so that as many programs share
     # an SM as the kernel's shared memory allows (a second compile where that cap binds).

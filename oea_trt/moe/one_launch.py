@@ -75,11 +75,29 @@ def _distinct_experts(expert_ids_ptr, toks, num_tokens, E: tl.constexpr, K: tl.c
 
 
 @triton.jit
-def _wait_for_count(counter_ptr, target):
+def _nanosleep(ns: tl.constexpr):
+    """Back off for about ns nanoseconds (sm_70+): fewer atomics on a counter others are
+    spinning on."""
+    tl.inline_asm_elementwise(f"nanosleep.u32 {ns}; mov.u32 $0, 0;", "=r,r", [tl.full((), 0, tl.int32)],
+                              dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _globaltimer():
+    """The GPU's global nanosecond timer (the same clock on every SM), for TRACE."""
+    return tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l,r", [tl.full((), 0, tl.int32)],
+                                     dtype=tl.int64, is_pure=False, pack=1)
+
+
+@triton.jit
+def _wait_for_count(counter_ptr, target, SPIN_NS: tl.constexpr):
     """Spin until *counter_ptr >= target (acquire), then a CTA barrier: every thread's later
-    reads see what the releasing programs wrote before counting."""
+    reads see what the releasing programs wrote before counting. SPIN_NS > 0: sleep that long
+    between polls."""
     seen = tl.atomic_add(counter_ptr, 0, sem="acquire")
     while seen < target:
+        if SPIN_NS > 0:
+            _nanosleep(SPIN_NS)
         seen = tl.atomic_add(counter_ptr, 0, sem="acquire")
     tl.debug_barrier()
 
@@ -126,15 +144,19 @@ def _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H: tl
 
 @triton.jit(do_not_specialize=["num_tokens"])
 def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, act_ptr, y_ptr,
-                       out_ptr, sync_ptr, num_tokens, stride_x, stride_out,
+                       out_ptr, sync_ptr, trace_ptr, num_tokens, stride_x, stride_out, trace_programs_at,
                        H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                        K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
                        GU_N: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr, DN_K: tl.constexpr,
-                       USE_PDL: tl.constexpr):
+                       USE_PDL: tl.constexpr, SPIN_NS: tl.constexpr, TRACE: tl.constexpr):
+    if TRACE:  # per program: [program, launched, past the dependency wait, exited] (ns)
+        t_launched = _globaltimer()
     if USE_PDL:
         # May start while the routing kernel drains: wait for its memory (active_mask,
         # expert_ids, weights) and for whatever wrote x, before reading or writing anything.
         tl.extra.cuda.gdc_wait()
+    if TRACE:
+        t_entered = _globaltimer()
     GU_TILES: tl.constexpr = I // GU_N
     H_TILES: tl.constexpr = H // DN_N
     ticket_ptr = sync_ptr
@@ -152,6 +174,11 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
         if USE_PDL:
             if following >= total:  # this program's last item: the next kernel may launch
                 tl.extra.cuda.gdc_launch_dependents()
+        if TRACE:  # per item (ticket): [program, started, inputs ready, done] (ns)
+            t_item = _globaltimer()
+            tl.store(trace_ptr + w * 4, tl.program_id(0).to(tl.int64))
+            tl.store(trace_ptr + w * 4 + 1, t_item)
+            tl.store(trace_ptr + w * 4 + 2, t_item)
         if w < gate_up_items:
             expert = _nth_active(rank, active, w // GU_TILES, E_PAD)
             _gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, w % GU_TILES, num_tokens, stride_x,
@@ -161,13 +188,23 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
         else:
             d = w - gate_up_items
             expert = _nth_active(rank, active, d // H_TILES, E_PAD)
-            _wait_for_count(gate_up_done_ptr + expert, GU_TILES)
+            _wait_for_count(gate_up_done_ptr + expert, GU_TILES, SPIN_NS)
+            if TRACE:
+                tl.store(trace_ptr + w * 4 + 2, _globaltimer())
             for tok0 in range(0, num_tokens, BLOCK_M):
                 toks, routed = _down_block(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, y_ptr, expert, d % H_TILES,
                                            tok0, num_tokens, H, I, K, K_PAD, BLOCK_M, DN_N, DN_K)
                 _finish_tiles(y_ptr, expert_ids_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed, d % H_TILES,
                               num_tokens, H, E, K, K_PAD, H_TILES, BLOCK_M, DN_N)
+        if TRACE:
+            tl.store(trace_ptr + w * 4 + 3, _globaltimer())
         w = following
+    if TRACE:
+        row = trace_ptr + (trace_programs_at + tl.program_id(0)) * 4
+        tl.store(row, tl.program_id(0).to(tl.int64))
+        tl.store(row + 1, t_launched)
+        tl.store(row + 2, t_entered)
+        tl.store(row + 3, _globaltimer())
     # The last program out has seen every other program draw its final ticket: nothing reads
     # the ticket or the gate/up counters any more in this call, so it zeroes them for the next.
     if tl.atomic_add(exited_ptr, 1, sem="acq_rel") == tl.num_programs(0) - 1:
@@ -245,11 +282,12 @@ def _register_cap_for(cfg, args: tuple, kwargs: dict) -> Optional[int]:
 
 def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor, wts: torch.Tensor,
            mask_u8: torch.Tensor, out: torch.Tensor, cfg, use_pdl: bool, shape: dict,
-           programs: Optional[int] = None) -> None:
+           programs: Optional[int] = None, trace: Optional["Trace"] = None) -> None:
     """One launch of the whole layer into out (shapes checked by the caller, triton_kernel.
     fused_moe; cfg a fitted KernelConfig: gu_* tiles for gate/up items, dn_* for down items,
     gu_warps / gu_stages for the kernel). programs: the grid, for tests (default: one wave, at
-    most one program per work item); any size is correct, more than can be resident included."""
+    most one program per work item); any size is correct, more than can be resident included.
+    trace: record when each item and program ran (a Trace from new_trace; a slower kernel)."""
     num_tokens, k = ids.shape
     num_experts, two_inter, hidden = w13.shape
     inter = two_inter // 2
@@ -260,11 +298,16 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
     max_active = min(num_experts, num_tokens * k)
     max_items = max_active * (inter // cfg.gu_block_n + h_tiles)
     kwargs = dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k,
-                  DN_N=cfg.dn_block_n, DN_K=cfg.dn_block_k, USE_PDL=use_pdl, num_warps=cfg.gu_warps,
-                  num_stages=cfg.gu_stages)
+                  DN_N=cfg.dn_block_n, DN_K=cfg.dn_block_k, USE_PDL=use_pdl, SPIN_NS=cfg.spin_ns,
+                  TRACE=trace is not None, num_warps=cfg.gu_warps, num_stages=cfg.gu_stages)
     if use_pdl:
         kwargs["launch_pdl"] = True
-    args = (x, w13, w2, ids, wts, mask_u8, act, y, out, sync, num_tokens, x.stride(0), out.stride(0))
+    if trace is not None:
+        if trace.items < max_items:
+            raise ValueError(f"trace holds {trace.items} items, this call may have {max_items}")
+        trace.rows.fill_(-1)
+    args = (x, w13, w2, ids, wts, mask_u8, act, y, out, sync, sync if trace is None else trace.rows, num_tokens,
+            x.stride(0), out.stride(0), 0 if trace is None else trace.items)
     cap = _register_cap_for(cfg, args, kwargs)
     if cap is not None:
         kwargs["maxnreg"] = cap
@@ -281,3 +324,14 @@ def workspace_is_clean(device: torch.device) -> Tuple[bool, int]:
     if buf is None:
         return True, 0
     return bool((buf == 0).all()), buf.numel()
+
+
+class Trace:
+    """Where each work item and program of one call went (TRACE=True): rows [items + programs,
+    4] int64, -1 where nothing ran. Item row w (ticket w): program, started, inputs ready (after
+    a down item's wait), done. Program row items + p: p, launched, past the dependency wait,
+    exited. Times in ns of %globaltimer."""
+
+    def __init__(self, items: int, programs: int, device):
+        self.items = items
+        self.rows = torch.full((items + programs, 4), -1, dtype=torch.int64, device=device)

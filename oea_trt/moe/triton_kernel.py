@@ -102,6 +102,9 @@ class KernelConfig:
     #: down="one_launch" only: registers per thread the kernel may use (None: automatic, a cap
     #: that lets as many programs share an SM as its shared memory allows; 0: no cap).
     maxnreg: Optional[int] = None
+    #: down="one_launch" only: a down item waiting for its expert's gate/up rows sleeps this many
+    #: ns between polls of the counter (0: polls back to back).
+    spin_ns: int = 0
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:

@@ -46,6 +46,11 @@ timeout 300 python3 benchmarks/moe_ab.py --out "$OUT_DIR" --time-budget 240 2>&1
 rc=${PIPESTATUS[0]}
 [ $rc -eq 0 ] || failed="$failed ab(rc=$rc)"
 
+echo "== moe_ab: one-launch kernel timeline ($(date +%T))"
+timeout 150 python3 scripts/gpu/one_launch_trace.py --out "$OUT_DIR/trace" 2>&1 | tee "$OUT_DIR/trace.log"
+rc=${PIPESTATUS[0]}
+[ $rc -eq 0 ] || failed="$failed trace(rc=$rc)"
+
 echo "== moe_ab: done after $((SECONDS - start)) s"
 ls -la "$OUT_DIR"
 if [ -n "$failed" ]; then

@@ -14,8 +14,8 @@ cost, side by side, with the same weights, routing draws and timing as the main 
   one_launch+pdl...     1 launch: gate/up and down items in one persistent grid, each token's
                         tile summed by its last finisher (oea_trt/moe/one_launch.py), over the
                         tiles and options of ONE_LAUNCH_VARIANTS [gate/up n x k, down n x k,
-                        stages]: "nocap" without the automatic register cap, "spin": sleep
-                        between polls, "1/SM": one deep-pipelined program per SM
+                        stages]: programs per SM, tickets drawn without waiting ("later"),
+                        down tiles prefetched into L2 ("pf")
 
 Cases: qwen3-30b-a3b, skewed routing B=16 vanilla and OEA k0=3 (the target: routing+MoE ratio
 <= 0.55), uniform B=16 vanilla and uniform B=64 vanilla. Every variant is checked against the
@@ -54,24 +54,18 @@ def _tile_tag(n, k, w, s) -> str:
     return f"[{n}x{k},w{w},s{s}]"
 
 
-#: One-launch variants: (name, KernelConfig changes). "nocap": no register cap (2 programs of 4
-#: warps per SM at ~190 registers); "1/SM": one deep-pipelined program per SM.
+#: One-launch variants: (name, KernelConfig changes; programs_per_sm: the grid, per SM). "later":
+#: the next work ticket is not waited for until the current item is done; "pf": a down item's w2
+#: tile is prefetched into L2 before its wait; "1/SM": one deep-pipelined program per SM.
+_OL_TILE = dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_block_k=128, gu_stages=4, maxnreg=0)
+_LATER_PF = dict(ticket_later=True, prefetch_down=True)
 ONE_LAUNCH_VARIANTS = (
-    ("one_launch+pdl [gu 32x128, dn 64x128, s4]", dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_block_k=128,
-                                                       gu_stages=4)),
-    ("one_launch+pdl+nocap [gu 32x128, dn 64x128, s4]", dict(gu_block_n=32, gu_block_k=128, dn_block_n=64,
-                                                             dn_block_k=128, gu_stages=4, maxnreg=0)),
-    ("one_launch+pdl+nocap+spin200 [gu 32x128, dn 64x128, s4]", dict(gu_block_n=32, gu_block_k=128, dn_block_n=64,
-                                                                     dn_block_k=128, gu_stages=4, maxnreg=0,
-                                                                     spin_ns=200)),
-    ("one_launch+pdl [gu 32x128, dn 128x128, s4]", dict(gu_block_n=32, gu_block_k=128, dn_block_n=128,
-                                                        dn_block_k=128, gu_stages=4)),
-    ("one_launch+pdl+nocap [gu 16x256, dn 64x128, s4]", dict(gu_block_n=16, gu_block_k=256, dn_block_n=64,
-                                                             dn_block_k=128, gu_stages=4, maxnreg=0)),
-    ("one_launch+pdl 1/SM [gu 32x128, dn 64x128, s8]", dict(gu_block_n=32, gu_block_k=128, dn_block_n=64,
-                                                            dn_block_k=128, gu_stages=8, maxnreg=0)),
-    ("one_launch+pdl 1/SM w8 [gu 64x128, dn 128x128, s6]", dict(gu_block_n=64, gu_block_k=128, dn_block_n=128,
-                                                                dn_block_k=128, gu_stages=6, gu_warps=8)),
+    ("one_launch+pdl 2/SM [gu 32x128, dn 64x128, s4]", dict(_OL_TILE, programs_per_sm=2)),
+    ("one_launch+pdl 3/SM [gu 32x128, dn 64x128, s4]", dict(_OL_TILE, programs_per_sm=3)),
+    ("one_launch+pdl+later+pf 2/SM [gu 32x128, dn 64x128, s4]", dict(_OL_TILE, programs_per_sm=2, **_LATER_PF)),
+    ("one_launch+pdl+later+pf 3/SM [gu 32x128, dn 64x128, s4]", dict(_OL_TILE, programs_per_sm=3, **_LATER_PF)),
+    ("one_launch+pdl+later+pf 1/SM [gu 32x128, dn 64x128, s8]", dict(_OL_TILE, gu_stages=8, **_LATER_PF)),
+    ("one_launch+pdl+later+pf [gu 32x128, dn 128x128, s4]", dict(_OL_TILE, dn_block_n=128, **_LATER_PF)),
 )
 
 
@@ -89,6 +83,11 @@ def variants():
 
 def kernel_config(shape, batch, changes):
     from oea_trt.moe.triton_kernel import default_config
+
+    changes = dict(changes)
+    per_sm = changes.pop("programs_per_sm", None)
+    if per_sm:
+        changes["max_programs"] = per_sm * torch.cuda.get_device_properties(0).multi_processor_count
 
     block_m = min(64, max(16, 1 << max(0, batch - 1).bit_length()))
     base = default_config(batch, shape.hidden_size, shape.moe_intermediate_size, shape.top_k, shape.num_experts)
@@ -222,7 +221,7 @@ def timelines(shape, b, weights, router, config) -> dict:
     """Per-kernel timeline of one routing+MoE call, for one tile of each variant kind."""
     out = {}
     for name, changes in variants():
-        if name == "slots" or name.startswith("combine") or "spin" in name:
+        if name == "slots" or name.startswith("combine") or "3/SM" in name:
             continue
         fn = _fn(kernel_config(shape, b.batch, changes))
         try:

@@ -97,7 +97,8 @@ def compile_one_launch(shape, cfg, pdl=False):
     consts = dict(H=shape.hidden_size, I=shape.moe_intermediate_size, E=shape.num_experts,
                   E_PAD=tk._next_pow2(shape.num_experts), K=shape.top_k, K_PAD=tk._next_pow2(shape.top_k),
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k, DN_N=cfg.dn_block_n,
-                  DN_K=cfg.dn_block_k, USE_PDL=pdl, SPIN_NS=cfg.spin_ns, TRACE=False)
+                  DN_K=cfg.dn_block_k, USE_PDL=pdl, SPIN_NS=cfg.spin_ns, TRACE=False, TICKET_LATER=cfg.ticket_later,
+                  PREFETCH_DOWN=cfg.prefetch_down, THREADS=32 * cfg.gu_warps)
     signature = {**sig, **{k: "constexpr" for k in consts}}
     # As one_launch.launch does: compile, then cap the registers so that as many programs share
     # an SM as the kernel's shared memory allows (a second compile where that cap binds).

@@ -120,6 +120,7 @@ TRITON_VARIANTS = {
     "one_launch": dict(down="one_launch", pdl=False),
     "one_launch+pdl": dict(down="one_launch", pdl=True),
     "one_launch+pdl+nocap": dict(down="one_launch", pdl=True, maxnreg=0),
+    "one_launch+pdl+later+pf": dict(down="one_launch", pdl=True, ticket_later=True, prefetch_down=True),
 }
 
 
@@ -209,7 +210,8 @@ def _assert_one_launch_workspace_clean():
 
 @pytest.mark.parametrize("pdl", [False, True])
 def test_one_launch_random_cases_against_three_launch_path(layer, pdl):
-    """60 fresh random batches (1..100 tokens, k0 1..k, every fill mode): every call finishes
+    """60 fresh random batches (1..100 tokens, k0 1..k, every fill mode; with PDL also the
+    later-drawn tickets and the down-tile prefetch): every call finishes
     (a lost hand-off would hang or leave a row unwritten: outputs are poisoned first), matches
     the three-launch path to fp32 rounding of the same slot-ordered sums, and leaves the
     workspace zeroed."""
@@ -225,7 +227,8 @@ def test_one_launch_random_cases_against_three_launch_path(layer, pdl):
         x, r = _batch(shape, T, k0, fill, seed=1000 + case)
         three = _triton(x, w, r, down="slots", pdl=False)
         cfg = fitted(default_config(T, w.hidden_size, w.intermediate_size, shape.top_k, w.num_experts)
-                     .replace(down="one_launch", pdl=pdl), T, w.hidden_size, w.intermediate_size)
+                     .replace(down="one_launch", pdl=pdl, ticket_later=pdl, prefetch_down=pdl), T, w.hidden_size,
+                     w.intermediate_size)
         out = torch.full_like(x, float("nan"))
         shape_kw = dict(E=w.num_experts, E_PAD=1 << (w.num_experts - 1).bit_length(), K=shape.top_k,
                         K_PAD=1 << (shape.top_k - 1).bit_length())
@@ -239,8 +242,9 @@ def test_one_launch_random_cases_against_three_launch_path(layer, pdl):
         assert torch.equal(out, fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, cfg))
 
 
+@pytest.mark.parametrize("later", [False, True])
 @pytest.mark.parametrize("waves", [0, 4])
-def test_one_launch_with_one_program_or_more_programs_than_fit(layer, waves):
+def test_one_launch_with_one_program_or_more_programs_than_fit(layer, waves, later):
     """Work goes by ticket: a single program (waves=0) does every item in order; 4 waves of
     programs (most cannot be resident until others exit, so down items wait on gate/up items of
     programs drawn earlier) finish too, with the same bits as the default grid."""
@@ -250,7 +254,8 @@ def test_one_launch_with_one_program_or_more_programs_than_fit(layer, waves):
     shape, w = layer
     x, r = _batch(shape, 16, 3, "invalid", seed=5)
     cfg = fitted(default_config(16, w.hidden_size, w.intermediate_size, shape.top_k, w.num_experts)
-                 .replace(down="one_launch", pdl=False), 16, w.hidden_size, w.intermediate_size)
+                 .replace(down="one_launch", pdl=False, ticket_later=later, prefetch_down=later), 16, w.hidden_size,
+                 w.intermediate_size)
     want = _triton(x, w, r, down="one_launch", pdl=False)
     programs = 1 if waves == 0 else waves * 3 * torch.cuda.get_device_properties(0).multi_processor_count
     out = torch.full_like(x, float("nan"))

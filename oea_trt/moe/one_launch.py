@@ -46,7 +46,7 @@ import triton
 import triton.language as tl
 
 from .triton_kernel import (_active_experts, _down_block, _gate_up_item, _interpreted, _launch_persistent,
-                            _next_pow2, _nth_active)
+                            _next_pow2, _nth_active, _prefetch_l2)
 
 # ---- device code -------------------------------------------------------------------------
 
@@ -87,6 +87,31 @@ def _globaltimer():
     """The GPU's global nanosecond timer (the same clock on every SM), for TRACE."""
     return tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l,r", [tl.full((), 0, tl.int32)],
                                      dtype=tl.int64, is_pure=False, pack=1)
+
+
+@triton.jit
+def _draw_ticket(ticket_ptr, LATER: tl.constexpr, THREADS: tl.constexpr):
+    """The next work ticket. LATER: thread 0 issues the atomic add and nothing waits for it
+    until _ticket(...) reads it (after the current item streamed): [THREADS] int32 holding
+    the ticket in thread 0's lane, 0 elsewhere. Why: Triton's scalar atomic broadcasts its
+    result through shared memory at once, stalling the whole program for a round trip to L2,
+    which takes microseconds under a saturating weight stream. Otherwise: Triton's atomic."""
+    if LATER:
+        return tl.inline_asm_elementwise(
+            "{ .reg .pred p; .reg .b32 t; mov.u32 t, %tid.x; setp.eq.u32 p, t, 0; mov.u32 $0, 0; "
+            "@p atom.relaxed.gpu.global.add.u32 $0, [$1], 1; }",
+            "=r,l", [ticket_ptr + tl.zeros((THREADS,), dtype=tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
+    else:
+        return tl.atomic_add(ticket_ptr, 1, sem="relaxed")
+
+
+@triton.jit
+def _ticket(drawn, LATER: tl.constexpr):
+    """The value of a _draw_ticket (waits for its atomic, if still in flight)."""
+    if LATER:
+        return tl.max(drawn, axis=0)
+    else:
+        return drawn
 
 
 @triton.jit
@@ -148,7 +173,8 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
                        H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                        K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
                        GU_N: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr, DN_K: tl.constexpr,
-                       USE_PDL: tl.constexpr, SPIN_NS: tl.constexpr, TRACE: tl.constexpr):
+                       USE_PDL: tl.constexpr, SPIN_NS: tl.constexpr, TRACE: tl.constexpr,
+                       TICKET_LATER: tl.constexpr, PREFETCH_DOWN: tl.constexpr, THREADS: tl.constexpr):
     if TRACE:  # per program: [program, launched, past the dependency wait, exited] (ns)
         t_launched = _globaltimer()
     if USE_PDL:
@@ -168,11 +194,11 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
     total = gate_up_items + num_active * H_TILES
     if tl.program_id(0) == 0:
         _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, DN_N)
-    w = tl.atomic_add(ticket_ptr, 1, sem="relaxed")
+    w = _ticket(_draw_ticket(ticket_ptr, TICKET_LATER, THREADS), TICKET_LATER)
     while w < total:
-        following = tl.atomic_add(ticket_ptr, 1, sem="relaxed")  # in flight while this item streams
+        drawn = _draw_ticket(ticket_ptr, TICKET_LATER, THREADS)  # the following item's ticket
         if USE_PDL:
-            if following >= total:  # this program's last item: the next kernel may launch
+            if w + tl.num_programs(0) >= total:  # about the last wave: the next kernel may launch
                 tl.extra.cuda.gdc_launch_dependents()
         if TRACE:  # per item (ticket): [program, started, inputs ready, done] (ns)
             t_item = _globaltimer()
@@ -188,6 +214,10 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
         else:
             d = w - gate_up_items
             expert = _nth_active(rank, active, d // H_TILES, E_PAD)
+            if PREFETCH_DOWN:
+                # The item's w2 tile (DN_N whole rows: contiguous) starts coming into L2 while
+                # the program waits for the expert's act rows and fills its pipeline.
+                _prefetch_l2(w2_ptr + expert.to(tl.int64) * (H * I) + (d % H_TILES) * (DN_N * I), DN_N * I * 2, False)
             _wait_for_count(gate_up_done_ptr + expert, GU_TILES, SPIN_NS)
             if TRACE:
                 tl.store(trace_ptr + w * 4 + 2, _globaltimer())
@@ -198,7 +228,7 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
                               num_tokens, H, E, K, K_PAD, H_TILES, BLOCK_M, DN_N)
         if TRACE:
             tl.store(trace_ptr + w * 4 + 3, _globaltimer())
-        w = following
+        w = _ticket(drawn, TICKET_LATER)
     if TRACE:
         row = trace_ptr + (trace_programs_at + tl.program_id(0)) * 4
         tl.store(row, tl.program_id(0).to(tl.int64))
@@ -299,7 +329,9 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
     max_items = max_active * (inter // cfg.gu_block_n + h_tiles)
     kwargs = dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k,
                   DN_N=cfg.dn_block_n, DN_K=cfg.dn_block_k, USE_PDL=use_pdl, SPIN_NS=cfg.spin_ns,
-                  TRACE=trace is not None, num_warps=cfg.gu_warps, num_stages=cfg.gu_stages)
+                  TRACE=trace is not None, TICKET_LATER=cfg.ticket_later and not _interpreted(),
+                  PREFETCH_DOWN=cfg.prefetch_down and not _interpreted(), THREADS=32 * cfg.gu_warps,
+                  num_warps=cfg.gu_warps, num_stages=cfg.gu_stages)
     if use_pdl:
         kwargs["launch_pdl"] = True
     if trace is not None:

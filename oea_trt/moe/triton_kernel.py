@@ -105,6 +105,11 @@ class KernelConfig:
     #: down="one_launch" only: a down item waiting for its expert's gate/up rows sleeps this many
     #: ns between polls of the counter (0: polls back to back).
     spin_ns: int = 0
+    #: down="one_launch" only (compiled kernels; the interpreter runs without): draw the next
+    #: work ticket without waiting for it until the current item is done; bulk-prefetch a down
+    #: item's w2 tile into L2 before waiting for its expert's act rows.
+    ticket_later: bool = False
+    prefetch_down: bool = False
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:

@@ -54,18 +54,22 @@ def _tile_tag(n, k, w, s) -> str:
     return f"[{n}x{k},w{w},s{s}]"
 
 
-#: One-launch variants: (name, KernelConfig changes; programs_per_sm: the grid, per SM). "later":
-#: the next work ticket is not waited for until the current item is done; "pf": a down item's w2
-#: tile is prefetched into L2 before its wait; "1/SM": one deep-pipelined program per SM.
-_OL_TILE = dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_block_k=128, gu_stages=4, maxnreg=0)
-_LATER_PF = dict(ticket_later=True, prefetch_down=True)
+#: One-launch variants: (name, KernelConfig changes): programs per SM and item sizes (smaller
+#: items: a shorter tail while the last ones drain); "later": the next work ticket is not waited
+#: for until the current item is done.
+def _ol(gu_n, gu_k, dn_n, dn_k, stages=4, per_sm=2, **more):
+    return dict(gu_block_n=gu_n, gu_block_k=gu_k, dn_block_n=dn_n, dn_block_k=dn_k, gu_stages=stages,
+                programs_per_sm=per_sm, **more)
+
+
 ONE_LAUNCH_VARIANTS = (
-    ("one_launch+pdl 2/SM [gu 32x128, dn 64x128, s4]", dict(_OL_TILE, programs_per_sm=2)),
-    ("one_launch+pdl 3/SM [gu 32x128, dn 64x128, s4]", dict(_OL_TILE, programs_per_sm=3)),
-    ("one_launch+pdl+later+pf 2/SM [gu 32x128, dn 64x128, s4]", dict(_OL_TILE, programs_per_sm=2, **_LATER_PF)),
-    ("one_launch+pdl+later+pf 3/SM [gu 32x128, dn 64x128, s4]", dict(_OL_TILE, programs_per_sm=3, **_LATER_PF)),
-    ("one_launch+pdl+later+pf 1/SM [gu 32x128, dn 64x128, s8]", dict(_OL_TILE, gu_stages=8, **_LATER_PF)),
-    ("one_launch+pdl+later+pf [gu 32x128, dn 128x128, s4]", dict(_OL_TILE, dn_block_n=128, **_LATER_PF)),
+    ("one_launch+pdl 2/SM [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128)),
+    ("one_launch+pdl 2/SM [gu 32x128, dn 32x128, s4]", _ol(32, 128, 32, 128)),
+    ("one_launch+pdl 2/SM [gu 16x128, dn 32x128, s4]", _ol(16, 128, 32, 128)),
+    ("one_launch+pdl 2/SM [gu 16x256, dn 32x128, s4]", _ol(16, 256, 32, 128)),
+    ("one_launch+pdl 2/SM [gu 32x128, dn 32x256, s3]", _ol(32, 128, 32, 256, stages=3)),
+    ("one_launch+pdl 3/SM [gu 16x128, dn 32x128, s4]", _ol(16, 128, 32, 128, per_sm=3)),
+    ("one_launch+pdl+later 2/SM [gu 16x128, dn 32x128, s4]", _ol(16, 128, 32, 128, ticket_later=True)),
 )
 
 
@@ -84,10 +88,6 @@ def variants():
 def kernel_config(shape, batch, changes):
     from oea_trt.moe.triton_kernel import default_config
 
-    changes = dict(changes)
-    per_sm = changes.pop("programs_per_sm", None)
-    if per_sm:
-        changes["max_programs"] = per_sm * torch.cuda.get_device_properties(0).multi_processor_count
 
     block_m = min(64, max(16, 1 << max(0, batch - 1).bit_length()))
     base = default_config(batch, shape.hidden_size, shape.moe_intermediate_size, shape.top_k, shape.num_experts)

@@ -99,15 +99,8 @@ def compile_one_launch(shape, cfg, pdl=False):
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k, DN_N=cfg.dn_block_n,
                   DN_K=cfg.dn_block_k, USE_PDL=pdl, SPIN_NS=cfg.spin_ns, TRACE=False, TICKET_LATER=cfg.ticket_later,
                   PREFETCH_DOWN=cfg.prefetch_down, THREADS=32 * cfg.gu_warps)
-    signature = {**sig, **{k: "constexpr" for k in consts}}
-    # As one_launch.launch does: compile, then cap the registers so that as many programs share
-    # an SM as the kernel's shared memory allows (a second compile where that cap binds).
-    kernel = _compile(ol._one_launch_kernel, signature, consts, cfg.gu_warps, cfg.gu_stages, pdl,
-                      cfg.maxnreg or None)
-    cap = ol.register_cap(cfg, kernel.metadata.shared)
-    if cap is not None and cfg.maxnreg is None:
-        kernel = _compile(ol._one_launch_kernel, signature, consts, cfg.gu_warps, cfg.gu_stages, pdl, cap)
-    return kernel
+    return _compile(ol._one_launch_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
+                    cfg.gu_stages, pdl, cfg.maxnreg or None)
 
 
 def griddep_problems(kernel, name: str, pdl: bool, prefetch: int = 0, evict_last: bool = False) -> list:

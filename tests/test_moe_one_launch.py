@@ -117,23 +117,6 @@ def test_repeated_expert_fill_and_tokens_with_no_expert(weights):
     _assert_clean()
 
 
-def test_register_cap_lets_shared_memory_decide_programs_per_sm():
-    """60 KB of pipeline buffers allow 3 programs per SM: 4-warp programs are capped at 168
-    registers (65536 / (3 x 128), in steps of 8); a 128 KB kernel runs 1 per SM: no cap; an
-    explicit maxnreg wins, 0 meaning none."""
-    from oea_trt.moe.one_launch import register_cap
-    from oea_trt.moe.triton_kernel import KernelConfig
-
-    cfg = KernelConfig(down="one_launch", gu_warps=4)
-    assert register_cap(cfg, 60 * 1024) == 168
-    assert register_cap(cfg, 72 * 1024) == 168
-    assert register_cap(cfg, 108 * 1024) is None  # 2 programs of 4 warps: 256 registers each
-    assert register_cap(cfg.replace(gu_warps=8), 128 * 1024) is None
-    assert register_cap(cfg.replace(gu_warps=8), 60 * 1024) == 80
-    assert register_cap(cfg.replace(maxnreg=0), 60 * 1024) is None
-    assert register_cap(cfg.replace(maxnreg=200), 60 * 1024) == 200
-
-
 def test_workspace_words_and_growth():
     from oea_trt.moe import one_launch
 

@@ -275,41 +275,6 @@ def sync_workspace(words: int, device: torch.device) -> torch.Tensor:
         return buf
 
 
-#: Shared memory of an H100/H200 SM, and what each resident block reserves on top of its own.
-SM_SHARED_BYTES, BLOCK_RESERVED_BYTES = 228 * 1024, 1024
-REGISTERS_PER_SM = 65536
-
-
-def register_cap(cfg, shared_bytes: int) -> Optional[int]:
-    """maxnreg for the kernel: cfg.maxnreg if set (0: none), else the most registers per thread
-    at which as many programs fit on an SM as the kernel's shared memory (shared_bytes per
-    program, from the uncapped compile) allows. Why: with two kinds of work item the kernel needs
-    ~190 registers at a 16-token tile, which would hold an SM to 2 programs where its 60 KB of
-    pipeline buffers allow 3 (more weight bytes in flight); capped at 168, ptxas spills 8-12
-    bytes (scripts/check_moe_kernels.py reports it)."""
-    if cfg.maxnreg is not None:
-        return cfg.maxnreg or None
-    programs = max(1, SM_SHARED_BYTES // (shared_bytes + BLOCK_RESERVED_BYTES))
-    cap = REGISTERS_PER_SM // (programs * cfg.gu_warps * 32) // 8 * 8
-    return cap if cap < 255 else None
-
-
-#: (compile-time arguments, device) -> register cap (None: none), found once per specialisation.
-_CAPS: Dict[tuple, Optional[int]] = {}
-
-
-def _register_cap_for(cfg, args: tuple, kwargs: dict) -> Optional[int]:
-    if cfg.maxnreg is not None or _interpreted():
-        return None if _interpreted() else (cfg.maxnreg or None)
-    key = (tuple(sorted(kwargs.items())), args[0].device)
-    if key not in _CAPS:
-        compiled = _one_launch_kernel.warmup(*args, grid=(1,), **kwargs)
-        if hasattr(compiled, "result"):  # Triton's asynchronous compile mode hands back a future
-            compiled = compiled.result()
-        _CAPS[key] = register_cap(cfg, compiled.metadata.shared)
-    return _CAPS[key]
-
-
 def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor, wts: torch.Tensor,
            mask_u8: torch.Tensor, out: torch.Tensor, cfg, use_pdl: bool, shape: dict,
            programs: Optional[int] = None, trace: Optional["Trace"] = None) -> None:
@@ -340,13 +305,12 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
         trace.rows.fill_(-1)
     args = (x, w13, w2, ids, wts, mask_u8, act, y, out, sync, sync if trace is None else trace.rows, num_tokens,
             x.stride(0), out.stride(0), 0 if trace is None else trace.items)
-    cap = _register_cap_for(cfg, args, kwargs)
-    if cap is not None:
-        kwargs["maxnreg"] = cap
+    if cfg.maxnreg and not _interpreted():
+        kwargs["maxnreg"] = cfg.maxnreg
     if programs is not None:
         _one_launch_kernel[(programs,)](*args, **kwargs)
     else:
-        _launch_persistent(_one_launch_kernel, max_items, cfg.max_programs, args, kwargs)
+        _launch_persistent(_one_launch_kernel, max_items, cfg.max_programs, args, kwargs, cfg.programs_per_sm)
 
 
 def workspace_is_clean(device: torch.device) -> Tuple[bool, int]:

@@ -99,8 +99,11 @@ class KernelConfig:
     prefetch_experts: int = 0
     prefetch_evict_last: bool = False
     max_programs: Optional[int] = None  # cap on persistent programs (default: one full wave)
-    #: down="one_launch" only: registers per thread the kernel may use (None: automatic, a cap
-    #: that lets as many programs share an SM as its shared memory allows; 0: no cap).
+    #: down="one_launch" only: programs per SM in its grid (None: as many as fit). On the H100
+    #: (30B layer, B=16) 2 beat 3: a program's items take 1.5x longer at 3 per SM, and so does
+    #: the tail while the last items drain (benchmarks/results/moe_one_launch_ab).
+    programs_per_sm: Optional[int] = None
+    #: down="one_launch" only: cap on registers per thread (None: ptxas decides, ~170-250).
     maxnreg: Optional[int] = None
     #: down="one_launch" only: a down item waiting for its expert's gate/up rows sleeps this many
     #: ns between polls of the counter (0: polls back to back).
@@ -545,19 +548,21 @@ def fused_moe(
 _WAVE: Dict[tuple, int] = {}
 
 
-def _launch_persistent(kernel, max_items: int, max_programs: Optional[int], args: tuple, kwargs: dict) -> None:
+def _launch_persistent(kernel, max_items: int, max_programs: Optional[int], args: tuple, kwargs: dict,
+                       programs_per_sm: Optional[int] = None) -> None:
     """Launch a persistent kernel on min(max_items, one wave) programs. One wave = SMs x
-    programs resident per SM, from the compiled kernel's registers and shared memory (asked
-    once per specialisation, before any CUDA-graph capture since the first call compiles)."""
-    key = (kernel.fn.__name__, tuple(sorted(kwargs.items())), args[0].dtype, args[0].device)
+    programs resident per SM (at most programs_per_sm), from the compiled kernel's registers
+    and shared memory (asked once per specialisation, before any CUDA-graph capture since the
+    first call compiles)."""
+    key = (kernel.fn.__name__, tuple(sorted(kwargs.items())), args[0].dtype, args[0].device, programs_per_sm)
     wave = _WAVE.get(key)
     if wave is None:
-        wave = _WAVE[key] = _one_wave(kernel, args, kwargs)
+        wave = _WAVE[key] = _one_wave(kernel, args, kwargs, programs_per_sm)
     programs = max(1, min(max_items, wave, max_programs or wave))
     kernel[(programs,)](*args, **kwargs)
 
 
-def _one_wave(kernel, args: tuple, kwargs: dict) -> int:
+def _one_wave(kernel, args: tuple, kwargs: dict, programs_per_sm: Optional[int] = None) -> int:
     if os.environ.get("TRITON_INTERPRET") == "1":
         return 3  # the CPU interpreter: a few programs, so each walks several work items
     compiled = kernel.warmup(*args, grid=(1,), **kwargs)
@@ -571,7 +576,7 @@ def _one_wave(kernel, args: tuple, kwargs: dict) -> int:
     by_regs = props["max_num_regs"] // (regs_per_warp * warps)
     # The SM's shared memory is the per-block opt-in limit plus 1 KB; each block reserves 1 KB.
     by_smem = (props["max_shared_mem"] + 1024) // (compiled.metadata.shared + 1024)
-    per_sm = max(1, min(by_regs, by_smem, 64 // warps, 32))
+    per_sm = max(1, min(by_regs, by_smem, 64 // warps, 32, programs_per_sm or 32))
     return props["multiprocessor_count"] * per_sm
 
 

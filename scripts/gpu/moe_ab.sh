@@ -19,6 +19,9 @@ mkdir -p "$OUT_DIR"
 failed=""
 start=$SECONDS
 
+# MOE_AB_QUICK=1: the A/B only (no compile check, GPU tests or timeline), for a second call.
+QUICK="${MOE_AB_QUICK:-0}"
+if [ "$QUICK" != 1 ]; then
 echo "== moe_ab: sm_90 compile check of the triton kernels ($(date +%T))"
 timeout 150 python3 scripts/check_moe_kernels.py --preset qwen3-30b-a3b --batch 16 64 --kernel triton one_launch \
   > "$OUT_DIR/compile.log" 2>&1
@@ -33,6 +36,7 @@ timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py \
 rc=$?
 tail -n 15 "$OUT_DIR/pytest.log"
 [ $rc -eq 0 ] || failed="$failed gpu-tests(rc=$rc)"
+fi
 
 echo "== moe_ab: routing kernel library ($(date +%T))"
 timeout 45 python3 -c "from oea_trt.kernels import load_library; print('routing kernel:', load_library())" \
@@ -46,10 +50,12 @@ timeout 300 python3 benchmarks/moe_ab.py --out "$OUT_DIR" --time-budget 240 2>&1
 rc=${PIPESTATUS[0]}
 [ $rc -eq 0 ] || failed="$failed ab(rc=$rc)"
 
+if [ "$QUICK" != 1 ]; then
 echo "== moe_ab: one-launch kernel timeline ($(date +%T))"
 timeout 150 python3 scripts/gpu/one_launch_trace.py --out "$OUT_DIR/trace" 2>&1 | tee "$OUT_DIR/trace.log"
 rc=${PIPESTATUS[0]}
 [ $rc -eq 0 ] || failed="$failed trace(rc=$rc)"
+fi
 
 echo "== moe_ab: done after $((SECONDS - start)) s"
 ls -la "$OUT_DIR"

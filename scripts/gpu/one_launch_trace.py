@@ -20,11 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import torch  # noqa: E402
 
 CASES = (("skewed", 16, None), ("skewed", 16, 3), ("uniform", 64, None))
-_TILE = dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_block_k=128, gu_stages=4, maxnreg=0)
-CONFIGS = {  # name -> (KernelConfig changes, programs per SM or None for one wave)
-    "2/SM": (_TILE, 2),
-    "2/SM later+pf": (dict(_TILE, ticket_later=True, prefetch_down=True), 2),
-    "1/SM s8 later+pf": (dict(_TILE, gu_stages=8, ticket_later=True, prefetch_down=True), None),
+CONFIGS = {  # name -> KernelConfig changes
+    "2/SM gu 32 dn 64": dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_block_k=128, programs_per_sm=2),
+    "2/SM gu 16 dn 32": dict(gu_block_n=16, gu_block_k=128, dn_block_n=32, dn_block_k=128, programs_per_sm=2),
+    "3/SM gu 16 dn 32": dict(gu_block_n=16, gu_block_k=128, dn_block_n=32, dn_block_k=128, programs_per_sm=3),
 }
 
 
@@ -106,10 +105,8 @@ def main(argv=None) -> int:
         config = _vanilla(shape) if k0 is None else _oea(shape, k0)
         b = _Batch(sources[mode], batch, copies, H, seed=0, device="cuda", dtype=torch.bfloat16)
         fig, axes = plt.subplots(len(CONFIGS), 1, figsize=(10, 2.6 * len(CONFIGS)), sharex=True)
-        for ax, (name, (changes, per_sm)) in zip(axes, CONFIGS.items()):
-            sms = torch.cuda.get_device_properties(0).multi_processor_count
-            cfg = default_config(batch, H, I, k, E).replace(down="one_launch", pdl=True,
-                                                            max_programs=per_sm and per_sm * sms, **changes)
+        for ax, (name, changes) in zip(axes, CONFIGS.items()):
+            cfg = default_config(batch, H, I, k, E).replace(down="one_launch", pdl=True, **changes)
             if cfg.block_m >= 64 or batch >= 64:
                 cfg = cfg.replace(gu_warps=8)
             cfg = fitted(cfg, batch, H, I)

@@ -192,16 +192,27 @@ def test_targets_judge_each_check_on_the_better_kernel():
     results = _two_kernels(fused_fixed=2.0, triton_fixed=13.0)
     assert report_moe.ours(results) == ["fused", "triton"] and report_moe.best_impl(results) == "fused"
     ratio = report_moe.targets(results)[2]
-    assert ratio["impl"] == "fused" and ratio["value"].startswith("one launch: ") and "3 launches: " in ratio["value"]
+    assert ratio["impl"] == "fused" and ratio["value"].startswith("one launch, atomic sums: ")
+    assert "3 launches: " in ratio["value"]
     v = report_moe._one(results, impl="fused", preset="qwen3-30b-a3b", mode="skewed", batch=16, variant="vanilla")
     o = report_moe._one(results, impl="fused", preset="qwen3-30b-a3b", mode="skewed", batch=16, variant="k0=3")
-    assert ratio["value"].startswith(f"one launch: {o['total_us'] / v['total_us']:.3f}")
+    assert ratio["value"].startswith(f"one launch, atomic sums: {o['total_us'] / v['total_us']:.3f}")
     fits = {i: report_moe.fits(results, i)["qwen3-30b-a3b"]["moe"]["fixed_us"] for i in ("fused", "triton")}
     assert fits == pytest.approx({"fused": 2.0, "triton": 13.0})
     # The other way round, the three-launch kernel is the headline.
     assert report_moe.best_impl(_two_kernels(fused_fixed=20.0, triton_fixed=3.0)) == "triton"
     md = report_moe.render_markdown(results)
-    assert "(one launch / 3 launches)" in md and "| qwen3-30b-a3b | one launch |" in md
+    assert "(one launch, atomic sums / 3 launches)" in md
+    assert "| qwen3-30b-a3b | one launch, atomic sums |" in md
+
+
+@pytest.mark.parametrize("counts,name", [([3], "3 launches"), ([1], "1 launch"), ([1, 3], "1 or 3 launches"),
+                                         (None, "3 launches")])
+def test_triton_kernel_is_named_by_the_launches_the_run_timed(counts, name):
+    """impl "triton" times its one-launch path where the tuner picked it (up to 16 tokens by
+    default) and 3 launches elsewhere: the report names what the run recorded."""
+    info = {} if counts is None else {"launches": {"triton": counts}}
+    assert report_moe.label({"presets": {"qwen3-30b-a3b": info}}, "triton") == name
 
 
 def test_report_files_and_render_cli(tmp_path):

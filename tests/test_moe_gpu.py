@@ -131,10 +131,12 @@ def _triton(x, w, r, **changes):
     return fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, base.replace(**changes))
 
 
-def test_default_is_three_launches_with_pdl_on_hopper():
+def test_default_is_one_launch_to_16_tokens_then_three_with_pdl_on_hopper():
     from oea_trt.moe.triton_kernel import default_config, pdl_supported
 
     cfg = default_config(16, 2048, 768, 8, 128)
+    assert cfg.down == "one_launch" and cfg.launches == 1 and cfg.programs_per_sm == 2 and cfg.pdl is None
+    cfg = default_config(17, 2048, 768, 8, 128)
     assert cfg.down == "slots" and cfg.launches == 3 and cfg.pdl is None and cfg.prefetch_experts == 0
     assert pdl_supported(torch.device("cuda")) == (torch.cuda.get_device_capability()[0] >= 9)
 

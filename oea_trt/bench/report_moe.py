@@ -13,15 +13,17 @@ from .report import fmt, linear_fit, markdown_table, pyplot, save_figure, write_
 HEADLINE = ("qwen3-30b-a3b", "skewed", 16)  # the paper's setting: Qwen3-30B-A3B, max batch 16
 BANDWIDTH_TARGET = 0.85  # of the measured copy bandwidth, 30B layer, B=16, uniform, vanilla
 RATIO_TARGET = 0.55  # OEA k0=3 / vanilla, routing+MoE, skewed, 30B, B=16
-#: Our kernels, as the report names them (impl "triton": 3 launches, gate/up, down, combine, with
-#: programmatic dependent launch; see label() for runs of its optional 2-launch path).
-LABELS = {"fused": "one launch", "triton": "3 launches"}
+#: Our kernels, as the report names them (impl "fused": the whole layer in one launch, fp32 atomic
+#: sums; impl "triton": 3 launches, gate/up, down, combine, with programmatic dependent launch, or
+#: its one-launch path: see label() for what a run timed).
+LABELS = {"fused": "one launch, atomic sums", "triton": "3 launches"}
 
 
 def label(results, impl: str) -> str:
     """The report's name for one of our kernels. impl "triton" is 3 launches per call (gate/up,
-    per-slot down, combine: the default and all the tuner tries), 2 with the optional down +
-    combine kernel; the run records which it timed per preset (bench/moe.py, info["launches"]).
+    per-slot down, combine), 1 on its one-launch path (the default up to 16 tokens; the tuner
+    tries both), 2 with the optional down + combine kernel; the run records which it timed per
+    preset and batch (bench/moe.py, info["launches"]).
     Results without that record are from the 3-launch kernel."""
     if impl != "triton":
         return LABELS[impl]
@@ -29,7 +31,7 @@ def label(results, impl: str) -> str:
                      for n in info.get("launches", {}).get(impl, [])})
     if not counts:
         return LABELS[impl]
-    return f"{'-'.join(str(n) for n in counts)} launches"
+    return f"{' or '.join(str(n) for n in counts)} launch{'' if counts == [1] else 'es'}"
 
 
 def ours(results) -> List[str]:

@@ -259,7 +259,8 @@ def sync_words(num_experts: int, num_tokens: int, h_tiles: int) -> int:
 
 def sync_workspace(words: int, device: torch.device) -> torch.Tensor:
     """A zeroed int32 buffer of at least `words`, one per device, grown (never during a CUDA-graph
-    capture) when a call needs more; the kernel leaves it zeroed."""
+    capture) when a call needs more; the kernel leaves it zeroed. One per device, not per stream:
+    a graph is usually captured on another stream than its warm-up call ran on."""
     key = str(device)
     with _LOCK:
         buf = _SYNC.get(key)

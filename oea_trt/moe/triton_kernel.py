@@ -5,7 +5,8 @@ Why expert-major: at decode sizes (<= 64 tokens) a MoE layer is memory-bound; it
 bytes of the distinct active experts T over HBM bandwidth, which is what OEA shrinks. A token-
 major kernel (vLLM's small-batch path) re-reads an expert once per token that picked it.
 
-Three launches by default (config.down == "slots"), no host synchronisation, grids fixed by
+Three launches (config.down == "slots"; the default above 16 tokens; up to 16 the default is
+the one-launch path of one_launch.py, which walks the same work items), no host synchronisation, grids fixed by
 (tokens, k, E, H) and the GPU, so the whole call can be captured in a CUDA graph:
   1. gate/up: persistent programs walk the work items (a, n) = (a-th active expert, from the
      routing's active_mask, counted on the device; N-tile of the intermediate dim). For each,
@@ -151,8 +152,9 @@ _DC_BYTES_IN_FLIGHT = 32 * 1024
 
 def default_config(num_tokens: int, hidden: int, inter: int, top_k: int, num_experts: int) -> KernelConfig:
     """A heuristic that keeps enough programs in flight (H200: 132 SMs) at every batch size:
-    few active experts -> narrower N-tiles, so more programs stream in parallel. Down path:
-    "slots" (3 launches, KernelConfig's default). For down="combine" (an option), the down +
+    few active experts -> narrower N-tiles, so more programs stream in parallel. Structure: one
+    launch (down="one_launch", 2 programs per SM) up to 16 tokens, else "slots" (3 launches,
+    KernelConfig's default). For down="combine" (an option), the down +
     combine kernel takes the narrowest hidden tile (>= 16 rows) that leaves at most one program
     per SM (H=2048: 16 rows, 128 programs; H=4096: 32), and enough pipeline stages to keep
     ~32 KB of its weights in flight."""
@@ -166,8 +168,14 @@ def default_config(num_tokens: int, hidden: int, inter: int, top_k: int, num_exp
         dc_n *= 2
     dc_k = _fit(256, inter, "moe_intermediate_size") if inter % 16 == 0 else 256
     dc_stages = max(3, min(8, _DC_BYTES_IN_FLIGHT // (2 * dc_n * dc_k) + 1))
+    # Up to 16 tokens: one launch, 2 programs per SM (H100, 30B layer, skewed B=16: 166 / 92 us
+    # routing+MoE vanilla / k0=3 against 173 / 96 us for 3 launches; benchmarks/results/
+    # moe_one_launch_ab). At 64 tokens the one-launch kernel's 64-row tiles run 1 program per SM
+    # and lose (534 vs 424 us uniform): 3 launches there.
+    down = "one_launch" if block_m <= 16 else "slots"
     return KernelConfig(block_m=block_m, gu_block_n=gu_n, gu_block_k=gu_k, dn_block_n=dn_n, dn_block_k=128,
-                        dc_block_n=dc_n, dc_block_k=dc_k, dc_stages=dc_stages)
+                        dc_block_n=dc_n, dc_block_k=dc_k, dc_stages=dc_stages, down=down,
+                        programs_per_sm=2 if down == "one_launch" else None)
 
 
 def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int) -> KernelConfig:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # MoE decode layer on the GPU box (issue 5): GPU tests of the layer, then the benchmark, which
-# times our two kernels side by side: "fused" (the whole layer in one launch) and "triton" (three
-# launches: gate/up, down, combine, with programmatic dependent launch; deterministic), both vs
-# torch._grouped_mm.
+# times our two kernels side by side: "fused" (the whole layer in one launch, fp32 atomic sums)
+# and "triton" (deterministic; one launch up to 16 tokens, else three: gate/up, down, combine,
+# with programmatic dependent launch; the tuner tries both), both vs torch._grouped_mm.
 #   bash scripts/gpu/moe.sh            (from anywhere; RESULTS_DIR defaults to ./out)
 # Writes $RESULTS_DIR/moe/: pytest.log, bench.log, results.json, report.md, latency_vs_T.png,
 # latency_vs_B.png (report.md and the PNGs are rewritten after each preset, so a run cut short
@@ -23,7 +23,7 @@ start=$SECONDS
 echo "== moe: GPU tests ($(date +%T))"
 # No -x: a failure in one kernel's tests must not hide the other's results.
 timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py tests/test_moe_triton.py \
-  tests/test_moe_fused.py > "$OUT_DIR/pytest.log" 2>&1
+  tests/test_moe_one_launch.py tests/test_moe_fused.py > "$OUT_DIR/pytest.log" 2>&1
 rc=$?
 tail -n 15 "$OUT_DIR/pytest.log"
 [ $rc -eq 0 ] || failed="$failed gpu-tests(rc=$rc)"

@@ -130,7 +130,7 @@ def test_workspace_words_and_growth():
 @pytest.mark.slow
 def test_compiles_for_sm90_with_pipelined_loads_and_griddepcontrol():
     """The real compile for the H200, in a subprocess: the one-launch kernel of the 30B layer at
-    B=16 and 64 over the A/B's tiles, with and without PDL: fits in shared memory, streams both
+    B=16 and 64 over the tuner's tiles, with and without PDL: fits in shared memory, streams both
     item kinds through cp.async, carries griddepcontrol exactly with PDL."""
     import subprocess
     import sys
@@ -140,4 +140,8 @@ def test_compiles_for_sm90_with_pipelined_loads_and_griddepcontrol():
     done = subprocess.run([sys.executable, str(script), "--preset", "qwen3-30b-a3b", "--batch", "16", "64",
                            "--kernel", "one_launch"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "10 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout
+    import re
+
+    # Default and no-PDL tiles at both batches, plus the tuner's candidates (deduplicated).
+    compiled = int(re.search(r"(\d+) kernels compiled for sm_90", done.stdout).group(1))
+    assert compiled >= 4 and done.stdout.count("one_launch B=") == compiled and "PROBLEM" not in done.stdout

@@ -9,8 +9,9 @@ top-k routing and OEA at each k0, on the H200 (docs: ../shared/docs/benchmarking
   * two figures per row: routing+MoE (routing inside the graph) and MoE only (routing done
     before capture); distinct experts T (mean of the C draws), effective TB/s, the floor
     T x expert_bytes / copy bandwidth measured in the same run, ratio to vanilla;
-  * our kernels side by side, "fused" (the whole layer in one launch) and "triton" (three
-    launches: gate/up, down, combine, with programmatic dependent launch; deterministic), and
+  * our kernels side by side, "fused" (the whole layer in one launch, fp32 atomic sums) and
+    "triton" (deterministic: one launch or three, gate/up, down, combine, with programmatic
+    dependent launch; the tuner tries both), and
     both vs torch._grouped_mm (and the plain loop, eager), on the
     same inputs; CUDA-graph nodes per routing+MoE call of each.
 report_moe.py turns the result into markdown and plots.

@@ -6,10 +6,11 @@ routing slots whose expert id lies outside [0, E) are skipped):
   grouped_mm.py   torch._grouped_mm (PyTorch's grouped GEMM): the library baseline
   triton_kernel.py  our expert-major fused kernel: each active expert's weights are read
                   from HBM once per call, all of its tokens multiplied against them; three
-                  launches (gate/up, down, combine), deterministic
-  fused_kernel.py the same in ONE launch (fp32 atomics into a self-cleaning workspace): less
-                  fixed cost per layer, sums in nondeterministic order
-layer.py picks one behind a small API. Triton is imported only by the two kernel modules.
+                  launches (gate/up, down, combine), deterministic; one_launch.py walks the
+                  same work items in one persistent launch (the default up to 16 tokens)
+  fused_kernel.py an older one-launch kernel (fp32 atomics into a self-cleaning workspace):
+                  sums in nondeterministic order
+layer.py picks one behind a small API. Triton is imported only by the kernel modules.
 """
 from .layer import IMPLS, ExpertWeights, moe_forward
 

@@ -22,9 +22,10 @@ from ..routing import RoutingResult
 #: impl name -> what it is. "fused" and "triton" are ours; "grouped_mm" the PyTorch library
 #: baseline; "loop" the reference (slow, host-synchronising: never in a CUDA graph).
 IMPLS: Dict[str, str] = {
-    "fused": "expert-major Triton kernel, the whole layer in one launch (oea_trt/moe/fused_kernel.py)",
-    "triton": ("expert-major fused Triton kernel, three launches (gate/up, down, combine) with programmatic "
-               "dependent launch, deterministic (oea_trt/moe/triton_kernel.py)"),
+    "fused": "expert-major Triton kernel, the whole layer in one launch, fp32 atomic sums (oea_trt/moe/fused_kernel.py)",
+    "triton": ("expert-major fused Triton kernel, deterministic: one launch up to 16 tokens (oea_trt/moe/"
+               "one_launch.py), else three (gate/up, down, combine) with programmatic dependent launch "
+               "(oea_trt/moe/triton_kernel.py)"),
     "grouped_mm": "torch._grouped_mm baseline (oea_trt/moe/grouped_mm.py)",
     "loop": "plain PyTorch loop over experts (oea_trt/moe/reference.py)",
 }

@@ -64,8 +64,9 @@ def add_moe(sub) -> None:
     p.add_argument("--k0", nargs="+", type=_k0, default=list(range(1, 8)), help="OEA k0 values (vanilla always)")
     p.add_argument("--impl", nargs="+", choices=("fused", "triton", "grouped_mm", "loop"),
                    default=["fused", "triton", "grouped_mm", "loop"],
-                   help="implementations to check and time (fused: ours, one launch; triton: ours, three launches: "
-                        "gate/up, down, combine, with programmatic dependent launch)")
+                   help="implementations to check and time (fused: ours, one launch with fp32 atomic sums; triton: "
+                        "ours, deterministic, one launch or three (gate/up, down, combine, with programmatic "
+                        "dependent launch), the tuner picks per batch)")
     p.add_argument("--baseline-k0", nargs="*", type=_k0, default=[3],
                    help="k0 values at which torch._grouped_mm is timed too (it always is at vanilla)")
     p.add_argument("--lite-preset", nargs="*", choices=ALL_PRESETS, default=[], metavar="PRESET",

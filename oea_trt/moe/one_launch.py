@@ -2,16 +2,20 @@
 and down work items as the three-launch path (triton_kernel.py), walked by one persistent grid,
 and the per-token sum done by whichever program finishes a token's tile last.
 
-Why: at decode sizes the three-launch path spends ~19 us per 30B layer call (H200) that does
-not depend on the number of distinct experts T: two kernel boundaries inside the graph (each a
-drain, a launch and a pipeline ramp), the combine kernel, and each kernel's own tail. That fixed
-cost is what keeps OEA's k0=3 at 0.59 of vanilla while T halves. One grid has one ramp and one
-tail, and a down item starts the moment its expert's gate/up rows exist.
+Why: at decode sizes the three-launch path spends ~15-19 us per 30B layer call that does not
+depend on the number of distinct experts T: two kernel boundaries inside the graph (each a
+drain, a launch and a pipeline ramp), the combine kernel, and each kernel's own tail. One grid
+has one ramp and one tail, and a down item starts the moment its expert's gate/up rows exist.
+Measured on an H100 (30B layer, skewed B=16, routing+MoE; benchmarks/results/moe_one_launch_ab):
+163-166 us vanilla and 92 us at k0=3, against 169-173 and 95-96 us for three launches. It is
+faster, but the ratio barely moves, and 3 launches stay faster at 64 tokens, where this kernel's
+64-row tiles run one program per SM.
 
 Work items, in this order: every gate/up item (active expert a, N-tile of the intermediate dim),
 then every down item (active expert a, tile of hidden rows), each group expert-major. A program
-takes the next item from a ticket counter (the ticket for its following item is drawn while the
-current one streams, so the atomic's round trip is hidden). A down item of expert e first waits
+takes the next item from a ticket counter, drawing the following item's ticket as it starts the
+current one (config.ticket_later: without waiting for that atomic until the item is done; it did
+not help on the H100, so it is off by default). A down item of expert e first waits
 until all of e's gate/up items have released their act rows (a per-expert counter). Why this
 cannot deadlock, whatever share of the grid is resident: tickets are drawn in item order, so
 every gate/up item a down item waits for was drawn earlier, by a program that is running and

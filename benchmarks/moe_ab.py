@@ -7,14 +7,15 @@ time instead of <= 0.55. This times, for the headline cases, each way of removin
 cost, side by side, with the same weights, routing draws and timing as the main benchmark
 (oea_trt/bench/moe.py: CUDA-graph replay of C back-to-back calls over C weight copies):
 
-  slots+pdl             3 launches (gate/up, per-slot down, combine) with programmatic
-                        dependent launch: the default above 16 tokens
+  slots                 3 launches: gate/up, per-slot down, combine; no PDL
+  slots+pdl             the same, launched with programmatic dependent launch (the default)
+  combine+pdl           2 launches: gate/up, down + combine kernel (measured slower; kept once
+                        as a reference, the previous A/B's prefetch variants are not re-run)
   one_launch+pdl...     1 launch: gate/up and down items in one persistent grid, each token's
-                        tile summed by its last finisher (oea_trt/moe/one_launch.py; the default
-                        up to 16 tokens), over ONE_LAUNCH_VARIANTS [gate/up n x k, down n x k,
-                        stages]
-Earlier runs (benchmarks/results/moe_ab, moe_one_launch_ab) also timed the 2-launch combine path,
-3 launches without PDL, programs per SM, item sizes, later-drawn tickets and L2 prefetches.
+                        tile summed by its last finisher (oea_trt/moe/one_launch.py), over the
+                        tiles and options of ONE_LAUNCH_VARIANTS [gate/up n x k, down n x k,
+                        stages]: programs per SM, tickets drawn without waiting ("later"),
+                        down tiles prefetched into L2 ("pf")
 
 Cases: qwen3-30b-a3b, skewed routing B=16 vanilla and OEA k0=3 (the target: routing+MoE ratio
 <= 0.55), uniform B=16 vanilla and uniform B=64 vanilla. Every variant is checked against the
@@ -40,12 +41,22 @@ import torch  # noqa: E402
 PRESET = "qwen3-30b-a3b"
 #: (routing mode, batch, k0 or None for vanilla); the first two are the target's pair.
 CASES = (("skewed", 16, None), ("skewed", 16, 3), ("uniform", 16, None), ("uniform", 64, None))
+#: Down + combine tiles (block_n, block_k, warps, stages): the default for H=2048 and a narrower
+#: K-step with a deeper pipeline (same weight bytes in flight).
+DC_TILES = ((16, 256, 4, 5), (16, 128, 4, 8))
 #: Tiles that won in the last H200 run's tuning (benchmarks/results/moe.json), by block_m: the
 #: gate/up tiles every variant shares, the per-slot down tiles of the 3-launch variants.
 GATE_UP = {16: (32, 128, 4, 4), 64: (64, 128, 4, 4)}
 SLOT_DOWN = {16: (64, 128, 4, 4), 64: (128, 64, 4, 4)}
 
 
+def _tile_tag(n, k, w, s) -> str:
+    return f"[{n}x{k},w{w},s{s}]"
+
+
+#: One-launch variants: (name, KernelConfig changes): programs per SM and item sizes (smaller
+#: items: a shorter tail while the last ones drain); "later": the next work ticket is not waited
+#: for until the current item is done.
 def _ol(gu_n, gu_k, dn_n, dn_k, stages=4, per_sm=2, **more):
     return dict(gu_block_n=gu_n, gu_block_k=gu_k, dn_block_n=dn_n, dn_block_k=dn_k, gu_stages=stages,
                 programs_per_sm=per_sm, **more)
@@ -53,19 +64,24 @@ def _ol(gu_n, gu_k, dn_n, dn_k, stages=4, per_sm=2, **more):
 
 ONE_LAUNCH_VARIANTS = (
     ("one_launch+pdl 2/SM [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128)),
-    ("one_launch+pdl 2/SM fine_tail=2 [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128, fine_tail=2)),
-    ("one_launch+pdl 2/SM fine_tail=4 [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128, fine_tail=4)),
-    ("one_launch+pdl 2/SM fine_tail=8 [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128, fine_tail=8)),
-    ("one_launch+pdl 2/SM fine_tail=4 [gu 32x128, dn 128x128, s4]", _ol(32, 128, 128, 128, fine_tail=4)),
+    ("one_launch+pdl 2/SM [gu 32x128, dn 32x128, s4]", _ol(32, 128, 32, 128)),
+    ("one_launch+pdl 2/SM [gu 16x128, dn 32x128, s4]", _ol(16, 128, 32, 128)),
+    ("one_launch+pdl 2/SM [gu 16x256, dn 32x128, s4]", _ol(16, 256, 32, 128)),
+    ("one_launch+pdl 2/SM [gu 32x128, dn 32x256, s3]", _ol(32, 128, 32, 256, stages=3)),
+    ("one_launch+pdl 3/SM [gu 16x128, dn 32x128, s4]", _ol(16, 128, 32, 128, per_sm=3)),
+    ("one_launch+pdl+later 2/SM [gu 16x128, dn 32x128, s4]", _ol(16, 128, 32, 128, ticket_later=True)),
 )
 
 
 def variants():
-    """[(name, KernelConfig changes)] in the order the report lists them: the 3-launch path with
-    PDL, then the one-launch path (down="one_launch") with PDL over ONE_LAUNCH_VARIANTS. (The
-    2-launch combine path and the 3-launch path without PDL: earlier runs, moe_ab/ and
-    moe_one_launch_ab/ under benchmarks/results.)"""
-    out = [("slots+pdl", dict(down="slots", pdl=True, prefetch_experts=0))]
+    """[(name, KernelConfig changes)] in the order the report lists them: the 3-launch default
+    (with and without PDL), the measured-slower 2-launch path once, then the one-launch path
+    (down="one_launch") with PDL over ONE_LAUNCH_VARIANTS."""
+    n, k, w, st = DC_TILES[0]
+    out = [("slots", dict(down="slots", pdl=False, prefetch_experts=0)),
+           ("slots+pdl", dict(down="slots", pdl=True, prefetch_experts=0)),
+           ("combine+pdl " + _tile_tag(n, k, w, st), dict(down="combine", pdl=True, prefetch_experts=0, dc_block_n=n,
+                                                          dc_block_k=k, dc_warps=w, dc_stages=st))]
     return out + [(name, dict(down="one_launch", pdl=True, **changes)) for name, changes in ONE_LAUNCH_VARIANTS]
 
 
@@ -205,7 +221,7 @@ def timelines(shape, b, weights, router, config) -> dict:
     """Per-kernel timeline of one routing+MoE call, for one tile of each variant kind."""
     out = {}
     for name, changes in variants():
-        if "fine_tail=2" in name or "fine_tail=8" in name:
+        if name == "slots" or name.startswith("combine") or "3/SM" in name:
             continue
         fn = _fn(kernel_config(shape, b.batch, changes))
         try:

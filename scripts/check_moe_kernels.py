@@ -98,7 +98,7 @@ def compile_one_launch(shape, cfg, pdl=False):
                   E_PAD=tk._next_pow2(shape.num_experts), K=shape.top_k, K_PAD=tk._next_pow2(shape.top_k),
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k, DN_N=cfg.dn_block_n,
                   DN_K=cfg.dn_block_k, USE_PDL=pdl, SPIN_NS=cfg.spin_ns, TRACE=False, TICKET_LATER=cfg.ticket_later,
-                  PREFETCH_DOWN=cfg.prefetch_down, THREADS=32 * cfg.gu_warps, FINE_TAIL=cfg.fine_tail)
+                  PREFETCH_DOWN=cfg.prefetch_down, THREADS=32 * cfg.gu_warps)
     return _compile(ol._one_launch_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
                     cfg.gu_stages, pdl, cfg.maxnreg or None)
 

@@ -48,8 +48,8 @@ def _run(x, w, ids, wts, active_mask=None, programs=None, **changes):
     from oea_trt.moe.triton_kernel import _next_pow2, default_config, fitted, fused_moe
 
     T, k = ids.shape
-    cfg = default_config(T, w.hidden_size, w.intermediate_size, k, w.num_experts).replace(
-        down="one_launch", **{**TILES, **changes})
+    cfg = default_config(T, w.hidden_size, w.intermediate_size, k, w.num_experts).replace(down="one_launch",
+                                                                                          **TILES, **changes)
     if programs is None:
         return fused_moe(x, w.w13, w.w2, ids, wts, active_mask, cfg)
     from oea_trt.moe.grouping import active_mask_from_ids
@@ -92,31 +92,6 @@ def test_matches_reference_and_three_launch_path_and_leaves_workspace_zeroed(wei
     assert torch.equal(out, _run(x, weights, r.expert_ids, r.weights, r.active_mask))
 
 
-@pytest.mark.parametrize("fine_tail", [1, 3, 100])
-@pytest.mark.parametrize("num_tokens,k0,fill", [(2, 4, "invalid"), (9, 2, "top1"), (70, 1, "num_experts")])
-def test_fine_tail_items_give_the_same_sums(weights, fine_tail, num_tokens, k0, fill):
-    """fine_tail: the last experts' down items cover half a 32-row tile each, and tokens are
-    counted per 16-row half; 100 covers every expert. Same products, same slot order: the same
-    bits as whole tiles, and against the loop; the workspace is left zeroed."""
-    x, r = _case(num_tokens, k0, fill, seed=60 + num_tokens)
-    whole = _run(x, weights, r.expert_ids, r.weights, r.active_mask, dn_block_n=32)
-    out = _run(x, weights, r.expert_ids, r.weights, r.active_mask, dn_block_n=32, fine_tail=fine_tail)
-    _assert_clean()
-    assert torch.equal(out, whole)
-    _assert_close(out, moe_reference(x, weights.w13, weights.w2, r.expert_ids, r.weights))
-    assert torch.equal(_run(x, weights, r.expert_ids, r.weights, r.active_mask, dn_block_n=32, fine_tail=fine_tail,
-                            programs=2), out)
-
-
-def test_fine_tail_needs_tiles_of_32_rows():
-    from oea_trt.moe.triton_kernel import KernelConfig
-
-    with pytest.raises(ValueError, match="fine_tail must be >= 0"):
-        KernelConfig(down="one_launch", fine_tail=-1)
-    with pytest.raises(ValueError, match="needs dn_block_n >= 32"):
-        KernelConfig(down="one_launch", fine_tail=2, dn_block_n=16)
-
-
 @pytest.mark.parametrize("programs", [1, 2, 5, 200])
 def test_any_grid_size_gives_the_same_bits(weights, programs):
     """Work goes by ticket, not by program id: one program doing every item, a few, or far more
@@ -145,7 +120,7 @@ def test_repeated_expert_fill_and_tokens_with_no_expert(weights):
 def test_workspace_words_and_growth():
     from oea_trt.moe import one_launch
 
-    assert one_launch.sync_words(num_experts=128, num_tokens=16, h_tiles=32) == 2 + 128 + 16 * 2 * 32  # half tiles
+    assert one_launch.sync_words(num_experts=128, num_tokens=16, h_tiles=32) == 2 + 128 + 16 * 32
     small = one_launch.sync_workspace(10, torch.device("cpu"))
     assert small.numel() >= 10 and small.dtype == torch.int32
     big = one_launch.sync_workspace(small.numel() + 1, torch.device("cpu"))

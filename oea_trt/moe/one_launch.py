@@ -24,11 +24,9 @@ resident at once, which another stream's kernel can prevent.)
 
 The per-token sum: a down item writes fp32 y rows (token*k + first slot naming the expert,
 scaled by the routing weight) as in the three-launch path, then counts itself done for each of
-its tokens in a per-(token, half hidden tile) counter. The program that completes a token's
-half tile (one item per distinct valid expert of the token) adds the token's y rows in slot
-order and writes that part of the output: deterministic, bit-reproducible, no atomics on data.
-The down items of the last config.fine_tail experts cover half a tile each (the last items to
-drain are half as long: a shorter tail; 0 = off).
+its tokens in a per-(token, hidden tile) counter. The program that completes a token's tile
+(one item per distinct valid expert of the token) adds the token's y rows in slot order and
+writes the output tile: deterministic, bit-reproducible, no atomics on data.
 
 All synchronisation state lives in one int32 workspace (per device, kept forever, zero between
 calls): the ticket, an exit count, the per-expert gate/up counters, the per-(token, tile)
@@ -173,29 +171,6 @@ def _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H: tl
                          tl.zeros((BLOCK_M, BLOCK_N), dtype=out_ptr.dtype.element_ty), mask=empty[:, None])
 
 
-@triton.jit
-def _down_item(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, y_ptr, out_ptr, gate_up_done_ptr, tile_done_ptr,
-               trace_ptr, w, expert, tile, num_tokens, stride_out, H: tl.constexpr, I: tl.constexpr, E: tl.constexpr,
-               K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr, GU_TILES: tl.constexpr,
-               N: tl.constexpr, DN_K: tl.constexpr, COUNT_N: tl.constexpr, SPIN_NS: tl.constexpr,
-               TRACE: tl.constexpr, PREFETCH_DOWN: tl.constexpr):
-    """One down item: hidden rows tile `tile` (N rows) of `expert`, once its gate/up items have
-    released their act rows; then the per-token count (and finish) of each COUNT_N-row part."""
-    if PREFETCH_DOWN:
-        # The item's w2 tile (N whole rows: contiguous) starts coming into L2 while the program
-        # waits for the expert's act rows and fills its pipeline.
-        _prefetch_l2(w2_ptr + expert.to(tl.int64) * (H * I) + tile * (N * I), N * I * 2, False)
-    _wait_for_count(gate_up_done_ptr + expert, GU_TILES, SPIN_NS)
-    if TRACE:
-        tl.store(trace_ptr + w * 4 + 2, _globaltimer())
-    for tok0 in range(0, num_tokens, BLOCK_M):
-        toks, routed = _down_block(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, y_ptr, expert, tile, tok0,
-                                   num_tokens, H, I, K, K_PAD, BLOCK_M, N, DN_K)
-        for part in tl.static_range(N // COUNT_N):
-            _finish_tiles(y_ptr, expert_ids_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed,
-                          (N // COUNT_N) * tile + part, num_tokens, H, E, K, K_PAD, H // COUNT_N, BLOCK_M, COUNT_N)
-
-
 @triton.jit(do_not_specialize=["num_tokens"])
 def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, act_ptr, y_ptr,
                        out_ptr, sync_ptr, trace_ptr, num_tokens, stride_x, stride_out, trace_programs_at,
@@ -203,8 +178,7 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
                        K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
                        GU_N: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr, DN_K: tl.constexpr,
                        USE_PDL: tl.constexpr, SPIN_NS: tl.constexpr, TRACE: tl.constexpr,
-                       TICKET_LATER: tl.constexpr, PREFETCH_DOWN: tl.constexpr, THREADS: tl.constexpr,
-                       FINE_TAIL: tl.constexpr):
+                       TICKET_LATER: tl.constexpr, PREFETCH_DOWN: tl.constexpr, THREADS: tl.constexpr):
     if TRACE:  # per program: [program, launched, past the dependency wait, exited] (ns)
         t_launched = _globaltimer()
     if USE_PDL:
@@ -215,20 +189,13 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
         t_entered = _globaltimer()
     GU_TILES: tl.constexpr = I // GU_N
     H_TILES: tl.constexpr = H // DN_N
-    # With FINE_TAIL, a down item of the last FINE_TAIL experts covers half a tile (the last
-    # items to drain are half as long), so tokens are counted (and finished) per half tile.
-    HALF_N: tl.constexpr = DN_N // 2
-    COUNT_N: tl.constexpr = HALF_N if FINE_TAIL > 0 else DN_N
-    COUNT_TILES: tl.constexpr = H // COUNT_N
     ticket_ptr = sync_ptr
     exited_ptr = sync_ptr + 1
     gate_up_done_ptr = sync_ptr + 2  # [E], by expert id
-    tile_done_ptr = sync_ptr + 2 + E  # [tokens, COUNT_TILES]
+    tile_done_ptr = sync_ptr + 2 + E  # [tokens, H_TILES]
     rank, active, num_active = _active_experts(active_mask_ptr, E, E_PAD)
     gate_up_items = num_active * GU_TILES
-    coarse_experts = tl.maximum(num_active - FINE_TAIL, 0)
-    coarse_items = coarse_experts * H_TILES
-    total = gate_up_items + coarse_items + (num_active - coarse_experts) * (2 * H_TILES)
+    total = gate_up_items + num_active * H_TILES
     if tl.program_id(0) == 0:
         _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, DN_N)
     w = _ticket(_draw_ticket(ticket_ptr, TICKET_LATER, THREADS), TICKET_LATER)
@@ -250,24 +217,19 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
             tl.atomic_add(gate_up_done_ptr + expert, 1, sem="release")
         else:
             d = w - gate_up_items
-            if FINE_TAIL > 0:
-                if d < coarse_items:  # a whole down tile
-                    _down_item(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, y_ptr, out_ptr, gate_up_done_ptr,
-                               tile_done_ptr, trace_ptr, w, _nth_active(rank, active, d // H_TILES, E_PAD),
-                               d % H_TILES, num_tokens, stride_out, H, I, E, K, K_PAD, BLOCK_M, GU_TILES, DN_N, DN_K,
-                               COUNT_N, SPIN_NS, TRACE, PREFETCH_DOWN)
-                else:  # half a down tile, of one of the last FINE_TAIL experts
-                    f = d - coarse_items
-                    _down_item(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, y_ptr, out_ptr, gate_up_done_ptr,
-                               tile_done_ptr, trace_ptr, w,
-                               _nth_active(rank, active, coarse_experts + f // (2 * H_TILES), E_PAD),
-                               f % (2 * H_TILES), num_tokens, stride_out, H, I, E, K, K_PAD, BLOCK_M, GU_TILES, HALF_N,
-                               DN_K, COUNT_N, SPIN_NS, TRACE, PREFETCH_DOWN)
-            else:
-                _down_item(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, y_ptr, out_ptr, gate_up_done_ptr,
-                           tile_done_ptr, trace_ptr, w, _nth_active(rank, active, d // H_TILES, E_PAD), d % H_TILES,
-                           num_tokens, stride_out, H, I, E, K, K_PAD, BLOCK_M, GU_TILES, DN_N, DN_K, COUNT_N, SPIN_NS,
-                           TRACE, PREFETCH_DOWN)
+            expert = _nth_active(rank, active, d // H_TILES, E_PAD)
+            if PREFETCH_DOWN:
+                # The item's w2 tile (DN_N whole rows: contiguous) starts coming into L2 while
+                # the program waits for the expert's act rows and fills its pipeline.
+                _prefetch_l2(w2_ptr + expert.to(tl.int64) * (H * I) + (d % H_TILES) * (DN_N * I), DN_N * I * 2, False)
+            _wait_for_count(gate_up_done_ptr + expert, GU_TILES, SPIN_NS)
+            if TRACE:
+                tl.store(trace_ptr + w * 4 + 2, _globaltimer())
+            for tok0 in range(0, num_tokens, BLOCK_M):
+                toks, routed = _down_block(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, y_ptr, expert, d % H_TILES,
+                                           tok0, num_tokens, H, I, K, K_PAD, BLOCK_M, DN_N, DN_K)
+                _finish_tiles(y_ptr, expert_ids_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed, d % H_TILES,
+                              num_tokens, H, E, K, K_PAD, H_TILES, BLOCK_M, DN_N)
         if TRACE:
             tl.store(trace_ptr + w * 4 + 3, _globaltimer())
         w = _ticket(drawn, TICKET_LATER)
@@ -295,9 +257,8 @@ _LOCK = threading.Lock()
 
 
 def sync_words(num_experts: int, num_tokens: int, h_tiles: int) -> int:
-    """int32 words of synchronisation state a call needs (layout in _one_launch_kernel: a
-    counter per token and half of each of the h_tiles down tiles)."""
-    return 2 + num_experts + num_tokens * 2 * h_tiles
+    """int32 words of synchronisation state a call needs (layout in _one_launch_kernel)."""
+    return 2 + num_experts + num_tokens * h_tiles
 
 
 def sync_workspace(words: int, device: torch.device) -> torch.Tensor:
@@ -335,12 +296,11 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
     act = torch.empty((num_tokens * k, inter), dtype=w13.dtype, device=w13.device)
     y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
     max_active = min(num_experts, num_tokens * k)
-    max_items = max_active * (inter // cfg.gu_block_n + h_tiles) + min(cfg.fine_tail, max_active) * h_tiles
+    max_items = max_active * (inter // cfg.gu_block_n + h_tiles)
     kwargs = dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k,
                   DN_N=cfg.dn_block_n, DN_K=cfg.dn_block_k, USE_PDL=use_pdl, SPIN_NS=cfg.spin_ns,
                   TRACE=trace is not None, TICKET_LATER=cfg.ticket_later and not _interpreted(),
                   PREFETCH_DOWN=cfg.prefetch_down and not _interpreted(), THREADS=32 * cfg.gu_warps,
-                  FINE_TAIL=cfg.fine_tail,
                   num_warps=cfg.gu_warps, num_stages=cfg.gu_stages)
     if use_pdl:
         kwargs["launch_pdl"] = True

@@ -114,19 +114,12 @@ class KernelConfig:
     #: item's w2 tile into L2 before waiting for its expert's act rows.
     ticket_later: bool = False
     prefetch_down: bool = False
-    #: down="one_launch" only: the down items of the last this-many active experts cover half a
-    #: down tile each, so the items that drain last are half as long (0: off).
-    fine_tail: int = 0
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:
             raise ValueError(f"KernelConfig.down must be one of {DOWN_MODES}, got {self.down!r}")
         if self.prefetch_experts < 0:
             raise ValueError(f"KernelConfig.prefetch_experts must be >= 0 (0: off), got {self.prefetch_experts}")
-        if self.fine_tail < 0 or (self.fine_tail and self.dn_block_n < 32):
-            raise ValueError(f"KernelConfig.fine_tail must be >= 0 (0: off) and needs dn_block_n >= 32 (its items "
-                             f"are half a down tile, >= 16 rows), got fine_tail={self.fine_tail}, "
-                             f"dn_block_n={self.dn_block_n}")
 
     @property
     def launches(self) -> int:

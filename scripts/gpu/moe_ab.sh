@@ -46,7 +46,7 @@ tail -n 2 "$OUT_DIR/routing_kernel.log"
 [ $rc -eq 0 ] || echo "routing kernel unavailable (rc=$rc): the A/B routes with the torch reference"
 
 echo "== moe_ab: A/B ($(date +%T), $((SECONDS - start)) s in)"
-timeout 300 python3 benchmarks/moe_ab.py --out "$OUT_DIR" --time-budget "${MOE_AB_BUDGET:-240}" 2>&1 | tee "$OUT_DIR/ab.log"
+timeout 300 python3 benchmarks/moe_ab.py --out "$OUT_DIR" --time-budget 240 2>&1 | tee "$OUT_DIR/ab.log"
 rc=${PIPESTATUS[0]}
 [ $rc -eq 0 ] || failed="$failed ab(rc=$rc)"
 

@@ -8,14 +8,13 @@ cost, side by side, with the same weights, routing draws and timing as the main 
 (oea_trt/bench/moe.py: CUDA-graph replay of C back-to-back calls over C weight copies):
 
   slots                 3 launches: gate/up, per-slot down, combine; no PDL
-  slots+pdl             the same, launched with programmatic dependent launch (the default)
+  slots+pdl             the same, with programmatic dependent launch (the default above 16 tokens)
   combine+pdl           2 launches: gate/up, down + combine kernel (measured slower; kept once
                         as a reference, the previous A/B's prefetch variants are not re-run)
   one_launch+pdl...     1 launch: gate/up and down items in one persistent grid, each token's
-                        tile summed by its last finisher (oea_trt/moe/one_launch.py), over the
-                        tiles and options of ONE_LAUNCH_VARIANTS [gate/up n x k, down n x k,
-                        stages]: programs per SM, tickets drawn without waiting ("later"),
-                        down tiles prefetched into L2 ("pf")
+                        tile summed by its last finisher (oea_trt/moe/one_launch.py; the default
+                        up to 16 tokens), over ONE_LAUNCH_VARIANTS [gate/up n x k, down n x k,
+                        stages]: programs per SM and item sizes
 
 Cases: qwen3-30b-a3b, skewed routing B=16 vanilla and OEA k0=3 (the target: routing+MoE ratio
 <= 0.55), uniform B=16 vanilla and uniform B=64 vanilla. Every variant is checked against the
@@ -55,8 +54,9 @@ def _tile_tag(n, k, w, s) -> str:
 
 
 #: One-launch variants: (name, KernelConfig changes): programs per SM and item sizes (smaller
-#: items: a shorter tail while the last ones drain); "later": the next work ticket is not waited
-#: for until the current item is done.
+#: items: a shorter tail while the last ones drain). Options measured and since removed (tickets
+#: drawn without stalling, L2 prefetch of down tiles, polling back-off, register caps, half-size
+#: tail items): benchmarks/results/moe_one_launch_ab.
 def _ol(gu_n, gu_k, dn_n, dn_k, stages=4, per_sm=2, **more):
     return dict(gu_block_n=gu_n, gu_block_k=gu_k, dn_block_n=dn_n, dn_block_k=dn_k, gu_stages=stages,
                 programs_per_sm=per_sm, **more)
@@ -69,7 +69,6 @@ ONE_LAUNCH_VARIANTS = (
     ("one_launch+pdl 2/SM [gu 16x256, dn 32x128, s4]", _ol(16, 256, 32, 128)),
     ("one_launch+pdl 2/SM [gu 32x128, dn 32x256, s3]", _ol(32, 128, 32, 256, stages=3)),
     ("one_launch+pdl 3/SM [gu 16x128, dn 32x128, s4]", _ol(16, 128, 32, 128, per_sm=3)),
-    ("one_launch+pdl+later 2/SM [gu 16x128, dn 32x128, s4]", _ol(16, 128, 32, 128, ticket_later=True)),
 )
 
 

@@ -42,14 +42,12 @@ SMEM_LIMIT = 227 * 1024
 ALIGNED = [["tt.divisibility", 16]]
 
 
-def _compile(fn, signature, constexprs, warps, stages, pdl=False, maxnreg=None):
+def _compile(fn, signature, constexprs, warps, stages, pdl=False):
     attrs = {(i,): ALIGNED for i, (name, ty) in enumerate(signature.items())
              if ty.startswith("*") or name.startswith("stride")}
     src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
-    options = {"num_warps": warps, "num_stages": stages, "launch_pdl": pdl}
-    if maxnreg is not None:
-        options["maxnreg"] = maxnreg
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                          options={"num_warps": warps, "num_stages": stages, "launch_pdl": pdl})
 
 
 def _shape_consts(shape, block_m, block_n, block_k):
@@ -97,10 +95,9 @@ def compile_one_launch(shape, cfg, pdl=False):
     consts = dict(H=shape.hidden_size, I=shape.moe_intermediate_size, E=shape.num_experts,
                   E_PAD=tk._next_pow2(shape.num_experts), K=shape.top_k, K_PAD=tk._next_pow2(shape.top_k),
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k, DN_N=cfg.dn_block_n,
-                  DN_K=cfg.dn_block_k, USE_PDL=pdl, SPIN_NS=cfg.spin_ns, TRACE=False, TICKET_LATER=cfg.ticket_later,
-                  PREFETCH_DOWN=cfg.prefetch_down, THREADS=32 * cfg.gu_warps)
+                  DN_K=cfg.dn_block_k, USE_PDL=pdl, TRACE=False)
     return _compile(ol._one_launch_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
-                    cfg.gu_stages, pdl, cfg.maxnreg or None)
+                    cfg.gu_stages, pdl)
 
 
 def griddep_problems(kernel, name: str, pdl: bool, prefetch: int = 0, evict_last: bool = False) -> list:

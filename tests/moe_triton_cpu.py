@@ -37,3 +37,24 @@ def interpreter_numpy_fix():
         yield
     finally:
         interp._patch_lang_tensor = original
+
+
+#: Max error relative to max |ref|: fp16 (interpreter) keeps 11 bits, bf16 (GPU) 8.
+TOL = 2e-2 if DTYPE == torch.bfloat16 else 1e-2
+
+
+def routing_case(shape, num_tokens, k0, fill, seed):
+    """(hidden states [T, H], RoutingResult) of fresh random logits for a MoEShape, on DEVICE."""
+    from oea_trt import OEAConfig, oea_route
+
+    logits = torch.randn(num_tokens, shape.num_experts, generator=torch.Generator().manual_seed(seed))
+    routing = oea_route(logits.to(DEVICE), OEAConfig(shape.num_experts, shape.top_k, k0, fill=fill))
+    x = torch.randn(num_tokens, shape.hidden_size, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE, DTYPE)
+    return x, routing
+
+
+def assert_close(out, ref, tol=TOL):
+    """Max error within tol of the reference's largest magnitude."""
+    scale = ref.float().abs().max()
+    err = (out.float() - ref.float()).abs().max()
+    assert err <= tol * scale, f"max error {float(err):.3g} vs max |ref| {float(scale):.3g}"

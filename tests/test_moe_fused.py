@@ -8,18 +8,16 @@ in test_moe_gpu.py do that on the H200).
 import pytest
 import torch
 
-from moe_triton_cpu import DEVICE, DTYPE, interpreter_numpy_fix  # sets TRITON_INTERPRET=1 without a GPU
+# Sets TRITON_INTERPRET=1 without a GPU:
+from moe_triton_cpu import DEVICE, DTYPE, assert_close, interpreter_numpy_fix, routing_case
 
 triton = pytest.importorskip("triton", reason="the Triton kernel needs the triton package (pip install triton)")
 
-from oea_trt import OEAConfig, oea_route  # noqa: E402
 from oea_trt.moe import ExpertWeights, moe_forward  # noqa: E402
 from oea_trt.moe.reference import moe_reference  # noqa: E402
 from oea_trt.presets import MoEShape  # noqa: E402
 
 SHAPE = MoEShape("tiny", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=32, num_moe_layers=1)
-#: Max error relative to max |ref|: fp16 (interpreter) keeps 11 bits, bf16 (GPU) 8.
-TOL = 2e-2 if DTYPE == torch.bfloat16 else 1e-2
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -31,19 +29,6 @@ def _interpreter():
 @pytest.fixture(scope="module")
 def weights():
     return ExpertWeights.random(SHAPE, seed=5, dtype=DTYPE, device=DEVICE).with_down_transposed()
-
-
-def _case(num_tokens, k0, fill, seed):
-    logits = torch.randn(num_tokens, SHAPE.num_experts, generator=torch.Generator().manual_seed(seed))
-    routing = oea_route(logits.to(DEVICE), OEAConfig(SHAPE.num_experts, SHAPE.top_k, k0, fill=fill))
-    x = torch.randn(num_tokens, SHAPE.hidden_size, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE, DTYPE)
-    return x, routing
-
-
-def _assert_close(out, ref):
-    scale = ref.float().abs().max()
-    err = (out.float() - ref.float()).abs().max()
-    assert err <= TOL * scale, f"max error {float(err):.3g} vs max |ref| {float(scale):.3g}"
 
 
 def _workspace_is_clean():
@@ -65,22 +50,22 @@ def _fused(x, w, ids, wts, mask=None, layout="hi", **cfg):
                                                 (70, 3, "top1")])
 @pytest.mark.parametrize("layout", ["hi", "ih"])
 def test_matches_reference_and_leaves_workspace_zero(weights, num_tokens, k0, fill, layout):
-    x, r = _case(num_tokens, k0, fill, seed=num_tokens)
+    x, r = routing_case(SHAPE, num_tokens, k0, fill, seed=num_tokens)
     ref = moe_reference(x, weights.w13, weights.w2, r.expert_ids, r.weights)
     # Narrow chunks (2 per expert, 2 down steps) and one chunk per expert.
     for cfg in (dict(block_i=16, block_k=32, block_h=32), dict(block_i=32, block_k=64, block_h=64)):
         out = _fused(x, weights, r.expert_ids, r.weights, r.active_mask, layout, **cfg)
         assert out.dtype == DTYPE and out.shape == x.shape
-        _assert_close(out, ref)
+        assert_close(out, ref)
         _workspace_is_clean()  # the next call must find zeros: no memset between calls
 
 
 def test_layer_api_reads_transposed_down(weights):
-    x, r = _case(9, 2, "invalid", seed=11)
+    x, r = routing_case(SHAPE, 9, 2, "invalid", seed=11)
     out = moe_forward(x, weights, r, impl="fused")
-    _assert_close(out, moe_reference(x, weights.w13, weights.w2, r.expert_ids, r.weights))
+    assert_close(out, moe_reference(x, weights.w13, weights.w2, r.expert_ids, r.weights))
     plain = ExpertWeights(weights.w13, weights.w2)  # no w2_t: the kernel reads w2 as given
-    _assert_close(moe_forward(x, plain, r, impl="fused"), out)
+    assert_close(moe_forward(x, plain, r, impl="fused"), out)
 
 
 def test_repeats_fill_and_tokens_without_experts(weights):
@@ -95,7 +80,7 @@ def test_repeats_fill_and_tokens_without_experts(weights):
     torch.empty(4 * SHAPE.hidden_size, dtype=DTYPE).fill_(7.0)  # leave garbage around in the allocator
     for layout in ("hi", "ih"):
         out = _fused(x, weights, ids, wts, None, layout, block_i=16, block_k=32, block_h=32)
-        _assert_close(out, moe_reference(x, weights.w13, weights.w2, ids, wts))
+        assert_close(out, moe_reference(x, weights.w13, weights.w2, ids, wts))
         assert torch.count_nonzero(out[2]) == 0
         _workspace_is_clean()
 
@@ -126,7 +111,7 @@ def test_workspace_grows_and_old_ones_stay_alive(weights):
 def test_input_errors(weights):
     from oea_trt.moe.fused_kernel import FusedConfig, default_config, fitted, fused_moe
 
-    x, r = _case(2, 2, "invalid", seed=1)
+    x, r = routing_case(SHAPE, 2, 2, "invalid", seed=1)
     with pytest.raises(ValueError, match="expert_ids must be int32"):
         fused_moe(x, weights.w13, weights.w2, r.expert_ids.long(), r.weights)
     with pytest.raises(ValueError, match=r"transpose\(1, 2\) view"):

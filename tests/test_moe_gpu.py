@@ -119,8 +119,6 @@ TRITON_VARIANTS = {
     "slots+pdl": dict(down="slots", pdl=True),
     "one_launch": dict(down="one_launch", pdl=False),
     "one_launch+pdl": dict(down="one_launch", pdl=True),
-    "one_launch+pdl+nocap": dict(down="one_launch", pdl=True, maxnreg=0),
-    "one_launch+pdl+later+pf": dict(down="one_launch", pdl=True, ticket_later=True, prefetch_down=True),
 }
 
 
@@ -202,6 +200,22 @@ def test_triton_pdl_graph_replay_back_to_back(layer, changes):
 # ---- the one-launch path of the triton kernel (one_launch.py) ---------------------------------
 
 
+def _one_launch_into_nan(x, w, r, pdl, programs=None):
+    """The one-launch path (default tiles) straight through one_launch.launch, into an output
+    poisoned with NaN first (a row no program finished stays NaN); programs: the grid."""
+    from oea_trt.moe import one_launch
+    from oea_trt.moe.triton_kernel import default_config, fitted
+
+    T, k = r.expert_ids.shape
+    cfg = fitted(default_config(T, w.hidden_size, w.intermediate_size, k, w.num_experts)
+                 .replace(down="one_launch", pdl=pdl), T, w.hidden_size, w.intermediate_size)
+    out = torch.full_like(x, float("nan"))
+    one_launch.launch(x, w.w13, w.w2, r.expert_ids.contiguous(), r.weights.contiguous(),
+                      r.active_mask.contiguous().view(torch.uint8), out, cfg, pdl, programs=programs)
+    torch.cuda.synchronize()
+    return out, cfg
+
+
 def _assert_one_launch_workspace_clean():
     from oea_trt.moe import one_launch
 
@@ -212,13 +226,11 @@ def _assert_one_launch_workspace_clean():
 
 @pytest.mark.parametrize("pdl", [False, True])
 def test_one_launch_random_cases_against_three_launch_path(layer, pdl):
-    """60 fresh random batches (1..100 tokens, k0 1..k, every fill mode; with PDL also the
-    later-drawn tickets and the down-tile prefetch): every call finishes
+    """60 fresh random batches (1..100 tokens, k0 1..k, every fill mode): every call finishes
     (a lost hand-off would hang or leave a row unwritten: outputs are poisoned first), matches
     the three-launch path to fp32 rounding of the same slot-ordered sums, and leaves the
     workspace zeroed."""
-    from oea_trt.moe import one_launch
-    from oea_trt.moe.triton_kernel import default_config, fitted, fused_moe
+    from oea_trt.moe.triton_kernel import fused_moe
 
     shape, w = layer
     gen = torch.Generator().manual_seed(77 + int(pdl))
@@ -228,15 +240,7 @@ def test_one_launch_random_cases_against_three_launch_path(layer, pdl):
         fill = ("invalid", "num_experts", "top1")[case % 3]
         x, r = _batch(shape, T, k0, fill, seed=1000 + case)
         three = _triton(x, w, r, down="slots", pdl=False)
-        cfg = fitted(default_config(T, w.hidden_size, w.intermediate_size, shape.top_k, w.num_experts)
-                     .replace(down="one_launch", pdl=pdl, ticket_later=pdl, prefetch_down=pdl), T, w.hidden_size,
-                     w.intermediate_size)
-        out = torch.full_like(x, float("nan"))
-        shape_kw = dict(E=w.num_experts, E_PAD=1 << (w.num_experts - 1).bit_length(), K=shape.top_k,
-                        K_PAD=1 << (shape.top_k - 1).bit_length())
-        one_launch.launch(x, w.w13, w.w2, r.expert_ids.contiguous(), r.weights.contiguous(),
-                          r.active_mask.contiguous().view(torch.uint8), out, cfg, pdl, shape_kw)
-        torch.cuda.synchronize()
+        out, cfg = _one_launch_into_nan(x, w, r, pdl)
         assert not torch.isnan(out).any(), f"case {case}: T={T} k0={k0} {fill}: rows left unwritten"
         diff = (out.float() - three.float()).abs().max() / three.float().abs().max()
         assert diff <= 1e-2, (case, T, k0, fill, float(diff))
@@ -244,28 +248,16 @@ def test_one_launch_random_cases_against_three_launch_path(layer, pdl):
         assert torch.equal(out, fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, cfg))
 
 
-@pytest.mark.parametrize("later", [False, True])
 @pytest.mark.parametrize("waves", [0, 4])
-def test_one_launch_with_one_program_or_more_programs_than_fit(layer, waves, later):
+def test_one_launch_with_one_program_or_more_programs_than_fit(layer, waves):
     """Work goes by ticket: a single program (waves=0) does every item in order; 4 waves of
     programs (most cannot be resident until others exit, so down items wait on gate/up items of
     programs drawn earlier) finish too, with the same bits as the default grid."""
-    from oea_trt.moe import one_launch
-    from oea_trt.moe.triton_kernel import default_config, fitted
-
     shape, w = layer
     x, r = _batch(shape, 16, 3, "invalid", seed=5)
-    cfg = fitted(default_config(16, w.hidden_size, w.intermediate_size, shape.top_k, w.num_experts)
-                 .replace(down="one_launch", pdl=False, ticket_later=later, prefetch_down=later), 16, w.hidden_size,
-                 w.intermediate_size)
     want = _triton(x, w, r, down="one_launch", pdl=False)
     programs = 1 if waves == 0 else waves * 3 * torch.cuda.get_device_properties(0).multi_processor_count
-    out = torch.full_like(x, float("nan"))
-    shape_kw = dict(E=w.num_experts, E_PAD=1 << (w.num_experts - 1).bit_length(), K=shape.top_k,
-                    K_PAD=1 << (shape.top_k - 1).bit_length())
-    one_launch.launch(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask.view(torch.uint8), out, cfg, False,
-                      shape_kw, programs=programs)
-    torch.cuda.synchronize()
+    out, _ = _one_launch_into_nan(x, w, r, False, programs=programs)
     assert torch.equal(out, want)
     _assert_one_launch_workspace_clean()
 

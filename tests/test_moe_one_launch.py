@@ -9,11 +9,11 @@ checked against the fp32 loop and against the three-launch path.
 import pytest
 import torch
 
-from moe_triton_cpu import DEVICE, DTYPE, interpreter_numpy_fix  # sets TRITON_INTERPRET=1 without a GPU
+# Sets TRITON_INTERPRET=1 without a GPU:
+from moe_triton_cpu import DEVICE, DTYPE, assert_close, interpreter_numpy_fix, routing_case
 
 triton = pytest.importorskip("triton", reason="the Triton kernel needs the triton package (pip install triton)")
 
-from oea_trt import OEAConfig, oea_route  # noqa: E402
 from oea_trt.moe import ExpertWeights  # noqa: E402
 from oea_trt.moe.reference import moe_reference  # noqa: E402
 from oea_trt.presets import MoEShape  # noqa: E402
@@ -34,18 +34,11 @@ def weights():
     return ExpertWeights.random(SHAPE, seed=9, dtype=DTYPE, device=DEVICE)
 
 
-def _case(num_tokens, k0, fill, seed):
-    logits = torch.randn(num_tokens, SHAPE.num_experts, generator=torch.Generator().manual_seed(seed))
-    routing = oea_route(logits.to(DEVICE), OEAConfig(SHAPE.num_experts, SHAPE.top_k, k0, fill=fill))
-    x = torch.randn(num_tokens, SHAPE.hidden_size, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE, DTYPE)
-    return x, routing
-
-
 def _run(x, w, ids, wts, active_mask=None, programs=None, **changes):
     """The one-launch path through triton_kernel.fused_moe, or (programs) straight through
     one_launch.launch with that grid."""
     from oea_trt.moe import one_launch
-    from oea_trt.moe.triton_kernel import _next_pow2, default_config, fitted, fused_moe
+    from oea_trt.moe.triton_kernel import default_config, fitted, fused_moe
 
     T, k = ids.shape
     cfg = default_config(T, w.hidden_size, w.intermediate_size, k, w.num_experts).replace(down="one_launch",
@@ -56,9 +49,8 @@ def _run(x, w, ids, wts, active_mask=None, programs=None, **changes):
 
     mask = active_mask if active_mask is not None else active_mask_from_ids(ids, w.num_experts)
     out = torch.empty_like(x)
-    shape = dict(E=w.num_experts, E_PAD=_next_pow2(w.num_experts), K=k, K_PAD=_next_pow2(k))
     one_launch.launch(x, w.w13, w.w2, ids, wts, mask.view(torch.uint8), out,
-                      fitted(cfg, T, w.hidden_size, w.intermediate_size), False, shape, programs=programs)
+                      fitted(cfg, T, w.hidden_size, w.intermediate_size), False, programs=programs)
     return out
 
 
@@ -69,26 +61,20 @@ def _assert_clean():
     assert clean, f"the one-launch workspace ({words} words) was not left zeroed"
 
 
-def _assert_close(out, ref, tol=1e-2):
-    scale = ref.float().abs().max()
-    err = (out.float() - ref.float()).abs().max()
-    assert err <= tol * scale, f"max error {float(err):.3g} vs max |ref| {float(scale):.3g}"
-
-
 # 70 tokens: two 64-row token blocks in every item (and the per-token counters of both).
 @pytest.mark.parametrize("num_tokens,k0,fill", [(1, 4, "invalid"), (6, 1, "top1"), (16, 3, "num_experts"),
                                                 (70, 2, "invalid")])
 def test_matches_reference_and_three_launch_path_and_leaves_workspace_zeroed(weights, num_tokens, k0, fill):
     from oea_trt.moe.triton_kernel import default_config, fused_moe
 
-    x, r = _case(num_tokens, k0, fill, seed=40 + num_tokens)
+    x, r = routing_case(SHAPE, num_tokens, k0, fill, seed=40 + num_tokens)
     out = _run(x, weights, r.expert_ids, r.weights, r.active_mask)
     _assert_clean()
-    _assert_close(out, moe_reference(x, weights.w13, weights.w2, r.expert_ids, r.weights))
+    assert_close(out, moe_reference(x, weights.w13, weights.w2, r.expert_ids, r.weights))
     slots = fused_moe(x, weights.w13, weights.w2, r.expert_ids, r.weights, r.active_mask,
                       default_config(num_tokens, 64, 48, 4, 8).replace(down="slots", **TILES))
     # Same products, each token's rows added in slot order in fp32 by both paths.
-    _assert_close(out, slots, tol=1e-3)
+    assert_close(out, slots, tol=1e-3)
     assert torch.equal(out, _run(x, weights, r.expert_ids, r.weights, r.active_mask))
 
 
@@ -96,7 +82,7 @@ def test_matches_reference_and_three_launch_path_and_leaves_workspace_zeroed(wei
 def test_any_grid_size_gives_the_same_bits(weights, programs):
     """Work goes by ticket, not by program id: one program doing every item, a few, or far more
     programs than items (most draw a ticket past the end and leave) give identical outputs."""
-    x, r = _case(11, 2, "top1", seed=3)
+    x, r = routing_case(SHAPE, 11, 2, "top1", seed=3)
     want = _run(x, weights, r.expert_ids, r.weights, r.active_mask)
     assert torch.equal(_run(x, weights, r.expert_ids, r.weights, r.active_mask, programs=programs), want)
     _assert_clean()
@@ -112,7 +98,7 @@ def test_repeated_expert_fill_and_tokens_with_no_expert(weights):
                        device=DEVICE)
     x = torch.randn(4, SHAPE.hidden_size, generator=torch.Generator().manual_seed(4)).to(DEVICE, DTYPE)
     out = _run(x, weights, ids, wts)
-    _assert_close(out, moe_reference(x, weights.w13, weights.w2, ids, wts))
+    assert_close(out, moe_reference(x, weights.w13, weights.w2, ids, wts))
     assert torch.count_nonzero(out[2]) == 0
     _assert_clean()
 

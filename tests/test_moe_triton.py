@@ -8,7 +8,8 @@ test_moe_gpu.py.
 import pytest
 import torch
 
-from moe_triton_cpu import DEVICE, DTYPE, interpreter_numpy_fix  # sets TRITON_INTERPRET=1 without a GPU
+# Sets TRITON_INTERPRET=1 without a GPU:
+from moe_triton_cpu import DEVICE, DTYPE, assert_close, interpreter_numpy_fix, routing_case
 
 triton = pytest.importorskip("triton", reason="the Triton kernel needs the triton package (pip install triton)")
 
@@ -31,23 +32,6 @@ def weights():
     return ExpertWeights.random(SHAPE, seed=5, dtype=DTYPE, device=DEVICE)
 
 
-def _case(num_tokens, k0, fill, seed):
-    logits = torch.randn(num_tokens, SHAPE.num_experts, generator=torch.Generator().manual_seed(seed))
-    routing = oea_route(logits.to(DEVICE), OEAConfig(SHAPE.num_experts, SHAPE.top_k, k0, fill=fill))
-    x = torch.randn(num_tokens, SHAPE.hidden_size, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE, DTYPE)
-    return x, routing
-
-
-#: Max error relative to max |ref|: fp16 (interpreter) keeps 11 bits, bf16 (GPU) 8.
-TOL = 2e-2 if DTYPE == torch.bfloat16 else 1e-2
-
-
-def _assert_close(out, ref):
-    scale = ref.float().abs().max()
-    err = (out.float() - ref.float()).abs().max()
-    assert err <= TOL * scale, f"max error {float(err):.3g} vs max |ref| {float(scale):.3g}"
-
-
 #: Every down path, named explicitly: "slots" (3 launches, the default), "combine" (2
 #: launches: down + combine kernel, an option) and "one_launch" (1 launch, one_launch.py).
 DOWNS = ("combine", "slots", "one_launch")
@@ -68,11 +52,11 @@ def _kernel(x, w, routing, **config):
 @pytest.mark.parametrize("num_tokens,k0,fill", [(1, 4, "invalid"), (5, 2, "invalid"), (17, 1, "num_experts"),
                                                 (70, 3, "top1")])
 def test_kernel_matches_reference(weights, num_tokens, k0, fill):
-    x, routing = _case(num_tokens, k0, fill, seed=num_tokens)
+    x, routing = routing_case(SHAPE, num_tokens, k0, fill, seed=num_tokens)
     out = moe_forward(x, weights, routing, impl="triton")
     ref = moe_reference(x, weights.w13, weights.w2, routing.expert_ids, routing.weights)
     assert out.dtype == DTYPE and out.shape == x.shape
-    _assert_close(out, ref)
+    assert_close(out, ref)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +79,7 @@ def test_both_down_paths_match_reference_with_k_steps_and_h_tiles(weights_48, do
     cfg = dict(down=down, dc_block_n=16, dc_block_k=16, dn_block_n=16, dn_block_k=16)
     out = _kernel(x, weights_48, routing, **cfg)
     ref = moe_reference(x, weights_48.w13, weights_48.w2, routing.expert_ids, routing.weights)
-    _assert_close(out, ref)
+    assert_close(out, ref)
     assert torch.equal(out, _kernel(x, weights_48, routing, **cfg))
 
 
@@ -110,7 +94,7 @@ def test_repeated_expert_in_a_row_adds_both_weights(weights, down):
     x = torch.randn(3, SHAPE.hidden_size, generator=torch.Generator().manual_seed(3)).to(DEVICE, DTYPE)
     out = fused_moe(x, weights.w13, weights.w2, ids, wts, config=KernelConfig(down=down))
     ref = moe_reference(x, weights.w13, weights.w2, ids, wts)
-    _assert_close(out, ref)
+    assert_close(out, ref)
     assert torch.count_nonzero(out[2]) == 0
 
 
@@ -118,14 +102,14 @@ def test_down_paths_agree_and_prefetch_changes_nothing(weights):
     """The 2- and 3-launch paths sum the same products in a different order (experts ascending
     vs slots): equal up to rounding. The L2 prefetch is a hint (compiled away in the
     interpreter): on or off, the output is the same bits."""
-    x, routing = _case(12, 3, "top1", seed=21)
+    x, routing = routing_case(SHAPE, 12, 3, "top1", seed=21)
     combine = _kernel(x, weights, routing, down="combine", prefetch_experts=0)
-    _assert_close(_kernel(x, weights, routing, down="slots"), combine)
+    assert_close(_kernel(x, weights, routing, down="slots"), combine)
     assert torch.equal(_kernel(x, weights, routing, down="combine", prefetch_experts=4), combine)
 
 
 def test_active_mask_from_routing_equals_computed(weights):
-    x, routing = _case(9, 2, "invalid", seed=11)
+    x, routing = routing_case(SHAPE, 9, 2, "invalid", seed=11)
     given = moe_forward(x, weights, routing, impl="triton")
     computed = moe_forward(x, weights, expert_ids=routing.expert_ids, routing_weights=routing.weights, impl="triton")
     assert torch.equal(given, computed)
@@ -141,7 +125,7 @@ def test_empty_batch(weights):
 def test_input_errors(weights):
     from oea_trt.moe.triton_kernel import default_config, fitted, fused_moe
 
-    x, routing = _case(2, 2, "invalid", seed=1)
+    x, routing = routing_case(SHAPE, 2, 2, "invalid", seed=1)
     with pytest.raises(ValueError, match="expert_ids must be int32"):
         fused_moe(x, weights.w13, weights.w2, routing.expert_ids.long(), routing.weights)
     with pytest.raises(ValueError, match="share one dtype"):
@@ -191,7 +175,7 @@ def test_config_errors_and_pdl_needs_a_gpu(weights):
     assert KernelConfig().launches == 3 and KernelConfig(down="combine").launches == 2
     assert KernelConfig(down="one_launch").launches == 1
     if not pdl_supported(torch.device(DEVICE)):
-        x, routing = _case(2, 2, "invalid", seed=1)
+        x, routing = routing_case(SHAPE, 2, 2, "invalid", seed=1)
         with pytest.raises(ValueError, match="pdl=True needs a CUDA device of compute capability 9.0"):
             _kernel(x, weights, routing, pdl=True)
 

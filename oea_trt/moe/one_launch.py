@@ -13,9 +13,10 @@ faster, but the ratio barely moves, and 3 launches stay faster at 64 tokens, whe
 
 Work items, in this order: every gate/up item (active expert a, N-tile of the intermediate dim),
 then every down item (active expert a, tile of hidden rows), each group expert-major. A program
-takes the next item from a ticket counter, drawing the following item's ticket as it starts the
-current one (config.ticket_later: without waiting for that atomic until the item is done; it did
-not help on the H100, so it is off by default). A down item of expert e first waits
+takes the next item from a ticket counter. (On the H100, neither drawing the following ticket
+without stalling the program, an L2 prefetch of a down tile before its wait, a back-off while
+polling, nor half-size tail items helped; benchmarks/results/moe_one_launch_ab, commits c2cddad
+and 8a6f353.) A down item of expert e first waits
 until all of e's gate/up items have released their act rows (a per-expert counter). Why this
 cannot deadlock, whatever share of the grid is resident: tickets are drawn in item order, so
 every gate/up item a down item waits for was drawn earlier, by a program that is running and
@@ -49,8 +50,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_kernel import (_active_experts, _down_block, _gate_up_item, _interpreted, _launch_persistent,
-                            _next_pow2, _nth_active, _prefetch_l2)
+from .triton_kernel import _active_experts, _down_block, _gate_up_item, _launch_persistent, _next_pow2, _nth_active
 
 # ---- device code -------------------------------------------------------------------------
 
@@ -79,14 +79,6 @@ def _distinct_experts(expert_ids_ptr, toks, num_tokens, E: tl.constexpr, K: tl.c
 
 
 @triton.jit
-def _nanosleep(ns: tl.constexpr):
-    """Back off for about ns nanoseconds (sm_70+): fewer atomics on a counter others are
-    spinning on."""
-    tl.inline_asm_elementwise(f"nanosleep.u32 {ns}; mov.u32 $0, 0;", "=r,r", [tl.full((), 0, tl.int32)],
-                              dtype=tl.int32, is_pure=False, pack=1)
-
-
-@triton.jit
 def _globaltimer():
     """The GPU's global nanosecond timer (the same clock on every SM), for TRACE."""
     return tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l,r", [tl.full((), 0, tl.int32)],
@@ -94,39 +86,11 @@ def _globaltimer():
 
 
 @triton.jit
-def _draw_ticket(ticket_ptr, LATER: tl.constexpr, THREADS: tl.constexpr):
-    """The next work ticket. LATER: thread 0 issues the atomic add and nothing waits for it
-    until _ticket(...) reads it (after the current item streamed): [THREADS] int32 holding
-    the ticket in thread 0's lane, 0 elsewhere. Why: Triton's scalar atomic broadcasts its
-    result through shared memory at once, stalling the whole program for a round trip to L2,
-    which takes microseconds under a saturating weight stream. Otherwise: Triton's atomic."""
-    if LATER:
-        return tl.inline_asm_elementwise(
-            "{ .reg .pred p; .reg .b32 t; mov.u32 t, %tid.x; setp.eq.u32 p, t, 0; mov.u32 $0, 0; "
-            "@p atom.relaxed.gpu.global.add.u32 $0, [$1], 1; }",
-            "=r,l", [ticket_ptr + tl.zeros((THREADS,), dtype=tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
-    else:
-        return tl.atomic_add(ticket_ptr, 1, sem="relaxed")
-
-
-@triton.jit
-def _ticket(drawn, LATER: tl.constexpr):
-    """The value of a _draw_ticket (waits for its atomic, if still in flight)."""
-    if LATER:
-        return tl.max(drawn, axis=0)
-    else:
-        return drawn
-
-
-@triton.jit
-def _wait_for_count(counter_ptr, target, SPIN_NS: tl.constexpr):
+def _wait_for_count(counter_ptr, target):
     """Spin until *counter_ptr >= target (acquire), then a CTA barrier: every thread's later
-    reads see what the releasing programs wrote before counting. SPIN_NS > 0: sleep that long
-    between polls."""
+    reads see what the releasing programs wrote before counting."""
     seen = tl.atomic_add(counter_ptr, 0, sem="acquire")
     while seen < target:
-        if SPIN_NS > 0:
-            _nanosleep(SPIN_NS)
         seen = tl.atomic_add(counter_ptr, 0, sem="acquire")
     tl.debug_barrier()
 
@@ -177,8 +141,7 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
                        H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                        K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
                        GU_N: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr, DN_K: tl.constexpr,
-                       USE_PDL: tl.constexpr, SPIN_NS: tl.constexpr, TRACE: tl.constexpr,
-                       TICKET_LATER: tl.constexpr, PREFETCH_DOWN: tl.constexpr, THREADS: tl.constexpr):
+                       USE_PDL: tl.constexpr, TRACE: tl.constexpr):
     if TRACE:  # per program: [program, launched, past the dependency wait, exited] (ns)
         t_launched = _globaltimer()
     if USE_PDL:
@@ -198,9 +161,9 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
     total = gate_up_items + num_active * H_TILES
     if tl.program_id(0) == 0:
         _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, DN_N)
-    w = _ticket(_draw_ticket(ticket_ptr, TICKET_LATER, THREADS), TICKET_LATER)
+    w = tl.atomic_add(ticket_ptr, 1, sem="relaxed")
     while w < total:
-        drawn = _draw_ticket(ticket_ptr, TICKET_LATER, THREADS)  # the following item's ticket
+        following = tl.atomic_add(ticket_ptr, 1, sem="relaxed")
         if USE_PDL:
             if w + tl.num_programs(0) >= total:  # about the last wave: the next kernel may launch
                 tl.extra.cuda.gdc_launch_dependents()
@@ -218,11 +181,7 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
         else:
             d = w - gate_up_items
             expert = _nth_active(rank, active, d // H_TILES, E_PAD)
-            if PREFETCH_DOWN:
-                # The item's w2 tile (DN_N whole rows: contiguous) starts coming into L2 while
-                # the program waits for the expert's act rows and fills its pipeline.
-                _prefetch_l2(w2_ptr + expert.to(tl.int64) * (H * I) + (d % H_TILES) * (DN_N * I), DN_N * I * 2, False)
-            _wait_for_count(gate_up_done_ptr + expert, GU_TILES, SPIN_NS)
+            _wait_for_count(gate_up_done_ptr + expert, GU_TILES)
             if TRACE:
                 tl.store(trace_ptr + w * 4 + 2, _globaltimer())
             for tok0 in range(0, num_tokens, BLOCK_M):
@@ -232,7 +191,7 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
                               num_tokens, H, E, K, K_PAD, H_TILES, BLOCK_M, DN_N)
         if TRACE:
             tl.store(trace_ptr + w * 4 + 3, _globaltimer())
-        w = _ticket(drawn, TICKET_LATER)
+        w = following
     if TRACE:
         row = trace_ptr + (trace_programs_at + tl.program_id(0)) * 4
         tl.store(row, tl.program_id(0).to(tl.int64))
@@ -281,7 +240,7 @@ def sync_workspace(words: int, device: torch.device) -> torch.Tensor:
 
 
 def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor, wts: torch.Tensor,
-           mask_u8: torch.Tensor, out: torch.Tensor, cfg, use_pdl: bool, shape: dict,
+           mask_u8: torch.Tensor, out: torch.Tensor, cfg, use_pdl: bool,
            programs: Optional[int] = None, trace: Optional["Trace"] = None) -> None:
     """One launch of the whole layer into out (shapes checked by the caller, triton_kernel.
     fused_moe; cfg a fitted KernelConfig: gu_* tiles for gate/up items, dn_* for down items,
@@ -297,10 +256,9 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
     y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
     max_active = min(num_experts, num_tokens * k)
     max_items = max_active * (inter // cfg.gu_block_n + h_tiles)
-    kwargs = dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k,
-                  DN_N=cfg.dn_block_n, DN_K=cfg.dn_block_k, USE_PDL=use_pdl, SPIN_NS=cfg.spin_ns,
-                  TRACE=trace is not None, TICKET_LATER=cfg.ticket_later and not _interpreted(),
-                  PREFETCH_DOWN=cfg.prefetch_down and not _interpreted(), THREADS=32 * cfg.gu_warps,
+    kwargs = dict(H=hidden, I=inter, E=num_experts, E_PAD=_next_pow2(num_experts), K=k, K_PAD=_next_pow2(k),
+                  BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k,
+                  DN_N=cfg.dn_block_n, DN_K=cfg.dn_block_k, USE_PDL=use_pdl, TRACE=trace is not None,
                   num_warps=cfg.gu_warps, num_stages=cfg.gu_stages)
     if use_pdl:
         kwargs["launch_pdl"] = True
@@ -310,8 +268,6 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
         trace.rows.fill_(-1)
     args = (x, w13, w2, ids, wts, mask_u8, act, y, out, sync, sync if trace is None else trace.rows, num_tokens,
             x.stride(0), out.stride(0), 0 if trace is None else trace.items)
-    if cfg.maxnreg and not _interpreted():
-        kwargs["maxnreg"] = cfg.maxnreg
     if programs is not None:
         _one_launch_kernel[(programs,)](*args, **kwargs)
     else:

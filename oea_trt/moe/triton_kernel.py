@@ -5,9 +5,9 @@ Why expert-major: at decode sizes (<= 64 tokens) a MoE layer is memory-bound; it
 bytes of the distinct active experts T over HBM bandwidth, which is what OEA shrinks. A token-
 major kernel (vLLM's small-batch path) re-reads an expert once per token that picked it.
 
-Three launches (config.down == "slots"; the default above 16 tokens; up to 16 the default is
-the one-launch path of one_launch.py, which walks the same work items), no host synchronisation, grids fixed by
-(tokens, k, E, H) and the GPU, so the whole call can be captured in a CUDA graph:
+Three launches (config.down == "slots"; the default above 16 tokens: up to 16 it is the
+one-launch path of one_launch.py, which walks the same work items), no host synchronisation,
+grids fixed by (tokens, k, E, H) and the GPU, so the whole call can be captured in a CUDA graph:
   1. gate/up: persistent programs walk the work items (a, n) = (a-th active expert, from the
      routing's active_mask, counted on the device; N-tile of the intermediate dim). For each,
      the program finds the expert's tokens itself by scanning expert_ids (one block of <= 64
@@ -104,16 +104,6 @@ class KernelConfig:
     #: (30B layer, B=16) 2 beat 3: a program's items take 1.5x longer at 3 per SM, and so does
     #: the tail while the last items drain (benchmarks/results/moe_one_launch_ab).
     programs_per_sm: Optional[int] = None
-    #: down="one_launch" only: cap on registers per thread (None: ptxas decides, ~170-250).
-    maxnreg: Optional[int] = None
-    #: down="one_launch" only: a down item waiting for its expert's gate/up rows sleeps this many
-    #: ns between polls of the counter (0: polls back to back).
-    spin_ns: int = 0
-    #: down="one_launch" only (compiled kernels; the interpreter runs without): draw the next
-    #: work ticket without waiting for it until the current item is done; bulk-prefetch a down
-    #: item's w2 tile into L2 before waiting for its expert's act rows.
-    ticket_later: bool = False
-    prefetch_down: bool = False
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:
@@ -516,14 +506,14 @@ def fused_moe(
     ids = expert_ids.contiguous()
     wts = routing_weights.contiguous()
     mask_u8 = active_mask.contiguous().view(torch.uint8)
-    shape = dict(E=num_experts, E_PAD=_next_pow2(num_experts), K=k, K_PAD=_next_pow2(k))
     if cfg.down == "one_launch":
         from . import one_launch
 
-        one_launch.launch(hidden_states, w13, w2, ids, wts, mask_u8, out, cfg, use_pdl, shape)
+        one_launch.launch(hidden_states, w13, w2, ids, wts, mask_u8, out, cfg, use_pdl)
         return out
     act = torch.empty((num_tokens * k, inter), dtype=w13.dtype, device=w13.device)
     max_active = min(num_experts, num_tokens * k)
+    shape = dict(E=num_experts, E_PAD=_next_pow2(num_experts), K=k, K_PAD=_next_pow2(k))
     _launch_persistent(
         _gate_up_kernel, max_active * (inter // cfg.gu_block_n), cfg.max_programs,
         (hidden_states, w13, ids, mask_u8, act, num_tokens, hidden_states.stride(0)),

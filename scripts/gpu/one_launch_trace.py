@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     from oea_trt.bench.routing_inputs import make_sources
     from oea_trt.moe import one_launch
     from oea_trt.moe.layer import ExpertWeights
-    from oea_trt.moe.triton_kernel import _next_pow2, default_config, fitted, fused_moe
+    from oea_trt.moe.triton_kernel import default_config, fitted, fused_moe
     from oea_trt.presets import get_preset
 
     shape = get_preset("qwen3-30b-a3b")
@@ -120,14 +120,13 @@ def main(argv=None) -> int:
             programs = torch.cuda.get_device_properties(0).multi_processor_count * 16
             trace = one_launch.Trace(max_items, programs, "cuda")
             out = torch.empty_like(b.x[-1])
-            shape_kw = dict(E=E, E_PAD=_next_pow2(E), K=k, K_PAD=_next_pow2(k))
             r = routings[-1]
             # The traced call, right after untraced ones (as in the benchmark's back-to-back graph).
             for c in range(copies - 1):
                 fused_moe(b.x[c], weights[c].w13, weights[c].w2, routings[c].expert_ids, routings[c].weights,
                           routings[c].active_mask, cfg)
             one_launch.launch(b.x[-1], weights[-1].w13, weights[-1].w2, r.expert_ids, r.weights,
-                              r.active_mask.view(torch.uint8), out, cfg, True, shape_kw, trace=trace)
+                              r.active_mask.view(torch.uint8), out, cfg, True, trace=trace)
             torch.cuda.synchronize()
             rows = trace.rows.cpu()
             item_bytes = (2 * cfg.gu_block_n * H * 2, cfg.dn_block_n * I * 2)

@@ -56,10 +56,10 @@ def _shape_consts(shape, block_m, block_n, block_k):
                 BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
 
 
-def compile_gate_up(shape, cfg, pdl=False):
+def compile_gate_up(shape, cfg, pdl=False, one_block=True):
     sig = {"x_ptr": "*bf16", "w13_ptr": "*bf16", "expert_ids_ptr": "*i32", "active_mask_ptr": "*u8",
            "act_ptr": "*bf16", "num_tokens": "i32", "stride_x": "i32"}
-    consts = dict(_shape_consts(shape, cfg.block_m, cfg.gu_block_n, cfg.gu_block_k), USE_PDL=pdl)
+    consts = dict(_shape_consts(shape, cfg.block_m, cfg.gu_block_n, cfg.gu_block_k), USE_PDL=pdl, ONE_BLOCK=one_block)
     return _compile(tk._gate_up_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
                     cfg.gu_stages, pdl)
 
@@ -73,10 +73,10 @@ def compile_down_combine(shape, cfg, pdl=False, prefetch=0, evict_last=False):
                     cfg.dc_stages, pdl)
 
 
-def compile_down(shape, cfg, pdl=False):
+def compile_down(shape, cfg, pdl=False, one_block=True):
     sig = {"act_ptr": "*bf16", "w2_ptr": "*bf16", "expert_ids_ptr": "*i32", "weights_ptr": "*fp32",
            "active_mask_ptr": "*u8", "y_ptr": "*fp32", "num_tokens": "i32"}
-    consts = dict(_shape_consts(shape, cfg.block_m, cfg.dn_block_n, cfg.dn_block_k), USE_PDL=pdl)
+    consts = dict(_shape_consts(shape, cfg.block_m, cfg.dn_block_n, cfg.dn_block_k), USE_PDL=pdl, ONE_BLOCK=one_block)
     return _compile(tk._down_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.dn_warps,
                     cfg.dn_stages, pdl)
 
@@ -88,14 +88,14 @@ def compile_combine(shape, cfg, pdl=False):
     return _compile(tk._combine_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, 4, 3, pdl)
 
 
-def compile_one_launch(shape, cfg, pdl=False):
+def compile_one_launch(shape, cfg, pdl=False, one_block=True):
     sig = {"x_ptr": "*bf16", "w13_ptr": "*bf16", "w2_ptr": "*bf16", "expert_ids_ptr": "*i32", "weights_ptr": "*fp32",
            "active_mask_ptr": "*u8", "act_ptr": "*bf16", "y_ptr": "*fp32", "out_ptr": "*bf16", "sync_ptr": "*i32",
            "trace_ptr": "*i32", "num_tokens": "i32", "stride_x": "i32", "stride_out": "i32", "trace_programs_at": "i32"}
     consts = dict(H=shape.hidden_size, I=shape.moe_intermediate_size, E=shape.num_experts,
                   E_PAD=tk._next_pow2(shape.num_experts), K=shape.top_k, K_PAD=tk._next_pow2(shape.top_k),
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k, DN_N=cfg.dn_block_n,
-                  DN_K=cfg.dn_block_k, USE_PDL=pdl, TRACE=False)
+                  DN_K=cfg.dn_block_k, USE_PDL=pdl, TRACE=False, ONE_BLOCK=one_block, TAIL_RETIRE=cfg.tail_retire)
     return _compile(ol._one_launch_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
                     cfg.gu_stages, pdl)
 
@@ -217,11 +217,11 @@ def main(argv=None) -> int:
                 dn_key = (cfg.block_m, cfg.dn_block_n, cfg.dn_block_k, cfg.dn_warps, cfg.dn_stages, int(pdl))
                 # The triton kernels' spills are reported, not enforced: the default gate/up tile at
                 # B=1 spills 8 bytes, and the GPU run's tuner picks a tile that does not.
-                jobs = [("gu", gu_key, lambda: compile_gate_up(shape, cfg, pdl), f"gate_up B={batch} m,n,k,w,s,pdl",
+                jobs = [("gu", gu_key, lambda: compile_gate_up(shape, cfg, pdl, tk.one_block(cfg, batch)), f"gate_up B={batch} m,n,k,w,s,pdl",
                          0, False),
                         ("dc", dc_key, lambda: compile_down_combine(shape, cfg, pdl, prefetch, evict_last),
                          f"down+combine B={batch} m,n,k,w,s,pdl,pf,el", prefetch, evict_last),
-                        ("dn", dn_key, lambda: compile_down(shape, cfg, pdl), f"down(slots) B={batch} m,n,k,w,s,pdl",
+                        ("dn", dn_key, lambda: compile_down(shape, cfg, pdl, tk.one_block(cfg, batch)), f"down(slots) B={batch} m,n,k,w,s,pdl",
                          0, False)]
                 for kind, key, build, what, want_prefetch, want_evict in jobs:
                     if (kind,) + key in seen:
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
                     continue
                 seen.add(key)
                 name = f"one_launch B={batch} m,gn,gk,dn,dk,w,s,pdl={','.join(str(v) for v in key)}"
-                kernel = compile_one_launch(shape, cfg, pdl)
+                kernel = compile_one_launch(shape, cfg, pdl, tk.one_block(cfg, batch))
                 problems += check(kernel, name, True, spills_allowed=True)
                 problems += griddep_problems(kernel, name, pdl)
                 count += 1

@@ -119,6 +119,9 @@ TRITON_VARIANTS = {
     "slots+pdl": dict(down="slots", pdl=True),
     "one_launch": dict(down="one_launch", pdl=False),
     "one_launch+pdl": dict(down="one_launch", pdl=True),
+    "slots+pdl late stream": dict(down="slots", pdl=True, early_stream=False),
+    "one_launch+pdl late stream": dict(down="one_launch", pdl=True, early_stream=False),
+    "one_launch+pdl retire 1 wave": dict(down="one_launch", pdl=True, tail_retire=4),
 }
 
 
@@ -200,15 +203,16 @@ def test_triton_pdl_graph_replay_back_to_back(layer, changes):
 # ---- the one-launch path of the triton kernel (one_launch.py) ---------------------------------
 
 
-def _one_launch_into_nan(x, w, r, pdl, programs=None):
-    """The one-launch path (default tiles) straight through one_launch.launch, into an output
-    poisoned with NaN first (a row no program finished stays NaN); programs: the grid."""
+def _one_launch_into_nan(x, w, r, pdl, programs=None, **changes):
+    """The one-launch path (default tiles, KernelConfig changes) straight through one_launch.
+    launch, into an output poisoned with NaN first (a row no program finished stays NaN);
+    programs: the grid."""
     from oea_trt.moe import one_launch
     from oea_trt.moe.triton_kernel import default_config, fitted
 
     T, k = r.expert_ids.shape
     cfg = fitted(default_config(T, w.hidden_size, w.intermediate_size, k, w.num_experts)
-                 .replace(down="one_launch", pdl=pdl), T, w.hidden_size, w.intermediate_size)
+                 .replace(down="one_launch", pdl=pdl, **changes), T, w.hidden_size, w.intermediate_size)
     out = torch.full_like(x, float("nan"))
     one_launch.launch(x, w.w13, w.w2, r.expert_ids.contiguous(), r.weights.contiguous(),
                       r.active_mask.contiguous().view(torch.uint8), out, cfg, pdl, programs=programs)
@@ -224,23 +228,26 @@ def _assert_one_launch_workspace_clean():
     assert clean, f"the one-launch workspace ({words} words) was not left zeroed"
 
 
-@pytest.mark.parametrize("pdl", [False, True])
-def test_one_launch_random_cases_against_three_launch_path(layer, pdl):
+@pytest.mark.parametrize("pdl,changes", [(False, {}), (True, {}), (True, dict(tail_retire=4)),
+                                         (True, dict(early_stream=False, tail_retire=2))],
+                         ids=["plain", "pdl", "pdl+retire", "pdl+late+retire"])
+def test_one_launch_random_cases_against_three_launch_path(layer, pdl, changes):
     """60 fresh random batches (1..100 tokens, k0 1..k, every fill mode): every call finishes
     (a lost hand-off would hang or leave a row unwritten: outputs are poisoned first), matches
     the three-launch path to fp32 rounding of the same slot-ordered sums, and leaves the
-    workspace zeroed."""
+    workspace zeroed; with odd programs retiring near the end and with streaming after the
+    token list too."""
     from oea_trt.moe.triton_kernel import fused_moe
 
     shape, w = layer
-    gen = torch.Generator().manual_seed(77 + int(pdl))
+    gen = torch.Generator().manual_seed(77 + int(pdl) + 2 * len(changes))
     for case in range(60):
         T = int(torch.randint(1, 101, (1,), generator=gen))
         k0 = int(torch.randint(1, shape.top_k + 1, (1,), generator=gen))
         fill = ("invalid", "num_experts", "top1")[case % 3]
         x, r = _batch(shape, T, k0, fill, seed=1000 + case)
         three = _triton(x, w, r, down="slots", pdl=False)
-        out, cfg = _one_launch_into_nan(x, w, r, pdl)
+        out, cfg = _one_launch_into_nan(x, w, r, pdl, **changes)
         assert not torch.isnan(out).any(), f"case {case}: T={T} k0={k0} {fill}: rows left unwritten"
         diff = (out.float() - three.float()).abs().max() / three.float().abs().max()
         assert diff <= 1e-2, (case, T, k0, fill, float(diff))

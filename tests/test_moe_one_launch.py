@@ -88,6 +88,32 @@ def test_any_grid_size_gives_the_same_bits(weights, programs):
     _assert_clean()
 
 
+@pytest.mark.parametrize("changes,programs", [(dict(tail_retire=4), 2), (dict(tail_retire=8), 5),
+                                             (dict(tail_retire=2), None), (dict(early_stream=False), None),
+                                             (dict(early_stream=False, tail_retire=4), 3)])
+def test_tail_retire_and_early_stream_change_no_bits(weights, changes, programs):
+    """Retiring odd programs near the end only changes who runs the last items, and streaming
+    before the token list is known only changes when loads are issued: same bits as the default
+    (in the one-block case, 11 tokens, and with two token blocks, 70)."""
+    for num_tokens in (11, 70):
+        x, r = routing_case(SHAPE, num_tokens, 2, "top1", seed=5 + num_tokens)
+        want = _run(x, weights, r.expert_ids, r.weights, r.active_mask)
+        got = _run(x, weights, r.expert_ids, r.weights, r.active_mask, programs=programs, **changes)
+        assert torch.equal(got, want), (changes, programs, num_tokens)
+        _assert_clean()
+
+
+def test_three_launch_path_same_bits_with_and_without_early_stream(weights):
+    from oea_trt.moe.triton_kernel import default_config, fused_moe
+
+    x, r = routing_case(SHAPE, 9, 3, "invalid", seed=21)
+    outs = [fused_moe(x, weights.w13, weights.w2, r.expert_ids, r.weights, r.active_mask,
+                      default_config(9, 64, 48, 4, 8).replace(down="slots", early_stream=early, **TILES))
+            for early in (True, False)]
+    assert torch.equal(outs[0], outs[1])
+    assert_close(outs[0], moe_reference(x, weights.w13, weights.w2, r.expert_ids, r.weights))
+
+
 def test_repeated_expert_fill_and_tokens_with_no_expert(weights):
     """A slot repeating an earlier slot's expert is no new row (its weight is added to the
     first's); fill ids (-1, E) are skipped; a token with only fill gets a zero row, written by

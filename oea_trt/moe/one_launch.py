@@ -50,7 +50,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_kernel import _active_experts, _down_block, _gate_up_item, _launch_persistent, _next_pow2, _nth_active
+from .triton_kernel import (_active_experts, _down_block, _gate_up_item, _launch_persistent, _next_pow2, _nth_active,
+                            _tokens_of_expert, one_block)
 
 # ---- device code -------------------------------------------------------------------------
 
@@ -141,7 +142,8 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
                        H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                        K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
                        GU_N: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr, DN_K: tl.constexpr,
-                       USE_PDL: tl.constexpr, TRACE: tl.constexpr):
+                       USE_PDL: tl.constexpr, TRACE: tl.constexpr, ONE_BLOCK: tl.constexpr,
+                       TAIL_RETIRE: tl.constexpr):
     if TRACE:  # per program: [program, launched, past the dependency wait, exited] (ns)
         t_launched = _globaltimer()
     if USE_PDL:
@@ -161,9 +163,17 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
     total = gate_up_items + num_active * H_TILES
     if tl.program_id(0) == 0:
         _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, DN_N)
+    # TAIL_RETIRE (quarters of a wave, 0: off): in the last TAIL_RETIRE/4 wave of tickets, odd
+    # programs finish the item they hold and draw no more, so the last items drain with half as
+    # many programs sharing the bandwidth, each twice as fast.
+    retire_from = total - (TAIL_RETIRE * tl.num_programs(0)) // 4
+    retiring = (tl.program_id(0) % 2) == 1
     w = tl.atomic_add(ticket_ptr, 1, sem="relaxed")
     while w < total:
-        following = tl.atomic_add(ticket_ptr, 1, sem="relaxed")
+        if TAIL_RETIRE > 0 and retiring and w >= retire_from:
+            following = total
+        else:
+            following = tl.atomic_add(ticket_ptr, 1, sem="relaxed")
         if USE_PDL:
             if w + tl.num_programs(0) >= total:  # about the last wave: the next kernel may launch
                 tl.extra.cuda.gdc_launch_dependents()
@@ -175,20 +185,30 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
         if w < gate_up_items:
             expert = _nth_active(rank, active, w // GU_TILES, E_PAD)
             _gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, w % GU_TILES, num_tokens, stride_x,
-                          H, I, K, K_PAD, BLOCK_M, GU_N, GU_K)
+                          H, I, K, K_PAD, BLOCK_M, GU_N, GU_K, ONE_BLOCK)
             tl.debug_barrier()  # every thread's act stores precede the release
             tl.atomic_add(gate_up_done_ptr + expert, 1, sem="release")
         else:
             d = w - gate_up_items
             expert = _nth_active(rank, active, d // H_TILES, E_PAD)
+            if ONE_BLOCK:  # the token list (routing's, not gate/up's) loads while the program waits
+                toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
             _wait_for_count(gate_up_done_ptr + expert, GU_TILES)
             if TRACE:
                 tl.store(trace_ptr + w * 4 + 2, _globaltimer())
-            for tok0 in range(0, num_tokens, BLOCK_M):
-                toks, routed = _down_block(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, y_ptr, expert, d % H_TILES,
-                                           tok0, num_tokens, H, I, K, K_PAD, BLOCK_M, DN_N, DN_K)
-                _finish_tiles(y_ptr, expert_ids_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed, d % H_TILES,
+            if ONE_BLOCK:
+                _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, d % H_TILES, toks, routed, row, hit,
+                            H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK)
+                _finish_tiles(y_ptr, expert_ids_ptr, out_ptr, tile_done_ptr, stride_out, 0, routed, d % H_TILES,
                               num_tokens, H, E, K, K_PAD, H_TILES, BLOCK_M, DN_N)
+            else:
+                for tok0 in range(0, num_tokens, BLOCK_M):
+                    toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD,
+                                                               BLOCK_M)
+                    _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, d % H_TILES, toks, routed, row, hit,
+                                H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK)
+                    _finish_tiles(y_ptr, expert_ids_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed,
+                                  d % H_TILES, num_tokens, H, E, K, K_PAD, H_TILES, BLOCK_M, DN_N)
         if TRACE:
             tl.store(trace_ptr + w * 4 + 3, _globaltimer())
         w = following
@@ -259,6 +279,7 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
     kwargs = dict(H=hidden, I=inter, E=num_experts, E_PAD=_next_pow2(num_experts), K=k, K_PAD=_next_pow2(k),
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k,
                   DN_N=cfg.dn_block_n, DN_K=cfg.dn_block_k, USE_PDL=use_pdl, TRACE=trace is not None,
+                  ONE_BLOCK=one_block(cfg, num_tokens), TAIL_RETIRE=cfg.tail_retire,
                   num_warps=cfg.gu_warps, num_stages=cfg.gu_stages)
     if use_pdl:
         kwargs["launch_pdl"] = True

@@ -104,6 +104,12 @@ class KernelConfig:
     #: (30B layer, B=16) 2 beat 3: a program's items take 1.5x longer at 3 per SM, and so does
     #: the tail while the last items drain (benchmarks/results/moe_one_launch_ab).
     programs_per_sm: Optional[int] = None
+    #: Where the batch is one token block (<= block_m tokens: every decode batch), work items
+    #: issue their weight loads without first waiting for the expert's token list (one_block()).
+    early_stream: bool = True
+    #: down="one_launch" only: in the last tail_retire/4 wave of work items, odd programs stop
+    #: taking items (0: off), so the last items drain at twice the per-program bandwidth.
+    tail_retire: int = 0
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:
@@ -199,6 +205,13 @@ def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int) -> Ke
 SMEM_BUDGET = 192 * 1024
 
 
+def one_block(cfg: KernelConfig, num_tokens: int) -> bool:
+    """The kernels' ONE_BLOCK: the batch is one token block (every decode batch: block_m covers
+    up to 64 tokens), so a work item streams its weights without waiting for its expert's token
+    list (config.early_stream; False only to compare)."""
+    return cfg.early_stream and num_tokens <= cfg.block_m
+
+
 def _stages_within(stages: int, bytes_per_stage: int) -> int:
     return max(2, min(stages, SMEM_BUDGET // bytes_per_stage))
 
@@ -270,7 +283,8 @@ def _signal_dependents_at_last_item(w, total, USE_PDL: tl.constexpr):
 def _gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, num_tokens, stride_x,
                     H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                     K: tl.constexpr, K_PAD: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr):
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
+                    ONE_BLOCK: tl.constexpr):
     if USE_PDL:
         # May start while the routing kernel drains: wait for its memory (active_mask,
         # expert_ids) and for whatever wrote x, before reading or writing anything.
@@ -284,33 +298,51 @@ def _gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, nu
     for w in range(tl.program_id(0), total, tl.num_programs(0)):
         _signal_dependents_at_last_item(w, total, USE_PDL)
         _gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, _nth_active(rank, active, w // N_TILES, E_PAD),
-                      w % N_TILES, num_tokens, stride_x, H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K)
+                      w % N_TILES, num_tokens, stride_x, H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK)
 
 
 @triton.jit
 def _gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, n_tile, num_tokens, stride_x,
                   H: tl.constexpr, I: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ONE_BLOCK: tl.constexpr):
     """One gate/up work item: N-tile n_tile of `expert`'s gate and up rows, streamed once, times
     every token routed to the expert; silu(gate) * up into the token's act row (token*K + the
-    first slot naming the expert), rounded to act's dtype."""
+    first slot naming the expert), rounded to act's dtype. ONE_BLOCK (the batch fits one token
+    block, as every decode batch does): the block holds all of this active expert's tokens, so
+    the item streams without waiting for the token list; it multiplies every token's x row
+    (free: the MMA tile has BLOCK_M rows anyway) and the list only masks the act stores."""
     kk = tl.arange(0, BLOCK_K)
     n = n_tile * BLOCK_N + tl.arange(0, BLOCK_N)
     w_gate = w13_ptr + expert.to(tl.int64) * (2 * I * H) + n[:, None] * H + kk[None, :]
     w_up = w_gate + I * H
     for tok0 in range(0, num_tokens, BLOCK_M):  # one pass for a decode batch (<= BLOCK_M)
         toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD, BLOCK_M)
-        if tl.max(routed.to(tl.int32), axis=0) > 0:
-            x_rows = x_ptr + toks[:, None].to(tl.int64) * stride_x + kk[None, :]
-            acc_gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            for k0 in range(0, H, BLOCK_K):
-                x = tl.load(x_rows + k0, mask=routed[:, None], other=0.0)
-                acc_gate = tl.dot(x, tl.trans(tl.load(w_gate + k0)), acc_gate)
-                acc_up = tl.dot(x, tl.trans(tl.load(w_up + k0)), acc_up)
-            act = acc_gate * tl.sigmoid(acc_gate) * acc_up
+        if ONE_BLOCK:
+            act = _gate_up_tile(x_ptr, w_gate, w_up, toks, toks < num_tokens, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
             tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :],
                      act.to(act_ptr.dtype.element_ty), mask=routed[:, None])
+        elif tl.max(routed.to(tl.int32), axis=0) > 0:
+            act = _gate_up_tile(x_ptr, w_gate, w_up, toks, routed, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
+            tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :],
+                     act.to(act_ptr.dtype.element_ty), mask=routed[:, None])
+
+
+@triton.jit
+def _gate_up_tile(x_ptr, w_gate, w_up, toks, rows, stride_x, H: tl.constexpr, BLOCK_M: tl.constexpr,
+                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """silu(x @ gate^T) * (x @ up^T) in fp32 for the x rows of `toks` where `rows` (others 0).
+    The weight tiles are loaded first: their loads do not depend on the token list."""
+    kk = tl.arange(0, BLOCK_K)
+    x_rows = x_ptr + toks[:, None].to(tl.int64) * stride_x + kk[None, :]
+    acc_gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        gate = tl.load(w_gate + k0)
+        up = tl.load(w_up + k0)
+        x = tl.load(x_rows + k0, mask=rows[:, None], other=0.0)
+        acc_gate = tl.dot(x, tl.trans(gate), acc_gate)
+        acc_up = tl.dot(x, tl.trans(up), acc_up)
+    return acc_gate * tl.sigmoid(acc_gate) * acc_up
 
 
 @triton.jit
@@ -408,7 +440,8 @@ def _down_combine_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_ma
 def _down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y_ptr, num_tokens,
                  H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                  K: tl.constexpr, K_PAD: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr):
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
+                 ONE_BLOCK: tl.constexpr):
     if USE_PDL:
         tl.extra.cuda.gdc_wait()  # gate/up's act rows are visible past here
     N_TILES: tl.constexpr = H // BLOCK_N
@@ -421,35 +454,48 @@ def _down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, 
         _signal_dependents_at_last_item(w, total, USE_PDL)
         expert = _nth_active(rank, active, w // N_TILES, E_PAD)
         for tok0 in range(0, num_tokens, BLOCK_M):
-            _down_block(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, y_ptr, expert, w % N_TILES, tok0, num_tokens,
-                        H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K)
+            toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD, BLOCK_M)
+            _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, w % N_TILES, toks, routed, row, hit,
+                        H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK)
 
 
 @triton.jit
-def _down_block(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, y_ptr, expert, h_tile, tok0, num_tokens,
+def _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, h_tile, toks, routed, row, hit,
                 H: tl.constexpr, I: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Down projection of `expert`'s hidden rows tile h_tile for tokens tok0 .. tok0+BLOCK_M-1:
-    act row @ w2 tile^T * the token's weight for the expert, an fp32 y row per (token, first slot
-    naming the expert). Returns (tokens, routed to the expert?). The w2 tile is streamed once per
-    token block (once per call at decode sizes). act rows are read from L2 (.cg): in the one-
-    launch kernel another SM wrote them during this same kernel."""
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ONE_BLOCK: tl.constexpr):
+    """Down projection of `expert`'s hidden rows tile h_tile for one token block (toks, routed,
+    row, hit: _tokens_of_expert's): act row @ w2 tile^T * the token's weight for the expert, an
+    fp32 y row per (token, first slot naming the expert). The w2 tile is streamed once per
+    token block (once per call at decode sizes), its loads issued before the act rows' (which
+    need the token list). ONE_BLOCK: the block holds all of this active expert's tokens, so
+    there is no "any token here?" branch to wait for. act rows are read from L2 (.cg): in the
+    one-launch kernel another SM wrote them during this same kernel."""
+    h = h_tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    w_rows = w2_ptr + expert.to(tl.int64) * (H * I) + h[:, None] * I + tl.arange(0, BLOCK_K)[None, :]
+    if ONE_BLOCK:
+        _down_tile(act_ptr, w_rows, weights_ptr, y_ptr, h, toks, routed, row, hit, H, I, K, K_PAD, BLOCK_M, BLOCK_N,
+                   BLOCK_K)
+    elif tl.max(routed.to(tl.int32), axis=0) > 0:
+        _down_tile(act_ptr, w_rows, weights_ptr, y_ptr, h, toks, routed, row, hit, H, I, K, K_PAD, BLOCK_M, BLOCK_N,
+                   BLOCK_K)
+
+
+@triton.jit
+def _down_tile(act_ptr, w_rows, weights_ptr, y_ptr, h, toks, routed, row, hit, H: tl.constexpr, I: tl.constexpr,
+               K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+               BLOCK_K: tl.constexpr):
     kk = tl.arange(0, BLOCK_K)
     slots = tl.arange(0, K_PAD)
-    h = h_tile * BLOCK_N + tl.arange(0, BLOCK_N)
-    w_rows = w2_ptr + expert.to(tl.int64) * (H * I) + h[:, None] * I + kk[None, :]
-    toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD, BLOCK_M)
-    if tl.max(routed.to(tl.int32), axis=0) > 0:
-        a_rows = act_ptr + row[:, None].to(tl.int64) * I + kk[None, :]
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k0 in range(0, I, BLOCK_K):
-            act = tl.load(a_rows + k0, mask=routed[:, None], other=0.0, cache_modifier=".cg")
-            acc = tl.dot(act, tl.trans(tl.load(w_rows + k0)), acc)
-        # Weight of the expert for the token: summed over the slots that name it.
-        wts = tl.load(weights_ptr + toks[:, None] * K + slots[None, :], mask=hit, other=0.0)
-        acc = acc * tl.sum(wts, axis=1)[:, None]
-        tl.store(y_ptr + row[:, None].to(tl.int64) * H + h[None, :], acc, mask=routed[:, None])
-    return toks, routed
+    a_rows = act_ptr + row[:, None].to(tl.int64) * I + kk[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, I, BLOCK_K):
+        w = tl.load(w_rows + k0)
+        act = tl.load(a_rows + k0, mask=routed[:, None], other=0.0, cache_modifier=".cg")
+        acc = tl.dot(act, tl.trans(w), acc)
+    # Weight of the expert for the token: summed over the slots that name it.
+    wts = tl.load(weights_ptr + toks[:, None] * K + slots[None, :], mask=hit, other=0.0)
+    acc = acc * tl.sum(wts, axis=1)[:, None]
+    tl.store(y_ptr + row[:, None].to(tl.int64) * H + h[None, :], acc, mask=routed[:, None])
 
 
 @triton.jit
@@ -518,7 +564,8 @@ def fused_moe(
         _gate_up_kernel, max_active * (inter // cfg.gu_block_n), cfg.max_programs,
         (hidden_states, w13, ids, mask_u8, act, num_tokens, hidden_states.stride(0)),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.gu_block_n, BLOCK_K=cfg.gu_block_k,
-             USE_PDL=use_pdl, num_warps=cfg.gu_warps, num_stages=cfg.gu_stages, **launch))
+             USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), num_warps=cfg.gu_warps,
+             num_stages=cfg.gu_stages, **launch))
     if cfg.down == "combine":
         # The L2 prefetch is PTX for sm_90+ (cp.async.bulk): only where PDL could be used.
         prefetch = cfg.prefetch_experts if pdl_supported(hidden_states.device) else 0
@@ -534,7 +581,8 @@ def fused_moe(
         _down_kernel, max_active * (hidden // cfg.dn_block_n), cfg.max_programs,
         (act, w2, ids, wts, mask_u8, y, num_tokens),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.dn_block_n, BLOCK_K=cfg.dn_block_k,
-             USE_PDL=use_pdl, num_warps=cfg.dn_warps, num_stages=cfg.dn_stages, **launch))
+             USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), num_warps=cfg.dn_warps,
+             num_stages=cfg.dn_stages, **launch))
     block_h = min(cfg.combine_block_h, _next_pow2(hidden))
     _combine_kernel[(num_tokens, triton.cdiv(hidden, block_h))](
         y, ids, out, out.stride(0), H=hidden, E=num_experts, K=k, K_PAD=shape["K_PAD"], BLOCK_H=block_h,

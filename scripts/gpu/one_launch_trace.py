@@ -19,11 +19,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 import torch  # noqa: E402
 
-CASES = (("skewed", 16, None), ("skewed", 16, 3), ("uniform", 64, None))
+CASES = (("skewed", 16, None), ("skewed", 16, 3))
+_TILES = dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_block_k=128, programs_per_sm=2)
 CONFIGS = {  # name -> KernelConfig changes
-    "2/SM gu 32 dn 64": dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_block_k=128, programs_per_sm=2),
-    "2/SM gu 16 dn 32": dict(gu_block_n=16, gu_block_k=128, dn_block_n=32, dn_block_k=128, programs_per_sm=2),
-    "3/SM gu 16 dn 32": dict(gu_block_n=16, gu_block_k=128, dn_block_n=32, dn_block_k=128, programs_per_sm=3),
+    "2/SM": _TILES,
+    "2/SM late stream": dict(_TILES, early_stream=False),
+    "2/SM retire 1/2 wave": dict(_TILES, tail_retire=2),
+    "2/SM retire 1 wave": dict(_TILES, tail_retire=4),
 }
 
 
@@ -71,6 +73,26 @@ def in_flight(rows, items, programs, gate_up_items, step_ns=500):
     act = lambda m: ((it[m, 2][None, :] <= ts[:, None]) & (it[m, 3][None, :] > ts[:, None])).sum(1)  # noqa: E731
     wt = ((it[~gu, 1][None, :] <= ts[:, None]) & (it[~gu, 2][None, :] > ts[:, None])).sum(1)
     return ((ts - t0) / 1e3).tolist(), act(gu).tolist(), act(~gu).tolist(), wt.tolist()
+
+
+def bandwidth(rows, items, programs, gate_up_items, item_bytes, step_ns=500):
+    """TB/s over time: each item's weight bytes spread evenly over its run (inputs ready -> done),
+    so a dip shows where the kernel stops streaming (the hand-off, the tail)."""
+    it = rows[:items]
+    ok = it[:, 0] >= 0
+    idx = torch.arange(items)[ok]
+    it = it[ok].double()
+    pr = rows[items:items + programs]
+    t0 = float(pr[pr[:, 0] >= 0][:, 1].min())
+    t1 = float(it[:, 3].max())
+    edges = torch.arange(t0, t1 + step_ns, step_ns, dtype=torch.float64)
+    nbytes = torch.where(idx < gate_up_items, float(item_bytes[0]), float(item_bytes[1])).double()
+    start, end = it[:, 2], torch.maximum(it[:, 3], it[:, 2] + 1)
+    rate = nbytes / (end - start)  # bytes per ns
+    lo, hi = edges[:-1, None], edges[1:, None]
+    overlap = (torch.minimum(hi, end[None, :]) - torch.maximum(lo, start[None, :])).clamp(min=0)
+    tb_s = (overlap * rate[None, :]).sum(1) / step_ns * 1e9 / 1e12
+    return ((edges[:-1] - t0) / 1e3).tolist(), tb_s.tolist()
 
 
 def main(argv=None) -> int:
@@ -142,6 +164,14 @@ def main(argv=None) -> int:
             ax.plot(ts, wt, label="down items waiting", linestyle=":")
             ax.set_title(f"{name}: span {s['span_us']:.1f} us, {s['effective_tb_s']:.2f} TB/s", fontsize=9)
             ax.set_ylabel("items")
+            bx = ax.twinx()
+            bts, tb_s = bandwidth(rows, max_items, programs, gate_up_items, item_bytes)
+            bx.plot(bts, tb_s, color="black", linewidth=0.8, label="TB/s (right axis)")
+            bx.set_ylabel("TB/s")
+            bx.set_ylim(0, 4.5)
+            torch.save({"rows": rows, "items": max_items, "programs": programs, "gate_up_items": gate_up_items,
+                        "item_bytes": item_bytes}, os.path.join(
+                args.out, f"{case}_{name}".replace(" ", "_").replace("=", "").replace("/", "-") + ".pt"))
         axes[0].legend(fontsize=8)
         axes[-1].set_xlabel("us since the first program launched")
         fig.suptitle(f"one-launch MoE kernel, qwen3-30b-a3b, {case}, T={T}")

@@ -122,6 +122,7 @@ TRITON_VARIANTS = {
     "slots+pdl late stream": dict(down="slots", pdl=True, early_stream=False),
     "one_launch+pdl late stream": dict(down="one_launch", pdl=True, early_stream=False),
     "one_launch+pdl retire 1 wave": dict(down="one_launch", pdl=True, tail_retire=4),
+    "one_launch+pdl no rotate": dict(down="one_launch", pdl=True, rotate_k=False),
 }
 
 

@@ -103,6 +103,23 @@ def test_tail_retire_and_early_stream_change_no_bits(weights, changes, programs)
         _assert_clean()
 
 
+def test_rotated_k_loop_is_deterministic_and_matches_unrotated_to_rounding(weights):
+    """rotate_k starts each gate/up item's K loop at its N-tile index: the fp32 K-partials add
+    in another (fixed) order, so the result equals the unrotated one to rounding, repeats bit
+    for bit, and is the same through the one-launch and three-launch paths (same items)."""
+    from oea_trt.moe.triton_kernel import default_config, fused_moe
+
+    x, r = routing_case(SHAPE, 7, 2, "invalid", seed=8)
+    rotated = _run(x, weights, r.expert_ids, r.weights, r.active_mask)
+    plain = _run(x, weights, r.expert_ids, r.weights, r.active_mask, rotate_k=False)
+    assert_close(rotated, plain, tol=1e-3)
+    assert torch.equal(rotated, _run(x, weights, r.expert_ids, r.weights, r.active_mask, programs=2))
+    slots = fused_moe(x, weights.w13, weights.w2, r.expert_ids, r.weights, r.active_mask,
+                      default_config(7, 64, 48, 4, 8).replace(down="slots", **TILES))
+    assert_close(rotated, slots, tol=1e-3)
+    assert_close(rotated, moe_reference(x, weights.w13, weights.w2, r.expert_ids, r.weights))
+
+
 def test_three_launch_path_same_bits_with_and_without_early_stream(weights):
     from oea_trt.moe.triton_kernel import default_config, fused_moe
 

@@ -71,12 +71,15 @@ def _slot_owns_row(expert_ids_ptr, toks, num_tokens, s: tl.constexpr, E: tl.cons
 
 
 @triton.jit
-def _distinct_experts(expert_ids_ptr, toks, num_tokens, E: tl.constexpr, K: tl.constexpr):
-    """[BLOCK_M] int32: each token's distinct valid experts (= the y rows it owns)."""
-    count = tl.zeros(toks.shape, dtype=tl.int32)
+def _owned_slots(expert_ids_ptr, toks, num_tokens, E: tl.constexpr, K: tl.constexpr):
+    """[BLOCK_M] int32 bitmask: bit s set where slot s of the token owns a y row
+    (_slot_owns_row). Kept in a register by every program for the whole call (one token block),
+    so finishing a down item costs no reload of the routing's ids after its counter atomic."""
+    tl.static_assert(K <= 31, "the per-token slot bitmask holds at most 31 slots")
+    bits = tl.zeros(toks.shape, dtype=tl.int32)
     for s in tl.static_range(K):
-        count += _slot_owns_row(expert_ids_ptr, toks, num_tokens, s, E, K).to(tl.int32)
-    return count
+        bits = bits | (_slot_owns_row(expert_ids_ptr, toks, num_tokens, s, E, K).to(tl.int32) << s)
+    return bits
 
 
 @triton.jit
@@ -97,23 +100,27 @@ def _wait_for_count(counter_ptr, target):
 
 
 @triton.jit
-def _finish_tiles(y_ptr, expert_ids_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed, h_tile, num_tokens,
-                  H: tl.constexpr, E: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr, H_TILES: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed, owned, h_tile,
+                  H: tl.constexpr, K: tl.constexpr, H_TILES: tl.constexpr, BLOCK_M: tl.constexpr,
+                  BLOCK_N: tl.constexpr):
     """Count this down item done for each routed token's hidden tile; for the tokens whose tile
-    it completes, out[token, tile] = sum of the token's y rows in slot order (rounded once to
-    out's dtype), and the counter goes back to 0 for the next call."""
+    it completes (owned: _owned_slots of the block's tokens), out[token, tile] = sum of the
+    token's y rows in slot order (rounded once to out's dtype), and the counter goes back to 0
+    for the next call."""
     toks = tok0 + tl.arange(0, BLOCK_M)
+    distinct = tl.zeros((BLOCK_M,), dtype=tl.int32)
+    for s in tl.static_range(K):
+        distinct += (owned >> s) & 1
     tl.debug_barrier()  # every thread's y stores precede the release below
     counters = tile_done_ptr + toks * H_TILES + h_tile
     before = tl.atomic_add(counters, 1, mask=routed, sem="acq_rel")
-    last = routed & (before == _distinct_experts(expert_ids_ptr, toks, num_tokens, E, K) - 1)
+    last = routed & (before == distinct - 1)
     if tl.max(last.to(tl.int32), axis=0) > 0:
         tl.debug_barrier()  # the acquiring threads' view is every thread's from here
         h = h_tile * BLOCK_N + tl.arange(0, BLOCK_N)
         total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for s in tl.static_range(K):
-            own = last & _slot_owns_row(expert_ids_ptr, toks, num_tokens, s, E, K)
+            own = last & (((owned >> s) & 1) != 0)
             rows = (toks * K + s).to(tl.int64)
             total += tl.load(y_ptr + rows[:, None] * H + h[None, :], mask=own[:, None], other=0.0,
                              cache_modifier=".cg")
@@ -128,7 +135,7 @@ def _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H: tl
     """Output rows of tokens with no valid expert are zeros (no down item will touch them)."""
     for tok0 in range(0, num_tokens, BLOCK_M):
         toks = tok0 + tl.arange(0, BLOCK_M)
-        empty = (toks < num_tokens) & (_distinct_experts(expert_ids_ptr, toks, num_tokens, E, K) == 0)
+        empty = (toks < num_tokens) & (_owned_slots(expert_ids_ptr, toks, num_tokens, E, K) == 0)
         if tl.max(empty.to(tl.int32), axis=0) > 0:
             for h0 in range(0, H, BLOCK_N):
                 h = h0 + tl.arange(0, BLOCK_N)
@@ -143,7 +150,7 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
                        K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
                        GU_N: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr, DN_K: tl.constexpr,
                        USE_PDL: tl.constexpr, TRACE: tl.constexpr, ONE_BLOCK: tl.constexpr,
-                       TAIL_RETIRE: tl.constexpr):
+                       TAIL_RETIRE: tl.constexpr, ROTATE_K: tl.constexpr):
     if TRACE:  # per program: [program, launched, past the dependency wait, exited] (ns)
         t_launched = _globaltimer()
     if USE_PDL:
@@ -167,6 +174,8 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
     # programs finish the item they hold and draw no more, so the last items drain with half as
     # many programs sharing the bandwidth, each twice as fast.
     retire_from = total - (TAIL_RETIRE * tl.num_programs(0)) // 4
+    if ONE_BLOCK:
+        owned = _owned_slots(expert_ids_ptr, tl.arange(0, BLOCK_M), num_tokens, E, K)
     retiring = (tl.program_id(0) % 2) == 1
     w = tl.atomic_add(ticket_ptr, 1, sem="relaxed")
     while w < total:
@@ -185,7 +194,7 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
         if w < gate_up_items:
             expert = _nth_active(rank, active, w // GU_TILES, E_PAD)
             _gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, w % GU_TILES, num_tokens, stride_x,
-                          H, I, K, K_PAD, BLOCK_M, GU_N, GU_K, ONE_BLOCK)
+                          H, I, K, K_PAD, BLOCK_M, GU_N, GU_K, ONE_BLOCK, ROTATE_K)
             tl.debug_barrier()  # every thread's act stores precede the release
             tl.atomic_add(gate_up_done_ptr + expert, 1, sem="release")
         else:
@@ -199,16 +208,17 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
             if ONE_BLOCK:
                 _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, d % H_TILES, toks, routed, row, hit,
                             H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK)
-                _finish_tiles(y_ptr, expert_ids_ptr, out_ptr, tile_done_ptr, stride_out, 0, routed, d % H_TILES,
-                              num_tokens, H, E, K, K_PAD, H_TILES, BLOCK_M, DN_N)
+                _finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, 0, routed, owned, d % H_TILES, H, K, H_TILES,
+                              BLOCK_M, DN_N)
             else:
                 for tok0 in range(0, num_tokens, BLOCK_M):
                     toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD,
                                                                BLOCK_M)
                     _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, d % H_TILES, toks, routed, row, hit,
                                 H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK)
-                    _finish_tiles(y_ptr, expert_ids_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed,
-                                  d % H_TILES, num_tokens, H, E, K, K_PAD, H_TILES, BLOCK_M, DN_N)
+                    _finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed,
+                                  _owned_slots(expert_ids_ptr, toks, num_tokens, E, K), d % H_TILES, H, K, H_TILES,
+                                  BLOCK_M, DN_N)
         if TRACE:
             tl.store(trace_ptr + w * 4 + 3, _globaltimer())
         w = following
@@ -279,7 +289,7 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
     kwargs = dict(H=hidden, I=inter, E=num_experts, E_PAD=_next_pow2(num_experts), K=k, K_PAD=_next_pow2(k),
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k,
                   DN_N=cfg.dn_block_n, DN_K=cfg.dn_block_k, USE_PDL=use_pdl, TRACE=trace is not None,
-                  ONE_BLOCK=one_block(cfg, num_tokens), TAIL_RETIRE=cfg.tail_retire,
+                  ONE_BLOCK=one_block(cfg, num_tokens), TAIL_RETIRE=cfg.tail_retire, ROTATE_K=int(cfg.rotate_k),
                   num_warps=cfg.gu_warps, num_stages=cfg.gu_stages)
     if use_pdl:
         kwargs["launch_pdl"] = True

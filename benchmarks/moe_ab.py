@@ -8,14 +8,13 @@ cost, side by side, with the same weights, routing draws and timing as the main 
 (oea_trt/bench/moe.py: CUDA-graph replay of C back-to-back calls over C weight copies):
 
   slots+pdl             3 launches: gate/up, per-slot down, combine, with programmatic dependent
-                        launch (the default above 16 tokens); "no rotate": every gate/up item's
-                        K loop starts at step 0 (rotate_k=False)
+                        launch (the default above 16 tokens)
   one_launch+pdl...     1 launch: gate/up and down items in one persistent grid, each token's
                         tile summed by its last finisher (oea_trt/moe/one_launch.py; the default
                         up to 16 tokens), over ONE_LAUNCH_VARIANTS [gate/up n x k, down n x k,
-                        stages]: no rotate; late stream (each item waits for its expert's
-                        token list before streaming, early_stream=False); odd programs retiring
-                        for the last wave of items (tail_retire)
+                        stages]: cold TLB (no page prefetch while routing runs, warm_tlb=False);
+                        late stream (each item waits for its expert's token list before
+                        streaming, early_stream=False)
 
 Cases: qwen3-30b-a3b, skewed routing B=16 vanilla and OEA k0=3 (the target: routing+MoE ratio
 <= 0.55), uniform B=16 vanilla. Every variant is checked against the
@@ -64,9 +63,8 @@ def _ol(gu_n, gu_k, dn_n, dn_k, stages=4, per_sm=2, **more):
 
 ONE_LAUNCH_VARIANTS = (
     ("one_launch+pdl 2/SM [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128)),
-    ("one_launch+pdl 2/SM no rotate [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128, rotate_k=False)),
+    ("one_launch+pdl 2/SM cold TLB [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128, warm_tlb=False)),
     ("one_launch+pdl 2/SM late stream [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128, early_stream=False)),
-    ("one_launch+pdl 2/SM retire 1 wave [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128, tail_retire=4)),
 )
 
 
@@ -75,8 +73,7 @@ def variants():
     with PDL (weights streamed before each item's token list is known, and not: early_stream),
     then the one-launch path (down="one_launch") with PDL over ONE_LAUNCH_VARIANTS. (The 2-launch
     down + combine path, measured slower on the H200 and the H100, is no longer timed here.)"""
-    out = [("slots+pdl", dict(down="slots", pdl=True, prefetch_experts=0)),
-           ("slots+pdl no rotate", dict(down="slots", pdl=True, prefetch_experts=0, rotate_k=False))]
+    out = [("slots+pdl", dict(down="slots", pdl=True, prefetch_experts=0))]
     return out + [(name, dict(down="one_launch", pdl=True, **changes)) for name, changes in ONE_LAUNCH_VARIANTS]
 
 
@@ -216,7 +213,7 @@ def timelines(shape, b, weights, router, config) -> dict:
     """Per-kernel timeline of one routing+MoE call, for one tile of each variant kind."""
     out = {}
     for name, changes in variants():
-        if "late stream" in name or "no rotate" in name:
+        if "late stream" in name or "cold TLB" in name:
             continue
         fn = _fn(kernel_config(shape, b.batch, changes))
         try:

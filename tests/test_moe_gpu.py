@@ -121,8 +121,7 @@ TRITON_VARIANTS = {
     "one_launch+pdl": dict(down="one_launch", pdl=True),
     "slots+pdl late stream": dict(down="slots", pdl=True, early_stream=False),
     "one_launch+pdl late stream": dict(down="one_launch", pdl=True, early_stream=False),
-    "one_launch+pdl retire 1 wave": dict(down="one_launch", pdl=True, tail_retire=4),
-    "one_launch+pdl no rotate": dict(down="one_launch", pdl=True, rotate_k=False),
+    "one_launch+pdl cold TLB": dict(down="one_launch", pdl=True, warm_tlb=False),
 }
 
 
@@ -229,15 +228,13 @@ def _assert_one_launch_workspace_clean():
     assert clean, f"the one-launch workspace ({words} words) was not left zeroed"
 
 
-@pytest.mark.parametrize("pdl,changes", [(False, {}), (True, {}), (True, dict(tail_retire=4)),
-                                         (True, dict(early_stream=False, tail_retire=2))],
-                         ids=["plain", "pdl", "pdl+retire", "pdl+late+retire"])
+@pytest.mark.parametrize("pdl,changes", [(False, {}), (True, {}), (True, dict(early_stream=False, warm_tlb=False))],
+                         ids=["plain", "pdl", "pdl+late+cold"])
 def test_one_launch_random_cases_against_three_launch_path(layer, pdl, changes):
     """60 fresh random batches (1..100 tokens, k0 1..k, every fill mode): every call finishes
     (a lost hand-off would hang or leave a row unwritten: outputs are poisoned first), matches
     the three-launch path to fp32 rounding of the same slot-ordered sums, and leaves the
-    workspace zeroed; with odd programs retiring near the end and with streaming after the
-    token list too."""
+    workspace zeroed; also with streaming only after the token list and no page prefetch."""
     from oea_trt.moe.triton_kernel import fused_moe
 
     shape, w = layer

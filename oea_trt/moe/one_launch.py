@@ -50,8 +50,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_kernel import (_active_experts, _down_block, _gate_up_item, _launch_persistent, _next_pow2, _nth_active,
-                            _tokens_of_expert, one_block)
+from .triton_kernel import (_active_experts, _down_block, _gate_up_item, _interpreted, _launch_persistent, _next_pow2,
+                            _nth_active, _tokens_of_expert, one_block)
 
 # ---- device code -------------------------------------------------------------------------
 
@@ -87,6 +87,27 @@ def _globaltimer():
     """The GPU's global nanosecond timer (the same clock on every SM), for TRACE."""
     return tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l,r", [tl.full((), 0, tl.int32)],
                                      dtype=tl.int64, is_pure=False, pack=1)
+
+
+@triton.jit
+def _touch_pages(ptr, NUMEL: tl.constexpr, PAGE_ELEMS: tl.constexpr):
+    """Program p asks for one L2 line of pages p, p + programs, ... of the NUMEL-element tensor
+    at ptr (prefetch.global.L2 from one thread: nothing to wait for). Why: the first wave of
+    work items all start at once on pages no SM has translated yet; on the H100 that wave
+    streamed at ~2.8 TB/s against ~3.2 for the later ones, and rotating the items' K loops did
+    not change it (benchmarks/results/moe_one_launch_ab, b133178 and 1c11fe8 traces)."""
+    PAGES: tl.constexpr = (NUMEL + PAGE_ELEMS - 1) // PAGE_ELEMS
+    for page in range(tl.program_id(0), PAGES, tl.num_programs(0)):
+        tl.inline_asm_elementwise(
+            """{
+            .reg .pred p;
+            .reg .b32 t;
+            mov.u32 t, %tid.x;
+            setp.eq.u32 p, t, 0;
+            @p prefetch.global.L2 [$1];
+            mov.u32 $0, 0;
+            }""",
+            "=r,l", [ptr + page.to(tl.int64) * PAGE_ELEMS], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
@@ -150,9 +171,12 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
                        K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
                        GU_N: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr, DN_K: tl.constexpr,
                        USE_PDL: tl.constexpr, TRACE: tl.constexpr, ONE_BLOCK: tl.constexpr,
-                       TAIL_RETIRE: tl.constexpr, ROTATE_K: tl.constexpr):
+                       WARM_TLB: tl.constexpr, PAGE_ELEMS: tl.constexpr):
     if TRACE:  # per program: [program, launched, past the dependency wait, exited] (ns)
         t_launched = _globaltimer()
+    if WARM_TLB:  # weights are no kernel's output: safe to touch before the wait
+        _touch_pages(w13_ptr, E * 2 * I * H, PAGE_ELEMS)
+        _touch_pages(w2_ptr, E * H * I, PAGE_ELEMS)
     if USE_PDL:
         # May start while the routing kernel drains: wait for its memory (active_mask,
         # expert_ids, weights) and for whatever wrote x, before reading or writing anything.
@@ -170,19 +194,9 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
     total = gate_up_items + num_active * H_TILES
     if tl.program_id(0) == 0:
         _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, DN_N)
-    # TAIL_RETIRE (quarters of a wave, 0: off): in the last TAIL_RETIRE/4 wave of tickets, odd
-    # programs finish the item they hold and draw no more, so the last items drain with half as
-    # many programs sharing the bandwidth, each twice as fast.
-    retire_from = total - (TAIL_RETIRE * tl.num_programs(0)) // 4
-    if ONE_BLOCK:
-        owned = _owned_slots(expert_ids_ptr, tl.arange(0, BLOCK_M), num_tokens, E, K)
-    retiring = (tl.program_id(0) % 2) == 1
     w = tl.atomic_add(ticket_ptr, 1, sem="relaxed")
     while w < total:
-        if TAIL_RETIRE > 0 and retiring and w >= retire_from:
-            following = total
-        else:
-            following = tl.atomic_add(ticket_ptr, 1, sem="relaxed")
+        following = tl.atomic_add(ticket_ptr, 1, sem="relaxed")
         if USE_PDL:
             if w + tl.num_programs(0) >= total:  # about the last wave: the next kernel may launch
                 tl.extra.cuda.gdc_launch_dependents()
@@ -194,14 +208,15 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
         if w < gate_up_items:
             expert = _nth_active(rank, active, w // GU_TILES, E_PAD)
             _gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, w % GU_TILES, num_tokens, stride_x,
-                          H, I, K, K_PAD, BLOCK_M, GU_N, GU_K, ONE_BLOCK, ROTATE_K)
+                          H, I, K, K_PAD, BLOCK_M, GU_N, GU_K, ONE_BLOCK)
             tl.debug_barrier()  # every thread's act stores precede the release
             tl.atomic_add(gate_up_done_ptr + expert, 1, sem="release")
         else:
             d = w - gate_up_items
             expert = _nth_active(rank, active, d // H_TILES, E_PAD)
-            if ONE_BLOCK:  # the token list (routing's, not gate/up's) loads while the program waits
+            if ONE_BLOCK:  # the token list and owned slots (routing's, not gate/up's) load while it waits
                 toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
+                owned = _owned_slots(expert_ids_ptr, toks, num_tokens, E, K)
             _wait_for_count(gate_up_done_ptr + expert, GU_TILES)
             if TRACE:
                 tl.store(trace_ptr + w * 4 + 2, _globaltimer())
@@ -289,7 +304,8 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
     kwargs = dict(H=hidden, I=inter, E=num_experts, E_PAD=_next_pow2(num_experts), K=k, K_PAD=_next_pow2(k),
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k,
                   DN_N=cfg.dn_block_n, DN_K=cfg.dn_block_k, USE_PDL=use_pdl, TRACE=trace is not None,
-                  ONE_BLOCK=one_block(cfg, num_tokens), TAIL_RETIRE=cfg.tail_retire, ROTATE_K=int(cfg.rotate_k),
+                  ONE_BLOCK=one_block(cfg, num_tokens), WARM_TLB=cfg.warm_tlb and x.device.type == "cuda"
+                  and not _interpreted(), PAGE_ELEMS=(2 << 20) // w13.element_size(),
                   num_warps=cfg.gu_warps, num_stages=cfg.gu_stages)
     if use_pdl:
         kwargs["launch_pdl"] = True

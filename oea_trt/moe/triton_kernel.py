@@ -107,13 +107,10 @@ class KernelConfig:
     #: Where the batch is one token block (<= block_m tokens: every decode batch), work items
     #: issue their weight loads without first waiting for the expert's token list (one_block()).
     early_stream: bool = True
-    #: down="one_launch" only: in the last tail_retire/4 wave of work items, odd programs stop
-    #: taking items (0: off), so the last items drain at twice the per-program bandwidth.
-    tail_retire: int = 0
-    #: Each gate/up work item starts its K loop at a step given by its N-tile index and wraps
-    #: around (_k_offset), so a wave of items started together does not read the same x columns
-    #: at once. (Not the down items: a modulo-6 K offset cost their loop 40 registers.)
-    rotate_k: bool = True
+    #: down="one_launch" only: before waiting for the routing, each program touches a few 2 MB
+    #: pages of every expert's weights (a prefetch), so the page-table walks of the call's first
+    #: wave of items happen while the routing kernel still runs.
+    warm_tlb: bool = True
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:
@@ -288,7 +285,7 @@ def _gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, nu
                     H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                     K: tl.constexpr, K_PAD: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
-                    ONE_BLOCK: tl.constexpr, ROTATE_K: tl.constexpr):
+                    ONE_BLOCK: tl.constexpr):
     if USE_PDL:
         # May start while the routing kernel drains: wait for its memory (active_mask,
         # expert_ids) and for whatever wrote x, before reading or writing anything.
@@ -302,15 +299,13 @@ def _gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, nu
     for w in range(tl.program_id(0), total, tl.num_programs(0)):
         _signal_dependents_at_last_item(w, total, USE_PDL)
         _gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, _nth_active(rank, active, w // N_TILES, E_PAD),
-                      w % N_TILES, num_tokens, stride_x, H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK,
-                      ROTATE_K)
+                      w % N_TILES, num_tokens, stride_x, H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK)
 
 
 @triton.jit
 def _gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, n_tile, num_tokens, stride_x,
                   H: tl.constexpr, I: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ONE_BLOCK: tl.constexpr,
-                  ROTATE_K: tl.constexpr):
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ONE_BLOCK: tl.constexpr):
     """One gate/up work item: N-tile n_tile of `expert`'s gate and up rows, streamed once, times
     every token routed to the expert; silu(gate) * up into the token's act row (token*K + the
     first slot naming the expert), rounded to act's dtype. ONE_BLOCK (the batch fits one token
@@ -324,39 +319,25 @@ def _gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, n_tile, num_t
     for tok0 in range(0, num_tokens, BLOCK_M):  # one pass for a decode batch (<= BLOCK_M)
         toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD, BLOCK_M)
         if ONE_BLOCK:
-            act = _gate_up_tile(x_ptr, w_gate, w_up, toks, toks < num_tokens, n_tile * ROTATE_K, stride_x, H, BLOCK_M, BLOCK_N,
-                                BLOCK_K)
+            act = _gate_up_tile(x_ptr, w_gate, w_up, toks, toks < num_tokens, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
             tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :],
                      act.to(act_ptr.dtype.element_ty), mask=routed[:, None])
         elif tl.max(routed.to(tl.int32), axis=0) > 0:
-            act = _gate_up_tile(x_ptr, w_gate, w_up, toks, routed, n_tile * ROTATE_K, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
+            act = _gate_up_tile(x_ptr, w_gate, w_up, toks, routed, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
             tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :],
                      act.to(act_ptr.dtype.element_ty), mask=routed[:, None])
 
 
 @triton.jit
-def _k_offset(step, rot, STEPS: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Offset of K-step `step` of an item whose K loop starts at step rot (its N- or H-tile
-    index) and wraps around. Why: the programs of a wave start their items together, and with
-    every item at K-step 0 at once they read the same x columns and the same offsets of their
-    weight rows at the same moment; on the H100 that first wave streamed at ~2.8 TB/s against
-    ~3.1 for the later, desynchronised ones (benchmarks/results/moe_one_launch_ab, b133178
-    trace). The order of the fp32 K-partials is fixed per item: results stay deterministic."""
-    return ((step + rot) % STEPS) * BLOCK_K
-
-
-@triton.jit
-def _gate_up_tile(x_ptr, w_gate, w_up, toks, rows, rot, stride_x, H: tl.constexpr, BLOCK_M: tl.constexpr,
+def _gate_up_tile(x_ptr, w_gate, w_up, toks, rows, stride_x, H: tl.constexpr, BLOCK_M: tl.constexpr,
                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """silu(x @ gate^T) * (x @ up^T) in fp32 for the x rows of `toks` where `rows` (others 0).
-    The weight tiles are loaded first: their loads do not depend on the token list. The K-steps
-    start at step `rot` and wrap around (see _k_offset)."""
+    The weight tiles are loaded first: their loads do not depend on the token list."""
     kk = tl.arange(0, BLOCK_K)
     x_rows = x_ptr + toks[:, None].to(tl.int64) * stride_x + kk[None, :]
     acc_gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for step in range(0, H // BLOCK_K):
-        k0 = _k_offset(step, rot, H // BLOCK_K, BLOCK_K)
+    for k0 in range(0, H, BLOCK_K):
         gate = tl.load(w_gate + k0)
         up = tl.load(w_up + k0)
         x = tl.load(x_rows + k0, mask=rows[:, None], other=0.0)
@@ -584,8 +565,7 @@ def fused_moe(
         _gate_up_kernel, max_active * (inter // cfg.gu_block_n), cfg.max_programs,
         (hidden_states, w13, ids, mask_u8, act, num_tokens, hidden_states.stride(0)),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.gu_block_n, BLOCK_K=cfg.gu_block_k,
-             USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), ROTATE_K=int(cfg.rotate_k),
-             num_warps=cfg.gu_warps,
+             USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), num_warps=cfg.gu_warps,
              num_stages=cfg.gu_stages, **launch))
     if cfg.down == "combine":
         # The L2 prefetch is PTX for sm_90+ (cp.async.bulk): only where PDL could be used.

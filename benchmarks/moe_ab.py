@@ -12,9 +12,8 @@ cost, side by side, with the same weights, routing draws and timing as the main 
   one_launch+pdl...     1 launch: gate/up and down items in one persistent grid, each token's
                         tile summed by its last finisher (oea_trt/moe/one_launch.py; the default
                         up to 16 tokens), over ONE_LAUNCH_VARIANTS [gate/up n x k, down n x k,
-                        stages]: cold TLB (no page prefetch while routing runs, warm_tlb=False);
-                        late stream (each item waits for its expert's token list before
-                        streaming, early_stream=False)
+                        stages]: late stream (each item waits for its expert's token list
+                        before streaming, early_stream=False)
 
 Cases: qwen3-30b-a3b, skewed routing B=16 vanilla and OEA k0=3 (the target: routing+MoE ratio
 <= 0.55), uniform B=16 vanilla. Every variant is checked against the
@@ -63,7 +62,6 @@ def _ol(gu_n, gu_k, dn_n, dn_k, stages=4, per_sm=2, **more):
 
 ONE_LAUNCH_VARIANTS = (
     ("one_launch+pdl 2/SM [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128)),
-    ("one_launch+pdl 2/SM cold TLB [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128, warm_tlb=False)),
     ("one_launch+pdl 2/SM late stream [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128, early_stream=False)),
 )
 
@@ -213,7 +211,7 @@ def timelines(shape, b, weights, router, config) -> dict:
     """Per-kernel timeline of one routing+MoE call, for one tile of each variant kind."""
     out = {}
     for name, changes in variants():
-        if "late stream" in name or "cold TLB" in name:
+        if "late stream" in name:
             continue
         fn = _fn(kernel_config(shape, b.batch, changes))
         try:

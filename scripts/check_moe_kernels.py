@@ -95,8 +95,7 @@ def compile_one_launch(shape, cfg, pdl=False, one_block=True):
     consts = dict(H=shape.hidden_size, I=shape.moe_intermediate_size, E=shape.num_experts,
                   E_PAD=tk._next_pow2(shape.num_experts), K=shape.top_k, K_PAD=tk._next_pow2(shape.top_k),
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k, DN_N=cfg.dn_block_n,
-                  DN_K=cfg.dn_block_k, USE_PDL=pdl, TRACE=False, ONE_BLOCK=one_block, WARM_TLB=cfg.warm_tlb,
-                  PAGE_ELEMS=(2 << 20) // 2)
+                  DN_K=cfg.dn_block_k, USE_PDL=pdl, TRACE=False, ONE_BLOCK=one_block)
     return _compile(ol._one_launch_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
                     cfg.gu_stages, pdl)
 

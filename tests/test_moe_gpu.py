@@ -121,7 +121,6 @@ TRITON_VARIANTS = {
     "one_launch+pdl": dict(down="one_launch", pdl=True),
     "slots+pdl late stream": dict(down="slots", pdl=True, early_stream=False),
     "one_launch+pdl late stream": dict(down="one_launch", pdl=True, early_stream=False),
-    "one_launch+pdl cold TLB": dict(down="one_launch", pdl=True, warm_tlb=False),
 }
 
 
@@ -228,18 +227,18 @@ def _assert_one_launch_workspace_clean():
     assert clean, f"the one-launch workspace ({words} words) was not left zeroed"
 
 
-@pytest.mark.parametrize("pdl,changes", [(False, {}), (True, {}), (True, dict(early_stream=False, warm_tlb=False))],
-                         ids=["plain", "pdl", "pdl+late+cold"])
+@pytest.mark.parametrize("pdl,changes", [(False, {}), (True, {}), (True, dict(early_stream=False))],
+                         ids=["plain", "pdl", "pdl+late"])
 def test_one_launch_random_cases_against_three_launch_path(layer, pdl, changes):
     """60 fresh random batches (1..100 tokens, k0 1..k, every fill mode): every call finishes
     (a lost hand-off would hang or leave a row unwritten: outputs are poisoned first), matches
     the three-launch path to fp32 rounding of the same slot-ordered sums, and leaves the
-    workspace zeroed; also with streaming only after the token list and no page prefetch."""
+    workspace zeroed; also with streaming only after the token list (early_stream=False)."""
     from oea_trt.moe.triton_kernel import fused_moe
 
     shape, w = layer
     gen = torch.Generator().manual_seed(77 + int(pdl) + 2 * len(changes))
-    for case in range(60):
+    for case in range(20 if changes else 60):  # the default's own path gets the most cases
         T = int(torch.randint(1, 101, (1,), generator=gen))
         k0 = int(torch.randint(1, shape.top_k + 1, (1,), generator=gen))
         fill = ("invalid", "num_experts", "top1")[case % 3]

@@ -50,8 +50,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_kernel import (_active_experts, _down_block, _gate_up_item, _interpreted, _launch_persistent, _next_pow2,
-                            _nth_active, _tokens_of_expert, one_block)
+from .triton_kernel import (_active_experts, _down_block, _gate_up_item, _launch_persistent, _next_pow2, _nth_active,
+                            _tokens_of_expert, one_block)
 
 # ---- device code -------------------------------------------------------------------------
 
@@ -87,27 +87,6 @@ def _globaltimer():
     """The GPU's global nanosecond timer (the same clock on every SM), for TRACE."""
     return tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l,r", [tl.full((), 0, tl.int32)],
                                      dtype=tl.int64, is_pure=False, pack=1)
-
-
-@triton.jit
-def _touch_pages(ptr, NUMEL: tl.constexpr, PAGE_ELEMS: tl.constexpr):
-    """Program p asks for one L2 line of pages p, p + programs, ... of the NUMEL-element tensor
-    at ptr (prefetch.global.L2 from one thread: nothing to wait for). Why: the first wave of
-    work items all start at once on pages no SM has translated yet; on the H100 that wave
-    streamed at ~2.8 TB/s against ~3.2 for the later ones, and rotating the items' K loops did
-    not change it (benchmarks/results/moe_one_launch_ab, b133178 and 1c11fe8 traces)."""
-    PAGES: tl.constexpr = (NUMEL + PAGE_ELEMS - 1) // PAGE_ELEMS
-    for page in range(tl.program_id(0), PAGES, tl.num_programs(0)):
-        tl.inline_asm_elementwise(
-            """{
-            .reg .pred p;
-            .reg .b32 t;
-            mov.u32 t, %tid.x;
-            setp.eq.u32 p, t, 0;
-            @p prefetch.global.L2 [$1];
-            mov.u32 $0, 0;
-            }""",
-            "=r,l", [ptr + page.to(tl.int64) * PAGE_ELEMS], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
@@ -170,13 +149,9 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
                        H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                        K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
                        GU_N: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr, DN_K: tl.constexpr,
-                       USE_PDL: tl.constexpr, TRACE: tl.constexpr, ONE_BLOCK: tl.constexpr,
-                       WARM_TLB: tl.constexpr, PAGE_ELEMS: tl.constexpr):
+                       USE_PDL: tl.constexpr, TRACE: tl.constexpr, ONE_BLOCK: tl.constexpr):
     if TRACE:  # per program: [program, launched, past the dependency wait, exited] (ns)
         t_launched = _globaltimer()
-    if WARM_TLB:  # weights are no kernel's output: safe to touch before the wait
-        _touch_pages(w13_ptr, E * 2 * I * H, PAGE_ELEMS)
-        _touch_pages(w2_ptr, E * H * I, PAGE_ELEMS)
     if USE_PDL:
         # May start while the routing kernel drains: wait for its memory (active_mask,
         # expert_ids, weights) and for whatever wrote x, before reading or writing anything.
@@ -304,8 +279,7 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
     kwargs = dict(H=hidden, I=inter, E=num_experts, E_PAD=_next_pow2(num_experts), K=k, K_PAD=_next_pow2(k),
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k,
                   DN_N=cfg.dn_block_n, DN_K=cfg.dn_block_k, USE_PDL=use_pdl, TRACE=trace is not None,
-                  ONE_BLOCK=one_block(cfg, num_tokens), WARM_TLB=cfg.warm_tlb and x.device.type == "cuda"
-                  and not _interpreted(), PAGE_ELEMS=(2 << 20) // w13.element_size(),
+                  ONE_BLOCK=one_block(cfg, num_tokens),
                   num_warps=cfg.gu_warps, num_stages=cfg.gu_stages)
     if use_pdl:
         kwargs["launch_pdl"] = True

@@ -107,11 +107,6 @@ class KernelConfig:
     #: Where the batch is one token block (<= block_m tokens: every decode batch), work items
     #: issue their weight loads without first waiting for the expert's token list (one_block()).
     early_stream: bool = True
-    #: down="one_launch" only: before waiting for the routing, each program touches a few 2 MB
-    #: pages of every expert's weights (a prefetch), so the page-table walks of the call's first
-    #: wave of items happen while the routing kernel still runs.
-    warm_tlb: bool = True
-
     def __post_init__(self):
         if self.down not in DOWN_MODES:
             raise ValueError(f"KernelConfig.down must be one of {DOWN_MODES}, got {self.down!r}")

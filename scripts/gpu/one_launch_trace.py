@@ -23,7 +23,6 @@ CASES = (("skewed", 16, None), ("skewed", 16, 3))
 _TILES = dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_block_k=128, programs_per_sm=2)
 CONFIGS = {  # name -> KernelConfig changes
     "2/SM": _TILES,
-    "2/SM cold TLB": dict(_TILES, warm_tlb=False),
     "2/SM late stream": dict(_TILES, early_stream=False),
 }
 

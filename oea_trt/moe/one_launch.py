@@ -6,10 +6,10 @@ Why: at decode sizes the three-launch path spends ~15-19 us per 30B layer call t
 depend on the number of distinct experts T: two kernel boundaries inside the graph (each a
 drain, a launch and a pipeline ramp), the combine kernel, and each kernel's own tail. One grid
 has one ramp and one tail, and a down item starts the moment its expert's gate/up rows exist.
-Measured on an H100 (30B layer, skewed B=16, routing+MoE; benchmarks/results/moe_one_launch_ab):
-163-166 us vanilla and 92 us at k0=3, against 169-173 and 95-96 us for three launches. It is
-faster, but the ratio barely moves, and 3 launches stay faster at 64 tokens, where this kernel's
-64-row tiles run one program per SM.
+Measured on an H100 (30B layer, skewed B=16, routing+MoE; benchmarks/results/moe_one_launch_ab,
+runs 5-7): 159-160 us vanilla and 88.6-89.4 us at k0=3, against 169-172 and 95 us for three
+launches. It is faster, but the ratio barely moves, and 3 launches stay faster at 64 tokens,
+where this kernel's 64-row tiles run one program per SM.
 
 Work items, in this order: every gate/up item (active expert a, N-tile of the intermediate dim),
 then every down item (active expert a, tile of hidden rows), each group expert-major. A program

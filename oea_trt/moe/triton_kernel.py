@@ -106,7 +106,11 @@ class KernelConfig:
     programs_per_sm: Optional[int] = None
     #: Where the batch is one token block (<= block_m tokens: every decode batch), work items
     #: issue their weight loads without first waiting for the expert's token list (one_block()).
+    #: On the H100 (30B, skewed B=16, routing+MoE) it took ~1 us off three launches and, with
+    #: the one-launch path's owned-slot bitmask, ~3 us off one launch (benchmarks/results/
+    #: moe_one_launch_ab, runs 5-7).
     early_stream: bool = True
+
     def __post_init__(self):
         if self.down not in DOWN_MODES:
             raise ValueError(f"KernelConfig.down must be one of {DOWN_MODES}, got {self.down!r}")
@@ -160,8 +164,8 @@ def default_config(num_tokens: int, hidden: int, inter: int, top_k: int, num_exp
         dc_n *= 2
     dc_k = _fit(256, inter, "moe_intermediate_size") if inter % 16 == 0 else 256
     dc_stages = max(3, min(8, _DC_BYTES_IN_FLIGHT // (2 * dc_n * dc_k) + 1))
-    # Up to 16 tokens: one launch, 2 programs per SM (H100, 30B layer, skewed B=16: 166 / 92 us
-    # routing+MoE vanilla / k0=3 against 173 / 96 us for 3 launches; benchmarks/results/
+    # Up to 16 tokens: one launch, 2 programs per SM (H100, 30B layer, skewed B=16: 159 / 89 us
+    # routing+MoE vanilla / k0=3 against 169 / 95 us for 3 launches; benchmarks/results/
     # moe_one_launch_ab). At 64 tokens the one-launch kernel's 64-row tiles run 1 program per SM
     # and lose (534 vs 424 us uniform): 3 launches there.
     down = "one_launch" if block_m <= 16 else "slots"

@@ -109,7 +109,7 @@ def test_workspace_grows_and_old_ones_stay_alive(weights):
 
 
 def test_input_errors(weights):
-    from oea_trt.moe.fused_kernel import FusedConfig, default_config, fitted, fused_moe
+    from oea_trt.moe.fused_kernel import FusedConfig, fitted, fused_moe
 
     x, r = routing_case(SHAPE, 2, 2, "invalid", seed=1)
     with pytest.raises(ValueError, match="expert_ids must be int32"):

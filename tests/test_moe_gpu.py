@@ -287,7 +287,7 @@ def test_one_launch_workspace_is_not_grown_inside_a_capture(layer):
 
 
 def _fused(x, w, r, **cfg):
-    from oea_trt.moe.fused_kernel import FusedConfig, default_config, fused_moe
+    from oea_trt.moe.fused_kernel import default_config, fused_moe
 
     base = default_config(x.shape[0], w.hidden_size, w.intermediate_size, r.expert_ids.shape[1], w.num_experts)
     config = base.replace(**cfg)

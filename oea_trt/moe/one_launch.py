@@ -73,8 +73,9 @@ def _slot_owns_row(expert_ids_ptr, toks, num_tokens, s: tl.constexpr, E: tl.cons
 @triton.jit
 def _owned_slots(expert_ids_ptr, toks, num_tokens, E: tl.constexpr, K: tl.constexpr):
     """[BLOCK_M] int32 bitmask: bit s set where slot s of the token owns a y row
-    (_slot_owns_row). Kept in a register by every program for the whole call (one token block),
-    so finishing a down item costs no reload of the routing's ids after its counter atomic."""
+    (_slot_owns_row). A down item of a one-block batch loads it while it waits for its expert's
+    gate/up rows, so finishing the item needs no reload of the routing's ids after its counter
+    atomic (one round trip less at the end of every down item, the tail's included)."""
     tl.static_assert(K <= 31, "the per-token slot bitmask holds at most 31 slots")
     bits = tl.zeros(toks.shape, dtype=tl.int32)
     for s in tl.static_range(K):

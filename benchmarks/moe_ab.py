@@ -39,17 +39,10 @@ import torch  # noqa: E402
 PRESET = "qwen3-30b-a3b"
 #: (routing mode, batch, k0 or None for vanilla); the first two are the target's pair.
 CASES = (("skewed", 16, None), ("skewed", 16, 3), ("uniform", 16, None))
-#: Down + combine tiles (block_n, block_k, warps, stages): the default for H=2048 and a narrower
-#: K-step with a deeper pipeline (same weight bytes in flight).
-DC_TILES = ((16, 256, 4, 5), (16, 128, 4, 8))
 #: Tiles that won in the last H200 run's tuning (benchmarks/results/moe.json), by block_m: the
 #: gate/up tiles every variant shares, the per-slot down tiles of the 3-launch variants.
 GATE_UP = {16: (32, 128, 4, 4), 64: (64, 128, 4, 4)}
 SLOT_DOWN = {16: (64, 128, 4, 4), 64: (128, 64, 4, 4)}
-
-
-def _tile_tag(n, k, w, s) -> str:
-    return f"[{n}x{k},w{w},s{s}]"
 
 
 #: One-launch variants: (name, KernelConfig changes). Options measured and since removed (tickets

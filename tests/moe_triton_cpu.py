@@ -7,6 +7,7 @@ compiled, in bf16.
 import contextlib
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
@@ -37,6 +38,14 @@ def interpreter_numpy_fix():
         yield
     finally:
         interp._patch_lang_tensor = original
+
+
+@pytest.fixture(scope="module", autouse=True)
+def interpreter():
+    """Import into a test module (``from moe_triton_cpu import interpreter``) to run its tests
+    under interpreter_numpy_fix."""
+    with interpreter_numpy_fix():
+        yield
 
 
 #: Max error relative to max |ref|: fp16 (interpreter) keeps 11 bits, bf16 (GPU) 8.

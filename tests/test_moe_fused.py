@@ -9,7 +9,7 @@ import pytest
 import torch
 
 # Sets TRITON_INTERPRET=1 without a GPU:
-from moe_triton_cpu import DEVICE, DTYPE, assert_close, interpreter_numpy_fix, routing_case
+from moe_triton_cpu import DEVICE, DTYPE, assert_close, interpreter, routing_case  # noqa: F401 (autouse)
 
 triton = pytest.importorskip("triton", reason="the Triton kernel needs the triton package (pip install triton)")
 
@@ -18,12 +18,6 @@ from oea_trt.moe.reference import moe_reference  # noqa: E402
 from oea_trt.presets import MoEShape  # noqa: E402
 
 SHAPE = MoEShape("tiny", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=32, num_moe_layers=1)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _interpreter():
-    with interpreter_numpy_fix():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 # Sets TRITON_INTERPRET=1 without a GPU:
-from moe_triton_cpu import DEVICE, DTYPE, assert_close, interpreter_numpy_fix, routing_case
+from moe_triton_cpu import DEVICE, DTYPE, assert_close, interpreter, routing_case  # noqa: F401 (autouse)
 
 triton = pytest.importorskip("triton", reason="the Triton kernel needs the triton package (pip install triton)")
 
@@ -21,12 +21,6 @@ from oea_trt.presets import MoEShape  # noqa: E402
 #: I = 48: 3 gate/up N-tiles of 16; H = 64: 4 hidden tiles of 16 per down item.
 SHAPE = MoEShape("tiny-48", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=48, num_moe_layers=1)
 TILES = dict(gu_block_n=16, gu_block_k=16, dn_block_n=16, dn_block_k=16)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _interpreter():
-    with interpreter_numpy_fix():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -168,11 +168,34 @@ __device__ __forceinline__ void cluster_wait() {
 // Programmatic dependent launch (sm_90; no-ops when the launch did not ask for it): wait for
 // the previous kernel in the stream to finish and flush before touching global memory, then
 // let the next kernel be scheduled (it in turn waits for this one to finish before reading).
-__device__ __forceinline__ void pdl_wait_and_trigger() {
+// With an active_ready signal, CTA 0 first clears it: the next kernel is scheduled only once
+// every CTA has triggered, so it can never see the previous call's "ready".
+__device__ __forceinline__ void pdl_wait_and_trigger(const RouteArgs& a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+  if (a.active_ready != nullptr && blockIdx.x == 0) {
+    if (threadIdx.x == 0) {
+      atomicExch(a.active_ready, 0);
+      __threadfence();
+    }
+    __syncthreads();  // no thread of CTA 0 triggers before the clear is visible
+  }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
+}
+
+// CTA 0, right after write_active_set: active_ready = 1 once every thread's active_mask and
+// num_active stores are visible (barrier, then a fence and the flag: release), before phase 2
+// writes any row. A consumer that polls it may stream the active experts' weights meanwhile.
+__device__ __forceinline__ void publish_active_set(const RouteArgs& a) {
+  if (a.active_ready == nullptr) return;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicExch(a.active_ready, 1);
+  }
 }
 
 // mbase/mctx = OR over the cluster's CTAs of base/ctx. One thread per (CTA, word) reads the
@@ -218,7 +241,7 @@ __global__ void __launch_bounds__(fused_warps<typename LogitTraits<T>::Key, VPL>
   const int64_t first = static_cast<int64_t>(blockIdx.x) * tokens_per_cta;
   const int64_t end = min(a.num_tokens, first + tokens_per_cta);
 
-  pdl_wait_and_trigger();
+  pdl_wait_and_trigger(a);
   typename Rows::type row = Rows::make(sh, words);
   TokenState<Key> ts;
   // One token per warp: its kind and logits are in flight while the CTA zeroes its bits.
@@ -246,7 +269,10 @@ __global__ void __launch_bounds__(fused_warps<typename LogitTraits<T>::Key, VPL>
     cluster_arrive();  // done reading peers' smem; waited for before exit
   }
   __syncthreads();  // phase-1 bits (single CTA) or the merge (cluster) visible to the CTA
-  if (blockIdx.x == 0) write_active_set(a, sh);
+  if (blockIdx.x == 0) {
+    write_active_set(a, sh);
+    publish_active_set(a);
+  }
 
   if (one_token_per_warp) {
     if (t0 < end) route_phase2<T>(a, sh, t0, row, ts, n0 <= kWarp);
@@ -279,7 +305,7 @@ __global__ void __launch_bounds__(fused_warps<typename LogitTraits<T>::Key, VPL>
   const int64_t token = static_cast<int64_t>(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
   const bool has_token = token < a.num_tokens;  // uniform per warp
 
-  pdl_wait_and_trigger();
+  pdl_wait_and_trigger(a);
   RegRow<Key, VPL> row;
   DecodeToken<Key> tok;
   if (has_token) tok.kind = load_token<T>(a, token, row);  // in flight while the bits are zeroed
@@ -298,7 +324,10 @@ __global__ void __launch_bounds__(fused_warps<typename LogitTraits<T>::Key, VPL>
     cluster_arrive();  // done reading peers' smem; waited for before exit
   }
   __syncthreads();  // phase-1 bits (single CTA) or the merge (cluster) visible to the CTA
-  if (blockIdx.x == 0) write_active_set(a, sh);
+  if (blockIdx.x == 0) {
+    write_active_set(a, sh);
+    publish_active_set(a);
+  }
   if (has_token) {
     if (decode && tok.count > 0) decode_phase2(a, row, tok, sh.mbase);
     decode_write_row<T>(a, token, tok, sh.mbase, sh.mctx);
@@ -356,7 +385,10 @@ __global__ void __launch_bounds__(kMultiBlockWarps * kWarp)
     const_cast<uint32_t*>(sh.mctx)[w] = a.ws_ctx[w];
   }
   __syncthreads();
-  if (blockIdx.x == 0) write_active_set(a, sh);
+  if (blockIdx.x == 0) {
+    write_active_set(a, sh);
+    publish_active_set(a);
+  }
   const int64_t stride = static_cast<int64_t>(gridDim.x) * warps;
   typename Rows::type row = Rows::make(sh, words);
   for (int64_t t = static_cast<int64_t>(blockIdx.x) * warps + threadIdx.x / kWarp; t < a.num_tokens; t += stride) {
@@ -570,6 +602,10 @@ static cudaError_t route_typed(const RouteArgs& a, const DeviceInfo& dev, void* 
   const size_t smem = smem_layout(E, 0, warps, row_bytes).total;
   cudaError_t err = cudaMemsetAsync(workspace, 0, 2 * static_cast<size_t>((E + 31) / 32) * sizeof(uint32_t), stream);
   if (err != cudaSuccess) return err;
+  // The phase-2 grid sets active_ready; clear it first (a consumer may be launched with PDL
+  // right behind phase 2, and must not find the previous call's flag).
+  if (a.active_ready != nullptr && (err = cudaMemsetAsync(a.active_ready, 0, sizeof(int32_t), stream)) != cudaSuccess)
+    return err;
   err = launch(oea_route_phase1_kernel<T, VPL>, ctas, 1, false, warps * kWarp, smem, stream, b);
   if (err != cudaSuccess) return err;
   return launch(oea_route_phase2_kernel<T, VPL>, ctas, 1, false, warps * kWarp, smem, stream, b);
@@ -625,6 +661,15 @@ cudaError_t oea_route_launch(const OeaRoutingParams* params, const void* logits,
                              const int32_t* token_kind, int64_t num_leading_context, int64_t num_tokens,
                              int32_t* expert_ids, float* weights, uint8_t* active_mask, int32_t* num_active,
                              void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  return oea_route_launch_signal(params, logits, logits_type, token_kind, num_leading_context, num_tokens, expert_ids,
+                                 weights, active_mask, num_active, nullptr, workspace, workspace_bytes, stream);
+}
+
+cudaError_t oea_route_launch_signal(const OeaRoutingParams* params, const void* logits, int32_t logits_type,
+                                    const int32_t* token_kind, int64_t num_leading_context, int64_t num_tokens,
+                                    int32_t* expert_ids, float* weights, uint8_t* active_mask, int32_t* num_active,
+                                    int32_t* active_ready, void* workspace, size_t workspace_bytes,
+                                    cudaStream_t stream) {
   if (oea_validate_params(params) != nullptr || num_tokens < 0) return cudaErrorInvalidValue;
   if (num_tokens > 0 && (logits == nullptr || expert_ids == nullptr || weights == nullptr))
     return cudaErrorInvalidValue;
@@ -644,6 +689,7 @@ cudaError_t oea_route_launch(const OeaRoutingParams* params, const void* logits,
   a.weights = weights;
   a.active_mask = active_mask;
   a.num_active = num_active;
+  a.active_ready = active_ready;
   switch (logits_type) {
     case OEA_LOGITS_FP32: return oea::route_dispatch<float>(a, dev, workspace, workspace_bytes, stream);
     case OEA_LOGITS_FP16: return oea::route_dispatch<__half>(a, dev, workspace, workspace_bytes, stream);

@@ -17,7 +17,7 @@
 extern "C" {
 #endif
 
-#define OEA_ROUTING_API_VERSION 1
+#define OEA_ROUTING_API_VERSION 2
 #define OEA_MAX_SCHEDULE 16
 #define OEA_MAX_EXPERTS 4096
 
@@ -70,6 +70,23 @@ cudaError_t oea_route_launch(const OeaRoutingParams* params, const void* logits,
                              int64_t num_leading_context, int64_t num_tokens, int32_t* expert_ids,
                              float* weights, uint8_t* active_mask, int32_t* num_active,
                              void* workspace, size_t workspace_bytes, cudaStream_t stream);
+
+// oea_route_launch plus an early signal that the active set is final (API version 2).
+//   active_ready:  int32 [1] device memory, or NULL (then exactly oea_route_launch). The launch
+//                  sets it to 0 before a kernel launched after it with programmatic dependent
+//                  launch (PDL) can start, and to non-zero (a release store) as soon as
+//                  active_mask and num_active are final, BEFORE the expert_ids and weights rows
+//                  are written. A consumer launched with PDL may poll it (acquire) and then read
+//                  active_mask, and whatever was written before this launch in stream order,
+//                  while the routing still runs; it must still wait (griddepcontrol.wait)
+//                  before reading expert_ids or weights. Why: a decode MoE layer can start
+//                  streaming the active experts' weights ~a routing kernel earlier.
+cudaError_t oea_route_launch_signal(const OeaRoutingParams* params, const void* logits,
+                                    int32_t logits_type, const int32_t* token_kind,
+                                    int64_t num_leading_context, int64_t num_tokens,
+                                    int32_t* expert_ids, float* weights, uint8_t* active_mask,
+                                    int32_t* num_active, int32_t* active_ready, void* workspace,
+                                    size_t workspace_bytes, cudaStream_t stream);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -42,6 +42,7 @@ struct RouteArgs {
   float* weights;
   uint8_t* active_mask;
   int32_t* num_active;
+  int32_t* active_ready;  // oea_route_launch_signal: 0 at launch, 1 once the active set is final
   uint32_t* ws_base;  // multi-block path: global S_base bits [words]
   uint32_t* ws_ctx;   // multi-block path: context top-k bits outside S_base [words]
   TokenStash* ws_stash;  // multi-block path: [num_tokens]

@@ -17,7 +17,7 @@ from oea_trt.config import OEAConfig
 from oea_trt.kernels.library import KernelLibrary, OeaRoutingParams, params_for, params_from_fields
 
 REPO = Path(__file__).resolve().parents[1]
-API = {"oea_validate_params", "oea_workspace_size", "oea_route_launch"}
+API = {"oea_validate_params", "oea_workspace_size", "oea_route_launch", "oea_route_launch_signal"}
 
 pytestmark = pytest.mark.slow  # one nvcc build of ~50 kernels: ~30-60 s on 2 cores
 

@@ -60,7 +60,7 @@ def libraries(tmp_path_factory):
     return out
 
 
-def run_emulated(libraries, path, logits, cfg, kinds=None, leading=0):
+def run_emulated(libraries, path, logits, cfg, kinds=None, leading=0, active_ready=None):
     from oea_trt.kernels.library import params_for
 
     library, env = libraries[path]
@@ -79,7 +79,7 @@ def run_emulated(libraries, path, logits, cfg, kinds=None, leading=0):
         rc = library.launch(params, raw.data_ptr() if T else 0, LOGITS_TYPE[logits.dtype],
                             0 if kinds_c is None else kinds_c.data_ptr(), leading, T, ids.data_ptr() if T else 0,
                             weights.data_ptr() if T else 0, mask.data_ptr(), num_active.data_ptr(), ws.data_ptr(),
-                            ws.numel(), 0)
+                            ws.numel(), 0, 0 if active_ready is None else active_ready.data_ptr())
     finally:
         for k, v in saved.items():
             if v is None:
@@ -91,13 +91,13 @@ def run_emulated(libraries, path, logits, cfg, kinds=None, leading=0):
     return ids, weights, mask.bool(), int(num_active[0])
 
 
-def check(libraries, path, logits, cfg, kinds=None, leading=0, what=""):
+def check(libraries, path, logits, cfg, kinds=None, leading=0, what="", active_ready=None):
     T = logits.shape[0]
     ref_kinds = kinds
     if leading:
         ref_kinds = torch.tensor([1] * leading + [0] * (T - leading), dtype=torch.int32)
     want = oea_route(logits, cfg, ref_kinds)
-    ids, weights, mask, num_active = run_emulated(libraries, path, logits, cfg, kinds, leading)
+    ids, weights, mask, num_active = run_emulated(libraries, path, logits, cfg, kinds, leading, active_ready)
     what = f"[{path}] T={T} {logits.dtype} kinds={'-' if kinds is None else 'given'} leading={leading} {cfg} {what}"
     if not torch.equal(ids, want.expert_ids):
         row = int((ids != want.expert_ids).any(-1).nonzero().flatten()[0])
@@ -127,6 +127,16 @@ def test_emulated_kernel_equals_reference_on_random_cases(libraries, path):
     for seed in range(cases):
         logits, cfg, kinds, leading = random_emulated_case(9_100_000 + seed)
         check(libraries, path, logits, cfg, kinds, leading, f"seed={seed}")
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_emulated_active_ready_signal(libraries, path):
+    """oea_route_launch_signal: the same routing, and the flag ends set (whatever it held)."""
+    for seed in range(4):
+        logits, cfg, kinds, leading = random_emulated_case(9_200_000 + seed)
+        ready = torch.full((1,), -3 + seed, dtype=torch.int32)
+        check(libraries, path, logits, cfg, kinds, leading, f"seed={seed} with active_ready", active_ready=ready)
+        assert int(ready[0]) == 1, f"[{path}] seed={seed}: active_ready ended {int(ready[0])}, want 1"
 
 
 CONFIGS = [

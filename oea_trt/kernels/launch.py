@@ -51,13 +51,17 @@ def route_into(
     num_leading_context: int = 0,
     workspace: Optional[torch.Tensor] = None,
     params: Optional[OeaRoutingParams] = None,
+    active_ready: Optional[torch.Tensor] = None,
 ) -> None:
     """Route with the CUDA kernel into expert_ids int32 [T, k_max], weights fp32 [T, k_max],
     active_mask bool/uint8 [E] and num_active int32 (0-d or [1]).
 
     token_kind None: the first num_leading_context rows are context tokens, the rest decode
     (TensorRT-LLM's packed batch; 0 = all decode). workspace: uint8 CUDA tensor of at least
-    workspace_bytes(config, T) bytes, allocated here when None.
+    workspace_bytes(config, T) bytes, allocated here when None. active_ready: int32 with one
+    element, or None: the launch clears it, then sets it once active_mask and num_active are
+    final, before the rows are written (oea_route_launch_signal in plugin/oea_routing.h; the
+    one-launch MoE kernel polls it to start streaming weights while the routing still runs).
     """
     check_inputs(router_logits, config, token_kind)
     if not router_logits.is_cuda:
@@ -78,6 +82,10 @@ def route_into(
         if num_active.numel() != 1:
             raise RoutingInputError(f"num_active must hold one int32, got shape {list(num_active.shape)}")
         _expect(num_active, "num_active", tuple(num_active.shape), torch.int32, device)
+    if active_ready is not None:
+        if active_ready.numel() != 1:
+            raise RoutingInputError(f"active_ready must hold one int32, got shape {list(active_ready.shape)}")
+        _expect(active_ready, "active_ready", tuple(active_ready.shape), torch.int32, device)
     needed = lib.workspace_size(params, T)
     if workspace is None:
         workspace = torch.empty(needed, dtype=torch.uint8, device=device)
@@ -93,7 +101,8 @@ def route_into(
             expert_ids.data_ptr(), weights.data_ptr(),
             active_mask.data_ptr() if active_mask is not None else 0,
             num_active.data_ptr() if num_active is not None else 0,
-            workspace.data_ptr() if workspace.numel() else 0, workspace.numel() * workspace.element_size(), stream)
+            workspace.data_ptr() if workspace.numel() else 0, workspace.numel() * workspace.element_size(), stream,
+            active_ready.data_ptr() if active_ready is not None else 0)
     if code != 0:
         problem = lib.validate(params)
         detail = f" ({problem})" if problem else ""

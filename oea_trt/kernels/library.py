@@ -32,7 +32,8 @@ MAX_SCHEDULE = 16  # OEA_MAX_SCHEDULE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = REPO_ROOT / "plugin"
-SOURCE_FILES = ("oea_routing.cu", "oea_routing.h", "oea_routing_keys.cuh", "oea_routing_token.cuh", "oea_routing.map")
+SOURCE_FILES = ("oea_routing.cu", "oea_routing.h", "oea_routing_keys.cuh", "oea_routing_token.cuh",
+                "oea_routing_decode.cuh", "oea_routing.map")
 
 #: logits_type codes of oea_route_launch (enum OeaLogitsType), by torch dtype name.
 LOGITS_TYPE = {"float32": 0, "float16": 1, "bfloat16": 2}
@@ -126,6 +127,11 @@ class KernelLibrary:
             vp, vp, vp, vp, vp, ctypes.c_size_t, vp,
         ]
         lib.oea_route_launch.restype = ctypes.c_int
+        lib.oea_route_launch_signal.argtypes = [
+            ctypes.POINTER(OeaRoutingParams), vp, ctypes.c_int32, vp, ctypes.c_int64, ctypes.c_int64,
+            vp, vp, vp, vp, vp, vp, ctypes.c_size_t, vp,
+        ]
+        lib.oea_route_launch_signal.restype = ctypes.c_int
         self._lib = lib
 
     def validate(self, params: OeaRoutingParams) -> Optional[str]:
@@ -137,12 +143,14 @@ class KernelLibrary:
 
     def launch(self, params: OeaRoutingParams, logits: int, logits_type: int, token_kind: int,
                num_leading_context: int, num_tokens: int, expert_ids: int, weights: int,
-               active_mask: int, num_active: int, workspace: int, workspace_bytes: int, stream: int) -> int:
-        """oea_route_launch with raw device pointers (0 = NULL); returns the cudaError_t code."""
-        return int(self._lib.oea_route_launch(
+               active_mask: int, num_active: int, workspace: int, workspace_bytes: int, stream: int,
+               active_ready: int = 0) -> int:
+        """oea_route_launch (active_ready 0) or oea_route_launch_signal with raw device pointers
+        (0 = NULL); returns the cudaError_t code."""
+        return int(self._lib.oea_route_launch_signal(
             ctypes.byref(params), logits or None, logits_type, token_kind or None, num_leading_context,
             num_tokens, expert_ids or None, weights or None, active_mask or None, num_active or None,
-            workspace or None, workspace_bytes, stream or None))
+            active_ready or None, workspace or None, workspace_bytes, stream or None))
 
 
 # ---- finding or building the library -------------------------------------------------------

@@ -18,7 +18,7 @@ PLUGIN = HERE.parents[1] / "plugin"
 SOURCES = ("oea_routing.cu", "oea_routing.h", "oea_routing_keys.cuh", "oea_routing_token.cuh", "oea_routing_decode.cuh")
 
 REWRITES = [  # (pattern, replacement, expected number of matches)
-    (r"#if defined\(__CUDA_ARCH__\) && __CUDA_ARCH__ >= 900", "#if 1", 4),
+    (r"#if defined\(__CUDA_ARCH__\) && __CUDA_ARCH__ >= 900", "#if 1", 5),
     (r'asm volatile\("barrier\.cluster\.arrive\.release\.aligned;\\n" ::: "memory"\);', "emu::cluster_arrive();", 1),
     (r'asm volatile\("barrier\.cluster\.wait\.acquire\.aligned;\\n" ::: "memory"\);', "emu::cluster_wait();", 1),
     (r'asm volatile\("griddepcontrol\.(wait|launch_dependents);\\n" ::: "memory"\);', "emu::noop();", 2),

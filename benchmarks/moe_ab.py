@@ -55,7 +55,7 @@ def _ol(gu_n, gu_k, dn_n, dn_k, stages=4, per_sm=2, **more):
 
 ONE_LAUNCH_VARIANTS = (
     ("one_launch+pdl 2/SM [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128)),
-    ("one_launch+pdl 2/SM late stream [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128, early_stream=False)),
+    ("one_launch+pdl 2/SM after routing [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128, early_active=False)),
 )
 
 
@@ -87,23 +87,30 @@ def kernel_config(shape, batch, changes):
 def _fn(cfg):
     from oea_trt.moe.triton_kernel import fused_moe
 
-    return lambda x, w, r: fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, cfg)
+    return lambda x, w, r: fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, cfg,
+                                     active_ready=r.active_ready)
 
 
-def check(fn, x, weights, routing):
-    """(ok, max_err, rms_err, note): against the fp32 loop, and two calls bit-identical."""
+def check(fn, x, weights, routing, routed=None):
+    """(ok, max_err, rms_err, note): against the fp32 loop, two calls bit-identical, and (routed:
+    a routing call that publishes its active set early, as timed) the same bits right after it."""
     from oea_trt.bench.moe import MAX_TOL, RMS_TOL, _errors
     from oea_trt.moe.reference import moe_reference
 
     out = fn(x, weights, routing)
     again = fn(x, weights, routing)
+    after_routing = fn(x, weights, routed()) if routed is not None else out
     if x.is_cuda:
         torch.cuda.synchronize()
     ref = moe_reference(x, weights.w13, weights.w2, routing.expert_ids, routing.weights)
     max_err, rms_err = _errors(out, ref)
     same = bool(torch.equal(out, again))
-    ok = max_err <= MAX_TOL and rms_err <= RMS_TOL and same
-    return ok, max_err, rms_err, "" if same else "two calls differ"
+    same_routed = bool(torch.equal(out, after_routing))
+    ok = max_err <= MAX_TOL and rms_err <= RMS_TOL and same and same_routed
+    note = "" if same else "two calls differ"
+    if not same_routed:
+        note = (note + "; " if note else "") + "differs right after a signalling routing call"
+    return ok, max_err, rms_err, note
 
 
 def kernel_timeline(work):
@@ -135,7 +142,7 @@ def run(args, on_progress=None) -> dict:
     from oea_trt.bench.env import environment, l2_bytes
     from oea_trt.bench.moe import MoEBenchSpec, _Batch, _oea, _time_moe, _time_routed, _vanilla
     from oea_trt.bench.rotation import copies_needed, copies_that_fit
-    from oea_trt.bench.routers import pick_router
+    from oea_trt.bench.routers import pick_router, route_for_moe
     from oea_trt.bench.routing_inputs import make_sources
     from oea_trt.moe.layer import ExpertWeights
     from oea_trt.presets import get_preset
@@ -175,7 +182,8 @@ def run(args, on_progress=None) -> dict:
             fn = _fn(cfg)
             row = {"config": cfg.to_dict(), "launches": cfg.launches}
             try:
-                ok, max_err, rms_err, note = check(fn, b.x[0], weights[0], routings[0])
+                ok, max_err, rms_err, note = check(fn, b.x[0], weights[0], routings[0],
+                                                   lambda: route_for_moe(router, b.logits[0], config))
                 row.update(ok=ok, max_err=max_err, rms_err=rms_err, note=note)
                 if ok:
                     moe = _time_moe(fn, b, weights, routings, spec)
@@ -202,13 +210,15 @@ def run(args, on_progress=None) -> dict:
 
 def timelines(shape, b, weights, router, config) -> dict:
     """Per-kernel timeline of one routing+MoE call, for one tile of each variant kind."""
+    from oea_trt.bench.routers import route_for_moe
+
     out = {}
     for name, changes in variants():
         if "late stream" in name:
             continue
         fn = _fn(kernel_config(shape, b.batch, changes))
         try:
-            out[name] = kernel_timeline(lambda: fn(b.x[0], weights[0], router.route(b.logits[0], config)))
+            out[name] = kernel_timeline(lambda: fn(b.x[0], weights[0], route_for_moe(router, b.logits[0], config)))
         except Exception as exc:  # noqa: BLE001 (the timeline is optional)
             out[name] = [{"error": f"{type(exc).__name__}: {str(exc)[:200]}"}]
     return out

@@ -22,12 +22,16 @@ class RoutingResult(NamedTuple):
     weights: float32 [T, k_max], 0 in fill slots.
     active_mask: bool [E], experts that at least one token selected (fill never counts).
     num_active: int32 0-d tensor, active_mask.sum(): the T of the paper, what sets latency.
+    active_ready: None, or (routing kernel launched with signal=True) the int32 flag it set as
+        soon as active_mask was final; the MoE call that directly follows on the same stream may
+        start on it (oea_trt.moe, one-launch path) and clears it.
     """
 
     expert_ids: torch.Tensor
     weights: torch.Tensor
     active_mask: torch.Tensor
     num_active: torch.Tensor
+    active_ready: Optional[torch.Tensor] = None
 
 
 class RoutingInputError(ValueError):

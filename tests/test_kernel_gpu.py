@@ -31,8 +31,9 @@ def kernel():
     assert dispatch.kernel_available()
 
 
-def run_poisoned(logits, cfg, kinds=None, num_leading_context=0) -> RoutingResult:
-    """The kernel into outputs and workspace full of garbage (route_into, the op's own path)."""
+def run_poisoned(logits, cfg, kinds=None, num_leading_context=0, active_ready=None) -> RoutingResult:
+    """The kernel into outputs and workspace full of garbage (route_into, the op's own path);
+    active_ready: the early active-set flag (oea_route_launch_signal), or None."""
     from oea_trt.kernels import route_into, workspace_bytes
 
     T, E = logits.shape
@@ -42,7 +43,8 @@ def run_poisoned(logits, cfg, kinds=None, num_leading_context=0) -> RoutingResul
     mask = torch.full((E,), POISON_MASK, dtype=torch.uint8, device=dev)
     num_active = torch.full((1,), -12345, dtype=torch.int32, device=dev)
     workspace = torch.full((workspace_bytes(cfg, T),), 0xCD, dtype=torch.uint8, device=dev)
-    route_into(logits, cfg, ids, weights, mask, num_active, kinds, num_leading_context, workspace)
+    route_into(logits, cfg, ids, weights, mask, num_active, kinds, num_leading_context, workspace,
+               active_ready=active_ready)
     assert bool(((mask == 0) | (mask == 1)).all()), "active_mask holds a value other than 0/1 (unwritten?)"
     return RoutingResult(ids, weights, mask.bool(), num_active[0])
 
@@ -102,9 +104,13 @@ def test_kernel_equals_reference_on_random_cases(chunk):
         k = None if kinds is None else kinds.cuda()
         ref_kinds = kinds_for_leading(T, leading).cuda() if leading else k
         want = oea_route(x, cfg, ref_kinds)
-        got = run_poisoned(x, cfg, k, leading)
+        signal = seed % 4 == 1  # every path with the early active-set flag too: same rows, flag ends set
+        ready = torch.full((1,), -5, dtype=torch.int32, device=x.device) if signal else None
+        got = run_poisoned(x, cfg, k, leading, active_ready=ready)
         what = f"seed={seed} T={T} dtype={logits.dtype} leading={leading} {cfg}"
         assert_same(got, want, what)
+        if signal:
+            assert int(ready[0]) == 1, f"active_ready ended {int(ready[0])}: {what}"
         if seed % 8 == 0:  # the public op path (fresh outputs from torch's allocator)
             from oea_trt.kernels import route_kernel
 

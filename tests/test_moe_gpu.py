@@ -128,7 +128,8 @@ def _triton(x, w, r, **changes):
     from oea_trt.moe.triton_kernel import default_config, fused_moe
 
     base = default_config(x.shape[0], w.hidden_size, w.intermediate_size, r.expert_ids.shape[1], w.num_experts)
-    return fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, base.replace(**changes))
+    return fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, base.replace(**changes),
+                     active_ready=getattr(r, "active_ready", None))
 
 
 def test_default_is_one_launch_to_16_tokens_then_three_with_pdl_on_hopper():
@@ -281,6 +282,111 @@ def test_one_launch_workspace_is_not_grown_inside_a_capture(layer):
     with pytest.raises(RuntimeError, match="workspace"):
         with torch.cuda.graph(graph):
             _triton(x, w, SimpleNamespace(expert_ids=ids, weights=wts, active_mask=None), down="one_launch")
+
+
+# ---- routing kernel -> one-launch kernel started on the routing's published active set -------
+
+
+def _route_kernel_or_skip():
+    from oea_trt.dispatch import kernel_available
+
+    if not kernel_available():
+        pytest.skip("the routing kernel library is unavailable here")
+    from oea_trt.kernels import route_kernel
+
+    return route_kernel
+
+
+def _decode_batch(shape, num_tokens, seed):
+    logits = SkewedRouter(shape.num_experts).logits(num_tokens, seed=seed).cuda()
+    x = torch.randn(num_tokens, shape.hidden_size, device="cuda", dtype=torch.bfloat16,
+                    generator=torch.Generator(device="cuda").manual_seed(seed))
+    return logits, x
+
+
+def test_early_active_random_pairs_match_the_plain_path(layer):
+    """40 fresh random decode batches (1..16 tokens, k0 1..k, every fill mode), each routed by the
+    kernel with signal=True and followed directly by the one-launch MoE with PDL, which starts on
+    the published active set: bit-identical to the same MoE on a routing without the signal,
+    every row written (output poisoned), the flag and the workspace left cleared."""
+    from oea_trt.moe import one_launch
+    from oea_trt.moe.triton_kernel import default_config, fitted
+
+    route_kernel = _route_kernel_or_skip()
+    shape, w = layer
+    gen = torch.Generator().manual_seed(4242)
+    for case in range(40):
+        T = int(torch.randint(1, 17, (1,), generator=gen))
+        k0 = int(torch.randint(1, shape.top_k + 1, (1,), generator=gen))
+        config = OEAConfig(shape.num_experts, shape.top_k, k0, fill=("invalid", "num_experts", "top1")[case % 3])
+        logits, x = _decode_batch(shape, T, seed=5000 + case)
+        cfg = fitted(default_config(T, shape.hidden_size, shape.moe_intermediate_size, shape.top_k, shape.num_experts)
+                     .replace(down="one_launch", pdl=True), T, shape.hidden_size, shape.moe_intermediate_size)
+        out = torch.full_like(x, float("nan"))
+        r = route_kernel(logits, config, signal=True)
+        assert one_launch.early_active(cfg, T, r.active_ready)
+        one_launch.launch(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask.view(torch.uint8), out, cfg, True,
+                          active_ready=r.active_ready)
+        torch.cuda.synchronize()
+        plain = route_kernel(logits, config)
+        assert torch.equal(r.expert_ids, plain.expert_ids) and torch.equal(r.active_mask, plain.active_mask)
+        want = _triton(x, w, plain, down="one_launch", pdl=True)
+        assert not torch.isnan(out).any(), f"case {case}: T={T} k0={k0}: rows left unwritten"
+        assert torch.equal(out, want), f"case {case}: T={T} k0={k0}"
+        assert int(r.active_ready[0]) == 0, "the MoE kernel did not clear the active-set flag"
+        _assert_one_launch_workspace_clean()
+    _assert_bf16_close(out, moe_reference(x, w.w13, w.w2, plain.expert_ids, plain.weights))
+
+
+def test_early_active_graph_replay_back_to_back(layer):
+    """Four routing(signal)+MoE pairs in one graph, back to back as in the benchmark (each MoE's
+    act and y buffers are the previous call's, written before the routing's rows exist):
+    replayed on new logits and hidden states, bit-identical to the plain eager path."""
+    route_kernel = _route_kernel_or_skip()
+    shape, w = layer
+    config = OEAConfig(shape.num_experts, shape.top_k, 3)
+    batches = [_decode_batch(shape, 16, seed=600 + i) for i in range(4)]
+
+    def work():
+        return [_triton(x, w, route_kernel(lg, config, signal=True), down="one_launch", pdl=True)
+                for lg, x in batches]
+
+    graph, outs = _capture(work)
+    for seed in (1, 2):
+        g = torch.Generator(device="cuda").manual_seed(seed)
+        for lg, x in batches:
+            x.copy_(torch.randn(x.shape, device="cuda", dtype=x.dtype, generator=g))
+            lg.copy_(torch.randn(lg.shape, device="cuda", generator=g))
+        for _ in range(3):
+            graph.replay()
+        torch.cuda.synchronize()
+        for (lg, x), got in zip(batches, outs):
+            assert torch.equal(got, _triton(x, w, route_kernel(lg, config), down="one_launch", pdl=True))
+    _assert_one_launch_workspace_clean()
+
+
+def test_early_active_flag_reused_or_left_set(layer):
+    """A second MoE call on an already consumed routing finds the flag cleared and waits for the
+    routing properly (same bits); a signalling routing whose MoE call takes the three-launch
+    path leaves the flag set, and the next pair is still right (the routing clears it first)."""
+    route_kernel = _route_kernel_or_skip()
+    shape, w = layer
+    config = OEAConfig(shape.num_experts, shape.top_k, 2)
+    (lg1, x1), (lg2, x2), (lg3, x3) = (_decode_batch(shape, 8, seed=700 + i) for i in range(3))
+    want = [_triton(x, w, route_kernel(lg, config), down="one_launch", pdl=True)
+            for lg, x in ((lg1, x1), (lg2, x2), (lg3, x3))]
+    r1 = route_kernel(lg1, config, signal=True)
+    first = _triton(x1, w, r1, down="one_launch", pdl=True)
+    again = _triton(x1, w, r1, down="one_launch", pdl=True)
+    r2 = route_kernel(lg2, config, signal=True)
+    three = _triton(x2, w, r2, down="slots", pdl=True)
+    flag_left = int(r2.active_ready[0])
+    third = _triton(x3, w, route_kernel(lg3, config, signal=True), down="one_launch", pdl=True)
+    torch.cuda.synchronize()
+    assert torch.equal(first, want[0]) and torch.equal(again, want[0]) and torch.equal(third, want[2])
+    assert flag_left == 1
+    _assert_bf16_close(three, want[1])
+    _assert_one_launch_workspace_clean()
 
 
 # ---- the one-launch kernel (fused_kernel.py) ---------------------------------------------------

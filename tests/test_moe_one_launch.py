@@ -95,6 +95,51 @@ def test_late_stream_changes_no_bits(weights, programs):
         _assert_clean()
 
 
+@pytest.mark.parametrize("programs", [None, 2, 40])
+def test_early_active_set_changes_no_bits_and_consumes_the_flag(weights, programs):
+    """Started on the routing's published active set (a flag the routing kernel would have set;
+    set here by hand), gate/up items write act rows by active rank without reading the routing's
+    rows: the same bits as the default, for any grid, with tokens that have no expert; the
+    flag ends cleared, the workspace zeroed."""
+    from oea_trt.moe import one_launch
+    from oea_trt.moe.triton_kernel import default_config, fitted, fused_moe
+
+    for num_tokens, k0, fill in ((1, 2, "invalid"), (11, 2, "top1"), (16, 3, "num_experts")):
+        x, r = routing_case(SHAPE, num_tokens, k0, fill, seed=70 + num_tokens)
+        ids = r.expert_ids.clone()
+        ids[0] = -1  # token 0 has no expert: its zero row comes from the first down item
+        wts = r.weights.clone()
+        mask = torch.zeros(SHAPE.num_experts, dtype=torch.bool, device=DEVICE)
+        mask[ids[(ids >= 0) & (ids < SHAPE.num_experts)].long()] = True
+        want = _run(x, weights, ids, wts, mask)
+        flag = torch.ones(1, dtype=torch.int32, device=DEVICE)
+        cfg = default_config(num_tokens, 64, 48, 4, 8).replace(down="one_launch", **TILES)
+        if programs is None:
+            got = fused_moe(x, weights.w13, weights.w2, ids, wts, mask, cfg, active_ready=flag)
+        else:
+            got = torch.empty_like(x)
+            one_launch.launch(x, weights.w13, weights.w2, ids, wts, mask.view(torch.uint8), got,
+                              fitted(cfg, num_tokens, 64, 48), False, programs=programs, active_ready=flag)
+        assert one_launch.early_active(fitted(cfg, num_tokens, 64, 48), num_tokens, flag)
+        assert torch.equal(got, want), (num_tokens, programs)
+        assert torch.count_nonzero(got[0]) == 0
+        assert int(flag[0]) == 0, "the kernel did not clear the active-set flag"
+        _assert_clean()
+
+
+def test_early_active_needs_the_flag_one_block_and_the_option():
+    from oea_trt.moe import one_launch
+    from oea_trt.moe.triton_kernel import default_config
+
+    flag = torch.ones(1, dtype=torch.int32)
+    cfg = default_config(16, 64, 48, 4, 8).replace(down="one_launch")
+    assert one_launch.early_active(cfg, 16, flag)
+    assert not one_launch.early_active(cfg, 16, None)
+    assert not one_launch.early_active(cfg.replace(early_active=False), 16, flag)
+    assert not one_launch.early_active(cfg.replace(early_stream=False), 16, flag)
+    assert not one_launch.early_active(cfg, 70, flag)  # two token blocks
+
+
 def test_three_launch_path_same_bits_with_and_without_early_stream(weights):
     from oea_trt.moe.triton_kernel import default_config, fused_moe
 
@@ -124,7 +169,7 @@ def test_repeated_expert_fill_and_tokens_with_no_expert(weights):
 def test_workspace_words_and_growth():
     from oea_trt.moe import one_launch
 
-    assert one_launch.sync_words(num_experts=128, num_tokens=16, h_tiles=32) == 2 + 128 + 16 * 32
+    assert one_launch.sync_words(num_experts=128, num_tokens=16, h_tiles=32) == 3 + 128 + 16 * 32
     small = one_launch.sync_workspace(10, torch.device("cpu"))
     assert small.numel() >= 10 and small.dtype == torch.int32
     big = one_launch.sync_workspace(small.numel() + 1, torch.device("cpu"))

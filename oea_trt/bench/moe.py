@@ -31,7 +31,7 @@ from ..presets import MoEShape, get_preset
 from .bandwidth import measure_bandwidth
 from .env import environment, l2_bytes
 from .rotation import copies_needed, copies_that_fit
-from .routers import Router, pick_router
+from .routers import Router, pick_router, route_for_moe
 from .routing_inputs import make_sources
 from .timing import Timing, time_eager, time_in_graph
 
@@ -145,7 +145,8 @@ def _impl_fn(impl: str, kernel_config=None, align: int = 1) -> Callable:
     if impl == "triton":
         from ..moe.triton_kernel import fused_moe
 
-        return lambda x, w, r: fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, kernel_config)
+        return lambda x, w, r: fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, kernel_config,
+                                         active_ready=r.active_ready)
     if impl == "grouped_mm":
         from ..moe.grouped_mm import moe_grouped_mm
 
@@ -245,7 +246,7 @@ def _time_routed(fn, batch: _Batch, weights, router: Router, config: OEAConfig, 
 
     def work():
         for c in range(C):
-            fn(batch.x[c], weights[c], router.route(batch.logits[c], config))
+            fn(batch.x[c], weights[c], route_for_moe(router, batch.logits[c], config))
 
     return time_in_graph(work, calls=C, repeats=spec.repeats, replays=spec.replays)
 
@@ -481,7 +482,7 @@ def _graph_nodes(shape, spec, router, weights, usable, tuned) -> dict:
     out = {}
     for impl in [i for i in OURS if i in usable]:
         fn = _impl_fn(impl, _config_for(16, tuned[impl]))
-        out[impl] = {"routing+moe": count_nodes(lambda: fn(x, weights[0], router.route(logits, config))),
+        out[impl] = {"routing+moe": count_nodes(lambda: fn(x, weights[0], route_for_moe(router, logits, config))),
                      "moe": count_nodes(lambda: fn(x, weights[0], routing))}
         _log(f"  graph nodes per call, {impl}: routing+MoE {out[impl]['routing+moe']}, MoE {out[impl]['moe']}")
     return out

@@ -24,6 +24,14 @@ class Router(NamedTuple):
     note: str  # why this one
 
 
+def route_for_moe(router: Router, logits: torch.Tensor, config: OEAConfig):
+    """router.route for a MoE call that follows directly on the same stream: the kernel also
+    publishes its active set early (RoutingResult.active_ready), as a served model would route."""
+    if router.name == "kernel":
+        return router.route(logits, config, signal=True)
+    return router.route(logits, config)
+
+
 def _agrees(route: Callable, device: str) -> str:
     """'' when `route` matches the reference on a few batches, else what differed."""
     for num_tokens, logits_fn, k0 in ((16, skewed_logits, 3), (64, uniform_logits, 5), (1, uniform_logits, 8)):

@@ -4,10 +4,13 @@ library: find / build / load liboea_routing.so (ctypes over plugin/oea_routing.h
 launch:  route_into, the kernel on torch CUDA tensors into caller-provided outputs.
 op:      torch.ops.oea_trt.route (torch.compile and CUDA-graph friendly) and route_kernel,
          which returns a RoutingResult like oea_trt.routing.oea_route.
+signal:  the per-device flag by which the routing kernel tells the one-launch MoE kernel that
+         the active set is final (route_kernel(..., signal=True)).
 Most callers want oea_trt.dispatch.route, which picks the kernel on CUDA tensors.
 """
 from .library import KernelUnavailable, load_library
 from .launch import route_into, workspace_bytes
 from .op import route_kernel
+from .signal import active_ready_flag
 
-__all__ = ["KernelUnavailable", "load_library", "route_into", "route_kernel", "workspace_bytes"]
+__all__ = ["KernelUnavailable", "active_ready_flag", "load_library", "route_into", "route_kernel", "workspace_bytes"]

@@ -14,10 +14,11 @@ import torch
 from ..config import OEAConfig
 from ..routing import RoutingResult, check_inputs
 from .launch import route_into
+from .signal import active_ready_flag
 from .library import config_fields
 
 
-@torch.library.custom_op("oea_trt::route", mutates_args=())
+@torch.library.custom_op("oea_trt::route", mutates_args=("active_ready",))
 def _route_op(
     router_logits: torch.Tensor,
     token_kind: Optional[torch.Tensor],
@@ -33,6 +34,7 @@ def _route_op(
     piggyback_on_context: bool,
     schedule_min_decode: List[int],
     schedule_k0: List[int],
+    active_ready: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     config = _config_from_fields(num_experts, top_k, k0, k_max, max_rank, top_p, renormalize, fill,
                                  piggyback_on_context, tuple(schedule_min_decode), tuple(schedule_k0))
@@ -43,13 +45,14 @@ def _route_op(
     active_mask = torch.empty((num_experts,), dtype=torch.bool, device=device)
     num_active = torch.empty((), dtype=torch.int32, device=device)
     route_into(router_logits, config, expert_ids, weights, active_mask, num_active, token_kind,
-               num_leading_context)
+               num_leading_context, active_ready=active_ready)
     return expert_ids, weights, active_mask, num_active
 
 
 @_route_op.register_fake
 def _route_op_fake(router_logits, token_kind, num_leading_context, num_experts, top_k, k0, k_max, max_rank,
-                   top_p, renormalize, fill, piggyback_on_context, schedule_min_decode, schedule_k0):
+                   top_p, renormalize, fill, piggyback_on_context, schedule_min_decode, schedule_k0,
+                   active_ready=None):
     T = router_logits.shape[0]
     return (
         router_logits.new_empty((T, k_max), dtype=torch.int32),
@@ -76,13 +79,17 @@ def route_kernel(
     config: OEAConfig,
     token_kind: Optional[torch.Tensor] = None,
     num_leading_context: int = 0,
+    signal: bool = False,
 ) -> RoutingResult:
-    """OEA routing with the fused CUDA kernel (CUDA tensors); same result as oea_route."""
+    """OEA routing with the fused CUDA kernel (CUDA tensors); same result as oea_route.
+    signal: also set the device's active-set flag (signal.py) and return it as
+    RoutingResult.active_ready, for the one-launch MoE call that directly follows."""
     check_inputs(router_logits, config, token_kind)
     f = config_fields(config)
     schedule = f["schedule"]
+    flag = active_ready_flag(router_logits.device) if signal else None
     ids, weights, active_mask, num_active = torch.ops.oea_trt.route(
         router_logits, token_kind, int(num_leading_context), f["num_experts"], f["top_k"], f["k0"], f["k_max"],
         f["max_rank"], float(f["top_p"]), f["renormalize"], f["fill"], f["piggyback_on_context"],
-        [m for m, _ in schedule], [k for _, k in schedule])
-    return RoutingResult(ids, weights, active_mask, num_active)
+        [m for m, _ in schedule], [k for _, k in schedule], flag)
+    return RoutingResult(ids, weights, active_mask, num_active, flag)

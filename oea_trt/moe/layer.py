@@ -4,6 +4,9 @@
     routing = route(router_logits, OEAConfig(128, 8, k0=3))        # RoutingResult
     out = moe_forward(hidden_states, weights, routing)             # [T, H] bf16
 
+Routed with route(..., signal=True) right before the MoE call on the same stream, the
+one-launch kernel starts streaming gate/up on the routing's active set before the routing ends.
+
 Expert weights are stored the way the kernels stream them: w13 [E, 2I, H] (each expert's gate
 rows, then its up rows, as Hugging Face's gate_proj / up_proj weights are [I, H]) and
 w2 [E, H, I] (down_proj). No bias, no shared expert (Qwen3-MoE has neither). Optionally also
@@ -124,10 +127,12 @@ def moe_forward(
     expert_ids int32 [T, k] + routing_weights float32 [T, k]. Slots with ids outside [0, E)
     are skipped. impl: "auto" (triton on CUDA, else the loop), "fused", "triton", "grouped_mm",
     "loop". "fused" reads w2_t when the weights carry it."""
+    active_ready = None
     if routing is not None:
         if expert_ids is not None or routing_weights is not None:
             raise ValueError("pass either routing or expert_ids + routing_weights, not both")
         expert_ids, routing_weights, active_mask = routing.expert_ids, routing.weights, routing.active_mask
+        active_ready = getattr(routing, "active_ready", None)
     elif expert_ids is None or routing_weights is None:
         raise ValueError("moe_forward needs a RoutingResult or both expert_ids and routing_weights")
     else:
@@ -136,4 +141,7 @@ def moe_forward(
         impl = "triton" if hidden_states.is_cuda else "loop"
     fn = _impl(impl)
     w2 = weights.down("ih") if impl == "fused" else weights.w2
+    if impl == "triton" and active_ready is not None:  # routed with signal=True: may start early
+        return fn(hidden_states, weights.w13, w2, expert_ids, routing_weights, active_mask=active_mask,
+                  active_ready=active_ready)
     return fn(hidden_states, weights.w13, w2, expert_ids, routing_weights, active_mask=active_mask)

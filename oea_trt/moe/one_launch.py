@@ -30,7 +30,8 @@ its tokens in a per-(token, hidden tile) counter. The program that completes a t
 writes the output tile: deterministic, bit-reproducible, no atomics on data.
 
 All synchronisation state lives in one int32 workspace (per device, kept forever, zero between
-calls): the ticket, an exit count, the per-expert gate/up counters, the per-(token, tile)
+calls): the ticket, an exit count, a count of programs past the active-set wait (below), the
+per-expert gate/up counters, the per-(token, tile)
 counters. A finished tile resets its counter; the last program to exit resets the rest, so a
 call needs no memset and no extra launch. Calls that share a device must be stream-ordered (one
 stream, or graphs replayed on one stream), as two concurrent calls would share the workspace.
@@ -81,6 +82,24 @@ def _owned_slots(expert_ids_ptr, toks, num_tokens, E: tl.constexpr, K: tl.conste
     for s in tl.static_range(K):
         bits = bits | (_slot_owns_row(expert_ids_ptr, toks, num_tokens, s, E, K).to(tl.int32) << s)
     return bits
+
+
+@triton.jit
+def _wait_for_active_set(ready_ptr, SPINS: tl.constexpr, USE_PDL: tl.constexpr):
+    """EARLY_ACTIVE: spin until the routing kernel has published the batch's active set (its
+    active_ready flag, acquire; the routing clears it before this kernel can launch and sets it
+    once active_mask is final), then a CTA barrier. A flag that never comes within SPINS polls
+    (one no routing launch was given) falls back to griddepcontrol.wait: slower, never wrong.
+    (Without PDL this kernel starts after the routing kernel has finished: nothing to wait for.)"""
+    seen = tl.atomic_add(ready_ptr, 0, sem="acquire")
+    spins = 0
+    while (seen == 0) & (spins < SPINS):
+        seen = tl.atomic_add(ready_ptr, 0, sem="acquire")
+        spins += 1
+    tl.debug_barrier()
+    if USE_PDL:
+        if seen == 0:
+            tl.extra.cuda.gdc_wait()
 
 
 @triton.jit
@@ -146,14 +165,25 @@ def _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H: tl
 
 @triton.jit(do_not_specialize=["num_tokens"])
 def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, act_ptr, y_ptr,
-                       out_ptr, sync_ptr, trace_ptr, num_tokens, stride_x, stride_out, trace_programs_at,
+                       out_ptr, sync_ptr, ready_ptr, trace_ptr, num_tokens, stride_x, stride_out, trace_programs_at,
                        H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                        K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
                        GU_N: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr, DN_K: tl.constexpr,
-                       USE_PDL: tl.constexpr, TRACE: tl.constexpr, ONE_BLOCK: tl.constexpr):
+                       USE_PDL: tl.constexpr, TRACE: tl.constexpr, ONE_BLOCK: tl.constexpr,
+                       EARLY_ACTIVE: tl.constexpr):
     if TRACE:  # per program: [program, launched, past the dependency wait, exited] (ns)
         t_launched = _globaltimer()
-    if USE_PDL:
+    if EARLY_ACTIVE:
+        # Started while the routing kernel still runs: only its active set (and x, written
+        # before the routing in stream order) may be read before griddepcontrol.wait, which
+        # every down item passes before it reads expert_ids or weights.
+        _wait_for_active_set(ready_ptr, 1024, USE_PDL)
+        # The last program to get here clears the flag, long before any program lets the next
+        # kernel launch (each does so at its last item): a second MoE call on the same routing
+        # output can then never see this call's flag, only wait properly (the fallback).
+        if tl.atomic_add(sync_ptr + 2, 1, sem="relaxed") == tl.num_programs(0) - 1:
+            tl.atomic_xchg(ready_ptr, 0, sem="relaxed")
+    elif USE_PDL:
         # May start while the routing kernel drains: wait for its memory (active_mask,
         # expert_ids, weights) and for whatever wrote x, before reading or writing anything.
         tl.extra.cuda.gdc_wait()
@@ -163,13 +193,14 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
     H_TILES: tl.constexpr = H // DN_N
     ticket_ptr = sync_ptr
     exited_ptr = sync_ptr + 1
-    gate_up_done_ptr = sync_ptr + 2  # [E], by expert id
-    tile_done_ptr = sync_ptr + 2 + E  # [tokens, H_TILES]
+    gate_up_done_ptr = sync_ptr + 3  # [E], by expert id (sync_ptr + 2: programs past the active-set wait)
+    tile_done_ptr = sync_ptr + 3 + E  # [tokens, H_TILES]
     rank, active, num_active = _active_experts(active_mask_ptr, E, E_PAD)
     gate_up_items = num_active * GU_TILES
     total = gate_up_items + num_active * H_TILES
-    if tl.program_id(0) == 0:
-        _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, DN_N)
+    if not EARLY_ACTIVE:
+        if tl.program_id(0) == 0:
+            _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, DN_N)
     w = tl.atomic_add(ticket_ptr, 1, sem="relaxed")
     while w < total:
         following = tl.atomic_add(ticket_ptr, 1, sem="relaxed")
@@ -184,12 +215,18 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
         if w < gate_up_items:
             expert = _nth_active(rank, active, w // GU_TILES, E_PAD)
             _gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, w % GU_TILES, num_tokens, stride_x,
-                          H, I, K, K_PAD, BLOCK_M, GU_N, GU_K, ONE_BLOCK)
+                          H, I, K, K_PAD, BLOCK_M, GU_N, GU_K, ONE_BLOCK, w // GU_TILES, EARLY_ACTIVE)
             tl.debug_barrier()  # every thread's act stores precede the release
             tl.atomic_add(gate_up_done_ptr + expert, 1, sem="release")
         else:
             d = w - gate_up_items
             expert = _nth_active(rank, active, d // H_TILES, E_PAD)
+            if EARLY_ACTIVE:
+                if USE_PDL:
+                    tl.extra.cuda.gdc_wait()  # the routing's rows are complete and visible past here
+                if d == 0:  # one item, after the wait: the rows tell which tokens have no expert
+                    _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M,
+                                          DN_N)
             if ONE_BLOCK:  # the token list and owned slots (routing's, not gate/up's) load while it waits
                 toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
                 owned = _owned_slots(expert_ids_ptr, toks, num_tokens, E, K)
@@ -197,22 +234,31 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
             if TRACE:
                 tl.store(trace_ptr + w * 4 + 2, _globaltimer())
             if ONE_BLOCK:
-                _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, d % H_TILES, toks, routed, row, hit,
-                            H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK)
+                if EARLY_ACTIVE:
+                    act_row = (d // H_TILES) * BLOCK_M + toks  # gate/up's ACT_BY_RANK rows
+                else:
+                    act_row = row
+                _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, d % H_TILES, toks, routed, row, act_row,
+                            hit, H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK)
                 _finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, 0, routed, owned, d % H_TILES, H, K, H_TILES,
                               BLOCK_M, DN_N)
             else:
                 for tok0 in range(0, num_tokens, BLOCK_M):
                     toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD,
                                                                BLOCK_M)
-                    _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, d % H_TILES, toks, routed, row, hit,
-                                H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK)
+                    _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, d % H_TILES, toks, routed, row, row,
+                                hit, H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK)
                     _finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed,
                                   _owned_slots(expert_ids_ptr, toks, num_tokens, E, K), d % H_TILES, H, K, H_TILES,
                                   BLOCK_M, DN_N)
         if TRACE:
             tl.store(trace_ptr + w * 4 + 3, _globaltimer())
         w = following
+    if EARLY_ACTIVE:
+        if (num_active == 0) & (tl.program_id(0) == 0):  # no down item zeroed the unrouted tokens
+            if USE_PDL:
+                tl.extra.cuda.gdc_wait()
+            _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, DN_N)
     if TRACE:
         row = trace_ptr + (trace_programs_at + tl.program_id(0)) * 4
         tl.store(row, tl.program_id(0).to(tl.int64))
@@ -226,6 +272,7 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
         tl.store(gate_up_done_ptr + e_offs, tl.zeros((E_PAD,), dtype=tl.int32), mask=e_offs < E)
         tl.store(ticket_ptr, 0)
         tl.store(exited_ptr, 0)
+        tl.store(sync_ptr + 2, 0)
 
 
 # ---- host side ---------------------------------------------------------------------------
@@ -238,7 +285,7 @@ _LOCK = threading.Lock()
 
 def sync_words(num_experts: int, num_tokens: int, h_tiles: int) -> int:
     """int32 words of synchronisation state a call needs (layout in _one_launch_kernel)."""
-    return 2 + num_experts + num_tokens * h_tiles
+    return 3 + num_experts + num_tokens * h_tiles
 
 
 def sync_workspace(words: int, device: torch.device) -> torch.Tensor:
@@ -260,27 +307,40 @@ def sync_workspace(words: int, device: torch.device) -> torch.Tensor:
         return buf
 
 
+def early_active(cfg, num_tokens: int, active_ready: Optional[torch.Tensor]) -> bool:
+    """The kernel's EARLY_ACTIVE: it starts on the routing's published active set (the batch is
+    one token block and the routing was launched with active_ready; config.early_active)."""
+    return active_ready is not None and cfg.early_active and one_block(cfg, num_tokens)
+
+
 def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor, wts: torch.Tensor,
            mask_u8: torch.Tensor, out: torch.Tensor, cfg, use_pdl: bool,
-           programs: Optional[int] = None, trace: Optional["Trace"] = None) -> None:
+           programs: Optional[int] = None, trace: Optional["Trace"] = None,
+           active_ready: Optional[torch.Tensor] = None) -> None:
     """One launch of the whole layer into out (shapes checked by the caller, triton_kernel.
     fused_moe; cfg a fitted KernelConfig: gu_* tiles for gate/up items, dn_* for down items,
     gu_warps / gu_stages for the kernel). programs: the grid, for tests (default: one wave, at
     most one program per work item); any size is correct, more than can be resident included.
-    trace: record when each item and program ran (a Trace from new_trace; a slower kernel)."""
+    trace: record when each item and program ran (a Trace from new_trace; a slower kernel).
+    active_ready: the flag the routing kernel that wrote ids, wts and mask_u8 was launched with
+    (RoutingResult.active_ready); the kernel then streams gate/up as soon as the routing has
+    published its active set (early_active), and clears the flag once every program has seen it."""
     num_tokens, k = ids.shape
     num_experts, two_inter, hidden = w13.shape
     inter = two_inter // 2
     h_tiles = hidden // cfg.dn_block_n
     sync = sync_workspace(sync_words(num_experts, num_tokens, h_tiles), x.device)
-    act = torch.empty((num_tokens * k, inter), dtype=w13.dtype, device=w13.device)
-    y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
     max_active = min(num_experts, num_tokens * k)
+    early = early_active(cfg, num_tokens, active_ready)
+    # act rows: token*k + slot, or (early) active rank * block_m + token (gate/up cannot see the rows)
+    act_rows = max_active * cfg.block_m if early else num_tokens * k
+    act = torch.empty((act_rows, inter), dtype=w13.dtype, device=w13.device)
+    y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
     max_items = max_active * (inter // cfg.gu_block_n + h_tiles)
     kwargs = dict(H=hidden, I=inter, E=num_experts, E_PAD=_next_pow2(num_experts), K=k, K_PAD=_next_pow2(k),
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k,
                   DN_N=cfg.dn_block_n, DN_K=cfg.dn_block_k, USE_PDL=use_pdl, TRACE=trace is not None,
-                  ONE_BLOCK=one_block(cfg, num_tokens),
+                  ONE_BLOCK=one_block(cfg, num_tokens), EARLY_ACTIVE=early,
                   num_warps=cfg.gu_warps, num_stages=cfg.gu_stages)
     if use_pdl:
         kwargs["launch_pdl"] = True
@@ -288,7 +348,8 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
         if trace.items < max_items:
             raise ValueError(f"trace holds {trace.items} items, this call may have {max_items}")
         trace.rows.fill_(-1)
-    args = (x, w13, w2, ids, wts, mask_u8, act, y, out, sync, sync if trace is None else trace.rows, num_tokens,
+    args = (x, w13, w2, ids, wts, mask_u8, act, y, out, sync, active_ready if early else sync,
+            sync if trace is None else trace.rows, num_tokens,
             x.stride(0), out.stride(0), 0 if trace is None else trace.items)
     if programs is not None:
         _one_launch_kernel[(programs,)](*args, **kwargs)

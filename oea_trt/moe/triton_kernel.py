@@ -110,6 +110,11 @@ class KernelConfig:
     #: the one-launch path's owned-slot bitmask, ~3 us off one launch (benchmarks/results/
     #: moe_one_launch_ab, runs 5-7).
     early_stream: bool = True
+    #: down="one_launch", one token block, and a routing launched with active_ready (the
+    #: RoutingResult carries it): the kernel polls that flag instead of waiting for the routing
+    #: kernel to finish, streams gate/up items on the published active set, and waits for the
+    #: routing's rows only before its first down item (one_launch.early_active).
+    early_active: bool = True
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:
@@ -234,9 +239,10 @@ def pdl_supported(device: torch.device) -> bool:
 @triton.jit
 def _active_experts(active_mask_ptr, E: tl.constexpr, E_PAD: tl.constexpr):
     """(rank [E_PAD]: 1-based rank of each expert among the active ones, active [E_PAD] int32,
-    number of active experts). Read once per program, kept in registers."""
+    number of active experts). Read once per program, from L2 (.cg: the one-launch kernel may
+    read it while the routing kernel still runs, right after an acquire), kept in registers."""
     e_offs = tl.arange(0, E_PAD)
-    active = tl.load(active_mask_ptr + e_offs, mask=e_offs < E, other=0).to(tl.int32)
+    active = tl.load(active_mask_ptr + e_offs, mask=e_offs < E, other=0, cache_modifier=".cg").to(tl.int32)
     return tl.cumsum(active, axis=0), active, tl.sum(active, axis=0)
 
 
@@ -298,33 +304,47 @@ def _gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, nu
     for w in range(tl.program_id(0), total, tl.num_programs(0)):
         _signal_dependents_at_last_item(w, total, USE_PDL)
         _gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, _nth_active(rank, active, w // N_TILES, E_PAD),
-                      w % N_TILES, num_tokens, stride_x, H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK)
+                      w % N_TILES, num_tokens, stride_x, H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK,
+                      w // N_TILES, False)
 
 
 @triton.jit
 def _gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, n_tile, num_tokens, stride_x,
                   H: tl.constexpr, I: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ONE_BLOCK: tl.constexpr):
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ONE_BLOCK: tl.constexpr,
+                  a, ACT_BY_RANK: tl.constexpr):
     """One gate/up work item: N-tile n_tile of `expert`'s gate and up rows, streamed once, times
     every token routed to the expert; silu(gate) * up into the token's act row (token*K + the
     first slot naming the expert), rounded to act's dtype. ONE_BLOCK (the batch fits one token
     block, as every decode batch does): the block holds all of this active expert's tokens, so
     the item streams without waiting for the token list; it multiplies every token's x row
-    (free: the MMA tile has BLOCK_M rows anyway) and the list only masks the act stores."""
+    (free: the MMA tile has BLOCK_M rows anyway) and the list only masks the act stores.
+    ACT_BY_RANK (one block; the one-launch kernel started on the routing's early active set):
+    the item never reads the routing's rows, which may not be written yet; it stores every
+    token's act row at a * BLOCK_M + token (a: the expert's rank among the active ones) and
+    the down item picks its tokens' rows from there."""
     kk = tl.arange(0, BLOCK_K)
     n = n_tile * BLOCK_N + tl.arange(0, BLOCK_N)
     w_gate = w13_ptr + expert.to(tl.int64) * (2 * I * H) + n[:, None] * H + kk[None, :]
     w_up = w_gate + I * H
-    for tok0 in range(0, num_tokens, BLOCK_M):  # one pass for a decode batch (<= BLOCK_M)
-        toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD, BLOCK_M)
-        if ONE_BLOCK:
-            act = _gate_up_tile(x_ptr, w_gate, w_up, toks, toks < num_tokens, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
-            tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :],
-                     act.to(act_ptr.dtype.element_ty), mask=routed[:, None])
-        elif tl.max(routed.to(tl.int32), axis=0) > 0:
-            act = _gate_up_tile(x_ptr, w_gate, w_up, toks, routed, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
-            tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :],
-                     act.to(act_ptr.dtype.element_ty), mask=routed[:, None])
+    if ACT_BY_RANK:
+        toks = tl.arange(0, BLOCK_M)
+        act = _gate_up_tile(x_ptr, w_gate, w_up, toks, toks < num_tokens, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
+        rows = a * BLOCK_M + toks
+        tl.store(act_ptr + rows[:, None].to(tl.int64) * I + n[None, :], act.to(act_ptr.dtype.element_ty),
+                 mask=(toks < num_tokens)[:, None])
+    else:
+        for tok0 in range(0, num_tokens, BLOCK_M):  # one pass for a decode batch (<= BLOCK_M)
+            toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD, BLOCK_M)
+            if ONE_BLOCK:
+                act = _gate_up_tile(x_ptr, w_gate, w_up, toks, toks < num_tokens, stride_x, H, BLOCK_M, BLOCK_N,
+                                    BLOCK_K)
+                tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :],
+                         act.to(act_ptr.dtype.element_ty), mask=routed[:, None])
+            elif tl.max(routed.to(tl.int32), axis=0) > 0:
+                act = _gate_up_tile(x_ptr, w_gate, w_up, toks, routed, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
+                tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :],
+                         act.to(act_ptr.dtype.element_ty), mask=routed[:, None])
 
 
 @triton.jit
@@ -455,12 +475,12 @@ def _down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, 
         expert = _nth_active(rank, active, w // N_TILES, E_PAD)
         for tok0 in range(0, num_tokens, BLOCK_M):
             toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD, BLOCK_M)
-            _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, w % N_TILES, toks, routed, row, hit,
+            _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, w % N_TILES, toks, routed, row, row, hit,
                         H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK)
 
 
 @triton.jit
-def _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, h_tile, toks, routed, row, hit,
+def _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, h_tile, toks, routed, row, act_row, hit,
                 H: tl.constexpr, I: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ONE_BLOCK: tl.constexpr):
     """Down projection of `expert`'s hidden rows tile h_tile for one token block (toks, routed,
@@ -469,24 +489,25 @@ def _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, h_tile, toks, route
     token block (once per call at decode sizes), its loads issued before the act rows' (which
     need the token list). ONE_BLOCK: the block holds all of this active expert's tokens, so
     there is no "any token here?" branch to wait for. act rows are read from L2 (.cg): in the
-    one-launch kernel another SM wrote them during this same kernel."""
+    one-launch kernel another SM wrote them during this same kernel. act_row: where each
+    token's act row is (`row`, or the one-launch kernel's ACT_BY_RANK layout)."""
     h = h_tile * BLOCK_N + tl.arange(0, BLOCK_N)
     w_rows = w2_ptr + expert.to(tl.int64) * (H * I) + h[:, None] * I + tl.arange(0, BLOCK_K)[None, :]
     if ONE_BLOCK:
-        _down_tile(act_ptr, w_rows, weights_ptr, y_ptr, h, toks, routed, row, hit, H, I, K, K_PAD, BLOCK_M,
-                   BLOCK_N, BLOCK_K)
+        _down_tile(act_ptr, w_rows, weights_ptr, y_ptr, h, toks, routed, row, act_row, hit, H, I, K, K_PAD,
+                   BLOCK_M, BLOCK_N, BLOCK_K)
     elif tl.max(routed.to(tl.int32), axis=0) > 0:
-        _down_tile(act_ptr, w_rows, weights_ptr, y_ptr, h, toks, routed, row, hit, H, I, K, K_PAD, BLOCK_M,
-                   BLOCK_N, BLOCK_K)
+        _down_tile(act_ptr, w_rows, weights_ptr, y_ptr, h, toks, routed, row, act_row, hit, H, I, K, K_PAD,
+                   BLOCK_M, BLOCK_N, BLOCK_K)
 
 
 @triton.jit
-def _down_tile(act_ptr, w_rows, weights_ptr, y_ptr, h, toks, routed, row, hit, H: tl.constexpr, I: tl.constexpr,
-               K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+def _down_tile(act_ptr, w_rows, weights_ptr, y_ptr, h, toks, routed, row, act_row, hit, H: tl.constexpr,
+               I: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                BLOCK_K: tl.constexpr):
     kk = tl.arange(0, BLOCK_K)
     slots = tl.arange(0, K_PAD)
-    a_rows = act_ptr + row[:, None].to(tl.int64) * I + kk[None, :]
+    a_rows = act_ptr + act_row[:, None].to(tl.int64) * I + kk[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, I, BLOCK_K):
         w = tl.load(w_rows + k0)
@@ -528,17 +549,26 @@ def fused_moe(
     routing_weights: torch.Tensor,
     active_mask: Optional[torch.Tensor] = None,
     config: Optional[KernelConfig] = None,
+    active_ready: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """hidden_states [T, H]; w13 [E, 2I, H] (gate rows then up rows); w2 [E, H, I];
     expert_ids int32 [T, k]; routing_weights float32 [T, k]; active_mask bool [E] (the
-    routing's; computed from expert_ids when None). Returns [T, H] in hidden_states.dtype."""
+    routing's; computed from expert_ids when None). Returns [T, H] in hidden_states.dtype.
+    active_ready: RoutingResult.active_ready of the routing call that produced these outputs,
+    launched right before this call on the same stream with hidden_states already written
+    (route_kernel(..., signal=True)); the one-launch path then starts while the routing runs."""
     num_tokens, k = expert_ids.shape
     num_experts, two_inter, hidden = w13.shape
     inter = two_inter // 2
     _check(hidden_states, w13, w2, expert_ids, routing_weights, active_mask)
+    if active_ready is not None and (active_ready.dtype != torch.int32 or active_ready.numel() != 1
+                                     or active_ready.device != hidden_states.device):
+        raise ValueError(f"active_ready must be one int32 on {hidden_states.device} (RoutingResult.active_ready), got "
+                         f"{active_ready.dtype} {tuple(active_ready.shape)} on {active_ready.device}")
     out = torch.empty((num_tokens, hidden), dtype=hidden_states.dtype, device=hidden_states.device)
     if num_tokens == 0:
         return out
+    active_mask_given = active_mask is not None  # the routing's own mask: the one active_ready covers
     if active_mask is None:
         from .grouping import active_mask_from_ids
 
@@ -555,7 +585,8 @@ def fused_moe(
     if cfg.down == "one_launch":
         from . import one_launch
 
-        one_launch.launch(hidden_states, w13, w2, ids, wts, mask_u8, out, cfg, use_pdl)
+        one_launch.launch(hidden_states, w13, w2, ids, wts, mask_u8, out, cfg, use_pdl,
+                          active_ready=active_ready if active_mask_given else None)
         return out
     act = torch.empty((num_tokens * k, inter), dtype=w13.dtype, device=w13.device)
     max_active = min(num_experts, num_tokens * k)

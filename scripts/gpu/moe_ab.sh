@@ -21,6 +21,7 @@ start=$SECONDS
 
 # MOE_AB_QUICK=1: the A/B only (no compile check, GPU tests or timeline), for a second call.
 # MOE_AB_COMPILE=0: skip only the compile check (the CPU suite runs it too).
+# MOE_AB_ROUTING_TESTS=1: also tests/test_kernel_gpu.py (after a change to the routing kernel).
 QUICK="${MOE_AB_QUICK:-0}"
 if [ "$QUICK" != 1 ]; then
 if [ "${MOE_AB_COMPILE:-1}" != 0 ]; then
@@ -32,21 +33,34 @@ tail -n 3 "$OUT_DIR/compile.log"
 [ $rc -eq 0 ] || failed="$failed compile-check(rc=$rc)"
 fi
 
-echo "== moe_ab: GPU tests of the variants timed here ($(date +%T))"
-# The one-launch path first: a lost hand-off would hang, hence the timeout.
-timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py \
-  -k "one_launch or deterministic or variants or pdl_graph_replay or default_is" > "$OUT_DIR/pytest.log" 2>&1
-rc=$?
-tail -n 15 "$OUT_DIR/pytest.log"
-[ $rc -eq 0 ] || failed="$failed gpu-tests(rc=$rc)"
 fi
 
+# Built before the tests: the routing -> one-launch tests (early_active) need it.
 echo "== moe_ab: routing kernel library ($(date +%T))"
-timeout 45 python3 -c "from oea_trt.kernels import load_library; print('routing kernel:', load_library())" \
+timeout 120 python3 -c "from oea_trt.kernels import load_library; print('routing kernel:', load_library())" \
   > "$OUT_DIR/routing_kernel.log" 2>&1
 rc=$?
 tail -n 2 "$OUT_DIR/routing_kernel.log"
 [ $rc -eq 0 ] || echo "routing kernel unavailable (rc=$rc): the A/B routes with the torch reference"
+
+if [ "$QUICK" != 1 ]; then
+echo "== moe_ab: GPU tests of the variants timed here ($(date +%T))"
+# The one-launch path first: a lost hand-off would hang, hence the timeout.
+timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py \
+  -k "one_launch or early_active or deterministic or variants or pdl_graph_replay or default_is" \
+  > "$OUT_DIR/pytest.log" 2>&1
+rc=$?
+tail -n 15 "$OUT_DIR/pytest.log"
+[ $rc -eq 0 ] || failed="$failed gpu-tests(rc=$rc)"
+if [ "${MOE_AB_ROUTING_TESTS:-0}" = 1 ]; then  # after a routing-kernel change: its own GPU tests too
+  echo "== moe_ab: routing kernel GPU tests ($(date +%T))"
+  timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_kernel_gpu.py > "$OUT_DIR/pytest_routing.log" 2>&1
+  rc=$?
+  tail -n 8 "$OUT_DIR/pytest_routing.log"
+  [ $rc -eq 0 ] || failed="$failed routing-gpu-tests(rc=$rc)"
+fi
+fi
+
 
 echo "== moe_ab: A/B ($(date +%T), $((SECONDS - start)) s in)"
 timeout 300 python3 benchmarks/moe_ab.py --out "$OUT_DIR" --time-budget 240 2>&1 | tee "$OUT_DIR/ab.log"

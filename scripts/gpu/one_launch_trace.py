@@ -8,7 +8,8 @@ item's wait for its expert's gate/up rows, and at its end), for the 30B layer at
 
 Writes summary.json (per case and config: span, first item start, gate/up phase end, waits,
 tail, busy fraction, effective TB/s) and one PNG per case (items in flight over time by kind).
-The traced call follows several untraced back-to-back calls, as in the benchmark.
+The traced call follows several untraced back-to-back calls and, right before it, its routing
+call (publishing its active set early, as the benchmark routes), as in the benchmark.
 """
 import argparse
 import json
@@ -23,7 +24,7 @@ CASES = (("skewed", 16, None), ("skewed", 16, 3))
 _TILES = dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_block_k=128, programs_per_sm=2)
 CONFIGS = {  # name -> KernelConfig changes
     "2/SM": _TILES,
-    "2/SM late stream": dict(_TILES, early_stream=False),
+    "2/SM after routing": dict(_TILES, early_active=False),
 }
 
 
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
         return 2
     os.makedirs(args.out, exist_ok=True)
     from oea_trt.bench.moe import _Batch, _oea, _vanilla
-    from oea_trt.bench.routers import pick_router
+    from oea_trt.bench.routers import pick_router, route_for_moe
     from oea_trt.bench.routing_inputs import make_sources
     from oea_trt.moe import one_launch
     from oea_trt.moe.layer import ExpertWeights
@@ -140,13 +141,15 @@ def main(argv=None) -> int:
             programs = torch.cuda.get_device_properties(0).multi_processor_count * 16
             trace = one_launch.Trace(max_items, programs, "cuda")
             out = torch.empty_like(b.x[-1])
-            r = routings[-1]
-            # The traced call, right after untraced ones (as in the benchmark's back-to-back graph).
+            # The traced call, right after untraced ones and its own routing call (as in the
+            # benchmark's back-to-back routing+MoE graph).
             for c in range(copies - 1):
                 fused_moe(b.x[c], weights[c].w13, weights[c].w2, routings[c].expert_ids, routings[c].weights,
                           routings[c].active_mask, cfg)
+            r = route_for_moe(router, b.logits[-1], config)
             one_launch.launch(b.x[-1], weights[-1].w13, weights[-1].w2, r.expert_ids, r.weights,
-                              r.active_mask.view(torch.uint8), out, cfg, True, trace=trace)
+                              r.active_mask.view(torch.uint8), out, cfg, True, trace=trace,
+                              active_ready=r.active_ready)
             torch.cuda.synchronize()
             rows = trace.rows.cpu()
             item_bytes = (2 * cfg.gu_block_n * H * 2, cfg.dn_block_n * I * 2)

@@ -55,7 +55,7 @@ def test_fake_op_gives_the_kernel_output_shapes():
 
     logits = torch.empty(17, 64, device="meta", dtype=torch.bfloat16)
     ids, weights, mask, num_active = torch.ops.oea_trt.route(
-        logits, None, 0, 64, 6, 2, 9, 40, 0.7, False, 2, False, [3, 10], [5, 1])
+        logits, None, 0, 64, 6, 2, 9, 40, 0.7, False, 2, False, [3, 10], [5, 1], None)
     assert (ids.shape, ids.dtype) == ((17, 9), torch.int32)
     assert (weights.shape, weights.dtype) == ((17, 9), torch.float32)
     assert (mask.shape, mask.dtype) == ((64,), torch.bool)

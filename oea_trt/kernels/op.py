@@ -34,7 +34,7 @@ def _route_op(
     piggyback_on_context: bool,
     schedule_min_decode: List[int],
     schedule_k0: List[int],
-    active_ready: Optional[torch.Tensor] = None,
+    active_ready: Optional[torch.Tensor],  # no default: torch 2.11's version bump indexes it in args
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     config = _config_from_fields(num_experts, top_k, k0, k_max, max_rank, top_p, renormalize, fill,
                                  piggyback_on_context, tuple(schedule_min_decode), tuple(schedule_k0))
@@ -52,7 +52,7 @@ def _route_op(
 @_route_op.register_fake
 def _route_op_fake(router_logits, token_kind, num_leading_context, num_experts, top_k, k0, k_max, max_rank,
                    top_p, renormalize, fill, piggyback_on_context, schedule_min_decode, schedule_k0,
-                   active_ready=None):
+                   active_ready):
     T = router_logits.shape[0]
     return (
         router_logits.new_empty((T, k_max), dtype=torch.int32),

@@ -56,7 +56,6 @@ def _ol(gu_n, gu_k, dn_n, dn_k, stages=4, per_sm=2, **more):
 ONE_LAUNCH_VARIANTS = (
     ("one_launch+pdl 2/SM [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128)),
     ("one_launch+pdl 2/SM after routing [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128, early_active=False)),
-    ("one_launch+pdl 2/SM load polls [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128, poll_loads=True)),
 )
 
 

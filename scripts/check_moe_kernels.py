@@ -95,8 +95,7 @@ def compile_one_launch(shape, cfg, pdl=False, one_block=True, early_active=False
     consts = dict(H=shape.hidden_size, I=shape.moe_intermediate_size, E=shape.num_experts,
                   E_PAD=tk._next_pow2(shape.num_experts), K=shape.top_k, K_PAD=tk._next_pow2(shape.top_k),
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k, DN_N=cfg.dn_block_n,
-                  DN_K=cfg.dn_block_k, USE_PDL=pdl, TRACE=False, ONE_BLOCK=one_block, EARLY_ACTIVE=early_active,
-                  POLL_LOADS=cfg.poll_loads)
+                  DN_K=cfg.dn_block_k, USE_PDL=pdl, TRACE=False, ONE_BLOCK=one_block, EARLY_ACTIVE=early_active)
     return _compile(ol._one_launch_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
                     cfg.gu_stages, pdl)
 
@@ -240,19 +239,18 @@ def main(argv=None) -> int:
             if base.block_m >= 64:
                 base = base.replace(gu_warps=8)  # as benchmarks/moe_ab.py runs a 64-token tile
             # (config, pdl, started on the routing's published active set)
-            configs = [(base, True, False), (base, False, False), (base, True, True),
-                       (base.replace(poll_loads=True), True, True)] + [
+            configs = [(base, True, False), (base, False, False), (base, True, True)] + [
                 (base.replace(**changes), True, False) for changes in ONE_LAUNCH_CANDIDATES]
             seen = set()
             for cfg, pdl, early in configs:
                 cfg = tk.fitted(cfg, batch, H, I)
                 early = early and tk.one_block(cfg, batch)
                 key = (cfg.block_m, cfg.gu_block_n, cfg.gu_block_k, cfg.dn_block_n, cfg.dn_block_k, cfg.gu_warps,
-                       cfg.gu_stages, int(pdl), int(early), int(cfg.poll_loads))
+                       cfg.gu_stages, int(pdl), int(early))
                 if key in seen:
                     continue
                 seen.add(key)
-                name = f"one_launch B={batch} m,gn,gk,dn,dk,w,s,pdl,early,ld={','.join(str(v) for v in key)}"
+                name = f"one_launch B={batch} m,gn,gk,dn,dk,w,s,pdl,early={','.join(str(v) for v in key)}"
                 kernel = compile_one_launch(shape, cfg, pdl, tk.one_block(cfg, batch), early)
                 problems += check(kernel, name, True, spills_allowed=True)
                 problems += griddep_problems(kernel, name, pdl)

@@ -141,3 +141,12 @@ def test_one_time_nvcc_build_is_cached_and_loads(tmp_path):
     lib = kernel_library.KernelLibrary(first)
     assert lib.validate(params_for(CFG)) is None
     assert lib.workspace_size(params_for(CFG), 10) > 0
+
+
+def test_only_routing_with_a_piggyback_phase_publishes_its_active_set_early():
+    from oea_trt.kernels.op import publishes_early
+
+    assert publishes_early(OEAConfig(num_experts=128, top_k=8, k0=3))
+    assert publishes_early(OEAConfig(num_experts=128, top_k=8, k0=8, k_max=10))
+    assert publishes_early(OEAConfig(num_experts=128, top_k=8, k0=8, k0_schedule=((16, 3),)))
+    assert not publishes_early(OEAConfig(num_experts=128, top_k=8, k0=8))

@@ -121,7 +121,6 @@ TRITON_VARIANTS = {
     "one_launch+pdl": dict(down="one_launch", pdl=True),
     "slots+pdl late stream": dict(down="slots", pdl=True, early_stream=False),
     "one_launch+pdl late stream": dict(down="one_launch", pdl=True, early_stream=False),
-    "one_launch+pdl poll loads": dict(down="one_launch", pdl=True, poll_loads=True),
 }
 
 
@@ -305,9 +304,8 @@ def _decode_batch(shape, num_tokens, seed):
     return logits, x
 
 
-@pytest.mark.parametrize("changes", [{}, dict(poll_loads=True)], ids=["atomic polls", "load polls"])
-def test_early_active_random_pairs_match_the_plain_path(layer, changes):
-    """40 (20 with load polls) fresh random decode batches (1..16 tokens, k0 1..k, every fill mode), each routed by the
+def test_early_active_random_pairs_match_the_plain_path(layer):
+    """40 fresh random decode batches (1..16 tokens, k0 1..k, every fill mode), each routed by the
     kernel with signal=True and followed directly by the one-launch MoE with PDL, which starts on
     the published active set: bit-identical to the same MoE on a routing without the signal,
     every row written (output poisoned), the flag and the workspace left cleared."""
@@ -316,18 +314,18 @@ def test_early_active_random_pairs_match_the_plain_path(layer, changes):
 
     route_kernel = _route_kernel_or_skip()
     shape, w = layer
-    gen = torch.Generator().manual_seed(4242 + len(changes))
-    for case in range(20 if changes else 40):
+    gen = torch.Generator().manual_seed(4242)
+    for case in range(40):
         T = int(torch.randint(1, 17, (1,), generator=gen))
         k0 = int(torch.randint(1, shape.top_k + 1, (1,), generator=gen))
         config = OEAConfig(shape.num_experts, shape.top_k, k0, fill=("invalid", "num_experts", "top1")[case % 3])
         logits, x = _decode_batch(shape, T, seed=5000 + case)
-        H, I = shape.hidden_size, shape.moe_intermediate_size
-        cfg = fitted(default_config(T, H, I, shape.top_k, shape.num_experts).replace(down="one_launch", pdl=True,
-                                                                                  **changes), T, H, I)
+        cfg = fitted(default_config(T, shape.hidden_size, shape.moe_intermediate_size, shape.top_k, shape.num_experts)
+                     .replace(down="one_launch", pdl=True), T, shape.hidden_size, shape.moe_intermediate_size)
         out = torch.full_like(x, float("nan"))
         r = route_kernel(logits, config, signal=True)
-        assert one_launch.early_active(cfg, T, r.active_ready)
+        # Plain top-k (k0 = k) has no piggyback phase: nothing to publish early, no flag.
+        assert one_launch.early_active(cfg, T, r.active_ready) == (k0 < shape.top_k)
         one_launch.launch(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask.view(torch.uint8), out, cfg, True,
                           active_ready=r.active_ready)
         torch.cuda.synchronize()
@@ -336,7 +334,7 @@ def test_early_active_random_pairs_match_the_plain_path(layer, changes):
         want = _triton(x, w, plain, down="one_launch", pdl=True)
         assert not torch.isnan(out).any(), f"case {case}: T={T} k0={k0}: rows left unwritten"
         assert torch.equal(out, want), f"case {case}: T={T} k0={k0}"
-        assert int(r.active_ready[0]) == 0, "the MoE kernel did not clear the active-set flag"
+        assert r.active_ready is None or int(r.active_ready[0]) == 0, "the MoE kernel did not clear the flag"
         _assert_one_launch_workspace_clean()
     _assert_bf16_close(out, moe_reference(x, w.w13, w.w2, plain.expert_ids, plain.weights))
 

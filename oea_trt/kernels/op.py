@@ -74,6 +74,13 @@ def _config_from_fields(num_experts: int, top_k: int, k0: int, k_max: int, max_r
                      k0_schedule=tuple(zip(schedule_min_decode, schedule_k0)) or None)
 
 
+def publishes_early(config: OEAConfig) -> bool:
+    """The kernel's active set is final before its rows: some k0 (the config's or its schedule's)
+    leaves a piggyback phase (k0 < k_max). Phase 1 then selects k0 experts per token, phase 2
+    the rest."""
+    return config.k0 < config.k_max or any(k0 < config.k_max for _, k0 in (config.k0_schedule or ()))
+
+
 def route_kernel(
     router_logits: torch.Tensor,
     config: OEAConfig,
@@ -83,11 +90,14 @@ def route_kernel(
 ) -> RoutingResult:
     """OEA routing with the fused CUDA kernel (CUDA tensors); same result as oea_route.
     signal: also set the device's active-set flag (signal.py) and return it as
-    RoutingResult.active_ready, for the one-launch MoE call that directly follows."""
+    RoutingResult.active_ready, for the one-launch MoE call that directly follows; only where
+    the routing has a piggyback phase (publishes_early): with plain top-k routing the active set
+    is final no sooner than the rows, and starting on the flag measured slower (H100, 30B layer,
+    skewed B=16 vanilla: +1.2 us in two runs; benchmarks/results/moe_one_launch_ab, runs 8-9)."""
     check_inputs(router_logits, config, token_kind)
     f = config_fields(config)
     schedule = f["schedule"]
-    flag = active_ready_flag(router_logits.device) if signal else None
+    flag = active_ready_flag(router_logits.device) if signal and publishes_early(config) else None
     ids, weights, active_mask, num_active = torch.ops.oea_trt.route(
         router_logits, token_kind, int(num_leading_context), f["num_experts"], f["top_k"], f["k0"], f["k_max"],
         f["max_rank"], float(f["top_p"]), f["renormalize"], f["fill"], f["piggyback_on_context"],

@@ -36,6 +36,18 @@ counters. A finished tile resets its counter; the last program to exit resets th
 call needs no memset and no extra launch. Calls that share a device must be stream-ordered (one
 stream, or graphs replayed on one stream), as two concurrent calls would share the workspace.
 
+Starting on the routing's published active set (EARLY_ACTIVE; config.early_active, one token
+block, a RoutingResult routed with signal=True): the routing kernel clears a flag before this
+kernel can launch and sets it once active_mask is final, before it writes the rows (OEA's phase
+1 selects only k0 experts per token). The kernel polls the flag instead of waiting for the
+routing kernel to finish, and gate/up items, which need only the active set and x, stream at
+once: they write act rows at (active rank * BLOCK_M + token) for every token, as they cannot
+see which tokens picked the expert. Each down item passes griddepcontrol.wait (the routing's
+rows complete) before it reads them. Measured on an H100 (30B layer, skewed B=16, routing+MoE;
+benchmarks/results/moe_one_launch_ab, runs 8-9): k0=3 88.0 / 89.6 us against 88.6 / 90.1 us
+after the routing, ratio to vanilla 0.549 in both runs (plain top-k routing publishes nothing:
+there it measured 1.2 us slower).
+
 Memory ordering: act and y rows are written with plain stores, then the CTA barrier, then a
 release atomic on the counter; the reader acquires the counter, passes a CTA barrier and reads
 the rows from L2 (.cg). Programmatic dependent launch (config.pdl): the kernel waits for the
@@ -51,8 +63,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_kernel import (_active_experts, _down_block, _gate_up_item, _interpreted, _launch_persistent, _next_pow2,
-                            _nth_active, _tokens_of_expert, one_block)
+from .triton_kernel import (_active_experts, _down_block, _gate_up_item, _launch_persistent, _next_pow2, _nth_active,
+                            _tokens_of_expert, one_block)
 
 # ---- device code -------------------------------------------------------------------------
 
@@ -85,28 +97,16 @@ def _owned_slots(expert_ids_ptr, toks, num_tokens, E: tl.constexpr, K: tl.conste
 
 
 @triton.jit
-def _poll(ptr, LOADS: tl.constexpr):
-    """*ptr with acquire semantics (gpu scope): an ld.acquire (LOADS: many programs polling one
-    word are served by L2 side by side) or an atomic add of 0 (serialised at L2 per address; the
-    only way in Triton's interpreter)."""
-    if LOADS:
-        return tl.inline_asm_elementwise("ld.global.acquire.gpu.b32 $0, [$1];", "=r,l", [ptr.to(tl.int64)],
-                                         dtype=tl.int32, is_pure=False, pack=1)
-    else:
-        return tl.atomic_add(ptr, 0, sem="acquire")
-
-
-@triton.jit
-def _wait_for_active_set(ready_ptr, SPINS: tl.constexpr, USE_PDL: tl.constexpr, POLL_LOADS: tl.constexpr):
+def _wait_for_active_set(ready_ptr, SPINS: tl.constexpr, USE_PDL: tl.constexpr):
     """EARLY_ACTIVE: spin until the routing kernel has published the batch's active set (its
     active_ready flag, acquire; the routing clears it before this kernel can launch and sets it
     once active_mask is final), then a CTA barrier. A flag that never comes within SPINS polls
     (one no routing launch was given) falls back to griddepcontrol.wait: slower, never wrong.
     (Without PDL this kernel starts after the routing kernel has finished: nothing to wait for.)"""
-    seen = _poll(ready_ptr, POLL_LOADS)
+    seen = tl.atomic_add(ready_ptr, 0, sem="acquire")
     spins = 0
     while (seen == 0) & (spins < SPINS):
-        seen = _poll(ready_ptr, POLL_LOADS)
+        seen = tl.atomic_add(ready_ptr, 0, sem="acquire")
         spins += 1
     tl.debug_barrier()
     if USE_PDL:
@@ -122,12 +122,12 @@ def _globaltimer():
 
 
 @triton.jit
-def _wait_for_count(counter_ptr, target, POLL_LOADS: tl.constexpr):
+def _wait_for_count(counter_ptr, target):
     """Spin until *counter_ptr >= target (acquire), then a CTA barrier: every thread's later
     reads see what the releasing programs wrote before counting."""
-    seen = _poll(counter_ptr, POLL_LOADS)
+    seen = tl.atomic_add(counter_ptr, 0, sem="acquire")
     while seen < target:
-        seen = _poll(counter_ptr, POLL_LOADS)
+        seen = tl.atomic_add(counter_ptr, 0, sem="acquire")
     tl.debug_barrier()
 
 
@@ -182,14 +182,14 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
                        K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
                        GU_N: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr, DN_K: tl.constexpr,
                        USE_PDL: tl.constexpr, TRACE: tl.constexpr, ONE_BLOCK: tl.constexpr,
-                       EARLY_ACTIVE: tl.constexpr, POLL_LOADS: tl.constexpr):
+                       EARLY_ACTIVE: tl.constexpr):
     if TRACE:  # per program: [program, launched, past the dependency wait, exited] (ns)
         t_launched = _globaltimer()
     if EARLY_ACTIVE:
         # Started while the routing kernel still runs: only its active set (and x, written
         # before the routing in stream order) may be read before griddepcontrol.wait, which
         # every down item passes before it reads expert_ids or weights.
-        _wait_for_active_set(ready_ptr, 1024, USE_PDL, POLL_LOADS)
+        _wait_for_active_set(ready_ptr, 1024, USE_PDL)
         # The last program to get here clears the flag, long before any program lets the next
         # kernel launch (each does so at its last item): a second MoE call on the same routing
         # output can then never see this call's flag, only wait properly (the fallback).
@@ -242,7 +242,7 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
             if ONE_BLOCK:  # the token list and owned slots (routing's, not gate/up's) load while it waits
                 toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
                 owned = _owned_slots(expert_ids_ptr, toks, num_tokens, E, K)
-            _wait_for_count(gate_up_done_ptr + expert, GU_TILES, POLL_LOADS)
+            _wait_for_count(gate_up_done_ptr + expert, GU_TILES)
             if TRACE:
                 tl.store(trace_ptr + w * 4 + 2, _globaltimer())
             if ONE_BLOCK:
@@ -353,7 +353,6 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k,
                   DN_N=cfg.dn_block_n, DN_K=cfg.dn_block_k, USE_PDL=use_pdl, TRACE=trace is not None,
                   ONE_BLOCK=one_block(cfg, num_tokens), EARLY_ACTIVE=early,
-                  POLL_LOADS=cfg.poll_loads and x.is_cuda and not _interpreted(),
                   num_warps=cfg.gu_warps, num_stages=cfg.gu_stages)
     if use_pdl:
         kwargs["launch_pdl"] = True

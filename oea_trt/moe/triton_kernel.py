@@ -115,9 +115,6 @@ class KernelConfig:
     #: kernel to finish, streams gate/up items on the published active set, and waits for the
     #: routing's rows only before its first down item (one_launch.early_active).
     early_active: bool = True
-    #: down="one_launch": poll the hand-off counters and the active-set flag with ld.acquire
-    #: instead of atomic adds of 0 (compiled kernels only).
-    poll_loads: bool = False
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:

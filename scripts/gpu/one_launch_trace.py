@@ -25,7 +25,6 @@ _TILES = dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_block_k=128, prog
 CONFIGS = {  # name -> KernelConfig changes
     "2/SM": _TILES,
     "2/SM after routing": dict(_TILES, early_active=False),
-    "2/SM load polls": dict(_TILES, poll_loads=True),
 }
 
 

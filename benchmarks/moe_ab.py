@@ -56,6 +56,9 @@ def _ol(gu_n, gu_k, dn_n, dn_k, stages=4, per_sm=2, **more):
 ONE_LAUNCH_VARIANTS = (
     ("one_launch+pdl 2/SM [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128)),
     ("one_launch+pdl 2/SM after routing [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128, early_active=False)),
+    # The tiles the benchmark's tuner picked at B=16 on the 30B layer (tuned on vanilla, MoE only):
+    ("one_launch+pdl 2/SM [gu 64x128, dn 64x128, s4]", _ol(64, 128, 64, 128)),
+    ("one_launch+pdl 2/SM after routing [gu 64x128, dn 64x128, s4]", _ol(64, 128, 64, 128, early_active=False)),
 )
 
 

@@ -44,9 +44,9 @@ routing kernel to finish, and gate/up items, which need only the active set and 
 once: they write act rows at (active rank * BLOCK_M + token) for every token, as they cannot
 see which tokens picked the expert. Each down item passes griddepcontrol.wait (the routing's
 rows complete) before it reads them. Measured on an H100 (30B layer, skewed B=16, routing+MoE;
-benchmarks/results/moe_one_launch_ab, runs 8-9): k0=3 88.0 / 89.6 us against 88.6 / 90.1 us
-after the routing, ratio to vanilla 0.549 in both runs (plain top-k routing publishes nothing:
-there it measured 1.2 us slower).
+benchmarks/results/moe_one_launch_ab, runs 8-10): 0.1-0.6 us less at k0=3 in each of four A/B
+pairs, about the run-to-run spread (plain top-k routing publishes nothing: there it measured
+1.2 us slower).
 
 Memory ordering: act and y rows are written with plain stores, then the CTA barrier, then a
 release atomic on the counter; the reader acquires the counter, passes a CTA barrier and reads

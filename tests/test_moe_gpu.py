@@ -366,14 +366,17 @@ def test_early_active_graph_replay_back_to_back(layer):
     _assert_one_launch_workspace_clean()
 
 
-def test_early_active_flag_reused_or_left_set(layer):
+@pytest.mark.parametrize("num_tokens,k0", [(8, 2), (1, 1)])  # (1, 1): fewer items than programs
+def test_early_active_flag_reused_or_left_set(layer, num_tokens, k0):
     """A second MoE call on an already consumed routing finds the flag cleared and waits for the
-    routing properly (same bits); a signalling routing whose MoE call takes the three-launch
-    path leaves the flag set, and the next pair is still right (the routing clears it first)."""
+    routing properly (same bits), also where every program's first item is its last (it lets the
+    next kernel launch right after the clear); a signalling routing whose MoE call takes the
+    three-launch path leaves the flag set, and the next pair is still right (the routing clears
+    it first)."""
     route_kernel = _route_kernel_or_skip()
     shape, w = layer
-    config = OEAConfig(shape.num_experts, shape.top_k, 2)
-    (lg1, x1), (lg2, x2), (lg3, x3) = (_decode_batch(shape, 8, seed=700 + i) for i in range(3))
+    config = OEAConfig(shape.num_experts, shape.top_k, k0)
+    (lg1, x1), (lg2, x2), (lg3, x3) = (_decode_batch(shape, num_tokens, seed=700 + i) for i in range(3))
     want = [_triton(x, w, route_kernel(lg, config), down="one_launch", pdl=True)
             for lg, x in ((lg1, x1), (lg2, x2), (lg3, x3))]
     r1 = route_kernel(lg1, config, signal=True)

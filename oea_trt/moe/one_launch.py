@@ -190,11 +190,13 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
         # before the routing in stream order) may be read before griddepcontrol.wait, which
         # every down item passes before it reads expert_ids or weights.
         _wait_for_active_set(ready_ptr, 1024, USE_PDL)
-        # The last program to get here clears the flag, long before any program lets the next
-        # kernel launch (each does so at its last item): a second MoE call on the same routing
-        # output can then never see this call's flag, only wait properly (the fallback).
+        # The last program to get here clears the flag before it lets the next kernel launch
+        # (at its last item, which in a small batch is its first; the branch on the old value
+        # makes the program wait until the clear is done at L2): a second MoE call on the same
+        # routing output can then never see this call's flag, only wait properly (the fallback).
         if tl.atomic_add(sync_ptr + 2, 1, sem="relaxed") == tl.num_programs(0) - 1:
-            tl.atomic_xchg(ready_ptr, 0, sem="relaxed")
+            if tl.atomic_xchg(ready_ptr, 0, sem="relaxed") < 0:  # never: the flag is 0 or 1
+                tl.debug_barrier()
     elif USE_PDL:
         # May start while the routing kernel drains: wait for its memory (active_mask,
         # expert_ids, weights) and for whatever wrote x, before reading or writing anything.

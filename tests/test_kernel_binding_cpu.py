@@ -150,3 +150,11 @@ def test_only_routing_with_a_piggyback_phase_publishes_its_active_set_early():
     assert publishes_early(OEAConfig(num_experts=128, top_k=8, k0=8, k_max=10))
     assert publishes_early(OEAConfig(num_experts=128, top_k=8, k0=8, k0_schedule=((16, 3),)))
     assert not publishes_early(OEAConfig(num_experts=128, top_k=8, k0=8))
+
+
+def test_active_ready_flag_is_one_zeroed_int32_per_device():
+    from oea_trt.kernels import active_ready_flag
+
+    flag = active_ready_flag(torch.device("cpu"))
+    assert flag.dtype == torch.int32 and flag.shape == (1,) and int(flag[0]) == 0
+    assert active_ready_flag("cpu") is flag  # kept: a captured graph keeps using the one it saw

@@ -127,6 +127,18 @@ def test_early_active_set_changes_no_bits_and_consumes_the_flag(weights, program
         _assert_clean()
 
 
+def test_moe_forward_passes_the_routing_flag_to_the_kernel(weights):
+    """moe_forward(impl="triton") hands RoutingResult.active_ready to the one-launch kernel: the
+    flag (set by hand, as the routing kernel would) ends cleared, the output is the default's."""
+    from oea_trt.moe.layer import moe_forward
+
+    x, r = routing_case(SHAPE, 6, 2, "invalid", seed=91)
+    flag = torch.ones(1, dtype=torch.int32, device=DEVICE)
+    got = moe_forward(x, weights, r._replace(active_ready=flag), impl="triton")
+    assert int(flag[0]) == 0, "the flag never reached the kernel"
+    assert torch.equal(got, moe_forward(x, weights, r, impl="triton"))
+
+
 def test_early_active_needs_the_flag_one_block_and_the_option():
     from oea_trt.moe import one_launch
     from oea_trt.moe.triton_kernel import default_config

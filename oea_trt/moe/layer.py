@@ -127,12 +127,11 @@ def moe_forward(
     expert_ids int32 [T, k] + routing_weights float32 [T, k]. Slots with ids outside [0, E)
     are skipped. impl: "auto" (triton on CUDA, else the loop), "fused", "triton", "grouped_mm",
     "loop". "fused" reads w2_t when the weights carry it."""
-    active_ready = None
+    extra = {}
     if routing is not None:
         if expert_ids is not None or routing_weights is not None:
             raise ValueError("pass either routing or expert_ids + routing_weights, not both")
         expert_ids, routing_weights, active_mask = routing.expert_ids, routing.weights, routing.active_mask
-        active_ready = getattr(routing, "active_ready", None)
     elif expert_ids is None or routing_weights is None:
         raise ValueError("moe_forward needs a RoutingResult or both expert_ids and routing_weights")
     else:
@@ -141,7 +140,6 @@ def moe_forward(
         impl = "triton" if hidden_states.is_cuda else "loop"
     fn = _impl(impl)
     w2 = weights.down("ih") if impl == "fused" else weights.w2
-    if impl == "triton" and active_ready is not None:  # routed with signal=True: may start early
-        return fn(hidden_states, weights.w13, w2, expert_ids, routing_weights, active_mask=active_mask,
-                  active_ready=active_ready)
-    return fn(hidden_states, weights.w13, w2, expert_ids, routing_weights, active_mask=active_mask)
+    if impl == "triton" and routing is not None:  # routed with signal=True: may start before the routing ends
+        extra["active_ready"] = routing.active_ready
+    return fn(hidden_states, weights.w13, w2, expert_ids, routing_weights, active_mask=active_mask, **extra)

@@ -281,3 +281,54 @@ def test_bench_preset_flow_on_cpu(monkeypatch):
     assert row["T"] == sum(want) / 2 and row["T_min"] == min(want)
     assert row["moe_us"] == 1.0 and row["routing_us"] == pytest.approx(0.0) and row["ratio_total"] == 1.0
     assert row["floor_us"] == pytest.approx(row["T"] * shape.expert_bytes / 4e12 * 1e6)
+
+
+# ---- the tuner's search ----------------------------------------------------------------------
+
+
+def test_coordinate_search_keeps_tiles_unless_a_change_beats_the_margin():
+    """A noise-level win (0.5%) does not move the tiles; a real one (2%) does, and the next
+    step varies the new best; with no margin the 0.5% win is taken."""
+    times = {"default": 100.0, "wide": 99.5, "deep": 98.0, "deep+slots": 97.9, "deep+pdl": 95.0}
+    measured = []
+
+    def measure(cfg):
+        measured.append(cfg)
+        return times[cfg]
+
+    steps = [[lambda c: "wide", lambda c: "deep"],
+             [lambda c: c + "+slots", lambda c: c + "+pdl"]]
+    best, us = moe_bench.coordinate_search("default", steps, measure, margin=0.01)
+    assert (best, us) == ("deep+pdl", 95.0)
+    assert measured == ["default", "wide", "deep", "deep+slots", "deep+pdl"]
+    best, us = moe_bench.coordinate_search("default", [[lambda c: "wide"]], measure, margin=0.01)
+    assert (best, us) == ("default", 100.0)
+    assert moe_bench.coordinate_search("default", [[lambda c: "wide"]], measure, margin=0.0) == ("wide", 99.5)
+    assert moe_bench.TUNE_MARGIN == pytest.approx(0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("impl", ["fused", "triton"])
+def test_tune_kernel_tries_every_candidate_on_cpu(monkeypatch, impl):
+    """The whole search of each kernel runs (interpreter; each candidate's work is done once)
+    and keeps the fastest config it measured. The injected timer makes each measurement 2%
+    faster than the one before, so every change that runs is kept."""
+    pytest.importorskip("triton")
+    from oea_trt.moe.layer import ExpertWeights
+
+    clock = iter(range(100))
+
+    def fake_graph(work, calls=1, repeats=5, replays=3):
+        work()
+        us = 100.0 * 0.98 ** next(clock)
+        return Timing(us, us, us, [us])
+
+    monkeypatch.setattr(moe_bench, "time_in_graph", fake_graph)
+    shape = MoEShape("tiny", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=32, num_moe_layers=1)
+    spec = moe_bench.MoEBenchSpec(copies=1, routing="reference", device="cpu", dtype=str(DTYPE).split(".")[1])
+    weights = [ExpertWeights.random(shape, device="cpu", dtype=DTYPE, seed=0).with_down_transposed()]
+    with interpreter_numpy_fix():
+        best, us, tried = moe_bench.tune_kernel(shape, weights, pick_router("reference"), 4, spec, impl)
+    timed = [(cfg, t) for cfg, t in tried if not isinstance(t, str)]
+    assert len(tried) >= 6 and len(timed) >= len(tried) - 1  # only PDL may fail in the interpreter
+    assert us == min(t for _, t in timed) and best.to_dict() == min(timed, key=lambda ct: ct[1])[0]

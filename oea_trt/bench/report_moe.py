@@ -197,20 +197,14 @@ def render_markdown(results) -> str:
                  f"(headline: {label(results, best)}).")
 
     preset, mode, batch = HEADLINE
-    head = [r for r in _rows(results, impl=best, preset=preset, mode=mode, batch=batch) if r["variant"] != "vanilla#2"]
-    if head:
-        lines += ["", f"## Headline: {preset} layer, {mode} routing, batch {batch} ({both})", ""]
-        table = []
-        for r in head:
-            match = dict(preset=preset, mode=mode, batch=batch, variant=r["variant"])
-            table.append([r["variant"], fmt(r["T"]), _pair(results, "total_us", **match),
-                          _pair(results, "moe_us", **match), fmt(r["floor_us"]), _pair(results, "moe_tb_s", 2, **match),
-                          _pair(results, "ratio_total", 3, **match), _pair(results, "ratio_moe", 3, **match)])
-        lines.append(markdown_table(["routing", "T", "routing+MoE us", "MoE us", "floor us", "MoE TB/s",
-                                     "ratio (routing+MoE)", "ratio (MoE)"], table))
-        lines.append("")
-        lines.append("Paper, Qwen3-30B-A3B on 1xH100 in SGLang (real traffic, max batch 16): k0=3 -> 0.61 of vanilla, "
-                     "T 25.1 vs 48.8.")
+    headline = _ratio_section(results, best, both, preset, mode, batch, f"Headline: {preset} layer, {mode} routing")
+    if headline:
+        lines += headline + ["", "Paper, Qwen3-30B-A3B on 1xH100 in SGLang (real traffic, max batch 16): k0=3 -> "
+                                 "0.61 of vanilla, T 25.1 vs 48.8."]
+    trace = results["spec"].get("trace_path")
+    lines += _ratio_section(results, best, both, preset, "trace", batch,
+                            f"Recorded routing: {preset} layer fed the router logits of "
+                            f"{os.path.basename(trace) if trace else 'a trace'}")
 
     table = []
     for impl in impls:
@@ -289,6 +283,23 @@ def _nodes(count: dict) -> str:
     return f"{count['nodes']} ({kinds}){via}"
 
 
+
+def _ratio_section(results, best, both, preset, mode, batch, title) -> list:
+    """Markdown lines: every routing variant of (preset, mode, batch) with T, latencies, floor,
+    TB/s and ratio to vanilla; [] where the run has no such rows."""
+    head = [r for r in _rows(results, impl=best, preset=preset, mode=mode, batch=batch) if r["variant"] != "vanilla#2"]
+    if not head:
+        return []
+    table = []
+    for r in head:
+        match = dict(preset=preset, mode=mode, batch=batch, variant=r["variant"])
+        table.append([r["variant"], fmt(r["T"]), _pair(results, "total_us", **match),
+                      _pair(results, "moe_us", **match), fmt(r["floor_us"]), _pair(results, "moe_tb_s", 2, **match),
+                      _pair(results, "ratio_total", 3, **match), _pair(results, "ratio_moe", 3, **match)])
+    return ["", f"## {title}, batch {batch} ({both})", "",
+            markdown_table(["routing", "T", "routing+MoE us", "MoE us", "floor us", "MoE TB/s",
+                            "ratio (routing+MoE)", "ratio (MoE)"], table)]
+
 def plot_latency_vs_t(results, path: str) -> None:
     plt = pyplot()
     best = best_impl(results)
@@ -321,7 +332,8 @@ def plot_latency_vs_t(results, path: str) -> None:
                                        f"{f['fixed_us']:.1f} us")
         eb = results["presets"][p]["expert_bytes"]
         ax.plot([0, t_max], [0, t_max * eb / (copy * 1e12) * 1e6], "r--", lw=1, label=f"floor at {copy:.2f} TB/s")
-        ax.set_title(f"{p}, {label(results, best)} (o uniform, ^ skewed)")
+        ax.set_title(f"{p}, {label(results, best)} (o uniform, ^ skewed"
+                     + (", s trace)" if any(r["mode"] == "trace" for r in rows) else ")"))
         ax.set_xlabel("distinct experts T")
         ax.set_ylabel("routing+MoE latency (us)")
         ax.grid(alpha=0.3)

@@ -6,12 +6,12 @@
 #   bash scripts/gpu/moe.sh            (from anywhere; RESULTS_DIR defaults to ./out)
 # Writes $RESULTS_DIR/moe/: pytest.log, bench.log, results.json, report.md, latency_vs_T.png,
 # latency_vs_B.png (report.md and the PNGs are rewritten after each preset, so a run cut short
-# keeps what it measured). Budget ~8 min (under 9.5; the H100 run at 73759a1 took 7.6): tests
-# ~3 min (mostly Triton compiles of every down path, PDL on and off, cached for the benchmark;
-# cut at 270 s), the
-# routing kernel's nvcc build if not cached, then the benchmark, which starts no new (preset,
-# routing, batch) block after 185 s (30B first, the TP8 shard, then the full 235B layer on fewer
-# rows: B 1 4 16 64, k0 1 3 5; at 170 s the H100 run reached none of the 235B layer's rows).
+# keeps what it measured). Budget ~9 min (under 9.5; H100 runs at 15ae6fa took 6.8 without the
+# trace routing): tests ~3 min (mostly Triton compiles of every down path, PDL on and off, cached
+# for the benchmark; cut at 270 s), the routing kernel's nvcc build if not cached, then the
+# benchmark over uniform, skewed and the embedded model's recorded routing, which starts no new
+# (preset, routing, batch) block after 250 s (30B first, the TP8 shard, then the full 235B layer
+# on fewer rows: B 1 4 16 64, k0 1 3 5; each preset took 46-63 s at 15ae6fa with two routings).
 set -u
 cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
@@ -31,6 +31,9 @@ rc=$?
 tail -n 3 "$OUT_DIR/routing_kernel.log"
 [ $rc -eq 0 ] || echo "routing kernel unavailable (rc=$rc): the benchmark routes with the torch reference"
 
+# MOE_TESTS=0: skip the GPU tests, only for a rerun of kernels whose tests passed on the GPU box
+# (say so in the note); the log records the skip.
+if [ "${MOE_TESTS:-1}" != 0 ]; then
 echo "== moe: GPU tests ($(date +%T))"
 # No -x: a failure in one kernel's tests must not hide the other's results.
 timeout 270 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py tests/test_moe_triton.py \
@@ -39,9 +42,12 @@ rc=$?
 tail -n 15 "$OUT_DIR/pytest.log"
 [ $rc -eq 0 ] || failed="$failed gpu-tests(rc=$rc)"
 echo "== moe: tests took $((SECONDS - start)) s"
+else
+echo "== moe: GPU tests skipped (MOE_TESTS=0)" | tee "$OUT_DIR/pytest.log"
+fi
 
 echo "== moe: benchmark ($(date +%T))"
-timeout 250 python3 -m oea_trt.cli bench moe --out "$OUT_DIR" --time-budget 185 \
+timeout 330 python3 -m oea_trt.cli bench moe --out "$OUT_DIR" --time-budget 250 \
   --preset qwen3-30b-a3b qwen3-235b-a22b-tp8 qwen3-235b-a22b --lite-preset qwen3-235b-a22b \
   2>&1 | tee "$OUT_DIR/bench.log"
 rc=${PIPESTATUS[0]}

@@ -57,10 +57,14 @@ def add_moe(sub) -> None:
                    help="layer shapes (235b-a22b: full experts on one GPU; -tp8: one tensor-parallel shard)")
     p.add_argument("--batch", nargs="+", type=positive_int, default=[1, 2, 4, 8, 16, 32, 64], metavar="B",
                    help="decode batch sizes (tokens per call)")
-    p.add_argument("--routing", nargs="+", choices=("uniform", "skewed", "trace"), default=["uniform", "skewed"],
-                   help="router logits: uniform random, skewed (calibrated: vanilla T=49 at B=16), or a trace")
+    p.add_argument("--routing", nargs="+", choices=("uniform", "skewed", "trace"),
+                   default=["uniform", "skewed", "trace"],
+                   help="router logits: uniform random, skewed (calibrated: vanilla T=49 at B=16), and recorded "
+                        "from a model (--trace; default: the embedded Qwen3-MoE's, 128 experts)")
     p.add_argument("--trace", metavar="PATH",
-                   help="router logits recorded from a model, [layers, tokens, E] in .pt or .npz (adds 'trace')")
+                   help="router logits recorded from a model, [layers, tokens, E] in .pt or .npz, e.g. by "
+                        "`oea-trt eval --dump-traces` (adds 'trace'; default: the embedded model's "
+                        "oea_trt/models/embedded/router_traces.pt)")
     p.add_argument("--k0", nargs="+", type=_k0, default=list(range(1, 8)), help="OEA k0 values (vanilla always)")
     p.add_argument("--impl", nargs="+", choices=("fused", "triton", "grouped_mm", "loop"),
                    default=["fused", "triton", "grouped_mm", "loop"],
@@ -123,30 +127,34 @@ def run_moe(args) -> int:
 
 def _moe_spec(args):
     from ...bench.moe import MoEBenchSpec
-    from ...bench.routing_inputs import TraceError, load_trace
+    from ...bench.routing_inputs import TraceError, load_trace, trace_sequence_shape
 
     modes = list(dict.fromkeys(args.routing + (["trace"] if args.trace else [])))
+    trace = None
     if "trace" in modes:
-        if not args.trace:
-            raise CLIError("--routing trace needs --trace PATH (router logits [layers, tokens, E], .pt or .npz)")
+        from ...models.embedded import ROUTER_TRACES
+
+        trace = args.trace or ROUTER_TRACES
         try:
-            logits = load_trace(args.trace)
+            logits = load_trace(trace)
+            sequences = trace_sequence_shape(trace, logits.shape[1])
         except TraceError as exc:
             raise CLIError(str(exc)) from None
         from ...presets import get_preset
 
         wrong = [p for p in args.preset if get_preset(p).num_experts != logits.shape[-1]]
         if wrong:
-            raise CLIError(f"trace {args.trace} has {logits.shape[-1]} experts per row but preset {wrong[0]} has "
+            raise CLIError(f"trace {trace} has {logits.shape[-1]} experts per row but preset {wrong[0]} has "
                            f"{get_preset(wrong[0]).num_experts}: record the trace from a model with that many experts")
-        if logits.shape[1] < max(args.batch):
-            raise CLIError(f"trace {args.trace} has {logits.shape[1]} tokens per layer; --batch needs "
-                           f"{max(args.batch)}")
+        # A decode batch is one token of each of B requests: B distinct sequences where the file has them.
+        available, unit = (sequences[0], "sequences") if sequences else (logits.shape[1], "tokens per layer")
+        if available < max(args.batch):
+            raise CLIError(f"trace {trace} has {available} {unit}; --batch {max(args.batch)} needs as many")
     if args.repeats < 5:
         print("note: fewer than 5 repeats; the project's benchmarks report the median of >= 5", file=sys.stderr)
     return MoEBenchSpec(presets=tuple(args.preset), batch_sizes=tuple(sorted(set(args.batch))), modes=tuple(modes),
                         k0s=tuple(sorted(set(args.k0))), impls=tuple(args.impl),
                         baseline_k0s=tuple(args.baseline_k0), repeats=args.repeats, copies=args.copies,
-                        lite_presets=tuple(args.lite_preset), tune=not args.no_tune, trace_path=args.trace,
+                        lite_presets=tuple(args.lite_preset), tune=not args.no_tune, trace_path=trace,
                         routing=args.routing_impl, seed=args.seed,
                         time_budget_s=args.time_budget)

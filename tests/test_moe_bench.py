@@ -332,3 +332,15 @@ def test_tune_kernel_tries_every_candidate_on_cpu(monkeypatch, impl):
     timed = [(cfg, t) for cfg, t in tried if not isinstance(t, str)]
     assert len(tried) >= 6 and len(timed) >= len(tried) - 1  # only PDL may fail in the interpreter
     assert us == min(t for _, t in timed) and best.to_dict() == min(timed, key=lambda ct: ct[1])[0]
+
+
+def test_a_run_of_recorded_routing_only_reports_its_ratios_on_the_better_kernel():
+    """A run with only the 'trace' routing (scripts/gpu/moe.sh's second part): the better kernel
+    is judged on its k0=3 row, and the report has the recorded-routing section, no headline."""
+    results = _two_kernels(fused_fixed=20.0, triton_fixed=3.0)
+    results["rows"] = [dict(r, mode="trace") for r in results["rows"] if r["mode"] == "skewed"]
+    results["spec"] = dict(results.get("spec", {}), modes=["trace"], trace_path="/x/router_traces.pt")
+    assert report_moe.best_impl(results) == "triton"
+    md = report_moe.render_markdown(results)
+    assert "## Recorded routing: qwen3-30b-a3b layer fed the router logits of router_traces.pt, batch 16" in md
+    assert "## Headline" not in md and "(headline: 3 launches)" in md

@@ -4,14 +4,15 @@
 # and "triton" (deterministic; one launch up to 16 tokens, else three: gate/up, down, combine,
 # with programmatic dependent launch; the tuner tries both), both vs torch._grouped_mm.
 #   bash scripts/gpu/moe.sh            (from anywhere; RESULTS_DIR defaults to ./out)
-# Writes $RESULTS_DIR/moe/: pytest.log, bench.log, results.json, report.md, latency_vs_T.png,
+# Writes $RESULTS_DIR/moe/: pytest.log, bench.log, bench_trace.log, results.json, report.md, latency_vs_T.png,
 # latency_vs_B.png (report.md and the PNGs are rewritten after each preset, so a run cut short
-# keeps what it measured). Budget ~9 min (under 9.5; H100 runs at 15ae6fa took 6.8 without the
-# trace routing): tests ~3 min (mostly Triton compiles of every down path, PDL on and off, cached
-# for the benchmark; cut at 270 s), the routing kernel's nvcc build if not cached, then the
-# benchmark over uniform, skewed and the embedded model's recorded routing, which starts no new
-# (preset, routing, batch) block after 250 s (30B first, the TP8 shard, then the full 235B layer
-# on fewer rows: B 1 4 16 64, k0 1 3 5; each preset took 46-63 s at 15ae6fa with two routings).
+# keeps what it measured), and trace/ the same for the recorded routing. Budget ~8.5 min (under
+# 9.5; the H100 runs at 15ae6fa took 6.8 without the trace part): tests ~3 min (mostly Triton
+# compiles of every down path, PDL on and off, cached for the benchmark; cut at 270 s), the
+# routing kernel's nvcc build if not cached, then the benchmark over uniform and skewed routing,
+# which starts no new (preset, routing, batch) block after 185 s (30B first, the TP8 shard, then
+# the full 235B layer on fewer rows: B 1 4 16 64, k0 1 3 5; 46-63 s per preset at 15ae6fa), then
+# the 30B layer fed the embedded model's recorded router logits (~1.5 min).
 set -u
 cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
@@ -47,11 +48,19 @@ echo "== moe: GPU tests skipped (MOE_TESTS=0)" | tee "$OUT_DIR/pytest.log"
 fi
 
 echo "== moe: benchmark ($(date +%T))"
-timeout 330 python3 -m oea_trt.cli bench moe --out "$OUT_DIR" --time-budget 250 \
+timeout 250 python3 -m oea_trt.cli bench moe --out "$OUT_DIR" --time-budget 185 --routing uniform skewed \
   --preset qwen3-30b-a3b qwen3-235b-a22b-tp8 qwen3-235b-a22b --lite-preset qwen3-235b-a22b \
   2>&1 | tee "$OUT_DIR/bench.log"
 rc=${PIPESTATUS[0]}
 [ $rc -eq 0 ] || failed="$failed benchmark(rc=$rc)"
+
+# The embedded model's recorded routing on the 30B layer, a run of its own: with all three
+# routings in one run the full 235B layer's rows no longer fit the budget (H100, 1eb7a8a).
+echo "== moe: benchmark, recorded routing ($(date +%T))"
+timeout 110 python3 -m oea_trt.cli bench moe --out "$OUT_DIR/trace" --time-budget 70 --routing trace \
+  --preset qwen3-30b-a3b 2>&1 | tee "$OUT_DIR/bench_trace.log"
+rc=${PIPESTATUS[0]}
+[ $rc -eq 0 ] || failed="$failed benchmark-trace(rc=$rc)"
 
 echo "== moe: summary after $((SECONDS - start)) s"
 if [ -f "$OUT_DIR/report.md" ]; then

@@ -317,12 +317,16 @@ def plot_latency_vs_t(results, path: str) -> None:
         rows = [r for r in _rows(results, impl=best, preset=p) if r.get("total_us") and r["variant"] != "vanilla#2"]
         batches = sorted({r["batch"] for r in rows})
         cmap = plt.get_cmap("viridis")
+        markers = [(m, k) for m, k in (("uniform", "o"), ("skewed", "^"), ("trace", "s"))
+                   if any(r["mode"] == m for r in rows)]
         for i, b in enumerate(batches):
-            for mode, marker in (("uniform", "o"), ("skewed", "^"), ("trace", "s")):
+            labelled = False  # one legend entry per batch, on its first routing
+            for mode, marker in markers:
                 pts = [r for r in rows if r["batch"] == b and r["mode"] == mode]
                 if pts:
                     ax.scatter([r["T"] for r in pts], [r["total_us"] for r in pts], s=14, marker=marker,
-                               color=cmap(i / max(1, len(batches) - 1)), label=f"B={b}" if mode == "uniform" else None)
+                               color=cmap(i / max(1, len(batches) - 1)), label=None if labelled else f"B={b}")
+                    labelled = True
         t_max = max(r["T"] for r in rows)
         if p in fit:
             f = fit[p]["total"]
@@ -337,8 +341,8 @@ def plot_latency_vs_t(results, path: str) -> None:
                                        f"{f['fixed_us']:.1f} us")
         eb = results["presets"][p]["expert_bytes"]
         ax.plot([0, t_max], [0, t_max * eb / (copy * 1e12) * 1e6], "r--", lw=1, label=f"floor at {copy:.2f} TB/s")
-        ax.set_title(f"{p}, {label(results, best)} (o uniform, ^ skewed"
-                     + (", s trace)" if any(r["mode"] == "trace" for r in rows) else ")"))
+        ax.set_title(f"{p}, {label(results, best)}\n(" + ", ".join(f"{k} {m}" for m, k in markers) + ")",
+                     fontsize=10)
         ax.set_xlabel("distinct experts T")
         ax.set_ylabel("routing+MoE latency (us)")
         ax.grid(alpha=0.3)

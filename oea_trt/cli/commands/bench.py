@@ -61,7 +61,7 @@ def add_moe(sub) -> None:
                    default=["uniform", "skewed", "trace"],
                    help="router logits: uniform random, skewed (calibrated: vanilla T=49 at B=16), and recorded "
                         "from a model (--trace; default: the embedded Qwen3-MoE's, 128 experts)")
-    p.add_argument("--trace", metavar="PATH",
+    p.add_argument("--trace", metavar="PATH", default=argparse.SUPPRESS,  # help names the real default
                    help="router logits recorded from a model, [layers, tokens, E] in .pt or .npz, e.g. by "
                         "`oea-trt eval --dump-traces` (adds 'trace'; default: the embedded model's "
                         "oea_trt/models/embedded/router_traces.pt)")
@@ -129,12 +129,13 @@ def _moe_spec(args):
     from ...bench.moe import MoEBenchSpec
     from ...bench.routing_inputs import TraceError, load_trace, trace_sequence_shape
 
-    modes = list(dict.fromkeys(args.routing + (["trace"] if args.trace else [])))
+    user_trace = getattr(args, "trace", None)  # absent unless given (default=SUPPRESS)
+    modes = list(dict.fromkeys(args.routing + (["trace"] if user_trace else [])))
     trace = None
     if "trace" in modes:
         from ...models.embedded import ROUTER_TRACES
 
-        trace = args.trace or ROUTER_TRACES
+        trace = user_trace or ROUTER_TRACES
         try:
             logits = load_trace(trace)
             sequences = trace_sequence_shape(trace, logits.shape[1])

@@ -41,8 +41,8 @@ def test_traces_route_like_the_embedded_model_documents():
 
 @pytest.mark.slow
 def test_traces_are_what_the_embedded_model_records(tmp_path):
-    """Re-record with the command in ROUTER_TRACES_COMMAND's settings and compare (float32 CPU
-    forward passes: equal up to summation order)."""
+    """Re-record with TRAINING.md's settings (64 held-out sequences of 32 tokens, all domains) and
+    compare (float32 CPU forward passes: equal up to summation order)."""
     pytest.importorskip("transformers")
     from oea_trt.data import EVAL_SEED, domain_names
     from oea_trt.eval import dump_traces, eval_sequences, load_model

@@ -288,7 +288,6 @@ def _nodes(count: dict) -> str:
     return f"{count['nodes']} ({kinds}){via}"
 
 
-
 def _ratio_section(results, best, both, preset, mode, batch, title) -> list:
     """Markdown lines: every routing variant of (preset, mode, batch) with T, latencies, floor,
     TB/s and ratio to vanilla; [] where the run has no such rows."""
@@ -304,6 +303,7 @@ def _ratio_section(results, best, both, preset, mode, batch, title) -> list:
     return ["", f"## {title}, batch {batch} ({both})", "",
             markdown_table(["routing", "T", "routing+MoE us", "MoE us", "floor us", "MoE TB/s",
                             "ratio (routing+MoE)", "ratio (MoE)"], table)]
+
 
 def plot_latency_vs_t(results, path: str) -> None:
     plt = pyplot()

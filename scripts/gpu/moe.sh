@@ -26,11 +26,7 @@ start=$SECONDS
 # nvcc build (skipped when the kernel part already built it) must not eat the tests' or the
 # benchmark's budget.
 echo "== moe: routing kernel library ($(date +%T))"
-timeout 240 python3 -c "from oea_trt.kernels import load_library; print('routing kernel:', load_library())" \
-  > "$OUT_DIR/routing_kernel.log" 2>&1
-rc=$?
-tail -n 3 "$OUT_DIR/routing_kernel.log"
-[ $rc -eq 0 ] || echo "routing kernel unavailable (rc=$rc): the benchmark routes with the torch reference"
+bash scripts/gpu/routing_library.sh "$OUT_DIR/routing_kernel.log" 240
 
 # MOE_TESTS=0: skip the GPU tests, only for a rerun of kernels whose tests passed on the GPU box
 # (say so in the note); the log records the skip.

@@ -8,7 +8,7 @@
 # Writes $RESULTS_DIR/moe_ab/: compile.log, pytest.log, routing_kernel.log, ab.log, results.json,
 # report.md. Budget <= 9 min on an H200: sm_90 compile check (<= 150 s), the GPU tests (<= 200 s),
 # the routing kernel's library (cached when the kernel or moe part built it in this session; else
-# an nvcc build, capped at 45 s, after which routing falls back to the torch reference and the
+# an nvcc build, capped at 120 s, after which routing falls back to the torch reference and the
 # report says so), then the A/B, which starts no new case after 240 s (hard cap 300 s).
 set -u
 cd "$(dirname "$0")/../.."
@@ -37,11 +37,7 @@ fi
 
 # Built before the tests: the routing -> one-launch tests (early_active) need it.
 echo "== moe_ab: routing kernel library ($(date +%T))"
-timeout 120 python3 -c "from oea_trt.kernels import load_library; print('routing kernel:', load_library())" \
-  > "$OUT_DIR/routing_kernel.log" 2>&1
-rc=$?
-tail -n 2 "$OUT_DIR/routing_kernel.log"
-[ $rc -eq 0 ] || echo "routing kernel unavailable (rc=$rc): the A/B routes with the torch reference"
+bash scripts/gpu/routing_library.sh "$OUT_DIR/routing_kernel.log" 120
 
 if [ "$QUICK" != 1 ]; then
 echo "== moe_ab: GPU tests of the variants timed here ($(date +%T))"

@@ -9,6 +9,3 @@ Qwen3-30B-A3B and 235B-A22B layers). How it was made: TRAINING.md.
 import os
 
 ROUTER_TRACES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "router_traces.pt")
-#: What produced router_traces.pt (tests/test_embedded_traces.py re-records it and compares).
-ROUTER_TRACES_COMMAND = ("oea-trt eval --batch 16 64 --k0 3 --length 32 --sequences 64 --no-prune "
-                         "--dump-traces oea_trt/models/embedded/router_traces.pt")

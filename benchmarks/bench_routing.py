@@ -5,7 +5,7 @@ Variants, timed side by side in one run on the same inputs (skewed bf16 router l
 k=8 by default), each captured as `--calls` back-to-back calls in one graph and reported as
 the median of `--repeats` replays divided by the calls:
   torch_vanilla     softmax(fp32) -> topk -> renormalize, Qwen3's routing in plain torch
-  reference_k0=K    oea_trt.routing.oea_route (the torch reference OEA) on the GPU
+  reference_k0=K    oea_trt.routing.reference.oea_route (the torch reference OEA) on the GPU
   kernel_k0=K       the fused CUDA kernel (torch.ops.oea_trt.route), k0=8 is vanilla top-8
   graph_node_floor  one tiny elementwise kernel per call: the cost of any node in a graph
 Before timing, the kernel is checked against the reference on the benchmark inputs and on
@@ -28,9 +28,9 @@ import torch  # noqa: E402
 from oea_trt.bench.env import environment  # noqa: E402
 from oea_trt.bench.report import ensure_dir, fmt, markdown_table, pyplot, save_figure, write_json  # noqa: E402
 from oea_trt.bench.timing import capture_graph, time_graph  # noqa: E402
-from oea_trt.config import OEAConfig  # noqa: E402
-from oea_trt.routing import oea_route  # noqa: E402
-from oea_trt.synthetic import skewed_logits, uniform_logits  # noqa: E402
+from oea_trt.routing.config import OEAConfig  # noqa: E402
+from oea_trt.routing.reference import oea_route  # noqa: E402
+from oea_trt.routing.synthetic import skewed_logits, uniform_logits  # noqa: E402
 
 TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096)
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -132,7 +132,7 @@ def run(args) -> dict:
     baseline = load_baseline(args.baseline) if args.baseline else None
     if not torch.cuda.is_available():
         raise UsageError("needs a CUDA GPU (this benchmark times CUDA-graph replay)")
-    from oea_trt.kernels import load_library, route_kernel
+    from oea_trt.routing.kernel import load_library, route_kernel
 
     library = load_library()
     dtype = DTYPES[args.dtype]

@@ -10,7 +10,7 @@ cost, side by side, with the same weights, routing draws and timing as the main 
   slots+pdl             3 launches: gate/up, per-slot down, combine, with programmatic dependent
                         launch (the default above 16 tokens)
   one_launch+pdl...     1 launch: gate/up and down items in one persistent grid, each token's
-                        tile summed by its last finisher (oea_trt/moe/one_launch.py; the default
+                        tile summed by its last finisher (oea_trt/moe/triton/one_launch.py; the default
                         up to 16 tokens), over ONE_LAUNCH_VARIANTS [gate/up n x k, down n x k,
                         stages]: late stream (each item waits for its expert's token list
                         before streaming, early_stream=False)
@@ -72,7 +72,7 @@ def variants():
 
 
 def kernel_config(shape, batch, changes):
-    from oea_trt.moe.triton_kernel import default_config
+    from oea_trt.moe.triton.three_launch import default_config
 
 
     block_m = min(64, max(16, 1 << max(0, batch - 1).bit_length()))
@@ -88,7 +88,7 @@ def kernel_config(shape, batch, changes):
 
 
 def _fn(cfg):
-    from oea_trt.moe.triton_kernel import fused_moe
+    from oea_trt.moe.triton.three_launch import fused_moe
 
     return lambda x, w, r: fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, cfg,
                                      active_ready=r.active_ready)
@@ -148,7 +148,7 @@ def run(args, on_progress=None) -> dict:
     from oea_trt.bench.routers import pick_router, route_for_moe
     from oea_trt.bench.routing_inputs import make_sources
     from oea_trt.moe.layer import ExpertWeights
-    from oea_trt.presets import get_preset
+    from oea_trt.moe.shapes import get_preset
 
     t0 = time.time()
     env = environment()

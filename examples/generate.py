@@ -40,9 +40,9 @@ def parse_args(argv=None):
 
 
 def _save_tiny(directory):
-    """A tiny random Qwen3-MoE with the character tokenizer (oea_trt.hf.testing when present)."""
+    """A tiny random Qwen3-MoE with the character tokenizer (oea_trt.models.random_model when present)."""
     try:
-        from oea_trt.hf.testing import save_tiny_model
+        from oea_trt.models.random_model import save_tiny_model
     except ImportError:
         import torch
         from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM

@@ -4,7 +4,7 @@ tensorrt-llm/release:1.2.1 container:
 
   TLLM_WORKER_USE_SINGLE_PROCESS=1 python examples/pytorch_backend_llm.py /models/Qwen3-30B-A3B --k0 3
 
-Importing oea_trt.trtllm.torch_backend registers OEAQwen3MoeForCausalLM for the architecture
+Importing oea_trt.integrations.trtllm_torch.backend registers OEAQwen3MoeForCausalLM for the architecture
 "Qwen3MoeForCausalLM" (every MoE layer's routing method becomes OEAMoeRoutingMethod, running
 oea_trt::route); configure() sets k0. TLLM_WORKER_USE_SINGLE_PROCESS=1 keeps the executor worker
 in this process, where the registration happened.
@@ -12,7 +12,7 @@ in this process, where the registration happened.
 import argparse
 import os
 
-from oea_trt.trtllm import torch_backend  # registers the OEA Qwen3-MoE class (needs TensorRT-LLM)
+from oea_trt.integrations.trtllm_torch import backend as torch_backend  # registers the OEA Qwen3-MoE class (needs TensorRT-LLM)
 
 
 def main():

@@ -1,6 +1,6 @@
 // oea_routing.cu: the fused OEA routing kernel behind plugin/oea_routing.h.
 //
-// The rule (docs/oea-spec.md, reference oea_trt/routing.py) needs one batch-wide fact between
+// The rule (docs/oea-spec.md, reference oea_trt/routing/reference.py) needs one batch-wide fact between
 // two per-token steps: the loaded set S_base (union of decode baselines + context top-k) must
 // be complete before any decode token may piggyback on it. So there are two phases with one
 // batch-wide barrier between them:

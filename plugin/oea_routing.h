@@ -2,7 +2,7 @@
 //
 // Plain C++ (no TensorRT, no torch types) so that the TensorRT plugin, the Python binding
 // (cuda-python / ctypes) and any C++ harness call the same entry point. The rule it
-// implements is docs/oea-spec.md; oea_trt/routing.py is the reference it must match
+// implements is docs/oea-spec.md; oea_trt/routing/reference.py is the reference it must match
 // bit-exactly for expert ids and within 1e-6 relative for weights.
 //
 // Contract: no host synchronisation, no allocation (caller-provided workspace, size from
@@ -21,7 +21,7 @@ extern "C" {
 #define OEA_MAX_SCHEDULE 16
 #define OEA_MAX_EXPERTS 4096
 
-// Logit element types; values match oea_trt.kernels (Python) and the plugin's type mapping.
+// Logit element types; values match oea_trt.routing.kernel (Python) and the plugin's type mapping.
 enum OeaLogitsType { OEA_LOGITS_FP32 = 0, OEA_LOGITS_FP16 = 1, OEA_LOGITS_BF16 = 2 };
 
 // What unused output slots hold; values are OEAConfig.fill_code (FILL_MODES order).
@@ -30,7 +30,7 @@ enum OeaFillMode { OEA_FILL_INVALID = 0, OEA_FILL_NUM_EXPERTS = 1, OEA_FILL_TOP1
 // Token kinds of the optional token_kind input; any other value is padding.
 enum OeaTokenKind { OEA_TOKEN_DECODE = 0, OEA_TOKEN_CONTEXT = 1, OEA_TOKEN_PADDING = 2 };
 
-// Every knob of OEAConfig (oea_trt/config.py), already validated and resolved
+// Every knob of OEAConfig (oea_trt/routing/config.py), already validated and resolved
 // (k_max and max_rank filled in, schedule sorted ascending by min_decode_tokens).
 typedef struct OeaRoutingParams {
   int32_t num_experts;           // E, 1..OEA_MAX_EXPERTS

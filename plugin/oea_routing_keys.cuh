@@ -1,7 +1,7 @@
 // oea_routing_keys.cuh: ranking keys and warp reductions of the fused OEA routing kernel.
 //
 // Internal to plugin/oea_routing.cu. A token's experts are ranked by float32 logit, descending,
-// ties to the LOWER expert index (oea_trt/routing.py: stable descending sort). Each logit becomes
+// ties to the LOWER expert index (oea_trt/routing/reference.py: stable descending sort). Each logit becomes
 // one unsigned key whose integer order is exactly that ranking:
 //   key = (ord(logit) << 12) | (4095 - expert)
 // where ord() is the usual order-preserving bit twiddle of the float. The expert index in the

@@ -36,7 +36,7 @@ from oea_trt.bench.moe import (ALL_PRESETS, DOWN_CANDIDATES, DOWN_COMBINE_CANDID
 from oea_trt.moe import fused_kernel as fk  # noqa: E402
 from oea_trt.moe import one_launch as ol  # noqa: E402
 from oea_trt.moe import triton_kernel as tk  # noqa: E402
-from oea_trt.presets import get_preset  # noqa: E402
+from oea_trt.moe.shapes import get_preset  # noqa: E402
 
 SMEM_LIMIT = 227 * 1024
 ALIGNED = [["tt.divisibility", 16]]

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from oea_trt.data import (EVAL_SEED, TRAIN_SEED, VOCAB, char_sequence_rows, char_sequences,  # noqa: E402
                           save_hf_tokenizer)  # noqa: E402
 from oea_trt.data.domains import DOMAINS  # noqa: E402
-from oea_trt.hf.portable import add_v4_config_keys  # noqa: E402
+from oea_trt.integrations.hf.portable import add_v4_config_keys  # noqa: E402
 
 EMBEDDED_CONFIG = dict(
     vocab_size=len(VOCAB),

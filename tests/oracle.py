@@ -1,6 +1,6 @@
 """A deliberately literal implementation of the paper's OEA algorithms, one token at a time.
 
-It is the test oracle for oea_trt.routing: slow, plain Python, written from the spec's prose
+It is the test oracle for oea_trt.routing.reference: slow, plain Python, written from the spec's prose
 (docs/oea-spec.md steps 1-7) and not from the vectorized code, so that the two can disagree.
 """
 import math

@@ -19,7 +19,7 @@ from typing import Dict, Optional
 import numpy as np
 import pytest
 
-from oea_trt import plugin_lib
+from oea_trt import plugin as plugin_lib
 
 # nvinfer1::DataType / TensorFormat / PluginFieldType values (same in TensorRT 10.x and 11.x).
 DT_FLOAT, DT_HALF, DT_INT32, DT_BF16, DT_INT64 = 0, 1, 3, 7, 8

@@ -5,7 +5,7 @@ Shared by the oracle test (CPU) and the kernel tests (GPU) so both sweep the sam
 import numpy as np
 import torch
 
-from oea_trt.config import FILL_MODES, OEAConfig
+from oea_trt.routing.config import FILL_MODES, OEAConfig
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

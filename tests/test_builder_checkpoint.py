@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from oea_trt.config import OEAConfig
-from oea_trt.trtllm.build import BuildError, patch_checkpoint_config
-from oea_trt.trtllm.oea_config_file import (FILE_NAME, engine_config_dict, read_engine_config,
+from oea_trt.routing.config import OEAConfig
+from oea_trt.integrations.trtllm.build import BuildError, patch_checkpoint_config
+from oea_trt.plan.config_file import (FILE_NAME, engine_config_dict, read_engine_config,
                                             routing_from_engine_config, write_engine_config)
-from oea_trt.trtllm.routing_plan import CONFIG_KEY, RoutingPlan
+from oea_trt.plan.routing_plan import CONFIG_KEY, RoutingPlan
 
 PLAN = RoutingPlan(base=OEAConfig(num_experts=128, top_k=8, k0=3, fill="invalid"), moe_layers=tuple(range(48)),
                    layer_k0={0: 8})

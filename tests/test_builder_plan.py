@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from oea_trt.cli import main
-from oea_trt.trtllm.build_plan import (MODEL_CLS_FILE, MODEL_CLS_NAME, BuildOptions, BuildPlanError, make_plan,
+from oea_trt.integrations.trtllm.build_plan import (MODEL_CLS_FILE, MODEL_CLS_NAME, BuildOptions, BuildPlanError, make_plan,
                                        trtllm_build_command)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,9 +7,9 @@ import pytest
 
 from oea_trt import __version__
 from oea_trt.cli import main
-from oea_trt.presets import get_preset
-from oea_trt.simulate import simulate
-from oea_trt.synthetic import expected_uniform_active
+from oea_trt.moe.shapes import get_preset
+from oea_trt.routing.simulate import simulate
+from oea_trt.routing.synthetic import expected_uniform_active
 
 
 def run_cli(*args):

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from oea_trt.config import ConfigError, OEAConfig, format_k0_schedule, parse_k0_schedule
-from oea_trt.routing import RoutingInputError, oea_route, vanilla_route
+from oea_trt.routing.config import ConfigError, OEAConfig, format_k0_schedule, parse_k0_schedule
+from oea_trt.routing.reference import RoutingInputError, oea_route, vanilla_route
 
 GOOD = dict(num_experts=128, top_k=8, k0=3)
 

@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("transformers")
 
 from oea_trt.cli import main  # noqa: E402
-from oea_trt.hf.testing import save_tiny_model  # noqa: E402
+from oea_trt.models.random_model import save_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")

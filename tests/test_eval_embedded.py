@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("transformers")
 
 from oea_trt.eval import EMBEDDED_MODEL_DIR, eval_sequences, evaluate, load_model  # noqa: E402
-from oea_trt.hf import apply_oea, moe_layers  # noqa: E402
+from oea_trt.integrations.hf import apply_oea, moe_layers  # noqa: E402
 
 WEIGHTS = os.path.join(EMBEDDED_MODEL_DIR, "model.safetensors")
 pytestmark = pytest.mark.skipif(not os.path.isfile(WEIGHTS),

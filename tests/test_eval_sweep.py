@@ -8,7 +8,7 @@ pytest.importorskip("transformers")
 from oea_trt.eval import evaluate, format_table, oea_beats_pruning, sequence_ce  # noqa: E402
 from oea_trt.eval.intervals import paired_bootstrap_ci, standard_error  # noqa: E402
 from oea_trt.eval.sweep import forward_chunk  # noqa: E402
-from oea_trt.hf.testing import tiny_qwen3_moe  # noqa: E402
+from oea_trt.models.random_model import tiny_qwen3_moe  # noqa: E402
 
 
 @pytest.fixture(scope="module")

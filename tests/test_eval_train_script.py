@@ -31,7 +31,7 @@ def test_tiny_training_run_produces_a_loadable_model(tmp_path):
         assert (out / name).is_file(), name
 
     from oea_trt.eval import eval_sequences, load_model
-    from oea_trt.hf import moe_layers
+    from oea_trt.integrations.hf import moe_layers
 
     model, tokenizer = load_model(str(out / "model"))
     assert model.config.model_type == "qwen3_moe"

@@ -1,4 +1,4 @@
-"""oea_trt.hf on CUDA (GPU box): same routing as on the CPU, bf16 models, decode-sim vs a loop."""
+"""oea_trt.integrations.hf on CUDA (GPU box): same routing as on the CPU, bf16 models, decode-sim vs a loop."""
 import copy
 
 import pytest
@@ -6,8 +6,8 @@ import torch
 
 pytest.importorskip("transformers")
 
-from oea_trt.hf import apply_oea  # noqa: E402
-from oea_trt.hf.testing import tiny_qwen3_moe  # noqa: E402
+from oea_trt.integrations.hf import apply_oea  # noqa: E402
+from oea_trt.models.random_model import tiny_qwen3_moe  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 

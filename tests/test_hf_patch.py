@@ -1,4 +1,4 @@
-"""oea_trt.hf on real transformers Qwen3-MoE models: equality with OEA off, what OEA changes,
+"""oea_trt.integrations.hf on real transformers Qwen3-MoE models: equality with OEA off, what OEA changes,
 padding, decode-batch simulation vs a literal decode loop, generate(), per-layer configs."""
 import pytest
 import torch
@@ -6,9 +6,9 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from oea_trt import OEAConfig, oea_route  # noqa: E402
-from oea_trt.config import ConfigError  # noqa: E402
-from oea_trt.hf import apply_oea, moe_layers, oea_routing  # noqa: E402
-from oea_trt.hf.testing import tiny_qwen3_moe  # noqa: E402
+from oea_trt.routing.config import ConfigError  # noqa: E402
+from oea_trt.integrations.hf import apply_oea, moe_layers, oea_routing  # noqa: E402
+from oea_trt.models.random_model import tiny_qwen3_moe  # noqa: E402
 
 
 def _ids(batch, length, seed=0, vocab=100):
@@ -255,8 +255,8 @@ def test_generate_routes_prefill_as_context_and_steps_as_decode(model):
 
 
 def test_token_kinds():
-    from oea_trt.config import CONTEXT, DECODE, PADDING
-    from oea_trt.hf import token_kinds
+    from oea_trt.routing.config import CONTEXT, DECODE, PADDING
+    from oea_trt.integrations.hf import token_kinds
 
     mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
     sim = token_kinds(mask, 2, 3, "decode-sim", torch.device("cpu"))

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import oea_trt
-from oea_trt.config import OEAConfig
-from oea_trt.dispatch import route
-from oea_trt.kernels import library as kernel_library
-from oea_trt.kernels.launch import token_kind_int32
-from oea_trt.kernels.library import KernelUnavailable, nvcc_command, params_for
-from oea_trt.routing import RoutingInputError, oea_route
+from oea_trt.routing.config import OEAConfig
+from oea_trt.routing.dispatch import route
+from oea_trt.routing import library as kernel_library
+from oea_trt.routing.launch import token_kind_int32
+from oea_trt.routing.library import KernelUnavailable, nvcc_command, params_for
+from oea_trt.routing.reference import RoutingInputError, oea_route
 
 CFG = OEAConfig(num_experts=64, top_k=6, k0=2, k_max=9, max_rank=40, top_p=0.7, fill="top1",
                 renormalize=False, piggyback_on_context=False, k0_schedule=((3, 5), (10, 1)))
@@ -27,7 +27,7 @@ def test_importing_the_package_loads_neither_the_kernel_nor_the_compiler():
     import subprocess
     import sys
 
-    code = ("import sys, oea_trt; loaded = [m for m in ('oea_trt.kernels', 'torch._dynamo', 'triton') "
+    code = ("import sys, oea_trt; loaded = [m for m in ('oea_trt.routing.kernel', 'torch._dynamo', 'triton') "
             "if m in sys.modules]; print(loaded)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
@@ -51,7 +51,7 @@ def test_route_rejects_unknown_backends_and_the_kernel_on_cpu():
 
 
 def test_fake_op_gives_the_kernel_output_shapes():
-    import oea_trt.kernels.op  # noqa: F401 (registers torch.ops.oea_trt.route)
+    import oea_trt.routing.op  # noqa: F401 (registers torch.ops.oea_trt.route)
 
     logits = torch.empty(17, 64, device="meta", dtype=torch.bfloat16)
     ids, weights, mask, num_active = torch.ops.oea_trt.route(
@@ -63,7 +63,7 @@ def test_fake_op_gives_the_kernel_output_shapes():
 
 
 def test_custom_op_schema_has_every_knob():
-    import oea_trt.kernels.op  # noqa: F401
+    import oea_trt.routing.op  # noqa: F401
 
     schema = str(torch.ops.oea_trt.route.default._schema)
     assert schema.startswith("oea_trt::route(Tensor router_logits, Tensor? token_kind, SymInt num_leading_context")
@@ -144,7 +144,7 @@ def test_one_time_nvcc_build_is_cached_and_loads(tmp_path):
 
 
 def test_only_routing_with_a_piggyback_phase_publishes_its_active_set_early():
-    from oea_trt.kernels.op import publishes_early
+    from oea_trt.routing.op import publishes_early
 
     assert publishes_early(OEAConfig(num_experts=128, top_k=8, k0=3))
     assert publishes_early(OEAConfig(num_experts=128, top_k=8, k0=8, k_max=10))
@@ -153,7 +153,7 @@ def test_only_routing_with_a_piggyback_phase_publishes_its_active_set_early():
 
 
 def test_active_ready_flag_is_one_zeroed_int32_per_device():
-    from oea_trt.kernels import active_ready_flag
+    from oea_trt.routing.kernel import active_ready_flag
 
     flag = active_ready_flag(torch.device("cpu"))
     assert flag.dtype == torch.int32 and flag.shape == (1,) and int(flag[0]) == 0

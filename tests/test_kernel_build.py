@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from oea_trt.config import OEAConfig
-from oea_trt.kernels.library import KernelLibrary, OeaRoutingParams, params_for, params_from_fields
+from oea_trt.routing.config import OEAConfig
+from oea_trt.routing.library import KernelLibrary, OeaRoutingParams, params_for, params_from_fields
 
 REPO = Path(__file__).resolve().parents[1]
 API = {"oea_validate_params", "oea_workspace_size", "oea_route_launch", "oea_route_launch_signal"}

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from oea_trt.config import FILL_MODES, OEAConfig
-from oea_trt.routing import oea_route
+from oea_trt.routing.config import FILL_MODES, OEAConfig
+from oea_trt.routing.reference import oea_route
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from routing_cases import DTYPES, random_config, random_logits, random_token_kind  # noqa: E402
@@ -46,7 +46,7 @@ def libraries(tmp_path_factory):
     sys.path.insert(0, str(Path(__file__).resolve().parent / "kernel_emulation"))
     import build
 
-    from oea_trt.kernels.library import KernelLibrary
+    from oea_trt.routing.library import KernelLibrary
 
     # OEA_EMULATION_SANITIZE=thread: ThreadSanitizer reports shared-memory races between barriers
     # (racecheck's job on the GPU); keep T <= 128 then (it tracks at most ~8k threads).
@@ -61,7 +61,7 @@ def libraries(tmp_path_factory):
 
 
 def run_emulated(libraries, path, logits, cfg, kinds=None, leading=0, active_ready=None):
-    from oea_trt.kernels.library import params_for
+    from oea_trt.routing.library import params_for
 
     library, env = libraries[path]
     T, E = logits.shape

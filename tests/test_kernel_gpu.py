@@ -1,6 +1,6 @@
 """The fused CUDA routing kernel equals the reference router (GPU only).
 
-Expert ids must match oea_trt.routing.oea_route bit for bit and weights within 1e-6 relative, on
+Expert ids must match oea_trt.routing.reference.oea_route bit for bit and weights within 1e-6 relative, on
 thousands of fresh random cases over every knob, dtype, token-kind mix, T from 0 to 4096, with
 ties, -0/+0, NaN and inf rows. Outputs and workspace are poisoned before every call, so a slot
 the kernel forgets to write (or a stale workspace read) fails. The reference runs on the same
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from oea_trt.config import FILL_MODES, OEAConfig
-from oea_trt.routing import RoutingInputError, RoutingResult, oea_route
+from oea_trt.routing.config import FILL_MODES, OEAConfig
+from oea_trt.routing.reference import RoutingInputError, RoutingResult, oea_route
 
 from routing_cases import DTYPES, random_config, random_logits, random_token_kind
 
@@ -24,8 +24,8 @@ FLT_MIN = float(torch.finfo(torch.float32).tiny)
 
 @pytest.fixture(scope="module", autouse=True)
 def kernel():
-    from oea_trt import dispatch
-    from oea_trt.kernels import load_library
+    from oea_trt.routing import dispatch
+    from oea_trt.routing.kernel import load_library
 
     load_library()  # fails loudly (not a silent fallback) when the library cannot be had
     assert dispatch.kernel_available()
@@ -34,7 +34,7 @@ def kernel():
 def run_poisoned(logits, cfg, kinds=None, num_leading_context=0, active_ready=None) -> RoutingResult:
     """The kernel into outputs and workspace full of garbage (route_into, the op's own path);
     active_ready: the early active-set flag (oea_route_launch_signal), or None."""
-    from oea_trt.kernels import route_into, workspace_bytes
+    from oea_trt.routing.kernel import route_into, workspace_bytes
 
     T, E = logits.shape
     dev = logits.device
@@ -112,7 +112,7 @@ def test_kernel_equals_reference_on_random_cases(chunk):
         if signal:
             assert int(ready[0]) == 1, f"active_ready ended {int(ready[0])}: {what}"
         if seed % 8 == 0:  # the public op path (fresh outputs from torch's allocator)
-            from oea_trt.kernels import route_kernel
+            from oea_trt.routing.kernel import route_kernel
 
             assert_same(route_kernel(x, cfg, k, leading), want, "op: " + what)
         if seed % 10 == 0:  # and the CPU reference (its softmax differs from CUDA's by ulps)
@@ -224,7 +224,7 @@ def test_side_stream_and_second_call_reuse():
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        from oea_trt.kernels import route_kernel
+        from oea_trt.routing.kernel import route_kernel
 
         results = [route_kernel(logits, cfg) for _ in range(3)]
     torch.cuda.current_stream().wait_stream(side)
@@ -234,7 +234,7 @@ def test_side_stream_and_second_call_reuse():
 
 @pytest.mark.parametrize("T", [8, 200, 1000])  # one CTA, one cluster, multi-block
 def test_cuda_graph_replay_equals_eager(T):
-    from oea_trt.kernels import route_kernel
+    from oea_trt.routing.kernel import route_kernel
 
     cfg = OEAConfig(num_experts=128, top_k=8, k0=3, k0_schedule=((4, 8), (16, 3)), fill="top1")
     logits = torch.randn(T, 128, device="cuda", dtype=torch.bfloat16)
@@ -279,8 +279,8 @@ def test_torch_compile_smoke():
 
 
 def test_dispatch_picks_the_kernel_on_cuda(monkeypatch):
-    import oea_trt.kernels as kernels
-    from oea_trt.dispatch import route
+    import oea_trt.routing.kernel as kernels
+    from oea_trt.routing.dispatch import route
 
     calls = []
     real = kernels.route_kernel
@@ -291,7 +291,7 @@ def test_dispatch_picks_the_kernel_on_cuda(monkeypatch):
 
 
 def test_bad_outputs_are_rejected_before_launch():
-    from oea_trt.kernels import route_into
+    from oea_trt.routing.kernel import route_into
 
     cfg = OEAConfig(num_experts=128, top_k=8, k0=3)
     logits = torch.randn(4, 128, device="cuda")

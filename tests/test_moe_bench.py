@@ -19,7 +19,7 @@ from oea_trt.bench.routers import pick_router
 from oea_trt.bench.routing_inputs import TraceError, TraceSource, load_trace, make_sources
 from oea_trt.bench.timing import Timing
 from oea_trt.cli import main
-from oea_trt.presets import MoEShape, get_preset
+from oea_trt.moe.shapes import MoEShape, get_preset
 
 BW = Bandwidth(copy_tb_s=4.0, read_tb_s=3.8, nbytes=4 << 30, copy_spread=0.01, read_spread=0.01)
 

@@ -15,7 +15,7 @@ triton = pytest.importorskip("triton", reason="the Triton kernel needs the trito
 
 from oea_trt.moe import ExpertWeights, moe_forward  # noqa: E402
 from oea_trt.moe.reference import moe_reference  # noqa: E402
-from oea_trt.presets import MoEShape  # noqa: E402
+from oea_trt.moe.shapes import MoEShape  # noqa: E402
 
 SHAPE = MoEShape("tiny", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=32, num_moe_layers=1)
 

@@ -8,8 +8,8 @@ import torch
 from oea_trt import OEAConfig, oea_route
 from oea_trt.moe import ExpertWeights
 from oea_trt.moe.reference import moe_reference
-from oea_trt.presets import get_preset
-from oea_trt.synthetic import SkewedRouter
+from oea_trt.moe.shapes import get_preset
+from oea_trt.routing.synthetic import SkewedRouter
 
 pytestmark = pytest.mark.gpu
 
@@ -44,7 +44,7 @@ CASES = [(1, 8, "invalid"), (2, 3, "num_experts"), (16, 3, "invalid"), (33, 8, "
 
 @pytest.mark.parametrize("num_tokens,k0,fill", CASES)
 def test_triton_matches_reference(layer, num_tokens, k0, fill):
-    from oea_trt.moe.triton_kernel import fused_moe
+    from oea_trt.moe.triton.three_launch import fused_moe
 
     shape, w = layer
     x, r = _batch(shape, num_tokens, k0, fill, seed=num_tokens)
@@ -97,7 +97,7 @@ def test_graph_replay_follows_new_inputs(layer, impl):
 
 @pytest.mark.parametrize("down", ["combine", "slots", "one_launch"])
 def test_triton_is_deterministic(layer, down):
-    from oea_trt.moe.triton_kernel import KernelConfig, fused_moe
+    from oea_trt.moe.triton.three_launch import KernelConfig, fused_moe
 
     shape, w = layer
     x, r = _batch(shape, 64, 8, "invalid", seed=5)
@@ -125,7 +125,7 @@ TRITON_VARIANTS = {
 
 
 def _triton(x, w, r, **changes):
-    from oea_trt.moe.triton_kernel import default_config, fused_moe
+    from oea_trt.moe.triton.three_launch import default_config, fused_moe
 
     base = default_config(x.shape[0], w.hidden_size, w.intermediate_size, r.expert_ids.shape[1], w.num_experts)
     return fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, base.replace(**changes),
@@ -133,7 +133,7 @@ def _triton(x, w, r, **changes):
 
 
 def test_default_is_one_launch_to_16_tokens_then_three_with_pdl_on_hopper():
-    from oea_trt.moe.triton_kernel import default_config, pdl_supported
+    from oea_trt.moe.triton.three_launch import default_config, pdl_supported
 
     cfg = default_config(16, 2048, 768, 8, 128)
     assert cfg.down == "one_launch" and cfg.launches == 1 and cfg.programs_per_sm == 2 and cfg.pdl is None
@@ -208,7 +208,7 @@ def _one_launch_into_nan(x, w, r, pdl, programs=None, **changes):
     launch, into an output poisoned with NaN first (a row no program finished stays NaN);
     programs: the grid."""
     from oea_trt.moe import one_launch
-    from oea_trt.moe.triton_kernel import default_config, fitted
+    from oea_trt.moe.triton.three_launch import default_config, fitted
 
     T, k = r.expert_ids.shape
     cfg = fitted(default_config(T, w.hidden_size, w.intermediate_size, k, w.num_experts)
@@ -235,7 +235,7 @@ def test_one_launch_random_cases_against_three_launch_path(layer, pdl, changes):
     (a lost hand-off would hang or leave a row unwritten: outputs are poisoned first), matches
     the three-launch path to fp32 rounding of the same slot-ordered sums, and leaves the
     workspace zeroed; also with streaming only after the token list (early_stream=False)."""
-    from oea_trt.moe.triton_kernel import fused_moe
+    from oea_trt.moe.triton.three_launch import fused_moe
 
     shape, w = layer
     gen = torch.Generator().manual_seed(77 + int(pdl) + 2 * len(changes))
@@ -288,11 +288,11 @@ def test_one_launch_workspace_is_not_grown_inside_a_capture(layer):
 
 
 def _route_kernel_or_skip():
-    from oea_trt.dispatch import kernel_available
+    from oea_trt.routing.dispatch import kernel_available
 
     if not kernel_available():
         pytest.skip("the routing kernel library is unavailable here")
-    from oea_trt.kernels import route_kernel
+    from oea_trt.routing.kernel import route_kernel
 
     return route_kernel
 
@@ -310,7 +310,7 @@ def test_early_active_random_pairs_match_the_plain_path(layer):
     the published active set: bit-identical to the same MoE on a routing without the signal,
     every row written (output poisoned), the flag and the workspace left cleared."""
     from oea_trt.moe import one_launch
-    from oea_trt.moe.triton_kernel import default_config, fitted
+    from oea_trt.moe.triton.three_launch import default_config, fitted
 
     route_kernel = _route_kernel_or_skip()
     shape, w = layer
@@ -434,7 +434,7 @@ def test_fused_agrees_with_three_launch_kernel_over_many_calls(layer_t):
     equal the deterministic three-launch kernel's up to fp32 summation order, i.e. within one
     bf16 step per element (a lost, doubled or early-read chunk partial is ~20% of an element),
     and the workspace must end at zero."""
-    from oea_trt.moe.triton_kernel import fused_moe as three_launch
+    from oea_trt.moe.triton.three_launch import fused_moe as three_launch
 
     shape, w = layer_t
     for num_tokens, k0 in ((64, 8), (16, 3), (1, 1)):

@@ -1,4 +1,4 @@
-"""The one-launch path of our Triton MoE kernel (down="one_launch", oea_trt/moe/one_launch.py):
+"""The one-launch path of our Triton MoE kernel (down="one_launch", oea_trt/moe/triton/one_launch.py):
 work tickets, the per-expert gate/up -> down hand-off, the per-token finish by the last
 program, and the synchronisation workspace left zeroed for the next call.
 
@@ -16,7 +16,7 @@ triton = pytest.importorskip("triton", reason="the Triton kernel needs the trito
 
 from oea_trt.moe import ExpertWeights  # noqa: E402
 from oea_trt.moe.reference import moe_reference  # noqa: E402
-from oea_trt.presets import MoEShape  # noqa: E402
+from oea_trt.moe.shapes import MoEShape  # noqa: E402
 
 #: I = 48: 3 gate/up N-tiles of 16; H = 64: 4 hidden tiles of 16 per down item.
 SHAPE = MoEShape("tiny-48", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=48, num_moe_layers=1)
@@ -32,7 +32,7 @@ def _run(x, w, ids, wts, active_mask=None, programs=None, **changes):
     """The one-launch path through triton_kernel.fused_moe, or (programs) straight through
     one_launch.launch with that grid."""
     from oea_trt.moe import one_launch
-    from oea_trt.moe.triton_kernel import default_config, fitted, fused_moe
+    from oea_trt.moe.triton.three_launch import default_config, fitted, fused_moe
 
     T, k = ids.shape
     cfg = default_config(T, w.hidden_size, w.intermediate_size, k, w.num_experts).replace(down="one_launch",
@@ -59,7 +59,7 @@ def _assert_clean():
 @pytest.mark.parametrize("num_tokens,k0,fill", [(1, 4, "invalid"), (6, 1, "top1"), (16, 3, "num_experts"),
                                                 (70, 2, "invalid")])
 def test_matches_reference_and_three_launch_path_and_leaves_workspace_zeroed(weights, num_tokens, k0, fill):
-    from oea_trt.moe.triton_kernel import default_config, fused_moe
+    from oea_trt.moe.triton.three_launch import default_config, fused_moe
 
     x, r = routing_case(SHAPE, num_tokens, k0, fill, seed=40 + num_tokens)
     out = _run(x, weights, r.expert_ids, r.weights, r.active_mask)
@@ -102,7 +102,7 @@ def test_early_active_set_changes_no_bits_and_consumes_the_flag(weights, program
     rows: the same bits as the default, for any grid, with tokens that have no expert; the
     flag ends cleared, the workspace zeroed."""
     from oea_trt.moe import one_launch
-    from oea_trt.moe.triton_kernel import default_config, fitted, fused_moe
+    from oea_trt.moe.triton.three_launch import default_config, fitted, fused_moe
 
     for num_tokens, k0, fill in ((1, 2, "invalid"), (11, 2, "top1"), (16, 3, "num_experts")):
         x, r = routing_case(SHAPE, num_tokens, k0, fill, seed=70 + num_tokens)
@@ -141,7 +141,7 @@ def test_moe_forward_passes_the_routing_flag_to_the_kernel(weights):
 
 def test_early_active_needs_the_flag_one_block_and_the_option():
     from oea_trt.moe import one_launch
-    from oea_trt.moe.triton_kernel import default_config
+    from oea_trt.moe.triton.three_launch import default_config
 
     flag = torch.ones(1, dtype=torch.int32)
     cfg = default_config(16, 64, 48, 4, 8).replace(down="one_launch")
@@ -153,7 +153,7 @@ def test_early_active_needs_the_flag_one_block_and_the_option():
 
 
 def test_three_launch_path_same_bits_with_and_without_early_stream(weights):
-    from oea_trt.moe.triton_kernel import default_config, fused_moe
+    from oea_trt.moe.triton.three_launch import default_config, fused_moe
 
     x, r = routing_case(SHAPE, 9, 3, "invalid", seed=21)
     outs = [fused_moe(x, weights.w13, weights.w2, r.expert_ids, r.weights, r.active_mask,

@@ -9,7 +9,7 @@ from oea_trt.moe import ExpertWeights, moe_forward
 from oea_trt.moe.grouped_mm import moe_grouped_mm
 from oea_trt.moe.grouping import active_mask_from_ids, group_by_expert, pairs_per_expert
 from oea_trt.moe.reference import moe_reference
-from oea_trt.presets import MoEShape
+from oea_trt.moe.shapes import MoEShape
 
 TINY = MoEShape("tiny", num_experts=8, top_k=4, hidden_size=32, moe_intermediate_size=16, num_moe_layers=1)
 

@@ -16,7 +16,7 @@ triton = pytest.importorskip("triton", reason="the Triton kernel needs the trito
 from oea_trt import OEAConfig, oea_route  # noqa: E402
 from oea_trt.moe import ExpertWeights, moe_forward  # noqa: E402
 from oea_trt.moe.reference import moe_reference  # noqa: E402
-from oea_trt.presets import MoEShape  # noqa: E402
+from oea_trt.moe.shapes import MoEShape  # noqa: E402
 
 SHAPE = MoEShape("tiny", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=32, num_moe_layers=1)
 
@@ -35,7 +35,7 @@ SHAPE_48 = MoEShape("tiny-48", num_experts=8, top_k=4, hidden_size=64, moe_inter
 
 
 def _kernel(x, w, routing, **config):
-    from oea_trt.moe.triton_kernel import default_config, fused_moe
+    from oea_trt.moe.triton.three_launch import default_config, fused_moe
 
     T, k = routing.expert_ids.shape
     base = default_config(T, w.hidden_size, w.intermediate_size, k, w.num_experts)
@@ -81,7 +81,7 @@ def test_both_down_paths_match_reference_with_k_steps_and_h_tiles(weights_48, do
 def test_repeated_expert_in_a_row_adds_both_weights(weights, down):
     """Two slots of one token naming one expert are one row carrying the summed weight; fill
     slots (-1, E) are skipped; a token with only fill gets zeros."""
-    from oea_trt.moe.triton_kernel import KernelConfig, fused_moe
+    from oea_trt.moe.triton.three_launch import KernelConfig, fused_moe
 
     ids = torch.tensor([[2, 5, 2, -1], [7, 8, -1, 0], [-1, -1, -1, -1]], dtype=torch.int32, device=DEVICE)
     wts = torch.tensor([[0.5, 0.25, 0.125, 0.9], [0.3, 0.9, 0.9, 0.7], [1.0, 1.0, 1.0, 1.0]], device=DEVICE)
@@ -117,7 +117,7 @@ def test_empty_batch(weights):
 
 
 def test_input_errors(weights):
-    from oea_trt.moe.triton_kernel import default_config, fitted, fused_moe
+    from oea_trt.moe.triton.three_launch import default_config, fitted, fused_moe
 
     x, routing = routing_case(SHAPE, 2, 2, "invalid", seed=1)
     with pytest.raises(ValueError, match="expert_ids must be int32"):
@@ -131,7 +131,7 @@ def test_input_errors(weights):
 
 
 def test_config_covers_decode_batch_in_one_tile():
-    from oea_trt.moe.triton_kernel import default_config, fitted
+    from oea_trt.moe.triton.three_launch import default_config, fitted
 
     for batch, block_m in ((1, 16), (16, 16), (17, 32), (64, 64), (200, 64)):
         assert fitted(default_config(batch, 2048, 768, 8, 128), batch, 2048, 768).block_m == block_m
@@ -144,7 +144,7 @@ def test_config_covers_decode_batch_in_one_tile():
 @pytest.mark.parametrize("batch", [1, 16, 64])
 def test_down_combine_tiles_divide_the_shape_and_fit_in_shared_memory(hidden, inter, batch):
     from oea_trt.bench.moe import DOWN_COMBINE_CANDIDATES
-    from oea_trt.moe.triton_kernel import SMEM_BUDGET, default_config, fitted
+    from oea_trt.moe.triton.three_launch import SMEM_BUDGET, default_config, fitted
 
     base = default_config(batch, hidden, inter, 8, 128)
     # One launch up to 16 tokens, 3 above; the 2-launch combine path is an option.
@@ -160,7 +160,7 @@ def test_down_combine_tiles_divide_the_shape_and_fit_in_shared_memory(hidden, in
 
 
 def test_config_errors_and_pdl_needs_a_gpu(weights):
-    from oea_trt.moe.triton_kernel import KernelConfig, pdl_supported
+    from oea_trt.moe.triton.three_launch import KernelConfig, pdl_supported
 
     with pytest.raises(ValueError, match="down must be one of"):
         KernelConfig(down="atomics")

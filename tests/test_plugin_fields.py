@@ -1,7 +1,7 @@
 """The plugin's field table, seen from Python (runs everywhere: no TensorRT, no build).
 
 plugin/tensorrt/oea_plugin_fields.h declares every field once (OEA_PLUGIN_FIELDS);
-oea_trt.plugin_lib mirrors it for Python callers. These tests keep the two identical and
+oea_trt.plugin mirrors it for Python callers. These tests keep the two identical and
 check the OEAConfig <-> fields mapping the TensorRT-LLM layer relies on.
 """
 import re
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oea_trt import plugin_lib
-from oea_trt.config import FILL_MODES, ConfigError, OEAConfig
+from oea_trt import plugin as plugin_lib
+from oea_trt.routing.config import FILL_MODES, ConfigError, OEAConfig
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugin" / "tensorrt"
 _KIND = {"kInt32": ("int32", 1), "kBool": ("int32", 1), "kFloat32": ("float32", 1), "kSchedule": ("int32", None)}

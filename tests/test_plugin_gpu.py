@@ -2,7 +2,7 @@
 
 tests/plugin_harness.py dlopens liboea_routing_trt.so, takes the creator from getCreators,
 creates the plugin from fields, and calls onShapeChange + enqueue on torch CUDA buffers the
-way a TensorRT execution context would. Every case is compared with oea_trt.routing.oea_route
+way a TensorRT execution context would. Every case is compared with oea_trt.routing.reference.oea_route
 on the same device: expert ids bit-exact, weights to 1e-5 relative. Covers every logits dtype,
 token-kind mode (none / device token_kind / TensorRT-LLM host inputs incl. the plain top-k
 fallbacks), the k0 load-time override and CUDA-graph capture.
@@ -15,9 +15,9 @@ import os
 import pytest
 import torch
 
-from oea_trt import plugin_lib
-from oea_trt.config import CONTEXT, DECODE, OEAConfig
-from oea_trt.routing import oea_route
+from oea_trt import plugin as plugin_lib
+from oea_trt.routing.config import CONTEXT, DECODE, OEAConfig
+from oea_trt.routing.reference import oea_route
 from plugin_harness import DT_FLOAT, LOGITS_DTYPE, PluginHarness, plugin_build  # noqa: F401
 
 pytestmark = pytest.mark.gpu

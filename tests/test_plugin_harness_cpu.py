@@ -8,8 +8,8 @@ build time); skips without it.
 import numpy as np
 import pytest
 
-from oea_trt import plugin_lib
-from oea_trt.config import OEAConfig
+from oea_trt import plugin as plugin_lib
+from oea_trt.routing.config import OEAConfig
 from plugin_harness import (  # noqa: F401  (plugin_build is a fixture)
     DT_BF16, DT_FLOAT, DT_HALF, DT_INT32, DT_INT64, FORMAT_CHW2, FORMAT_LINEAR, PluginHarness,
     leading_context_rows, plugin_build,

@@ -18,8 +18,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from oea_trt import plugin_lib
-from oea_trt.config import ConfigError, OEAConfig
+from oea_trt import plugin as plugin_lib
+from oea_trt.routing.config import ConfigError, OEAConfig
 
 trt = pytest.importorskip(
     "tensorrt_lean_bindings",
@@ -231,8 +231,8 @@ def _lean_library():
 PRELOADED_PROCESS = """
     import numpy as np
     import tensorrt_lean_bindings as trt
-    from oea_trt import plugin_lib
-    from oea_trt.config import OEAConfig
+    from oea_trt import plugin as plugin_lib
+    from oea_trt.routing.config import OEAConfig
     registry = trt.get_plugin_registry()
     creator = plugin_lib.get_creator(trt)
     print("registered", creator is not None)

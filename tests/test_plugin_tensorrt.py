@@ -10,9 +10,9 @@ createPlugin path, where the k0 override applies) and runs it on several batch s
 import pytest
 import torch
 
-from oea_trt import plugin_lib
-from oea_trt.config import CONTEXT, DECODE, OEAConfig
-from oea_trt.routing import oea_route
+from oea_trt import plugin as plugin_lib
+from oea_trt.routing.config import CONTEXT, DECODE, OEAConfig
+from oea_trt.routing.reference import oea_route
 from plugin_harness import plugin_build  # noqa: F401
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]

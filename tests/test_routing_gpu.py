@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from oea_trt.config import OEAConfig
-from oea_trt.routing import oea_route
+from oea_trt.routing.config import OEAConfig
+from oea_trt.routing.reference import oea_route
 
 from routing_cases import random_case
 

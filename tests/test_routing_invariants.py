@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from oea_trt.config import CONTEXT, DECODE, OEAConfig
-from oea_trt.routing import oea_route, scores_and_ranking, topk_prune_route, vanilla_route
-from oea_trt.stats import routing_stats, selected_mask
+from oea_trt.routing.config import CONTEXT, DECODE, OEAConfig
+from oea_trt.routing.reference import oea_route, scores_and_ranking, topk_prune_route, vanilla_route
+from oea_trt.routing.stats import routing_stats, selected_mask
 
 from routing_cases import random_case
 

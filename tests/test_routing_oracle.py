@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from oea_trt.config import OEAConfig
-from oea_trt.routing import oea_route
+from oea_trt.routing.config import OEAConfig
+from oea_trt.routing.reference import oea_route
 
 from oracle import oracle_route
 from routing_cases import random_case

@@ -8,11 +8,11 @@ import torch
 
 transformers = pytest.importorskip("transformers", reason="the PyTorch fallback needs transformers")
 
-from oea_trt.config import OEAConfig  # noqa: E402
+from oea_trt.routing.config import OEAConfig  # noqa: E402
 from oea_trt.runtime import Generation, SamplingOptions, open_runtime  # noqa: E402
 from oea_trt.runtime.torch_fallback import HFRuntime  # noqa: E402
-from oea_trt.trtllm.oea_config_file import engine_config_dict, write_engine_config  # noqa: E402
-from oea_trt.trtllm.routing_plan import RoutingPlan  # noqa: E402
+from oea_trt.plan.config_file import engine_config_dict, write_engine_config  # noqa: E402
+from oea_trt.plan.routing_plan import RoutingPlan  # noqa: E402
 
 PROMPTS = ["hello world", "abc", "The quick brown fox", "1 + 2 = ", "MoE", "zz top", "route me", "x"]
 TOP_K = 4

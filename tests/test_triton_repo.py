@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 from oea_trt.cli import main
-from oea_trt.config import OEAConfig
-from oea_trt.trtllm.oea_config_file import engine_config_dict, write_engine_config
-from oea_trt.trtllm.routing_plan import RoutingPlan
+from oea_trt.routing.config import OEAConfig
+from oea_trt.plan.config_file import engine_config_dict, write_engine_config
+from oea_trt.plan.routing_plan import RoutingPlan
 
 pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
                           reason="needs tritonclient[grpc] (Triton's ModelConfig protobuf)")
 from google.protobuf import text_format  # noqa: E402  (comes with tritonclient)
 
-from oea_trt.triton_repo.validate import RepoValidationError, validate_repository  # noqa: E402
+from oea_trt.integrations.triton_server.validate import RepoValidationError, validate_repository  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HF_DIR = ROOT / "tests" / "data" / "qwen3-30b-a3b"
@@ -215,15 +215,15 @@ def python_models(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _pb_utils())
     models = {}
     for name in ("preprocessing", "postprocessing"):
-        sys.modules.pop(f"oea_trt.triton_repo.python_models.{name}", None)
-        module = importlib.import_module(f"oea_trt.triton_repo.python_models.{name}")
+        sys.modules.pop(f"oea_trt.integrations.triton_server.python_models.{name}", None)
+        module = importlib.import_module(f"oea_trt.integrations.triton_server.python_models.{name}")
         model = module.TritonPythonModel()
         params = {"tokenizer_dir": {"string_value": str(tok_dir)}}
         model.initialize({"model_config": json.dumps({"parameters": params})})
         models[name] = model
     yield models
     for name in ("preprocessing", "postprocessing"):
-        sys.modules.pop(f"oea_trt.triton_repo.python_models.{name}", None)
+        sys.modules.pop(f"oea_trt.integrations.triton_server.python_models.{name}", None)
 
 
 def test_python_models_round_trip_text(python_models):

@@ -20,7 +20,7 @@ TOP_K = 2
 
 
 def _plugin_or_skip():
-    from oea_trt import plugin_lib
+    from oea_trt import plugin as plugin_lib
 
     if plugin_lib.find_library() is None:
         pytest.skip(f"needs the OEA plugin library ({plugin_lib.LIBRARY_NAME}); build it with scripts/check_plugin.sh")
@@ -47,8 +47,8 @@ def tiny_dir(tmp_path_factory):
 
 
 def _build(tiny_dir, out, k0, layer_k0=None):
-    from oea_trt.trtllm.build import build
-    from oea_trt.trtllm.build_plan import BuildOptions
+    from oea_trt.integrations.trtllm.build import build
+    from oea_trt.integrations.trtllm.build_plan import BuildOptions
 
     build(BuildOptions(hf_dir=tiny_dir, output_dir=str(out), k0=k0, layer_k0=layer_k0, max_batch_size=8,
                        max_num_tokens=512, max_seq_len=256), progress=lambda line: None)
@@ -60,11 +60,11 @@ def test_model_class_routes_every_layer_with_oea(tiny_dir, tmp_path):
     from tensorrt_llm.models import QWenForCausalLM
     from tensorrt_llm.models.modeling_utils import PretrainedConfig
 
-    from oea_trt.config import OEAConfig
-    from oea_trt.trtllm.build import patch_checkpoint_config
-    from oea_trt.trtllm.layer import OEAMixtureOfExperts
-    from oea_trt.trtllm.model import OEAQwenForCausalLM
-    from oea_trt.trtllm.routing_plan import RoutingPlan
+    from oea_trt.routing.config import OEAConfig
+    from oea_trt.integrations.trtllm.build import patch_checkpoint_config
+    from oea_trt.integrations.trtllm.layer import OEAMixtureOfExperts
+    from oea_trt.integrations.trtllm.model import OEAQwenForCausalLM
+    from oea_trt.plan.routing_plan import RoutingPlan
 
     ckpt = tmp_path / "ckpt"
     QWenForCausalLM.from_hugging_face(tiny_dir, "bfloat16").save_checkpoint(str(ckpt), save_config=True)
@@ -110,15 +110,15 @@ def test_build_generate_and_vanilla_equals_stock(tiny_dir, tmp_path):
 
 
 def test_pytorch_backend_uses_the_registered_oea_model(tiny_dir, monkeypatch):
-    pytest.importorskip("oea_trt.dispatch", reason="needs the routing kernel's torch op (oea_trt.dispatch)")
-    from oea_trt.trtllm.torch_settings import ENV_VAR
+    pytest.importorskip("oea_trt.routing.dispatch", reason="needs the routing kernel's torch op (oea_trt.routing.dispatch)")
+    from oea_trt.integrations.trtllm_torch.settings import ENV_VAR
 
     monkeypatch.setenv("TLLM_WORKER_USE_SINGLE_PROCESS", "1")  # the worker runs in this process
     monkeypatch.delenv(ENV_VAR, raising=False)  # restored (removed) after the test
     from tensorrt_llm import LLM, SamplingParams
     from tensorrt_llm._torch.models.modeling_utils import MODEL_CLASS_MAPPING
 
-    from oea_trt.trtllm import torch_backend
+    from oea_trt.integrations.trtllm_torch import backend as torch_backend
 
     assert MODEL_CLASS_MAPPING["Qwen3MoeForCausalLM"] is torch_backend.OEAQwen3MoeForCausalLM
     torch_backend.configure(k0=1)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from oea_trt.presets import get_preset
-from oea_trt.trtllm.hf_config import HFConfigError, qwen3_moe_spec
+from oea_trt.moe.shapes import get_preset
+from oea_trt.plan.hf_config import HFConfigError, qwen3_moe_spec
 
 DATA = Path(__file__).parent / "data"
 Q30 = DATA / "qwen3-30b-a3b"

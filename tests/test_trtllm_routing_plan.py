@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from oea_trt.config import ConfigError, OEAConfig
-from oea_trt.trtllm.routing_plan import RoutingPlan, format_layer_ranges, parse_layer_k0
+from oea_trt.routing.config import ConfigError, OEAConfig
+from oea_trt.plan.routing_plan import RoutingPlan, format_layer_ranges, parse_layer_k0
 
 BASE = OEAConfig(num_experts=128, top_k=8, k0=3, fill="invalid", k0_schedule=((8, 4), (16, 3)))
 

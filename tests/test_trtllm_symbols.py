@@ -1,6 +1,6 @@
 """Guard against TensorRT-LLM APIs that do not exist: every tensorrt_llm symbol our code uses
 must be listed, with its signature as read in the 1.2.1 source, in
-oea_trt/trtllm/symbols_1_2_1.json; and importing oea_trt never imports tensorrt_llm."""
+oea_trt/integrations/trtllm/symbols_1_2_1.json; and importing oea_trt never imports tensorrt_llm."""
 import ast
 import json
 import subprocess
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SYMBOLS = json.loads((ROOT / "oea_trt" / "trtllm" / "symbols_1_2_1.json").read_text())
+SYMBOLS = json.loads((ROOT / "oea_trt" / "integrations" / "trtllm" / "symbols_1_2_1.json").read_text())
 ENTRIES = {(s["module"], s["name"]): s for s in SYMBOLS["symbols"]}
 SCANNED = ["oea_trt", "builder", "examples", "scripts", "tests"]
 
@@ -91,9 +91,9 @@ def test_the_guard_catches_unknown_symbols(snippet, bad):
 
 def test_importing_oea_trt_never_imports_tensorrt_llm():
     code = (
-        "import sys, oea_trt, oea_trt.trtllm, oea_trt.trtllm.build, oea_trt.trtllm.build_plan, "
-        "oea_trt.trtllm.torch_settings, oea_trt.trtllm.plugin_binding, oea_trt.runtime, oea_trt.triton_repo, "
-        "oea_trt.triton_repo.validate\n"
+        "import sys, oea_trt, oea_trt.integrations.trtllm, oea_trt.integrations.trtllm.build, oea_trt.integrations.trtllm.build_plan, "
+        "oea_trt.integrations.trtllm_torch.settings, oea_trt.plugin, oea_trt.runtime, oea_trt.integrations.triton_server, "
+        "oea_trt.integrations.triton_server.validate\n"
         "from oea_trt.cli import build_parser; build_parser()\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorrt_llm', 'tensorrt', 'transformers'))\n"
         "print(heavy)\n"

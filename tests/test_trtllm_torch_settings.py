@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from oea_trt.config import OEAConfig
-from oea_trt.routing import oea_route, vanilla_route
-from oea_trt.synthetic import skewed_logits
-from oea_trt.trtllm import torch_settings as ts
+from oea_trt.routing.config import OEAConfig
+from oea_trt.routing.reference import oea_route, vanilla_route
+from oea_trt.routing.synthetic import skewed_logits
+from oea_trt.integrations.trtllm_torch import settings as ts
 
 
 @pytest.fixture(autouse=True)
@@ -71,10 +71,10 @@ def test_packed_call_routes_context_first_rows_vanilla():
 
 @pytest.mark.gpu
 def test_packed_call_on_cuda_matches_reference_and_captures_in_a_cuda_graph():
-    """What the PyTorch backend runs: route_packed_batch with oea_trt.dispatch.route (the kernel's
+    """What the PyTorch backend runs: route_packed_batch with oea_trt.routing.dispatch.route (the kernel's
     torch op when it loads) on CUDA; equal to the CPU reference, and capturable in a CUDA graph
     for a generation-only batch (how TensorRT-LLM replays decode steps)."""
-    from oea_trt.dispatch import route
+    from oea_trt.routing.dispatch import route
 
     cfg = OEAConfig(num_experts=128, top_k=8, k0=3, fill="num_experts")
     logits = skewed_logits(48, 128, seed=11)

@@ -12,7 +12,7 @@ import dataclasses
 
 import torch
 
-from .timing import time_eager
+from oea_trt.bench.timing import time_eager
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,14 +26,14 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..config import OEAConfig
-from ..presets import MoEShape, get_preset
-from .bandwidth import measure_bandwidth
-from .env import environment, l2_bytes
-from .rotation import copies_needed, copies_that_fit
-from .routers import Router, pick_router, route_for_moe
-from .routing_inputs import make_sources
-from .timing import Timing, time_eager, time_in_graph
+from oea_trt.routing.config import OEAConfig
+from oea_trt.moe.shapes import MoEShape, get_preset
+from oea_trt.bench.bandwidth import measure_bandwidth
+from oea_trt.bench.env import environment, l2_bytes
+from oea_trt.bench.rotation import copies_needed, copies_that_fit
+from oea_trt.bench.routers import Router, pick_router, route_for_moe
+from oea_trt.bench.routing_inputs import make_sources
+from oea_trt.bench.timing import Timing, time_eager, time_in_graph
 
 ALL_PRESETS = ("qwen3-30b-a3b", "qwen3-235b-a22b", "qwen3-235b-a22b-tp8")
 #: Tile candidates tried by the tuner (block_n, block_k, warps, stages), one kernel at a time.
@@ -144,21 +144,21 @@ def _oea(shape: MoEShape, k0: int, **kw) -> OEAConfig:
 def _impl_fn(impl: str, kernel_config=None, align: int = 1) -> Callable:
     """fn(x, weights, routing) -> [T, H]."""
     if impl == "fused":
-        from ..moe.fused_kernel import fused_moe as fused
+        from oea_trt.moe.fused_kernel import fused_moe as fused
 
         layout = kernel_config.w2_layout if kernel_config is not None else "hi"
         return lambda x, w, r: fused(x, w.w13, w.down(layout), r.expert_ids, r.weights, r.active_mask, kernel_config)
     if impl == "triton":
-        from ..moe.triton_kernel import fused_moe
+        from oea_trt.moe.triton.three_launch import fused_moe
 
         return lambda x, w, r: fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, kernel_config,
                                          active_ready=r.active_ready)
     if impl == "grouped_mm":
-        from ..moe.grouped_mm import moe_grouped_mm
+        from oea_trt.moe.grouped_mm import moe_grouped_mm
 
         return lambda x, w, r: moe_grouped_mm(x, w.w13, w.w2, r.expert_ids, r.weights, align=align)
     if impl == "loop":
-        from ..moe.reference import moe_reference
+        from oea_trt.moe.reference import moe_reference
 
         return lambda x, w, r: moe_reference(x, w.w13, w.w2, r.expert_ids, r.weights, compute_dtype=x.dtype)
     raise ValueError(f"unknown impl {impl!r}")
@@ -169,8 +169,8 @@ def check_correctness(shape: MoEShape, weights, router: Router, impls: Sequence[
     """Every impl against the fp32 loop on fresh random inputs (seeds the timing never uses).
     kernel_configs: impl -> {batch: config} (default tiles where absent).
     Returns {impl: {"ok", "cases": [...], "align"?}}."""
-    from ..moe.reference import moe_reference
-    from ..synthetic import SkewedRouter, uniform_logits
+    from oea_trt.moe.reference import moe_reference
+    from oea_trt.routing.synthetic import SkewedRouter, uniform_logits
 
     E, H = shape.num_experts, shape.hidden_size
     skewed = SkewedRouter(E, seed=7)
@@ -286,7 +286,7 @@ def tune_kernel(shape: MoEShape, weights, router: Router, batch: int, spec: MoEB
     supported, see below). "fused": FUSED_CANDIDATES, then the [E, I, H]
     down layout, then programmatic dependent launch; a change is kept only if it is faster by more
     than TUNE_MARGIN. Returns (best config, us, [(config, us or error)])."""
-    from .routing_inputs import UniformSource
+    from oea_trt.bench.routing_inputs import UniformSource
 
     b = _Batch(UniformSource(shape.num_experts), batch, len(weights), shape.hidden_size, spec.seed + 17,
                spec.device, _dtype(spec))
@@ -305,7 +305,7 @@ def tune_kernel(shape: MoEShape, weights, router: Router, batch: int, spec: MoEB
 
     args = (batch, shape.hidden_size, shape.moe_intermediate_size, shape.top_k, shape.num_experts)
     if impl == "fused":
-        from ..moe.fused_kernel import default_config
+        from oea_trt.moe.fused_kernel import default_config
 
         best = default_config(*args)
         steps = [[lambda c, i=i, k=k, h=h, w=w, s=s: c.replace(block_i=i, block_k=k, block_h=h, warps=w, stages=s)
@@ -313,7 +313,7 @@ def tune_kernel(shape: MoEShape, weights, router: Router, batch: int, spec: MoEB
                  [lambda c: c.replace(w2_layout="ih")] if weights[0].w2_t is not None else [],
                  [lambda c: c.replace(pdl=True)]]
     else:
-        from ..moe.triton_kernel import default_config
+        from oea_trt.moe.triton.three_launch import default_config
 
         # Gate/up tiles, then the per-slot down kernel's tiles (the 3-launch path). The 2-launch
         # down + combine kernel is not tried (slower, see DOWN_COMBINE_CANDIDATES). Nor is PDL
@@ -353,7 +353,7 @@ def _triton_launches(shape: MoEShape, batches: Sequence[int], tuned: Dict[int, o
     """Kernel launches per call of impl "triton" over `batches` (3 with the per-slot down kernel,
     the default and all the tuner tries; 2 with the optional down + combine kernel), from the
     tuned configs or, where none, the default."""
-    from ..moe.triton_kernel import default_config
+    from oea_trt.moe.triton.three_launch import default_config
 
     return sorted({(_config_for(b, tuned) or default_config(b, shape.hidden_size, shape.moe_intermediate_size,
                                                             shape.top_k, shape.num_experts)).launches
@@ -372,7 +372,7 @@ def _config_for(batch: int, tuned: Dict[int, object]):
 
 def bench_preset(shape: MoEShape, spec: MoEBenchSpec, router: Router, bw,
                  run_start: Optional[float] = None) -> Tuple[dict, List[dict]]:
-    from ..moe.layer import ExpertWeights
+    from oea_trt.moe.layer import ExpertWeights
 
     t_start = time.time()
     free = torch.cuda.mem_get_info()[0] if torch.device(spec.device).type == "cuda" else 8 << 30
@@ -487,8 +487,8 @@ def _bench_variant(shape, spec, router, bw, usable, align, mode, batch, b, ours,
 def _graph_nodes(shape, spec, router, weights, usable, tuned) -> dict:
     """CUDA-graph nodes of one routing+MoE call and of the MoE alone, per kernel of ours
     (skewed B=16, OEA k0=3; graph_nodes.py). A failure is recorded, never raised."""
-    from .graph_nodes import count_nodes
-    from .routing_inputs import make_sources as sources_for
+    from oea_trt.bench.graph_nodes import count_nodes
+    from oea_trt.bench.routing_inputs import make_sources as sources_for
 
     logits = sources_for(["skewed"], shape.num_experts)["skewed"].draw(16, seed=4242).to(spec.device)
     x = torch.randn((16, shape.hidden_size), device=spec.device, dtype=_dtype(spec))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional
 
-from .report import fmt, linear_fit, markdown_table, pyplot, save_figure, write_json
+from oea_trt.bench.report import fmt, linear_fit, markdown_table, pyplot, save_figure, write_json
 
 HEADLINE = ("qwen3-30b-a3b", "skewed", 16)  # the paper's setting: Qwen3-30B-A3B, max batch 16
 BANDWIDTH_TARGET = 0.85  # of the measured copy bandwidth, 30B layer, B=16, uniform, vanilla

@@ -1,7 +1,7 @@
 """Which routing implementation a benchmark puts in its CUDA graph.
 
-The fused CUDA routing kernel (oea_trt.dispatch.route) is what a server would run; the torch
-reference (oea_trt.routing.oea_route) is graph-capturable too but launches dozens of small
+The fused CUDA routing kernel (oea_trt.routing.dispatch.route) is what a server would run; the torch
+reference (oea_trt.routing.reference.oea_route) is graph-capturable too but launches dozens of small
 kernels (tens of microseconds per call), so routing+MoE figures taken with it overstate the
 fixed per-layer cost. The kernel is used only after it matched the reference on a sample.
 """
@@ -13,9 +13,9 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from ..config import OEAConfig
-from ..routing import oea_route
-from ..synthetic import skewed_logits, uniform_logits
+from oea_trt.routing.config import OEAConfig
+from oea_trt.routing.reference import oea_route
+from oea_trt.routing.synthetic import skewed_logits, uniform_logits
 
 
 class Router(NamedTuple):
@@ -69,12 +69,12 @@ def _captures(route: Callable, device: str) -> str:
 
 def pick_router(choice: str = "auto", device: str = "cuda") -> Router:
     """choice: "auto" (the kernel if it works, else the reference), "kernel" or "reference"."""
-    reference = Router("reference", oea_route, "torch reference oea_trt.routing.oea_route")
+    reference = Router("reference", oea_route, "torch reference oea_trt.routing.reference.oea_route")
     if choice == "reference":
         return reference
     route = None
     try:
-        from ..dispatch import route as dispatch_route  # the CUDA kernel's Python entry (routing-kernel issue)
+        from oea_trt.routing.dispatch import route as dispatch_route  # the CUDA kernel's Python entry (routing-kernel issue)
 
         # dispatch.route falls back to the reference on its own when the kernel cannot load:
         # ask for the kernel explicitly, so that "kernel" in a report means the kernel ran.
@@ -84,10 +84,10 @@ def pick_router(choice: str = "auto", device: str = "cuda") -> Router:
             route = dispatch_route
         problem = _agrees(route, device) or _captures(route, device)
     except Exception as exc:  # noqa: BLE001 (missing module, unbuilt library, launch error)
-        problem = f"oea_trt.dispatch.route unavailable: {type(exc).__name__}: {exc}"
+        problem = f"oea_trt.routing.dispatch.route unavailable: {type(exc).__name__}: {exc}"
     if problem:
         if choice == "kernel":
             raise RuntimeError(f"routing kernel requested but {problem}")
         return reference._replace(note=f"{reference.note} ({problem})")
     return Router("kernel", route,
-                  "fused CUDA routing kernel via oea_trt.dispatch.route, checked against the reference")
+                  "fused CUDA routing kernel via oea_trt.routing.dispatch.route, checked against the reference")

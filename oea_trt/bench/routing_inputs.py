@@ -20,7 +20,7 @@ from typing import Dict
 
 import torch
 
-from ..synthetic import SkewedRouter, uniform_logits
+from oea_trt.routing.synthetic import SkewedRouter, uniform_logits
 
 MODES = ("uniform", "skewed", "trace")
 

@@ -22,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _commands():
-    from . import commands
+    from oea_trt.cli import commands
 
     found = []
     for info in pkgutil.iter_modules(commands.__path__):
@@ -33,7 +33,7 @@ def _commands():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from oea_trt import __version__
 
     parser = _Parser(
         prog="oea-trt",
@@ -56,7 +56,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    from ..config import ConfigError
+    from oea_trt.routing.config import ConfigError
 
     try:
         return int(args._run(args) or 0)

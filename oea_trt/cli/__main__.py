@@ -1,3 +1,3 @@
-from . import entry_point
+from oea_trt.cli import entry_point
 
 entry_point()

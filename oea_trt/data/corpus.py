@@ -12,8 +12,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-from .domains import DOMAINS
-from .tokenizer import CharTokenizer
+from oea_trt.data.domains import DOMAINS
+from oea_trt.data.tokenizer import CharTokenizer
 
 #: Seeds of the embedded model's training corpus and of the default evaluation set (disjoint).
 TRAIN_SEED = 1234

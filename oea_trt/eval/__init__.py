@@ -11,12 +11,12 @@ tokens; per (B, k0): mean distinct experts T per layer, delta next-token cross-e
 vanilla with a 95% paired bootstrap interval over sequences, for OEA and for top-k0 pruning
 without piggybacking. Router-logit traces for benchmarks: oea_trt.eval.traces.
 """
-from .data import eval_sequences
-from .model import EMBEDDED_MODEL_DIR, load_model, resolve_model_dir
-from .plot import pareto_plot
-from .report import format_table, oea_beats_pruning, write_json
-from .sweep import Row, evaluate, sequence_ce
-from .traces import dump_traces, load_traces, record_router_logits
+from oea_trt.eval.data import eval_sequences
+from oea_trt.eval.model import EMBEDDED_MODEL_DIR, load_model, resolve_model_dir
+from oea_trt.eval.plot import pareto_plot
+from oea_trt.eval.report import format_table, oea_beats_pruning, write_json
+from oea_trt.eval.sweep import Row, evaluate, sequence_ce
+from oea_trt.eval.traces import dump_traces, load_traces, record_router_logits
 
 __all__ = ["EMBEDDED_MODEL_DIR", "Row", "dump_traces", "eval_sequences", "evaluate", "format_table",
            "load_model", "load_traces", "oea_beats_pruning", "pareto_plot", "record_router_logits",

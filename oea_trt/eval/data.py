@@ -5,7 +5,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from ..data import EVAL_SEED, tokenized_sequences
+from oea_trt.data import EVAL_SEED, tokenized_sequences
 
 
 def eval_sequences(tokenizer, count: int = 64, length: int = 128, seed: int = EVAL_SEED,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .sweep import Row
+from oea_trt.eval.sweep import Row
 
 
 def pareto_plot(rows: Sequence[Row], path: str, title: str = "") -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import Dict, List, Sequence
 
-from .sweep import Row
+from oea_trt.eval.sweep import Row
 
 
 def _fmt_delta(r: Row) -> str:

@@ -1,7 +1,7 @@
 """The quality sweep: cross-entropy and distinct experts under vanilla, OEA and top-k0 pruning.
 
 Decode batches are simulated as in the paper: the sequences are cut into batches of B, and the
-B tokens at position t form decode batch t (oea_trt.hf, mode="decode-sim"). Vanilla routing and
+B tokens at position t form decode batch t (oea_trt.integrations.hf, mode="decode-sim"). Vanilla routing and
 pruning route each token on its own, so their cross-entropy does not depend on B and one forward
 pass serves every B (distinct experts T are still counted per B); OEA needs one pass per (B, k0).
 """
@@ -14,9 +14,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..config import OEAConfig
-from ..hf import apply_oea, moe_layers
-from .intervals import paired_bootstrap_ci, standard_error
+from oea_trt.routing.config import OEAConfig
+from oea_trt.integrations.hf import apply_oea, moe_layers
+from oea_trt.eval.intervals import paired_bootstrap_ci, standard_error
 
 
 @dataclasses.dataclass

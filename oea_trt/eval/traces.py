@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from ..hf import apply_oea, moe_layers
+from oea_trt.integrations.hf import apply_oea, moe_layers
 
 TRACE_FORMAT = "oea-trt router traces v1"
 

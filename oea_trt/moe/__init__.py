@@ -12,6 +12,6 @@ routing slots whose expert id lies outside [0, E) are skipped):
                   sums in nondeterministic order
 layer.py picks one behind a small API. Triton is imported only by the kernel modules.
 """
-from .layer import IMPLS, ExpertWeights, moe_forward
+from oea_trt.moe.layer import IMPLS, ExpertWeights, moe_forward
 
 __all__ = ["IMPLS", "ExpertWeights", "moe_forward"]

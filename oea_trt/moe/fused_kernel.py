@@ -48,7 +48,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_kernel import _active_experts, _fit, _launch_persistent, _next_pow2, _nth_active
+from oea_trt.moe.triton.three_launch import _active_experts, _fit, _launch_persistent, _next_pow2, _nth_active
 
 #: Shared memory a kernel's pipelines may use (H100/H200 allow 227 KB per block).
 SMEM_BUDGET = 192 * 1024
@@ -284,7 +284,7 @@ def fused_moe(
     if num_tokens == 0:
         return out
     if active_mask is None:
-        from .grouping import active_mask_from_ids
+        from oea_trt.moe.grouping import active_mask_from_ids
 
         active_mask = active_mask_from_ids(expert_ids, num_experts)
     cfg = fitted(config or default_config(num_tokens, hidden, inter, k, num_experts), num_tokens, hidden, inter)
@@ -306,7 +306,7 @@ def fused_moe(
 
 
 def _check(x, w13, w2, expert_ids, routing_weights, active_mask) -> None:
-    from .triton_kernel import _check as check_contract
+    from oea_trt.moe.triton.three_launch import _check as check_contract
 
     # The three-launch kernel's checks, on a contiguous stand-in for w2 (only its shape and
     # dtype are looked at there; its layout was checked by down_layout).

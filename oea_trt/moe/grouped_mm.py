@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .grouping import group_by_expert
+from oea_trt.moe.grouping import group_by_expert
 
 
 def has_grouped_mm() -> bool:

@@ -20,7 +20,7 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from ..routing import RoutingResult
+from oea_trt.routing.reference import RoutingResult
 
 #: impl name -> what it is. "fused" and "triton" are ours; "grouped_mm" the PyTorch library
 #: baseline; "loop" the reference (slow, host-synchronising: never in a CUDA graph).
@@ -28,7 +28,7 @@ IMPLS: Dict[str, str] = {
     "fused": "expert-major Triton kernel, the whole layer in one launch, fp32 atomic sums (oea_trt/moe/fused_kernel.py)",
     "triton": ("expert-major fused Triton kernel, deterministic: one launch up to 16 tokens (oea_trt/moe/"
                "one_launch.py), else three (gate/up, down, combine) with programmatic dependent launch "
-               "(oea_trt/moe/triton_kernel.py)"),
+               "(oea_trt/moe/triton/three_launch.py)"),
     "grouped_mm": "torch._grouped_mm baseline (oea_trt/moe/grouped_mm.py)",
     "loop": "plain PyTorch loop over experts (oea_trt/moe/reference.py)",
 }
@@ -96,19 +96,19 @@ class ExpertWeights:
 
 def _impl(name: str) -> Callable:
     if name == "fused":
-        from .fused_kernel import fused_moe as fused
+        from oea_trt.moe.fused_kernel import fused_moe as fused
 
         return fused
     if name == "triton":
-        from .triton_kernel import fused_moe
+        from oea_trt.moe.triton.three_launch import fused_moe
 
         return fused_moe
     if name == "grouped_mm":
-        from .grouped_mm import moe_grouped_mm
+        from oea_trt.moe.grouped_mm import moe_grouped_mm
 
         return lambda x, w13, w2, ids, wts, active_mask=None: moe_grouped_mm(x, w13, w2, ids, wts)
     if name == "loop":
-        from .reference import moe_reference
+        from oea_trt.moe.reference import moe_reference
 
         return lambda x, w13, w2, ids, wts, active_mask=None: moe_reference(x, w13, w2, ids, wts)
     raise ValueError(f"unknown MoE implementation {name!r}; choose one of: {', '.join(IMPLS)}")

@@ -6,8 +6,8 @@
         print(g.text)
 
 EngineRuntime (engine.py)    TensorRT-LLM 1.2.1 ModelRunnerCpp over an `oea-trt build` engine
-HFRuntime (torch_fallback.py) transformers Qwen3-MoE + oea_trt.hf routing, same plan, same results type
-load_plugin / worker_env (plugin.py)  registering the OEA plugin in this process / in workers
+HFRuntime (torch_fallback.py) transformers Qwen3-MoE + oea_trt.integrations.hf routing, same plan, same results type
+load_plugin / worker_env (oea_trt.plugin)  registering the OEA plugin in this process / in workers
 Importing this package imports neither TensorRT-LLM nor transformers.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from .base import Generation, SamplingOptions
-from .plugin import load_plugin, worker_env
+from oea_trt.runtime.base import Generation, SamplingOptions
+from oea_trt.plugin import load_plugin, worker_env
 
 BACKENDS = ("auto", "tensorrt-llm", "pytorch")
 
@@ -41,10 +41,10 @@ def open_runtime(path: str, backend: str = "auto", **kwargs):
     if backend == "tensorrt-llm" or (backend == "auto" and is_engine and tensorrt_llm_available()):
         if not is_engine:
             raise ValueError(f"{path} is not an OEA engine directory (config.json, *.engine, oea_config.json)")
-        from .engine import EngineRuntime
+        from oea_trt.runtime.engine import EngineRuntime
 
         return EngineRuntime.open(path, **kwargs)
-    from .torch_fallback import HFRuntime
+    from oea_trt.runtime.torch_fallback import HFRuntime
 
     return HFRuntime.open(path, **kwargs)
 

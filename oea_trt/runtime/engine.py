@@ -16,10 +16,10 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Sequence
 
-from ..config import ConfigError
-from ..trtllm.oea_config_file import read_engine_config, routing_from_engine_config
-from .base import Generation, SamplingOptions, check_prompts, cut_at_end, format_prompts
-from .plugin import load_plugin
+from oea_trt.routing.config import ConfigError
+from oea_trt.plan.config_file import read_engine_config, routing_from_engine_config
+from oea_trt.runtime.base import Generation, SamplingOptions, check_prompts, cut_at_end, format_prompts
+from oea_trt.plugin import load_plugin
 
 
 class EngineRuntime:
@@ -48,7 +48,7 @@ class EngineRuntime:
             routing = routing.with_k0(k0=k0, k0_schedule=k0_schedule)
             for layer in routing.moe_layers:  # the plugin would refuse these at load; say it here
                 routing.config_for_layer(layer)
-            from .. import plugin_lib
+            from oea_trt import plugin as plugin_lib
 
             os.environ.update(plugin_lib.k0_override_env(k0, k0_schedule))
         hf_dir = hf_dir or (content.get("model") or {}).get("hf_dir")

@@ -1,5 +1,5 @@
 """Pure-PyTorch runtime behind the EngineRuntime interface: a Hugging Face transformers
-Qwen3-MoE model routed with OEA by oea_trt.hf (CPU, or CUDA with the routing kernel), for
+Qwen3-MoE model routed with OEA by oea_trt.integrations.hf (CPU, or CUDA with the routing kernel), for
 machines without TensorRT-LLM. Same routing plan as the engine (read from oea_config.json when
 opened on an engine directory), same generate() signature and results.
 
@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Sequence
 
-from ..config import OEAConfig
-from ..trtllm.hf_config import qwen3_moe_spec
-from ..trtllm.oea_config_file import FILE_NAME, read_engine_config, routing_from_engine_config
-from ..trtllm.routing_plan import RoutingPlan
-from .base import Generation, SamplingOptions, check_prompts, cut_at_end, format_prompts
+from oea_trt.routing.config import OEAConfig
+from oea_trt.plan.hf_config import qwen3_moe_spec
+from oea_trt.plan.config_file import FILE_NAME, read_engine_config, routing_from_engine_config
+from oea_trt.plan.routing_plan import RoutingPlan
+from oea_trt.runtime.base import Generation, SamplingOptions, check_prompts, cut_at_end, format_prompts
 
 DEFAULT_K0 = 3
 
@@ -36,7 +36,7 @@ class HFRuntime:
         self.model = model
         self.tokenizer = tokenizer
         self.routing = routing          # None when OEA is off (vanilla top-k)
-        self.handle = handle            # oea_trt.hf.OEAHandle (None when OEA is off)
+        self.handle = handle            # oea_trt.integrations.hf.OEAHandle (None when OEA is off)
         self.chat = chat
 
     @classmethod
@@ -68,7 +68,7 @@ class HFRuntime:
             tokenizer.pad_token = tokenizer.eos_token
         handle = None
         if oea:
-            from ..hf import apply_oea
+            from oea_trt.integrations.hf import apply_oea
 
             configs = {layer: routing.config_for_layer(layer) for layer in routing.moe_layers}
             handle = apply_oea(model, configs, mode="generate")

@@ -6,7 +6,7 @@
 // OeaRouting layer of the process:
 //   OEA_TRT_K0=3                 k0 for every layer (validated against the engine's k_max)
 //   OEA_TRT_K0_SCHEDULE=8:4,16:3  replaces the schedule (MIN_DECODE_TOKENS:K0 pairs, the
-//                                format of oea_trt.config.parse_k0_schedule); "none" removes it
+//                                format of oea_trt.routing.config.parse_k0_schedule); "none" removes it
 // Unset or empty: the engine's stored values are used. An invalid value fails createPlugin
 // (and so the engine load) with a message naming the variable: a typo must not silently run
 // the engine with a k0 the user did not ask for.

@@ -3,7 +3,7 @@
 // OEA_PLUGIN_FIELDS is the only place a field is named. The creator's getFieldNames, the
 // parser used by createPlugin (build and runtime phase alike) and getFieldsToSerialize all
 // expand it, so a knob cannot be created under one name and serialized under another.
-// oea_trt/plugin_lib.py mirrors this table for Python callers and
+// oea_trt/plugin.py mirrors this table for Python callers and
 // tests/test_plugin_fields.py fails when the two drift apart.
 //
 // Ranges are NOT checked here: oea_validate_params (the kernel's launcher API) does that, so

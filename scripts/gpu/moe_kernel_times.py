@@ -14,11 +14,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 import torch  # noqa: E402
 
-from oea_trt.config import OEAConfig  # noqa: E402
-from oea_trt.dispatch import route  # noqa: E402
+from oea_trt.routing.config import OEAConfig  # noqa: E402
+from oea_trt.routing.dispatch import route  # noqa: E402
 from oea_trt.moe import ExpertWeights, moe_forward  # noqa: E402
-from oea_trt.presets import get_preset  # noqa: E402
-from oea_trt.synthetic import skewed_logits  # noqa: E402
+from oea_trt.moe.shapes import get_preset  # noqa: E402
+from oea_trt.routing.synthetic import skewed_logits  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--impl", default="triton")

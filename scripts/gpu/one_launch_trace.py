@@ -107,8 +107,8 @@ def main(argv=None) -> int:
     from oea_trt.bench.routing_inputs import make_sources
     from oea_trt.moe import one_launch
     from oea_trt.moe.layer import ExpertWeights
-    from oea_trt.moe.triton_kernel import default_config, fitted, fused_moe
-    from oea_trt.presets import get_preset
+    from oea_trt.moe.triton.three_launch import default_config, fitted, fused_moe
+    from oea_trt.moe.shapes import get_preset
 
     shape = get_preset("qwen3-30b-a3b")
     H, I, E, k = shape.hidden_size, shape.moe_intermediate_size, shape.num_experts, shape.top_k

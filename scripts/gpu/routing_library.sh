@@ -6,7 +6,7 @@
 set -u
 log="$1"
 limit="$2"
-timeout "$limit" python3 -c "from oea_trt.kernels import load_library; print('routing kernel:', load_library())" \
+timeout "$limit" python3 -c "from oea_trt.routing.kernel import load_library; print('routing kernel:', load_library())" \
   > "$log" 2>&1
 rc=$?
 tail -n 2 "$log"

@@ -10,9 +10,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 import torch  # noqa: E402
 
-from oea_trt.config import OEAConfig  # noqa: E402
-from oea_trt.kernels import route_kernel  # noqa: E402
-from oea_trt.synthetic import skewed_logits  # noqa: E402
+from oea_trt.routing.config import OEAConfig  # noqa: E402
+from oea_trt.routing.kernel import route_kernel  # noqa: E402
+from oea_trt.routing.synthetic import skewed_logits  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--tokens", type=int, default=16)

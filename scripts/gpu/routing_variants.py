@@ -18,10 +18,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import torch  # noqa: E402
 
 from oea_trt.bench.timing import capture_graph, time_graph  # noqa: E402
-from oea_trt.config import OEAConfig  # noqa: E402
-from oea_trt.kernels import route_kernel  # noqa: E402
-from oea_trt.routing import oea_route  # noqa: E402
-from oea_trt.synthetic import skewed_logits  # noqa: E402
+from oea_trt.routing.config import OEAConfig  # noqa: E402
+from oea_trt.routing.kernel import route_kernel  # noqa: E402
+from oea_trt.routing.reference import oea_route  # noqa: E402
+from oea_trt.routing.synthetic import skewed_logits  # noqa: E402
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU part "train": train the embedded Qwen3-MoE LM (scripts/train_embedded.py) within a time
 # budget, then evaluate it with `oea-trt eval` (on 2 CPU cores like CI, and on the GPU), dump
-# router traces for the MoE benchmark, and run the CUDA tests of oea_trt.hf.
+# router traces for the MoE benchmark, and run the CUDA tests of oea_trt.integrations.hf.
 # Results: $RESULTS_DIR/train/ (model/, TRAINING.md, training_log.csv, loss_curve.png,
 # expert_usage.png, training.json, eval/, eval_cuda/, *.log). The lead copies
 # model/* TRAINING.md loss_curve.png training_log.csv expert_usage.png training.json into

@@ -2,8 +2,8 @@
 # GPU part "trtllm": the TensorRT-LLM integration's GPU-checkable pieces (the GPU box has no
 # TensorRT / TensorRT-LLM, so engines cannot be built or run here; tests/test_trtllm_engine.py
 # skips with its reason and is listed in the summary):
-#   1. PyTorch-backend routing call (oea_trt.trtllm.torch_settings.route_packed_batch) with the
-#      kernel's oea_trt.dispatch.route on CUDA: equal to the CPU reference, captured and
+#   1. PyTorch-backend routing call (oea_trt.integrations.trtllm_torch.settings.route_packed_batch) with the
+#      kernel's oea_trt.routing.dispatch.route on CUDA: equal to the CPU reference, captured and
 #      replayed in a CUDA graph;
 #   2. the runtime tests (CPU-pinned, as in CI) and the TensorRT-LLM-only tests (expect skips);
 #   3. the pure-PyTorch runtime on CUDA: tiny random Qwen3-MoE, OEA k0=1 vs vanilla, distinct

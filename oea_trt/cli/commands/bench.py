@@ -5,8 +5,8 @@ import argparse
 import os
 import sys
 
-from .. import CLIError
-from ..types import positive_int
+from oea_trt.cli import CLIError
+from oea_trt.cli.types import positive_int
 
 NAME = "bench"
 ORDER = 50
@@ -49,7 +49,7 @@ MOE_DESCRIPTION = (
 
 
 def add_moe(sub) -> None:
-    from ...bench.moe import ALL_PRESETS
+    from oea_trt.bench.moe import ALL_PRESETS
 
     p = sub.add_parser("moe", help="MoE decode layer: routing+MoE latency vs distinct experts, OEA vs vanilla",
                        description=MOE_DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -79,7 +79,7 @@ def add_moe(sub) -> None:
     p.add_argument("--copies", type=positive_int, help="weight copies to rotate (default: enough to defeat L2)")
     p.add_argument("--no-tune", action="store_true", help="skip the kernel tile search, use the heuristic tiles")
     p.add_argument("--routing-impl", choices=("auto", "kernel", "reference"), default="auto",
-                   help="routing inside the graph: the CUDA kernel (oea_trt.dispatch) or the torch reference")
+                   help="routing inside the graph: the CUDA kernel (oea_trt.routing.dispatch) or the torch reference")
     p.add_argument("--time-budget", type=positive_int, metavar="SECONDS",
                    help="start no new (preset, routing, batch) block after this many seconds; what ran is reported")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, hidden states and routing draws")
@@ -91,7 +91,7 @@ def add_moe(sub) -> None:
 
 
 def run_moe(args) -> int:
-    from ...bench.report_moe import summary, write_report
+    from oea_trt.bench.report_moe import summary, write_report
 
     if args.render:
         import json
@@ -115,7 +115,7 @@ def run_moe(args) -> int:
             import triton  # noqa: F401
         except ImportError:
             raise CLIError("--impl fused/triton need the triton package (pip install triton), or leave them out") from None
-    from ...bench.moe import run_moe_benchmark
+    from oea_trt.bench.moe import run_moe_benchmark
 
     results = run_moe_benchmark(spec, on_progress=lambda partial: write_report(partial, args.out))
     paths = write_report(results, args.out)
@@ -126,14 +126,14 @@ def run_moe(args) -> int:
 
 
 def _moe_spec(args):
-    from ...bench.moe import MoEBenchSpec
-    from ...bench.routing_inputs import TraceError, load_trace, trace_sequence_shape
+    from oea_trt.bench.moe import MoEBenchSpec
+    from oea_trt.bench.routing_inputs import TraceError, load_trace, trace_sequence_shape
 
     user_trace = getattr(args, "trace", None)  # absent unless given (default=SUPPRESS)
     modes = list(dict.fromkeys(args.routing + (["trace"] if user_trace else [])))
     trace = None
     if "trace" in modes:
-        from ...models.embedded import ROUTER_TRACES
+        from oea_trt.models.embedded import ROUTER_TRACES
 
         trace = user_trace or ROUTER_TRACES
         try:
@@ -141,7 +141,7 @@ def _moe_spec(args):
             sequences = trace_sequence_shape(trace, logits.shape[1])
         except TraceError as exc:
             raise CLIError(str(exc)) from None
-        from ...presets import get_preset
+        from oea_trt.moe.shapes import get_preset
 
         wrong = [p for p in args.preset if get_preset(p).num_experts != logits.shape[-1]]
         if wrong:

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 
-from ...config import ConfigError, parse_k0_schedule
-from .. import CLIError
-from ..types import positive_int
+from oea_trt.routing.config import ConfigError, parse_k0_schedule
+from oea_trt.cli import CLIError
+from oea_trt.cli.types import positive_int
 
 NAME = "build"
 ORDER = 30
@@ -56,9 +56,9 @@ def add_arguments(p):
 
 
 def options_from_args(args):
-    from ...trtllm.build_plan import BuildOptions
-    from ...trtllm.hf_config import qwen3_moe_spec
-    from ...trtllm.routing_plan import parse_layer_k0
+    from oea_trt.integrations.trtllm.build_plan import BuildOptions
+    from oea_trt.plan.hf_config import qwen3_moe_spec
+    from oea_trt.plan.routing_plan import parse_layer_k0
 
     schedule = parse_k0_schedule(args.k0_schedule) if args.k0_schedule else None
     layer_k0 = None
@@ -79,7 +79,7 @@ def options_from_args(args):
 
 
 def run(args) -> int:
-    from ...trtllm.build import BuildError, build
+    from oea_trt.integrations.trtllm.build import BuildError, build
 
     try:
         options = options_from_args(args)

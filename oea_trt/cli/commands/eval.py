@@ -5,8 +5,8 @@ import os
 import sys
 import time
 
-from .. import CLIError
-from ..types import positive_int
+from oea_trt.cli import CLIError
+from oea_trt.cli.types import positive_int
 
 NAME = "eval"
 ORDER = 30
@@ -68,13 +68,13 @@ def run(args) -> int:
         raise CLIError("oea-trt eval needs transformers: pip install 'oea-trt[hf]'") from None
     import torch
 
-    from ...data import EVAL_SEED, domain_names
-    from ...eval import (dump_traces, eval_sequences, evaluate, format_table, load_model,
+    from oea_trt.data import EVAL_SEED, domain_names
+    from oea_trt.eval import (dump_traces, eval_sequences, evaluate, format_table, load_model,
                          oea_beats_pruning, pareto_plot, resolve_model_dir, write_json)
-    from ...eval.report import verdict_counts
-    from ...eval.model import pick_device, read_config
-    from ...eval.progress import Progress
-    from ...hf import moe_layers
+    from oea_trt.eval.report import verdict_counts
+    from oea_trt.eval.model import pick_device, read_config
+    from oea_trt.eval.progress import Progress
+    from oea_trt.integrations.hf import moe_layers
 
     try:
         domains = domain_names(args.domains)

@@ -2,10 +2,10 @@
 import json
 import sys
 
-from ...presets import PRESETS, MoEShape, get_preset
-from ...simulate import ROUTINGS, default_threads, format_rows, simulate
-from .. import CLIError
-from ..types import positive_float, positive_int
+from oea_trt.moe.shapes import PRESETS, MoEShape, get_preset
+from oea_trt.routing.simulate import ROUTINGS, default_threads, format_rows, simulate
+from oea_trt.cli import CLIError
+from oea_trt.cli.types import positive_float, positive_int
 
 NAME = "simulate"
 ORDER = 10

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from .. import CLIError
-from ..types import positive_int
+from oea_trt.cli import CLIError
+from oea_trt.cli.types import positive_int
 
 NAME = "triton-repo"
 ORDER = 40
@@ -40,8 +40,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from ...triton_repo import RepoSettings, TritonRepoError, engine_info, write_repository
-    from ...triton_repo.writer import default_plugin_library
+    from oea_trt.integrations.triton_server import RepoSettings, TritonRepoError, engine_info, write_repository
+    from oea_trt.integrations.triton_server.writer import default_plugin_library
 
     try:
         info = engine_info(args.engine_dir)
@@ -66,7 +66,7 @@ def run(args) -> int:
         print(f"wrote {path}")
     if not args.no_validate:
         try:
-            from ...triton_repo.validate import RepoValidationError, validate_repository
+            from oea_trt.integrations.triton_server.validate import RepoValidationError, validate_repository
             configs = validate_repository(os.path.join(args.output_dir, "model_repository"))
         except ImportError as exc:
             print(f"note: not validated ({exc})")

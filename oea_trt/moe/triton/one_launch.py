@@ -1,0 +1,391 @@
+"""The expert-major Triton MoE in ONE launch (KernelConfig.down == "one_launch"): the same gate/up
+and down work items as the three-launch path (triton_kernel.py), walked by one persistent grid,
+and the per-token sum done by whichever program finishes a token's tile last.
+
+Why: at decode sizes the three-launch path spends ~15-19 us per 30B layer call that does not
+depend on the number of distinct experts T: two kernel boundaries inside the graph (each a
+drain, a launch and a pipeline ramp), the combine kernel, and each kernel's own tail. One grid
+has one ramp and one tail, and a down item starts the moment its expert's gate/up rows exist.
+Measured on an H100 (30B layer, skewed B=16, routing+MoE; benchmarks/results/moe_one_launch_ab,
+runs 5-7): 159-160 us vanilla and 88.6-89.4 us at k0=3, against 169-172 and 95 us for three
+launches. It is faster, but the ratio barely moves, and 3 launches stay faster at 64 tokens,
+where this kernel's 64-row tiles run one program per SM.
+
+Work items, in this order: every gate/up item (active expert a, N-tile of the intermediate dim),
+then every down item (active expert a, tile of hidden rows), each group expert-major. A program
+takes the next item from a ticket counter. (On the H100, neither drawing the following ticket
+without stalling the program, an L2 prefetch of a down tile before its wait, a back-off while
+polling, nor half-size tail items helped; benchmarks/results/moe_one_launch_ab, commits c2cddad
+and 8a6f353.) A down item of expert e first waits
+until all of e's gate/up items have released their act rows (a per-expert counter). Why this
+cannot deadlock, whatever share of the grid is resident: tickets are drawn in item order, so
+every gate/up item a down item waits for was drawn earlier, by a program that is running and
+whose gate/up items never wait. (A static item-to-program assignment would need the whole grid
+resident at once, which another stream's kernel can prevent.)
+
+The per-token sum: a down item writes fp32 y rows (token*k + first slot naming the expert,
+scaled by the routing weight) as in the three-launch path, then counts itself done for each of
+its tokens in a per-(token, hidden tile) counter. The program that completes a token's tile
+(one item per distinct valid expert of the token) adds the token's y rows in slot order and
+writes the output tile: deterministic, bit-reproducible, no atomics on data.
+
+All synchronisation state lives in one int32 workspace (per device, kept forever, zero between
+calls): the ticket, an exit count, a count of programs past the active-set wait (below), the
+per-expert gate/up counters, the per-(token, tile)
+counters. A finished tile resets its counter; the last program to exit resets the rest, so a
+call needs no memset and no extra launch. Calls that share a device must be stream-ordered (one
+stream, or graphs replayed on one stream), as two concurrent calls would share the workspace.
+
+Starting on the routing's published active set (EARLY_ACTIVE; config.early_active, one token
+block, a RoutingResult routed with signal=True): the routing kernel clears a flag before this
+kernel can launch and sets it once active_mask is final, before it writes the rows (OEA's phase
+1 selects only k0 experts per token). The kernel polls the flag instead of waiting for the
+routing kernel to finish, and gate/up items, which need only the active set and x, stream at
+once: they write act rows at (active rank * BLOCK_M + token) for every token, as they cannot
+see which tokens picked the expert. Each down item passes griddepcontrol.wait (the routing's
+rows complete) before it reads them. Measured on an H100 (30B layer, skewed B=16, routing+MoE;
+benchmarks/results/moe_one_launch_ab, runs 8-10): 0.1-0.6 us less at k0=3 in each of four A/B
+pairs, about the run-to-run spread (plain top-k routing publishes nothing: there it measured
+1.2 us slower).
+
+Memory ordering: act and y rows are written with plain stores, then the CTA barrier, then a
+release atomic on the counter; the reader acquires the counter, passes a CTA barrier and reads
+the rows from L2 (.cg). Programmatic dependent launch (config.pdl): the kernel waits for the
+routing kernel's memory before its first access and lets the next kernel's programs launch when
+each program starts its last item.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from oea_trt.moe.triton.three_launch import (_active_experts, _down_block, _gate_up_item, _launch_persistent, _next_pow2, _nth_active,
+                            _tokens_of_expert, one_block)
+
+# ---- device code -------------------------------------------------------------------------
+
+
+@triton.jit
+def _slot_owns_row(expert_ids_ptr, toks, num_tokens, s: tl.constexpr, E: tl.constexpr, K: tl.constexpr):
+    """[BLOCK_M] bool: slot s of each token holds a valid expert that no earlier slot of the token
+    names, i.e. the slot owns a y row (a repeat, the router's "top1" fill, is not a new expert).
+    Column by column, from L1: a [tokens, k, k] comparison would cost the streaming loops
+    registers (the kernel's register count sets how many programs share an SM)."""
+    in_tok = toks < num_tokens
+    expert = tl.load(expert_ids_ptr + toks * K + s, mask=in_tok, other=-1)
+    own = in_tok & (expert >= 0) & (expert < E)
+    for t in tl.static_range(s):
+        own = own & (tl.load(expert_ids_ptr + toks * K + t, mask=in_tok, other=-1) != expert)
+    return own
+
+
+@triton.jit
+def _owned_slots(expert_ids_ptr, toks, num_tokens, E: tl.constexpr, K: tl.constexpr):
+    """[BLOCK_M] int32 bitmask: bit s set where slot s of the token owns a y row
+    (_slot_owns_row). A down item of a one-block batch loads it while it waits for its expert's
+    gate/up rows, so finishing the item needs no reload of the routing's ids after its counter
+    atomic (one round trip less at the end of every down item, the tail's included)."""
+    tl.static_assert(K <= 31, "the per-token slot bitmask holds at most 31 slots")
+    bits = tl.zeros(toks.shape, dtype=tl.int32)
+    for s in tl.static_range(K):
+        bits = bits | (_slot_owns_row(expert_ids_ptr, toks, num_tokens, s, E, K).to(tl.int32) << s)
+    return bits
+
+
+@triton.jit
+def _wait_for_active_set(ready_ptr, SPINS: tl.constexpr, USE_PDL: tl.constexpr):
+    """EARLY_ACTIVE: spin until the routing kernel has published the batch's active set (its
+    active_ready flag, acquire; the routing clears it before this kernel can launch and sets it
+    once active_mask is final), then a CTA barrier. A flag that never comes within SPINS polls
+    (one no routing launch was given) falls back to griddepcontrol.wait: slower, never wrong.
+    (Without PDL this kernel starts after the routing kernel has finished: nothing to wait for.)"""
+    seen = tl.atomic_add(ready_ptr, 0, sem="acquire")
+    spins = 0
+    while (seen == 0) & (spins < SPINS):
+        seen = tl.atomic_add(ready_ptr, 0, sem="acquire")
+        spins += 1
+    tl.debug_barrier()
+    if USE_PDL:
+        if seen == 0:
+            tl.extra.cuda.gdc_wait()
+
+
+@triton.jit
+def _globaltimer():
+    """The GPU's global nanosecond timer (the same clock on every SM), for TRACE."""
+    return tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l,r", [tl.full((), 0, tl.int32)],
+                                     dtype=tl.int64, is_pure=False, pack=1)
+
+
+@triton.jit
+def _wait_for_count(counter_ptr, target):
+    """Spin until *counter_ptr >= target (acquire), then a CTA barrier: every thread's later
+    reads see what the releasing programs wrote before counting."""
+    seen = tl.atomic_add(counter_ptr, 0, sem="acquire")
+    while seen < target:
+        seen = tl.atomic_add(counter_ptr, 0, sem="acquire")
+    tl.debug_barrier()
+
+
+@triton.jit
+def _finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed, owned, h_tile,
+                  H: tl.constexpr, K: tl.constexpr, H_TILES: tl.constexpr, BLOCK_M: tl.constexpr,
+                  BLOCK_N: tl.constexpr):
+    """Count this down item done for each routed token's hidden tile; for the tokens whose tile
+    it completes (owned: _owned_slots of the block's tokens), out[token, tile] = sum of the
+    token's y rows in slot order (rounded once to out's dtype), and the counter goes back to 0
+    for the next call."""
+    toks = tok0 + tl.arange(0, BLOCK_M)
+    distinct = tl.zeros((BLOCK_M,), dtype=tl.int32)
+    for s in tl.static_range(K):
+        distinct += (owned >> s) & 1
+    tl.debug_barrier()  # every thread's y stores precede the release below
+    counters = tile_done_ptr + toks * H_TILES + h_tile
+    before = tl.atomic_add(counters, 1, mask=routed, sem="acq_rel")
+    last = routed & (before == distinct - 1)
+    if tl.max(last.to(tl.int32), axis=0) > 0:
+        tl.debug_barrier()  # the acquiring threads' view is every thread's from here
+        h = h_tile * BLOCK_N + tl.arange(0, BLOCK_N)
+        total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for s in tl.static_range(K):
+            own = last & (((owned >> s) & 1) != 0)
+            rows = (toks * K + s).to(tl.int64)
+            total += tl.load(y_ptr + rows[:, None] * H + h[None, :], mask=own[:, None], other=0.0,
+                             cache_modifier=".cg")
+        tl.store(out_ptr + toks[:, None].to(tl.int64) * stride_out + h[None, :], total.to(out_ptr.dtype.element_ty),
+                 mask=last[:, None])
+        tl.store(counters, tl.zeros_like(before), mask=last)
+
+
+@triton.jit
+def _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H: tl.constexpr, E: tl.constexpr,
+                          K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Output rows of tokens with no valid expert are zeros (no down item will touch them)."""
+    for tok0 in range(0, num_tokens, BLOCK_M):
+        toks = tok0 + tl.arange(0, BLOCK_M)
+        empty = (toks < num_tokens) & (_owned_slots(expert_ids_ptr, toks, num_tokens, E, K) == 0)
+        if tl.max(empty.to(tl.int32), axis=0) > 0:
+            for h0 in range(0, H, BLOCK_N):
+                h = h0 + tl.arange(0, BLOCK_N)
+                tl.store(out_ptr + toks[:, None].to(tl.int64) * stride_out + h[None, :],
+                         tl.zeros((BLOCK_M, BLOCK_N), dtype=out_ptr.dtype.element_ty), mask=empty[:, None])
+
+
+@triton.jit(do_not_specialize=["num_tokens"])
+def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, act_ptr, y_ptr,
+                       out_ptr, sync_ptr, ready_ptr, trace_ptr, num_tokens, stride_x, stride_out, trace_programs_at,
+                       H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
+                       K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
+                       GU_N: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr, DN_K: tl.constexpr,
+                       USE_PDL: tl.constexpr, TRACE: tl.constexpr, ONE_BLOCK: tl.constexpr,
+                       EARLY_ACTIVE: tl.constexpr):
+    if TRACE:  # per program: [program, launched, past the dependency wait, exited] (ns)
+        t_launched = _globaltimer()
+    if EARLY_ACTIVE:
+        # Started while the routing kernel still runs: only its active set (and x, written
+        # before the routing in stream order) may be read before griddepcontrol.wait, which
+        # every down item passes before it reads expert_ids or weights.
+        _wait_for_active_set(ready_ptr, 1024, USE_PDL)
+        # The last program to get here clears the flag before it lets the next kernel launch
+        # (at its last item, which in a small batch is its first; the branch on the old value
+        # makes the program wait until the clear is done at L2): a second MoE call on the same
+        # routing output can then never see this call's flag, only wait properly (the fallback).
+        if tl.atomic_add(sync_ptr + 2, 1, sem="relaxed") == tl.num_programs(0) - 1:
+            if tl.atomic_xchg(ready_ptr, 0, sem="relaxed") < 0:  # never: the flag is 0 or 1
+                tl.debug_barrier()
+    elif USE_PDL:
+        # May start while the routing kernel drains: wait for its memory (active_mask,
+        # expert_ids, weights) and for whatever wrote x, before reading or writing anything.
+        tl.extra.cuda.gdc_wait()
+    if TRACE:
+        t_entered = _globaltimer()
+    GU_TILES: tl.constexpr = I // GU_N
+    H_TILES: tl.constexpr = H // DN_N
+    ticket_ptr = sync_ptr
+    exited_ptr = sync_ptr + 1
+    gate_up_done_ptr = sync_ptr + 3  # [E], by expert id (sync_ptr + 2: programs past the active-set wait)
+    tile_done_ptr = sync_ptr + 3 + E  # [tokens, H_TILES]
+    rank, active, num_active = _active_experts(active_mask_ptr, E, E_PAD)
+    gate_up_items = num_active * GU_TILES
+    total = gate_up_items + num_active * H_TILES
+    if not EARLY_ACTIVE:
+        if tl.program_id(0) == 0:
+            _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, DN_N)
+    w = tl.atomic_add(ticket_ptr, 1, sem="relaxed")
+    while w < total:
+        following = tl.atomic_add(ticket_ptr, 1, sem="relaxed")
+        if USE_PDL:
+            if w + tl.num_programs(0) >= total:  # about the last wave: the next kernel may launch
+                tl.extra.cuda.gdc_launch_dependents()
+        if TRACE:  # per item (ticket): [program, started, inputs ready, done] (ns)
+            t_item = _globaltimer()
+            tl.store(trace_ptr + w * 4, tl.program_id(0).to(tl.int64))
+            tl.store(trace_ptr + w * 4 + 1, t_item)
+            tl.store(trace_ptr + w * 4 + 2, t_item)
+        if w < gate_up_items:
+            expert = _nth_active(rank, active, w // GU_TILES, E_PAD)
+            _gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, w % GU_TILES, num_tokens, stride_x,
+                          H, I, K, K_PAD, BLOCK_M, GU_N, GU_K, ONE_BLOCK, w // GU_TILES, EARLY_ACTIVE)
+            tl.debug_barrier()  # every thread's act stores precede the release
+            tl.atomic_add(gate_up_done_ptr + expert, 1, sem="release")
+        else:
+            d = w - gate_up_items
+            expert = _nth_active(rank, active, d // H_TILES, E_PAD)
+            if EARLY_ACTIVE:
+                if USE_PDL:
+                    tl.extra.cuda.gdc_wait()  # the routing's rows are complete and visible past here
+                if d == 0:  # one item, after the wait: the rows tell which tokens have no expert
+                    _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M,
+                                          DN_N)
+            if ONE_BLOCK:  # the token list and owned slots (routing's, not gate/up's) load while it waits
+                toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
+                owned = _owned_slots(expert_ids_ptr, toks, num_tokens, E, K)
+            _wait_for_count(gate_up_done_ptr + expert, GU_TILES)
+            if TRACE:
+                tl.store(trace_ptr + w * 4 + 2, _globaltimer())
+            if ONE_BLOCK:
+                if EARLY_ACTIVE:
+                    act_row = (d // H_TILES) * BLOCK_M + toks  # gate/up's ACT_BY_RANK rows
+                else:
+                    act_row = row
+                _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, d % H_TILES, toks, routed, row, act_row,
+                            hit, H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK)
+                _finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, 0, routed, owned, d % H_TILES, H, K, H_TILES,
+                              BLOCK_M, DN_N)
+            else:
+                for tok0 in range(0, num_tokens, BLOCK_M):
+                    toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD,
+                                                               BLOCK_M)
+                    _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, d % H_TILES, toks, routed, row, row,
+                                hit, H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK)
+                    _finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed,
+                                  _owned_slots(expert_ids_ptr, toks, num_tokens, E, K), d % H_TILES, H, K, H_TILES,
+                                  BLOCK_M, DN_N)
+        if TRACE:
+            tl.store(trace_ptr + w * 4 + 3, _globaltimer())
+        w = following
+    if EARLY_ACTIVE:
+        if (num_active == 0) & (tl.program_id(0) == 0):  # no down item zeroed the unrouted tokens
+            if USE_PDL:
+                tl.extra.cuda.gdc_wait()
+            _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, DN_N)
+    if TRACE:
+        row = trace_ptr + (trace_programs_at + tl.program_id(0)) * 4
+        tl.store(row, tl.program_id(0).to(tl.int64))
+        tl.store(row + 1, t_launched)
+        tl.store(row + 2, t_entered)
+        tl.store(row + 3, _globaltimer())
+    # The last program out has seen every other program draw its final ticket: nothing reads
+    # the ticket or the gate/up counters any more in this call, so it zeroes them for the next.
+    if tl.atomic_add(exited_ptr, 1, sem="acq_rel") == tl.num_programs(0) - 1:
+        e_offs = tl.arange(0, E_PAD)
+        tl.store(gate_up_done_ptr + e_offs, tl.zeros((E_PAD,), dtype=tl.int32), mask=e_offs < E)
+        tl.store(ticket_ptr, 0)
+        tl.store(exited_ptr, 0)
+        tl.store(sync_ptr + 2, 0)
+
+
+# ---- host side ---------------------------------------------------------------------------
+
+_SYNC: Dict[str, torch.Tensor] = {}
+#: Every workspace ever made: a captured graph keeps using the one it was captured with.
+_KEEP_ALIVE: List[torch.Tensor] = []
+_LOCK = threading.Lock()
+
+
+def sync_words(num_experts: int, num_tokens: int, h_tiles: int) -> int:
+    """int32 words of synchronisation state a call needs (layout in _one_launch_kernel)."""
+    return 3 + num_experts + num_tokens * h_tiles
+
+
+def sync_workspace(words: int, device: torch.device) -> torch.Tensor:
+    """A zeroed int32 buffer of at least `words`, one per device, grown (never during a CUDA-graph
+    capture) when a call needs more; the kernel leaves it zeroed. One per device, not per stream:
+    a graph is usually captured on another stream than its warm-up call ran on."""
+    key = str(device)
+    with _LOCK:
+        buf = _SYNC.get(key)
+        if buf is None or buf.numel() < words:
+            if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+                raise RuntimeError(
+                    f"the one-launch MoE kernel needs a {words}-word workspace on {device} but none was made before "
+                    "this CUDA-graph capture: call it once with at least this many tokens before capturing (the "
+                    "usual warm-up run does)")
+            buf = torch.zeros(max(4096, _next_pow2(words)), dtype=torch.int32, device=device)
+            _SYNC[key] = buf
+            _KEEP_ALIVE.append(buf)
+        return buf
+
+
+def early_active(cfg, num_tokens: int, active_ready: Optional[torch.Tensor]) -> bool:
+    """The kernel's EARLY_ACTIVE: it starts on the routing's published active set (the batch is
+    one token block and the routing was launched with active_ready; config.early_active)."""
+    return active_ready is not None and cfg.early_active and one_block(cfg, num_tokens)
+
+
+def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor, wts: torch.Tensor,
+           mask_u8: torch.Tensor, out: torch.Tensor, cfg, use_pdl: bool,
+           programs: Optional[int] = None, trace: Optional["Trace"] = None,
+           active_ready: Optional[torch.Tensor] = None) -> None:
+    """One launch of the whole layer into out (shapes checked by the caller, triton_kernel.
+    fused_moe; cfg a fitted KernelConfig: gu_* tiles for gate/up items, dn_* for down items,
+    gu_warps / gu_stages for the kernel). programs: the grid, for tests (default: one wave, at
+    most one program per work item); any size is correct, more than can be resident included.
+    trace: record when each item and program ran (a Trace from new_trace; a slower kernel).
+    active_ready: the flag the routing kernel that wrote ids, wts and mask_u8 was launched with
+    (RoutingResult.active_ready); the kernel then streams gate/up as soon as the routing has
+    published its active set (early_active), and clears the flag once every program has seen it."""
+    num_tokens, k = ids.shape
+    num_experts, two_inter, hidden = w13.shape
+    inter = two_inter // 2
+    h_tiles = hidden // cfg.dn_block_n
+    sync = sync_workspace(sync_words(num_experts, num_tokens, h_tiles), x.device)
+    max_active = min(num_experts, num_tokens * k)
+    early = early_active(cfg, num_tokens, active_ready)
+    # act rows: token*k + slot, or (early) active rank * block_m + token (gate/up cannot see the rows)
+    act_rows = max_active * cfg.block_m if early else num_tokens * k
+    act = torch.empty((act_rows, inter), dtype=w13.dtype, device=w13.device)
+    y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
+    max_items = max_active * (inter // cfg.gu_block_n + h_tiles)
+    kwargs = dict(H=hidden, I=inter, E=num_experts, E_PAD=_next_pow2(num_experts), K=k, K_PAD=_next_pow2(k),
+                  BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k,
+                  DN_N=cfg.dn_block_n, DN_K=cfg.dn_block_k, USE_PDL=use_pdl, TRACE=trace is not None,
+                  ONE_BLOCK=one_block(cfg, num_tokens), EARLY_ACTIVE=early,
+                  num_warps=cfg.gu_warps, num_stages=cfg.gu_stages)
+    if use_pdl:
+        kwargs["launch_pdl"] = True
+    if trace is not None:
+        if trace.items < max_items:
+            raise ValueError(f"trace holds {trace.items} items, this call may have {max_items}")
+        trace.rows.fill_(-1)
+    args = (x, w13, w2, ids, wts, mask_u8, act, y, out, sync, active_ready if early else sync,
+            sync if trace is None else trace.rows, num_tokens,
+            x.stride(0), out.stride(0), 0 if trace is None else trace.items)
+    if programs is not None:
+        _one_launch_kernel[(programs,)](*args, **kwargs)
+    else:
+        _launch_persistent(_one_launch_kernel, max_items, cfg.max_programs, args, kwargs, cfg.programs_per_sm)
+
+
+def workspace_is_clean(device: torch.device) -> Tuple[bool, int]:
+    """(every word of the device's workspace is zero, words) -- for tests: the kernel must leave
+    it so after every call."""
+    buf = _SYNC.get(str(device))
+    if buf is None:
+        return True, 0
+    return bool((buf == 0).all()), buf.numel()
+
+
+class Trace:
+    """Where each work item and program of one call went (TRACE=True): rows [items + programs,
+    4] int64, -1 where nothing ran. Item row w (ticket w): program, started, inputs ready (after
+    a down item's wait), done. Program row items + p: p, launched, past the dependency wait,
+    exited. Times in ns of %globaltimer."""
+
+    def __init__(self, items: int, programs: int, device):
+        self.items = items
+        self.rows = torch.full((items + programs, 4), -1, dtype=torch.int64, device=device)

@@ -1,0 +1,83 @@
+"""oea_config.json: what an engine directory was built with, written next to the engine.
+
+Runtimes read it to know the routing plan and which plugin library the engine needs (the
+plugin is not embedded in TensorRT-LLM engines), tools read it to report settings. Plain
+Python so it can be written by the builder and read anywhere.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+from oea_trt import __version__
+from oea_trt.plan.routing_plan import RoutingPlan
+
+FILE_NAME = "oea_config.json"
+FORMAT = "oea-trt/engine-config/1"
+
+
+def git_commit() -> Optional[str]:
+    """The source tree's commit (None outside a git checkout, e.g. an installed wheel)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and sha else None
+
+
+def plugin_identity() -> dict:
+    """Name/version/namespace/library of the OEA TensorRT plugin, from oea_trt.plugin (the
+    plugin's one source of truth). Loading nothing: only reads what the module declares."""
+    from oea_trt.plugin import plugin_info
+
+    return plugin_info()
+
+
+def engine_config_dict(routing: RoutingPlan, build: dict, model: dict, trtllm_version: Optional[str] = None) -> dict:
+    return {
+        "format": FORMAT,
+        "routing": routing.to_dict(),
+        "plugin": plugin_identity(),
+        "oea_trt_version": __version__,
+        "git_commit": git_commit(),
+        "tensorrt_llm_version": trtllm_version,
+        "model": model,
+        "build": build,
+    }
+
+
+def write_engine_config(engine_dir: str, content: dict) -> str:
+    path = os.path.join(engine_dir, FILE_NAME)
+    os.makedirs(engine_dir, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(content, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_engine_config(engine_dir: str) -> dict:
+    """oea_config.json of an engine directory; FileNotFoundError with a hint when absent."""
+    path = os.path.join(engine_dir, FILE_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} not found: {engine_dir} was not built by `oea-trt build` (or the file was removed)"
+        )
+    with open(path) as f:
+        content = json.load(f)
+    if content.get("format") != FORMAT:
+        raise ValueError(f"{path} has format {content.get('format')!r}, expected {FORMAT!r}")
+    return content
+
+
+def routing_from_engine_config(content: dict) -> RoutingPlan:
+    return RoutingPlan.from_dict(content["routing"])

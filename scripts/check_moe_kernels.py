@@ -34,8 +34,8 @@ from triton.compiler import ASTSource  # noqa: E402
 from oea_trt.bench.moe import (ALL_PRESETS, DOWN_CANDIDATES, DOWN_COMBINE_CANDIDATES, FUSED_CANDIDATES,  # noqa: E402
                                GATE_UP_CANDIDATES, ONE_LAUNCH_CANDIDATES)
 from oea_trt.moe import fused_kernel as fk  # noqa: E402
-from oea_trt.moe import one_launch as ol  # noqa: E402
-from oea_trt.moe import triton_kernel as tk  # noqa: E402
+from oea_trt.moe.triton import one_launch as ol  # noqa: E402
+from oea_trt.moe.triton import three_launch as tk  # noqa: E402
 from oea_trt.moe.shapes import get_preset  # noqa: E402
 
 SMEM_LIMIT = 227 * 1024

@@ -207,7 +207,7 @@ def _one_launch_into_nan(x, w, r, pdl, programs=None, **changes):
     """The one-launch path (default tiles, KernelConfig changes) straight through one_launch.
     launch, into an output poisoned with NaN first (a row no program finished stays NaN);
     programs: the grid."""
-    from oea_trt.moe import one_launch
+    from oea_trt.moe.triton import one_launch
     from oea_trt.moe.triton.three_launch import default_config, fitted
 
     T, k = r.expert_ids.shape
@@ -221,7 +221,7 @@ def _one_launch_into_nan(x, w, r, pdl, programs=None, **changes):
 
 
 def _assert_one_launch_workspace_clean():
-    from oea_trt.moe import one_launch
+    from oea_trt.moe.triton import one_launch
 
     torch.cuda.synchronize()
     clean, words = one_launch.workspace_is_clean(torch.device("cuda"))
@@ -270,7 +270,7 @@ def test_one_launch_with_one_program_or_more_programs_than_fit(layer, waves):
 def test_one_launch_workspace_is_not_grown_inside_a_capture(layer):
     """A first call needing more workspace than exists, made while capturing a CUDA graph, is
     refused with a clear message (the graph would keep a buffer the next call cannot see)."""
-    from oea_trt.moe import one_launch
+    from oea_trt.moe.triton import one_launch
 
     shape, w = layer
     words = one_launch._SYNC["cuda"].numel() if "cuda" in one_launch._SYNC else 0
@@ -309,7 +309,7 @@ def test_early_active_random_pairs_match_the_plain_path(layer):
     kernel with signal=True and followed directly by the one-launch MoE with PDL, which starts on
     the published active set: bit-identical to the same MoE on a routing without the signal,
     every row written (output poisoned), the flag and the workspace left cleared."""
-    from oea_trt.moe import one_launch
+    from oea_trt.moe.triton import one_launch
     from oea_trt.moe.triton.three_launch import default_config, fitted
 
     route_kernel = _route_kernel_or_skip()

@@ -31,7 +31,7 @@ def weights():
 def _run(x, w, ids, wts, active_mask=None, programs=None, **changes):
     """The one-launch path through triton_kernel.fused_moe, or (programs) straight through
     one_launch.launch with that grid."""
-    from oea_trt.moe import one_launch
+    from oea_trt.moe.triton import one_launch
     from oea_trt.moe.triton.three_launch import default_config, fitted, fused_moe
 
     T, k = ids.shape
@@ -49,7 +49,7 @@ def _run(x, w, ids, wts, active_mask=None, programs=None, **changes):
 
 
 def _assert_clean():
-    from oea_trt.moe import one_launch
+    from oea_trt.moe.triton import one_launch
 
     clean, words = one_launch.workspace_is_clean(torch.device(DEVICE))
     assert clean, f"the one-launch workspace ({words} words) was not left zeroed"
@@ -101,7 +101,7 @@ def test_early_active_set_changes_no_bits_and_consumes_the_flag(weights, program
     set here by hand), gate/up items write act rows by active rank without reading the routing's
     rows: the same bits as the default, for any grid, with tokens that have no expert; the
     flag ends cleared, the workspace zeroed."""
-    from oea_trt.moe import one_launch
+    from oea_trt.moe.triton import one_launch
     from oea_trt.moe.triton.three_launch import default_config, fitted, fused_moe
 
     for num_tokens, k0, fill in ((1, 2, "invalid"), (11, 2, "top1"), (16, 3, "num_experts")):
@@ -140,7 +140,7 @@ def test_moe_forward_passes_the_routing_flag_to_the_kernel(weights):
 
 
 def test_early_active_needs_the_flag_one_block_and_the_option():
-    from oea_trt.moe import one_launch
+    from oea_trt.moe.triton import one_launch
     from oea_trt.moe.triton.three_launch import default_config
 
     flag = torch.ones(1, dtype=torch.int32)
@@ -179,7 +179,7 @@ def test_repeated_expert_fill_and_tokens_with_no_expert(weights):
 
 
 def test_workspace_words_and_growth():
-    from oea_trt.moe import one_launch
+    from oea_trt.moe.triton import one_launch
 
     assert one_launch.sync_words(num_experts=128, num_tokens=16, h_tiles=32) == 3 + 128 + 16 * 32
     small = one_launch.sync_workspace(10, torch.device("cpu"))

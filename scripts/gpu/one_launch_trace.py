@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     from oea_trt.bench.moe import _Batch, _oea, _vanilla
     from oea_trt.bench.routers import pick_router, route_for_moe
     from oea_trt.bench.routing_inputs import make_sources
-    from oea_trt.moe import one_launch
+    from oea_trt.moe.triton import one_launch
     from oea_trt.moe.layer import ExpertWeights
     from oea_trt.moe.triton.three_launch import default_config, fitted, fused_moe
     from oea_trt.moe.shapes import get_preset

@@ -48,7 +48,7 @@ step fallback_cuda python3 examples/generate.py --tiny /tmp/oea-trtllm-tiny --de
 
 # Which routing implementation ran on CUDA (the kernel, or the reference when it did not load).
 python3 - >> "$SUMMARY" 2>&1 <<'PY'
-from oea_trt import dispatch
+from oea_trt.routing import dispatch
 ok = dispatch.kernel_available()
 print("dispatch kernel available:", ok, "" if ok else f"({dispatch._kernel_problem})")
 PY

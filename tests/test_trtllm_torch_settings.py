@@ -107,13 +107,14 @@ def test_packed_call_routes_context_first_rows_vanilla():
 
 
 @pytest.mark.gpu
-def test_packed_call_on_cuda_matches_reference_and_captures_in_a_cuda_graph():
+@pytest.mark.parametrize("fill", ["num_experts", "top1"])  # single-rank layers / expert-parallel layers
+def test_packed_call_on_cuda_matches_reference_and_captures_in_a_cuda_graph(fill):
     """What the PyTorch backend runs: route_packed_batch with oea_trt.routing.dispatch.route (the kernel's
     torch op when it loads) on CUDA; equal to the CPU reference, and capturable in a CUDA graph
     for a generation-only batch (how TensorRT-LLM replays decode steps)."""
     from oea_trt.routing.dispatch import route
 
-    cfg = OEAConfig(num_experts=128, top_k=8, k0=3, fill="num_experts")
+    cfg = OEAConfig(num_experts=128, top_k=8, k0=3, fill=fill)
     logits = skewed_logits(48, 128, seed=11)
     ref_ids, ref_w = ts.route_packed_batch(logits, cfg, 16, oea_route)
     ids, w = ts.route_packed_batch(logits.cuda(), cfg, 16, route)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # spawns a parent and eight workers (each imports torch and transformers)
+
 ROOT = Path(__file__).resolve().parent.parent
 DOUBLE = Path(__file__).resolve().parent / "trtllm_double"
 

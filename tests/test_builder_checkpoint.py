@@ -51,3 +51,34 @@ def test_engine_config_round_trip(tmp_path):
     assert back["tensorrt_llm_version"] == "1.2.1" and back["oea_trt_version"]
     with pytest.raises(FileNotFoundError, match="not built by `oea-trt build`"):
         read_engine_config(str(tmp_path / "nothing"))
+
+
+def test_the_plugin_library_reaches_trtllm_build_through_its_environment_only(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from oea_trt.integrations.trtllm.build import trtllm_build_env
+    from oea_trt.integrations.trtllm.build_plan import BuildOptions, make_plan
+    from oea_trt.plugin import LIBRARY_ENV
+
+    monkeypatch.delenv(LIBRARY_ENV, raising=False)
+    library = tmp_path / "liboea_routing_trt.so"
+    library.write_bytes(b"")
+    hf = Path(__file__).parent / "data" / "qwen3-30b-a3b"
+    plan = make_plan(BuildOptions(hf_dir=str(hf), output_dir=str(tmp_path / "e"), plugin_library=str(library)))
+    env = trtllm_build_env(plan, {"PYTHONPATH": "/elsewhere", "HOME": "/h"})
+    assert env[LIBRARY_ENV] == str(library) and env["HOME"] == "/h"
+    root, rest = env["PYTHONPATH"].split(":", 1)
+    assert (Path(root) / "oea_trt" / "__init__.py").is_file() and rest == "/elsewhere"
+    import os
+
+    assert LIBRARY_ENV not in os.environ  # this process is left as it was
+
+
+def test_engine_config_records_the_plugin_library_the_build_used(tmp_path):
+    from oea_trt.plugin import PRELOAD_LIBRARY_NAME
+
+    (tmp_path / "liboea_routing_trt.so").write_bytes(b"")
+    (tmp_path / PRELOAD_LIBRARY_NAME).write_bytes(b"")
+    content = engine_config_dict(PLAN, build={}, model={}, plugin_library=str(tmp_path / "liboea_routing_trt.so"))
+    assert content["plugin"]["library"] == str(tmp_path / "liboea_routing_trt.so")
+    assert content["plugin"]["preload_library"] == str(tmp_path / PRELOAD_LIBRARY_NAME)

@@ -67,3 +67,15 @@ def test_vanilla_detection():
 def test_layer_ranges_format():
     assert format_layer_ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
     assert format_layer_ranges([]) == "none"
+
+
+def test_built_layers_are_checked_against_the_plan():
+    """The engine model routes what TensorRT-LLM built: a MoE the plan knows gets its config, a
+    dense MLP the plan calls dense gets none, and any disagreement is an error, not vanilla."""
+    plan = RoutingPlan(base=BASE, moe_layers=(1, 3), layer_k0={3: 5})
+    assert plan.config_for_built_layer(3, built_moe=True).k0 == 5
+    assert plan.config_for_built_layer(0, built_moe=False) is None
+    with pytest.raises(ConfigError, match="layer 0: the model has a MoE there but the routing plan has it dense"):
+        plan.config_for_built_layer(0, built_moe=True)
+    with pytest.raises(ConfigError, match="layer 1: the model has a dense MLP there but the routing plan has it a MoE"):
+        plan.config_for_built_layer(1, built_moe=False)

@@ -33,19 +33,27 @@ def git_commit() -> Optional[str]:
     return sha if out.returncode == 0 and sha else None
 
 
-def plugin_identity() -> dict:
+def plugin_identity(library: Optional[str] = None) -> dict:
     """Name/version/namespace/library of the OEA TensorRT plugin, from oea_trt.plugin (the
-    plugin's one source of truth). Loading nothing: only reads what the module declares."""
-    from oea_trt.plugin import plugin_info
+    plugin's one source of truth). Loading nothing: only reads what the module declares.
+    `library`: the getCreators library the build used; its preload sibling is recorded with it."""
+    from oea_trt.plugin import PRELOAD_LIBRARY_NAME, plugin_info
 
-    return plugin_info()
+    info = plugin_info()
+    if library:
+        path = Path(library).resolve()
+        info["library"] = str(path)
+        if (path.parent / PRELOAD_LIBRARY_NAME).is_file():
+            info["preload_library"] = str(path.parent / PRELOAD_LIBRARY_NAME)
+    return info
 
 
-def engine_config_dict(routing: RoutingPlan, build: dict, model: dict, trtllm_version: Optional[str] = None) -> dict:
+def engine_config_dict(routing: RoutingPlan, build: dict, model: dict, trtllm_version: Optional[str] = None,
+                       plugin_library: Optional[str] = None) -> dict:
     return {
         "format": FORMAT,
         "routing": routing.to_dict(),
-        "plugin": plugin_identity(),
+        "plugin": plugin_identity(plugin_library),
         "oea_trt_version": __version__,
         "git_commit": git_commit(),
         "tensorrt_llm_version": trtllm_version,

@@ -58,6 +58,21 @@ class RoutingPlan:
         except ConfigError as exc:
             raise ConfigError(f"layer {layer}: {exc}") from None
 
+    def config_for_built_layer(self, layer: int, built_moe: bool) -> Optional[OEAConfig]:
+        """The OEAConfig of a layer whose MLP a framework built (None for a dense MLP the plan
+        also calls dense). ConfigError when the two disagree: routing a layer the plan does not
+        know, or leaving a planned layer vanilla, would be silent."""
+        planned = layer in self.moe_layers
+        if built_moe and planned:
+            return self.config_for_layer(layer)
+        if not built_moe and not planned:
+            return None
+        built, plan_says = ("a MoE", "dense") if built_moe else ("a dense MLP", "a MoE layer")
+        raise ConfigError(
+            f"layer {layer}: the model has {built} there but the routing plan has it {plan_says} (MoE layers "
+            f"{_ranges(list(self.moe_layers))}); rebuild the plan from this checkpoint's config"
+        )
+
     def k0_by_layer(self) -> Dict[int, int]:
         return {layer: self.config_for_layer(layer).k0 for layer in self.moe_layers}
 

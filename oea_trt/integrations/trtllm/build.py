@@ -4,7 +4,8 @@
 Steps (oea_trt.integrations.trtllm.build_plan resolves and prints them; --dry-run stops there):
   1. convert the HF checkpoint with TensorRT-LLM's own Qwen converter, one rank at a time;
   2. patch the checkpoint config: MoE renormalization from HF norm_topk_prob, OEA plan under "oea";
-  3. trtllm-build with our model class (--model_cls_file), which loads the OEA plugin;
+  3. trtllm-build with our model class (--model_cls_file), which loads the OEA plugin (the
+     --plugin-library path reaches that process as $OEA_TRT_PLUGIN_LIB in its environment);
   4. write oea_config.json next to the engine.
 TensorRT-LLM is imported only by step 1 and by the trtllm-build process.
 """
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Callable
+from typing import Callable, Mapping
 
 from oea_trt.integrations.trtllm.build_plan import BuildOptions, BuildPlan, make_plan
 from oea_trt.plan.config_file import engine_config_dict, write_engine_config
@@ -117,17 +118,27 @@ def patch_checkpoint_config(checkpoint_dir: str, routing: RoutingPlan, norm_topk
     return cfg
 
 
+def trtllm_build_env(plan: BuildPlan, base_env: Mapping[str, str]) -> dict:
+    """The trtllm-build process's environment: this oea_trt first on PYTHONPATH (trtllm-build
+    imports our model file by path), and the plugin library the build was given, which
+    oea_trt.plugin.find_library reads from $OEA_TRT_PLUGIN_LIB in that process."""
+    import oea_trt
+    from oea_trt.plugin import LIBRARY_ENV
+
+    env = dict(base_env)
+    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(oea_trt.__file__)))
+    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if plan.options.plugin_library:
+        env[LIBRARY_ENV] = os.path.abspath(plan.options.plugin_library)
+    return env
+
+
 def run_trtllm_build(plan: BuildPlan, progress: Progress = print) -> None:
     """Step 3: trtllm-build with our model class, streaming its log lines as progress."""
     from oea_trt.integrations.trtllm.build_plan import trtllm_build_command
 
     cmd = trtllm_build_command(plan)
-    env = dict(os.environ)
-    # trtllm-build imports our model file by path; make sure this oea_trt is the one it finds.
-    import oea_trt
-
-    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(oea_trt.__file__)))
-    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = trtllm_build_env(plan, os.environ)
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1)
     except FileNotFoundError:
@@ -149,13 +160,8 @@ def build(options: BuildOptions, progress: Progress = print, dry_run: bool = Fal
     if dry_run:
         return plan
     version = require_tensorrt_llm()
-    if options.plugin_library:
-        from oea_trt import plugin as plugin_lib
-
-        if not os.path.isfile(options.plugin_library):
-            raise BuildError(f"plugin library {options.plugin_library} does not exist")
-        # plugin_lib (this process, the trtllm-build process and oea_config.json) honours it.
-        os.environ[plugin_lib.LIBRARY_ENV] = os.path.abspath(options.plugin_library)
+    if options.plugin_library and not os.path.isfile(options.plugin_library):
+        raise BuildError(f"plugin library {options.plugin_library} does not exist")
     started = time.time()
     n = len(plan.steps)
 
@@ -175,6 +181,7 @@ def build(options: BuildOptions, progress: Progress = print, dry_run: bool = Fal
         model={"architecture": plan.spec.architecture, "hf_dir": os.path.abspath(plan.options.hf_dir),
                "norm_topk_prob": plan.spec.norm_topk_prob, "moe_layers": plan.spec.moe_layers},
         trtllm_version=version,
+        plugin_library=options.plugin_library,
     )
     path = write_engine_config(plan.options.output_dir, content)
     _say(progress, f"done in {time.time() - started:.0f}s: engine {plan.options.output_dir}, routing recorded in {path}")

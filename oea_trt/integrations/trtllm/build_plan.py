@@ -219,10 +219,12 @@ def make_plan(options: BuildOptions) -> BuildPlan:
             if options.dtype == "auto" else f"dtype must be one of auto, {', '.join(DTYPE_BYTES)}, got {dtype!r}"
         )
     if spec.dense_layers:
+        # QWenConfig.from_hugging_face keeps mlp_only_layers / decoder_sparse_step, but
+        # QWenDecoderLayer chooses the MLP from config.moe alone: every layer gets a MoE.
         raise BuildPlanError(
             f"layers {format_layer_ranges(spec.dense_layers)} are dense (mlp_only_layers/decoder_sparse_step), "
-            "but TensorRT-LLM 1.2.1's Qwen model builds every layer as MoE; only all-MoE Qwen3 checkpoints "
-            "are supported"
+            "but TensorRT-LLM 1.2.1's QWenDecoderLayer builds a MoE in every layer; only all-MoE Qwen3 "
+            "checkpoints are supported"
         )
     tp, ep = options.tp_size, options.ep_size
     if tp % ep:

@@ -12,6 +12,7 @@ oea_trt/integrations/trtllm/model_cls_file.py --model_cls_name OEAQwenForCausalL
 """
 from __future__ import annotations
 
+from tensorrt_llm.layers.moe import MixtureOfExperts
 from tensorrt_llm.models.modeling_utils import DecoderLayerList
 from tensorrt_llm.models.qwen.model import QWenDecoderLayer, QWenForCausalLM
 
@@ -38,9 +39,17 @@ class OEAQwenDecoderLayer(QWenDecoderLayer):
     def __init__(self, config, layer_idx: int):
         super().__init__(config, layer_idx)
         plan = routing_plan_of(config)
-        enable_oea(self.mlp, plan.config_for_layer(layer_idx), plan.batch_split, layer_idx)
+        # TensorRT-LLM picks the MLP class from config.moe alone (QWenConfig keeps
+        # mlp_only_layers / decoder_sparse_step but QWenDecoderLayer does not read them), so
+        # the layer as built and the plan are checked against each other.
+        layer_config = plan.config_for_built_layer(layer_idx, isinstance(self.mlp, MixtureOfExperts))
+        self.oea = layer_config is not None
+        if self.oea:
+            enable_oea(self.mlp, layer_config, plan.batch_split, layer_idx)
 
     def forward(self, hidden_states, *args, attention_params=None, **kwargs):
+        if not self.oea:
+            return super().forward(hidden_states, *args, attention_params=attention_params, **kwargs)
         with self.mlp.batch_description(attention_params):
             return super().forward(hidden_states, *args, attention_params=attention_params, **kwargs)
 

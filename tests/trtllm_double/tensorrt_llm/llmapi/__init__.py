@@ -1,0 +1,1 @@
+"""Stand-in package (tests/trtllm_double/README.md)."""

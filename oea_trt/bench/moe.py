@@ -30,7 +30,7 @@ from oea_trt.bench.moe_timing import (RoutingBatch, layer_call, oea_config, rela
                                       vanilla_config, MAX_TOL, RMS_TOL)
 from oea_trt.bench.rotation import copies_needed, copies_that_fit
 from oea_trt.bench.routers import Router, pick_router, route_for_moe
-from oea_trt.bench.routing_inputs import make_sources
+from oea_trt.bench.routing_inputs import MODES, TRACE, make_sources
 from oea_trt.bench.timing import Timing, time_eager
 from oea_trt.moe.impls import IMPLS, OURS
 from oea_trt.moe.shapes import PRESETS, MoEShape, get_preset
@@ -42,7 +42,7 @@ ALL_PRESETS = tuple(PRESETS)
 class MoEBenchSpec:
     presets: Sequence[str] = ALL_PRESETS
     batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64)
-    modes: Sequence[str] = ("uniform", "skewed")
+    modes: Sequence[str] = tuple(m for m in MODES if m != TRACE)
     k0s: Sequence[int] = (1, 2, 3, 4, 5, 6, 7)
     impls: Sequence[str] = tuple(IMPLS)
     baseline_k0s: Sequence[int] = (3,)  # grouped_mm also timed at these k0 (and vanilla)

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional
 
 from oea_trt.bench.report import fmt, linear_fit, markdown_table, pyplot, save_figure, write_json
 
+from oea_trt.bench.routing_inputs import MODES, TRACE
 from oea_trt.moe.impls import IMPLS, OURS
 
 HEADLINE = ("qwen3-30b-a3b", "skewed", 16)  # the paper's setting: Qwen3-30B-A3B, max batch 16
@@ -202,7 +203,7 @@ def render_markdown(results) -> str:
         lines += headline + ["", "Paper, Qwen3-30B-A3B on 1xH100 in SGLang (real traffic, max batch 16): k0=3 -> "
                                  "0.61 of vanilla, T 25.1 vs 48.8."]
     trace = results["spec"].get("trace_path")
-    lines += _ratio_section(results, best, both, preset, "trace", batch,
+    lines += _ratio_section(results, best, both, preset, TRACE, batch,
                             f"Recorded routing: {preset} layer fed the router logits of "
                             f"{os.path.basename(trace) if trace else 'a trace'}")
 
@@ -312,7 +313,7 @@ def plot_latency_vs_t(results, path: str) -> None:
         rows = [r for r in _rows(results, impl=best, preset=p) if r.get("total_us") and r["variant"] != "vanilla#2"]
         batches = sorted({r["batch"] for r in rows})
         cmap = plt.get_cmap("viridis")
-        markers = [(m, k) for m, k in (("uniform", "o"), ("skewed", "^"), ("trace", "s"))
+        markers = [(m, k) for m, k in zip(MODES, "o^sDv")
                    if any(r["mode"] == m for r in rows)]
         for i, b in enumerate(batches):
             labelled = False  # one legend entry per batch, on its first routing

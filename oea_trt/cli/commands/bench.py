@@ -48,7 +48,7 @@ MOE_DESCRIPTION = (
     "T x expert_bytes / copy bandwidth, ratio to vanilla; our expert-major Triton kernel vs "
     "torch._grouped_mm vs a plain loop, each checked against the loop first. Our kernel runs with the configs "
     "tuned for this GPU (oea-trt bench tune), else its heuristic default; the report says which. Prints progress; "
-    "the full default sweep takes a few minutes on an H200."
+    "the full default sweep takes a few minutes."
 )
 
 

@@ -1,28 +1,23 @@
 #!/usr/bin/env python3
-"""A/B of the expert-major Triton MoE kernel's launch structure (issue 5: the fixed per-layer cost).
+"""A/B of the Triton MoE kernel's launch structure on the 30B layer: the three-launch path against
+the one-launch path over a few tiles, with and without starting on the routing's published
+active set, side by side with the same weights, routing draws and timing as the main benchmark
+(CUDA-graph replay of C back-to-back calls over C weight copies; oea_trt/bench/moe_timing.py).
 
-The 30B layer's latency was 2.36 us per distinct expert + 13.1 us fixed (MoE only, H200), so
-OEA's halving of T (skewed B=16: 24.7 vs 49.1 experts) gave 0.591 of vanilla's routing+MoE
-time instead of <= 0.55. This times, for the headline cases, each way of removing that fixed
-cost, side by side, with the same weights, routing draws and timing as the main benchmark
-(oea_trt/bench/moe.py: CUDA-graph replay of C back-to-back calls over C weight copies):
+  slots+pdl         3 launches: gate/up, per-slot down, combine, with programmatic dependent launch
+  one_launch+pdl .. 1 launch: gate/up and down items in one persistent grid, each token's tile
+                    summed by its last finisher, over ONE_LAUNCH_VARIANTS [gate/up n x k, down n x k,
+                    stages]; "after routing": early_active=False
 
-  slots+pdl             3 launches: gate/up, per-slot down, combine, with programmatic dependent
-                        launch (the default above 16 tokens)
-  one_launch+pdl...     1 launch: gate/up and down items in one persistent grid, each token's
-                        tile summed by its last finisher (oea_trt/moe/triton/one_launch.py; the default
-                        up to 16 tokens), over ONE_LAUNCH_VARIANTS [gate/up n x k, down n x k,
-                        stages]: late stream (each item waits for its expert's token list
-                        before streaming, early_stream=False)
+Each variant starts from the config shipped for this GPU and batch (oea_trt/moe/tuned.py, else the
+heuristic) with the variant's changes on top. Cases: skewed routing B=16 vanilla and OEA k0=3
+(the routing+MoE ratio target), uniform B=16 vanilla. Every variant is checked against the
+fp32 loop (bf16 tolerance) and for bit-identical repeats before it is timed; one failing is
+reported and skipped. Per-kernel start/duration of one routing+MoE call (torch.profiler on a
+graph replay) show the overlap PDL buys.
 
-Cases: qwen3-30b-a3b, skewed routing B=16 vanilla and OEA k0=3 (the target: routing+MoE ratio
-<= 0.55), uniform B=16 vanilla. Every variant is checked against the
-fp32 loop (bf16 tolerance, as the benchmark does) and for bit-identical repeats before it is
-timed; one failing is reported and skipped. Per-kernel start/duration of one routing+MoE call
-(torch.profiler on a graph replay) show the overlap PDL buys.
-
-    python3 benchmarks/moe_ab.py --out out/moe_ab               # ~2 min on an H200 incl. compiles
-    python3 benchmarks/moe_ab.py --out /tmp/ab --time-budget 60 # stop starting cases after 60 s
+    python3 benchmarks/moe_ab.py --out out/moe_ab
+    python3 benchmarks/moe_ab.py --out /tmp/ab --time-budget 60   # stop starting cases after 60 s
 
 Writes results.json and report.md (ratio k0=3 / vanilla per variant) into --out.
 """
@@ -39,15 +34,7 @@ import torch  # noqa: E402
 PRESET = "qwen3-30b-a3b"
 #: (routing mode, batch, k0 or None for vanilla); the first two are the target's pair.
 CASES = (("skewed", 16, None), ("skewed", 16, 3), ("uniform", 16, None))
-#: Tiles that won in the last H200 run's tuning (benchmarks/results/moe.json), by block_m: the
-#: gate/up tiles every variant shares, the per-slot down tiles of the 3-launch variants.
-GATE_UP = {16: (32, 128, 4, 4), 64: (64, 128, 4, 4)}
-SLOT_DOWN = {16: (64, 128, 4, 4), 64: (128, 64, 4, 4)}
-
-
-#: One-launch variants: (name, KernelConfig changes). Options measured and since removed (tickets
-#: drawn without stalling, L2 prefetch of down tiles, polling back-off, register caps, half-size
-#: tail items, smaller items, 3 programs per SM): benchmarks/results/moe_one_launch_ab.
+#: One-launch variants: (name, KernelConfig changes).
 def _ol(gu_n, gu_k, dn_n, dn_k, stages=4, per_sm=2, **more):
     return dict(gu_block_n=gu_n, gu_block_k=gu_k, dn_block_n=dn_n, dn_block_k=dn_k, gu_stages=stages,
                 programs_per_sm=per_sm, **more)
@@ -56,48 +43,44 @@ def _ol(gu_n, gu_k, dn_n, dn_k, stages=4, per_sm=2, **more):
 ONE_LAUNCH_VARIANTS = (
     ("one_launch+pdl 2/SM [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128)),
     ("one_launch+pdl 2/SM after routing [gu 32x128, dn 64x128, s4]", _ol(32, 128, 64, 128, early_active=False)),
-    # The tiles the benchmark's tuner picked at B=16 on the 30B layer (tuned on vanilla, MoE only):
     ("one_launch+pdl 2/SM [gu 64x128, dn 64x128, s4]", _ol(64, 128, 64, 128)),
     ("one_launch+pdl 2/SM after routing [gu 64x128, dn 64x128, s4]", _ol(64, 128, 64, 128, early_active=False)),
 )
 
 
 def variants():
-    """[(name, KernelConfig changes)] in the order the report lists them: the 3-launch default
-    with PDL (weights streamed before each item's token list is known, and not: early_stream),
-    then the one-launch path (down="one_launch") with PDL over ONE_LAUNCH_VARIANTS. (The 2-launch
-    down + combine path, measured slower on the H200 and the H100, is no longer timed here.)"""
-    out = [("slots+pdl", dict(down="slots", pdl=True, prefetch_experts=0))]
+    """[(name, KernelConfig changes)] in the order the report lists them: the 3-launch path with
+    PDL, then the one-launch path with PDL over ONE_LAUNCH_VARIANTS."""
+    out = [("slots+pdl", dict(down="slots", pdl=True))]
     return out + [(name, dict(down="one_launch", pdl=True, **changes)) for name, changes in ONE_LAUNCH_VARIANTS]
 
 
 def kernel_config(shape, batch, changes):
-    from oea_trt.moe.triton.three_launch import default_config
+    """The config shipped for this GPU, layer and batch (or the heuristic), with `changes` on top."""
+    from oea_trt.moe.triton.config import default_config
+    from oea_trt.moe.tuned import cuda_device_name, tuned_config
 
-
-    block_m = min(64, max(16, 1 << max(0, batch - 1).bit_length()))
-    base = default_config(batch, shape.hidden_size, shape.moe_intermediate_size, shape.top_k, shape.num_experts)
-    n, k, w, s = GATE_UP[block_m]
-    dn, dk, dw, ds = SLOT_DOWN[block_m]
-    tiles = dict(gu_block_n=n, gu_block_k=k, gu_warps=w, gu_stages=s, dn_block_n=dn, dn_block_k=dk, dn_warps=dw,
-                 dn_stages=ds)
-    cfg = base.replace(**{**tiles, **changes})  # a variant's own tiles win
-    if cfg.down == "one_launch" and block_m >= 64 and "gu_warps" not in changes:
+    args = (shape.num_experts, shape.hidden_size, shape.moe_intermediate_size, shape.top_k)
+    if torch.cuda.is_available():
+        base = tuned_config(batch, *args, torch.bfloat16, cuda_device_name(torch.cuda.current_device()))
+    else:
+        base = default_config(batch, shape.hidden_size, shape.moe_intermediate_size, shape.top_k, shape.num_experts)
+    cfg = base.replace(**changes)
+    if cfg.down == "one_launch" and cfg.block_m >= 64 and "gu_warps" not in changes:
         cfg = cfg.replace(gu_warps=8)  # a 64-token tile with both item kinds spills heavily at 4 warps
     return cfg
 
 
 def _fn(cfg):
-    from oea_trt.moe.triton.three_launch import fused_moe
+    from oea_trt.bench.moe_timing import layer_call
 
-    return lambda x, w, r: fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, cfg,
-                                     active_ready=r.active_ready)
+    return layer_call("triton", cfg)
 
 
 def check(fn, x, weights, routing, routed=None):
     """(ok, max_err, rms_err, note): against the fp32 loop, two calls bit-identical, and (routed:
     a routing call that publishes its active set early, as timed) the same bits right after it."""
-    from oea_trt.bench.moe import MAX_TOL, RMS_TOL, _errors
+    from oea_trt.bench.moe_timing import relative_errors, within_tolerance
     from oea_trt.moe.reference import moe_reference
 
     out = fn(x, weights, routing)
@@ -106,10 +89,10 @@ def check(fn, x, weights, routing, routed=None):
     if x.is_cuda:
         torch.cuda.synchronize()
     ref = moe_reference(x, weights.w13, weights.w2, routing.expert_ids, routing.weights)
-    max_err, rms_err = _errors(out, ref)
+    max_err, rms_err = relative_errors(out, ref)
     same = bool(torch.equal(out, again))
     same_routed = bool(torch.equal(out, after_routing))
-    ok = max_err <= MAX_TOL and rms_err <= RMS_TOL and same and same_routed
+    ok = within_tolerance(out, ref) and same and same_routed
     note = "" if same else "two calls differ"
     if not same_routed:
         note = (note + "; " if note else "") + "differs right after a signalling routing call"
@@ -143,7 +126,7 @@ def run(args, on_progress=None) -> dict:
     """Every case x variant; on_progress(results) after each case (a run cut short keeps it)."""
     from oea_trt.bench.bandwidth import measure_bandwidth
     from oea_trt.bench.env import environment, l2_bytes
-    from oea_trt.bench.moe import MoEBenchSpec, _Batch, _oea, _time_moe, _time_routed, _vanilla
+    from oea_trt.bench.moe_timing import RoutingBatch, oea_config, time_moe, time_routed, vanilla_config
     from oea_trt.bench.rotation import copies_needed, copies_that_fit
     from oea_trt.bench.routers import pick_router, route_for_moe
     from oea_trt.bench.routing_inputs import make_sources
@@ -162,7 +145,7 @@ def run(args, on_progress=None) -> dict:
     copies = copies_that_fit(args.copies or copies_needed(shape.expert_bytes, l2_bytes()), bytes_per_copy, free)
     dtype = getattr(torch, args.dtype)
     weights = [ExpertWeights.random(shape, device=args.device, dtype=dtype, seed=c) for c in range(copies)]
-    spec = MoEBenchSpec(repeats=args.repeats, replays=2)
+    timing = dict(repeats=args.repeats, replays=2)
     sources = make_sources(sorted({mode for mode, _, _ in CASES}), shape.num_experts)
     results = {"env": env, "bandwidth": bw.to_dict(), "routing": {"impl": router.name, "note": router.note},
                "preset": PRESET, "copies": copies, "cases": [], "timelines": {}, "skipped": []}
@@ -172,8 +155,8 @@ def run(args, on_progress=None) -> dict:
             results["skipped"].append(case)
             print(f"== {case}: skipped (time budget {args.time_budget:.0f} s reached)", flush=True)
             continue
-        config = _vanilla(shape) if k0 is None else _oea(shape, k0)
-        b = _Batch(sources[mode], batch, copies, shape.hidden_size, seed=0, device=args.device, dtype=dtype)
+        config = vanilla_config(shape) if k0 is None else oea_config(shape, k0)
+        b = RoutingBatch(sources[mode], batch, copies, shape.hidden_size, seed=0, device=args.device, dtype=dtype)
         routings = [router.route(lg, config) for lg in b.logits]
         active = [int(r.num_active) for r in routings]
         entry = {"mode": mode, "batch": batch, "k0": k0, "case": case, "T": sum(active) / len(active),
@@ -189,8 +172,8 @@ def run(args, on_progress=None) -> dict:
                                                    lambda: route_for_moe(router, b.logits[0], config))
                 row.update(ok=ok, max_err=max_err, rms_err=rms_err, note=note)
                 if ok:
-                    moe = _time_moe(fn, b, weights, routings, spec)
-                    total = _time_routed(fn, b, weights, router, config, spec)
+                    moe = time_moe(fn, b, weights, routings, **timing)
+                    total = time_routed(fn, b, weights, router, config, **timing)
                     row.update(moe_us=moe.median_us, moe_spread=moe.spread, total_us=total.median_us,
                                total_spread=total.spread)
             except Exception as exc:  # noqa: BLE001 (one broken variant must not lose the others)
@@ -217,8 +200,6 @@ def timelines(shape, b, weights, router, config) -> dict:
 
     out = {}
     for name, changes in variants():
-        if "late stream" in name:
-            continue
         fn = _fn(kernel_config(shape, b.batch, changes))
         try:
             out[name] = kernel_timeline(lambda: fn(b.x[0], weights[0], route_for_moe(router, b.logits[0], config)))

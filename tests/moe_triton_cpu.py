@@ -1,7 +1,7 @@
 """Run the Triton MoE kernel without a GPU: Triton's interpreter (TRITON_INTERPRET=1), fp16.
 
-Import this module before anything imports oea_trt.moe.triton.three_launch: the interpreter is
-chosen when a kernel is decorated. On a CUDA machine it changes nothing and the kernel runs
+Import this module before anything imports the kernel modules of oea_trt.moe.triton: the
+interpreter is chosen when a kernel is decorated. On a CUDA machine it changes nothing and the kernel runs
 compiled, in bf16.
 """
 import contextlib

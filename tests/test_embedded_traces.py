@@ -7,7 +7,7 @@ import torch
 from oea_trt import OEAConfig, oea_route
 from oea_trt.bench.routing_inputs import TraceSource, load_trace
 from oea_trt.cli import build_parser
-from oea_trt.cli.commands.bench import _moe_spec
+from oea_trt.cli.commands.bench import moe_spec
 from oea_trt.cli import CLIError
 from oea_trt.models.embedded import ROUTER_TRACES
 
@@ -57,7 +57,7 @@ def test_traces_are_what_the_embedded_model_records(tmp_path):
 
 def _spec(*argv):
     args = build_parser().parse_args(["bench", "moe", *argv])
-    return _moe_spec(args)
+    return moe_spec(args)
 
 
 def test_bench_moe_times_the_embedded_traces_by_default(tmp_path):

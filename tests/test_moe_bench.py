@@ -1,6 +1,7 @@
-"""The MoE benchmark's logic without a GPU: routing inputs and traces, rotation, fits, the
-report and its targets, the CLI, and the whole per-preset flow on a tiny layer with timing
-injected (CUDA-graph timing itself runs only on the GPU box: scripts/gpu/moe.sh)."""
+"""The MoE benchmark's and the tuner's logic without a GPU: routing inputs and traces, rotation,
+fits, the report and its targets, the CLI, the tuner's search, and the whole per-preset flows
+on a tiny layer with timing injected (CUDA-graph timing itself runs only on the GPU box:
+scripts/gpu/moe.sh, scripts/gpu/tune.sh)."""
 import json
 
 import numpy as np
@@ -11,15 +12,17 @@ from moe_triton_cpu import DTYPE, interpreter_numpy_fix  # sets TRITON_INTERPRET
 
 from oea_trt import OEAConfig, oea_route
 from oea_trt.bench import moe as moe_bench
-from oea_trt.bench import report_moe
+from oea_trt.bench import moe_timing, report_moe, tune
 from oea_trt.bench.bandwidth import Bandwidth
 from oea_trt.bench.report import linear_fit, markdown_table
 from oea_trt.bench.rotation import copies_needed, copies_that_fit
 from oea_trt.bench.routers import pick_router
-from oea_trt.bench.routing_inputs import TraceError, TraceSource, load_trace, make_sources
+from oea_trt.bench.routing_inputs import MODES, TraceError, TraceSource, load_trace, make_sources
 from oea_trt.bench.timing import Timing
 from oea_trt.cli import main
+from oea_trt.moe.impls import IMPLS, OURS
 from oea_trt.moe.shapes import MoEShape, get_preset
+from oea_trt.routing.synthetic import GENERATORS
 
 BW = Bandwidth(copy_tb_s=4.0, read_tb_s=3.8, nbytes=4 << 30, copy_spread=0.01, read_spread=0.01)
 
@@ -28,7 +31,9 @@ BW = Bandwidth(copy_tb_s=4.0, read_tb_s=3.8, nbytes=4 << 30, copy_spread=0.01, r
 
 
 def test_sources_are_deterministic_and_shaped():
-    sources = make_sources(["uniform", "skewed"], 128)
+    assert MODES == (*GENERATORS, "trace")
+    sources = make_sources(list(GENERATORS), 128)
+    assert list(sources) == list(GENERATORS)
     for source in sources.values():
         a, b = source.draw(16, seed=3), source.draw(16, seed=3)
         assert a.shape == (16, 128) and a.dtype == torch.float32 and torch.equal(a, b)
@@ -146,12 +151,12 @@ def _synthetic_results(us_per_expert=2.5, fixed=8.0, grouped_mm_factor=1.5):
                     t = base_t * (batch / 16) * (0.5 if k0 else 1.0) + 1
                     active = [round(t)] * 2
                     moe_us = us_per_expert * active[0] + fixed
-                    rows.append(moe_bench._row(shape, mode, batch, variant, k0, "triton", active, _t(moe_us),
-                                               _t(moe_us + 4), BW))
+                    rows.append(moe_bench.make_row(shape, mode, batch, variant, k0, "triton", active, _t(moe_us),
+                                                   _t(moe_us + 4), BW))
                     if variant != "vanilla#2":
-                        rows.append(moe_bench._row(shape, mode, batch, variant, k0, "grouped_mm", active,
-                                                   _t(moe_us * grouped_mm_factor), None, BW))
-    moe_bench._add_ratios(rows)
+                        rows.append(moe_bench.make_row(shape, mode, batch, variant, k0, "grouped_mm", active,
+                                                       _t(moe_us * grouped_mm_factor), None, BW))
+    moe_bench.add_ratios(rows)
     presets = {p: {"expert_bytes": get_preset(p).expert_bytes} for p in ("qwen3-30b-a3b", "qwen3-235b-a22b-tp8")}
     return {"env": {"gpu": {"name": "H200"}, "torch": "2.11", "git": {"commit": "abc"}}, "bandwidth": BW.to_dict(),
             "spec": {"repeats": 5, "modes": ["uniform", "skewed"]}, "routing": {"impl": "kernel", "note": "test"},
@@ -178,41 +183,26 @@ def test_targets_met_and_not_met():
     assert by["k0=3"]["ratio_total"] == pytest.approx((2.5 * by["k0=3"]["T"] + 5) / (2.5 * by["vanilla"]["T"] + 5))
 
 
-def _two_kernels(fused_fixed=2.0, triton_fixed=13.0):
-    """Synthetic results with rows of both of our kernels: the fused one with a smaller fixed cost."""
-    results = _synthetic_results(fixed=triton_fixed)
-    fused = _synthetic_results(fixed=fused_fixed)["rows"]
-    for r in fused:
-        if r["impl"] == "triton":
-            results["rows"].append(dict(r, impl="fused"))
-    return results
+def test_report_names_come_from_the_registry_with_the_launches_the_run_timed():
+    """Our kernel is named by its IMPLS label and the launches the run recorded per preset (1 on
+    the one-launch path, 3 on the three-launch path); other impls by their IMPLS label."""
+    for counts, tail in (([3], ", 3 launches"), ([1], ", 1 launch"), ([1, 3], ", 1 or 3 launches"), (None, "")):
+        info = {} if counts is None else {"launches": {"triton": counts}}
+        assert report_moe.label({"presets": {"qwen3-30b-a3b": info}}, "triton") == IMPLS["triton"].label + tail
+    assert report_moe.label({"presets": {}}, "grouped_mm") == IMPLS["grouped_mm"].label
+    assert report_moe.label({"presets": {}}, "retired") == "retired"
 
 
-def test_targets_judge_each_check_on_the_better_kernel():
-    results = _two_kernels(fused_fixed=2.0, triton_fixed=13.0)
-    assert report_moe.ours(results) == ["fused", "triton"] and report_moe.best_impl(results) == "fused"
-    ratio = report_moe.targets(results)[2]
-    assert ratio["impl"] == "fused" and ratio["value"].startswith("one launch, atomic sums: ")
-    assert "3 launches: " in ratio["value"]
-    v = report_moe._one(results, impl="fused", preset="qwen3-30b-a3b", mode="skewed", batch=16, variant="vanilla")
-    o = report_moe._one(results, impl="fused", preset="qwen3-30b-a3b", mode="skewed", batch=16, variant="k0=3")
-    assert ratio["value"].startswith(f"one launch, atomic sums: {o['total_us'] / v['total_us']:.3f}")
-    fits = {i: report_moe.fits(results, i)["qwen3-30b-a3b"]["moe"]["fixed_us"] for i in ("fused", "triton")}
-    assert fits == pytest.approx({"fused": 2.0, "triton": 13.0})
-    # The other way round, the three-launch kernel is the headline.
-    assert report_moe.best_impl(_two_kernels(fused_fixed=20.0, triton_fixed=3.0)) == "triton"
+def test_old_results_with_retired_impls_still_render():
+    """A results file with rows of an impl no longer in IMPLS (the retired "fused" kernel) renders:
+    those rows are left out of our kernels and the targets."""
+    results = _synthetic_results(fixed=1.0)
+    results["rows"] += [dict(r, impl="fused", total_us=1.0, moe_us=1.0) for r in results["rows"]
+                        if r["impl"] == "triton"]
+    assert report_moe.ours(results) == list(OURS) == ["triton"]
+    assert all(c["impl"] == "triton" for c in report_moe.targets(results))
     md = report_moe.render_markdown(results)
-    assert "(one launch, atomic sums / 3 launches)" in md
-    assert "| qwen3-30b-a3b | one launch, atomic sums |" in md
-
-
-@pytest.mark.parametrize("counts,name", [([3], "3 launches"), ([1], "1 launch"), ([1, 3], "1 or 3 launches"),
-                                         (None, "3 launches")])
-def test_triton_kernel_is_named_by_the_launches_the_run_timed(counts, name):
-    """impl "triton" times its one-launch path where the tuner picked it (up to 16 tokens by
-    default) and 3 launches elsewhere: the report names what the run recorded."""
-    info = {} if counts is None else {"launches": {"triton": counts}}
-    assert report_moe.label({"presets": {"qwen3-30b-a3b": info}}, "triton") == name
+    assert "fused" not in md and "## Headline" in md
 
 
 def test_report_files_and_render_cli(tmp_path):
@@ -237,9 +227,15 @@ def test_cli_errors(tmp_path, capsys):
     torch.save(torch.zeros(1, 4, 16), tmp_path / "e16.pt")
     assert main(["bench", "moe", "--trace", str(tmp_path / "e16.pt")]) == 2
     assert "has 16 experts per row but preset qwen3-30b-a3b has 128" in capsys.readouterr().err
+    assert main(["bench", "tune", "--preset-batch", "qwen3-30b=1,2"]) == 2
+    assert "--preset-batch takes PRESET=B,B with PRESET one of qwen3-30b-a3b" in capsys.readouterr().err
+    assert main(["bench", "tune", "--preset-batch", "qwen3-30b-a3b=1,0"]) == 2
+    assert "expected a positive integer, got '0'" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main(["bench", "moe", "--preset", "qwen3-30b-a3b"]) == 2
         assert "needs a CUDA GPU" in capsys.readouterr().err
+        assert main(["bench", "tune", "--preset", "qwen3-30b-a3b", "--batch", "16"]) == 2
+        assert "oea-trt bench tune needs a CUDA GPU" in capsys.readouterr().err
 
 
 # ---- the per-preset flow on a tiny layer ---------------------------------------------------------
@@ -247,8 +243,9 @@ def test_cli_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_bench_preset_flow_on_cpu(monkeypatch):
-    """Everything bench_preset does but graph timing: correctness of all impls, routing per
-    variant, rows, ratios. The injected timer runs the work once and reports 1 us per call."""
+    """Everything bench_preset does but graph timing: correctness of every impl, routing per
+    variant, rows, ratios, the configs our kernel ran with. The injected timer runs the work
+    once and reports 1 us per call."""
     pytest.importorskip("triton")
 
     def fake_graph(work, calls=1, repeats=5, replays=3):
@@ -259,16 +256,18 @@ def test_bench_preset_flow_on_cpu(monkeypatch):
         work()
         return _t(3.0)
 
-    monkeypatch.setattr(moe_bench, "time_in_graph", fake_graph)
+    monkeypatch.setattr(moe_timing, "time_in_graph", fake_graph)
     monkeypatch.setattr(moe_bench, "time_eager", fake_eager)
     shape = MoEShape("tiny", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=32, num_moe_layers=1)
-    spec = moe_bench.MoEBenchSpec(batch_sizes=(4,), k0s=(2,), copies=2, tune=False, routing="reference",
+    spec = moe_bench.MoEBenchSpec(batch_sizes=(4,), k0s=(2,), copies=2, routing="reference",
                                   loop_batches=(4,), baseline_k0s=(2,), device="cpu", dtype=str(DTYPE).split(".")[1])
     with interpreter_numpy_fix():
         info, rows = moe_bench.bench_preset(shape, spec, pick_router("reference"), BW)
-    assert all(info["correctness"][impl]["ok"] for impl in ("fused", "triton", "grouped_mm")), info["correctness"]
+    assert set(info["correctness"]) == {"triton", "grouped_mm"}
+    assert all(entry["ok"] for entry in info["correctness"].values()), info["correctness"]
+    assert info["kernel_configs"]["source"].startswith("heuristic default")
+    assert info["kernel_configs"]["by_batch"]["4"]["down"] == "one_launch" and info["launches"] == {"triton": [1]}
     assert not [r for r in rows if r["impl"] == "error"], rows
-    assert len([r for r in rows if r["impl"] == "fused"]) == 2 * 3  # both of our kernels, side by side
     ours = [r for r in rows if r["impl"] == "triton"]
     assert len(ours) == 2 * 3  # modes x (vanilla, k0=2, vanilla#2)
     assert len([r for r in rows if r["impl"] == "grouped_mm"]) == 2 * 2
@@ -283,7 +282,7 @@ def test_bench_preset_flow_on_cpu(monkeypatch):
     assert row["floor_us"] == pytest.approx(row["T"] * shape.expert_bytes / 4e12 * 1e6)
 
 
-# ---- the tuner's search ----------------------------------------------------------------------
+# ---- the tuner ---------------------------------------------------------------------------------
 
 
 def test_coordinate_search_keeps_tiles_unless_a_change_beats_the_margin():
@@ -298,48 +297,63 @@ def test_coordinate_search_keeps_tiles_unless_a_change_beats_the_margin():
 
     steps = [[lambda c: "wide", lambda c: "deep"],
              [lambda c: c + "+slots", lambda c: c + "+pdl"]]
-    best, us = moe_bench.coordinate_search("default", steps, measure, margin=0.01)
+    best, us = tune.coordinate_search("default", steps, measure, margin=0.01)
     assert (best, us) == ("deep+pdl", 95.0)
     assert measured == ["default", "wide", "deep", "deep+slots", "deep+pdl"]
-    best, us = moe_bench.coordinate_search("default", [[lambda c: "wide"]], measure, margin=0.01)
+    best, us = tune.coordinate_search("default", [[lambda c: "wide"]], measure, margin=0.01)
     assert (best, us) == ("default", 100.0)
-    assert moe_bench.coordinate_search("default", [[lambda c: "wide"]], measure, margin=0.0) == ("wide", 99.5)
+    assert tune.coordinate_search("default", [[lambda c: "wide"]], measure, margin=0.0) == ("wide", 99.5)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("impl", ["fused", "triton"])
-def test_tune_kernel_tries_every_candidate_on_cpu(monkeypatch, impl):
-    """The whole search of each kernel runs (interpreter; each candidate's work is done once)
-    and keeps the fastest config it measured. The injected timer makes each measurement 2%
-    faster than the one before, so every change that runs is kept."""
+def test_tune_searches_both_paths_and_writes_files_the_library_reads(monkeypatch, tmp_path):
+    """The whole tuning run on a tiny layer (interpreter; each candidate's work runs once): the
+    search measures the three-launch and the one-launch path, the winner passes the reference
+    check, and the files written to the output and install folders are what tuned_config reads
+    for that GPU name and shape. The injected timer makes each measurement 2% faster than the
+    one before, so every change that runs is kept and the last candidate wins."""
     pytest.importorskip("triton")
-    from oea_trt.moe.layer import ExpertWeights
+    from oea_trt.moe.tuned import config_path, read_tuned, tuned_config
 
-    clock = iter(range(100))
+    clock = iter(range(1000))
 
     def fake_graph(work, calls=1, repeats=5, replays=3):
         work()
         us = 100.0 * 0.98 ** next(clock)
         return Timing(us, us, us, [us])
 
-    monkeypatch.setattr(moe_bench, "time_in_graph", fake_graph)
     shape = MoEShape("tiny", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=32, num_moe_layers=1)
-    spec = moe_bench.MoEBenchSpec(copies=1, routing="reference", device="cpu", dtype=str(DTYPE).split(".")[1])
-    weights = [ExpertWeights.random(shape, device="cpu", dtype=DTYPE, seed=0).with_down_transposed()]
+    monkeypatch.setattr(moe_timing, "time_in_graph", fake_graph)
+    monkeypatch.setattr(tune, "get_preset", lambda name: shape)
+    spec = tune.TuneSpec(presets=("qwen3-30b-a3b",), batches=(2,), copies=1, output_dir=str(tmp_path / "out"),
+                         install_dir=str(tmp_path / "pkg"), device="cpu", dtype=str(DTYPE).split(".")[1])
     with interpreter_numpy_fix():
-        best, us, tried = moe_bench.tune_kernel(shape, weights, pick_router("reference"), 4, spec, impl)
-    timed = [(cfg, t) for cfg, t in tried if not isinstance(t, str)]
-    assert len(tried) >= 6 and len(timed) >= len(tried) - 1  # only PDL may fail in the interpreter
-    assert us == min(t for _, t in timed) and best.to_dict() == min(timed, key=lambda ct: ct[1])[0]
+        results = tune.run_tune(spec, device_name="Test GPU 1")
+    entry = results["presets"]["qwen3-30b-a3b"]
+    tried = entry["batches"]["2"]["tried"]
+    assert {cfg["down"] for cfg, _ in tried} == {"slots", "one_launch"}
+    assert all(isinstance(us, float) for _, us in tried), tried
+    assert len(tried) == 1 + len(tune.GATE_UP_CANDIDATES) + len(tune.DOWN_CANDIDATES) + len(tune.ONE_LAUNCH_CANDIDATES)
+    best = entry["batches"]["2"]["best"]
+    assert entry["batches"]["2"]["correct"] and best == tried[-1][0] and best["down"] == "one_launch"
+    args = ("Test GPU 1", 8, 64, 32, 4, DTYPE)
+    assert entry["file"] == config_path(*args, root=str(tmp_path / "out"))
+    assert entry["installed"] == config_path(*args, root=str(tmp_path / "pkg"))
+    for root in ("out", "pkg"):
+        assert {b: c.to_dict() for b, c in read_tuned(config_path(*args, root=str(tmp_path / root))).items()} == {
+            2: best}
+        assert tuned_config(16, 8, 64, 32, 4, DTYPE, "Test GPU 1", root=str(tmp_path / root)).to_dict() == best
+    saved = json.loads((tmp_path / "out" / "tune_results.json").read_text())
+    assert saved["device_name"] == "Test GPU 1" and saved["presets"]["qwen3-30b-a3b"]["batches"]["2"]["best"] == best
 
 
-def test_a_run_of_recorded_routing_only_reports_its_ratios_on_the_better_kernel():
-    """A run with only the 'trace' routing (scripts/gpu/moe.sh's second part): the better kernel
-    is judged on its k0=3 row, and the report has the recorded-routing section, no headline."""
-    results = _two_kernels(fused_fixed=20.0, triton_fixed=3.0)
+def test_a_run_of_recorded_routing_only_reports_its_ratios():
+    """A run with only the 'trace' routing (scripts/gpu/moe.sh's second part): our kernel is
+    judged on its k0=3 row, and the report has the recorded-routing section, no headline."""
+    results = _synthetic_results(fixed=3.0)
     results["rows"] = [dict(r, mode="trace") for r in results["rows"] if r["mode"] == "skewed"]
     results["spec"] = dict(results.get("spec", {}), modes=["trace"], trace_path="/x/router_traces.pt")
     assert report_moe.best_impl(results) == "triton"
     md = report_moe.render_markdown(results)
     assert "## Recorded routing: qwen3-30b-a3b layer fed the router logits of router_traces.pt, batch 16" in md
-    assert "## Headline" not in md and "(headline: 3 launches)" in md
+    assert "## Headline" not in md and f"(headline: {IMPLS['triton'].label})" in md

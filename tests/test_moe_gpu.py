@@ -1,5 +1,6 @@
-"""The MoE layer on the GPU at Qwen3 shapes, bf16: our kernel and torch._grouped_mm against the
-fp32 loop, CUDA-graph capture and replay on new inputs, determinism."""
+"""The MoE layer on the GPU at Qwen3 shapes, bf16: our kernel (both paths) and torch._grouped_mm
+against the fp32 loop, CUDA-graph capture and replay on new inputs, determinism, the one-launch
+kernel's hand-offs and workspace, the routing kernel -> MoE early start, tuned configs on CUDA."""
 from types import SimpleNamespace
 
 import pytest
@@ -44,7 +45,7 @@ CASES = [(1, 8, "invalid"), (2, 3, "num_experts"), (16, 3, "invalid"), (33, 8, "
 
 @pytest.mark.parametrize("num_tokens,k0,fill", CASES)
 def test_triton_matches_reference(layer, num_tokens, k0, fill):
-    from oea_trt.moe.triton.three_launch import fused_moe
+    from oea_trt.moe.triton import fused_moe
 
     shape, w = layer
     x, r = _batch(shape, num_tokens, k0, fill, seed=num_tokens)
@@ -95,9 +96,9 @@ def test_graph_replay_follows_new_inputs(layer, impl):
             _assert_bf16_close(out, eager)
 
 
-@pytest.mark.parametrize("down", ["combine", "slots", "one_launch"])
+@pytest.mark.parametrize("down", ["slots", "one_launch"])
 def test_triton_is_deterministic(layer, down):
-    from oea_trt.moe.triton.three_launch import KernelConfig, fused_moe
+    from oea_trt.moe.triton import KernelConfig, fused_moe
 
     shape, w = layer
     x, r = _batch(shape, 64, 8, "invalid", seed=5)
@@ -107,14 +108,11 @@ def test_triton_is_deterministic(layer, down):
         assert torch.equal(a, b)
 
 
-# ---- the expert-major kernel's launch options (triton_kernel.py) ---------------------------------
+# ---- the expert-major kernel's launch options (oea_trt/moe/triton/) ------------------------------
 
-#: name -> KernelConfig changes: both down paths named explicitly (not through the default,
-#: which is "slots" with PDL where supported), with and without PDL, and the down + combine
-#: kernel's L2 prefetch; the paths moe_ab.py times.
+#: name -> KernelConfig changes: both paths named explicitly (not through the default, which is
+#: one launch up to 16 tokens, with PDL where supported), with and without PDL and early streaming.
 TRITON_VARIANTS = {
-    "combine": dict(down="combine", pdl=False, prefetch_experts=0),
-    "combine+pdl+prefetch4+evict_last": dict(down="combine", pdl=True, prefetch_experts=4, prefetch_evict_last=True),
     "slots": dict(down="slots", pdl=False),
     "slots+pdl": dict(down="slots", pdl=True),
     "one_launch": dict(down="one_launch", pdl=False),
@@ -125,7 +123,7 @@ TRITON_VARIANTS = {
 
 
 def _triton(x, w, r, **changes):
-    from oea_trt.moe.triton.three_launch import default_config, fused_moe
+    from oea_trt.moe.triton import default_config, fused_moe
 
     base = default_config(x.shape[0], w.hidden_size, w.intermediate_size, r.expert_ids.shape[1], w.num_experts)
     return fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, base.replace(**changes),
@@ -133,12 +131,13 @@ def _triton(x, w, r, **changes):
 
 
 def test_default_is_one_launch_to_16_tokens_then_three_with_pdl_on_hopper():
-    from oea_trt.moe.triton.three_launch import default_config, pdl_supported
+    from oea_trt.moe.triton import default_config
+    from oea_trt.moe.triton.launch import pdl_supported
 
     cfg = default_config(16, 2048, 768, 8, 128)
     assert cfg.down == "one_launch" and cfg.launches == 1 and cfg.programs_per_sm == 2 and cfg.pdl is None
     cfg = default_config(17, 2048, 768, 8, 128)
-    assert cfg.down == "slots" and cfg.launches == 3 and cfg.pdl is None and cfg.prefetch_experts == 0
+    assert cfg.down == "slots" and cfg.launches == 3 and cfg.pdl is None
     assert pdl_supported(torch.device("cuda")) == (torch.cuda.get_device_capability()[0] >= 9)
 
 
@@ -163,10 +162,8 @@ def _capture(work):
     return graph, outs
 
 
-@pytest.mark.parametrize("changes", [dict(down="combine", pdl=True, prefetch_experts=2),
-                                     dict(down="combine", pdl=True, prefetch_experts=0), dict(down="slots", pdl=True),
-                                     dict(down="one_launch", pdl=True)],
-                         ids=["combine+pdl+prefetch", "combine+pdl", "slots+pdl", "one_launch+pdl"])
+@pytest.mark.parametrize("changes", [dict(down="slots", pdl=True), dict(down="one_launch", pdl=True)],
+                         ids=["slots+pdl", "one_launch+pdl"])
 def test_triton_pdl_graph_replay_back_to_back(layer, changes):
     """Several calls in one graph, back to back as in the benchmark (each call's gate/up is a
     programmatic dependent of the previous call's last kernel; buffers of one call are reused
@@ -203,19 +200,18 @@ def test_triton_pdl_graph_replay_back_to_back(layer, changes):
 # ---- the one-launch path of the triton kernel (one_launch.py) ---------------------------------
 
 
-def _one_launch_into_nan(x, w, r, pdl, programs=None, **changes):
-    """The one-launch path (default tiles, KernelConfig changes) straight through one_launch.
-    launch, into an output poisoned with NaN first (a row no program finished stays NaN);
-    programs: the grid."""
-    from oea_trt.moe.triton import one_launch
-    from oea_trt.moe.triton.three_launch import default_config, fitted
+def _one_launch_into_nan(x, w, r, pdl, **changes):
+    """The one-launch path (default tiles, KernelConfig changes, e.g. max_programs for the grid)
+    straight through one_launch.launch, into an output poisoned with NaN first (a row no program
+    finished stays NaN)."""
+    from oea_trt.moe.triton import default_config, fitted, one_launch
 
     T, k = r.expert_ids.shape
     cfg = fitted(default_config(T, w.hidden_size, w.intermediate_size, k, w.num_experts)
                  .replace(down="one_launch", pdl=pdl, **changes), T, w.hidden_size, w.intermediate_size)
     out = torch.full_like(x, float("nan"))
     one_launch.launch(x, w.w13, w.w2, r.expert_ids.contiguous(), r.weights.contiguous(),
-                      r.active_mask.contiguous().view(torch.uint8), out, cfg, pdl, programs=programs)
+                      r.active_mask.contiguous().view(torch.uint8), out, cfg, pdl)
     torch.cuda.synchronize()
     return out, cfg
 
@@ -224,8 +220,8 @@ def _assert_one_launch_workspace_clean():
     from oea_trt.moe.triton import one_launch
 
     torch.cuda.synchronize()
-    clean, words = one_launch.workspace_is_clean(torch.device("cuda"))
-    assert clean, f"the one-launch workspace ({words} words) was not left zeroed"
+    buf = one_launch.workspace(torch.device("cuda", torch.cuda.current_device()))
+    assert buf is not None and torch.count_nonzero(buf) == 0, "the one-launch workspace was not left zeroed"
 
 
 @pytest.mark.parametrize("pdl,changes", [(False, {}), (True, {}), (True, dict(early_stream=False))],
@@ -235,7 +231,7 @@ def test_one_launch_random_cases_against_three_launch_path(layer, pdl, changes):
     (a lost hand-off would hang or leave a row unwritten: outputs are poisoned first), matches
     the three-launch path to fp32 rounding of the same slot-ordered sums, and leaves the
     workspace zeroed; also with streaming only after the token list (early_stream=False)."""
-    from oea_trt.moe.triton.three_launch import fused_moe
+    from oea_trt.moe.triton import fused_moe
 
     shape, w = layer
     gen = torch.Generator().manual_seed(77 + int(pdl) + 2 * len(changes))
@@ -262,7 +258,7 @@ def test_one_launch_with_one_program_or_more_programs_than_fit(layer, waves):
     x, r = _batch(shape, 16, 3, "invalid", seed=5)
     want = _triton(x, w, r, down="one_launch", pdl=False)
     programs = 1 if waves == 0 else waves * 3 * torch.cuda.get_device_properties(0).multi_processor_count
-    out, _ = _one_launch_into_nan(x, w, r, False, programs=programs)
+    out, _ = _one_launch_into_nan(x, w, r, False, max_programs=programs)
     assert torch.equal(out, want)
     _assert_one_launch_workspace_clean()
 
@@ -273,7 +269,8 @@ def test_one_launch_workspace_is_not_grown_inside_a_capture(layer):
     from oea_trt.moe.triton import one_launch
 
     shape, w = layer
-    words = one_launch._SYNC["cuda"].numel() if "cuda" in one_launch._SYNC else 0
+    buf = one_launch.workspace(w.w13.device)
+    words = buf.numel() if buf is not None else 0
     big = max(4096, words) * 4 // shape.top_k  # tokens whose counters alone exceed the buffer
     x = torch.randn(big, shape.hidden_size, device="cuda", dtype=torch.bfloat16)
     ids = torch.zeros(big, shape.top_k, dtype=torch.int32, device="cuda")
@@ -309,8 +306,7 @@ def test_early_active_random_pairs_match_the_plain_path(layer):
     kernel with signal=True and followed directly by the one-launch MoE with PDL, which starts on
     the published active set: bit-identical to the same MoE on a routing without the signal,
     every row written (output poisoned), the flag and the workspace left cleared."""
-    from oea_trt.moe.triton import one_launch
-    from oea_trt.moe.triton.three_launch import default_config, fitted
+    from oea_trt.moe.triton import default_config, fitted, one_launch
 
     route_kernel = _route_kernel_or_skip()
     shape, w = layer
@@ -393,92 +389,27 @@ def test_early_active_flag_reused_or_left_set(layer, num_tokens, k0):
     _assert_one_launch_workspace_clean()
 
 
-# ---- the one-launch kernel (fused_kernel.py) ---------------------------------------------------
+# ---- tuned configs on CUDA (oea_trt/moe/tuned.py) ---------------------------------------------
 
 
-def _fused(x, w, r, **cfg):
-    from oea_trt.moe.fused_kernel import default_config, fused_moe
+def test_moe_forward_runs_the_config_tuned_for_this_gpu(layer, tmp_path, monkeypatch):
+    """A tuned file for this GPU and layer shape (here in a temporary package folder) decides the
+    config moe_forward runs with on CUDA: the nearest tuned batch's, bit-identical to passing
+    that config explicitly; without a file, the heuristic default."""
+    from oea_trt.moe import moe_forward, tuned
+    from oea_trt.moe.triton import KernelConfig, default_config, fused_moe
 
-    base = default_config(x.shape[0], w.hidden_size, w.intermediate_size, r.expert_ids.shape[1], w.num_experts)
-    config = base.replace(**cfg)
-    return fused_moe(x, w.w13, w.down(config.w2_layout), r.expert_ids, r.weights, r.active_mask, config)
-
-
-def _workspace_is_clean():
-    from oea_trt.moe.fused_kernel import _WORKSPACES
-
-    torch.cuda.synchronize()
-    for ws in _WORKSPACES.values():
-        assert torch.count_nonzero(ws.acc) == 0 and torch.count_nonzero(ws.count) == 0
-
-
-@pytest.fixture(scope="module")
-def layer_t(layer):
     shape, w = layer
-    return shape, w.with_down_transposed()
-
-
-@pytest.mark.parametrize("layout", ["hi", "ih"])
-@pytest.mark.parametrize("num_tokens,k0,fill", CASES)
-def test_fused_matches_reference(layer_t, num_tokens, k0, fill, layout):
-    shape, w = layer_t
-    x, r = _batch(shape, num_tokens, k0, fill, seed=num_tokens)
-    ref = moe_reference(x, w.w13, w.w2, r.expert_ids, r.weights)
-    for cfg in ({}, dict(block_i=16, block_k=256, block_h=128, warps=4)):
-        _assert_bf16_close(_fused(x, w, r, w2_layout=layout, **cfg), ref)
-        _workspace_is_clean()
-
-
-def test_fused_agrees_with_three_launch_kernel_over_many_calls(layer_t):
-    """Hundreds of programs racing on the per-token counters, call after call: every output must
-    equal the deterministic three-launch kernel's up to fp32 summation order, i.e. within one
-    bf16 step per element (a lost, doubled or early-read chunk partial is ~20% of an element),
-    and the workspace must end at zero."""
-    from oea_trt.moe.triton.three_launch import fused_moe as three_launch
-
-    shape, w = layer_t
-    for num_tokens, k0 in ((64, 8), (16, 3), (1, 1)):
-        x, r = _batch(shape, num_tokens, k0, "invalid", seed=100 + num_tokens)
-        want = three_launch(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask).float()
-        bound = want.abs() / 128 + 1e-3 * want.abs().max()
-        for _ in range(30):
-            got = _fused(x, w, r).float()
-            assert bool(((got - want).abs() <= bound).all()), float((got - want).abs().max())
-        _workspace_is_clean()
-
-
-@pytest.mark.parametrize("pdl", [False, True])
-def test_fused_graph_replay_follows_new_inputs(layer_t, pdl):
-    """Captured once with routing inside (programmatic dependent launch on or off), replayed on
-    other logits and hidden states: each replay matches the eager call on the new inputs."""
-    from oea_trt.moe.fused_kernel import default_config, fused_moe
-
-    shape, w = layer_t
-    config = OEAConfig(shape.num_experts, shape.top_k, 3)
-    kcfg = default_config(16, shape.hidden_size, shape.moe_intermediate_size, shape.top_k,
-                          shape.num_experts).replace(pdl=pdl, w2_layout="ih")
-    x0, _ = _batch(shape, 16, 3, "invalid", seed=1)
-    logits = SkewedRouter(shape.num_experts).logits(16, seed=1).cuda()
-
-    def run():
-        r = oea_route(logits, config)
-        return fused_moe(x0, w.w13, w.down("ih"), r.expert_ids, r.weights, r.active_mask, kcfg)
-
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        run()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = run()
-    for seed in (2, 3):
-        x0.copy_(torch.randn(x0.shape, device="cuda", dtype=x0.dtype,
-                             generator=torch.Generator(device="cuda").manual_seed(seed)))
-        logits.copy_(torch.randn(logits.shape, device="cuda", generator=torch.Generator(device="cuda").manual_seed(seed)))
-        for _ in range(3):
-            graph.replay()
-        torch.cuda.synchronize()
-        r = oea_route(logits, config)
-        _assert_bf16_close(out, moe_reference(x0, w.w13, w.w2, r.expert_ids, r.weights))
-    _workspace_is_clean()
+    E, H, I, k = shape.num_experts, shape.hidden_size, shape.moe_intermediate_size, shape.top_k
+    monkeypatch.setattr(tuned, "TUNED_DIR", str(tmp_path))
+    x, r = _batch(shape, 3, 3, "invalid", seed=17)
+    assert tuned.config_for(x, w.w13, k) == default_config(3, H, I, k, E)
+    configs = {1: KernelConfig(down="slots", gu_block_n=16, dn_block_n=128, max_programs=7),
+               64: KernelConfig(block_m=64, down="slots", dn_block_n=128, dn_block_k=64)}
+    tuned.write_tuned(tuned.config_path(torch.cuda.get_device_name(), E, H, I, k, w.w13.dtype), configs)
+    for tokens, batch in ((3, 1), (40, 64)):  # log2 distance: 3 is nearer 1, 40 nearer 64
+        x, r = _batch(shape, tokens, 3, "invalid", seed=17 + tokens)
+        assert tuned.config_for(x, w.w13, k) == configs[batch]
+        want = fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, configs[batch])
+        assert torch.equal(moe_forward(x, w, r), want)
+        _assert_bf16_close(want, moe_reference(x, w.w13, w.w2, r.expert_ids, r.weights))

@@ -26,16 +26,15 @@ def weights():
     return ExpertWeights.random(SHAPE, seed=5, dtype=DTYPE, device=DEVICE)
 
 
-#: Every down path, named explicitly: "slots" (3 launches, the default), "combine" (2
-#: launches: down + combine kernel, an option) and "one_launch" (1 launch, one_launch.py).
-DOWNS = ("combine", "slots", "one_launch")
-#: I = 48 is not a power of two: the down + combine kernel's K-steps of 16 run 3 per expert, and
-#: H = 64 in 16-row tiles gives 4 programs; the gate/up kernel takes 16-wide N-tiles.
+#: Both paths, named explicitly: "slots" (3 launches) and "one_launch" (1 launch).
+DOWNS = ("slots", "one_launch")
+#: I = 48 is not a power of two: the down items' K-steps of 16 run 3 per expert, H = 64 in
+#: 16-row tiles gives 4 down items per expert; the gate/up items take 16-wide N-tiles.
 SHAPE_48 = MoEShape("tiny-48", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=48, num_moe_layers=1)
 
 
 def _kernel(x, w, routing, **config):
-    from oea_trt.moe.triton.three_launch import default_config, fused_moe
+    from oea_trt.moe.triton import default_config, fused_moe
 
     T, k = routing.expert_ids.shape
     base = default_config(T, w.hidden_size, w.intermediate_size, k, w.num_experts)
@@ -59,18 +58,18 @@ def weights_48():
 
 
 # 40 and 70 tokens: more than one 16-row token tile (block_m is raised to 64 for 40; 70 needs
-# two token blocks: the down + combine grid's second axis, the slots kernels' token loop).
+# two token blocks: every work item's token loop).
 @pytest.mark.parametrize("down", DOWNS)
 @pytest.mark.parametrize("num_tokens,k0,fill", [(1, 8, "invalid"), (3, 2, "top1"), (16, 3, "invalid"),
                                                 (17, 1, "num_experts"), (40, 4, "top1"), (70, 2, "invalid")])
 def test_both_down_paths_match_reference_with_k_steps_and_h_tiles(weights_48, down, num_tokens, k0, fill):
-    """I=48 in K-steps of 16 (3 per expert, flattened with the expert loop), H=64 in 4 tiles of 16;
-    top-4 routing at every k0 and fill mode; two calls give bit-identical outputs."""
+    """I=48 in K-steps of 16 (3 per expert), H=64 in 4 tiles of 16; top-4 routing at every k0
+    and fill mode; two calls give bit-identical outputs."""
     logits = torch.randn(num_tokens, 8, generator=torch.Generator().manual_seed(100 + num_tokens))
     k0 = min(k0, SHAPE_48.top_k)
     routing = oea_route(logits.to(DEVICE), OEAConfig(8, SHAPE_48.top_k, k0, fill=fill))
     x = torch.randn(num_tokens, 64, generator=torch.Generator().manual_seed(num_tokens)).to(DEVICE, DTYPE)
-    cfg = dict(down=down, dc_block_n=16, dc_block_k=16, dn_block_n=16, dn_block_k=16)
+    cfg = dict(down=down, gu_block_n=16, gu_block_k=16, dn_block_n=16, dn_block_k=16)
     out = _kernel(x, weights_48, routing, **cfg)
     ref = moe_reference(x, weights_48.w13, weights_48.w2, routing.expert_ids, routing.weights)
     assert_close(out, ref)
@@ -81,7 +80,7 @@ def test_both_down_paths_match_reference_with_k_steps_and_h_tiles(weights_48, do
 def test_repeated_expert_in_a_row_adds_both_weights(weights, down):
     """Two slots of one token naming one expert are one row carrying the summed weight; fill
     slots (-1, E) are skipped; a token with only fill gets zeros."""
-    from oea_trt.moe.triton.three_launch import KernelConfig, fused_moe
+    from oea_trt.moe.triton import KernelConfig, fused_moe
 
     ids = torch.tensor([[2, 5, 2, -1], [7, 8, -1, 0], [-1, -1, -1, -1]], dtype=torch.int32, device=DEVICE)
     wts = torch.tensor([[0.5, 0.25, 0.125, 0.9], [0.3, 0.9, 0.9, 0.7], [1.0, 1.0, 1.0, 1.0]], device=DEVICE)
@@ -90,16 +89,6 @@ def test_repeated_expert_in_a_row_adds_both_weights(weights, down):
     ref = moe_reference(x, weights.w13, weights.w2, ids, wts)
     assert_close(out, ref)
     assert torch.count_nonzero(out[2]) == 0
-
-
-def test_down_paths_agree_and_prefetch_changes_nothing(weights):
-    """The 2- and 3-launch paths sum the same products in a different order (experts ascending
-    vs slots): equal up to rounding. The L2 prefetch is a hint (compiled away in the
-    interpreter): on or off, the output is the same bits."""
-    x, routing = routing_case(SHAPE, 12, 3, "top1", seed=21)
-    combine = _kernel(x, weights, routing, down="combine", prefetch_experts=0)
-    assert_close(_kernel(x, weights, routing, down="slots"), combine)
-    assert torch.equal(_kernel(x, weights, routing, down="combine", prefetch_experts=4), combine)
 
 
 def test_active_mask_from_routing_equals_computed(weights):
@@ -117,7 +106,7 @@ def test_empty_batch(weights):
 
 
 def test_input_errors(weights):
-    from oea_trt.moe.triton.three_launch import default_config, fitted, fused_moe
+    from oea_trt.moe.triton import default_config, fitted, fused_moe
 
     x, routing = routing_case(SHAPE, 2, 2, "invalid", seed=1)
     with pytest.raises(ValueError, match="expert_ids must be int32"):
@@ -128,46 +117,65 @@ def test_input_errors(weights):
         fused_moe(x[:, :32], weights.w13, weights.w2, routing.expert_ids, routing.weights)
     with pytest.raises(ValueError, match="hidden_size=72 must be a multiple of 16"):
         fitted(default_config(4, 72, 32, 4, 8), 4, 72, 32)
+    with pytest.raises(ValueError, match="active_ready must be one int32"):
+        fused_moe(x, weights.w13, weights.w2, routing.expert_ids, routing.weights, routing.active_mask,
+                  active_ready=torch.ones(2, dtype=torch.int32, device=DEVICE))
 
 
 def test_config_covers_decode_batch_in_one_tile():
-    from oea_trt.moe.triton.three_launch import default_config, fitted
+    from oea_trt.moe.triton.config import SMEM_BUDGET, default_config, fitted
 
     for batch, block_m in ((1, 16), (16, 16), (17, 32), (64, 64), (200, 64)):
         assert fitted(default_config(batch, 2048, 768, 8, 128), batch, 2048, 768).block_m == block_m
     cfg = fitted(default_config(64, 4096, 192, 8, 128).replace(gu_block_k=256, gu_stages=8), 64, 4096, 192)
     assert 192 % cfg.dn_block_k == 0 and 192 % cfg.gu_block_n == 0
-    assert cfg.gu_stages * 2 * (cfg.block_m + 2 * cfg.gu_block_n) * cfg.gu_block_k <= 192 * 1024
+    assert cfg.gu_stages * 2 * (cfg.block_m + 2 * cfg.gu_block_n) * cfg.gu_block_k <= SMEM_BUDGET
 
 
-@pytest.mark.parametrize("hidden,inter", [(2048, 768), (4096, 192), (4096, 1536)])  # 30B, 235B TP8 shard, 235B
-@pytest.mark.parametrize("batch", [1, 16, 64])
-def test_down_combine_tiles_divide_the_shape_and_fit_in_shared_memory(hidden, inter, batch):
-    from oea_trt.bench.moe import DOWN_COMBINE_CANDIDATES
-    from oea_trt.moe.triton.three_launch import SMEM_BUDGET, default_config, fitted
+@pytest.mark.parametrize("preset", ["qwen3-30b-a3b", "qwen3-235b-a22b", "qwen3-235b-a22b-tp8"])
+@pytest.mark.parametrize("batch", [1, 16, 17, 64])
+def test_default_and_tuner_tiles_divide_the_shape_and_fit_in_shared_memory(preset, batch):
+    """The heuristic (one launch up to 16 tokens, 3 launches above) and every config the tuner
+    tries, fitted to each preset's layer: tiles divide H and I, pipelines fit in shared memory."""
+    from oea_trt.bench.tune import candidate_steps
+    from oea_trt.moe.shapes import get_preset
+    from oea_trt.moe.triton.config import SMEM_BUDGET, default_config, fitted
 
-    base = default_config(batch, hidden, inter, 8, 128)
-    # One launch up to 16 tokens, 3 above; the 2-launch combine path is an option.
-    assert base.launches == (1 if batch <= 16 else 3) and base.prefetch_experts == 0
-    # The default: the narrowest hidden tile that leaves at most one program per H200 SM.
-    assert hidden // base.dc_block_n <= 132 < 2 * hidden // base.dc_block_n
-    for n, k, w, s in ([(base.dc_block_n, base.dc_block_k, base.dc_warps, base.dc_stages)]
-                       + list(DOWN_COMBINE_CANDIDATES)):
-        cfg = fitted(base.replace(dc_block_n=n, dc_block_k=k, dc_warps=w, dc_stages=s), batch, hidden, inter)
-        assert hidden % cfg.dc_block_n == 0 and inter % cfg.dc_block_k == 0 and cfg.dc_block_k >= 16
-        assert cfg.dc_stages * 2 * (cfg.block_m + cfg.dc_block_n) * cfg.dc_block_k <= SMEM_BUDGET
-        assert cfg.dc_stages >= 2
+    shape = get_preset(preset)
+    H, I = shape.hidden_size, shape.moe_intermediate_size
+    base = default_config(batch, H, I, shape.top_k, shape.num_experts)
+    assert base.launches == (1 if batch <= 16 else 3) and base.pdl is None
+    configs = [base] + [change(base) for step in candidate_steps() for change in step]
+    assert {c.down for c in configs} == {"slots", "one_launch"}
+    for cfg in configs:
+        cfg = fitted(cfg, batch, H, I)
+        assert H % cfg.gu_block_k == 0 and I % cfg.gu_block_n == 0 and H % cfg.dn_block_n == 0
+        assert I % cfg.dn_block_k == 0 and min(cfg.gu_block_n, cfg.dn_block_k) >= 16
+        gu_stage = 2 * (cfg.block_m + 2 * cfg.gu_block_n) * cfg.gu_block_k
+        dn_stage = 2 * (cfg.block_m + cfg.dn_block_n) * cfg.dn_block_k
+        if cfg.down == "one_launch":
+            assert cfg.gu_stages * max(gu_stage, dn_stage) <= SMEM_BUDGET
+        else:
+            assert cfg.gu_stages * gu_stage <= SMEM_BUDGET and cfg.dn_stages * dn_stage <= SMEM_BUDGET
 
 
 def test_config_errors_and_pdl_needs_a_gpu(weights):
-    from oea_trt.moe.triton.three_launch import KernelConfig, pdl_supported
+    from oea_trt.moe.triton import KernelConfig
+    from oea_trt.moe.triton.launch import pdl_supported
 
     with pytest.raises(ValueError, match="down must be one of"):
-        KernelConfig(down="atomics")
-    with pytest.raises(ValueError, match="prefetch_experts must be >= 0"):
-        KernelConfig(prefetch_experts=-1)
-    assert KernelConfig().launches == 3 and KernelConfig(down="combine").launches == 2
-    assert KernelConfig(down="one_launch").launches == 1
+        KernelConfig(down="combine")
+    with pytest.raises(ValueError, match="gu_block_n must be a power of two >= 16, got 24"):
+        KernelConfig(gu_block_n=24)
+    with pytest.raises(ValueError, match="dn_warps must be 1, 2, 4, 8 or 16"):
+        KernelConfig(dn_warps=3)
+    with pytest.raises(ValueError, match="max_programs must be an int >= 1 or None"):
+        KernelConfig(max_programs=0)
+    with pytest.raises(ValueError, match=r"unknown KernelConfig field\(s\) \['dc_block_n'\]"):
+        KernelConfig.from_dict({"dc_block_n": 16})
+    assert KernelConfig().launches == 3 and KernelConfig(down="one_launch").launches == 1
+    assert KernelConfig.from_dict(KernelConfig(down="one_launch", pdl=False).to_dict()) == KernelConfig(
+        down="one_launch", pdl=False)
     if not pdl_supported(torch.device(DEVICE)):
         x, routing = routing_case(SHAPE, 2, 2, "invalid", seed=1)
         with pytest.raises(ValueError, match="pdl=True needs a CUDA device of compute capability 9.0"):
@@ -176,17 +184,17 @@ def test_config_errors_and_pdl_needs_a_gpu(weights):
 
 @pytest.mark.slow
 def test_kernels_compile_for_sm90_with_pipelined_weight_loads():
-    """The real (non-interpreted) compile for the H200, in a subprocess: every kernel of the
-    30B layer at B=1 and B=64 (gate/up, down + combine with and without PDL and the L2 prefetch,
-    the per-slot down and combine) fits in shared memory, streams its weights via cp.async and
-    carries the griddepcontrol / cp.async.bulk.prefetch instructions its options ask for."""
+    """The real (non-interpreted) compile for sm_90, in a subprocess: every kernel of the
+    three-launch path for the 30B layer at B=1 and B=64 (gate/up, down, combine, with and
+    without PDL) fits in shared memory, streams its weights via cp.async and carries
+    griddepcontrol exactly where PDL is on."""
     import subprocess
     import sys
     from pathlib import Path
 
     script = Path(__file__).resolve().parent.parent / "scripts" / "check_moe_kernels.py"
     done = subprocess.run([sys.executable, str(script), "--preset", "qwen3-30b-a3b", "--batch", "1", "64", "--kernel",
-                           "triton"],
-                          capture_output=True, text=True, timeout=600)
+                           "three_launch"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "16 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout
+    # Per batch gate/up and down with and without PDL, then the combine kernel with and without.
+    assert "10 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout

@@ -4,6 +4,9 @@
   bandwidth.py  device copy and read bandwidth, measured in the same run as the benchmark
   env.py        machine-readable run metadata (GPU, driver, torch/triton/CUDA, git commit)
   report.py     JSON, markdown tables and PNG plots (matplotlib Agg, imported lazily)
+  moe_timing.py one MoE call's static inputs, graph timing and error against the reference
   moe.py        the MoE layer benchmark (`oea-trt bench moe`, benchmarks/bench_moe.py)
+  report_moe.py its markdown report, plots and summary
+  tune.py       our MoE kernel's config search (`oea-trt bench tune`): the tuned-config files
 Nothing here is imported by `import oea_trt`.
 """

@@ -1,8 +1,8 @@
 """Device memory bandwidth, measured in the same run as the benchmark that is compared with it.
 
-copy: dst.copy_(src) of a bf16 tensor, counting read + write bytes (2 x size): the H200 gives
-  ~4.2 TB/s for 4 GiB; use a wide element type (a uint8 copy of the same bytes is far slower).
-read: src.sum() (fp32 accumulation), counting the bytes read once: ~3.9 TB/s.
+copy: dst.copy_(src) of a bf16 tensor, counting read + write bytes (2 x size); a wide element
+  type, as a uint8 copy of the same bytes is far slower.
+read: src.sum() (fp32 accumulation), counting the bytes read once.
 A MoE decode layer only reads its weights, so its floor uses the copy figure (what the issue
 and the paper quote) and the report shows both.
 """

@@ -1,6 +1,6 @@
 """How many CUDA-graph nodes one call puts in a graph: each kernel node costs a launch slot and,
-when it depends on the previous one, a drain and a ramp (~1-3 us on an H200), which is the
-fixed per-layer cost that OEA's smaller T cannot remove.
+when it depends on the previous one, a drain and a ramp: the fixed per-layer cost that OEA's
+smaller T cannot remove.
 
 The graph is captured with torch (keep_graph=True) and its nodes listed with cuda-python
 (cuda.bindings.runtime), which the GPU box has. Where that fails, the kernels, memsets and

@@ -10,34 +10,30 @@ from typing import Dict, List, Optional
 
 from oea_trt.bench.report import fmt, linear_fit, markdown_table, pyplot, save_figure, write_json
 
+from oea_trt.bench.routing_inputs import MODES, TRACE
+from oea_trt.moe.impls import IMPLS, OURS
+
 HEADLINE = ("qwen3-30b-a3b", "skewed", 16)  # the paper's setting: Qwen3-30B-A3B, max batch 16
 BANDWIDTH_TARGET = 0.85  # of the measured copy bandwidth, 30B layer, B=16, uniform, vanilla
 RATIO_TARGET = 0.55  # OEA k0=3 / vanilla, routing+MoE, skewed, 30B, B=16
-#: Our kernels, as the report names them (impl "fused": the whole layer in one launch, fp32 atomic
-#: sums; impl "triton": 3 launches, gate/up, down, combine, with programmatic dependent launch, or
-#: its one-launch path: see label() for what a run timed).
-LABELS = {"fused": "one launch, atomic sums", "triton": "3 launches"}
 
 
 def label(results, impl: str) -> str:
-    """The report's name for one of our kernels. impl "triton" is 3 launches per call (gate/up,
-    per-slot down, combine), 1 on its one-launch path (the default up to 16 tokens; the tuner
-    tries both), 2 with the optional down + combine kernel; the run records which it timed per
-    preset and batch (bench/moe.py, info["launches"]).
-    Results without that record are from the 3-launch kernel."""
-    if impl != "triton":
-        return LABELS[impl]
+    """The report's name for an implementation (oea_trt.moe.IMPLS), with the kernel launches
+    per call the run recorded for ours (bench/moe.py, info["launches"]: 1 on the one-launch
+    path, 3 on the three-launch path, per the configs of the batches timed)."""
+    base = IMPLS[impl].label if impl in IMPLS else impl
     counts = sorted({n for info in results.get("presets", {}).values() if isinstance(info, dict)
                      for n in info.get("launches", {}).get(impl, [])})
     if not counts:
-        return LABELS[impl]
-    return f"{' or '.join(str(n) for n in counts)} launch{'' if counts == [1] else 'es'}"
+        return base
+    return f"{base}, {' or '.join(str(n) for n in counts)} launch{'' if counts == [1] else 'es'}"
 
 
 def ours(results) -> List[str]:
-    """Our kernels that have timed rows, in LABELS order (old results: just "triton")."""
+    """Our kernels that have timed rows, in IMPLS order (the first of ours where none has)."""
     present = {r.get("impl") for r in results["rows"]}
-    return [impl for impl in LABELS if impl in present] or ["triton"]
+    return [impl for impl in OURS if impl in present] or [OURS[0]]
 
 
 def best_impl(results) -> str:
@@ -56,7 +52,7 @@ def best_impl(results) -> str:
 
 
 def _pair(results, key, digits=1, **match) -> str:
-    """'a / b': `key` of each of our kernels' row matching `match` (LABELS order)."""
+    """'a / b': `key` of each of our kernels' row matching `match` (IMPLS order)."""
     cells = []
     for impl in ours(results):
         r = _one(results, impl=impl, **match)
@@ -64,7 +60,7 @@ def _pair(results, key, digits=1, **match) -> str:
     return " / ".join(cells)
 
 
-def _rows(results, impl="triton", **match) -> List[dict]:
+def _rows(results, impl=OURS[0], **match) -> List[dict]:
     return [r for r in results["rows"] if r.get("impl") == impl and all(r.get(k) == v for k, v in match.items())]
 
 
@@ -207,7 +203,7 @@ def render_markdown(results) -> str:
         lines += headline + ["", "Paper, Qwen3-30B-A3B on 1xH100 in SGLang (real traffic, max batch 16): k0=3 -> "
                                  "0.61 of vanilla, T 25.1 vs 48.8."]
     trace = results["spec"].get("trace_path")
-    lines += _ratio_section(results, best, both, preset, "trace", batch,
+    lines += _ratio_section(results, best, both, preset, TRACE, batch,
                             f"Recorded routing: {preset} layer fed the router logits of "
                             f"{os.path.basename(trace) if trace else 'a trace'}")
 
@@ -317,7 +313,7 @@ def plot_latency_vs_t(results, path: str) -> None:
         rows = [r for r in _rows(results, impl=best, preset=p) if r.get("total_us") and r["variant"] != "vanilla#2"]
         batches = sorted({r["batch"] for r in rows})
         cmap = plt.get_cmap("viridis")
-        markers = [(m, k) for m, k in (("uniform", "o"), ("skewed", "^"), ("trace", "s"))
+        markers = [(m, k) for m, k in zip(MODES, "o^sDv")
                    if any(r["mode"] == m for r in rows)]
         for i, b in enumerate(batches):
             labelled = False  # one legend entry per batch, on its first routing

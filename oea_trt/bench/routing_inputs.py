@@ -20,37 +20,31 @@ from typing import Dict
 
 import torch
 
-from oea_trt.routing.synthetic import SkewedRouter, uniform_logits
+from oea_trt.routing.synthetic import GENERATORS
 
-MODES = ("uniform", "skewed", "trace")
+#: A routing mode read from a file of recorded router logits (--trace).
+TRACE = "trace"
+#: Every routing mode: the synthetic kinds of oea_trt.routing.synthetic, then recorded traces.
+MODES = (*GENERATORS, TRACE)
 
 
 class TraceError(ValueError):
     """A trace file that is missing, unreadable or of the wrong shape."""
 
 
-class UniformSource:
-    name = "uniform"
+class SyntheticSource:
+    """Logits of one of oea_trt.routing.synthetic's generators (uniform, skewed)."""
 
-    def __init__(self, num_experts: int):
+    def __init__(self, name: str, num_experts: int):
+        self.name = name
         self.num_experts = num_experts
 
     def draw(self, batch: int, seed: int) -> torch.Tensor:
-        return uniform_logits(batch, self.num_experts, seed=seed)
-
-
-class SkewedSource:
-    name = "skewed"
-
-    def __init__(self, num_experts: int, router_seed: int = 0):
-        self.router = SkewedRouter(num_experts, seed=router_seed)
-
-    def draw(self, batch: int, seed: int) -> torch.Tensor:
-        return self.router.logits(batch, seed=seed)
+        return GENERATORS[self.name](batch, self.num_experts, seed=seed)
 
 
 class TraceSource:
-    name = "trace"
+    name = TRACE
 
     def __init__(self, path: str, num_experts: int):
         self.path = path
@@ -131,13 +125,12 @@ def trace_sequence_shape(path: str, num_tokens: int):
 
 
 def make_sources(modes, num_experts: int, trace_path: str = None) -> Dict[str, object]:
+    """{mode: source} for routing modes of MODES (trace needs trace_path)."""
     sources = {}
     for mode in modes:
-        if mode == "uniform":
-            sources[mode] = UniformSource(num_experts)
-        elif mode == "skewed":
-            sources[mode] = SkewedSource(num_experts)
-        elif mode == "trace":
+        if mode in GENERATORS:
+            sources[mode] = SyntheticSource(mode, num_experts)
+        elif mode == TRACE:
             if not trace_path:
                 raise TraceError("routing mode 'trace' needs a trace file (--trace PATH.pt|.npz)")
             sources[mode] = TraceSource(trace_path, num_experts)

@@ -6,7 +6,7 @@ step can be captured in a CUDA graph. Slots whose expert id lies outside [0, E) 
 fill, -1 or E) sort after every real slot and belong to no group.
 
 Our Triton kernel does not use this module: it finds each expert's tokens itself (see
-triton_kernel.py). torch._grouped_mm needs it.
+oea_trt/moe/triton/tiles.py). torch._grouped_mm needs it.
 """
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# MoE launch-structure A/B on the GPU box (issue 5, fixed per-layer cost): the expert-major Triton
-# kernel's 3-launch path vs the 2-launch down + combine path and the one-launch path (tiles, with
-# and without programmatic dependent launch), on qwen3-30b-a3b (skewed B=16 vanilla and k0=3,
-# uniform B=16 and B=64 vanilla); routing+MoE and MoE-only CUDA-graph replay. The GPU tests of
-# those variants run first.
+# MoE launch-structure A/B on the GPU box (benchmarks/moe_ab.py): the Triton kernel's 3-launch
+# path vs its one-launch path (tiles, with and without starting on the routing's published
+# active set), on qwen3-30b-a3b (skewed B=16 vanilla and k0=3, uniform B=16 vanilla);
+# routing+MoE and MoE-only CUDA-graph replay. The GPU tests of those variants run first.
 #   bash scripts/gpu/moe_ab.sh        (from anywhere; RESULTS_DIR defaults to ./out)
 # Writes $RESULTS_DIR/moe_ab/: compile.log, pytest.log, routing_kernel.log, ab.log, results.json,
 # report.md. Budget <= 9 min on an H200: sm_90 compile check (<= 150 s), the GPU tests (<= 200 s),
@@ -26,7 +25,7 @@ QUICK="${MOE_AB_QUICK:-0}"
 if [ "$QUICK" != 1 ]; then
 if [ "${MOE_AB_COMPILE:-1}" != 0 ]; then
 echo "== moe_ab: sm_90 compile check of the triton kernels ($(date +%T))"
-timeout 150 python3 scripts/check_moe_kernels.py --preset qwen3-30b-a3b --batch 16 64 --kernel triton one_launch \
+timeout 150 python3 scripts/check_moe_kernels.py --preset qwen3-30b-a3b --batch 16 64 --kernel three_launch one_launch \
   > "$OUT_DIR/compile.log" 2>&1
 rc=$?
 tail -n 3 "$OUT_DIR/compile.log"
@@ -62,13 +61,6 @@ echo "== moe_ab: A/B ($(date +%T), $((SECONDS - start)) s in)"
 timeout 300 python3 benchmarks/moe_ab.py --out "$OUT_DIR" --time-budget 240 2>&1 | tee "$OUT_DIR/ab.log"
 rc=${PIPESTATUS[0]}
 [ $rc -eq 0 ] || failed="$failed ab(rc=$rc)"
-
-if [ "$QUICK" != 1 ]; then
-echo "== moe_ab: one-launch kernel timeline ($(date +%T))"
-timeout 150 python3 scripts/gpu/one_launch_trace.py --out "$OUT_DIR/trace" 2>&1 | tee "$OUT_DIR/trace.log"
-rc=${PIPESTATUS[0]}
-[ $rc -eq 0 ] || failed="$failed trace(rc=$rc)"
-fi
 
 echo "== moe_ab: done after $((SECONDS - start)) s"
 ls -la "$OUT_DIR"

@@ -16,12 +16,12 @@ import torch  # noqa: E402
 
 from oea_trt.routing.config import OEAConfig  # noqa: E402
 from oea_trt.routing.dispatch import route  # noqa: E402
-from oea_trt.moe import ExpertWeights, moe_forward  # noqa: E402
+from oea_trt.moe import IMPLS, ExpertWeights, moe_forward  # noqa: E402
 from oea_trt.moe.shapes import get_preset  # noqa: E402
 from oea_trt.routing.synthetic import skewed_logits  # noqa: E402
 
 p = argparse.ArgumentParser()
-p.add_argument("--impl", default="triton")
+p.add_argument("--impl", default="triton", choices=list(IMPLS))
 p.add_argument("--batch", type=int, default=16)
 p.add_argument("--copies", type=int, default=12)
 args = p.parse_args()
@@ -34,7 +34,7 @@ for k0 in (8, 3):
 
     def call(i):
         r = route(logits[i], cfg)
-        return moe_forward(x, weights[i], r.expert_ids, r.weights, active_mask=r.active_mask, impl=args.impl), r
+        return moe_forward(x, weights[i], r, impl=args.impl), r
 
     for i in range(args.copies):
         call(i)

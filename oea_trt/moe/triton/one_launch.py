@@ -1,27 +1,17 @@
-"""The expert-major Triton MoE in ONE launch (KernelConfig.down == "one_launch"): the same gate/up
-and down work items as the three-launch path (triton_kernel.py), walked by one persistent grid,
-and the per-token sum done by whichever program finishes a token's tile last.
-
-Why: at decode sizes the three-launch path spends ~15-19 us per 30B layer call that does not
-depend on the number of distinct experts T: two kernel boundaries inside the graph (each a
-drain, a launch and a pipeline ramp), the combine kernel, and each kernel's own tail. One grid
-has one ramp and one tail, and a down item starts the moment its expert's gate/up rows exist.
-Measured on an H100 (30B layer, skewed B=16, routing+MoE; benchmarks/results/moe_one_launch_ab,
-runs 5-7): 159-160 us vanilla and 88.6-89.4 us at k0=3, against 169-172 and 95 us for three
-launches. It is faster, but the ratio barely moves, and 3 launches stay faster at 64 tokens,
-where this kernel's 64-row tiles run one program per SM.
+"""The expert-major MoE layer in ONE launch (KernelConfig.down == "one_launch"): the gate/up and
+down work items of the three-launch path (tiles.py), walked by one persistent grid, and the
+per-token sum done by whichever program finishes a token's tile last. One grid has one ramp and
+one tail instead of three, no combine kernel, and a down item starts the moment its expert's
+gate/up rows exist.
 
 Work items, in this order: every gate/up item (active expert a, N-tile of the intermediate dim),
 then every down item (active expert a, tile of hidden rows), each group expert-major. A program
-takes the next item from a ticket counter. (On the H100, neither drawing the following ticket
-without stalling the program, an L2 prefetch of a down tile before its wait, a back-off while
-polling, nor half-size tail items helped; benchmarks/results/moe_one_launch_ab, commits c2cddad
-and 8a6f353.) A down item of expert e first waits
-until all of e's gate/up items have released their act rows (a per-expert counter). Why this
-cannot deadlock, whatever share of the grid is resident: tickets are drawn in item order, so
-every gate/up item a down item waits for was drawn earlier, by a program that is running and
-whose gate/up items never wait. (A static item-to-program assignment would need the whole grid
-resident at once, which another stream's kernel can prevent.)
+takes the next item from a ticket counter. A down item of expert e first waits until all of e's
+gate/up items have released their act rows (a per-expert counter). Why this cannot deadlock,
+whatever share of the grid is resident: tickets are drawn in item order, so every gate/up item
+a down item waits for was drawn earlier, by a program that is running and whose gate/up items
+never wait. (A static item-to-program assignment would need the whole grid resident at once,
+which another stream's kernel can prevent.)
 
 The per-token sum: a down item writes fp32 y rows (token*k + first slot naming the expert,
 scaled by the routing weight) as in the three-launch path, then counts itself done for each of
@@ -31,10 +21,10 @@ writes the output tile: deterministic, bit-reproducible, no atomics on data.
 
 All synchronisation state lives in one int32 workspace (per device, kept forever, zero between
 calls): the ticket, an exit count, a count of programs past the active-set wait (below), the
-per-expert gate/up counters, the per-(token, tile)
-counters. A finished tile resets its counter; the last program to exit resets the rest, so a
-call needs no memset and no extra launch. Calls that share a device must be stream-ordered (one
-stream, or graphs replayed on one stream), as two concurrent calls would share the workspace.
+per-expert gate/up counters, the per-(token, tile) counters. A finished tile resets its
+counter; the last program to exit resets the rest, so a call needs no memset and no extra
+launch. Calls that share a device must be stream-ordered (one stream, or graphs replayed on one
+stream), as two concurrent calls would share the workspace.
 
 Starting on the routing's published active set (EARLY_ACTIVE; config.early_active, one token
 block, a RoutingResult routed with signal=True): the routing kernel clears a flag before this
@@ -43,10 +33,7 @@ kernel can launch and sets it once active_mask is final, before it writes the ro
 routing kernel to finish, and gate/up items, which need only the active set and x, stream at
 once: they write act rows at (active rank * BLOCK_M + token) for every token, as they cannot
 see which tokens picked the expert. Each down item passes griddepcontrol.wait (the routing's
-rows complete) before it reads them. Measured on an H100 (30B layer, skewed B=16, routing+MoE;
-benchmarks/results/moe_one_launch_ab, runs 8-10): 0.1-0.6 us less at k0=3 in each of four A/B
-pairs, about the run-to-run spread (plain top-k routing publishes nothing: there it measured
-1.2 us slower).
+rows complete) before it reads them.
 
 Memory ordering: act and y rows are written with plain stores, then the CTA barrier, then a
 release atomic on the counter; the reader acquires the counter, passes a CTA barrier and reads
@@ -57,14 +44,15 @@ each program starts its last item.
 from __future__ import annotations
 
 import threading
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 import triton
 import triton.language as tl
 
-from oea_trt.moe.triton.three_launch import (_active_experts, _down_block, _gate_up_item, _launch_persistent, _next_pow2, _nth_active,
-                            _tokens_of_expert, one_block)
+from oea_trt.moe.triton.config import KernelConfig, next_pow2, one_block
+from oea_trt.moe.triton.launch import launch_persistent
+from oea_trt.moe.triton.tiles import active_experts, down_block, gate_up_item, nth_active, tokens_of_expert
 
 # ---- device code -------------------------------------------------------------------------
 
@@ -112,13 +100,6 @@ def _wait_for_active_set(ready_ptr, SPINS: tl.constexpr, USE_PDL: tl.constexpr):
     if USE_PDL:
         if seen == 0:
             tl.extra.cuda.gdc_wait()
-
-
-@triton.jit
-def _globaltimer():
-    """The GPU's global nanosecond timer (the same clock on every SM), for TRACE."""
-    return tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l,r", [tl.full((), 0, tl.int32)],
-                                     dtype=tl.int64, is_pure=False, pack=1)
 
 
 @triton.jit
@@ -176,15 +157,12 @@ def _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H: tl
 
 
 @triton.jit(do_not_specialize=["num_tokens"])
-def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, act_ptr, y_ptr,
-                       out_ptr, sync_ptr, ready_ptr, trace_ptr, num_tokens, stride_x, stride_out, trace_programs_at,
-                       H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
-                       K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
-                       GU_N: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr, DN_K: tl.constexpr,
-                       USE_PDL: tl.constexpr, TRACE: tl.constexpr, ONE_BLOCK: tl.constexpr,
-                       EARLY_ACTIVE: tl.constexpr):
-    if TRACE:  # per program: [program, launched, past the dependency wait, exited] (ns)
-        t_launched = _globaltimer()
+def one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, act_ptr, y_ptr,
+                      out_ptr, sync_ptr, ready_ptr, num_tokens, stride_x, stride_out,
+                      H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
+                      K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
+                      GU_N: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr, DN_K: tl.constexpr,
+                      USE_PDL: tl.constexpr, ONE_BLOCK: tl.constexpr, EARLY_ACTIVE: tl.constexpr):
     if EARLY_ACTIVE:
         # Started while the routing kernel still runs: only its active set (and x, written
         # before the routing in stream order) may be read before griddepcontrol.wait, which
@@ -201,15 +179,13 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
         # May start while the routing kernel drains: wait for its memory (active_mask,
         # expert_ids, weights) and for whatever wrote x, before reading or writing anything.
         tl.extra.cuda.gdc_wait()
-    if TRACE:
-        t_entered = _globaltimer()
     GU_TILES: tl.constexpr = I // GU_N
     H_TILES: tl.constexpr = H // DN_N
     ticket_ptr = sync_ptr
     exited_ptr = sync_ptr + 1
     gate_up_done_ptr = sync_ptr + 3  # [E], by expert id (sync_ptr + 2: programs past the active-set wait)
     tile_done_ptr = sync_ptr + 3 + E  # [tokens, H_TILES]
-    rank, active, num_active = _active_experts(active_mask_ptr, E, E_PAD)
+    rank, active, num_active = active_experts(active_mask_ptr, E, E_PAD)
     gate_up_items = num_active * GU_TILES
     total = gate_up_items + num_active * H_TILES
     if not EARLY_ACTIVE:
@@ -221,20 +197,15 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
         if USE_PDL:
             if w + tl.num_programs(0) >= total:  # about the last wave: the next kernel may launch
                 tl.extra.cuda.gdc_launch_dependents()
-        if TRACE:  # per item (ticket): [program, started, inputs ready, done] (ns)
-            t_item = _globaltimer()
-            tl.store(trace_ptr + w * 4, tl.program_id(0).to(tl.int64))
-            tl.store(trace_ptr + w * 4 + 1, t_item)
-            tl.store(trace_ptr + w * 4 + 2, t_item)
         if w < gate_up_items:
-            expert = _nth_active(rank, active, w // GU_TILES, E_PAD)
-            _gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, w % GU_TILES, num_tokens, stride_x,
-                          H, I, K, K_PAD, BLOCK_M, GU_N, GU_K, ONE_BLOCK, w // GU_TILES, EARLY_ACTIVE)
+            expert = nth_active(rank, active, w // GU_TILES, E_PAD)
+            gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, w % GU_TILES, num_tokens, stride_x,
+                         H, I, K, K_PAD, BLOCK_M, GU_N, GU_K, ONE_BLOCK, w // GU_TILES, EARLY_ACTIVE)
             tl.debug_barrier()  # every thread's act stores precede the release
             tl.atomic_add(gate_up_done_ptr + expert, 1, sem="release")
         else:
             d = w - gate_up_items
-            expert = _nth_active(rank, active, d // H_TILES, E_PAD)
+            expert = nth_active(rank, active, d // H_TILES, E_PAD)
             if EARLY_ACTIVE:
                 if USE_PDL:
                     tl.extra.cuda.gdc_wait()  # the routing's rows are complete and visible past here
@@ -242,43 +213,33 @@ def _one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, acti
                     _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M,
                                           DN_N)
             if ONE_BLOCK:  # the token list and owned slots (routing's, not gate/up's) load while it waits
-                toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
+                toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
                 owned = _owned_slots(expert_ids_ptr, toks, num_tokens, E, K)
             _wait_for_count(gate_up_done_ptr + expert, GU_TILES)
-            if TRACE:
-                tl.store(trace_ptr + w * 4 + 2, _globaltimer())
             if ONE_BLOCK:
                 if EARLY_ACTIVE:
                     act_row = (d // H_TILES) * BLOCK_M + toks  # gate/up's ACT_BY_RANK rows
                 else:
                     act_row = row
-                _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, d % H_TILES, toks, routed, row, act_row,
-                            hit, H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK)
+                down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, d % H_TILES, toks, routed, row, act_row,
+                           hit, H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK)
                 _finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, 0, routed, owned, d % H_TILES, H, K, H_TILES,
                               BLOCK_M, DN_N)
             else:
                 for tok0 in range(0, num_tokens, BLOCK_M):
-                    toks, routed, row, hit = _tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD,
-                                                               BLOCK_M)
-                    _down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, d % H_TILES, toks, routed, row, row,
-                                hit, H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK)
+                    toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD,
+                                                              BLOCK_M)
+                    down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, d % H_TILES, toks, routed, row, row,
+                               hit, H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK)
                     _finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed,
                                   _owned_slots(expert_ids_ptr, toks, num_tokens, E, K), d % H_TILES, H, K, H_TILES,
                                   BLOCK_M, DN_N)
-        if TRACE:
-            tl.store(trace_ptr + w * 4 + 3, _globaltimer())
         w = following
     if EARLY_ACTIVE:
         if (num_active == 0) & (tl.program_id(0) == 0):  # no down item zeroed the unrouted tokens
             if USE_PDL:
                 tl.extra.cuda.gdc_wait()
             _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, DN_N)
-    if TRACE:
-        row = trace_ptr + (trace_programs_at + tl.program_id(0)) * 4
-        tl.store(row, tl.program_id(0).to(tl.int64))
-        tl.store(row + 1, t_launched)
-        tl.store(row + 2, t_entered)
-        tl.store(row + 3, _globaltimer())
     # The last program out has seen every other program draw its final ticket: nothing reads
     # the ticket or the gate/up counters any more in this call, so it zeroes them for the next.
     if tl.atomic_add(exited_ptr, 1, sem="acq_rel") == tl.num_programs(0) - 1:
@@ -298,7 +259,7 @@ _LOCK = threading.Lock()
 
 
 def sync_words(num_experts: int, num_tokens: int, h_tiles: int) -> int:
-    """int32 words of synchronisation state a call needs (layout in _one_launch_kernel)."""
+    """int32 words of synchronisation state a call needs (layout in one_launch_kernel)."""
     return 3 + num_experts + num_tokens * h_tiles
 
 
@@ -315,27 +276,31 @@ def sync_workspace(words: int, device: torch.device) -> torch.Tensor:
                     f"the one-launch MoE kernel needs a {words}-word workspace on {device} but none was made before "
                     "this CUDA-graph capture: call it once with at least this many tokens before capturing (the "
                     "usual warm-up run does)")
-            buf = torch.zeros(max(4096, _next_pow2(words)), dtype=torch.int32, device=device)
+            buf = torch.zeros(max(4096, next_pow2(words)), dtype=torch.int32, device=device)
             _SYNC[key] = buf
             _KEEP_ALIVE.append(buf)
         return buf
 
 
-def early_active(cfg, num_tokens: int, active_ready: Optional[torch.Tensor]) -> bool:
+def workspace(device: torch.device) -> Optional[torch.Tensor]:
+    """The device's current synchronisation workspace (None before the first call there); every
+    word is zero between calls."""
+    with _LOCK:
+        return _SYNC.get(str(device))
+
+
+def early_active(cfg: KernelConfig, num_tokens: int, active_ready: Optional[torch.Tensor]) -> bool:
     """The kernel's EARLY_ACTIVE: it starts on the routing's published active set (the batch is
     one token block and the routing was launched with active_ready; config.early_active)."""
     return active_ready is not None and cfg.early_active and one_block(cfg, num_tokens)
 
 
 def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor, wts: torch.Tensor,
-           mask_u8: torch.Tensor, out: torch.Tensor, cfg, use_pdl: bool,
-           programs: Optional[int] = None, trace: Optional["Trace"] = None,
+           mask_u8: torch.Tensor, out: torch.Tensor, cfg: KernelConfig, use_pdl: bool,
            active_ready: Optional[torch.Tensor] = None) -> None:
-    """One launch of the whole layer into out (shapes checked by the caller, triton_kernel.
-    fused_moe; cfg a fitted KernelConfig: gu_* tiles for gate/up items, dn_* for down items,
-    gu_warps / gu_stages for the kernel). programs: the grid, for tests (default: one wave, at
-    most one program per work item); any size is correct, more than can be resident included.
-    trace: record when each item and program ran (a Trace from new_trace; a slower kernel).
+    """One launch of the whole layer into out (inputs checked and cfg fitted by the caller,
+    oea_trt.moe.triton.fused_moe: gu_* tiles for gate/up items, dn_* for down items, gu_warps /
+    gu_stages for the kernel; cfg.max_programs sets the grid, any size is correct).
     active_ready: the flag the routing kernel that wrote ids, wts and mask_u8 was launched with
     (RoutingResult.active_ready); the kernel then streams gate/up as soon as the routing has
     published its active set (early_active), and clears the flag once every program has seen it."""
@@ -351,41 +316,13 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
     act = torch.empty((act_rows, inter), dtype=w13.dtype, device=w13.device)
     y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
     max_items = max_active * (inter // cfg.gu_block_n + h_tiles)
-    kwargs = dict(H=hidden, I=inter, E=num_experts, E_PAD=_next_pow2(num_experts), K=k, K_PAD=_next_pow2(k),
+    kwargs = dict(H=hidden, I=inter, E=num_experts, E_PAD=next_pow2(num_experts), K=k, K_PAD=next_pow2(k),
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k,
-                  DN_N=cfg.dn_block_n, DN_K=cfg.dn_block_k, USE_PDL=use_pdl, TRACE=trace is not None,
+                  DN_N=cfg.dn_block_n, DN_K=cfg.dn_block_k, USE_PDL=use_pdl,
                   ONE_BLOCK=one_block(cfg, num_tokens), EARLY_ACTIVE=early,
                   num_warps=cfg.gu_warps, num_stages=cfg.gu_stages)
     if use_pdl:
         kwargs["launch_pdl"] = True
-    if trace is not None:
-        if trace.items < max_items:
-            raise ValueError(f"trace holds {trace.items} items, this call may have {max_items}")
-        trace.rows.fill_(-1)
-    args = (x, w13, w2, ids, wts, mask_u8, act, y, out, sync, active_ready if early else sync,
-            sync if trace is None else trace.rows, num_tokens,
-            x.stride(0), out.stride(0), 0 if trace is None else trace.items)
-    if programs is not None:
-        _one_launch_kernel[(programs,)](*args, **kwargs)
-    else:
-        _launch_persistent(_one_launch_kernel, max_items, cfg.max_programs, args, kwargs, cfg.programs_per_sm)
-
-
-def workspace_is_clean(device: torch.device) -> Tuple[bool, int]:
-    """(every word of the device's workspace is zero, words) -- for tests: the kernel must leave
-    it so after every call."""
-    buf = _SYNC.get(str(device))
-    if buf is None:
-        return True, 0
-    return bool((buf == 0).all()), buf.numel()
-
-
-class Trace:
-    """Where each work item and program of one call went (TRACE=True): rows [items + programs,
-    4] int64, -1 where nothing ran. Item row w (ticket w): program, started, inputs ready (after
-    a down item's wait), done. Program row items + p: p, launched, past the dependency wait,
-    exited. Times in ns of %globaltimer."""
-
-    def __init__(self, items: int, programs: int, device):
-        self.items = items
-        self.rows = torch.full((items + programs, 4), -1, dtype=torch.int64, device=device)
+    args = (x, w13, w2, ids, wts, mask_u8, act, y, out, sync, active_ready if early else sync, num_tokens,
+            x.stride(0), out.stride(0))
+    launch_persistent(one_launch_kernel, max_items, cfg.max_programs, args, kwargs, cfg.programs_per_sm)

@@ -307,7 +307,6 @@ def plot_latency_vs_t(results, path: str) -> None:
     presets = [p for p in results["presets"] if _rows(results, impl=best, preset=p)]
     fig, axes = plt.subplots(1, max(1, len(presets)), figsize=(5.2 * max(1, len(presets)), 4.2), squeeze=False)
     fit = fits(results, best)
-    others = {impl: fits(results, impl) for impl in ours(results) if impl != best}
     copy = results["bandwidth"]["copy_tb_s"]
     for ax, p in zip(axes[0], presets):
         rows = [r for r in _rows(results, impl=best, preset=p) if r.get("total_us") and r["variant"] != "vanilla#2"]
@@ -329,12 +328,6 @@ def plot_latency_vs_t(results, path: str) -> None:
             ax.plot([0, t_max], [f["fixed_us"], f["fixed_us"] + f["us_per_expert"] * t_max], "k-", lw=1,
                     label=f"{label(results, best)}: {f['us_per_expert']:.2f} us/expert + {f['fixed_us']:.1f} us "
                           f"(R²={f['r2']:.3f})")
-        for impl, other in others.items():
-            if p in other:
-                f = other[p]["total"]
-                ax.plot([0, t_max], [f["fixed_us"], f["fixed_us"] + f["us_per_expert"] * t_max], color="0.5", lw=1,
-                        ls="-.", label=f"{label(results, impl)} (fit only): {f['us_per_expert']:.2f} us/expert + "
-                                       f"{f['fixed_us']:.1f} us")
         eb = results["presets"][p]["expert_bytes"]
         ax.plot([0, t_max], [0, t_max * eb / (copy * 1e12) * 1e6], "r--", lw=1, label=f"floor at {copy:.2f} TB/s")
         ax.set_title(f"{p}, {label(results, best)}\n(" + ", ".join(f"{k} {m}" for m, k in markers) + ")",
@@ -361,12 +354,6 @@ def plot_latency_vs_batch(results, path: str, mode: str = "skewed") -> None:
             rows = sorted(_rows(results, impl=best, preset=p, mode=mode, variant=v), key=lambda r: r["batch"])
             ax.plot([r["batch"] for r in rows], [r["total_us"] for r in rows], marker="o", ms=3,
                     color="k" if v == "vanilla" else cmap(i / max(1, len(variants))), label=v)
-        for impl in [i for i in ours(results) if i != best]:
-            for v, color in (("vanilla", "k"), ("k0=3", "tab:green")):
-                rows = sorted(_rows(results, impl=impl, preset=p, mode=mode, variant=v), key=lambda r: r["batch"])
-                if rows:
-                    ax.plot([r["batch"] for r in rows], [r["total_us"] for r in rows], color=color, lw=0.8, ls="--",
-                            label=f"{v}, {label(results, impl)}")
         theirs = sorted(_rows(results, impl="grouped_mm", preset=p, mode=mode, variant="vanilla"),
                         key=lambda r: r["batch"])
         if theirs:

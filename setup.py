@@ -30,4 +30,6 @@ class BuildPyWithKernelSources(build_py):
             self.copy_file(str(path), str(target / path.name))
 
 
-setup(cmdclass={"build_py": BuildPyWithKernelSources})
+# build/python, not setuptools' default build/: `cmake -B build` puts liboea_routing.so in build/lib,
+# which would otherwise be packed into the wheel as if it were a package file.
+setup(cmdclass={"build_py": BuildPyWithKernelSources}, options={"build": {"build_base": "build/python"}})

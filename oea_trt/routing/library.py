@@ -248,6 +248,13 @@ def current_arch() -> str:
 _LOADED: dict = {}  # resolved path -> KernelLibrary; None -> the default one, once found
 
 
+def use_library(path: Union[str, os.PathLike]) -> KernelLibrary:
+    """Make `path` the library every launch of this process uses from now on (A/B runs of a
+    debug-knob build, say)."""
+    _LOADED[None] = load_library(path)
+    return _LOADED[None]
+
+
 def load_library(path: Optional[Union[str, os.PathLike]] = None) -> KernelLibrary:
     """The kernel library (cached): `path`, else the first of the lookup above (searched once
     per process: every launch asks for it)."""

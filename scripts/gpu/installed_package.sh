@@ -15,6 +15,7 @@ OUT="$RESULTS_DIR/installed_package"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 WORK="$(mktemp -d /tmp/oea-installed.XXXXXX)"
+trap 'rm -rf "$WORK"' EXIT
 VENV="$WORK/venv"
 
 # A clean copy of what a wheel build reads, so no build output of the checkout leaks into the install.
@@ -22,6 +23,7 @@ python3 - "$REPO" "$WORK/src" <<'COPY'
 import shutil, sys
 from pathlib import Path
 repo, src = Path(sys.argv[1]), Path(sys.argv[2])
+src.mkdir(parents=True)
 ignore = shutil.ignore_patterns("__pycache__", "*.so", "*.egg-info", "lib")
 for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "CMakeLists.txt", "oea_trt", "plugin"):
     if (repo / name).is_dir():
@@ -98,5 +100,4 @@ EOF
 rc=$?
 cat "$OUT/check.log"
 { echo "installed_package: rc=$rc"; tail -n 3 "$OUT/check.log"; } > "$OUT/summary.txt"
-rm -rf "$WORK"
 exit $rc

@@ -9,7 +9,9 @@ callers (the TensorRT-LLM layer, tests, tools) need to use it:
   TensorRT module (``collection_from_arrays`` for raw fields), ``config_from_fields`` is the
   inverse;
 - inputs: TOKEN_KIND_NONE / TOKEN_KIND_DEVICE / TOKEN_KIND_TRTLLM and ``num_inputs(mode)``;
-- k0 at load time: K0_ENV / K0_SCHEDULE_ENV and ``k0_override_env(...)``;
+- k0 at load time: ``set_k0_override(k0, k0_schedule)`` in a process that deserializes the
+  engine itself; K0_ENV / K0_SCHEDULE_ENV and ``k0_override_env(...)`` for processes that run
+  none of our Python;
 - the library: ``find_library()``, ``load_library(trt)`` (into TensorRT's plugin registry),
   ``get_creator(trt)`` / ``require_creator(trt)``, and ``build_library(include_dir)`` (cmake);
 - processes: ``load_plugin()`` registers OeaRouting with the full TensorRT in this process,
@@ -32,6 +34,7 @@ from typing import Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from oea_trt.routing.config import FILL_MODES, ConfigError, OEAConfig, format_k0_schedule
+from oea_trt.routing.params import kernel_params
 
 #: The plugin's identity in TensorRT's registry and in every engine that uses it.
 PLUGIN_NAME = "OeaRouting"
@@ -45,7 +48,8 @@ TOKEN_KIND_TRTLLM = 2  #: + host_request_types, host_context_lengths int32 [num_
 TOKEN_KIND_MODES = {"none": TOKEN_KIND_NONE, "device": TOKEN_KIND_DEVICE, "trtllm": TOKEN_KIND_TRTLLM}
 
 #: Environment variables read when an engine is loaded (createPlugin at the runtime phase);
-#: they override k0 / the k0 schedule stored in the engine for every OeaRouting layer.
+#: they override k0 / the k0 schedule stored in the engine for every OeaRouting layer of a
+#: process that runs none of our Python (set_k0_override wins over them).
 K0_ENV = "OEA_TRT_K0"
 K0_SCHEDULE_ENV = "OEA_TRT_K0_SCHEDULE"
 
@@ -101,21 +105,24 @@ def num_inputs(token_kind_mode: int) -> int:
 def plugin_fields(config: OEAConfig, token_kind_mode: int = TOKEN_KIND_NONE) -> Dict[str, np.ndarray]:
     """The plugin fields for `config`, in table order: name -> int32/float32 numpy array.
 
-    Every field is written (k_max and max_rank resolved), except k0_schedule when there is
-    none: an absent schedule and an empty one mean the same to the plugin.
+    Read off the kernel's parameter record (oea_trt.routing.params.kernel_params), the same one
+    the Python binding launches with. Every field is written (k_max and max_rank resolved),
+    except k0_schedule when there is none: an absent schedule and an empty one mean the same
+    to the plugin.
     """
     num_inputs(token_kind_mode)  # validates the mode
+    params = kernel_params(config)
     values = {
-        "num_experts": config.num_experts,
-        "top_k": config.top_k,
-        "k0": config.k0,
-        "k_max": config.k_max,
-        "max_rank": config.max_rank,
-        "top_p": config.top_p,
-        "renormalize": int(config.renormalize),
-        "fill": config.fill_code,
-        "piggyback_on_context": int(config.piggyback_on_context),
-        "k0_schedule": [v for pair in config.k0_schedule or () for v in pair],
+        "num_experts": params.num_experts,
+        "top_k": params.top_k,
+        "k0": params.k0,
+        "k_max": params.k_max,
+        "max_rank": params.max_rank,
+        "top_p": params.top_p,
+        "renormalize": params.renormalize,
+        "fill": params.fill,
+        "piggyback_on_context": params.piggyback_on_context,
+        "k0_schedule": params.k0_schedule_flat,
         "token_kind_mode": token_kind_mode,
     }
     fields = {}
@@ -209,6 +216,34 @@ def k0_override_env(k0: Optional[int] = None, k0_schedule=None) -> Dict[str, str
     return env
 
 
+def set_k0_override(k0: Optional[int] = None, k0_schedule=None, path=None) -> None:
+    """Override k0 / the schedule of every OeaRouting layer this process deserializes from now on.
+
+    k0_schedule: pairs ((min_decode_tokens, k0), ...), () to remove the engine's schedule, or
+    None to keep it; k0 None keeps the engine's k0; both None clears the override. Calls the
+    plugin library's oeaSetK0Override, which wins over K0_ENV / K0_SCHEDULE_ENV. The library
+    is the one TensorRT loads (``path``, else find_library()), or the LD_PRELOAD variant when
+    that one is in the process. Each layer checks the values against its k_max when the engine
+    loads (the load fails then); a value that does not parse raises ConfigError here.
+    """
+    import ctypes
+
+    function = getattr(ctypes.CDLL(None), "oeaSetK0Override", None)  # a preloaded (global) plugin library
+    if function is None:
+        library = Path(path) if path is not None else find_library()
+        if library is None or not library.is_file():
+            raise PluginLibraryError(f"{LIBRARY_NAME} not found (looked at ${LIBRARY_ENV} and the build directories): "
+                                     f"pass its path or build it with scripts/check_plugin.sh")
+        function = ctypes.CDLL(str(library)).oeaSetK0Override
+    function.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
+    function.restype = ctypes.c_int32
+    k0_text = b"" if k0 is None else str(int(k0)).encode()
+    schedule_text = b"" if k0_schedule is None else (format_k0_schedule(k0_schedule) or "none").encode()
+    error = ctypes.create_string_buffer(512)
+    if function(k0_text, schedule_text, error, len(error)) != 0:
+        raise ConfigError(error.value.decode())
+
+
 def find_library(preload: bool = False) -> Optional[Path]:
     """Path of the built plugin library, or None. $OEA_TRT_PLUGIN_LIB wins (for the getCreators
     library); then the repository's build directories (build/lib, build/trt-plugin/lib)."""
@@ -255,11 +290,13 @@ def load_library(trt, path=None):
 
 
 def build_library(
-    tensorrt_include_dir, build_dir=None, cuda_architectures: Optional[str] = None, jobs: int = 2
+    tensorrt_include_dir, build_dir=None, cuda_architectures: Optional[str] = None, jobs: int = 2,
+    harness: bool = False,
 ) -> Path:
     """Configure and build the plugin targets with cmake; returns the directory of the .so files.
 
     Needs the repository's sources (top-level CMakeLists.txt), cmake, nvcc and TensorRT headers.
+    harness: also build liboea_plugin_harness.so (test machinery, OEA_BUILD_HARNESS).
     Incremental: a second call with the same build_dir only rebuilds what changed.
     """
     include_dir = Path(tensorrt_include_dir)
@@ -270,11 +307,11 @@ def build_library(
     build = Path(build_dir) if build_dir is not None else DEFAULT_BUILD_DIR
     configure = [
         "cmake", "-S", str(REPO_ROOT), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-        f"-DTensorRT_INCLUDE_DIR={include_dir}",
+        f"-DTensorRT_INCLUDE_DIR={include_dir}", f"-DOEA_BUILD_HARNESS={'ON' if harness else 'OFF'}",
     ]
     if cuda_architectures:
         configure.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_architectures}")
-    targets = ["oea_routing_trt", "oea_routing_trt_preload", "oea_plugin_harness"]
+    targets = ["oea_routing_trt", "oea_routing_trt_preload"] + (["oea_plugin_harness"] if harness else [])
     for command in (configure, ["cmake", "--build", str(build), "-j", str(jobs), "--target", *targets]):
         done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if done.returncode != 0:
@@ -319,7 +356,7 @@ def plugin_info() -> dict:
         "namespace": PLUGIN_NAMESPACE,
         "library": str(library) if library else None,            # IPluginRegistry.load_library
         "preload_library": str(preload) if preload else None,    # LD_PRELOAD (Triton, workers)
-        "k0_override_env": [K0_ENV, K0_SCHEDULE_ENV],
+        "k0_override_env": [K0_ENV, K0_SCHEDULE_ENV],            # or set_k0_override in-process
     }
 
 

@@ -452,47 +452,51 @@ static size_t workspace_header_bytes(int num_experts) {
   return align_up(2 * static_cast<size_t>((num_experts + 31) / 32) * sizeof(uint32_t), 16);
 }
 
-// Launch options read once from the environment (A/B timing and sanitizer runs):
+// How one call is launched. The shipping library always takes these defaults (plus the
+// caller's launch_flags). A build with OEA_ROUTING_DEBUG_KNOBS defined (CMake option of the
+// same name, off by default) also reads experiment knobs from the environment, once per
+// process, so that A/B timing runs and tests can reach every path on one GPU:
 //   OEA_ROUTING_FORCE_MULTIBLOCK=1  every batch takes the multi-block path
-//   OEA_ROUTING_MAX_CLUSTER=N       at most N CTAs (1..8) in the fused path's cluster; 1 = never
-//                                   a cluster (warps then route several tokens each)
-//   OEA_ROUTING_PDL=0               launch the one-launch kernels WITHOUT programmatic dependent
-//                                   launch. By default (sm_90) they are launched with it: they may
-//                                   be scheduled while the previous kernel in the stream drains,
-//                                   and wait (griddepcontrol.wait) for it before any global memory
-//                                   access, so the result is the same (measured on the H200: 0.5 us
-//                                   less per call). A consumer launched with PDL must itself wait
-//                                   before reading our outputs, as with any PDL predecessor.
-//   OEA_ROUTING_GENERAL=1           decode-sized batches take the general fused kernel even when
-//                                   the decode kernel could route them (A/B timing, tests)
-//   OEA_ROUTING_WARPS_PER_CTA=N     at most N (1..32) warps per CTA of the fused path, so a batch
-//                                   spreads over more CTAs of the cluster (A/B timing)
+//   OEA_ROUTING_MAX_CLUSTER=N       at most N CTAs (1..8) in a one-launch cluster; 1 = never a
+//                                   cluster (warps then route several tokens each)
+//   OEA_ROUTING_GENERAL=1           decode-sized batches take the general one-launch kernel even
+//                                   when the decode kernel could route them
+//   OEA_ROUTING_WARPS_PER_CTA=N     at most N (1..32) warps per CTA of the one-launch paths, so a
+//                                   batch spreads over more CTAs of the cluster
 struct LaunchOptions {
   bool force_multiblock = false;
   int max_cluster = kMaxClusterCtas;
-  bool pdl = true;
   bool general = false;
   int warps_per_cta = kMaxWarpsPerCta;
   bool warps_per_cta_set = false;
+  bool pdl = false;  // OEA_LAUNCH_PDL: the one-launch kernels go out with programmatic dependent launch
 };
 
-static const LaunchOptions& launch_options() {
-  static const LaunchOptions options = [] {
-    LaunchOptions o;
-    const char* env = std::getenv("OEA_ROUTING_FORCE_MULTIBLOCK");
-    o.force_multiblock = env != nullptr && env[0] == '1';
-    env = std::getenv("OEA_ROUTING_MAX_CLUSTER");
-    if (env != nullptr && env[0] >= '1' && env[0] <= '8' && env[1] == '\0') o.max_cluster = env[0] - '0';
-    env = std::getenv("OEA_ROUTING_PDL");
-    o.pdl = !(env != nullptr && env[0] == '0');
-    env = std::getenv("OEA_ROUTING_GENERAL");
-    o.general = env != nullptr && env[0] == '1';
-    env = std::getenv("OEA_ROUTING_WARPS_PER_CTA");
-    if (env != nullptr) o.warps_per_cta = std::max(1, std::min(kMaxWarpsPerCta, std::atoi(env)));
-    o.warps_per_cta_set = env != nullptr;
-    return o;
-  }();
-  return options;
+#ifdef OEA_ROUTING_DEBUG_KNOBS
+static LaunchOptions debug_knobs() {
+  LaunchOptions o;
+  const char* env = std::getenv("OEA_ROUTING_FORCE_MULTIBLOCK");
+  o.force_multiblock = env != nullptr && env[0] == '1';
+  env = std::getenv("OEA_ROUTING_MAX_CLUSTER");
+  if (env != nullptr && env[0] >= '1' && env[0] <= '8' && env[1] == '\0') o.max_cluster = env[0] - '0';
+  env = std::getenv("OEA_ROUTING_GENERAL");
+  o.general = env != nullptr && env[0] == '1';
+  env = std::getenv("OEA_ROUTING_WARPS_PER_CTA");
+  if (env != nullptr) o.warps_per_cta = std::max(1, std::min(kMaxWarpsPerCta, std::atoi(env)));
+  o.warps_per_cta_set = env != nullptr;
+  return o;
+}
+#endif
+
+static LaunchOptions launch_options(uint32_t launch_flags) {
+#ifdef OEA_ROUTING_DEBUG_KNOBS
+  static const LaunchOptions knobs = debug_knobs();
+  LaunchOptions o = knobs;
+#else
+  LaunchOptions o;
+#endif
+  o.pdl = (launch_flags & OEA_LAUNCH_PDL) != 0u;
+  return o;
 }
 
 template <typename Kernel, typename... Args>
@@ -529,22 +533,20 @@ static cudaError_t launch(Kernel kernel, int ctas, int cluster_ctas, bool pdl, i
 }
 
 template <typename T, int VPL>
-static cudaError_t route_typed(const RouteArgs& a, const DeviceInfo& dev, void* workspace,
+static cudaError_t route_typed(const RouteArgs& a, const DeviceInfo& dev, const LaunchOptions& opt, void* workspace,
                                size_t workspace_bytes, cudaStream_t stream) {
   using Key = typename LogitTraits<T>::Key;
   const int E = a.p.num_experts;
   const int64_t T_ = a.num_tokens;
-  const LaunchOptions& opt = launch_options();
   const size_t row_bytes = VPL ? 0 : static_cast<size_t>((E + 31) / 32) * kWarp * sizeof(Key);
   int smem_warps = kSmemRowWarps;
   if (row_bytes) smem_warps = static_cast<int>(std::max<size_t>(1, std::min<size_t>(kSmemRowWarps, kSmemRowBudget / std::max<size_t>(row_bytes, 1))));
   const int max_warps = std::min(opt.warps_per_cta, VPL ? fused_warps<Key, VPL>() : smem_warps);
 
   // Decode path: one warp per token. Up to kDecodeOneCtaTokens tokens one CTA; beyond, a
-  // cluster of CTAs of kDecodeClusterWarps warps (wider once 8 CTAs are full), because a warp's
-  // chain is issue-bound when many share an SM (H200, T=64, first decode kernel: 2 x 32 warps
-  // 6.1 us, 4 x 16 warps 5.0 us, 8 x 8 warps 4.6 us; a 2-CTA cluster alone costs ~0.5 us, so
-  // small batches stay in one CTA). OEA_ROUTING_WARPS_PER_CTA overrides the CTA width.
+  // cluster of CTAs of kDecodeClusterWarps warps (wider once 8 CTAs are full): a warp's chain
+  // is issue-bound when many warps share an SM, while a cluster launch costs more than a
+  // single CTA, so small batches stay in one CTA.
   if constexpr (VPL > 0 && VPL <= 8) {
     const int max_ctas = dev.cluster_launch ? opt.max_cluster : 1;
     const bool decode_fits = a.p.k_max <= kWarp && !(a.p.top_p < 1.0f) &&
@@ -558,13 +560,11 @@ static cudaError_t route_typed(const RouteArgs& a, const DeviceInfo& dev, void* 
       const int ctas = static_cast<int>(std::max<int64_t>(1, (T_ + width - 1) / width));
       const int warps = static_cast<int>(std::max<int64_t>(1, (T_ + ctas - 1) / ctas));
       const size_t smem = static_cast<size_t>(ctas > 1 ? 4 : 2) * ((E + 31) / 32) * sizeof(uint32_t);
-      const bool pdl = opt.pdl && dev.sm_major >= 9;
-      const cudaError_t err = launch(oea_route_decode_kernel<T, VPL>, ctas, ctas, pdl, warps * kWarp, smem, stream, a);
+      const cudaError_t err = launch(oea_route_decode_kernel<T, VPL>, ctas, ctas, opt.pdl, warps * kWarp, smem, stream, a);
       if (err == cudaSuccess || ctas == 1) return err;
       (void)cudaGetLastError();  // a cluster that cannot be placed: the general paths below
     }
-    }
-
+  }
 
   // Fused: C CTAs of ceil(T / C) tokens, one warp per token while T <= 8 * max_warps; more than
   // one CTA needs a cluster (sm_90). Without clusters one CTA takes up to 2 tokens per warp.
@@ -578,9 +578,8 @@ static cudaError_t route_typed(const RouteArgs& a, const DeviceInfo& dev, void* 
       const int warps = std::max(1, std::min(tokens_per_cta, max_warps));
       const int stash_tokens = tokens_per_cta <= warps ? 0 : tokens_per_cta;  // as the kernel decides
       const size_t smem = smem_layout(E, stash_tokens, warps, row_bytes).total;
-      const bool pdl = opt.pdl && dev.sm_major >= 9;
       const cudaError_t err =
-          launch(oea_route_fused_kernel<T, VPL>, ctas, ctas, pdl, warps * kWarp, smem, stream, a, tokens_per_cta);
+          launch(oea_route_fused_kernel<T, VPL>, ctas, ctas, opt.pdl, warps * kWarp, smem, stream, a, tokens_per_cta);
       if (err == cudaSuccess || ctas == 1) return err;
       // A cluster that cannot be placed (e.g. a GPU partition with too few SMs per GPC) is a
       // launch-time error: clear it and take the multi-block path, which needs no cluster.
@@ -612,15 +611,15 @@ static cudaError_t route_typed(const RouteArgs& a, const DeviceInfo& dev, void* 
 }
 
 template <typename T>
-static cudaError_t route_dispatch(const RouteArgs& a, const DeviceInfo& dev, void* ws, size_t ws_bytes,
-                                  cudaStream_t stream) {
+static cudaError_t route_dispatch(const RouteArgs& a, const DeviceInfo& dev, const LaunchOptions& opt, void* ws,
+                                  size_t ws_bytes, cudaStream_t stream) {
   switch (registers_per_lane(a.p.num_experts)) {
-    case 1: return route_typed<T, 1>(a, dev, ws, ws_bytes, stream);
-    case 2: return route_typed<T, 2>(a, dev, ws, ws_bytes, stream);
-    case 4: return route_typed<T, 4>(a, dev, ws, ws_bytes, stream);
-    case 8: return route_typed<T, 8>(a, dev, ws, ws_bytes, stream);
-    case 16: return route_typed<T, 16>(a, dev, ws, ws_bytes, stream);
-    default: return route_typed<T, 0>(a, dev, ws, ws_bytes, stream);
+    case 1: return route_typed<T, 1>(a, dev, opt, ws, ws_bytes, stream);
+    case 2: return route_typed<T, 2>(a, dev, opt, ws, ws_bytes, stream);
+    case 4: return route_typed<T, 4>(a, dev, opt, ws, ws_bytes, stream);
+    case 8: return route_typed<T, 8>(a, dev, opt, ws, ws_bytes, stream);
+    case 16: return route_typed<T, 16>(a, dev, opt, ws, ws_bytes, stream);
+    default: return route_typed<T, 0>(a, dev, opt, ws, ws_bytes, stream);
   }
 }
 
@@ -657,26 +656,23 @@ size_t oea_workspace_size(const OeaRoutingParams* params, int64_t num_tokens) {
          static_cast<size_t>(num_tokens) * sizeof(oea::TokenStash);
 }
 
+int32_t oea_routing_api_version(void) { return OEA_ROUTING_API_VERSION; }
+
 cudaError_t oea_route_launch(const OeaRoutingParams* params, const void* logits, int32_t logits_type,
                              const int32_t* token_kind, int64_t num_leading_context, int64_t num_tokens,
                              int32_t* expert_ids, float* weights, uint8_t* active_mask, int32_t* num_active,
-                             void* workspace, size_t workspace_bytes, cudaStream_t stream) {
-  return oea_route_launch_signal(params, logits, logits_type, token_kind, num_leading_context, num_tokens, expert_ids,
-                                 weights, active_mask, num_active, nullptr, workspace, workspace_bytes, stream);
-}
-
-cudaError_t oea_route_launch_signal(const OeaRoutingParams* params, const void* logits, int32_t logits_type,
-                                    const int32_t* token_kind, int64_t num_leading_context, int64_t num_tokens,
-                                    int32_t* expert_ids, float* weights, uint8_t* active_mask, int32_t* num_active,
-                                    int32_t* active_ready, void* workspace, size_t workspace_bytes,
-                                    cudaStream_t stream) {
+                             int32_t* active_ready, void* workspace, size_t workspace_bytes,
+                             uint32_t launch_flags, cudaStream_t stream) {
   if (oea_validate_params(params) != nullptr || num_tokens < 0) return cudaErrorInvalidValue;
   if (num_tokens > 0 && (logits == nullptr || expert_ids == nullptr || weights == nullptr))
     return cudaErrorInvalidValue;
+  if ((launch_flags & ~static_cast<uint32_t>(OEA_LAUNCH_PDL)) != 0u) return cudaErrorInvalidValue;
   oea::DeviceInfo dev;
   cudaError_t err = oea::device_info(&dev);
   if (err != cudaSuccess) return err;
   if (dev.sm_major < 8) return cudaErrorInvalidDeviceFunction;  // redux.sync needs sm_80+
+  oea::LaunchOptions opt = oea::launch_options(launch_flags);
+  opt.pdl = opt.pdl && dev.sm_major >= 9;
 
   oea::RouteArgs a;
   std::memset(&a, 0, sizeof(a));
@@ -691,9 +687,9 @@ cudaError_t oea_route_launch_signal(const OeaRoutingParams* params, const void* 
   a.num_active = num_active;
   a.active_ready = active_ready;
   switch (logits_type) {
-    case OEA_LOGITS_FP32: return oea::route_dispatch<float>(a, dev, workspace, workspace_bytes, stream);
-    case OEA_LOGITS_FP16: return oea::route_dispatch<__half>(a, dev, workspace, workspace_bytes, stream);
-    case OEA_LOGITS_BF16: return oea::route_dispatch<__nv_bfloat16>(a, dev, workspace, workspace_bytes, stream);
+    case OEA_LOGITS_FP32: return oea::route_dispatch<float>(a, dev, opt, workspace, workspace_bytes, stream);
+    case OEA_LOGITS_FP16: return oea::route_dispatch<__half>(a, dev, opt, workspace, workspace_bytes, stream);
+    case OEA_LOGITS_BF16: return oea::route_dispatch<__nv_bfloat16>(a, dev, opt, workspace, workspace_bytes, stream);
     default: return cudaErrorInvalidValue;
   }
 }

@@ -6,10 +6,9 @@
 // keys in registers. Everything else takes the general kernels. Why a second walk: the general
 // one carries what those knobs need (rank limits, top_p mass, slots past 32 written straight to
 // the output, a stash for several tokens per warp), and at T <= 64 the routing call is a
-// serial chain of dependent instructions per warp, so every instruction on it is latency
-// (measured on the H200: 4.1 us at T=1 against 1.0 us for a kernel that only loads a row and
-// stores eight ids). Here a token is a few loads, one redux.sync per selected expert, one ballot
-// per 32 experts for its S_base bits and one store per slot.
+// serial chain of dependent instructions per warp, so every instruction on it is latency.
+// Here a token is a few loads, one redux.sync per selected expert, one ballot per 32 experts
+// for its S_base bits and one store per slot.
 #pragma once
 
 #include "oea_routing_token.cuh"

@@ -42,7 +42,7 @@ struct RouteArgs {
   float* weights;
   uint8_t* active_mask;
   int32_t* num_active;
-  int32_t* active_ready;  // oea_route_launch_signal: 0 at launch, 1 once the active set is final
+  int32_t* active_ready;  // or NULL: 0 at launch, 1 once the active set is final
   uint32_t* ws_base;  // multi-block path: global S_base bits [words]
   uint32_t* ws_ctx;   // multi-block path: context top-k bits outside S_base [words]
   TokenStash* ws_stash;  // multi-block path: [num_tokens]
@@ -132,7 +132,7 @@ __device__ __forceinline__ void load_row(const RouteArgs& a, int64_t token, Row&
   const int lane = lane_id();
   if constexpr (Row::kMaxExperts <= 1024) {
     // Registers: every load is issued before any key is formed (an in-range clamp instead of a
-    // branch), so the row costs one memory round trip, not one per load (H200: ~1 us at T=1).
+    // branch), so the row costs one memory round trip, not one per load.
     typename Tr::Raw raw[Row::kMaxExperts / kWarp];
 #pragma unroll
     for (int j = 0; j < row.vpl(); ++j) raw[j] = __ldg(src + min(lane + j * kWarp, E - 1));

@@ -3,8 +3,8 @@
 #   scripts/check_plugin.sh [--no-install] TENSORRT_INCLUDE_DIR [MORE_INCLUDE_DIRS...]
 # e.g. scripts/check_plugin.sh /path/TensorRT-10.14/include /path/TensorRT-11.1/include
 #
-# 1. For every include dir: configure and build with -Wall -Wextra -Werror (OEA_TRT_WERROR)
-#    into build/check-plugin-<version>/ (a warning fails the build).
+# 1. For every include dir: configure and build with -Wall -Wextra -Werror (OEA_TRT_WERROR) and
+#    the test harness (OEA_BUILD_HARNESS) into build/check-plugin-<version>/ (a warning fails the build).
 # 2. Install TensorRT's lean runtime from PyPI if missing (tensorrt-lean-cu13-libs/-bindings
 #    10.16.1.11; --no-install skips that and the lean tests then skip).
 # 3. With the FIRST dir's build (use a 10.x one: the lean runtime is 10.16 and a plugin only
@@ -36,7 +36,7 @@ for dir in "$@"; do
   build="build/check-plugin-${version:-unknown}"
   echo "=== TensorRT ${version} headers ($dir) -> $build"
   if cmake -S . -B "$build" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release -DTensorRT_INCLUDE_DIR="$dir" \
-       -DOEA_TRT_WERROR=ON "${ARCHS[@]}" > "$build.configure.log" 2>&1 \
+       -DOEA_TRT_WERROR=ON -DOEA_BUILD_HARNESS=ON "${ARCHS[@]}" > "$build.configure.log" 2>&1 \
      && cmake --build "$build" -j "$(nproc)" --verbose \
           --target oea_routing_trt oea_routing_trt_preload oea_plugin_harness > "$build.build.log" 2>&1; then
     warnings=$(grep -ci "warning:" "$build.build.log")

@@ -2,9 +2,10 @@
 
 - ``plugin_build`` (session fixture): the directory holding liboea_routing_trt.so,
   liboea_routing_trt_preload.so and liboea_plugin_harness.so. Uses $OEA_TRT_PLUGIN_LIB's
-  directory when set; else builds with cmake (incremental, cached in build/trt-plugin or
-  $OEA_TRT_PLUGIN_BUILD_DIR) when TensorRT headers are given by $TensorRT_INCLUDE_DIR (or
-  $TensorRT_ROOT/include); else SKIPS: the headers cannot be committed, so CI has none.
+  directory when set (a build with -DOEA_BUILD_HARNESS=ON); else builds with cmake, harness
+  on (incremental, cached in build/trt-plugin or $OEA_TRT_PLUGIN_BUILD_DIR) when TensorRT
+  headers are given by $TensorRT_INCLUDE_DIR (or $TensorRT_ROOT/include); else SKIPS: the
+  headers cannot be committed, so CI has none.
 - ``PluginHarness``: ctypes over plugin/tensorrt/harness/oea_plugin_harness.cpp, which
   dlopens the plugin library, takes the creator from getCreators and calls the plugin's
   build/runtime methods the way TensorRT does (enqueue on caller-owned device memory).
@@ -48,7 +49,7 @@ def plugin_build() -> Path:
         pytest.skip("no TensorRT headers: set TensorRT_INCLUDE_DIR=<TensorRT>/include to build and test the "
                     "plugin (or OEA_TRT_PLUGIN_LIB=<built liboea_routing_trt.so>)")
     build_dir = os.environ.get("OEA_TRT_PLUGIN_BUILD_DIR") or plugin_lib.DEFAULT_BUILD_DIR
-    return plugin_lib.build_library(include_dir, build_dir, os.environ.get("OEA_TRT_CUDA_ARCHS"))
+    return plugin_lib.build_library(include_dir, build_dir, os.environ.get("OEA_TRT_CUDA_ARCHS"), harness=True)
 
 
 class Plugin:

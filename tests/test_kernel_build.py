@@ -1,9 +1,11 @@
 """The routing kernel builds with CMake + nvcc on a machine without a GPU (CI), exports exactly the
-launcher API, spills no registers, and its C entry points work through the Python binding.
+launcher API, spills no registers, installs where the package looks first, and its C entry
+points work through the Python binding.
 
-One CMake build (sm_90, ptxas report on) is shared by every test here.
+One CMake build of the repository (sm_90, ptxas report on) is shared by every test here.
 """
 import ctypes
+import dataclasses
 import os
 import re
 import shutil
@@ -13,16 +15,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from oea_trt.routing import library as kernel_library
 from oea_trt.routing.config import OEAConfig
-from oea_trt.routing.library import KernelLibrary, OeaRoutingParams, params_for, params_from_fields
+from oea_trt.routing.library import KernelLibrary
+from oea_trt.routing.params import LAUNCH_PDL, OeaRoutingParams, kernel_params
 
 REPO = Path(__file__).resolve().parents[1]
-API = {"oea_validate_params", "oea_workspace_size", "oea_route_launch", "oea_route_launch_signal"}
+API = {"oea_validate_params", "oea_workspace_size", "oea_route_launch", "oea_routing_api_version"}
+DEBUG_KNOBS = (b"OEA_ROUTING_FORCE_MULTIBLOCK", b"OEA_ROUTING_MAX_CLUSTER", b"OEA_ROUTING_GENERAL",
+               b"OEA_ROUTING_WARPS_PER_CTA", b"OEA_ROUTING_PDL")
 
-pytestmark = pytest.mark.slow  # one nvcc build of ~50 kernels: ~30-60 s on 2 cores
+pytestmark = pytest.mark.slow  # one nvcc build of ~70 kernels: minutes on 2 cores
 
 
-def _tool(name):
+def tool(name):
     path = shutil.which(name) or (f"/usr/local/cuda/bin/{name}" if name == "nvcc" else None)
     if not path or not os.path.exists(path):
         pytest.skip(f"needs {name} (CUDA toolkit / CMake), absent here")
@@ -31,8 +37,8 @@ def _tool(name):
 
 @pytest.fixture(scope="module")
 def kernel_build(tmp_path_factory):
-    _tool("cmake")
-    nvcc = _tool("nvcc")
+    tool("cmake")
+    nvcc = tool("nvcc")
     build = tmp_path_factory.mktemp("kernel-build")
     configure = subprocess.run(
         ["cmake", "-S", str(REPO), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
@@ -56,10 +62,19 @@ def test_shared_library_exports_exactly_the_launcher_api(kernel_build):
     exported = {line.split()[-1] for line in nm.stdout.splitlines() if line.strip()}
     assert exported == API, exported
     # The static PIC library the TensorRT plugin links holds the same entry points.
-    static = build / "liboea_routing_kernel.a"
+    static = build / "lib" / "liboea_routing_kernel.a"
     assert static.is_file()
     nm = subprocess.run(["nm", "--defined-only", str(static)], capture_output=True, text=True, check=True)
     assert API <= {line.split()[-1] for line in nm.stdout.splitlines() if " T " in line}
+
+
+def test_the_shipping_library_has_no_experiment_knobs(kernel_build):
+    """Without OEA_ROUTING_DEBUG_KNOBS the library reads no OEA_ROUTING_* variable at all."""
+    build, _ = kernel_build
+    for binary in (build / "lib" / "liboea_routing.so", build / "lib" / "liboea_routing_kernel.a"):
+        data = binary.read_bytes()
+        assert not [knob for knob in DEBUG_KNOBS if knob in data], binary
+    assert "OEA_ROUTING_DEBUG_KNOBS:BOOL=OFF" in (build / "CMakeCache.txt").read_text()
 
 
 def test_every_kernel_compiles_without_spills_or_local_memory(kernel_build):
@@ -72,6 +87,20 @@ def test_every_kernel_compiles_without_spills_or_local_memory(kernel_build):
     assert len(frames) >= len(entries) and len(registers) >= len(entries)
     assert all(f == ("0", "0", "0") for f in frames), frames
     assert max(registers) <= 128  # 512-thread CTAs: at most 128 registers per thread
+
+
+def test_cmake_install_puts_the_library_where_the_package_looks_first(kernel_build, tmp_path):
+    build, _ = kernel_build
+    cache = (build / "CMakeCache.txt").read_text()
+    assert f"OEA_ROUTING_INSTALL_DIR:PATH={kernel_library.INSTALLED_LIBRARY.parent}" in cache
+    # DESTDIR: the absolute destination, staged under tmp_path instead of this checkout.
+    done = subprocess.run(["cmake", "--install", str(build)], env={**os.environ, "DESTDIR": str(tmp_path)},
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    staged = tmp_path / str(kernel_library.INSTALLED_LIBRARY).lstrip("/")
+    assert staged.is_file()
+    assert kernel_library.installed_library(staged) == staged  # fresh: newer than the sources
+    assert KernelLibrary(staged).validate(kernel_params(OEAConfig(num_experts=128, top_k=8, k0=3))) is None
 
 
 def test_params_struct_matches_the_c_header(kernel_build, tmp_path):
@@ -105,7 +134,7 @@ def test_c_validator_accepts_every_valid_config(library):
                 OEAConfig(num_experts=4096, top_k=16, k0=1, k_max=4096, max_rank=1, top_p=0.3, fill="top1",
                           renormalize=False, piggyback_on_context=False, k0_schedule=((0, 16), (7, 2), (300, 1))),
                 OEAConfig(num_experts=1, top_k=1, k0=1)]:
-        assert library.validate(params_for(cfg)) is None, cfg
+        assert library.validate(kernel_params(cfg)) is None, cfg
 
 
 @pytest.mark.parametrize("change, field", [
@@ -113,33 +142,29 @@ def test_c_validator_accepts_every_valid_config(library):
     (dict(k_max=7), "k_max"), (dict(k0=0), "k0"), (dict(k0=9), "k0"), (dict(max_rank=129), "max_rank"),
     (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"), (dict(top_p=float("nan")), "top_p"),
     (dict(renormalize=2), "renormalize"), (dict(fill=3), "fill"), (dict(piggyback_on_context=-1), "piggyback"),
-    (dict(schedule=((4, 3), (4, 2))), "ascending"), (dict(schedule=((-1, 3),)), "schedule_min_decode"),
-    (dict(schedule=((4, 9),)), "schedule_k0"),
+    (dict(schedule_len=2, schedule_min_decode=(4, 4), schedule_k0=(3, 2)), "ascending"),
+    (dict(schedule_len=1, schedule_min_decode=(-1,), schedule_k0=(3,)), "schedule_min_decode"),
+    (dict(schedule_len=1, schedule_min_decode=(4,), schedule_k0=(9,)), "schedule_k0"),
 ])
 def test_c_validator_names_the_bad_field(library, change, field):
-    fields = dict(num_experts=128, top_k=8, k0=3, k_max=8, max_rank=128, top_p=1.0, renormalize=True, fill=0,
-                  piggyback_on_context=True, schedule=())
-    fields.update(change)
-    p = params_from_fields(**fields)
-    if "renormalize" in change:
-        p.renormalize = change["renormalize"]
-    if "piggyback_on_context" in change:
-        p.piggyback_on_context = change["piggyback_on_context"]
-    message = library.validate(p)
+    params = dataclasses.replace(kernel_params(OEAConfig(num_experts=128, top_k=8, k0=3)), **change)
+    message = library.validate(params)
     assert message is not None and field in message, message
 
 
 def test_workspace_size_grows_with_tokens_and_covers_the_stash(library):
-    p = params_for(OEAConfig(num_experts=128, top_k=8, k0=3))
-    sizes = [library.workspace_size(p, t) for t in (0, 1, 256, 4096)]
+    params = kernel_params(OEAConfig(num_experts=128, top_k=8, k0=3))
+    sizes = [library.workspace_size(params, t) for t in (0, 1, 256, 4096)]
     assert sizes == sorted(sizes) and sizes[0] >= 2 * 4 * 4  # two bitmasks of 4 words
     assert sizes[3] - sizes[0] == 4096 * 12  # 12 bytes of phase-1 state per token
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error path")
 def test_launch_without_a_gpu_returns_an_error_instead_of_crashing(library):
-    p = params_for(OEAConfig(num_experts=128, top_k=8, k0=3))
-    code = library.launch(p, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)  # T = 0: valid arguments, no device
-    assert code != 0
-    bad = library.launch(p, 0, 7, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0)  # bad dtype and NULL outputs
-    assert bad == 1  # cudaErrorInvalidValue, before any device call
+    params = kernel_params(OEAConfig(num_experts=128, top_k=8, k0=3))
+    # T = 0: valid arguments, no device.
+    assert library.launch(params, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, LAUNCH_PDL, 0) != 0
+    # Refused before any device call (cudaErrorInvalidValue): a bad dtype with NULL outputs, an
+    # unknown launch flag.
+    assert library.launch(params, 0, 7, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0) == 1
+    assert library.launch(params, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 << 5, 0) == 1

@@ -4,8 +4,9 @@ Every CUDA thread is a host thread and every warp collective / barrier a real re
 this checks the kernel's logic (phase split, one-token-per-warp resume, cluster merge through
 distributed shared memory, multi-block path, fill, overflow slots) against the reference
 without a GPU. Timing and the GPU memory model are not emulated: tests/test_kernel_gpu.py and
-compute-sanitizer on the H200 remain the word on those. Launch options are read once per
-loaded library, so each path runs in its own copy of the emulated library.
+compute-sanitizer on the GPU remain the word on those. The emulated library is built with
+OEA_ROUTING_DEBUG_KNOBS, whose experiment variables are read once per loaded library, so each
+path runs in its own copy of it.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import pytest
 import torch
 
 from oea_trt.routing.config import FILL_MODES, OEAConfig
+from oea_trt.routing.params import LAUNCH_PDL, kernel_params
 from oea_trt.routing.reference import oea_route
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,15 +31,15 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ t
 
 POISON_ID = -7777
 LOGITS_TYPE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-# Paths, each a library copy with its launch options: (env of the first call, what it covers).
+# Paths, each a library copy with its knobs: (env of the first call, launch_flags).
 PATHS = {
-    "decode": {},                                            # decode kernel: one warp per token, clusters up to 8
-    "general": {"OEA_ROUTING_GENERAL": "1"},                 # the general one-launch kernel for the same batches
-    "one_cta": {"OEA_ROUTING_MAX_CLUSTER": "1"},             # no cluster: warps stride over several tokens
-    "multiblock": {"OEA_ROUTING_FORCE_MULTIBLOCK": "1"},     # memset + phase-1 grid + phase-2 grid
-    "no_cluster_hw": {"EMU_NO_CLUSTER": "1"},                # a GPU without clusters
-    "no_pdl": {"OEA_ROUTING_PDL": "0"},
-    "spread": {"OEA_ROUTING_WARPS_PER_CTA": "4"},            # few warps per CTA: clusters from T=5
+    "decode": ({}, LAUNCH_PDL),                                         # decode kernel: one warp per token, clusters up to 8
+    "general": ({"OEA_ROUTING_GENERAL": "1"}, LAUNCH_PDL),              # the general one-launch kernel, same batches
+    "one_cta": ({"OEA_ROUTING_MAX_CLUSTER": "1"}, LAUNCH_PDL),          # no cluster: warps stride over several tokens
+    "multiblock": ({"OEA_ROUTING_FORCE_MULTIBLOCK": "1"}, LAUNCH_PDL),  # memset + phase-1 grid + phase-2 grid
+    "no_cluster_hw": ({"EMU_NO_CLUSTER": "1"}, LAUNCH_PDL),             # a GPU without clusters
+    "no_pdl": ({}, 0),                                                  # launched without the PDL attribute
+    "spread": ({"OEA_ROUTING_WARPS_PER_CTA": "4"}, LAUNCH_PDL),         # few warps per CTA: clusters from T=5
 }
 
 
@@ -53,19 +55,17 @@ def libraries(tmp_path_factory):
     lib = build.build(Path(os.environ.get("OEA_EMULATION_BUILD", tmp_path_factory.mktemp("emulated"))),
                       sanitize=os.environ.get("OEA_EMULATION_SANITIZE", ""))
     out = {}
-    for name, env in PATHS.items():
+    for name, (env, flags) in PATHS.items():
         copy = tmp_path_factory.mktemp(name) / lib.name
         shutil.copy(lib, copy)
-        out[name] = (KernelLibrary(copy), env)
+        out[name] = (KernelLibrary(copy), env, flags)
     return out
 
 
 def run_emulated(libraries, path, logits, cfg, kinds=None, leading=0, active_ready=None):
-    from oea_trt.routing.library import params_for
-
-    library, env = libraries[path]
+    library, env, flags = libraries[path]
     T, E = logits.shape
-    params = params_for(cfg)
+    params = kernel_params(cfg)
     raw = logits.contiguous().view(torch.int16 if logits.dtype != torch.float32 else torch.int32)
     ids = torch.full((T, cfg.k_max), POISON_ID, dtype=torch.int32)
     weights = torch.full((T, cfg.k_max), float("nan"), dtype=torch.float32)
@@ -78,8 +78,8 @@ def run_emulated(libraries, path, logits, cfg, kinds=None, leading=0, active_rea
     try:
         rc = library.launch(params, raw.data_ptr() if T else 0, LOGITS_TYPE[logits.dtype],
                             0 if kinds_c is None else kinds_c.data_ptr(), leading, T, ids.data_ptr() if T else 0,
-                            weights.data_ptr() if T else 0, mask.data_ptr(), num_active.data_ptr(), ws.data_ptr(),
-                            ws.numel(), 0, 0 if active_ready is None else active_ready.data_ptr())
+                            weights.data_ptr() if T else 0, mask.data_ptr(), num_active.data_ptr(),
+                            0 if active_ready is None else active_ready.data_ptr(), ws.data_ptr(), ws.numel(), flags, 0)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -131,7 +131,7 @@ def test_emulated_kernel_equals_reference_on_random_cases(libraries, path):
 
 @pytest.mark.parametrize("path", list(PATHS))
 def test_emulated_active_ready_signal(libraries, path):
-    """oea_route_launch_signal: the same routing, and the flag ends set (whatever it held)."""
+    """oea_route_launch with active_ready: the same routing, and the flag ends set (whatever it held)."""
     for seed in range(4):
         logits, cfg, kinds, leading = random_emulated_case(9_200_000 + seed)
         ready = torch.full((1,), -3 + seed, dtype=torch.int32)
@@ -184,6 +184,32 @@ def test_emulated_ties_and_non_finite_rows(libraries):
                 cfg = OEAConfig(num_experts=64, top_k=6, k0=2, k_max=8, fill=fill, top_p=top_p)
                 for path in ("decode", "general"):
                     check(libraries, path, logits, cfg, (torch.arange(40) % 4).to(torch.int32))
+
+
+def test_debug_knobs_steer_the_launch_and_bad_flags_are_refused(libraries):
+    """The knobs are really read in this build: the multi-block path needs its workspace (a
+    launch without one is cudaErrorInvalidValue), the one-launch path of the same call does not.
+    Unknown launch_flags bits are refused before anything runs."""
+    cfg = OEAConfig(num_experts=128, top_k=8, k0=3)
+    logits = torch.randn(4, 128)
+    ids = torch.empty(4, 8, dtype=torch.int32)
+    weights = torch.empty(4, 8)
+
+    def launch_without_workspace(path, flags):
+        library = libraries[path][0]
+        env = libraries[path][1]
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            return library.launch(kernel_params(cfg), logits.data_ptr(), 0, 0, 0, 4, ids.data_ptr(), weights.data_ptr(),
+                                  0, 0, 0, 0, 0, flags, 0)
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+    assert launch_without_workspace("decode", LAUNCH_PDL) == 0
+    assert launch_without_workspace("multiblock", LAUNCH_PDL) == 1  # cudaErrorInvalidValue: no workspace
+    assert launch_without_workspace("decode", 2) == 1  # no such launch flag
 
 
 @pytest.mark.parametrize("path", ["decode", "no_pdl", "spread", "no_cluster_hw"])

@@ -6,6 +6,11 @@ ties, -0/+0, NaN and inf rows. Outputs and workspace are poisoned before every c
 the kernel forgets to write (or a stale workspace read) fails. The reference runs on the same
 GPU tensors; a share of cases is also checked against the CPU reference.
 """
+import os
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -31,9 +36,9 @@ def kernel():
     assert dispatch.kernel_available()
 
 
-def run_poisoned(logits, cfg, kinds=None, num_leading_context=0, active_ready=None) -> RoutingResult:
-    """The kernel into outputs and workspace full of garbage (route_into, the op's own path);
-    active_ready: the early active-set flag (oea_route_launch_signal), or None."""
+def run_poisoned(logits, cfg, kinds=None, num_leading_context=0, active_ready=None, pdl=None) -> RoutingResult:
+    """The kernel into outputs and workspace full of garbage (route_into, the checked entry);
+    active_ready: the early active-set flag, or None; pdl: programmatic dependent launch."""
     from oea_trt.routing.kernel import route_into, workspace_bytes
 
     T, E = logits.shape
@@ -44,7 +49,7 @@ def run_poisoned(logits, cfg, kinds=None, num_leading_context=0, active_ready=No
     num_active = torch.full((1,), -12345, dtype=torch.int32, device=dev)
     workspace = torch.full((workspace_bytes(cfg, T),), 0xCD, dtype=torch.uint8, device=dev)
     route_into(logits, cfg, ids, weights, mask, num_active, kinds, num_leading_context, workspace,
-               active_ready=active_ready)
+               active_ready=active_ready, pdl=pdl)
     assert bool(((mask == 0) | (mask == 1)).all()), "active_mask holds a value other than 0/1 (unwritten?)"
     return RoutingResult(ids, weights, mask.bool(), num_active[0])
 
@@ -106,8 +111,9 @@ def test_kernel_equals_reference_on_random_cases(chunk):
         want = oea_route(x, cfg, ref_kinds)
         signal = seed % 4 == 1  # every path with the early active-set flag too: same rows, flag ends set
         ready = torch.full((1,), -5, dtype=torch.int32, device=x.device) if signal else None
-        got = run_poisoned(x, cfg, k, leading, active_ready=ready)
-        what = f"seed={seed} T={T} dtype={logits.dtype} leading={leading} {cfg}"
+        pdl = False if seed % 3 == 2 else None  # and without programmatic dependent launch
+        got = run_poisoned(x, cfg, k, leading, active_ready=ready, pdl=pdl)
+        what = f"seed={seed} T={T} dtype={logits.dtype} leading={leading} pdl={pdl} {cfg}"
         assert_same(got, want, what)
         if signal:
             assert int(ready[0]) == 1, f"active_ready ended {int(ready[0])}: {what}"
@@ -147,7 +153,8 @@ def test_decode_kernel_equals_reference_on_its_configurations(chunk):
         x = logits.cuda()
         k = None if kinds is None else kinds.cuda()
         want = oea_route(x, cfg, kinds_for_leading(T, leading).cuda() if leading else k)
-        assert_same(run_poisoned(x, cfg, k, leading), want, f"seed={seed} T={T} dtype={logits.dtype} {cfg}")
+        pdl = False if seed % 2 else None
+        assert_same(run_poisoned(x, cfg, k, leading, pdl=pdl), want, f"seed={seed} T={T} dtype={logits.dtype} {cfg}")
 
 
 CONFIGS = [
@@ -232,10 +239,14 @@ def test_side_stream_and_second_call_reuse():
         assert_same(got, want, "side stream")
 
 
+@pytest.mark.parametrize("pdl", [None, False], ids=["pdl_auto", "no_pdl"])
 @pytest.mark.parametrize("T", [8, 200, 1000])  # one CTA, one cluster, multi-block
-def test_cuda_graph_replay_equals_eager(T):
+def test_cuda_graph_replay_equals_eager(T, pdl):
+    from functools import partial
+
     from oea_trt.routing.kernel import route_kernel
 
+    route_kernel = partial(route_kernel, pdl=pdl)
     cfg = OEAConfig(num_experts=128, top_k=8, k0=3, k0_schedule=((4, 8), (16, 3)), fill="top1")
     logits = torch.randn(T, 128, device="cuda", dtype=torch.bfloat16)
     kinds = torch.zeros(T, dtype=torch.int32, device="cuda")
@@ -304,42 +315,93 @@ def test_bad_outputs_are_rejected_before_launch():
                    workspace=torch.empty(0, dtype=torch.uint8, device="cuda"), token_kind=None)
 
 
-def test_multi_block_path_for_small_batches_too():
-    """Decode-sized batches normally take the one-launch path; OEA_ROUTING_FORCE_MULTIBLOCK=1 (read
-    once per process, hence the subprocess) sends them through the multi-block kernels, which
-    must give the same answers (they are what GPUs without thread-block clusters run)."""
-    import os
-    import subprocess
-    import sys
+def test_the_route_path_checks_its_inputs_once(monkeypatch):
+    """route -> route_kernel -> torch op -> launch: check_inputs runs once per call."""
+    from oea_trt.routing import launch, op, reference
+    from oea_trt.routing.dispatch import route
 
-    env = dict(os.environ, OEA_ROUTING_FORCE_MULTIBLOCK="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
-         "-k", "random_cases and chunk0 or path_boundary and (T0- or T1- or T17- or T64- or T256-)", "-m", "gpu"],
-        env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert " passed" in proc.stdout
+    calls = []
+    real = reference.check_inputs
+    for module in (op, launch, reference):
+        monkeypatch.setattr(module, "check_inputs", lambda *a: calls.append(1) or real(*a))
+    logits = torch.randn(16, 128, device="cuda", dtype=torch.bfloat16)
+    cfg = OEAConfig(num_experts=128, top_k=8, k0=3)
+    got = route(logits, cfg, backend="kernel")
+    assert len(calls) == 1
+    assert_same(got, oea_route(logits, cfg), "route")
 
 
-@pytest.mark.parametrize("option", ["OEA_ROUTING_GENERAL=1", "OEA_ROUTING_MAX_CLUSTER=1", "OEA_ROUTING_PDL=0",
-                                    "OEA_ROUTING_WARPS_PER_CTA=4"])
-def test_fused_launch_options(option):
-    """OEA_ROUTING_GENERAL=1 (the general one-launch kernel for decode-sized batches too),
-    OEA_ROUTING_MAX_CLUSTER=1 (one CTA: warps route several tokens and reload them in phase 2),
-    OEA_ROUTING_PDL=0 (no programmatic dependent launch; it is on by default, also inside captured
-    graphs) and OEA_ROUTING_WARPS_PER_CTA=4 (clusters from 5 tokens on) must give the reference's
-    answers too; read once per process, hence the subprocess."""
-    import os
-    import subprocess
-    import sys
+def test_pdl_true_runs_where_supported_and_is_refused_elsewhere():
+    from oea_trt.routing.kernel import device_supports_pdl, route_kernel
 
+    cfg = OEAConfig(num_experts=128, top_k=8, k0=3)
+    logits = torch.randn(16, 128, device="cuda")
+    if device_supports_pdl(logits.device):
+        assert_same(route_kernel(logits, cfg, pdl=True), oea_route(logits, cfg), "pdl=True")
+    else:
+        with pytest.raises(ValueError, match="pdl=True needs a GPU of compute capability 9.0"):
+            route_kernel(logits, cfg, pdl=True)
+
+
+@pytest.fixture(scope="module")
+def debug_library():
+    """liboea_routing.so built with OEA_ROUTING_DEBUG_KNOBS for this GPU (cached like the shipping one)."""
+    from oea_trt.routing.library import build_library, current_arch
+
+    return build_library(current_arch(), debug_knobs=True)
+
+
+def test_debug_knobs_steer_only_the_debug_build(debug_library, tmp_path, monkeypatch):
+    """The knobs are live in the debug build (the forced multi-block path needs its workspace:
+    a launch without one is cudaErrorInvalidValue) and absent from the shipping one."""
+    from oea_trt.routing.kernel import kernel_params, load_library
+    from oea_trt.routing.library import KernelLibrary
+
+    copy = tmp_path / "liboea_routing.so"  # a fresh load: the knobs are read at its first launch
+    shutil.copy(debug_library, copy)
+    monkeypatch.setenv("OEA_ROUTING_FORCE_MULTIBLOCK", "1")
+    params = kernel_params(OEAConfig(num_experts=128, top_k=8, k0=3))
+    logits = torch.randn(4, 128, device="cuda")
+    ids = torch.empty(4, 8, dtype=torch.int32, device="cuda")
+    weights = torch.empty(4, 8, device="cuda")
+    stream = torch.cuda.current_stream().cuda_stream
+
+    def without_workspace(library):
+        code = library.launch(params, logits.data_ptr(), 0, 0, 0, 4, ids.data_ptr(), weights.data_ptr(), 0, 0, 0, 0,
+                              0, 0, stream)
+        torch.cuda.synchronize()
+        return code
+
+    assert without_workspace(KernelLibrary(copy)) == 1  # cudaErrorInvalidValue: multi-block, no workspace
+    assert without_workspace(load_library()) == 0  # the shipping library: one launch, no workspace needed
+
+
+def run_with_knob(debug_library, option: str, selection: str) -> None:
+    """This file's `selection` in a subprocess on the debug build with one knob set (read once
+    per process)."""
     name, value = option.split("=")
-    env = dict(os.environ, **{name: value})
+    env = dict(os.environ, **{name: value, "OEA_ROUTING_LIBRARY": str(debug_library)})
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
-         "-k", "random_cases and chunk1 or its_configurations and chunk0 or path_boundary and (T1- or T17- or T33- or T65- "
-               "or T255- or T256-) or graph_replay",
-         "-m", "gpu"],
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, "-k", selection, "-m", "gpu"],
         env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout
+
+
+def test_multi_block_path_for_small_batches_too(debug_library):
+    """Decode-sized batches normally take the one-launch path; OEA_ROUTING_FORCE_MULTIBLOCK=1 sends
+    them through the multi-block kernels, which must give the same answers (they are what GPUs
+    without thread-block clusters run)."""
+    run_with_knob(debug_library, "OEA_ROUTING_FORCE_MULTIBLOCK=1",
+                  "random_cases and chunk0 or path_boundary and (T0- or T1- or T17- or T64- or T256-)")
+
+
+@pytest.mark.parametrize("option", ["OEA_ROUTING_GENERAL=1", "OEA_ROUTING_MAX_CLUSTER=1", "OEA_ROUTING_WARPS_PER_CTA=4"])
+def test_fused_launch_options(debug_library, option):
+    """OEA_ROUTING_GENERAL=1 (the general one-launch kernel for decode-sized batches too),
+    OEA_ROUTING_MAX_CLUSTER=1 (one CTA: warps route several tokens and reload them in phase 2)
+    and OEA_ROUTING_WARPS_PER_CTA=4 (clusters from 5 tokens on) must give the reference's answers
+    too, with and without PDL, also inside captured graphs."""
+    run_with_knob(debug_library, option,
+                  "random_cases and chunk1 or its_configurations and chunk0 or path_boundary and (T1- or T17- or T33- "
+                  "or T65- or T255- or T256-) or graph_replay")

@@ -129,3 +129,41 @@ def test_k0_override_changes_what_an_engine_load_creates(harness, monkeypatch):
 
     monkeypatch.setenv(plugin_lib.K0_ENV, "9")  # above the engine's k_max = 8: the load fails
     assert built.reload() is None
+
+
+def test_k0_override_set_in_process_wins_over_the_environment(harness, monkeypatch):
+    """oea_trt.plugin.set_k0_override (the library's oeaSetK0Override): what EngineRuntime uses
+    instead of changing its own environment. It replaces the variables while set."""
+    config = OEAConfig(num_experts=128, top_k=8, k0=8, k0_schedule=((16, 3),))
+    built = harness.create(config)
+    monkeypatch.setenv(plugin_lib.K0_ENV, "5")
+    monkeypatch.delenv(plugin_lib.K0_SCHEDULE_ENV, raising=False)
+    path = harness.library_path
+    try:
+        plugin_lib.set_k0_override(k0=4, k0_schedule=((32, 2), (8, 5)), path=path)
+        loaded = built.reload().serialized()
+        assert loaded["k0"].tolist() == [4] and loaded["k0_schedule"].tolist() == [8, 5, 32, 2]
+        assert harness.create(config).serialized()["k0"].tolist() == [8]  # build phase: never overridden
+
+        plugin_lib.set_k0_override(k0_schedule=(), path=path)  # only the schedule, removed; k0 stays the engine's
+        loaded = built.reload().serialized()
+        assert loaded["k0"].tolist() == [8] and "k0_schedule" not in loaded
+
+        plugin_lib.set_k0_override(k0=9, path=path)  # above the engine's k_max = 8: the load fails
+        assert built.reload() is None
+    finally:
+        plugin_lib.set_k0_override(path=path)  # cleared: the environment applies again
+    assert built.reload().serialized()["k0"].tolist() == [5]
+
+
+def test_k0_override_that_does_not_parse_is_refused_when_set(harness):
+    import ctypes
+
+    set_override = ctypes.CDLL(str(harness.library_path)).oeaSetK0Override
+    set_override.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
+    error = ctypes.create_string_buffer(256)
+    assert set_override(b"three", None, error, len(error)) == -1
+    assert error.value.decode() == "k0 (oeaSetK0Override) must be an integer k0, got 'three'"
+    assert set_override(None, b"8:4,16", error, len(error)) == -1
+    assert "k0_schedule (oeaSetK0Override) must be MIN_DECODE_TOKENS:K0 pairs" in error.value.decode()
+    assert set_override(None, None, error, len(error)) == 0 and error.value == b""

@@ -105,3 +105,21 @@ def test_k0_override_applies_when_the_engine_is_loaded(trt, monkeypatch):
     assert torch.equal(ids, oea_route(logits, config.replace(k0=3)).expert_ids)
     monkeypatch.setenv(plugin_lib.K0_ENV, "9")  # above k_max = 8: loading must fail
     assert trt.Runtime(logger).deserialize_cuda_engine(serialized) is None
+
+
+def test_k0_override_set_in_process_applies_when_the_engine_is_loaded(trt, plugin_build, monkeypatch):  # noqa: F811
+    """What EngineRuntime.open does: set_k0_override on the library TensorRT loaded, no environment."""
+    monkeypatch.delenv(plugin_lib.K0_ENV, raising=False)
+    monkeypatch.delenv(plugin_lib.K0_SCHEDULE_ENV, raising=False)
+    config = OEAConfig(num_experts=128, top_k=8, k0=8)
+    logger, serialized = _build_engine(trt, config, plugin_lib.TOKEN_KIND_NONE, trt.float16)
+    logits = (3 * torch.randn(64, 128, generator=torch.Generator().manual_seed(2))).half().cuda()
+    path = plugin_build / plugin_lib.LIBRARY_NAME
+    try:
+        plugin_lib.set_k0_override(k0=3, k0_schedule=((32, 2),), path=path)
+        ids, _ = _run_engine(trt, logger, serialized, logits)
+        assert torch.equal(ids, oea_route(logits, config.replace(k0=3, k0_schedule=((32, 2),))).expert_ids)
+    finally:
+        plugin_lib.set_k0_override(path=path)
+    ids, _ = _run_engine(trt, logger, serialized, logits)
+    assert torch.equal(ids, oea_route(logits, config).expert_ids)

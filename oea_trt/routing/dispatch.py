@@ -49,16 +49,19 @@ def route(
     token_kind: Optional[torch.Tensor] = None,
     backend: str = "auto",
     signal: bool = False,
+    pdl: Optional[bool] = None,
 ) -> RoutingResult:
     """Route a batch with OEA. backend: "auto" (kernel for CUDA tensors when it loads, else the
     reference), "kernel" (fail if it cannot run) or "reference" (oea_trt.routing.reference.oea_route).
     signal: the kernel also sets RoutingResult.active_ready, so the one-launch MoE call that
-    directly follows on the same stream can start before the routing ends (no-op elsewhere)."""
+    directly follows on the same stream can start before the routing ends (no-op elsewhere).
+    pdl: the kernel's programmatic dependent launch (None: on where the GPU supports it, sm_90+;
+    no-op for the reference)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     on_cuda = isinstance(router_logits, torch.Tensor) and router_logits.is_cuda
     if backend == "kernel" or (backend == "auto" and on_cuda and kernel_available()):
         from oea_trt.routing.kernel import route_kernel
 
-        return route_kernel(router_logits, config, token_kind, signal=signal)
+        return route_kernel(router_logits, config, token_kind, signal=signal, pdl=pdl)
     return oea_route(router_logits, config, token_kind)

@@ -2,7 +2,7 @@
 
 One int32 flag per device, made once and kept (a captured CUDA graph keeps using the one it was
 captured with). The routing kernel clears it before the next kernel in the stream may launch and
-sets it once the batch's active set is final (oea_route_launch_signal in plugin/oea_routing.h);
+sets it once the batch's active set is final (active_ready of oea_route_launch, plugin/oea_routing.h);
 the one-launch MoE kernel that follows polls it, so it streams the active experts' weights while
 the routing still writes its rows, and clears it when done. Like the MoE kernel's workspace it
 assumes one stream per device: route with signal=True only where the MoE call that consumes

@@ -4,10 +4,9 @@
     for g in rt.generate(["The capital of France is"], SamplingOptions(max_new_tokens=32)):
         print(g.text)
 
-open() reads oea_config.json (routing plan, the HF directory for the tokenizer), applies a k0
-override through the plugin's load-time environment variables (OEA_TRT_K0 /
-OEA_TRT_K0_SCHEDULE: every OeaRouting layer reads them when the engine is deserialized),
-registers the plugin in this process, then creates the runner. Multi-GPU engines: start the
+open() reads oea_config.json (routing plan, the HF directory for the tokenizer), registers the
+plugin in this process, sets its load-time k0 override (oea_trt.plugin.set_k0_override: every
+OeaRouting layer applies it when the engine is deserialized), then creates the runner. Multi-GPU engines: start the
 script with `mpirun -n <world_size> python script.py`; every rank calls open() (which loads the
 plugin in that rank) and rank 0 receives the outputs.
 """
@@ -19,7 +18,7 @@ from typing import List, Optional, Sequence
 from oea_trt.routing.config import ConfigError
 from oea_trt.plan.config_file import read_engine_config, routing_from_engine_config
 from oea_trt.runtime.base import Generation, SamplingOptions, check_prompts, cut_at_end, format_prompts
-from oea_trt.plugin import load_plugin
+from oea_trt.plugin import load_plugin, set_k0_override
 
 
 class EngineRuntime:
@@ -48,15 +47,14 @@ class EngineRuntime:
             routing = routing.with_k0(k0=k0, k0_schedule=k0_schedule)
             for layer in routing.moe_layers:  # the plugin would refuse these at load; say it here
                 routing.config_for_layer(layer)
-            from oea_trt import plugin as plugin_lib
-
-            os.environ.update(plugin_lib.k0_override_env(k0, k0_schedule))
         hf_dir = hf_dir or (content.get("model") or {}).get("hf_dir")
         if not hf_dir or not os.path.isdir(hf_dir):
             raise FileNotFoundError(
                 f"tokenizer directory {hf_dir!r} not found: pass hf_dir= (the Hugging Face model directory)"
             )
         load_plugin(plugin_library)
+        # Every open() sets it (None, None clears an earlier open()'s override in this process).
+        set_k0_override(k0, k0_schedule, plugin_library)
         import tensorrt_llm
         from tensorrt_llm.runtime import ModelRunnerCpp
         from transformers import AutoTokenizer

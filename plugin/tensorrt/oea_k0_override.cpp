@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 namespace oea_trt
@@ -53,10 +54,10 @@ std::string describeSchedule(OeaRoutingParams const& params)
     return text;
 }
 
-// "8:4,16:3" -> flattened pairs; "" on success, else the error.
-std::string parseSchedule(std::string const& text, std::vector<int32_t>& flat)
+// "8:4,16:3" -> flattened pairs; "" on success, else the error (naming `name`).
+std::string parseSchedule(std::string const& text, char const* name, std::vector<int32_t>& flat)
 {
-    std::string const usage = std::string(kK0_SCHEDULE_ENV)
+    std::string const usage = std::string(name)
         + " must be MIN_DECODE_TOKENS:K0 pairs separated by commas (e.g. 8:4,16:3) or 'none', got '" + text + "'";
     size_t start = 0;
     while (start <= text.size())
@@ -82,9 +83,30 @@ std::string parseSchedule(std::string const& text, std::vector<int32_t>& flat)
     return flat.empty() ? usage : "";
 }
 
+std::string k0SyntaxError(std::string const& value, char const* name, int32_t k_max)
+{
+    std::string const range = k_max > 0 ? " in [1, k_max=" + std::to_string(k_max) + "]" : "";
+    return std::string(name) + " must be an integer k0" + range + ", got '" + value + "'";
+}
+
+// What oeaSetK0Override stored; `set` false: the environment applies.
+struct ProcessOverride
+{
+    bool set{false};
+    std::string k0;
+    std::string schedule;
+};
+
+std::mutex gOverrideMutex;
+ProcessOverride gOverride;
+
+constexpr char const* kK0_FUNCTION = "k0 (oeaSetK0Override)";
+constexpr char const* kK0_SCHEDULE_FUNCTION = "k0_schedule (oeaSetK0Override)";
+
 } // namespace
 
-std::string applyK0Override(OeaPluginConfig& config, char const* k0_text, char const* schedule_text, std::string& applied)
+std::string applyK0Override(OeaPluginConfig& config, char const* k0_text, char const* schedule_text,
+    char const* k0_name, char const* schedule_name, std::string& applied)
 {
     applied.clear();
     OeaPluginConfig overridden = config;
@@ -94,10 +116,9 @@ std::string applyK0Override(OeaPluginConfig& config, char const* k0_text, char c
     {
         if (!parseInt32(k0_value, overridden.params.k0))
         {
-            return std::string(kK0_ENV) + " must be an integer k0 in [1, k_max=" + std::to_string(config.params.k_max)
-                + "], got '" + k0_value + "'";
+            return k0SyntaxError(k0_value, k0_name, config.params.k_max);
         }
-        applied += std::string(kK0_ENV) + ": k0 " + std::to_string(config.params.k0) + " -> "
+        applied += std::string(k0_name) + ": k0 " + std::to_string(config.params.k0) + " -> "
             + std::to_string(overridden.params.k0);
     }
     if (!schedule_value.empty())
@@ -109,18 +130,17 @@ std::string applyK0Override(OeaPluginConfig& config, char const* k0_text, char c
         else
         {
             std::vector<int32_t> flat;
-            std::string error = parseSchedule(schedule_value, flat);
+            std::string error = parseSchedule(schedule_value, schedule_name, flat);
             if (error.empty())
             {
-                error = setSchedule(
-                    overridden.params, flat.data(), static_cast<int32_t>(flat.size() / 2), kK0_SCHEDULE_ENV);
+                error = setSchedule(overridden.params, flat.data(), static_cast<int32_t>(flat.size() / 2), schedule_name);
             }
             if (!error.empty())
             {
                 return error;
             }
         }
-        applied += std::string(applied.empty() ? "" : "; ") + kK0_SCHEDULE_ENV + ": k0_schedule "
+        applied += std::string(applied.empty() ? "" : "; ") + schedule_name + ": k0_schedule "
             + describeSchedule(config.params) + " -> " + describeSchedule(overridden.params);
     }
     if (applied.empty())
@@ -131,8 +151,8 @@ std::string applyK0Override(OeaPluginConfig& config, char const* k0_text, char c
     if (!error.empty())
     {
         applied.clear();
-        return "load-time override (" + std::string(kK0_ENV) + "=" + (k0_value.empty() ? "<unset>" : k0_value) + ", "
-            + kK0_SCHEDULE_ENV + "=" + (schedule_value.empty() ? "<unset>" : schedule_value)
+        return "load-time override (" + std::string(k0_name) + "=" + (k0_value.empty() ? "<unset>" : k0_value) + ", "
+            + schedule_name + "=" + (schedule_value.empty() ? "<unset>" : schedule_value)
             + ") is invalid for this engine: " + error;
     }
     config = overridden;
@@ -141,7 +161,54 @@ std::string applyK0Override(OeaPluginConfig& config, char const* k0_text, char c
 
 std::string applyK0Override(OeaPluginConfig& config, std::string& applied)
 {
-    return applyK0Override(config, std::getenv(kK0_ENV), std::getenv(kK0_SCHEDULE_ENV), applied);
+    ProcessOverride process;
+    {
+        std::lock_guard<std::mutex> lock(gOverrideMutex);
+        process = gOverride;
+    }
+    if (process.set)
+    {
+        return applyK0Override(
+            config, process.k0.c_str(), process.schedule.c_str(), kK0_FUNCTION, kK0_SCHEDULE_FUNCTION, applied);
+    }
+    return applyK0Override(config, std::getenv(kK0_ENV), std::getenv(kK0_SCHEDULE_ENV), kK0_ENV, kK0_SCHEDULE_ENV, applied);
 }
 
 } // namespace oea_trt
+
+extern "C" OEA_TRT_EXPORT int32_t oeaSetK0Override(
+    char const* k0, char const* k0_schedule, char* error, size_t error_size)
+{
+    using namespace oea_trt;
+    std::string const k0_value = trim(k0 != nullptr ? k0 : "");
+    std::string const schedule_value = trim(k0_schedule != nullptr ? k0_schedule : "");
+    std::string problem;
+    int32_t parsed = 0;
+    std::vector<int32_t> flat;
+    if (!k0_value.empty() && !parseInt32(k0_value, parsed))
+    {
+        problem = k0SyntaxError(k0_value, kK0_FUNCTION, 0);
+    }
+    else if (!schedule_value.empty() && schedule_value != "none")
+    {
+        problem = parseSchedule(schedule_value, kK0_SCHEDULE_FUNCTION, flat);
+    }
+    if (!problem.empty())
+    {
+        if (error != nullptr && error_size > 0)
+        {
+            std::strncpy(error, problem.c_str(), error_size - 1);
+            error[error_size - 1] = '\0';
+        }
+        return -1;
+    }
+    std::lock_guard<std::mutex> lock(gOverrideMutex);
+    gOverride.set = !k0_value.empty() || !schedule_value.empty();
+    gOverride.k0 = k0_value;
+    gOverride.schedule = schedule_value;
+    if (error != nullptr && error_size > 0)
+    {
+        error[0] = '\0';
+    }
+    return 0;
+}

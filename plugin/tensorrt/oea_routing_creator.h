@@ -11,8 +11,8 @@ class OeaRoutingCreator : public nvinfer1::IPluginCreatorV3One
 {
 public:
     // kBUILD: fields as given. kRUNTIME (engine load): the engine's stored fields, then the
-    // OEA_TRT_K0 / OEA_TRT_K0_SCHEDULE overrides (oea_k0_override.h). nullptr + a logged
-    // error on any invalid field.
+    // process's load-time k0 override (oeaSetK0Override or OEA_TRT_K0 / OEA_TRT_K0_SCHEDULE,
+    // oea_k0_override.h). nullptr + a logged error on any invalid field.
     nvinfer1::IPluginV3* createPlugin(
         char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
     nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;

@@ -23,6 +23,11 @@ namespace
 
 constexpr int32_t kNB_OUTPUTS = 2; // expert_ids, weights
 
+// Programmatic dependent launch (where the GPU has it, sm_90+): the routing kernel waits for the
+// kernel before it in the stream ahead of any memory access, so this is safe after whatever
+// TensorRT ran last, and it hides part of the launch latency behind that kernel's tail.
+constexpr uint32_t kLAUNCH_FLAGS = OEA_LAUNCH_PDL;
+
 bool isLogitsType(DataType type)
 {
     return type == DataType::kFLOAT || type == DataType::kHALF || type == DataType::kBF16;
@@ -308,7 +313,8 @@ int32_t OeaRoutingPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTenso
     size_t const workspace_bytes = oea_workspace_size(&mConfig.params, num_tokens);
     cudaError_t const status = oea_route_launch(&mConfig.params, inputs[0], logitsTypeCode(inputDesc[0].type),
         token_kind, num_leading_context, num_tokens, static_cast<int32_t*>(outputs[0]), static_cast<float*>(outputs[1]),
-        /*active_mask=*/nullptr, /*num_active=*/nullptr, workspace, workspace_bytes, stream);
+        /*active_mask=*/nullptr, /*num_active=*/nullptr, /*active_ready=*/nullptr, workspace, workspace_bytes,
+        kLAUNCH_FLAGS, stream);
     if (status != cudaSuccess)
     {
         logError(std::string("OeaRouting::enqueue: oea_route_launch failed: ") + cudaGetErrorString(status));

@@ -1,27 +1,31 @@
 #!/usr/bin/env bash
 # GPU part "kernel": build, test, time and sanitize the fused OEA routing kernel (issue 3).
 #
-#   RESULTS_DIR=/tmp/oea-results bash scripts/gpu/kernel.sh     (from the repo root; ~4-5 min on an H200)
+#   RESULTS_DIR=/tmp/oea-results bash scripts/gpu/kernel.sh     (from the repo root; ~5-6 min on an H100)
 #
 # Steps (each logged to $RESULTS_DIR/kernel/<step>.log; a failing step is reported, the rest run):
-#   build      CMake + nvcc for sm_90 with the ptxas report (registers, shared memory, spills)
+#   build      CMake + nvcc for sm_90 with the ptxas report (registers, shared memory, spills): the
+#              shipping library, which the pytest and bench steps use
+#   debug      the same CMake project with OEA_ROUTING_DEBUG_KNOBS (oea_trt.routing.library
+#              .build_library(debug_knobs=True), cached): the harness, sanitizers, variants and the
+#              knob tests of tests/test_kernel_gpu.py force paths with its experiment variables
 #   harness    the standalone C++ driver of oea_route_launch (scripts/gpu/oea_routing_harness.cu)
 #   pytest     tests/test_kernel_gpu.py: kernel vs reference on thousands of cases, graphs, compile
 #   bench      benchmarks/bench_routing.py: per-call latency in graph replay, JSON + md + png
 #   sanitizers compute-sanitizer memcheck / racecheck / synccheck / initcheck on the harness
 #              (racecheck also with OEA_ROUTING_MAX_CLUSTER=1: several tokens per warp)
-#   variants   per-call latency under each launch option (scripts/gpu/routing_variants.py): the
-#              general kernel (OEA_ROUTING_GENERAL=1), no PDL (OEA_ROUTING_PDL=0), warps per CTA
+#   variants   per-call latency per launch variant (scripts/gpu/routing_variants.py): the general
+#              kernel (OEA_ROUTING_GENERAL=1), no PDL (--pdl off), warps per CTA
 # The main bench's 'before' columns come from the committed benchmarks/results/routing.json (the
 # previous run), copied before anything is written.
-# Steps are skipped (and reported) once the time budget ($KERNEL_BUDGET_S, default 265 s) is spent.
+# Steps are skipped (and reported) once the time budget ($KERNEL_BUDGET_S, default 330 s) is spent.
 set -u
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:${PYTHONPATH:-}"
 RESULTS_DIR="${RESULTS_DIR:-./out}"
 OUT="$RESULTS_DIR/kernel"
 BUILD="${OEA_KERNEL_BUILD_DIR:-$PWD/build/kernel-gpu}"
-BUDGET="${KERNEL_BUDGET_S:-265}"
+BUDGET="${KERNEL_BUDGET_S:-330}"
 mkdir -p "$OUT"
 SUMMARY=()
 BASELINE=()
@@ -84,12 +88,23 @@ LIB="$BUILD/lib/liboea_routing.so"
 if [[ -f "$LIB" ]]; then
   export OEA_ROUTING_LIBRARY="$LIB"
 else
-  echo "no $LIB: the Python binding will try its own nvcc build"
+  echo "no $LIB: the Python binding will build its own through CMake"
 fi
 
+# The debug-knob build, into the package's cache (the knob tests of test_kernel_gpu.py find it there).
+run_step debug 40 240 python3 -c "from oea_trt.routing.library import build_library, current_arch; \
+print(build_library(current_arch(), debug_knobs=True))"
+DEBUG_LIB="$(tail -n 1 "$OUT/debug.log")"
+[[ -f "$DEBUG_LIB" ]] || DEBUG_LIB=""
+
 HARNESS="$BUILD/oea_routing_harness"
-run_step harness 20 120 bash -c "nvcc -O2 -std=c++17 -arch=sm_90 -Iplugin scripts/gpu/oea_routing_harness.cu \
-  '$BUILD/liboea_routing_kernel.a' -o '$HARNESS' && '$HARNESS' && OEA_ROUTING_FORCE_MULTIBLOCK=1 '$HARNESS' --quick"
+if [[ -n "$DEBUG_LIB" ]]; then
+  run_step harness 20 120 bash -c "nvcc -O2 -std=c++17 -arch=sm_90 -Iplugin scripts/gpu/oea_routing_harness.cu \
+    -L'$(dirname "$DEBUG_LIB")' -loea_routing -Xlinker -rpath,'$(dirname "$DEBUG_LIB")' -o '$HARNESS' \
+    && '$HARNESS' && OEA_ROUTING_FORCE_MULTIBLOCK=1 '$HARNESS' --quick"
+else
+  SUMMARY+=("harness: SKIPPED (no debug-knob library)")
+fi
 
 run_step pytest 60 260 python3 -m pytest -q -rfE --tb=short -p no:cacheprovider -m gpu tests/test_kernel_gpu.py \
   --junitxml="$OUT/pytest.xml"
@@ -112,15 +127,16 @@ fi
 
 variants() {
   : > "$OUT/variants.jsonl"
-  for v in "general OEA_ROUTING_GENERAL=1" "no_pdl OEA_ROUTING_PDL=0" "one_cta_per_32 OEA_ROUTING_WARPS_PER_CTA=32"; do
+  for v in "default --pdl auto" "general --pdl auto OEA_ROUTING_GENERAL=1" "no_pdl --pdl off" \
+           "one_cta_per_32 --pdl auto OEA_ROUTING_WARPS_PER_CTA=32"; do
     set -- $v
-    local label=$1
-    shift
-    env "$@" python3 scripts/gpu/routing_variants.py --label "$label" --tokens 1 16 17 32 64 128 256 --k0 3 \
-      | tee -a "$OUT/variants.jsonl"
+    local label=$1 pdl=$3
+    shift 3
+    env "$@" python3 scripts/gpu/routing_variants.py --label "$label" --pdl "$pdl" --library "$DEBUG_LIB" \
+      --tokens 1 16 17 32 64 128 256 --k0 3 | tee -a "$OUT/variants.jsonl"
   done
 }
-export OUT
+export OUT DEBUG_LIB
 export -f variants
 run_step variants 40 100 bash -c variants
 echo

@@ -2,13 +2,16 @@
 //
 // Sweeps both kernel paths (one launch with 1 CTA / a cluster, and the multi-block path), all
 // logit types, register and shared-memory rows (E <= 512 and above), slots past 32, token kinds
-// given as an array or as a leading-context count, T = 0, with NaN/inf rows and ties. Outputs
-// and workspace are poisoned first; after each call it checks that every slot was written and
-// the outputs are self-consistent (correctness against the Python reference is the pytest
-// suite's job). Exit code = number of failed cases (0 = clean), so sanitizer runs stay small.
+// given as an array or as a leading-context count, T = 0, with NaN/inf rows and ties, with and
+// without programmatic dependent launch and the active-set signal. Outputs and workspace are
+// poisoned first; after each call it checks that every slot was written and the outputs are
+// self-consistent (correctness against the Python reference is the pytest suite's job). Exit
+// code = number of failed cases (0 = clean), so sanitizer runs stay small. Linked against a
+// library built with OEA_ROUTING_DEBUG_KNOBS, the experiment variables of plugin/oea_routing.cu
+// (e.g. OEA_ROUTING_FORCE_MULTIBLOCK=1) steer it down the other paths.
 //
-//   nvcc -O2 -std=c++17 -arch=sm_90 -Iplugin scripts/gpu/oea_routing_harness.cu
-//        build/liboea_routing_kernel.a -o oea_routing_harness && ./oea_routing_harness
+//   nvcc -O2 -std=c++17 -arch=sm_90 -Iplugin scripts/gpu/oea_routing_harness.cu -L<dir of liboea_routing.so>
+//        -loea_routing -Xlinker -rpath,<that dir> -o oea_routing_harness && ./oea_routing_harness
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -101,7 +104,7 @@ static int run_case(const Case& c, cudaStream_t stream, std::mt19937& rng) {
   const size_t ws_bytes = oea_workspace_size(&p, c.T);
 
   void *d_logits = nullptr, *d_ws = nullptr;
-  int32_t *d_kinds = nullptr, *d_ids = nullptr, *d_num = nullptr;
+  int32_t *d_kinds = nullptr, *d_ids = nullptr, *d_num = nullptr, *d_ready = nullptr;
   float* d_w = nullptr;
   uint8_t* d_mask = nullptr;
   CHECK(cudaMalloc(&d_logits, logits.size() + 1));
@@ -110,6 +113,8 @@ static int run_case(const Case& c, cudaStream_t stream, std::mt19937& rng) {
   CHECK(cudaMalloc(&d_w, rows * c.k_max * 4 + 4));
   CHECK(cudaMalloc(&d_mask, c.E));
   CHECK(cudaMalloc(&d_num, 4));
+  CHECK(cudaMalloc(&d_ready, 4));
+  CHECK(cudaMemset(d_ready, 0x7f, 4));
   CHECK(cudaMalloc(&d_ws, ws_bytes + 1));
   CHECK(cudaMemcpy(d_logits, logits.data(), logits.size(), cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(d_kinds, kinds.data(), rows * 4, cudaMemcpyHostToDevice));
@@ -121,19 +126,22 @@ static int run_case(const Case& c, cudaStream_t stream, std::mt19937& rng) {
 
   const int32_t* kind_ptr = c.kinds == 1 ? d_kinds : nullptr;
   const int64_t leading = c.kinds == 2 ? c.T / 3 : 0;
-  CHECK(oea_route_launch(&p, d_logits, c.type, kind_ptr, leading, c.T, d_ids, d_w, d_mask, d_num, d_ws,
-                         ws_bytes, stream));
+  const bool signal = c.T % 2 == 0;
+  const uint32_t flags = c.T % 3 == 1 ? 0u : OEA_LAUNCH_PDL;
+  CHECK(oea_route_launch(&p, d_logits, c.type, kind_ptr, leading, c.T, d_ids, d_w, d_mask, d_num,
+                         signal ? d_ready : nullptr, d_ws, ws_bytes, flags, stream));
   CHECK(cudaStreamSynchronize(stream));
 
   std::vector<int32_t> ids(rows * c.k_max);
   std::vector<float> w(rows * c.k_max);
   std::vector<uint8_t> mask(c.E);
-  int32_t num_active = 0;
+  int32_t num_active = 0, ready = 0;
+  CHECK(cudaMemcpy(&ready, d_ready, 4, cudaMemcpyDeviceToHost));
   CHECK(cudaMemcpy(ids.data(), d_ids, ids.size() * 4, cudaMemcpyDeviceToHost));
   CHECK(cudaMemcpy(w.data(), d_w, w.size() * 4, cudaMemcpyDeviceToHost));
   CHECK(cudaMemcpy(mask.data(), d_mask, c.E, cudaMemcpyDeviceToHost));
   CHECK(cudaMemcpy(&num_active, d_num, 4, cudaMemcpyDeviceToHost));
-  cudaFree(d_logits); cudaFree(d_kinds); cudaFree(d_ids); cudaFree(d_w); cudaFree(d_mask); cudaFree(d_num); cudaFree(d_ws);
+  cudaFree(d_logits); cudaFree(d_kinds); cudaFree(d_ids); cudaFree(d_w); cudaFree(d_mask); cudaFree(d_num); cudaFree(d_ready); cudaFree(d_ws);
 
   int problems = 0, popcount = 0;
   for (int e = 0; e < c.E; ++e) {
@@ -141,14 +149,15 @@ static int run_case(const Case& c, cudaStream_t stream, std::mt19937& rng) {
     popcount += mask[e] == 1;
   }
   if (popcount != num_active) ++problems;
+  if (signal && ready != 1) ++problems;  // the active-set flag ends set
   for (size_t i = 0; i < ids.size(); ++i) {
     const int id = ids[i];
     if (id < -1 || id > c.E || !std::isfinite(w[i]) || w[i] < 0.f || w[i] > 1.0001f) ++problems;
     else if (w[i] > 0.f && (id < 0 || id >= c.E || mask[id] != 1)) ++problems;  // selected => active
   }
   std::printf("E=%-4d T=%-5d type=%d k=%-2d k_max=%-3d k0=%-2d max_rank=%-4d top_p=%.2f fill=%d kinds=%d "
-              "sched=%d: active=%d %s\n", c.E, c.T, c.type, c.top_k, c.k_max, c.k0, c.max_rank, c.top_p, c.fill,
-              c.kinds, c.schedule, num_active, problems ? "FAIL" : "ok");
+              "sched=%d pdl=%d signal=%d: active=%d %s\n", c.E, c.T, c.type, c.top_k, c.k_max, c.k0, c.max_rank, c.top_p,
+              c.fill, c.kinds, c.schedule, flags != 0u, signal, num_active, problems ? "FAIL" : "ok");
   return problems ? 1 : 0;
 }
 

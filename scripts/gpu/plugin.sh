@@ -48,7 +48,7 @@ fi
 GENERATOR=()
 command -v ninja > /dev/null && GENERATOR=(-G Ninja)
 if step build bash -c "cmake -S . -B '$BUILD_DIR' ${GENERATOR[*]} -DCMAKE_BUILD_TYPE=Release \
-      -DTensorRT_INCLUDE_DIR='$INCLUDE_DIR' -DCMAKE_CUDA_ARCHITECTURES='$ARCHS' -DOEA_TRT_WERROR=OFF \
+      -DTensorRT_INCLUDE_DIR='$INCLUDE_DIR' -DCMAKE_CUDA_ARCHITECTURES='$ARCHS' -DOEA_TRT_WERROR=OFF -DOEA_BUILD_HARNESS=ON \
     && cmake --build '$BUILD_DIR' -j \$(nproc) --target oea_routing_trt oea_routing_trt_preload oea_plugin_harness"; then
   export OEA_TRT_PLUGIN_LIB="$BUILD_DIR/lib/liboea_routing_trt.so"
   export OEA_TRT_PLUGIN_RESULTS="$OUT_DIR/weight_errors.json"

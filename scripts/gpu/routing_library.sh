@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the routing kernel's library (or finds it cached) before a GPU part tests or times with
-# it, so its one-time nvcc build does not eat the tests' or the benchmark's time budget.
+# it, so its one-time CMake build does not eat the tests' or the benchmark's time budget.
 #   bash scripts/gpu/routing_library.sh LOG SECONDS    (exit status: the build's; 124 = timed out)
 # Without it the benchmarks route with the torch reference and their reports say so.
 set -u

@@ -10,17 +10,19 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:${PYTHONPATH:-}"
 RESULTS_DIR="${RESULTS_DIR:-./out}"
 OUT="$RESULTS_DIR/routing_sass_profile"
 mkdir -p "$OUT" build/prof
-LIB=build/prof/liboea_routing.so
-nvcc -O3 -std=c++17 -shared -Xcompiler -fPIC -cudart static -lineinfo -gencode=arch=compute_90,code=sm_90 \
-  -Xlinker=--version-script=plugin/oea_routing.map -o $LIB plugin/oea_routing.cu > "$OUT/build.log" 2>&1
+# The kernel's CMake project with the experiment knobs and line info (ncu's source view).
+LIB=build/prof/lib/liboea_routing.so
+{ cmake -S plugin -B build/prof -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DOEA_ROUTING_DEBUG_KNOBS=ON \
+    -DCMAKE_CUDA_FLAGS=-lineinfo && cmake --build build/prof --target oea_routing -j "$(nproc)"; } > "$OUT/build.log" 2>&1
 export OEA_ROUTING_LIBRARY="$PWD/$LIB"
 nvcc -O3 -std=c++17 -arch=sm_90 scripts/gpu/launch_floor.cu -o build/prof/launch_floor && \
   timeout 60 build/prof/launch_floor > "$OUT/launch_floor.txt" 2>&1
 cuobjdump -sass $LIB | gzip > "$OUT/lib.sass.gz"
-for v in "default OEA_X=0" "no_pdl OEA_ROUTING_PDL=0" "w32 OEA_ROUTING_WARPS_PER_CTA=32" "w16 OEA_ROUTING_WARPS_PER_CTA=16" "w4 OEA_ROUTING_WARPS_PER_CTA=4"; do
-  set -- $v; label=$1; shift
-  timeout 60 env "$@" python3 scripts/gpu/routing_variants.py --label "$label" --tokens 1 8 16 17 24 32 48 64 128 256 --k0 3 8 \
-    2>>"$OUT/variants.err" | tee -a "$OUT/variants.jsonl"
+for v in "default auto" "no_pdl off" "w32 auto OEA_ROUTING_WARPS_PER_CTA=32" "w16 auto OEA_ROUTING_WARPS_PER_CTA=16" \
+         "w4 auto OEA_ROUTING_WARPS_PER_CTA=4"; do
+  set -- $v; label=$1; pdl=$2; shift 2
+  timeout 60 env "$@" python3 scripts/gpu/routing_variants.py --label "$label" --pdl "$pdl" --library "$PWD/$LIB" \
+    --tokens 1 8 16 17 24 32 48 64 128 256 --k0 3 8 2>>"$OUT/variants.err" | tee -a "$OUT/variants.jsonl"
 done
 for T in 1 32 64; do
   timeout 90 ncu --kernel-name regex:oea_route_decode --launch-skip 4 --launch-count 1 --section SourceCounters \

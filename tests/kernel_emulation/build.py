@@ -4,6 +4,8 @@ The kernel source is used as is, except for its inline PTX (cluster barrier, pro
 dependent launch), which becomes calls into the emulation, and its dynamic shared memory
 declaration, which becomes the emulated CTA's buffer. Every rewrite must match, so a change to
 those lines in the kernel fails the build here instead of silently emulating something else.
+The build defines OEA_ROUTING_DEBUG_KNOBS: the tests pick a path (multi-block, one CTA, the
+general kernel, narrow CTAs) with the experiment knobs of the environment.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PLUGIN = HERE.parents[1] / "plugin"
+DEBUG_KNOBS = "-DOEA_ROUTING_DEBUG_KNOBS"  # the experiment knobs of plugin/oea_routing.cu (environment)
 SOURCES = ("oea_routing.cu", "oea_routing.h", "oea_routing_keys.cuh", "oea_routing_token.cuh", "oea_routing_decode.cuh")
 
 REWRITES = [  # (pattern, replacement, expected number of matches)
@@ -47,15 +50,15 @@ def build(out_dir: Path, sanitize: str = "") -> Path:
     for name in SOURCES[1:]:
         digest.update((PLUGIN / name).read_bytes())
     digest.update((HERE / "cuda_emulation.h").read_bytes())
-    digest.update(sanitize.encode())
+    digest.update((sanitize + DEBUG_KNOBS).encode())
     out_dir.mkdir(parents=True, exist_ok=True)
     lib = out_dir / f"liboea_routing_emulated-{digest.hexdigest()[:12]}.so"
     if lib.exists():
         return lib
     cu = out_dir / "oea_routing_emulated.cpp"
     cu.write_text(f'#line 1 "{PLUGIN / "oea_routing.cu"}"\n' + src)
-    cmd = [cxx, "-std=c++20", "-O1", "-g", "-fPIC", "-shared", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unknown-pragmas",
-           f"-I{HERE}", f"-I{PLUGIN}", str(cu), "-o", str(lib)]
+    cmd = [cxx, "-std=c++20", "-O1", "-g", "-fPIC", "-shared", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter",
+           "-Wno-unknown-pragmas", DEBUG_KNOBS, f"-I{HERE}", f"-I{PLUGIN}", str(cu), "-o", str(lib)]
     if sanitize:
         cmd.insert(1, f"-fsanitize={sanitize}")
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -71,8 +74,8 @@ def build_race_driver(out_dir: Path) -> Path:
     cu = out_dir / "oea_routing_emulated_tsan.cpp"
     cu.write_text(f'#line 1 "{PLUGIN / "oea_routing.cu"}"\n' + emulated_source())
     exe = out_dir / "race_driver"
-    cmd = [cxx, "-std=c++20", "-O1", "-g", "-fsanitize=thread", "-pthread", "-Wno-unknown-pragmas", f"-I{HERE}",
-           f"-I{PLUGIN}", str(cu), str(HERE / "race_driver.cpp"), "-o", str(exe)]
+    cmd = [cxx, "-std=c++20", "-O1", "-g", "-fsanitize=thread", "-pthread", "-Wno-unknown-pragmas", DEBUG_KNOBS,
+           f"-I{HERE}", f"-I{PLUGIN}", str(cu), str(HERE / "race_driver.cpp"), "-o", str(exe)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError("race driver build failed:\n" + proc.stderr[-4000:])

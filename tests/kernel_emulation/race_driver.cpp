@@ -1,6 +1,6 @@
 // race_driver.cpp: runs the emulated kernel on a few batches so ThreadSanitizer can look for
 // shared/global memory races between barriers (tests only; built by build.py's build_race_driver).
-//   race_driver T [T ...]    (launch options from the environment as usual)
+//   race_driver T [T ...]    (the debug build's launch knobs come from the environment)
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -47,7 +47,8 @@ int main(int argc, char** argv) {
       std::vector<unsigned char> ws(oea_workspace_size(&p, T) + 16, 0xCD);
       const cudaError_t err = oea_route_launch(&p, logits.data(), OEA_LOGITS_BF16, variant % 2 ? kinds.data() : nullptr,
                                                variant == 2 ? T / 3 : 0, T, ids.data(), weights.data(), mask.data(),
-                                               &num_active, ws.data(), ws.size(), nullptr);
+                                               &num_active, nullptr, ws.data(), ws.size(),
+                                               variant == 3 ? 0u : OEA_LAUNCH_PDL, nullptr);
       if (err != cudaSuccess) ++failures;
       std::printf("T=%d variant=%d err=%d num_active=%d\n", T, variant, static_cast<int>(err), num_active);
     }

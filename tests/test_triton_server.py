@@ -9,7 +9,7 @@ import concurrent.futures
 import json
 import os
 import re
-from pathlib import Path
+import sys
 
 import numpy as np
 import pytest
@@ -18,8 +18,8 @@ from oea_trt.cli import main
 from oea_trt.plan.config_file import engine_config_dict, write_engine_config
 from oea_trt.plan.routing_plan import RoutingPlan
 from oea_trt.routing.config import OEAConfig
-from triton_server_harness import (PYTRITON_WHEEL, RunningServer, find_server, free_ports, make_backend_dir,
-                                   make_stub_env, post, post_stream)
+from triton_server_harness import (CONTAINER_PYTHON, PYTRITON_WHEEL, RunningServer, find_python, find_server,
+                                   free_ports, make_backend_dir, make_stub_env, post, post_stream, this_python)
 
 pytestmark = [pytest.mark.triton_server, pytest.mark.slow]
 
@@ -36,8 +36,18 @@ def server_install():
 
 
 @pytest.fixture(scope="module")
-def stub_env(server_install, tmp_path_factory):
-    env, why = make_stub_env(tmp_path_factory.mktemp("stub_env"))
+def stub_pythons(server_install):
+    """{"plain": the containers' Python where installed here, else this one; "streaming": this one}."""
+    this = this_python()
+    if this is None:
+        pytest.skip(f"the backend stub needs a libpython{sys.version_info[0]}.{sys.version_info[1]}.so.1.0: "
+                    f"{sys.executable} is a static build and none is installed")
+    container = this if this.version == CONTAINER_PYTHON else find_python(CONTAINER_PYTHON)
+    return {"plain": container or this, "streaming": this}
+
+
+def _stub_env(tmp_path_factory, python):
+    env, why = make_stub_env(tmp_path_factory.mktemp(f"stub_env_{python.version}"), python)
     if env is None:
         pytest.skip(why)
     return env
@@ -81,7 +91,8 @@ def engine_dir(tmp_path_factory):
     return d
 
 
-def _start(tmp_path_factory, install, stub_env, engine_dir, tokenizer_dir, *, streaming):
+def _start(tmp_path_factory, install, python, engine_dir, tokenizer_dir, *, streaming):
+    stub_env = _stub_env(tmp_path_factory, python)
     root = tmp_path_factory.mktemp("streaming" if streaming else "plain")
     http, grpc, metrics = free_ports(3)
     # The plugin library stands for the OEA plugin (which needs CUDA): one the server links anyway.
@@ -90,7 +101,7 @@ def _start(tmp_path_factory, install, stub_env, engine_dir, tokenizer_dir, *, st
            "--plugin-library", str(preload), "--http-port", str(http), "--grpc-port", str(grpc),
            "--metrics-port", str(metrics)] + (["--streaming"] if streaming else [])
     assert main(cli) == 0
-    backends = make_backend_dir(root / "backends", install)
+    backends = make_backend_dir(root / "backends", install, python)
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "OEA_PLUGIN_LIBRARY")}
     env["PATH"] = f"{stub_env['PATH']}:{install.tritonserver.parent}:{env.get('PATH', '')}"
     env["LD_LIBRARY_PATH"] = ":".join(p for p in (stub_env["LD_LIBRARY_PATH"], str(install.libs),
@@ -102,14 +113,16 @@ def _start(tmp_path_factory, install, stub_env, engine_dir, tokenizer_dir, *, st
 
 
 @pytest.fixture(scope="module")
-def plain_server(tmp_path_factory, server_install, stub_env, engine_dir, tokenizer_dir):
-    with _start(tmp_path_factory, server_install, stub_env, engine_dir, tokenizer_dir, streaming=False) as server:
+def plain_server(tmp_path_factory, server_install, stub_pythons, engine_dir, tokenizer_dir):
+    python = stub_pythons["plain"]
+    with _start(tmp_path_factory, server_install, python, engine_dir, tokenizer_dir, streaming=False) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def streaming_server(tmp_path_factory, server_install, stub_env, engine_dir, tokenizer_dir):
-    with _start(tmp_path_factory, server_install, stub_env, engine_dir, tokenizer_dir, streaming=True) as server:
+def streaming_server(tmp_path_factory, server_install, stub_pythons, engine_dir, tokenizer_dir):
+    python = stub_pythons["streaming"]
+    with _start(tmp_path_factory, server_install, python, engine_dir, tokenizer_dir, streaming=True) as server:
         yield server
 
 
@@ -151,13 +164,15 @@ def test_launch_script_flags_are_this_servers(server_install, tmp_path, engine_d
     assert not missing, f"launch_triton.sh passes {missing}, which `tritonserver --help` does not list"
 
 
-def test_plain_generate_reaches_the_engine_as_the_backend_reads_it(plain_server, tokenizer):
+def test_plain_generate_reaches_the_engine_as_the_backend_reads_it(plain_server, stub_pythons, tokenizer):
     prompt = "the cat sat"
     assert _generate(plain_server, {"text_input": prompt, "max_tokens": 5}) == _expected(tokenizer, prompt, 5)
     ids = tokenizer.encode(prompt, add_special_tokens=False)
     got = _request_for(plain_server, ids)
     assert got["error"] is None and got["decoupled"] is False
-    assert got["stub"]["numpy"] == "1.26.4" and got["stub"]["transformers"] == "4.57.1"  # the containers'
+    # The stub ran the containers' numpy and transformers, under the Python chosen for it.
+    assert got["stub"]["numpy"] == "1.26.4" and got["stub"]["transformers"] == "4.57.1"
+    assert got["stub"]["python"].rsplit(".", 1)[0] == stub_pythons["plain"].version
     inputs = got["inputs"]
     assert inputs["input_ids"] == {"dtype": "int32", "shape": [1, len(ids)], "values": ids}
     assert inputs["input_lengths"] == {"dtype": "int32", "shape": [1], "values": [len(ids)]}
@@ -207,7 +222,7 @@ def test_bad_requests_get_a_clear_error_from_preprocessing(plain_server, body, m
     assert len(_received(plain_server)) == before  # nothing reached the engine
 
 
-def test_streaming_sends_one_text_piece_per_token(streaming_server, tokenizer):
+def test_streaming_sends_one_text_piece_per_token(streaming_server, stub_pythons, tokenizer):
     prompt, n = "stream me", 6
     events = list(post_stream(f"{streaming_server.url}/v2/models/ensemble/generate_stream",
                               {"text_input": prompt, "max_tokens": n, "stream": True, "seed": 3}))
@@ -217,6 +232,7 @@ def test_streaming_sends_one_text_piece_per_token(streaming_server, tokenizer):
     assert pieces == [tokenizer.decode([ids[i % len(ids)]]) for i in range(n)]
     got = _request_for(streaming_server, ids)
     assert got["decoupled"] is True and got["error"] is None
+    assert got["stub"]["python"].rsplit(".", 1)[0] == stub_pythons["streaming"].version
     assert got["inputs"]["streaming"] == {"dtype": "bool", "shape": [1], "values": [True]}
     assert got["inputs"]["seed"] == {"dtype": "uint64", "shape": [1], "values": [3]}
 

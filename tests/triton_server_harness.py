@@ -5,16 +5,19 @@ backend and one backend stub per Python 3.8-3.13). `.ci/run` installs that wheel
 (its own numpy<2 pin is for pytriton's client code, which nothing here uses).
 
 - ``find_server()``: the wheel's tritonserver, Python backend, stubs and bundled libraries, or None.
-- ``make_stub_env(root)``: what the Python backend's stub needs to run our models. The stub is an
-  embedded interpreter in isolated mode: it ignores PYTHONPATH/PYTHONHOME and takes its prefix
-  from the first `python3` on PATH, honouring a pyvenv.cfg beside it. So the environment is a
-  virtual-environment-shaped folder under `root` whose site-packages holds the numpy and
-  transformers of the Triton TensorRT-LLM 1.2.1 containers (STUB_PACKAGES), then a .pth line
-  naming this interpreter's site-packages for the rest. numpy must be 1.x for this server: its
-  stub is built with pybind11 2.10, which reads numpy 2 arrays with the wrong strides and garbles
-  every input tensor. Nothing outside `root` changes.
-- ``make_backend_dir(root, ...)``: a backend directory with the Python backend (the stub of this
-  interpreter's version) and tests/tensorrtllm_stand_in.py as the `tensorrtllm` backend.
+- ``this_python()`` / ``find_python(version)``: a Python installation the stub can embed (the
+  stub links libpython<version>.so.1.0): the one running the tests, or another of the version the
+  Triton TensorRT-LLM 1.2.1 containers run (CONTAINER_PYTHON), e.g. a sibling pyenv version.
+- ``make_stub_env(root, python)``: what the Python backend's stub needs to run our models. The
+  stub is an embedded interpreter in isolated mode: it ignores PYTHONPATH/PYTHONHOME and takes its
+  prefix from the first `python3` on PATH, honouring a pyvenv.cfg beside it. So the environment
+  is a virtual-environment-shaped folder under `root` holding the containers' numpy and
+  transformers (CONTAINER_PACKAGES): for the running interpreter those alone, then a .pth line
+  naming its site-packages for the rest; for another one, with all their dependencies. numpy must
+  be 1.x for this server: its stub is built with pybind11 2.10, which reads numpy 2 arrays with
+  the wrong strides and garbles every input tensor. Nothing outside `root` changes.
+- ``make_backend_dir(root, install, python)``: a backend directory with the Python backend (the
+  stub of that Python's version) and tests/tensorrtllm_stand_in.py as the `tensorrtllm` backend.
 - ``RunningServer``: starts a launch script, waits until the server is ready, and stops it by its
   own process id (its whole process group, stubs included) even when the test fails. The Python
   backend's shared-memory regions get a prefix of their own, so whatever a killed server leaves in
@@ -27,7 +30,6 @@ import dataclasses
 import importlib.util
 import json
 import os
-import platform
 import shutil
 import signal
 import site
@@ -43,13 +45,14 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 PYTRITON_WHEEL = "nvidia-pytriton==0.7.0"
-#: What the stub's interpreter imports first: TensorRT-LLM 1.2.1 pins numpy<2 and
-#: transformers==4.57.1 (its requirements.txt); tokenizers and huggingface_hub in the ranges that
-#: transformers 4.57.1 requires. Installed without their dependencies, which come from this env.
-STUB_PACKAGES = ("numpy==1.26.4", "transformers==4.57.1", "tokenizers>=0.22.0,<=0.23.0",
-                 "huggingface_hub>=0.34.0,<1.0")
+#: The Triton TensorRT-LLM 1.2.1 containers (tritonserver 26.04 and later, Ubuntu 24.04) run
+#: Python 3.12; TensorRT-LLM 1.2.1 pins numpy<2 and transformers==4.57.1 (its requirements.txt).
+CONTAINER_PYTHON = "3.12"
+CONTAINER_PACKAGES = ("numpy==1.26.4", "transformers==4.57.1")
+#: transformers 4.57.1's own pins on what its tokenizers need, installed beside it when the rest
+#: of the stub's packages come from the running interpreter.
+TOKENIZER_PACKAGES = ("tokenizers>=0.22.0,<=0.23.0", "huggingface_hub>=0.34.0,<1.0")
 STAND_IN = Path(__file__).with_name("tensorrtllm_stand_in.py")
-PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 @dataclasses.dataclass
@@ -59,7 +62,7 @@ class ServerInstall:
     stubs: Path             # python_backend_stubs/<major.minor>/triton_python_backend_stub
     libs: Path              # the wheel's bundled shared libraries (the stub needs libcudart from it)
 
-    def stub(self, version: str = PYTHON_VERSION) -> Path:
+    def stub(self, version: str) -> Path:
         return self.stubs / version / "triton_python_backend_stub"
 
     def help_text(self) -> str:
@@ -82,51 +85,87 @@ def find_server() -> Optional[ServerInstall]:
     return install if install.tritonserver.is_file() else None
 
 
-def _libpython_loadable() -> bool:
-    """Whether the stub (linked against libpython<major.minor>.so.1.0) finds a libpython."""
-    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
-        return True
+@dataclasses.dataclass
+class StubPython:
+    executable: Path         # <prefix>/bin/python<version>
+    version: str             # "3.12"
+    libdir: Optional[Path]   # holds libpython<version>.so.1.0 (None: the system's is used)
+    running: bool            # the interpreter running the tests
+
+
+_PROBE = ("import json, sys, sysconfig; v = sysconfig.get_config_var; print(json.dumps({'version': "
+          "'%d.%d' % sys.version_info[:2], 'bindir': v('BINDIR'), 'shared': bool(v('Py_ENABLE_SHARED')), "
+          "'libdir': v('LIBDIR')}))")
+
+
+def _libpython_loadable(version: str) -> bool:
     try:
-        ctypes.CDLL(f"libpython{PYTHON_VERSION}.so.1.0")
+        ctypes.CDLL(f"libpython{version}.so.1.0")
     except OSError:
         return False
     return True
 
 
-def make_stub_env(root: Path) -> Tuple[Optional[Dict[str, str]], str]:
+def _describe(executable: Path, running: bool) -> Optional[StubPython]:
+    try:
+        probe = subprocess.run([str(executable), "-c", _PROBE], capture_output=True, text=True, timeout=60)
+        facts = json.loads(probe.stdout)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+    if probe.returncode != 0:
+        return None
+    version, libdir = facts["version"], Path(facts["libdir"]) if facts["shared"] else None
+    if libdir is None and not _libpython_loadable(version):
+        return None  # a static build, and no libpython of its version for the stub
+    base = Path(facts["bindir"]) / f"python{version}"
+    return StubPython(base, version, libdir, running) if base.exists() else None
+
+
+def this_python() -> Optional[StubPython]:
+    return _describe(Path(sys.executable), running=True)
+
+
+def find_python(version: str) -> Optional[StubPython]:
+    """An installed Python `version` the stub can embed: on PATH, or beside this one's prefix."""
+    candidates = [shutil.which(f"python{version}")]
+    candidates += sorted(Path(sys.base_prefix).parent.glob(f"{version}*/bin/python{version}"))
+    for candidate in filter(None, candidates):
+        python = _describe(Path(candidate), running=False)
+        if python is not None and python.version == version:
+            return python
+    return None
+
+
+def make_stub_env(root: Path, python: StubPython) -> Tuple[Optional[Dict[str, str]], str]:
     """({PATH prefix, LD_LIBRARY_PATH prefix}, "") for the stub, or (None, why it cannot be made)."""
-    if not _libpython_loadable():
-        return None, (f"the backend stub needs libpython{PYTHON_VERSION}.so.1.0 and this Python "
-                      f"({sys.executable}) is not a shared build, nor is one installed")
-    bindir = Path(sysconfig.get_config_var("BINDIR"))
-    base_python = bindir / f"python{PYTHON_VERSION}"
-    if not base_python.exists():
-        return None, f"no {base_python} to point the stub's environment at"
-    site_packages = root / "lib" / f"python{PYTHON_VERSION}" / "site-packages"
+    site_packages = root / "lib" / f"python{python.version}" / "site-packages"
     (root / "bin").mkdir(parents=True)
     site_packages.mkdir(parents=True)
     for name in ("python3", "python"):
-        (root / "bin" / name).symlink_to(base_python)
-    (root / "pyvenv.cfg").write_text(f"home = {bindir}\ninclude-system-site-packages = false\n"
-                                     f"version = {platform.python_version()}\n")
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-cache-dir",
-                          "--no-compile", "--only-binary=:all:", "--disable-pip-version-check",
-                          "--target", str(site_packages), *STUB_PACKAGES], capture_output=True, text=True, timeout=300)
+        (root / "bin" / name).symlink_to(python.executable)
+    (root / "pyvenv.cfg").write_text(f"home = {python.executable.parent}\ninclude-system-site-packages = false\n")
+    if python.running:
+        packages, options = CONTAINER_PACKAGES + TOKENIZER_PACKAGES, ["--no-deps"]
+    else:
+        packages, options = CONTAINER_PACKAGES, []
+    pip = subprocess.run([str(python.executable), "-m", "pip", "install", "--quiet", "--no-cache-dir", "--no-compile",
+                          "--only-binary=:all:", "--disable-pip-version-check", *options,
+                          "--target", str(site_packages), *packages], capture_output=True, text=True, timeout=300)
     if pip.returncode != 0:
-        return None, f"pip could not install {' '.join(STUB_PACKAGES)} for the stub: {pip.stderr.strip()[-500:]}"
-    # Read after site-packages: the stub takes STUB_PACKAGES from there and the rest from here.
-    (site_packages / "test_env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    libdirs = [str(sysconfig.get_config_var("LIBDIR"))] if sysconfig.get_config_var("Py_ENABLE_SHARED") else []
-    return {"PATH": str(root / "bin"), "LD_LIBRARY_PATH": ":".join(libdirs)}, ""
+        return None, f"pip could not install {' '.join(packages)} for the stub: {pip.stderr.strip()[-500:]}"
+    if python.running:
+        # Read after site-packages: the stub takes `packages` from there and the rest from here.
+        (site_packages / "test_env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return {"PATH": str(root / "bin"), "LD_LIBRARY_PATH": str(python.libdir or "")}, ""
 
 
-def make_backend_dir(root: Path, install: ServerInstall) -> Path:
-    """root/python (the Python backend with this interpreter's stub) and root/tensorrtllm (the stand-in)."""
-    python = root / "python"
-    python.mkdir(parents=True)
+def make_backend_dir(root: Path, install: ServerInstall, python: StubPython) -> Path:
+    """root/python (the Python backend with the stub for `python`) and root/tensorrtllm (the stand-in)."""
+    backend = root / "python"
+    backend.mkdir(parents=True)
     for item in install.python_backend.iterdir():
-        shutil.copy2(item, python / item.name)
-    shutil.copy2(install.stub(), python / "triton_python_backend_stub")
+        shutil.copy2(item, backend / item.name)
+    shutil.copy2(install.stub(python.version), backend / "triton_python_backend_stub")
     stand_in = root / "tensorrtllm"
     stand_in.mkdir()
     shutil.copy2(STAND_IN, stand_in / "model.py")

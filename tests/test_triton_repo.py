@@ -120,6 +120,11 @@ def test_validator_catches_a_broken_ensemble(engine_dir, tmp_path):
     path.write_text(text.replace("TYPE_STRING", "TYPE_STRNG", 1))
     with pytest.raises(RepoValidationError, match="config.pbtxt"):
         validate_repository(str(out / "model_repository"))
+    path.write_text(text)
+    trt = out / "model_repository" / "tensorrt_llm" / "config.pbtxt"
+    trt.write_text(trt.read_text().replace('name: "seed"', 'name: "random_seed"'))
+    with pytest.raises(RepoValidationError, match="random_seed are read by no code of the tensorrtllm backend"):
+        validate_repository(str(out / "model_repository"))
 
 
 def _fake_tritonserver(tmp_path):

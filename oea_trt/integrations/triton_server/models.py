@@ -17,6 +17,27 @@ from typing import Any, Dict, List, Optional
 
 from oea_trt.integrations.triton_server.pbtxt import Enum
 
+#: Request tensors the tensorrtllm backend reads (InputFieldsNames, kStopInputTensorName and
+#: kStreamingInputTensorName in triton_backend/inflight_batcher_llm/src/utils.h of 1.2-era
+#: TensorRT-LLM). Triton forwards an input under any other name and the backend ignores it.
+TENSORRTLLM_BACKEND_INPUTS = frozenset({
+    "input_ids", "encoder_input_features", "encoder_output_lengths", "input_lengths", "decoder_input_ids",
+    "request_output_len", "no_repeat_ngram_size", "num_return_sequences", "end_id", "pad_id", "bad_words_list",
+    "stop_words_list", "embedding_bias", "context_phase_params", "cross_attention_mask", "skip_cross_attn_blocks",
+    "multimodal_embedding", "multimodal_hashes", "multimodal_positions", "multimodal_lengths",
+    "return_log_probs", "return_generation_logits", "return_context_logits",
+    "exclude_input_in_output", "return_perf_metrics", "return_kv_cache_reuse_stats", "beam_width",
+    "runtime_top_k", "runtime_top_p", "runtime_top_k_min", "runtime_top_p_decay", "runtime_top_p_reset_ids",
+    "temperature", "len_penalty", "early_stopping", "repetition_penalty", "min_tokens",
+    "beam_search_diversity_rate", "presence_penalty", "frequency_penalty", "seed", "prompt_embedding_table",
+    "prompt_table_extra_ids", "mrope_rotary_cos_sin", "mrope_position_deltas", "lora_task_id", "lora_weights",
+    "lora_config", "draft_input_ids", "draft_logits", "draft_acceptance_threshold",
+    "retention_token_range_starts", "retention_token_range_ends", "retention_token_range_priorities",
+    "retention_token_range_durations_ms", "retention_decode_priority", "retention_decode_duration_ms",
+    "guided_decoding_guide_type", "guided_decoding_guide", "lookahead_window_size", "lookahead_ngram_size",
+    "lookahead_verification_set_size", "stop", "streaming",
+})
+
 #: Where NVIDIA's Triton TensorRT-LLM container installs the executor worker (orchestrator mode).
 EXECUTOR_WORKER_PATH = "/opt/tritonserver/backends/tensorrtllm/trtllmExecutorWorker"
 

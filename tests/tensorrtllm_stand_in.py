@@ -29,12 +29,13 @@ from importlib import metadata
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-#: Inputs the backend reads, with the dtype it reads them as (utils.cc); a name missing here is
-#: read by no code of the backend.
+#: Inputs the backend reads (utils.h InputFieldsNames) for plain text generation, with the type
+#: utils.cc reads their bytes as; the stand-in refuses any other name. (The backend's own
+#: config.pbtxt declares runtime_top_p_min, but the code reads runtime_top_k_min.)
 READ_AS = {
     "input_ids": np.int32, "input_lengths": np.int32, "request_output_len": np.int32,
     "end_id": np.int32, "pad_id": np.int32, "beam_width": np.int32, "num_return_sequences": np.int32,
-    "runtime_top_k": np.int32, "runtime_top_p": np.float32, "runtime_top_p_min": np.float32,
+    "runtime_top_k": np.int32, "runtime_top_p": np.float32, "runtime_top_k_min": np.float32,
     "runtime_top_p_decay": np.float32, "runtime_top_p_reset_ids": np.int32,
     "temperature": np.float32, "len_penalty": np.float32, "early_stopping": np.int32,
     "repetition_penalty": np.float32, "min_tokens": np.int32, "beam_search_diversity_rate": np.float32,

@@ -18,8 +18,9 @@ from oea_trt.cli import main
 from oea_trt.plan.config_file import engine_config_dict, write_engine_config
 from oea_trt.plan.routing_plan import RoutingPlan
 from oea_trt.routing.config import OEAConfig
-from triton_server_harness import (CONTAINER_PYTHON, PYTRITON_WHEEL, RunningServer, find_python, find_server,
-                                   free_ports, make_backend_dir, make_stub_env, post, post_stream, this_python)
+from triton_server_harness import (CONTAINER_PACKAGES, CONTAINER_PYTHON, PYTRITON_WHEEL, RunningServer, find_python,
+                                   find_server, free_ports, make_backend_dir, make_stub_env, post, post_stream,
+                                   this_python)
 
 pytestmark = [pytest.mark.triton_server, pytest.mark.slow]
 
@@ -145,6 +146,13 @@ def _generate(server, body):
     return reply["text_output"]
 
 
+def _assert_stub_ran(got, python):
+    """The stub ran the containers' numpy and transformers, under the Python chosen for it."""
+    stub = got["stub"]
+    assert {f"numpy=={stub['numpy']}", f"transformers=={stub['transformers']}"} == set(CONTAINER_PACKAGES), stub
+    assert stub["python"].rsplit(".", 1)[0] == python.version, stub
+
+
 def _request_for(server, prompt_ids):
     matches = [r for r in _received(server) if r["inputs"]["input_ids"]["values"] == prompt_ids]
     assert len(matches) == 1, f"the stand-in got {len(matches)} requests with input_ids {prompt_ids}"
@@ -170,9 +178,7 @@ def test_plain_generate_reaches_the_engine_as_the_backend_reads_it(plain_server,
     ids = tokenizer.encode(prompt, add_special_tokens=False)
     got = _request_for(plain_server, ids)
     assert got["error"] is None and got["decoupled"] is False
-    # The stub ran the containers' numpy and transformers, under the Python chosen for it.
-    assert got["stub"]["numpy"] == "1.26.4" and got["stub"]["transformers"] == "4.57.1"
-    assert got["stub"]["python"].rsplit(".", 1)[0] == stub_pythons["plain"].version
+    _assert_stub_ran(got, stub_pythons["plain"])
     inputs = got["inputs"]
     assert inputs["input_ids"] == {"dtype": "int32", "shape": [1, len(ids)], "values": ids}
     assert inputs["input_lengths"] == {"dtype": "int32", "shape": [1], "values": [len(ids)]}
@@ -232,7 +238,7 @@ def test_streaming_sends_one_text_piece_per_token(streaming_server, stub_pythons
     assert pieces == [tokenizer.decode([ids[i % len(ids)]]) for i in range(n)]
     got = _request_for(streaming_server, ids)
     assert got["decoupled"] is True and got["error"] is None
-    assert got["stub"]["python"].rsplit(".", 1)[0] == stub_pythons["streaming"].version
+    _assert_stub_ran(got, stub_pythons["streaming"])
     assert got["inputs"]["streaming"] == {"dtype": "bool", "shape": [1], "values": [True]}
     assert got["inputs"]["seed"] == {"dtype": "uint64", "shape": [1], "values": [3]}
 

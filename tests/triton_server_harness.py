@@ -93,9 +93,9 @@ class StubPython:
     running: bool            # the interpreter running the tests
 
 
-_PROBE = ("import json, sys, sysconfig; v = sysconfig.get_config_var; print(json.dumps({'version': "
-          "'%d.%d' % sys.version_info[:2], 'bindir': v('BINDIR'), 'shared': bool(v('Py_ENABLE_SHARED')), "
-          "'libdir': v('LIBDIR')}))")
+_PROBE = ("import importlib.util, json, sys, sysconfig; v = sysconfig.get_config_var; print(json.dumps({"
+          "'version': '%d.%d' % sys.version_info[:2], 'bindir': v('BINDIR'), 'shared': bool(v('Py_ENABLE_SHARED')), "
+          "'libdir': v('LIBDIR'), 'pip': importlib.util.find_spec('pip') is not None}))")
 
 
 def _libpython_loadable(version: str) -> bool:
@@ -112,8 +112,8 @@ def _describe(executable: Path, running: bool) -> Optional[StubPython]:
         facts = json.loads(probe.stdout)
     except (OSError, ValueError, subprocess.TimeoutExpired):
         return None
-    if probe.returncode != 0:
-        return None
+    if probe.returncode != 0 or not facts["pip"]:
+        return None  # not runnable, or no pip to install the stub's packages with
     version, libdir = facts["version"], Path(facts["libdir"]) if facts["shared"] else None
     if libdir is None and not _libpython_loadable(version):
         return None  # a static build, and no libpython of its version for the stub

@@ -6,9 +6,11 @@ it, started through its own launch_triton.sh on free local ports, and asked for 
 read and logs it; the tests check the texts and what arrived where.
 """
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
+import shutil
 import sys
 
 import numpy as np
@@ -45,13 +47,6 @@ def stub_pythons(server_install):
                     f"{sys.executable} is a static build and none is installed")
     container = this if this.version == CONTAINER_PYTHON else find_python(CONTAINER_PYTHON)
     return {"plain": container or this, "streaming": this}
-
-
-def _stub_env(tmp_path_factory, python):
-    env, why = make_stub_env(tmp_path_factory.mktemp(f"stub_env_{python.version}"), python)
-    if env is None:
-        pytest.skip(why)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +87,22 @@ def engine_dir(tmp_path_factory):
     return d
 
 
-def _start(tmp_path_factory, install, python, engine_dir, tokenizer_dir, *, streaming):
-    stub_env = _stub_env(tmp_path_factory, python)
+@contextlib.contextmanager
+def _serve(tmp_path_factory, install, python, engine_dir, tokenizer_dir, *, streaming):
+    """The running server; its stub environment (~150 MB) is deleted when it stops."""
     root = tmp_path_factory.mktemp("streaming" if streaming else "plain")
+    try:
+        stub_env, why = make_stub_env(root / f"stub_env_{python.version}", python)
+        if stub_env is None:
+            pytest.skip(why)
+        with _new_repository_server(root, install, python, stub_env, engine_dir, tokenizer_dir, streaming) as server:
+            yield server
+    finally:
+        shutil.rmtree(root / f"stub_env_{python.version}", ignore_errors=True)
+
+
+def _new_repository_server(root, install, python, stub_env, engine_dir, tokenizer_dir, streaming):
+    """`oea-trt triton-repo` into root/out on free ports; the (not yet started) server for it."""
     http, grpc, metrics = free_ports(3)
     # The plugin library stands for the OEA plugin (which needs CUDA): one the server links anyway.
     preload = next(install.libs.glob("libb64-*.so*"))
@@ -116,14 +124,14 @@ def _start(tmp_path_factory, install, python, engine_dir, tokenizer_dir, *, stre
 @pytest.fixture(scope="module")
 def plain_server(tmp_path_factory, server_install, stub_pythons, engine_dir, tokenizer_dir):
     python = stub_pythons["plain"]
-    with _start(tmp_path_factory, server_install, python, engine_dir, tokenizer_dir, streaming=False) as server:
+    with _serve(tmp_path_factory, server_install, python, engine_dir, tokenizer_dir, streaming=False) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def streaming_server(tmp_path_factory, server_install, stub_pythons, engine_dir, tokenizer_dir):
     python = stub_pythons["streaming"]
-    with _start(tmp_path_factory, server_install, python, engine_dir, tokenizer_dir, streaming=True) as server:
+    with _serve(tmp_path_factory, server_install, python, engine_dir, tokenizer_dir, streaming=True) as server:
         yield server
 
 

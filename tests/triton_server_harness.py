@@ -232,8 +232,11 @@ class RunningServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+    def log_tail(self, chars: int = 3000) -> str:
+        """The server's error lines (E<date> ...), then the end of its log."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        errors = [line for line in text.splitlines() if line[:1] == "E" and line[1:2].isdigit()]
+        return "\n".join(["errors:", *errors[-20:], "log ends:", text[-chars:]])
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout

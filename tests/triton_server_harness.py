@@ -36,7 +36,6 @@ import site
 import socket
 import subprocess
 import sys
-import sysconfig
 import time
 import uuid
 import urllib.error

@@ -35,7 +35,7 @@ def engine_dir(tmp_path):
     (d / "config.json").write_text(json.dumps({
         "version": "1.2.1",
         "pretrained_config": {"architecture": "Qwen3MoeForCausalLM", "mapping": {"world_size": 1, "tp_size": 1}},
-        "build_config": {"max_batch_size": 32, "max_num_tokens": 4096},
+        "build_config": {"max_batch_size": 32, "max_input_len": 1024, "max_seq_len": 2048, "max_num_tokens": 4096},
     }))
     (d / "rank0.engine").write_bytes(b"")
     plan = RoutingPlan(base=OEAConfig(num_experts=128, top_k=8, k0=3), moe_layers=tuple(range(48)))
@@ -71,6 +71,14 @@ def test_repository_configs_parse_and_point_at_the_engine(engine_dir, tmp_path, 
     names = {t.name: t for t in trt.input}
     assert names["input_ids"].allow_ragged_batch and names["input_ids"].data_type == pb2.TYPE_INT32
     assert list(names["input_lengths"].reshape.shape) == []
+    # The backend reads the seed under `seed` (InputFieldsNames::seed) as a uint64.
+    assert "random_seed" not in names and names["seed"].data_type == pb2.TYPE_UINT64
+    ens_inputs = {t.name for t in cfgs["ensemble"].input}
+    assert {"seed", "temperature", "top_k", "top_p"} <= ens_inputs and "random_seed" not in ens_inputs
+    assert cfgs["ensemble"].ensemble_scheduling.step[1].input_map["seed"] == "seed"
+    pre = _params(cfgs["preprocessing"])
+    assert pre["max_input_len"] == "1024"  # the engine's build_config.max_input_len
+    assert pre["request_fields"] == "text_input,max_tokens,temperature,top_k,top_p,seed"
     assert cfgs["ensemble"].platform == "ensemble"
     assert [s.model_name for s in cfgs["ensemble"].ensemble_scheduling.step] == [
         "preprocessing", "tensorrt_llm", "postprocessing"]
@@ -95,6 +103,7 @@ def test_streaming_and_multi_gpu(engine_dir, tmp_path):
     assert _params(trt)["executor_worker_path"].endswith("trtllmExecutorWorker")
     ens = _parse(repo / "ensemble" / "config.pbtxt")
     assert "stream" in {t.name for t in ens.input}
+    assert _params(_parse(repo / "preprocessing" / "config.pbtxt"))["request_fields"].endswith(",seed,stream")
     assert ens.ensemble_scheduling.step[1].input_map["streaming"] == "stream"
     assert "export TRTLLM_ORCHESTRATOR=1" in (out / "launch_triton.sh").read_text()
     validate_repository(str(repo))
@@ -110,6 +119,11 @@ def test_validator_catches_a_broken_ensemble(engine_dir, tmp_path):
         validate_repository(str(out / "model_repository"))
     path.write_text(text.replace("TYPE_STRING", "TYPE_STRNG", 1))
     with pytest.raises(RepoValidationError, match="config.pbtxt"):
+        validate_repository(str(out / "model_repository"))
+    path.write_text(text)
+    trt = out / "model_repository" / "tensorrt_llm" / "config.pbtxt"
+    trt.write_text(trt.read_text().replace('name: "seed"', 'name: "random_seed"'))
+    with pytest.raises(RepoValidationError, match="random_seed are read by no code of the tensorrtllm backend"):
         validate_repository(str(out / "model_repository"))
 
 
@@ -193,14 +207,36 @@ class _PbTensor:
 
 
 class _Request:
-    def __init__(self, tensors):
+    def __init__(self, tensors, parameters=None):
         self.tensors = {t.name: t for t in tensors}
+        self.parameters_json = json.dumps(parameters or {})
+
+    def parameters(self):
+        return self.parameters_json
+
+
+class _TritonError(Exception):
+    INVALID_ARG = 3
+
+    def __init__(self, message, code=0):
+        super().__init__(message)
+        self.text, self.error_code = message, code
+
+    def message(self):
+        return self.text
+
+
+def _response(output_tensors, error=None):
+    if error is not None:
+        return {"error": error.message(), "code": error.error_code}
+    return {t.name: t.array for t in output_tensors}
 
 
 def _pb_utils():
     m = types.ModuleType("triton_python_backend_utils")
     m.Tensor = _PbTensor
-    m.InferenceResponse = lambda output_tensors: {t.name: t.array for t in output_tensors}
+    m.TritonError = _TritonError
+    m.InferenceResponse = _response
     m.get_input_tensor_by_name = lambda request, name: request.tensors.get(name)
     return m
 
@@ -218,7 +254,8 @@ def python_models(tmp_path, monkeypatch):
         sys.modules.pop(f"oea_trt.integrations.triton_server.python_models.{name}", None)
         module = importlib.import_module(f"oea_trt.integrations.triton_server.python_models.{name}")
         model = module.TritonPythonModel()
-        params = {"tokenizer_dir": {"string_value": str(tok_dir)}}
+        params = {"tokenizer_dir": {"string_value": str(tok_dir)}, "max_input_len": {"string_value": "12"},
+                  "request_fields": {"string_value": "text_input,max_tokens,seed"}}
         model.initialize({"model_config": json.dumps({"parameters": params})})
         models[name] = model
     yield models
@@ -238,3 +275,28 @@ def test_python_models_round_trip_text(python_models):
     tokens = ids[:, None, :]
     [back] = post.execute([_Request([_PbTensor("TOKENS_BATCH", tokens), _PbTensor("SEQUENCE_LENGTH", lengths)])])
     assert back["OUTPUT"].tolist() == [[b"hello world"], [b"OEA!"]]
+
+
+def _preprocess(pre, queries, out_len, parameters=None):
+    query = _PbTensor("QUERY", np.array([[q] for q in queries], dtype=object))
+    [out] = pre.execute([_Request([query, _PbTensor("REQUEST_OUTPUT_LEN", [[out_len]] * len(queries))], parameters)])
+    return out
+
+
+@pytest.mark.parametrize("queries,out_len,parameters,message", [
+    ([b""], 4, None, "text_input is empty (0 tokens)"),
+    ([b"ok", b""], 4, None, "text_input[1] is empty (0 tokens)"),
+    ([b"x" * 13], 4, None, "text_input is 13 tokens; the engine takes prompts of at most max_input_len=12"),
+    ([b"fine"], 0, None, "max_tokens must be at least 1, got 0"),
+    ([b"fine"], 4, {"random_seed": 5}, "request field(s) 'random_seed' are read by no model of this repository; "
+                                       "its fields are text_input, max_tokens, seed"),
+])
+def test_preprocessing_refuses_what_the_engine_would_misread(python_models, queries, out_len, parameters, message):
+    out = _preprocess(python_models["preprocessing"], queries, out_len, parameters)
+    assert set(out) == {"error", "code"} and message in out["error"] and out["code"] == _TritonError.INVALID_ARG
+
+
+def test_preprocessing_takes_the_longest_prompt_and_known_parameters(python_models):
+    out = _preprocess(python_models["preprocessing"], [b"x" * 12, "é".encode()], 3,
+                      {"request_type": "context_and_generation", "triton_enable_empty_final_response": True})
+    assert out["REQUEST_INPUT_LEN"].tolist() == [[12], [1]] and out["INPUT_ID"].shape == (2, 12)

@@ -52,7 +52,7 @@ def run(args) -> int:
             raise CLIError(f"--max-batch-size must not exceed the engine's max_batch_size={info.max_batch_size}, got {mbs}")
         settings = RepoSettings(
             engine_dir=os.path.abspath(args.engine_dir), tokenizer_dir=os.path.abspath(args.tokenizer_dir),
-            max_batch_size=mbs, decoupled=args.streaming,
+            max_batch_size=mbs, max_input_len=info.max_input_len, decoupled=args.streaming,
             kv_cache_free_gpu_mem_fraction=args.kv_cache_free_gpu_mem_fraction,
             batch_scheduler_policy=args.batch_scheduler_policy, enable_chunked_context=args.enable_chunked_context,
             world_size=info.world_size,

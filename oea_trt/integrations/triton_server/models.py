@@ -4,10 +4,11 @@ ensemble (text in, text out) -> preprocessing (our Python model: tokenize) -> te
 (TensorRT-LLM's C++ backend running the OEA engine, in-flight batching) -> postprocessing (our
 Python model: detokenize). Tensor names of the tensorrt_llm model and its parameters
 (gpt_model_type, gpt_model_path, batch_scheduler_policy, kv_cache_free_gpu_mem_fraction, ...)
-are the ones the backend reads (triton-inference-server/tensorrtllm_backend,
-all_models/inflight_batcher_llm/tensorrt_llm/config.pbtxt); the ensemble's outer names
-(text_input, max_tokens, text_output) match the backend's usual ensemble, so its clients and
-Triton's /v2/models/ensemble/generate endpoint work unchanged.
+are the ones the backend reads (InputFieldsNames in inflight_batcher_llm/src/utils.h of
+TensorRT-LLM's triton_backend, and all_models/inflight_batcher_llm/tensorrt_llm/config.pbtxt);
+the ensemble's outer names (text_input, max_tokens, temperature, top_k, top_p, seed, stream,
+text_output) match the backend's usual ensemble, so its clients and Triton's
+/v2/models/ensemble/generate endpoint work unchanged.
 """
 from __future__ import annotations
 
@@ -15,6 +16,27 @@ import dataclasses
 from typing import Any, Dict, List, Optional
 
 from oea_trt.integrations.triton_server.pbtxt import Enum
+
+#: Request tensors the tensorrtllm backend reads (InputFieldsNames, kStopInputTensorName and
+#: kStreamingInputTensorName in triton_backend/inflight_batcher_llm/src/utils.h of 1.2-era
+#: TensorRT-LLM). Triton forwards an input under any other name and the backend ignores it.
+TENSORRTLLM_BACKEND_INPUTS = frozenset({
+    "input_ids", "encoder_input_features", "encoder_output_lengths", "input_lengths", "decoder_input_ids",
+    "request_output_len", "no_repeat_ngram_size", "num_return_sequences", "end_id", "pad_id", "bad_words_list",
+    "stop_words_list", "embedding_bias", "context_phase_params", "cross_attention_mask", "skip_cross_attn_blocks",
+    "multimodal_embedding", "multimodal_hashes", "multimodal_positions", "multimodal_lengths",
+    "return_log_probs", "return_generation_logits", "return_context_logits",
+    "exclude_input_in_output", "return_perf_metrics", "return_kv_cache_reuse_stats", "beam_width",
+    "runtime_top_k", "runtime_top_p", "runtime_top_k_min", "runtime_top_p_decay", "runtime_top_p_reset_ids",
+    "temperature", "len_penalty", "early_stopping", "repetition_penalty", "min_tokens",
+    "beam_search_diversity_rate", "presence_penalty", "frequency_penalty", "seed", "prompt_embedding_table",
+    "prompt_table_extra_ids", "mrope_rotary_cos_sin", "mrope_position_deltas", "lora_task_id", "lora_weights",
+    "lora_config", "draft_input_ids", "draft_logits", "draft_acceptance_threshold",
+    "retention_token_range_starts", "retention_token_range_ends", "retention_token_range_priorities",
+    "retention_token_range_durations_ms", "retention_decode_priority", "retention_decode_duration_ms",
+    "guided_decoding_guide_type", "guided_decoding_guide", "lookahead_window_size", "lookahead_ngram_size",
+    "lookahead_verification_set_size", "stop", "streaming",
+})
 
 #: Where NVIDIA's Triton TensorRT-LLM container installs the executor worker (orchestrator mode).
 EXECUTOR_WORKER_PATH = "/opt/tritonserver/backends/tensorrtllm/trtllmExecutorWorker"
@@ -25,6 +47,7 @@ class RepoSettings:
     engine_dir: str                 # absolute path of the TensorRT-LLM engine directory
     tokenizer_dir: str              # absolute path of the HF model directory (tokenizer files)
     max_batch_size: int = 64
+    max_input_len: Optional[int] = None  # the engine's longest prompt; preprocessing refuses longer
     decoupled: bool = False         # streaming responses (token by token)
     kv_cache_free_gpu_mem_fraction: float = 0.9
     batch_scheduler_policy: str = "guaranteed_no_evict"
@@ -83,7 +106,7 @@ def tensorrt_llm_config(s: RepoSettings) -> Dict[str, Any]:
         "input": [
             _tensor("input_ids", "TYPE_INT32", [-1], ragged=True),
             _scalar_in("input_lengths", "TYPE_INT32", optional=False),
-            _tensor("request_output_len", "TYPE_INT32", [1]),
+            _scalar_in("request_output_len", "TYPE_INT32", optional=False),
             _scalar_in("end_id", "TYPE_INT32"),
             _scalar_in("pad_id", "TYPE_INT32"),
             _tensor("stop_words_list", "TYPE_INT32", [2, -1], optional=True, ragged=True),
@@ -92,9 +115,11 @@ def tensorrt_llm_config(s: RepoSettings) -> Dict[str, Any]:
             _scalar_in("temperature", "TYPE_FP32"),
             _scalar_in("runtime_top_k", "TYPE_INT32"),
             _scalar_in("runtime_top_p", "TYPE_FP32"),
-            _scalar_in("random_seed", "TYPE_UINT64"),
+            # The backend reads `seed` (older releases read `random_seed`); Triton accepts a tensor
+            # under a name the backend never reads, so a wrong name silently drops the user's seed.
+            _scalar_in("seed", "TYPE_UINT64"),
             _scalar_in("return_log_probs", "TYPE_BOOL"),
-            _tensor("streaming", "TYPE_BOOL", [1], optional=True),
+            _scalar_in("streaming", "TYPE_BOOL"),
         ],
         "output": [
             _tensor("output_ids", "TYPE_INT32", [-1, -1]),
@@ -107,7 +132,28 @@ def tensorrt_llm_config(s: RepoSettings) -> Dict[str, Any]:
     }
 
 
+def ensemble_inputs(s: RepoSettings) -> List[Dict[str, Any]]:
+    """The request fields of the ensemble (what /v2/models/ensemble/generate takes)."""
+    inputs = [
+        _tensor("text_input", "TYPE_STRING", [1]),
+        _tensor("max_tokens", "TYPE_INT32", [1]),
+        _tensor("temperature", "TYPE_FP32", [1], optional=True),
+        _tensor("top_k", "TYPE_INT32", [1], optional=True),
+        _tensor("top_p", "TYPE_FP32", [1], optional=True),
+        _tensor("seed", "TYPE_UINT64", [1], optional=True),
+    ]
+    if s.decoupled:
+        inputs.append(_tensor("stream", "TYPE_BOOL", [1], optional=True))
+    return inputs
+
+
 def preprocessing_config(s: RepoSettings) -> Dict[str, Any]:
+    # Triton hands a request's fields that match no input to every model as request parameters,
+    # where nothing reads them; preprocessing refuses them and names the fields that exist.
+    params: Dict[str, Any] = {"tokenizer_dir": s.tokenizer_dir, "add_special_tokens": False,
+                              "request_fields": ",".join(t["name"] for t in ensemble_inputs(s))}
+    if s.max_input_len is not None:
+        params["max_input_len"] = s.max_input_len
     return {
         "name": "preprocessing",
         "backend": "python",
@@ -124,7 +170,7 @@ def preprocessing_config(s: RepoSettings) -> Dict[str, Any]:
             _tensor("OUT_PAD_ID", "TYPE_INT32", [1]),
         ],
         "instance_group": [{"count": s.preprocessing_instances, "kind": Enum("KIND_CPU")}],
-        "parameters": _params({"tokenizer_dir": s.tokenizer_dir, "add_special_tokens": False}),
+        "parameters": _params(params),
     }
 
 
@@ -153,24 +199,15 @@ def ensemble_config(s: RepoSettings) -> Dict[str, Any]:
         "temperature": "temperature",
         "runtime_top_k": "top_k",
         "runtime_top_p": "top_p",
-        "random_seed": "random_seed",
+        "seed": "seed",
     }
-    inputs = [
-        _tensor("text_input", "TYPE_STRING", [1]),
-        _tensor("max_tokens", "TYPE_INT32", [1]),
-        _tensor("temperature", "TYPE_FP32", [1], optional=True),
-        _tensor("top_k", "TYPE_INT32", [1], optional=True),
-        _tensor("top_p", "TYPE_FP32", [1], optional=True),
-        _tensor("random_seed", "TYPE_UINT64", [1], optional=True),
-    ]
     if s.decoupled:
-        inputs.append(_tensor("stream", "TYPE_BOOL", [1], optional=True))
         trt_inputs["streaming"] = "stream"
     return {
         "name": "ensemble",
         "platform": "ensemble",
         "max_batch_size": s.max_batch_size,
-        "input": inputs,
+        "input": ensemble_inputs(s),
         "output": [_tensor("text_output", "TYPE_STRING", [-1])],
         "ensemble_scheduling": {
             "step": [

@@ -5,12 +5,14 @@ model_config_pb2, google.protobuf.text_format: unknown fields, bad enums and syn
 fail), then the ensemble is checked against the models it chains: every step's model
 exists, every mapped name is an input/output of that model, every internal tensor is
 produced before it is consumed and with the same data type, and every required input of a
-step is fed.
+step is fed. A tensorrtllm-backend model may only declare inputs the backend reads.
 """
 from __future__ import annotations
 
 import os
 from typing import Dict, List
+
+from oea_trt.integrations.triton_server.models import TENSORRTLLM_BACKEND_INPUTS
 
 
 class RepoValidationError(ValueError):
@@ -54,6 +56,11 @@ def validate_repository(repo_dir: str) -> Dict[str, object]:
             raise RepoValidationError(f"{repo_dir}/{name} has no version directory (e.g. 1/)")
         if cfg.backend == "python" and not os.path.isfile(os.path.join(repo_dir, name, "1", "model.py")):
             raise RepoValidationError(f"{repo_dir}/{name}/1/model.py missing for a python-backend model")
+        if cfg.backend == "tensorrtllm":
+            unread = sorted(t.name for t in cfg.input if t.name not in TENSORRTLLM_BACKEND_INPUTS)
+            if unread:
+                raise RepoValidationError(f"{path}: input(s) {', '.join(unread)} are read by no code of the "
+                                          "tensorrtllm backend; see TENSORRTLLM_BACKEND_INPUTS for its names")
         configs[name] = cfg
     for name, cfg in configs.items():
         if cfg.platform == "ensemble":

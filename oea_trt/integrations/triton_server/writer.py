@@ -37,6 +37,7 @@ class TritonRepoError(ValueError):
 @dataclasses.dataclass
 class EngineInfo:
     max_batch_size: Optional[int]
+    max_input_len: Optional[int]  # longest prompt the engine takes (build_config.max_input_len)
     world_size: int
     oea: Optional[dict]          # oea_config.json content, when the engine has one
 
@@ -60,8 +61,9 @@ def engine_info(engine_dir: str) -> EngineInfo:
     if os.path.isfile(oea_path):
         with open(oea_path) as f:
             oea = json.load(f)
-    mbs = build.get("max_batch_size")
-    return EngineInfo(max_batch_size=int(mbs) if mbs else None, world_size=world, oea=oea)
+    mbs, max_input = build.get("max_batch_size"), build.get("max_input_len")
+    return EngineInfo(max_batch_size=int(mbs) if mbs else None, max_input_len=int(max_input) if max_input else None,
+                      world_size=world, oea=oea)
 
 
 def default_plugin_library(info: EngineInfo) -> Optional[str]:

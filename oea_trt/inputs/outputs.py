@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from typing import Iterable, List, Tuple
 
 from oea_trt.inputs.errors import InputError
@@ -88,6 +89,17 @@ class StagedOutputs:
         self._staged.append((tmp, final))
         return tmp
 
+    def directory(self, final: str) -> str:
+        """A new empty directory to fill; on commit it replaces `final` (which must be absent or
+        empty, or anything with overwrite=True)."""
+        parent = os.path.dirname(os.path.abspath(final))
+        self._make_dirs(parent)
+        tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(final))}.{os.getpid()}-"
+                                   f"{secrets.token_hex(4)}.partial")
+        os.mkdir(tmp)
+        self._staged.append((tmp, final))
+        return tmp
+
     def _make_dirs(self, directory: str) -> None:
         missing = []
         while not os.path.isdir(directory):
@@ -112,12 +124,16 @@ class StagedOutputs:
         """Rename every written output into place; the final paths."""
         written = [(tmp, final) for tmp, final in self._staged if os.path.exists(tmp)]
         if not self.overwrite:
-            taken = [final for _, final in written if os.path.lexists(final)]
+            taken = [final for tmp, final in written if os.path.lexists(final)
+                     and not (os.path.isdir(tmp) and os.path.isdir(final) and not os.listdir(final))]
             if taken:
                 raise InputError(f"{taken[0]} appeared while this command ran; nothing was written "
                                  "(pass --overwrite to replace it)")
         for tmp, final in written:
-            os.replace(tmp, final)
+            if os.path.isdir(tmp):
+                replace_directory(tmp, final)
+            else:
+                os.replace(tmp, final)
         self._staged = []
         self._created = []
         self.written = [final for _, final in written]
@@ -126,7 +142,10 @@ class StagedOutputs:
     def discard(self) -> None:
         for tmp, _ in self._staged:
             try:
-                os.remove(tmp)
+                if os.path.isdir(tmp):
+                    shutil.rmtree(tmp)
+                else:
+                    os.remove(tmp)
             except OSError:
                 pass
         for d in reversed(self._created):
@@ -136,3 +155,24 @@ class StagedOutputs:
                 pass
         self._staged = []
         self._created = []
+
+
+def replace_directory(new: str, final: str) -> None:
+    """Move directory `new` to `final`, replacing whatever `final` was: the old one is renamed
+    aside first and removed only once the new one is in place."""
+    if os.path.isdir(final) and not os.listdir(final):
+        os.rmdir(final)
+    if not os.path.lexists(final):
+        os.rename(new, final)
+        return
+    aside = f"{final}.{os.getpid()}-{secrets.token_hex(4)}.old"
+    os.rename(final, aside)
+    try:
+        os.rename(new, final)
+    except BaseException:
+        os.rename(aside, final)
+        raise
+    if os.path.isdir(aside) and not os.path.islink(aside):
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.remove(aside)

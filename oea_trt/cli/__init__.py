@@ -44,7 +44,8 @@ def add_debug_flag(parser: argparse.ArgumentParser, default=False) -> None:
                         help="print the traceback of a failure (also: OEA_TRT_DEBUG=1)")
 
 
-def _commands():
+def command_modules():
+    """The modules of oea_trt/cli/commands/ that define a subcommand, in help order."""
     from oea_trt.cli import commands
 
     found = []
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"oea-trt {__version__}")
     add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for module in _commands():
+    for module in command_modules():
         p = sub.add_parser(module.NAME, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
                            formatter_class=HelpFormatter)
         module.add_arguments(p)

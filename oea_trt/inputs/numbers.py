@@ -50,8 +50,9 @@ def check_float(value, what: str, lo: Optional[float] = None, hi: Optional[float
     low_bad = lo is not None and (value <= lo if lo_open else value < lo)
     if low_bad or (hi is not None and value > hi):
         left = "(" if lo_open else "["
-        span = f"{left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}" + ("]" if hi is not None else ")")
-        raise InputError(f"{what} must be in {span}, got {value}")
+        low = "-inf" if lo is None else f"{lo:g}"
+        high = "inf)" if hi is None else f"{hi:g}]"
+        raise InputError(f"{what} must be in {left}{low}, {high}, got {value:g}")
     return float(value)
 
 

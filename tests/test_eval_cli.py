@@ -130,3 +130,12 @@ def test_results_are_replaced_only_with_overwrite(model_dir, tmp_path, capsys):
     second = json.loads((tmp_path / "eval_results.json").read_text())
     assert second["seed"] == 2 and json.loads(first)["seed"] == 1
     assert sorted(os.listdir(tmp_path)) == ["eval_pareto.png", "eval_results.json"]  # no temporary left behind
+
+
+def test_a_tokenizer_that_drops_the_text_is_reported_not_looped_on():
+    from oea_trt.data import tokenized_sequences
+
+    with pytest.raises(ValueError, match=r"turned \d+ characters of the '\w+' domain into only 0 tokens \(needed 16\)"):
+        tokenized_sequences(lambda text: [], None, count=2, length=16, seed=1)
+    ids, _ = tokenized_sequences(lambda text: list(range(len(text) // 3)), 1, count=2, length=16, seed=1)
+    assert ids.shape == (2, 16) and ids[:, 0].tolist() == [1, 1]  # three characters per token is fine

@@ -68,6 +68,10 @@ def run_reporting_failures(work: Callable[[], int], prog: str, debug: bool = Fal
     """work()'s exit status, or the status of its failure after printing `prog: error: ...`."""
     try:
         return int(work() or 0)
+    except BrokenPipeError:  # stdout closed early (`oea-trt ... | head`): not a failure worth a message
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush would raise again
+        return RUNTIME
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()

@@ -13,6 +13,7 @@ import os
 import re
 from typing import Dict, List
 
+from oea_trt.inputs.engine_dir import ENGINE_CONFIG_KEYS
 from oea_trt.inputs.errors import InputError
 from oea_trt.inputs.json_file import read_json
 from oea_trt.inputs.numbers import check_int
@@ -43,6 +44,9 @@ def check_model_dir(path: str, what: str = "model directory", *, weights: bool =
             if any(n.endswith(".engine") for n in os.listdir(path)) else ""
         raise InputError(f"{what} {path} has no config.json: not a Hugging Face model directory{hint}")
     config = read_json(config_path, what, dict)
+    if any(isinstance(config.get(key), dict) for key in ENGINE_CONFIG_KEYS):
+        raise InputError(f"{what} {path} is a TensorRT-LLM engine directory; pass the Hugging Face directory it was "
+                         f"built from{built_from(path)}")
     for field in OPTIONAL_INT_FIELDS:
         if config.get(field) is not None:
             check_int(config[field], f"{config_path}: {field}", lo=1)
@@ -55,6 +59,15 @@ def check_model_dir(path: str, what: str = "model directory", *, weights: bool =
     if tokenizer:
         check_tokenizer_dir(path, what)
     return spec
+
+
+def built_from(engine_dir: str) -> str:
+    """" (HF_DIR)" as recorded in an engine's oea_config.json, or "" when it does not say."""
+    try:
+        hf_dir = (read_json(os.path.join(engine_dir, "oea_config.json"), "engine").get("model") or {}).get("hf_dir")
+    except InputError:
+        return ""
+    return f" ({hf_dir})" if isinstance(hf_dir, str) and hf_dir else ""
 
 
 def weight_files(path: str, what: str = "model directory") -> List[str]:

@@ -72,6 +72,9 @@ def check_arguments(args):
     except ValueError as exc:
         raise CLIError(f"--domains: {exc}") from None
     device = check_device(args.device)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if args.threads > cores:
+        raise CLIError(f"--threads must be at most the {cores} CPU cores this process may use, got {args.threads}")
     check_output_dir(args.output_dir, "--output-dir", RESULT_FILES, overwrite=args.overwrite)
     if args.dump_traces:
         traces = os.path.abspath(args.dump_traces)

@@ -112,3 +112,27 @@ def test_examples_help_needs_no_tensorrt_llm():
     for example in ("examples/generate.py", "examples/pytorch_backend_llm.py"):
         out = run_python(example, "--help")
         assert out.returncode == 0 and "usage:" in out.stdout and "--debug" in out.stdout, out.stderr
+
+
+def test_readme_walkthrough_runs_on_the_repository_data(tmp_path, monkeypatch, capsys):
+    """The README's CPU walkthrough: the build plan and the Triton repository from tests/data and
+    the embedded model, and the Python snippet, on a machine without GPU or TensorRT-LLM."""
+    monkeypatch.chdir(ROOT)
+    assert main(["build", "tests/data/qwen3-30b-a3b", "-o", str(tmp_path / "engine"), "--k0", "3", "--dry-run"]) == 0
+    assert "OEA k0=3 in all 48 MoE layers" in capsys.readouterr().out
+    assert not (tmp_path / "engine").exists()  # a dry run writes nothing
+    out = tmp_path / "oea-triton"
+    assert main(["triton-repo", "tests/data/engine-stub", "--tokenizer-dir", "oea_trt/models/embedded",
+                 "-o", str(out)]) == 0
+    assert (out / "launch_triton.sh").is_file() and (out / "model_repository" / "tensorrt_llm" / "config.pbtxt").is_file()
+
+    import torch
+
+    from oea_trt import OEAConfig, route, vanilla_route
+
+    config = OEAConfig(num_experts=128, top_k=8, k0=3)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    logits = torch.randn(16, 128, device=device)
+    result = route(logits, config)
+    assert result.expert_ids.shape == (16, 8) and result.weights.shape == (16, 8)
+    assert int(result.num_active) <= int(vanilla_route(logits.cpu(), 8, True).num_active)

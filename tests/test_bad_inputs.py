@@ -225,6 +225,9 @@ CASES = [
     ("oea-trt", BUILD + ["--checkpoint-dir", "{file}"], 2, "--checkpoint-dir .* is a file"),
     ("oea-trt", BUILD + ["--checkpoint-dir", "{ws}/built"], 2, "--checkpoint-dir must differ from --output-dir"),
     ("oea-trt", BUILD + ["--plugin-library", "{ws}/nope.so"], 2, "--plugin-library .* does not exist"),
+    ("oea-trt", ["build", "{tiny}", "-o", "{nonempty}"], 2, "--output-dir .* is not empty; pass --overwrite"),
+    ("oea-trt", ["build", "{tiny}", "-o", "{ws}/built", "--checkpoint-dir", "{nonempty}"], 2,
+     "--checkpoint-dir .* is not empty; pass --overwrite"),
     pytest.param("oea-trt", ["build", "{tiny}", "-o", "{ws}/built"], 2, "TensorRT-LLM is not importable",
                  marks=skip_trtllm),
     # -- bench (its inputs beyond these are the bench command's own tests) -------------------

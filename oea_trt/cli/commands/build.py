@@ -99,7 +99,6 @@ def options_from_args(args):
     from oea_trt.integrations.trtllm.build_plan import BuildOptions
 
     spec = check_model_dir(args.hf_dir, "HF_DIR", weights=not args.dry_run)
-    check_outputs(args)
     if args.plugin_library and not os.path.isfile(args.plugin_library):
         raise CLIError(f"--plugin-library {args.plugin_library} does not exist; build it with "
                        "scripts/check_plugin.sh or leave the flag out")
@@ -125,6 +124,7 @@ def run(args) -> int:
     from oea_trt.integrations.trtllm.build import BuildError, build, require_tensorrt_llm
 
     try:
+        check_outputs(args)
         if not args.dry_run and importlib.util.find_spec("tensorrt_llm") is None:
             require_tensorrt_llm()  # says where a real build runs, before asking for weights it cannot use here
         options = options_from_args(args)

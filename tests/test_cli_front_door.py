@@ -59,8 +59,8 @@ def test_a_bug_is_one_line_unless_debugging(monkeypatch, capsys):
     for argv in (SIMULATE + ["--debug"], ["--debug"] + SIMULATE):
         assert main(argv) == 1
         err = capsys.readouterr().err
-        assert err.startswith("Traceback") and "KeyError: 'rows'" in err and err.rstrip().endswith("--debug or "
-                                                                                                 "OEA_TRT_DEBUG=1 for the traceback)")
+        assert err.startswith("Traceback") and "KeyError: 'rows'" in err
+        assert err.rstrip().endswith("rerun with --debug or OEA_TRT_DEBUG=1 for the traceback)")
     monkeypatch.setenv(DEBUG_ENV, "1")
     assert main(SIMULATE) == 1
     assert capsys.readouterr().err.startswith("Traceback")

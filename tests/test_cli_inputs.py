@@ -159,6 +159,16 @@ def test_check_engine_dir(engine):
     assert check_engine_dir(str(d)) == config
     with pytest.raises(InputError, match="is a Hugging Face model directory, not an engine; build one with"):
         check_engine_dir(str(EMBEDDED))
+    for bad, match in (({**config, "build_config": [8]}, "build_config must be an object, got list"),
+                       ({**config, "build_config": {"max_batch_size": 8.0}}, r"max_batch_size must be a positive"),
+                       ({**config, "pretrained_config": {"mapping": {"world_size": "2"}}}, "mapping.world_size")):
+        (d / "config.json").write_text(json.dumps(bad))
+        with pytest.raises(InputError, match=match):
+            check_engine_dir(str(d))
+    (d / "config.json").write_text(json.dumps(config))
+    (d / "oea_config.json").write_text('{"plugin": "liboea.so"}')
+    with pytest.raises(InputError, match="oea_config.json: plugin must be an object, got str"):
+        check_engine_dir(str(d))
     (d / "oea_config.json").write_text("{")
     with pytest.raises(InputError, match="oea_config.json is not valid JSON"):
         check_engine_dir(str(d))
@@ -281,3 +291,14 @@ def test_staged_directory_replaces_only_when_complete(tmp_path):
     with StagedOutputs() as out:  # an empty directory may be filled without overwrite
         (Path(out.directory(str(empty))) / "a").write_text("a")
     assert os.listdir(empty) == ["a"]
+
+
+@pytest.mark.gpu
+def test_check_fits_on_the_gpu_reads_its_free_memory():
+    from oea_trt.inputs import available_bytes
+
+    free = available_bytes("cuda")
+    assert 0 < free <= torch.cuda.get_device_properties(0).total_memory
+    with pytest.raises(InputError, match="of GPU memory"):
+        check_fits(2 * free + 1, "--batch 1000000", "use a smaller --batch", device="cuda")
+    check_fits(1024, "--batch 1", "", device="cuda")

@@ -5,80 +5,136 @@
   python examples/generate.py /engines/qwen3-30b-a3b-oea --prompt "The capital of France is" --k0 4
   # a Hugging Face Qwen3-MoE directory with the pure-PyTorch runtime
   python examples/generate.py /models/Qwen3-30B-A3B --backend pytorch --k0 3 --compare-vanilla
-  # no model at hand: a tiny random Qwen3-MoE (character tokenizer) written to DIR first
-  python examples/generate.py --tiny /tmp/oea-tiny --k0 1 --compare-vanilla
+  # no model at hand: a tiny random Qwen3-MoE (character tokenizer) written to a new DIR first
+  python examples/generate.py --tiny /tmp/oea-tiny --k0 1 --compare-vanilla --device cpu
+
+Every input is checked before a model loads (oea_trt.inputs, as in `oea-trt`); a bad one is
+reported in one line with exit status 2, and --debug shows tracebacks.
 """
-import argparse
 import json
+import os
 import sys
 import time
 
-from oea_trt.runtime import BACKENDS, SamplingOptions, open_runtime
+from oea_trt.cli import HelpFormatter, Parser, add_debug_flag
+from oea_trt.cli.failures import debug_from_env, run_reporting_failures
+from oea_trt.cli.types import non_negative_float, positive_int
+from oea_trt.inputs import (InputError, StagedOutputs, check_device, check_engine_dir, check_model_dir,
+                            check_output_dir, check_output_file, read_json)
+from oea_trt.plan.config_file import FILE_NAME as ENGINE_CONFIG
+from oea_trt.runtime import BACKENDS, SamplingOptions, open_runtime, tensorrt_llm_available
 
+PROG = "generate.py"
 DEFAULT_PROMPTS = ["The capital of France is", "def fibonacci(n):", "Mixture-of-experts models route",
                    "1, 2, 3, 5, 8,", "Once upon a time", "SELECT * FROM", "The speed of light", "import torch"]
 
 
+class Description(HelpFormatter):
+    """Keeps the docstring's example lines as written."""
+
+    def _fill_text(self, text, width, indent):
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=PROG, description=__doc__, formatter_class=Description)
     p.add_argument("path", nargs="?", help="engine directory or Hugging Face Qwen3-MoE directory")
-    p.add_argument("--tiny", metavar="DIR", help="write a tiny random Qwen3-MoE to DIR and use it")
-    p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument("--tiny", metavar="DIR", help="write a tiny random Qwen3-MoE to DIR (new or empty) and use it")
+    p.add_argument("--overwrite", action="store_true", help="let --tiny and --json replace what is already there")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="auto: the engine through TensorRT-LLM where it is installed, else PyTorch")
     p.add_argument("--prompt", action="append", help="prompt (repeatable; default: 8 built-in prompts)")
-    p.add_argument("--k0", type=int, help="override k0 at load (default: the engine's plan, or 3)")
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--device", help="PyTorch backend device (default: cuda if available)")
+    p.add_argument("--k0", type=positive_int, help="override k0 at load (default: the engine's plan, or 3)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=32)
+    p.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 = greedy")
+    p.add_argument("--device", help="PyTorch backend device: cpu or cuda[:N] (default: cuda if available)")
     p.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template")
     p.add_argument("--compare-vanilla", action="store_true",
                    help="PyTorch backend: also run vanilla top-k and compare outputs and distinct experts")
     p.add_argument("--json", metavar="PATH", help="write prompts, outputs and routing statistics as JSON")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     if not args.path and not args.tiny:
         p.error("give a model/engine PATH or --tiny DIR")
+    if args.path and args.tiny:
+        p.error("give either a model/engine PATH or --tiny DIR, not both")
     return args
 
 
-def _save_tiny(directory):
-    """A tiny random Qwen3-MoE with the character tokenizer (oea_trt.models.random_model when present)."""
-    try:
-        from oea_trt.models.random_model import save_tiny_model
-    except ImportError:
-        import torch
-        from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
-
-        from oea_trt.data import VOCAB, save_hf_tokenizer
-
-        def save_tiny_model(d):
-            torch.manual_seed(0)
-            cfg = Qwen3MoeConfig(vocab_size=len(VOCAB), hidden_size=64, intermediate_size=128,
-                                 moe_intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                 num_key_value_heads=2, head_dim=16, num_experts=16, num_experts_per_tok=4,
-                                 norm_topk_prob=True, max_position_embeddings=256, pad_token_id=0,
-                                 bos_token_id=1, eos_token_id=2)
-            model = Qwen3MoeForCausalLM(cfg)
-            with torch.no_grad():  # clearly ranked experts (the default init makes router logits ~equal)
-                for name, param in model.named_parameters():
-                    if name.endswith("mlp.gate.weight"):
-                        param.normal_(0.0, 1.0)
-            model.save_pretrained(d)
-            save_hf_tokenizer(d)
-            return d
-    return save_tiny_model(directory)
+def check_tiny_dir(directory: str, overwrite: bool) -> None:
+    check_output_dir(directory, "--tiny")
+    if os.path.isdir(directory) and os.listdir(directory) and not overwrite:
+        raise InputError(f"--tiny {directory} is not empty; give a new directory, pass --overwrite to replace "
+                         f"its contents, or run on the model in it with `{PROG} {directory}`")
 
 
-def _mean_active(stats):
+def check_model(path: str, backend: str):
+    """The Qwen3MoeSpec of the model that will run (engine directories: the one they were built from)."""
+    engine_config = os.path.join(path, ENGINE_CONFIG)
+    if os.path.isfile(engine_config):
+        on_engine = backend == "tensorrt-llm" or (backend == "auto" and tensorrt_llm_available())
+        if on_engine:
+            check_engine_dir(path, "PATH")
+        hf_dir = (read_json(engine_config, "PATH").get("model") or {}).get("hf_dir")
+        if not hf_dir:
+            raise InputError(f"{engine_config} names no Hugging Face directory (model.hf_dir), which holds the "
+                             "tokenizer; rebuild with `oea-trt build`")
+        return check_model_dir(hf_dir, f"the Hugging Face directory of engine {path}", weights=not on_engine,
+                               tokenizer=True)
+    if backend == "tensorrt-llm":
+        check_engine_dir(path, "PATH")  # says why PATH is not an engine
+    return check_model_dir(path, "PATH", tokenizer=True)
+
+
+def check_arguments(args):
+    """Everything checkable before a model loads, in the order a user would fix it."""
+    prompts = args.prompt or DEFAULT_PROMPTS
+    empty = [i for i, p in enumerate(prompts, 1) if not p]
+    if empty:
+        raise InputError(f"--prompt number {empty[0]} is empty; a prompt needs at least one character")
+    if args.json:
+        check_output_file(args.json, "--json", overwrite=args.overwrite)
+    if args.tiny:
+        check_tiny_dir(args.tiny, args.overwrite)
+    if args.backend == "tensorrt-llm" and not tensorrt_llm_available():
+        raise InputError("--backend tensorrt-llm needs TensorRT-LLM 1.2.1 (NVIDIA's release container); "
+                         "use --backend pytorch or auto here")
+    if args.device and args.backend != "tensorrt-llm":
+        check_device(args.device)
+    return prompts
+
+
+def check_against_model(args, spec) -> None:
+    if args.k0 is not None and args.k0 > spec.top_k:
+        raise InputError(f"--k0 must be in [1, top_k={spec.top_k}] for this model, got {args.k0}")
+    if spec.max_position_embeddings and args.max_new_tokens >= spec.max_position_embeddings:
+        raise InputError(f"--max-new-tokens must be below the model's max_position_embeddings="
+                         f"{spec.max_position_embeddings} (prompt included), got {args.max_new_tokens}")
+
+
+def save_tiny(directory: str, overwrite: bool) -> str:
+    """A tiny random Qwen3-MoE with the character tokenizer, written all-or-nothing."""
+    from oea_trt.models.random_model import save_tiny_model
+
+    with StagedOutputs(overwrite=overwrite) as out:
+        save_tiny_model(out.directory(directory))
+    return directory
+
+
+def mean_active(stats):
     values = [s["mean_active_experts"] for s in stats.values() if s["batches"]]
     return sum(values) / len(values) if values else float("nan")
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    path = args.path
+def generate(args) -> int:
+    prompts = check_arguments(args)
     if args.tiny:
-        path = _save_tiny(args.tiny)
+        path = save_tiny(args.tiny, args.overwrite)
         print(f"wrote a tiny random Qwen3-MoE to {path}")
-    prompts = args.prompt or DEFAULT_PROMPTS
+    else:
+        path = args.path
+    spec = check_model(path, args.backend)
+    check_against_model(args, spec)
     opts = SamplingOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     kwargs = {"chat": args.chat}
     if args.k0 is not None:
@@ -109,13 +165,18 @@ def main(argv=None) -> int:
                 report["vanilla_stats"] = {str(k): v for k, v in van.routing_stats().items()}
             same = sum(a.token_ids == b.token_ids for a, b in zip(outs, v_outs))
             report["same_as_vanilla"] = same
-            print(f"distinct experts per step (mean over layers): OEA {_mean_active(report['oea_stats']):.2f} vs "
-                  f"vanilla {_mean_active(report['vanilla_stats']):.2f}; {same}/{len(prompts)} outputs identical")
+            print(f"distinct experts per step (mean over layers): OEA {mean_active(report['oea_stats']):.2f} vs "
+                  f"vanilla {mean_active(report['vanilla_stats']):.2f}; {same}/{len(prompts)} outputs identical")
     if args.json:
-        with open(args.json, "w") as f:
+        with StagedOutputs(overwrite=args.overwrite) as out, open(out.path(args.json), "w") as f:
             json.dump(report, f, indent=2)
         print(f"wrote {args.json}")
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return run_reporting_failures(lambda: generate(args), PROG, debug=args.debug or debug_from_env())
 
 
 if __name__ == "__main__":

@@ -16,13 +16,20 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "oea_trt.cli", *args], capture_output=True, text=True, timeout=120)
 
 
-def test_version_and_help():
-    out = run_cli("--version")
+def exit_status(argv):
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse's --help, --version and errors
+        return exc.code
+
+
+def test_version_and_help(capsys):
+    out = run_cli("--version")  # the real entry point, once
     assert out.returncode == 0 and out.stdout.strip() == f"oea-trt {__version__}"
-    out = run_cli("--help")
-    assert out.returncode == 0 and "simulate" in out.stdout
-    out = run_cli("simulate", "--help")
-    assert out.returncode == 0 and "--bandwidth" in out.stdout and "--k0" in out.stdout
+    assert exit_status(["--help"]) == 0 and "simulate" in capsys.readouterr().out
+    assert exit_status(["simulate", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--bandwidth" in text and "--k0" in text
 
 
 @pytest.mark.parametrize(
@@ -38,12 +45,12 @@ def test_version_and_help():
         (["nosuchcommand"], "invalid choice: 'nosuchcommand'"),
     ],
 )
-def test_bad_flags_exit_2_with_one_line(args, message):
-    out = run_cli(*args)
-    assert out.returncode == 2
-    assert message in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert "Traceback" not in out.stderr
+def test_bad_flags_exit_2_with_one_line(args, message, capsys):
+    assert exit_status(args) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
 
 
 def test_simulate_prints_a_sensible_table(tmp_path, capsys):

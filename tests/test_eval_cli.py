@@ -100,3 +100,42 @@ def test_help_names_the_defaults():
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())
     assert "(default: the embedded model)" in text and "(default: None)" not in text
+
+
+SMALL = ["--batch", "2", "--sequences", "4", "--length", "8", "--k0", "1", "--device", "cpu", "--quiet"]
+
+
+def test_interrupted_eval_leaves_no_output(model_dir, tmp_path, capsys, monkeypatch):
+    import oea_trt.eval as eval_package
+
+    def interrupt(model, ids, path, *args, **kwargs):
+        assert os.path.dirname(path) == str(tmp_path)  # the results are staged by now, under temporary names
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(eval_package, "dump_traces", interrupt)
+    rc = main(["eval", "--model", model_dir, *SMALL, "--output-dir", str(tmp_path / "new" / "results"),
+               "--dump-traces", str(tmp_path / "t.pt")])
+    assert rc == 130 and capsys.readouterr().err.endswith("oea-trt eval: interrupted\n")
+    assert os.listdir(tmp_path) == []
+
+
+def test_results_are_replaced_only_with_overwrite(model_dir, tmp_path, capsys):
+    argv = ["eval", "--model", model_dir, *SMALL, "--output-dir", str(tmp_path)]
+    assert main(argv + ["--seed", "1"]) == 0
+    first = (tmp_path / "eval_results.json").read_text()
+    assert main(argv + ["--seed", "2"]) == 2
+    assert "already holds eval_results.json, eval_pareto.png; pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "eval_results.json").read_text() == first
+    assert main(argv + ["--seed", "2", "--overwrite"]) == 0
+    second = json.loads((tmp_path / "eval_results.json").read_text())
+    assert second["seed"] == 2 and json.loads(first)["seed"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["eval_pareto.png", "eval_results.json"]  # no temporary left behind
+
+
+def test_a_tokenizer_that_drops_the_text_is_reported_not_looped_on():
+    from oea_trt.data import tokenized_sequences
+
+    with pytest.raises(ValueError, match=r"turned \d+ characters of the '\w+' domain into only 0 tokens \(needed 16\)"):
+        tokenized_sequences(lambda text: [], None, count=2, length=16, seed=1)
+    ids, _ = tokenized_sequences(lambda text: list(range(len(text) // 3)), 1, count=2, length=16, seed=1)
+    assert ids.shape == (2, 16) and ids[:, 0].tolist() == [1, 1]  # three characters per token is fine

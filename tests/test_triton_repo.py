@@ -24,7 +24,7 @@ from google.protobuf import text_format  # noqa: E402  (comes with tritonclient)
 from oea_trt.integrations.triton_server.validate import RepoValidationError, validate_repository  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-HF_DIR = ROOT / "tests" / "data" / "qwen3-30b-a3b"
+HF_DIR = ROOT / "oea_trt" / "models" / "embedded"  # an HF directory with a tokenizer
 
 
 @pytest.fixture

@@ -1,3 +1,4 @@
+"""`python -m oea_trt.cli`: the same as the `oea-trt` command."""
 from oea_trt.cli import entry_point
 
 entry_point()

@@ -19,6 +19,9 @@ from oea_trt.data.tokenizer import CharTokenizer
 TRAIN_SEED = 1234
 EVAL_SEED = 98765
 
+#: No real tokenizer needs more characters than this per token of the synthetic corpus.
+MAX_CHARS_PER_TOKEN = 64
+
 
 def domain_names(domains: Optional[Sequence[str]] = None) -> List[str]:
     if domains is None:
@@ -89,6 +92,9 @@ def tokenized_sequences(encode: Callable[[str], List[int]], bos_token_id: Option
             ids = ([] if bos_token_id is None else [bos_token_id]) + list(encode(domain_text(domain, seed, i, chars)))
             if len(ids) >= length:
                 break
+            if chars >= MAX_CHARS_PER_TOKEN * length:  # a tokenizer that drops the text would loop forever
+                raise ValueError(f"the tokenizer turned {chars} characters of the {domain!r} domain into only "
+                                 f"{len(ids)} tokens (needed {length}); is it the model's own tokenizer?")
             chars *= 2
         rows.append(ids[:length])
     return torch.tensor(rows, dtype=torch.int64), labels

@@ -1,10 +1,14 @@
 """`oea-trt build`: Hugging Face Qwen3-MoE -> TensorRT-LLM engine with OEA routing."""
 from __future__ import annotations
 
+import importlib.util
+import os
+from typing import Dict, Sequence
 
-from oea_trt.routing.config import ConfigError, parse_k0_schedule
 from oea_trt.cli import CLIError
-from oea_trt.cli.types import positive_int
+from oea_trt.cli.types import fraction, positive_int
+from oea_trt.inputs import check_int, check_model_dir, check_output_dir, parse_int, read_json
+from oea_trt.routing.config import parse_k0_schedule
 
 NAME = "build"
 ORDER = 30
@@ -42,7 +46,7 @@ def add_arguments(p):
     g.add_argument("--layer-k0", metavar="LAYERS:K0,...|FILE.json",
                    help="per-layer k0, e.g. 0-3:8,4-47:3, or a JSON file {\"layer\": k0}; other layers use --k0")
     g.add_argument("--max-rank", type=positive_int, help="deepest rank a token may piggyback on (default: E)")
-    g.add_argument("--top-p", type=float, default=1.0, help="baseline also stops at this top-p mass (1 = off)")
+    g.add_argument("--top-p", type=fraction, default=1.0, help="baseline also stops at this top-p mass (1 = off)")
     g.add_argument("--no-piggyback-on-context", action="store_true",
                    help="context tokens' experts do not join the loaded set")
     g.add_argument("--all-decode", action="store_true",
@@ -52,18 +56,56 @@ def add_arguments(p):
                    help="liboea_routing_trt.so to build with (default: $OEA_TRT_PLUGIN_LIB, then the build directories)")
     p.add_argument("--trtllm-build-arg", action="append", default=[], metavar="ARG",
                    help="extra argument passed to trtllm-build (repeatable, e.g. --trtllm-build-arg=--multiple_profiles=enable)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved plan and commands; need no TensorRT-LLM")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved plan and commands; needs no TensorRT-LLM and no weights (config.json only)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="build into a non-empty ENGINE_DIR / checkpoint directory, replacing what is there")
+
+
+def layer_k0_argument(text: str, moe_layers: Sequence[int]) -> Dict[int, int]:
+    """--layer-k0 as {layer: k0}. A JSON file is type-checked here (json.load makes 5.9 a float
+    and true a bool, which int() would silently turn into k0 5 and 1), then goes through the
+    same parser as the inline LAYERS:K0 form."""
+    from oea_trt.plan.routing_plan import parse_layer_k0
+
+    text = text.strip()
+    if text.endswith(".json") or os.path.isfile(text):
+        raw = read_json(text, "--layer-k0 file", dict)
+        pairs = []
+        for key, value in raw.items():
+            layer = parse_int(key, f"--layer-k0 file {text}: layer key", lo=0)
+            k0 = check_int(value, f"--layer-k0 file {text}: k0 of layer {key}", lo=1)
+            pairs.append(f"{layer}:{k0}")
+        if not pairs:
+            raise CLIError(f"--layer-k0 file {text} names no layer; expected {{\"layer\": k0, ...}}")
+        text = ",".join(pairs)
+    return parse_layer_k0(text, moe_layers)
+
+
+def check_outputs(args) -> None:
+    """ENGINE_DIR and the checkpoint directory: creatable, and empty unless --overwrite (a real
+    build writes into them; a dry run only needs them to be possible)."""
+    checkpoint_dir = args.checkpoint_dir or (os.path.normpath(args.output_dir) + ".ckpt")
+    for flag, path in (("--output-dir", args.output_dir), ("--checkpoint-dir", checkpoint_dir)):
+        check_output_dir(path, flag)
+        if not args.dry_run and not args.overwrite and os.path.isdir(path) and os.listdir(path):
+            raise CLIError(f"{flag} {path} is not empty; pass --overwrite to build into it, or choose another "
+                           "directory")
+    if os.path.abspath(args.output_dir) == os.path.abspath(checkpoint_dir):
+        raise CLIError(f"--checkpoint-dir must differ from --output-dir, both are {args.output_dir}")
 
 
 def options_from_args(args):
     from oea_trt.integrations.trtllm.build_plan import BuildOptions
-    from oea_trt.plan.hf_config import qwen3_moe_spec
-    from oea_trt.plan.routing_plan import parse_layer_k0
 
+    spec = check_model_dir(args.hf_dir, "HF_DIR", weights=not args.dry_run)
+    if args.plugin_library and not os.path.isfile(args.plugin_library):
+        raise CLIError(f"--plugin-library {args.plugin_library} does not exist; build it with "
+                       "scripts/check_plugin.sh or leave the flag out")
     schedule = parse_k0_schedule(args.k0_schedule) if args.k0_schedule else None
     layer_k0 = None
     if args.layer_k0:
-        layer_k0 = parse_layer_k0(args.layer_k0, qwen3_moe_spec(args.hf_dir).moe_layers)
+        layer_k0 = layer_k0_argument(args.layer_k0, spec.moe_layers)
     extra = []
     for arg in args.trtllm_build_arg:
         extra.extend(arg.split("=", 1) if arg.startswith("--") and "=" in arg else [arg])
@@ -79,13 +121,14 @@ def options_from_args(args):
 
 
 def run(args) -> int:
-    from oea_trt.integrations.trtllm.build import BuildError, build
+    from oea_trt.integrations.trtllm.build import BuildError, build, require_tensorrt_llm
 
     try:
+        check_outputs(args)
+        if not args.dry_run and importlib.util.find_spec("tensorrt_llm") is None:
+            require_tensorrt_llm()  # says where a real build runs, before asking for weights it cannot use here
         options = options_from_args(args)
         build(options, progress=lambda line: print(line, flush=True), dry_run=args.dry_run)
     except BuildError as exc:
         raise CLIError(str(exc).splitlines()[0]) from None
-    except ConfigError:
-        raise
     return 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 
 from oea_trt.cli import CLIError
-from oea_trt.cli.types import positive_int
+from oea_trt.cli.types import port, positive_int
+from oea_trt.inputs import check_engine_dir, check_output_dir, check_tokenizer_dir
 
 NAME = "triton-repo"
 ORDER = 40
@@ -31,9 +32,9 @@ def add_arguments(p):
     p.add_argument("--enable-chunked-context", action="store_true", help="split long prompts into chunks")
     p.add_argument("--plugin-library", metavar="SO",
                    help="OEA plugin library the launch script preloads (default: the one in ENGINE_DIR/oea_config.json)")
-    p.add_argument("--http-port", type=positive_int, default=8000)
-    p.add_argument("--grpc-port", type=positive_int, default=8001)
-    p.add_argument("--metrics-port", type=positive_int, default=8002)
+    p.add_argument("--http-port", type=port, default=8000, help="Triton's HTTP/REST port")
+    p.add_argument("--grpc-port", type=port, default=8001, help="Triton's gRPC port")
+    p.add_argument("--metrics-port", type=port, default=8002, help="Triton's Prometheus metrics port")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty OUT")
     p.add_argument("--no-validate", action="store_true",
                    help="skip parsing the written configs with Triton's ModelConfig (needs tritonclient)")
@@ -43,6 +44,9 @@ def run(args) -> int:
     from oea_trt.integrations.triton_server import RepoSettings, TritonRepoError, engine_info, write_repository
     from oea_trt.integrations.triton_server.writer import default_plugin_library
 
+    check_engine_dir(args.engine_dir, "ENGINE_DIR")
+    check_tokenizer_dir(args.tokenizer_dir, "--tokenizer-dir")
+    check_output_dir(args.output_dir, "--output-dir")
     try:
         info = engine_info(args.engine_dir)
         if info.oea is None:

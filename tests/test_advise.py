@@ -10,7 +10,8 @@ from oea_trt.advise import search as search_mod
 from oea_trt.advise.latency import LatencyModel, LinearFit, benchmark_model, derive_fits, floor_model, package_fits
 from oea_trt.advise.outputs import build_flags, routing_plan
 from oea_trt.advise.quality import QualityTable, additivity
-from oea_trt.advise.search import Predictor, advise, solve_per_layer
+from oea_trt.advise.predict import Predictor
+from oea_trt.advise.search import advise, solve_per_layer
 from oea_trt.moe.shapes import get_preset
 from oea_trt.plan.hf_config import qwen3_moe_spec
 
@@ -323,3 +324,14 @@ def test_a_per_layer_plan_must_save_at_least_min_gain():
     kept = advise(table, linear_latency(), {16: budget}, {16: 1.0}, min_gain=gain * 1.01)
     assert not kept.layer_k0 and kept.choices[16] == kept.best_uniform[16]
     assert any("less than min_gain" in n for n in kept.notes)
+
+
+def test_a_bench_results_file_gives_the_same_model_as_the_package_data():
+    path = os.path.join(ROOT, "benchmarks", "results", "moe_h100", "results.json")
+    own = latency_mod.from_bench_results(path, "qwen3-235b-a22b-tp8")
+    shipped = benchmark_model("h100", "qwen3-235b-a22b-tp8")
+    for b in (1, 4, 16, 64, 100):
+        assert own.layer_us(b, 30.0) == pytest.approx(shipped.layer_us(b, 30.0))
+    with pytest.raises(ValueError, match="no timed rows for layer shape 'qwen3-235b-a22b'"):
+        latency_mod.from_bench_results(os.path.join(ROOT, "benchmarks", "results", "moe_h100_trace", "trace_only",
+                                                     "results.json"), "qwen3-235b-a22b")

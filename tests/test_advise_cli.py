@@ -163,3 +163,13 @@ def test_not_an_eval_results_file(tmp_path, capsys):
     assert "not an `oea-trt eval` results file" in capsys.readouterr().err
     assert main(["advise", str(tmp_path / "missing.json"), "--budget", "0.01"]) == 2
     assert "cannot read eval results" in capsys.readouterr().err
+
+
+def test_help_lists_the_inputs(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["advise", "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    for flag in ("--budget", "--budget-per-batch", "--batch", "--gpu", "--bench-results", "--floor-bandwidth",
+                 "--check", "--bound", "(default: None)"):
+        assert (flag in out) == (flag != "(default: None)"), flag

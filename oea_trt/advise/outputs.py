@@ -15,7 +15,8 @@ import shlex
 from typing import Dict, List, Optional
 
 from oea_trt.advise.latency import LatencyModel
-from oea_trt.advise.search import Advice, Choice
+from oea_trt.advise.predict import Choice
+from oea_trt.advise.search import Advice
 from oea_trt.plan.config_file import FILE_NAME, engine_config_dict
 from oea_trt.plan.hf_config import Qwen3MoeSpec
 from oea_trt.plan.routing_plan import RoutingPlan

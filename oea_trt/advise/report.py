@@ -1,12 +1,13 @@
 """The advice as a table, and the chosen operating points on the delta-CE vs latency Pareto front."""
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from oea_trt.advise.latency import LatencyModel
-from oea_trt.advise.search import Advice, Choice, Predictor, candidate_points
+from oea_trt.advise.predict import Choice, Predictor, candidate_points
+from oea_trt.advise.search import Advice
 from oea_trt.advise.quality import QualityTable
 
 
@@ -36,6 +37,12 @@ def format_advice(advice: Advice) -> str:
     adv, uni, van = (advice.expected_us(w) for w in ("choices", "best_uniform", "vanilla"))
     out.append(f"expected MoE layer time over the batch sizes: advised {adv:.1f} us, best single k0 per batch "
                f"size {uni:.1f} us ({(adv / uni - 1) * 100:+.1f}%), vanilla {van:.1f} us ({adv / van:.3f} of it)")
+    if advice.per_layer_batches:
+        gains = ", ".join(f"B={b}: T {advice.choices[b].mean_active_experts:.1f} vs "
+                          f"{advice.best_uniform[b].mean_active_experts:.1f}" for b in advice.per_layer_batches)
+        out.append(f"per-layer k0 bought {(1 - adv / uni) * 100:.1f}% of the expected MoE time ({gains})")
+    else:
+        out.append("per-layer k0 bought nothing here: one k0 per batch size is the advice")
     return "\n".join(out) + "\n"
 
 
@@ -71,9 +78,13 @@ def format_additivity(rows: List[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def pareto_plot(advice: Advice, table: QualityTable, latency: LatencyModel, path: str, title: str = "") -> None:
+def pareto_plot(advice: Advice, table: QualityTable, latency: LatencyModel, path: str, title: str = "",
+                measured: Optional[Dict[int, Tuple[float, float, float, float]]] = None) -> None:
     """One panel per batch size: every k0 vector (grey), the uniform k0s (labelled), the Pareto
-    front, the budget, the best single k0 and the advised operating point."""
+    front, the budget, the best single k0 and the advised operating point; `measured`: {B:
+    (layer_us, delta_ce, ci_low, ci_high)} of the advised plan evaluated as built (the check)."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,13 +115,17 @@ def pareto_plot(advice: Advice, table: QualityTable, latency: LatencyModel, path
                 label=f"best single k0 ({best.label()})", zorder=4)
         ax.plot([chosen.layer_us], [chosen.delta_ce], "*", color="tab:red", ms=14,
                 label=f"advised ({chosen.label()})", zorder=5)
+        if measured and b in measured:
+            us, dce, lo, hi = measured[b]
+            ax.errorbar([us], [dce], yerr=[[dce - lo], [hi - dce]], fmt="D", mfc="none", mec="tab:red",
+                        ecolor="tab:red", ms=7, capsize=3, label="advised, measured (check)", zorder=6)
         ax.set_yscale("symlog", linthresh=1e-3)
         ax.set_xlabel("predicted MoE layer latency (us)")
         ax.set_ylabel("delta cross-entropy vs vanilla (nats/token)")
         ax.set_title(f"B = {b}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(title or latency.description, fontsize=9)
+    fig.suptitle("\n".join(textwrap.wrap(title or latency.description, width=int(75 * n))), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -210,7 +210,9 @@ def run(args) -> int:
     written = write_outputs(args.output_dir, advice, plan, hf_dir, flags, content)
     try:
         png = os.path.join(args.output_dir, PLOT_FILE)
-        pareto_plot(advice, table, latency, png,
+        checked = {r["batch"]: (r["layer_us"], r["measured_delta_ce"], *r["measured_ci"])
+                   for r in content["check"][0]["rows"]} if args.check else None
+        pareto_plot(advice, table, latency, png, measured=checked,
                     title=f"{meta.get('model')}: advised operating points; latency: {latency.description}")
         written.append(png)
     except ImportError:

@@ -173,3 +173,20 @@ def test_help_lists_the_inputs(capsys):
     for flag in ("--budget", "--budget-per-batch", "--batch", "--gpu", "--bench-results", "--floor-bandwidth",
                  "--check", "--bound", "(default: None)"):
         assert (flag in out) == (flag != "(default: None)"), flag
+
+
+@pytest.mark.parametrize("argv, description", [
+    (["--floor-bandwidth", "3.0", "--layer-shape", "qwen3-235b-a22b"], "memory-bound floor: qwen3-235b-a22b layer"),
+    (["--gpu", "h200"], "NVIDIA H200, qwen3-30b-a3b layer: MoE benchmark fit"),
+    (["--bench-results", os.path.join(ROOT, "benchmarks", "results", "moe_h100", "results.json")],
+     "NVIDIA H100 80GB HBM3, qwen3-30b-a3b layer: MoE benchmark fit"),
+])
+def test_latency_model_choices(evaluated, tmp_path, capsys, argv, description):
+    model_dir, path = evaluated
+    out = tmp_path / "a"
+    assert main(["advise", path, "--model", model_dir, "--budget", "0.01", "--batch", "4:3", "2:1",
+                 "--output-dir", str(out)] + argv) == 0
+    advice = json.loads((out / "advice.json").read_text())
+    assert advice["latency_model"]["description"].startswith(description)
+    assert advice["inputs"]["weights"] == {"2": 0.25, "4": 0.75}
+    assert description in capsys.readouterr().out

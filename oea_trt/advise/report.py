@@ -53,8 +53,8 @@ def format_plan(advice: Advice, flags: Sequence[str], command: str) -> str:
     if advice.per_layer_batches:
         per_layer = ", ".join(f"layer {layer}: {advice.choices[advice.per_layer_batches[0]].k0_by_layer[i]}"
                               for i, layer in enumerate(advice.layers))
-        lines.append(f"per-layer k0 (decode batches below "
-                     f"{advice.schedule[0][0] if advice.schedule else 'any schedule entry'}): {per_layer}")
+        where = (f"below {advice.schedule[0][0]} decode tokens" if advice.schedule else "at every batch size")
+        lines.append(f"per-layer k0 ({where}): {per_layer}")
     lines.append(f"k0 schedule: {format_k0_schedule(advice.schedule) or 'none'}; k0 elsewhere: {advice.base_k0}"
                  + (" (vanilla)" if advice.base_k0 == next(iter(advice.vanilla.values())).k0_by_layer[0] else ""))
     lines.append("build flags: " + " ".join(flags))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -86,17 +86,31 @@ def forward_chunk(batches: Sequence[int], forward_batch: int) -> int:
     return step * max(1, forward_batch // step)
 
 
-def layer_configs(model, k0: Optional[int], oea_options: Optional[dict] = None) -> Dict[int, Optional[OEAConfig]]:
-    """{layer: OEAConfig} with k0 and extra OEA knobs (e.g. max_rank, k_max); None = vanilla."""
-    if k0 is None:
-        return {layer.index: None for layer in moe_layers(model)}
-    return {layer.index: OEAConfig(num_experts=layer.num_experts, top_k=layer.top_k, k0=k0,
-                                   renormalize=layer.norm_topk_prob, **(oea_options or {}))
-            for layer in moe_layers(model)}
+LayerK0 = Union[None, int, OEAConfig]
+
+
+def layer_configs(model, k0: Union[LayerK0, Mapping[int, LayerK0]],
+                  oea_options: Optional[dict] = None) -> Dict[int, Optional[OEAConfig]]:
+    """{layer: OEAConfig} with k0 and extra OEA knobs (e.g. max_rank, k_max); None = vanilla.
+
+    k0: one value for every MoE layer, or {layer_index: value} (layers left out stay vanilla);
+    a value is None (vanilla), an integer k0, or a whole OEAConfig used as it is.
+    """
+    per_layer = k0 if isinstance(k0, Mapping) else {layer.index: k0 for layer in moe_layers(model)}
+    out: Dict[int, Optional[OEAConfig]] = {}
+    for layer in moe_layers(model):
+        value = per_layer.get(layer.index)
+        if value is None or isinstance(value, OEAConfig):
+            out[layer.index] = value
+        else:
+            out[layer.index] = OEAConfig(num_experts=layer.num_experts, top_k=layer.top_k, k0=value,
+                                         renormalize=layer.norm_topk_prob, **(oea_options or {}))
+    return out
 
 
 @torch.inference_mode()  # cheaper than no_grad for the thousands of tiny routing calls
-def run_pass(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, k0: Optional[int],
+def run_pass(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+             k0: Union[LayerK0, Mapping[int, LayerK0]],
              routing: str, decode_batch: Optional[int], count_batches: Sequence[int], chunk: int,
              on_chunk: Callable[[], None] = lambda: None, oea_options: Optional[dict] = None) -> Pass:
     device = next(model.parameters()).device

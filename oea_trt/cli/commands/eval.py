@@ -37,6 +37,9 @@ def add_arguments(p):
                    help="corpus domains to draw sequences from (default: all)")
     p.add_argument("--seed", type=integer, default=SUPPRESS, help="corpus seed (default: the held-out evaluation seed)")
     p.add_argument("--no-prune", action="store_true", help="skip the top-k0 pruning baseline")
+    p.add_argument("--layer-sensitivity", action="store_true",
+                   help="also OEA in one MoE layer at a time (others vanilla): delta CE per (layer, B, k0), "
+                        "the input of `oea-trt advise` for per-layer k0 (layers x B x k0 more passes)")
     p.add_argument("--max-rank", type=positive_int, default=SUPPRESS,
                    help="deepest rank a token may piggyback on (default: E, the paper's choice)")
     p.add_argument("--k-max", type=positive_int, default=SUPPRESS,
@@ -154,8 +157,17 @@ def run(args) -> int:
         print(f"OEA options: {options}", flush=True)
     rows = evaluate(model, ids, batches=args.batch, k0s=k0s, prune=not args.no_prune,
                     forward_batch=args.forward_batch, progress=progress, oea_options=options)
+    layer_rows = []
+    if args.layer_sensitivity:
+        from oea_trt.eval.layer_sensitivity import format_layer_table, layer_sensitivity
+
+        layer_rows = layer_sensitivity(model, ids, batches=args.batch, k0s=k0s, forward_batch=args.forward_batch,
+                                       progress=Progress(1, "layers", enabled=not args.quiet),
+                                       oea_options=options)
     print()
     print(format_table(rows))
+    if layer_rows:
+        print(format_layer_table(layer_rows))
     wins = oea_beats_pruning(rows)
     if wins:
         print(f"OEA's delta CE below pruning's: {sum(wins.values())}/{len(wins)} (B, k0) pairs"
@@ -175,6 +187,8 @@ def run(args) -> int:
                      "per sequence vs vanilla, 95% percentile bootstrap over sequences; T = distinct experts "
                      "per decode batch, mean over batches, per layer",
     }
+    if layer_rows:
+        meta["layer_sensitivity"] = [r.as_dict() for r in layer_rows]
     notes = []
     with StagedOutputs(overwrite=args.overwrite) as out:  # all results or none, nothing half-written
         write_json(out.path(json_path), rows, meta)

@@ -19,8 +19,11 @@ DESCRIPTION = (
 
 
 def add_arguments(p):
+    from oea_trt.bench.decode_cli import add_decode
+
     sub = p.add_subparsers(dest="what", metavar="WHAT", parser_class=type(p))
     add_moe(sub)
+    add_decode(sub)
 
 
 def run(args) -> int:

@@ -227,13 +227,14 @@ def run_decode_benchmark(spec: DecodeBenchSpec, on_progress: Optional[Callable[[
     model, routers, build_s = build_model(spec)
     shape = model.shape
     gib = sum(t.numel() * t.element_size() for t in _tensors(model.weights)) / 2**30
-    _log(f"built {spec.shape} ({shape.num_layers} layers, {gib:.1f} GiB bf16) and {len(routers)} router sets "
+    _log(f"built {spec.shape} ({shape.num_layers} layers, {gib:.1f} GiB {model.dtype}) and {len(routers)} router sets "
          f"in {build_s:.1f} s")
     results = {"env": env, "bandwidth": bw.to_dict(), "spec": spec.to_dict(), "shape": shape.to_dict(),
-               "model_gib": gib, "build_s": build_s,
+               "model_gib": gib, "dtype": str(model.dtype).removeprefix("torch."), "build_s": build_s,
                "routing_impl": "kernel" if kernel_available() else "reference (torch; the kernel did not load)",
                "rows": [], "hf_rows": [], "checks": [], "skipped": []}
     engine = DecodeEngine(model, max_states=1)
+    hf = None
     for kind, router_weights in routers.items():
         set_routers(model.weights, shape, router_weights)
         for name, config in routings(shape, (spec.k0s[0],)):
@@ -258,12 +259,16 @@ def run_decode_benchmark(spec: DecodeBenchSpec, on_progress: Optional[Callable[[
                 on_progress(results)
         engine = _release(engine, model)
         if spec.hf:
-            from oea_trt.bench.decode_hf import run_hf_baselines
+            from oea_trt.bench.decode_hf import run_hf_baselines, transformers_model
 
-            results["hf_rows"] += run_hf_baselines(model, spec, kind, t0, _log)
-            results["seconds"] = time.time() - t0
-            if on_progress:
-                on_progress(results)
+            def add(row):
+                results["hf_rows"].append(row)
+                results["seconds"] = time.time() - t0
+                if on_progress:
+                    on_progress(results)
+
+            hf = hf or transformers_model(model)
+            run_hf_baselines(hf, model, spec, kind, t0, _log, add)
     return results
 
 

@@ -58,19 +58,26 @@ def time_generate(hf, ids: torch.Tensor, mask: torch.Tensor, steps: int, **gener
     return {"tpot_ms": clock.tpot_ms(), "first_call_s": first_call_s}
 
 
-def run_hf_baselines(model, spec, router_kind: str, start: float, log: Callable[[str], None]) -> List[dict]:
-    """The transformers rows for one router set (the routers already in the shared tensors)."""
-    from oea_trt.bench.decode import random_prompts  # the prompts of our rows
+def transformers_model(model):
+    """The transformers model around `model`'s tensors (one for the whole run: what
+    torch.compile made for it is reused when only the router values change)."""
     from oea_trt.decode import to_hf
 
-    hf = to_hf(model.shape, model.weights)
+    return to_hf(model.shape, model.weights)
+
+
+def run_hf_baselines(hf, model, spec, router_kind: str, start: float, log: Callable[[str], None],
+                     on_row: Callable[[dict], None]) -> None:
+    """The transformers rows for one router set (the routers already in the shared tensors);
+    on_row(row) after each, so a run cut short keeps the rows it has."""
+    from oea_trt.bench.decode import random_prompts  # the prompts of our rows
+
     impl = getattr(hf.config, "_experts_implementation", None)
-    rows = []
     plan = [("eager", b) for b in spec.hf_batches if "eager" in spec.hf]
     plan += [(mode, spec.hf_focus_batch) for mode in ("oea", "compiled") if mode in spec.hf]
     for mode, batch in plan:
         if spec.out_of_time(start):
-            rows.append({"routers": router_kind, "mode": mode, "batch": batch, "skipped": "time budget"})
+            on_row({"routers": router_kind, "mode": mode, "batch": batch, "skipped": "time budget"})
             continue
         ids, mask = random_prompts(model.shape, batch, spec.prompt_length, spec.seed, model.device)
         row = {"routers": router_kind, "mode": mode, "batch": batch, "experts_implementation": impl}
@@ -94,9 +101,5 @@ def run_hf_baselines(model, spec, router_kind: str, start: float, log: Callable[
         finally:
             if handle is not None:
                 handle.remove()
-        rows.append(row)
-    del hf
-    gc.collect()
-    if model.device.type == "cuda":
-        torch.cuda.empty_cache()
-    return rows
+            gc.collect()
+        on_row(row)

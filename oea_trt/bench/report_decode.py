@@ -90,12 +90,13 @@ def _per_layer(results: dict, routers: str) -> str:
 
 def render_markdown(results: dict) -> str:
     env, spec, shape = results["env"], results["spec"], results["shape"]
-    gpu = env.get("gpu", {}).get("name", "?")
+    gpu = env.get("gpu", {}).get("name") or "CPU (a smoke run: eager steps, host timers)"
+    steps = "CUDA-graph replays" if spec.get("device", "cuda") != "cpu" else "eager steps"
     lines = [f"# Decode end to end: {spec['shape']} ({shape['num_layers']} layers), OEA vs vanilla", "",
              f"{gpu}, torch {env['torch']}, triton {env.get('triton')}, commit {env['git']['commit']}"
              f"{' (dirty)' if env['git'].get('dirty') else ''}; copy bandwidth {results['bandwidth']['copy_tb_s']:.2f} TB/s; "
-             f"model {results['model_gib']:.1f} GiB bf16 built in {results['build_s']:.1f} s; routing "
-             f"{results['routing_impl']}; {spec['repeats']} samples of {spec['steps']} CUDA-graph replays per row "
+             f"model {results['model_gib']:.1f} GiB {results.get('dtype', 'bfloat16')} built in {results['build_s']:.1f} s; "
+             f"routing {results['routing_impl']}; {spec['repeats']} samples of {spec['steps']} {steps} per row "
              f"(median), prompts of {spec['prompt_length']} random tokens, sampling at temperature 1.", "",
              "## Targets", ""]
     checks = targets(results)

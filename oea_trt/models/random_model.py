@@ -117,11 +117,11 @@ def random_decode_weights(shape: ModelShape, device="cpu", dtype=torch.bfloat16,
     def ones(n):
         return torch.ones(n, device=device, dtype=dtype)
 
-    directions = embedding_directions(H, num_topics, seed)
+    directions = embedding_directions(H, num_topics, seed).to(device)
     pop_share, topic_share, noise_share = EMBED_SHARES
     embed = normal(shape.vocab_size, H, std=noise_share ** 0.5).float()
-    embed += (pop_share * H) ** 0.5 * directions[0].to(device)
-    embed += (topic_share * H) ** 0.5 * directions[1:][token_topics(shape.vocab_size, num_topics)].to(device)
+    embed += (pop_share * H) ** 0.5 * directions[0]
+    embed += (topic_share * H) ** 0.5 * directions[1:][token_topics(shape.vocab_size, num_topics).to(device)]
     embed = embed.to(dtype)
     routers = uniform_routers(shape, device=device, dtype=dtype, seed=seed, num_topics=num_topics)
     layers: List[LayerWeights] = []

@@ -124,7 +124,7 @@ class ModelShape:
         """The config.json fields of a transformers Qwen3MoeConfig with this shape."""
         return {
             "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "vocab_size": self.vocab_size,
-            "hidden_size": self.hidden_size, "intermediate_size": self.intermediate_size or 4 * self.hidden_size,
+            "hidden_size": self.hidden_size, "intermediate_size": self.intermediate_size,
             "moe_intermediate_size": self.moe_intermediate_size, "num_hidden_layers": self.num_layers,
             "num_attention_heads": self.num_heads, "num_key_value_heads": self.num_kv_heads,
             "head_dim": self.head_dim, "num_experts": self.num_experts, "num_experts_per_tok": self.top_k,

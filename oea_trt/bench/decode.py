@@ -56,7 +56,8 @@ class DecodeBenchSpec:
     hf_batches: Tuple[int, ...] = (1, 4, 8, 16, 32, 64)  # batches of the eager baseline
     hf_focus_batch: int = 16                   # the one batch of the "oea" and "compiled" baselines
     hf_steps: int = 8                          # decode steps per transformers timing
-    time_budget_s: Optional[float] = None      # start no new block after this many seconds
+    time_budget_s: Optional[float] = None      # start no new block of our rows after this many seconds
+    hf_time_budget_s: Optional[float] = None   # then start no new transformers row after this many more
     seed: int = 0
     device: str = "cuda"                       # "cpu": eager steps, host timers (a smoke run of the code)
 
@@ -234,7 +235,6 @@ def run_decode_benchmark(spec: DecodeBenchSpec, on_progress: Optional[Callable[[
                "routing_impl": "kernel" if kernel_available() else "reference (torch; the kernel did not load)",
                "rows": [], "hf_rows": [], "checks": [], "skipped": []}
     engine = DecodeEngine(model, max_states=1)
-    hf = None
     for kind, router_weights in routers.items():
         set_routers(model.weights, shape, router_weights)
         for name, config in routings(shape, (spec.k0s[0],)):
@@ -257,28 +257,30 @@ def run_decode_benchmark(spec: DecodeBenchSpec, on_progress: Optional[Callable[[
             results["seconds"] = time.time() - t0
             if on_progress:
                 on_progress(results)
-        engine = _release(engine, model)
-        if spec.hf:
-            from oea_trt.bench.decode_hf import run_hf_baselines, transformers_model
+    del engine
+    if spec.hf:  # after all of our rows: the compiled baseline may take minutes to compile
+        _free(model.device)
+        from oea_trt.bench.decode_hf import run_hf_baselines, transformers_model
 
-            def add(row):
-                results["hf_rows"].append(row)
-                results["seconds"] = time.time() - t0
-                if on_progress:
-                    on_progress(results)
+        def add(row):
+            results["hf_rows"].append(row)
+            results["seconds"] = time.time() - t0
+            if on_progress:
+                on_progress(results)
 
-            hf = hf or transformers_model(model)
-            run_hf_baselines(hf, model, spec, kind, t0, _log, add)
+        hf = transformers_model(model)
+        hf_start = time.time()
+        for kind, router_weights in routers.items():
+            set_routers(model.weights, shape, router_weights)
+            run_hf_baselines(hf, model, spec, kind, hf_start, _log, add)
     return results
 
 
-def _release(engine: DecodeEngine, model: DecodeModel) -> DecodeEngine:
-    """Free the graphs and caches (the transformers baseline needs the memory)."""
-    del engine
+def _free(device: torch.device) -> None:
+    """Return the freed graphs' and caches' memory (the transformers baseline needs it)."""
     gc.collect()
-    if model.device.type == "cuda":
+    if device.type == "cuda":
         torch.cuda.empty_cache()
-    return DecodeEngine(model, max_states=1)
 
 
 def host_bandwidth(nbytes: int = 64 << 20):

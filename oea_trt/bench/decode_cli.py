@@ -50,7 +50,10 @@ def add_decode(sub) -> None:
                    help="the batch of the headline targets and of the oea / compiled baselines")
     p.add_argument("--hf-steps", type=positive_int, default=8, help="decode steps per transformers timing")
     p.add_argument("--time-budget", type=positive_int, metavar="SECONDS", default=argparse.SUPPRESS,
-                   help="start no new block (routers, batch) or baseline after this many seconds")
+                   help="start no new block (routers, batch) of our rows after this many seconds")
+    p.add_argument("--hf-time-budget", type=positive_int, metavar="SECONDS", default=argparse.SUPPRESS,
+                   help="then start no new transformers row after this many more seconds (the eager row at "
+                        "--hf-focus-batch always runs)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, routers and prompts")
     p.add_argument("--out", default=os.path.join("benchmarks", "results", "decode"), metavar="DIR",
                    help="where results.json, report.md and tpot_vs_batch.png go")
@@ -63,7 +66,7 @@ def run_decode(args) -> int:
     from oea_trt.bench.report_decode import summary, write_report
     from oea_trt.cli import CLIError
 
-    for optional in ("layers", "hf_batch", "time_budget", "render"):
+    for optional in ("layers", "hf_batch", "time_budget", "hf_time_budget", "render"):
         if not hasattr(args, optional):  # SUPPRESS keeps "(default: None)" out of --help
             setattr(args, optional, None)
     if args.render:
@@ -88,7 +91,7 @@ def run_decode(args) -> int:
                            prompt_length=args.prompt_length, steps=args.steps, repeats=args.repeats,
                            hf=tuple(args.hf), hf_batches=tuple(sorted(set(args.hf_batch or batches))),
                            hf_focus_batch=args.hf_focus_batch, hf_steps=args.hf_steps,
-                           time_budget_s=args.time_budget, seed=args.seed)
+                           time_budget_s=args.time_budget, hf_time_budget_s=args.hf_time_budget, seed=args.seed)
     results = run_decode_benchmark(spec, on_progress=lambda partial: write_report(partial, args.out))
     paths = write_report(results, args.out)
     print(summary(results))

@@ -68,15 +68,20 @@ def transformers_model(model):
 
 def run_hf_baselines(hf, model, spec, router_kind: str, start: float, log: Callable[[str], None],
                      on_row: Callable[[dict], None]) -> None:
-    """The transformers rows for one router set (the routers already in the shared tensors);
-    on_row(row) after each, so a run cut short keeps the rows it has."""
+    """The transformers rows for one router set (the routers already in the shared tensors):
+    eager at the focus batch first (always), then OEA, the other batches and the compiled
+    baseline while spec.hf_time_budget_s (from `start`) lasts; on_row(row) after each, so a run
+    cut short keeps the rows it has."""
     from oea_trt.bench.decode import random_prompts  # the prompts of our rows
 
     impl = getattr(hf.config, "_experts_implementation", None)
-    plan = [("eager", b) for b in spec.hf_batches if "eager" in spec.hf]
-    plan += [(mode, spec.hf_focus_batch) for mode in ("oea", "compiled") if mode in spec.hf]
-    for mode, batch in plan:
-        if spec.out_of_time(start):
+    focus = spec.hf_focus_batch
+    plan = [("eager", focus)] if "eager" in spec.hf else []  # the headline comparison, never skipped
+    plan += [("oea", focus)] if "oea" in spec.hf else []
+    plan += [("eager", b) for b in spec.hf_batches if "eager" in spec.hf and b != focus]
+    plan += [("compiled", focus)] if "compiled" in spec.hf else []
+    for i, (mode, batch) in enumerate(plan):
+        if i and spec.hf_time_budget_s is not None and time.time() - start > spec.hf_time_budget_s:
             on_row({"routers": router_kind, "mode": mode, "batch": batch, "skipped": "time budget"})
             continue
         ids, mask = random_prompts(model.shape, batch, spec.prompt_length, spec.seed, model.device)

@@ -5,5 +5,7 @@
   env.py        machine-readable run metadata (GPU, driver, torch/triton/CUDA, git commit)
   report.py     JSON, markdown tables and PNG plots (matplotlib Agg, imported lazily)
   moe.py        the MoE layer benchmark (`oea-trt bench moe`, benchmarks/bench_moe.py)
+  decode.py     the whole-model decode benchmark (`oea-trt bench decode`: decode_cli.py; its
+                transformers baselines decode_hf.py, its report report_decode.py)
 Nothing here is imported by `import oea_trt`.
 """

@@ -154,6 +154,7 @@ def time_row(engine: DecodeEngine, spec: DecodeBenchSpec, batch: int, bandwidth_
     tpot = statistics.median(samples)
     active = state.active[spec.warmup:total].float()  # [timed steps, MoE layers]
     per_layer = active.mean(0).tolist()
+    steps_by_layer = active.int().tolist() if batch == spec.hf_focus_batch else None
     moe_ms = moe_only_ms(engine, state, sampler)
     context = spec.prompt_length + spec.warmup + spec.repeats * spec.steps / 2
     step_bytes = (shape.dense_bytes_per_step() + sum(per_layer) * shape.expert_bytes()
@@ -162,6 +163,7 @@ def time_row(engine: DecodeEngine, spec: DecodeBenchSpec, batch: int, bandwidth_
     return {"batch": batch, "tpot_ms": tpot, "tokens_per_s": batch / tpot * 1e3, "samples_ms": samples,
             "spread": (max(samples) - min(samples)) / tpot, "active_mean": sum(per_layer) / len(per_layer),
             "active_per_layer": per_layer, "active_min_layer": min(per_layer), "active_max_layer": max(per_layer),
+            "active_per_step": active.mean(1).tolist(), "active_by_step_and_layer": steps_by_layer,
             "moe_ms": moe_ms, "moe_share": moe_ms / tpot, "floor_ms": floor_ms, "tpot_over_floor": tpot / floor_ms,
             "capture_s": capture_s, "capacity": capacity}
 

@@ -120,10 +120,10 @@ def test_fused_kernels_compile_for_sm90():
             src = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
             return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
 
-        norm = build(fused._add_rms_norm_kernel, {"x_ptr": "*bf16", "delta_ptr": "*bf16", "weight_ptr": "*bf16",
+        norm = build(fused.add_rms_norm_kernel, {"x_ptr": "*bf16", "delta_ptr": "*bf16", "weight_ptr": "*bf16",
                      "out_ptr": "*bf16", "stride_x": "i32", "stride_delta": "i32", "stride_out": "i32", "eps": "fp32"},
                      {"N": 2048, "BLOCK": 2048, "HAS_DELTA": True}, 4)
-        rope = build(fused._qk_norm_rope_cache_kernel, {"qkv_ptr": "*bf16", "q_norm_ptr": "*bf16",
+        rope = build(fused.qk_norm_rope_cache_kernel, {"qkv_ptr": "*bf16", "q_norm_ptr": "*bf16",
                      "k_norm_ptr": "*bf16", "cos_ptr": "*bf16", "sin_ptr": "*bf16", "q_out_ptr": "*bf16",
                      "k_cache_ptr": "*bf16", "v_cache_ptr": "*bf16", "cache_index_ptr": "*i64", "stride_qkv": "i32",
                      "stride_cos": "i32", "stride_cb": "i32", "stride_ch": "i32", "stride_cs": "i32", "eps": "fp32"},

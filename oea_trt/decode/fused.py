@@ -10,6 +10,8 @@ against):
   qk_norm_rope_cache  per-head RMSNorm of q and k, RoPE on both, k and v written into the
                       KV cache at the slot cache_index holds (read on the device, so the
                       captured graph serves every step): one program per (token, head)
+Each launcher's Triton function (add_rms_norm_kernel, qk_norm_rope_cache_kernel) is public for
+compile checks without a GPU (tests/test_decode_fused_cpu.py).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ def _next_pow2(n: int) -> int:
 
 
 @triton.jit
-def _add_rms_norm_kernel(x_ptr, delta_ptr, weight_ptr, out_ptr, stride_x, stride_delta, stride_out, eps,
+def add_rms_norm_kernel(x_ptr, delta_ptr, weight_ptr, out_ptr, stride_x, stride_delta, stride_out, eps,
                          N: tl.constexpr, BLOCK: tl.constexpr, HAS_DELTA: tl.constexpr):
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
@@ -59,7 +61,7 @@ def _norm(x, delta, weight, eps):
     T, N = x.shape
     out = torch.empty_like(x)
     block = _next_pow2(N)
-    _add_rms_norm_kernel[(T,)](x, x if delta is None else delta, weight, out, x.stride(0),
+    add_rms_norm_kernel[(T,)](x, x if delta is None else delta, weight, out, x.stride(0),
                                0 if delta is None else delta.stride(0), out.stride(0), eps, N=N, BLOCK=block,
                                HAS_DELTA=delta is not None, num_warps=4 if block <= 2048 else 8)
     return out
@@ -91,7 +93,7 @@ def _norm_rope_store(src, weight_ptr, cos_row, sin_row, dst, eps, HALF: tl.const
 
 
 @triton.jit
-def _qk_norm_rope_cache_kernel(qkv_ptr, q_norm_ptr, k_norm_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cache_ptr, v_cache_ptr,
+def qk_norm_rope_cache_kernel(qkv_ptr, q_norm_ptr, k_norm_ptr, cos_ptr, sin_ptr, q_out_ptr, k_cache_ptr, v_cache_ptr,
                                cache_index_ptr, stride_qkv, stride_cos, stride_cb, stride_ch, stride_cs, eps,
                                NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
                                HALF_BLOCK: tl.constexpr):
@@ -128,7 +130,7 @@ def qk_norm_rope_cache(qkv: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Te
     D = q_norm.shape[0]
     _check_decode_inputs(qkv, cos, sin, k_cache, v_cache, cache_index, num_heads, num_kv_heads, D)
     q = torch.empty((B, num_heads, D), dtype=qkv.dtype, device=qkv.device)
-    _qk_norm_rope_cache_kernel[(B, num_heads + 2 * num_kv_heads)](
+    qk_norm_rope_cache_kernel[(B, num_heads + 2 * num_kv_heads)](
         qkv, q_norm, k_norm, cos, sin, q, k_cache, v_cache, cache_index, qkv.stride(0), cos.stride(0),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), eps, NUM_HEADS=num_heads,
         NUM_KV_HEADS=num_kv_heads, HEAD_DIM=D, HALF_BLOCK=_next_pow2(D // 2), num_warps=1)

@@ -33,6 +33,7 @@ class DecodeResult:
     tokens: torch.Tensor          # int64 [B, n] on the CPU: the first from the prefill, then one per step
     finished: torch.Tensor        # bool [B]: rows that produced an end token
     prefill_s: float              # prompt to first token
+    capture_s: float              # capturing the decode step's graph (0 when this shape already had one)
     decode_s: float               # the decode steps, host-timed after a device sync
     decode_steps: int
     active: torch.Tensor          # int32 [decode_steps, MoE layers]: distinct experts per layer and step
@@ -143,7 +144,9 @@ class DecodeEngine:
         t0 = time.perf_counter()
         state, first, _, prefill_active = self.prefill(input_ids, attention_mask, capacity_for(L + max_new_tokens),
                                                        sampler, ends)
-        runner = self.step_runner(state, sampler, pad_id, ends) if max_new_tokens > 1 else None
+        self._sync()
+        t_prefill = time.perf_counter()
+        runner = self.step_runner(state, sampler, pad_id, ends) if max_new_tokens > 1 else None  # captures once
         self._sync()
         t1 = time.perf_counter()
         total, done = max_new_tokens - 1, 0
@@ -160,7 +163,8 @@ class DecodeEngine:
         t2 = time.perf_counter()
         tokens = torch.cat([first[:, None], state.generated[:, :done]], dim=1).cpu()
         empty = torch.zeros(0, dtype=torch.int32)
-        return DecodeResult(tokens=tokens, finished=state.finished.cpu().clone(), prefill_s=t1 - t0, decode_s=t2 - t1,
+        return DecodeResult(tokens=tokens, finished=state.finished.cpu().clone(), prefill_s=t_prefill - t0,
+                            capture_s=t1 - t_prefill, decode_s=t2 - t1,
                             decode_steps=done, active=state.active[:done].cpu().clone(),
                             prefill_active=torch.stack(prefill_active).to(torch.int32).cpu() if prefill_active else empty,
                             graphs=self.use_graphs)

@@ -125,3 +125,50 @@ def test_sampling_runs_and_bad_options_are_rejected(tiny_dir):
                       ({"top_p": 0.0}, "top_p"), ({"top_k": -2}, "top_k")]:
         with pytest.raises(ValueError, match=match):
             SamplingOptions(**kw)
+
+
+# ---- the fast decode path (DecodeRuntime), here on the CPU with eager steps ------------------
+
+
+def test_backends_pick_the_runtime(tiny_dir):
+    from oea_trt.runtime.fast_decode import DecodeRuntime
+
+    with open_runtime(tiny_dir, device="cpu") as auto, open_runtime(tiny_dir, backend="pytorch-decode",
+                                                                    device="cpu") as fast:
+        assert isinstance(auto, HFRuntime) and auto.implementation == "transformers"
+        assert isinstance(fast, DecodeRuntime) and fast.implementation == "oea-decode" and fast.backend == "pytorch"
+
+
+@pytest.mark.parametrize("k0", [TOP_K, 2])
+def test_fast_decode_runtime_equals_the_transformers_runtime(tiny_dir, k0):
+    """Greedy, left-padded prompts of different lengths, OEA routing (k0 = top_k: vanilla): the
+    same tokens, texts and routed batches as transformers + apply_oea, and both time the call."""
+    opts = SamplingOptions(max_new_tokens=6)
+    with open_runtime(tiny_dir, k0=k0, device="cpu") as slow, \
+            open_runtime(tiny_dir, k0=k0, backend="pytorch-decode", device="cpu") as fast:
+        want, got = slow.generate(PROMPTS, opts), fast.generate(PROMPTS, opts)
+        assert [g.token_ids for g in got] == [g.token_ids for g in want]
+        assert [g.text for g in got] == [g.text for g in want] and [g.finished for g in got] == [g.finished for g in want]
+        s_fast, s_slow = fast.routing_stats(), slow.routing_stats()
+        for rt in (slow, fast):
+            timing = rt.last_timing
+            assert timing.batch == len(PROMPTS) and timing.decode_steps == 5 and timing.tpot_ms > 0
+            assert timing.tokens_per_s == pytest.approx(len(PROMPTS) * 5 / timing.decode_s)
+    assert set(s_fast) == set(s_slow) == {0, 1, 2}
+    for layer in s_fast:
+        assert s_fast[layer]["batches"] == s_slow[layer]["batches"] == 6
+        assert s_fast[layer]["mean_active_experts"] == pytest.approx(s_slow[layer]["mean_active_experts"])
+
+
+def test_fast_decode_runtime_uses_the_engine_plan_and_samples(tiny_dir, tmp_path):
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    plan = RoutingPlan(base=OEAConfig(num_experts=16, top_k=TOP_K, k0=2), moe_layers=(0, 1, 2), layer_k0={1: 3})
+    write_engine_config(str(engine), engine_config_dict(plan, build={}, model={"hf_dir": tiny_dir}))
+    with open_runtime(str(engine), backend="pytorch-decode", device="cpu") as rt:
+        assert rt.routing == plan
+        assert {i: c.k0 for i, c in rt.model.configs.items()} == {0: 2, 1: 3, 2: 2}
+        first = rt.generate(PROMPTS[:3], SamplingOptions(max_new_tokens=5, temperature=0.9, top_k=8, seed=3))
+        again = rt.generate(PROMPTS[:3], SamplingOptions(max_new_tokens=5, temperature=0.9, top_k=8, seed=3))
+    assert [g.token_ids for g in first] == [g.token_ids for g in again]  # seeded
+    assert all(len(g.token_ids) == 5 or g.finished for g in first)

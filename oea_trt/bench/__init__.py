@@ -8,5 +8,7 @@
   moe.py        the MoE layer benchmark (`oea-trt bench moe`, benchmarks/bench_moe.py)
   report_moe.py its markdown report, plots and summary
   tune.py       our MoE kernel's config search (`oea-trt bench tune`): the tuned-config files
+  decode.py     the whole-model decode benchmark (`oea-trt bench decode`: decode_cli.py; its
+                transformers baselines decode_hf.py, its report report_decode.py)
 Nothing here is imported by `import oea_trt`.
 """

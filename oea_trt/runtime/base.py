@@ -59,3 +59,26 @@ def cut_at_end(ids: Sequence[int], end_ids) -> (List[int], bool):
             return out, True
         out.append(int(t))
     return out, False
+
+
+@dataclasses.dataclass
+class GenerationTiming:
+    """How long the last generate() call took: prompt to first token, then the decode steps."""
+
+    batch: int
+    prefill_s: float
+    decode_s: float
+    decode_steps: int             # steps after the first token (each gives every row one token)
+
+    @property
+    def tpot_ms(self) -> float:
+        """Time per output token of one sequence (one decode step), milliseconds."""
+        return self.decode_s / self.decode_steps * 1e3 if self.decode_steps else float("nan")
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Generated tokens per second over the whole batch, decode steps only."""
+        return self.batch * self.decode_steps / self.decode_s if self.decode_steps and self.decode_s > 0 else float("nan")
+
+    def to_dict(self) -> dict:
+        return dict(dataclasses.asdict(self), tpot_ms=self.tpot_ms, tokens_per_s=self.tokens_per_s)

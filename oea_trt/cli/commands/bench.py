@@ -1,6 +1,7 @@
 """`oea-trt bench <what>`: GPU benchmarks. `moe` times the MoE decode layer (routing+MoE) under
 vanilla and OEA routing and compares our kernel with torch._grouped_mm; `tune` searches our
-kernel's configs per GPU and layer shape and writes the files the library reads. Each command is
+kernel's configs per GPU and layer shape and writes the files the library reads; `decode` times
+whole-model decode steps (TPOT, tokens/s) of our CUDA-graph path against transformers. Each command is
 one add_<what>(subparsers) + run_<what>(args) pair below; the code they run lives in oea_trt/bench/."""
 import argparse
 import os
@@ -12,7 +13,7 @@ from oea_trt.cli.types import positive_int
 NAME = "bench"
 ORDER = 50
 HELP = ("GPU benchmarks (moe: the MoE decode layer, OEA vs vanilla, our kernel vs torch._grouped_mm; "
-        "tune: our MoE kernel's configs for this GPU)")
+        "tune: our MoE kernel's configs for this GPU; decode: TPOT and tokens/s of the whole model)")
 DESCRIPTION = (
     "Benchmarks that need a CUDA GPU. They time in CUDA-graph replay with weights rotated beyond L2, "
     "measure copy and read bandwidth in the same run, check every implementation against the "
@@ -21,14 +22,17 @@ DESCRIPTION = (
 
 
 def add_arguments(p):
+    from oea_trt.bench.decode_cli import add_decode
+
     sub = p.add_subparsers(dest="what", metavar="WHAT", parser_class=type(p))
     add_moe(sub)
     add_tune(sub)
+    add_decode(sub)
 
 
 def run(args) -> int:
     if not getattr(args, "what", None):
-        raise CLIError("name a benchmark: oea-trt bench moe|tune (see oea-trt bench --help)")
+        raise CLIError("name a benchmark: oea-trt bench moe|tune|decode (see oea-trt bench --help)")
     return args._bench(args)
 
 

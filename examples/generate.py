@@ -19,10 +19,9 @@ import time
 from oea_trt.cli import HelpFormatter, Parser, add_debug_flag
 from oea_trt.cli.failures import debug_from_env, run_reporting_failures
 from oea_trt.cli.types import non_negative_float, positive_int
-from oea_trt.inputs import (InputError, StagedOutputs, check_device, check_engine_dir, check_model_dir,
-                            check_output_dir, check_output_file, read_json)
-from oea_trt.plan.config_file import FILE_NAME as ENGINE_CONFIG
-from oea_trt.runtime import BACKENDS, SamplingOptions, open_runtime, tensorrt_llm_available
+from oea_trt.inputs import InputError, StagedOutputs, check_output_dir, check_output_file
+from oea_trt.inputs.generation import check_against_model, check_backend, check_generation_model, check_prompts
+from oea_trt.runtime import BACKENDS, SamplingOptions, open_runtime
 
 PROG = "generate.py"
 DEFAULT_PROMPTS = ["The capital of France is", "def fibonacci(n):", "Mixture-of-experts models route",
@@ -68,48 +67,15 @@ def check_tiny_dir(directory: str, overwrite: bool) -> None:
                          f"its contents, or run on the model in it with `{PROG} {directory}`")
 
 
-def check_model(path: str, backend: str):
-    """The Qwen3MoeSpec of the model that will run (engine directories: the one they were built from)."""
-    engine_config = os.path.join(path, ENGINE_CONFIG)
-    if os.path.isfile(engine_config):
-        on_engine = backend == "tensorrt-llm" or (backend == "auto" and tensorrt_llm_available())
-        if on_engine:
-            check_engine_dir(path, "PATH")
-        hf_dir = (read_json(engine_config, "PATH").get("model") or {}).get("hf_dir")
-        if not hf_dir:
-            raise InputError(f"{engine_config} names no Hugging Face directory (model.hf_dir), which holds the "
-                             "tokenizer; rebuild with `oea-trt build`")
-        return check_model_dir(hf_dir, f"the Hugging Face directory of engine {path}", weights=not on_engine,
-                               tokenizer=True)
-    if backend == "tensorrt-llm":
-        check_engine_dir(path, "PATH")  # says why PATH is not an engine
-    return check_model_dir(path, "PATH", tokenizer=True)
-
-
 def check_arguments(args):
     """Everything checkable before a model loads, in the order a user would fix it."""
-    prompts = args.prompt or DEFAULT_PROMPTS
-    empty = [i for i, p in enumerate(prompts, 1) if not p]
-    if empty:
-        raise InputError(f"--prompt number {empty[0]} is empty; a prompt needs at least one character")
+    prompts = check_prompts(args.prompt or DEFAULT_PROMPTS)
     if args.json:
         check_output_file(args.json, "--json", overwrite=args.overwrite)
     if args.tiny:
         check_tiny_dir(args.tiny, args.overwrite)
-    if args.backend == "tensorrt-llm" and not tensorrt_llm_available():
-        raise InputError("--backend tensorrt-llm needs TensorRT-LLM 1.2.1 (NVIDIA's release container); "
-                         "use --backend pytorch or auto here")
-    if args.device and args.backend != "tensorrt-llm":
-        check_device(args.device)
+    check_backend(args.backend, args.device)
     return prompts
-
-
-def check_against_model(args, spec) -> None:
-    if args.k0 is not None and args.k0 > spec.top_k:
-        raise InputError(f"--k0 must be in [1, top_k={spec.top_k}] for this model, got {args.k0}")
-    if spec.max_position_embeddings and args.max_new_tokens >= spec.max_position_embeddings:
-        raise InputError(f"--max-new-tokens must be below the model's max_position_embeddings="
-                         f"{spec.max_position_embeddings} (prompt included), got {args.max_new_tokens}")
 
 
 def save_tiny(directory: str, overwrite: bool) -> str:
@@ -133,8 +99,8 @@ def generate(args) -> int:
         print(f"wrote a tiny random Qwen3-MoE to {path}")
     else:
         path = args.path
-    spec = check_model(path, args.backend)
-    check_against_model(args, spec)
+    spec = check_generation_model(path, args.backend)
+    check_against_model(spec, args.k0, args.max_new_tokens)
     opts = SamplingOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     kwargs = {"chat": args.chat}
     if args.k0 is not None:

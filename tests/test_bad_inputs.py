@@ -135,6 +135,9 @@ def no_expensive_work(monkeypatch):
     monkeypatch.setattr(simulate_command, "simulate", must_not_run("the simulation"))
     monkeypatch.setattr(EXAMPLES["generate"], "open_runtime", must_not_run("the runtime"))
     monkeypatch.setattr(EXAMPLES["generate"], "save_tiny", must_not_run("writing the tiny model"))
+    import oea_trt.runtime as runtime_package  # `oea-trt generate` imports open_runtime from it when it runs
+
+    monkeypatch.setattr(runtime_package, "open_runtime", must_not_run("the runtime"))
 
 
 def invoke(command, argv):
@@ -263,6 +266,22 @@ CASES = [
     ("generate", ["--tiny", "{file}"], 2, "--tiny .* is a file"),
     pytest.param("generate", GEN + ["--backend", "tensorrt-llm"], 2, "--backend tensorrt-llm needs TensorRT-LLM",
                  marks=skip_trtllm),
+    # -- oea-trt generate -----------------------------------------------------------------------
+    ("oea-trt", ["generate", "{ws}/missing", "--device", "cpu"], 2, "MODEL_DIR .*missing does not exist"),
+    ("oea-trt", ["generate", "{tiny}", "--device", "cpu", "--prompt", ""], 2, "--prompt number 1 is empty"),
+    ("oea-trt", ["generate", "{tiny}", "--device", "cpu", "--k0", "9"], 2, r"--k0 must be in \[1, top_k=4\]"),
+    ("oea-trt", ["generate", "{tiny}", "--device", "cpu", "--max-new-tokens", "1000"], 2,
+     "below the model's max_position_embeddings"),
+    ("oea-trt", ["generate", "{tiny}", "--device", "cpu", "--json", "{ws}"], 2, "--json .* is a directory"),
+    ("oea-trt", ["generate", "{tiny}", "--device", "cpu", "--json", "{file}"], 2, "--json .* already exists"),
+    ("oea-trt", ["generate", "{tiny}", "--top-p", "0"], 2, r"argument --top-p: expected a number in \(0, 1\]"),
+    ("oea-trt", ["generate", "{tiny}", "--device", "tpu"], 2, r"--device must be auto, cpu or cuda\[:N\]"),
+    pytest.param("oea-trt", ["generate", "{tiny}", "--device", "cuda"], 2, "torch sees no CUDA GPU",
+                 marks=skip_cuda),
+    # -- oea-trt advise -------------------------------------------------------------------------
+    ("oea-trt", ["advise", "{ws}/missing.json"], 2, "cannot read eval results"),
+    ("oea-trt", ["advise", "{file}"], 2, "is not valid JSON"),
+    ("oea-trt", ["advise", "{file}", "--budget", "-1"], 2, "argument --budget: expected a number >= 0"),
     # -- examples/pytorch_backend_llm.py -----------------------------------------------------
     ("pytorch_backend_llm", ["{tiny}", "--k0", "0"], 2, "argument --k0: expected a positive integer"),
     ("pytorch_backend_llm", ["{tiny}", "--k0", "9"], 2, r"--k0 must be in \[1, top_k=4\]"),
@@ -271,6 +290,7 @@ CASES = [
 for path, message in MODEL_DIRS:
     CASES.append(("oea-trt", EVAL + ["--model", path], 2, message))
     CASES.append(("generate", [path, "--device", "cpu"], 2, message))
+    CASES.append(("oea-trt", ["generate", path, "--device", "cpu"], 2, message))
     if path in CONFIG_ONLY:
         CASES.append(("oea-trt", ["build", path, "-o", "{ws}/built", "--dry-run"], 2, message))
         CASES.append(("pytorch_backend_llm", [path], 2, message))

@@ -10,6 +10,7 @@
     device.py            check_device(name) -> "cpu" / "cuda[:N]" that exists here
     memory.py            check_fits(bytes, what, fix): refuse sizes that cannot fit, say what would
     outputs.py           check_output_file / check_output_dir first, StagedOutputs to write all-or-nothing
+    generation.py        a generation run's prompts, model or engine, backend and lengths (imported on use)
 The CLI (oea_trt.cli) prints an InputError as one line and exits with status 2; library callers
 (the runtime, examples, benchmarks) raise it to theirs.
 """

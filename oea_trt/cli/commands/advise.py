@@ -81,7 +81,8 @@ def add_arguments(p):
     q.add_argument("--additivity", choices=("calibrated", "plain"), default="calibrated",
                    help="predict a per-layer k0 vector by the sum of single-layer effects scaled by how much the "
                         "eval's all-layer rows exceed their sums (calibrated), or by the plain sum")
-    lat = p.add_argument_group("latency model (default: the committed MoE benchmark fit, H100, Qwen3-30B-A3B layer)")
+    lat = p.add_argument_group("latency model: the committed MoE benchmark fit (H100, Qwen3-30B-A3B layer) "
+                               "unless one of these says otherwise")
     lat.add_argument("--gpu", default="h100", help="GPU of the committed MoE benchmark fit (h100, h200)")
     lat.add_argument("--layer-shape", default="qwen3-30b-a3b", choices=sorted(PRESETS),
                      help="MoE layer shape of the latency model")

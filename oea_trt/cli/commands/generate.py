@@ -6,7 +6,7 @@ import sys
 import time
 
 from oea_trt.cli import CLIError
-from oea_trt.cli.types import positive_int
+from oea_trt.cli.types import fraction, integer, non_negative_float, non_negative_int, positive_int
 
 NAME = "generate"
 ORDER = 20
@@ -39,16 +39,17 @@ def add_arguments(p):
                    help="k0 by number of decode tokens in the batch, e.g. 8:4,16:3 (smaller batches keep --k0)")
     p.add_argument("--layer-k0", metavar="LAYERS:K0,...", help="per-layer k0, e.g. 0-3:8,4-47:3, or a JSON file")
     p.add_argument("--max-new-tokens", type=positive_int, default=64, metavar="N", help="tokens to generate per row")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = off)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
-    p.add_argument("--seed", type=int, help="sampling seed")
+    p.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-k", type=non_negative_int, default=0, help="sample among the k most likely tokens (0 = off)")
+    p.add_argument("--top-p", type=fraction, default=1.0, help="nucleus sampling mass in (0, 1] (1 = off)")
+    p.add_argument("--seed", type=integer, help="sampling seed")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="pytorch: the fast decode path on CUDA, transformers on the CPU; pytorch-decode / "
                         "transformers force one")
     p.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
     p.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template")
     p.add_argument("--json", metavar="PATH", help="also write outputs, timing and routing statistics as JSON")
+    p.add_argument("--overwrite", action="store_true", help="let --json replace a file that is already there")
 
 
 def _rows(prompts, batch):
@@ -76,10 +77,17 @@ def run(args) -> int:
     from oea_trt.routing.config import parse_k0_schedule
     from oea_trt.runtime import SamplingOptions, open_runtime
 
+    from oea_trt.inputs import StagedOutputs, check_output_file
+    from oea_trt.inputs.generation import check_against_model, check_backend, check_generation_model, check_prompts
+
     path = getattr(args, "model", None) or EMBEDDED_MODEL_DIR
     if args.vanilla and (args.k0 or args.k0_schedule or args.layer_k0):
         raise CLIError("--vanilla routes plain top-k: leave out --k0, --k0-schedule and --layer-k0")
-    prompts = _rows(args.prompt or DEFAULT_PROMPTS, args.batch)
+    prompts = _rows(check_prompts(args.prompt or DEFAULT_PROMPTS), args.batch)
+    if args.json:
+        check_output_file(args.json, "--json", overwrite=args.overwrite)
+    check_backend(args.backend, args.device)
+    check_against_model(check_generation_model(path, args.backend, "MODEL_DIR"), args.k0, args.max_new_tokens)
     options = SamplingOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                               top_p=args.top_p, seed=args.seed)
     kwargs = {"chat": args.chat}
@@ -122,8 +130,9 @@ def run(args) -> int:
         report = {"model": path, "backend": where, "prompts": prompts, "outputs": [g.text for g in outs],
                   "token_ids": [g.token_ids for g in outs], "timing": timing.to_dict() if timing else None,
                   "routing_stats": {str(k): v for k, v in stats.items()}}
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+        with StagedOutputs(overwrite=args.overwrite) as out:
+            with open(out.path(args.json), "w") as f:
+                json.dump(report, f, indent=1)
         print(f"wrote {args.json}")
     return 0
 

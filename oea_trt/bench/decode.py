@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from oea_trt.bench.bandwidth import measure_bandwidth
+from oea_trt.bench.decode_inputs import random_prompts
 from oea_trt.bench.env import environment
 from oea_trt.decode import DecodeEngine, DecodeModel, Sampler, capacity_for, get_shape
 from oea_trt.decode.graph import decode_step
@@ -94,13 +95,6 @@ def build_model(spec: DecodeBenchSpec):
     routers = {kind: calibrated_routers(model, kind, spec.seed) for kind in spec.routers}
     _sync(model.device)
     return model, routers, time.perf_counter() - t0
-
-
-def random_prompts(shape, batch: int, length: int, seed: int, device):
-    """Random token ids [B, length] (seeded by batch and seed) and an all-ones mask."""
-    g = torch.Generator().manual_seed(31_337 * (seed + 1) + batch)
-    ids = torch.randint(shape.vocab_size, (batch, length), generator=g).to(device)
-    return ids, torch.ones_like(ids)
 
 
 def _sync(device: torch.device) -> None:

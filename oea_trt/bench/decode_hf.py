@@ -72,7 +72,7 @@ def run_hf_baselines(hf, model, spec, router_kind: str, start: float, log: Calla
     eager at the focus batch first (always), then OEA, the other batches and the compiled
     baseline while spec.hf_time_budget_s (from `start`) lasts; on_row(row) after each, so a run
     cut short keeps the rows it has."""
-    from oea_trt.bench.decode import random_prompts  # the prompts of our rows
+    from oea_trt.bench.decode_inputs import random_prompts  # the prompts of our rows
 
     impl = getattr(hf.config, "_experts_implementation", None)
     focus = spec.hf_focus_batch

@@ -3,7 +3,7 @@
 #   RESULTS_DIR=/tmp/r bash scripts/gpu/layout.sh      (from the repo root; ~8 min on an H100)
 # 1. the routing library (CMake build, cached), then in parallel (correctness only, no timing):
 #    routing-kernel GPU tests, MoE GPU tests, the TensorRT plugin harness (needs .trt/include),
-#    the installed-package check (pip install into a venv, used from /tmp);
+#    the installed-package check (pip install into a venv, used from /tmp), the decode GPU tests;
 # 2. alone on the GPU: benchmarks/layout_ab.py, the 30B layer at B=16 (skewed, vanilla and k0=3)
 #    timed with the tree before the re-layout (./.old: `git archive 430a95c oea_trt plugin`)
 #    and this tree, alternating fresh processes.
@@ -33,6 +33,9 @@ pids+=($!)
 ( RESULTS_DIR="$OUT_DIR" timeout 300 bash scripts/gpu/plugin.sh > "$OUT_DIR/plugin.log" 2>&1
   echo "plugin: rc=$? $(grep -h gpu_tests "$OUT_DIR/plugin/summary.txt" 2>/dev/null | tail -n 1)" >> "$SUMMARY" ) &
 pids+=($!)
+( timeout 300 python3 -m pytest -q -p no:cacheprovider -rs tests/test_decode_gpu.py \
+    > "$OUT_DIR/decode_tests.log" 2>&1; echo "decode GPU tests: rc=$? $(tail -n 1 "$OUT_DIR/decode_tests.log")" >> "$SUMMARY" ) &
+pids+=($!)
 ( RESULTS_DIR="$OUT_DIR" timeout 300 bash scripts/gpu/installed_package.sh > "$OUT_DIR/installed_package.log" 2>&1
   echo "installed package: rc=$? $(tail -n 2 "$OUT_DIR/installed_package.log" | tr '\n' ' ')" >> "$SUMMARY" ) &
 pids+=($!)
@@ -46,6 +49,15 @@ if [ -d .old/oea_trt ]; then
   cat "$OUT_DIR/layout_ab.log"
 else
   echo "layout A/B: skipped, no .old tree" >> "$SUMMARY"
+fi
+# 3. With the time left (the call's limit is 10 min): tune the 30B layer's configs (the tuner checks
+#    every winner against the fp32 loop before it writes it); the other presets in the next call.
+left=$(( ${LAYOUT_BUDGET:-560} - (SECONDS - start) ))
+if [ "$left" -gt 60 ]; then
+  timeout $((left - 10)) python3 -m oea_trt.cli bench tune --install --output-dir "$OUT_DIR/tune" \
+    --time-budget $((left - 40)) --preset qwen3-30b-a3b --batch 16 1 64 4 32 8 2 > "$OUT_DIR/tune.log" 2>&1
+  echo "tune 30B: rc=$? after $((SECONDS - start)) s; $(grep -c '"' "$OUT_DIR"/tune/*/*.json 2>/dev/null | head -3 | tr '\n' ' ')" >> "$SUMMARY"
+  tail -n 12 "$OUT_DIR/tune.log"
 fi
 echo "done after $((SECONDS - start)) s" >> "$SUMMARY"
 cat "$SUMMARY"

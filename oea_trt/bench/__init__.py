@@ -1,4 +1,4 @@
-"""Shared GPU benchmark utilities (docs: ../shared/docs/benchmarking.md), generic over what is timed:
+"""Shared GPU benchmark utilities (how we measure: docs/moe-benchmark.md), generic over what is timed:
   timing.py     CUDA-graph capture and replay timing (median of repeats), eager timing
   rotation.py   how many weight copies keep one replay from finding the last one's bytes in L2
   bandwidth.py  device copy and read bandwidth, measured in the same run as the benchmark

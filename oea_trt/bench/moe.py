@@ -1,7 +1,7 @@
 """The MoE decode layer benchmark: does fewer distinct experts T really mean less time?
 
 For each model preset, routing mode (routing_inputs.MODES) and decode batch B, with vanilla
-top-k routing and OEA at each k0 (docs: ../shared/docs/benchmarking.md):
+top-k routing and OEA at each k0 (how we measure: docs/moe-benchmark.md):
   * correctness first: every implementation (oea_trt.moe.IMPLS) against the fp32 loop, on
     fresh random inputs, before anything is timed;
   * CUDA-graph replay of C back-to-back calls, each on its own copy of the expert weights and

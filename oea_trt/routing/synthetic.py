@@ -1,4 +1,4 @@
-"""Synthetic router logits for simulations and benchmarks (docs: ../shared/docs/benchmarking.md).
+"""Synthetic router logits for simulations and benchmarks (how we measure: docs/moe-benchmark.md).
 
 uniform: i.i.d. normal logits, what vLLM's benchmark_moe.py uses; distinct experts per batch
   follow E * (1 - (1 - k/E)^B).

@@ -1,6 +1,6 @@
 """Which routing implementation a benchmark puts in its CUDA graph.
 
-The fused CUDA routing kernel (oea_trt.routing.dispatch.route) is what a server would run; the torch
+The fused CUDA routing kernel (oea_trt.route) is what a server would run; the torch
 reference (oea_trt.routing.reference.oea_route) is graph-capturable too but launches dozens of small
 kernels (tens of microseconds per call), so routing+MoE figures taken with it overstate the
 fixed per-layer cost. The kernel is used only after it matched the reference on a sample.
@@ -8,11 +8,11 @@ fixed per-layer cost. The kernel is used only after it matched the reference on 
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Callable, NamedTuple
 
 import torch
 
+import oea_trt
 from oea_trt.routing.config import OEAConfig
 from oea_trt.routing.reference import oea_route
 from oea_trt.routing.synthetic import skewed_logits, uniform_logits
@@ -72,22 +72,16 @@ def pick_router(choice: str = "auto", device: str = "cuda") -> Router:
     reference = Router("reference", oea_route, "torch reference oea_trt.routing.reference.oea_route")
     if choice == "reference":
         return reference
-    route = None
+    # route() falls back to the reference on its own when the kernel cannot load: ask for the
+    # kernel explicitly, so that "kernel" in a report means the kernel ran.
+    route = functools.partial(oea_trt.route, backend="kernel")
     try:
-        from oea_trt.routing.dispatch import route as dispatch_route  # the CUDA kernel's Python entry (routing-kernel issue)
-
-        # dispatch.route falls back to the reference on its own when the kernel cannot load:
-        # ask for the kernel explicitly, so that "kernel" in a report means the kernel ran.
-        if "backend" in inspect.signature(dispatch_route).parameters:
-            route = functools.partial(dispatch_route, backend="kernel")
-        else:
-            route = dispatch_route
         problem = _agrees(route, device) or _captures(route, device)
     except Exception as exc:  # noqa: BLE001 (missing module, unbuilt library, launch error)
-        problem = f"oea_trt.routing.dispatch.route unavailable: {type(exc).__name__}: {exc}"
+        problem = f"oea_trt.route(backend='kernel') unavailable: {type(exc).__name__}: {exc}"
     if problem:
         if choice == "kernel":
             raise RuntimeError(f"routing kernel requested but {problem}")
         return reference._replace(note=f"{reference.note} ({problem})")
     return Router("kernel", route,
-                  "fused CUDA routing kernel via oea_trt.routing.dispatch.route, checked against the reference")
+                  "fused CUDA routing kernel via oea_trt.route, checked against the reference")

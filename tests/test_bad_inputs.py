@@ -282,6 +282,7 @@ CASES = [
     ("oea-trt", ["advise", "{ws}/missing.json"], 2, "cannot read eval results"),
     ("oea-trt", ["advise", "{file}"], 2, "is not valid JSON"),
     ("oea-trt", ["advise", "{file}", "--budget", "-1"], 2, "argument --budget: expected a number >= 0"),
+    ("oea-trt", ["advise", "{file}", "-o", "{file}"], 2, "--output-dir .*file.txt is a file"),
     # -- examples/pytorch_backend_llm.py -----------------------------------------------------
     ("pytorch_backend_llm", ["{tiny}", "--k0", "0"], 2, "argument --k0: expected a positive integer"),
     ("pytorch_backend_llm", ["{tiny}", "--k0", "9"], 2, r"--k0 must be in \[1, top_k=4\]"),

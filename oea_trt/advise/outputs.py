@@ -107,18 +107,18 @@ def write_json(path: str, content) -> str:
 
 
 def write_outputs(out_dir: str, advice: Advice, plan: RoutingPlan, hf_dir: str, flags: List[str],
-                  content: dict) -> List[str]:
-    """advice.json, oea_config.json and (when the plan has per-layer k0) layer_k0.json."""
-    os.makedirs(out_dir, exist_ok=True)
-    written = [write_json(os.path.join(out_dir, ADVICE_FILE), content)]
+                  content: dict, path_for) -> List[str]:
+    """advice.json, oea_config.json and (when the plan has per-layer k0) layer_k0.json, each at
+    path_for(its final path) (StagedOutputs.path: all of them or none end up in out_dir)."""
+    written = [write_json(path_for(os.path.join(out_dir, ADVICE_FILE)), content)]
     summary = {k: content[k] for k in ("bound", "k0_schedule", "layer_k0", "expected_layer_us")}
     summary["per_batch"] = [{"batch": p["batch"], "budget": p["budget"], "advised": p["advised"]["label"],
                              "predicted_delta_ce": p["advised"]["delta_ce"],
                              "active_experts": p["advised"]["mean_active_experts"],
                              "layer_us": p["advised"]["layer_us"]} for p in content["per_batch"]]
-    written.append(write_json(os.path.join(out_dir, CONFIG_FILE), config_dict(plan, hf_dir, flags, summary)))
+    written.append(write_json(path_for(os.path.join(out_dir, CONFIG_FILE)), config_dict(plan, hf_dir, flags, summary)))
     if advice.layer_k0:
-        written.append(write_json(os.path.join(out_dir, LAYER_K0_FILE), layer_k0_json(advice)))
+        written.append(write_json(path_for(os.path.join(out_dir, LAYER_K0_FILE)), layer_k0_json(advice)))
     return written
 
 

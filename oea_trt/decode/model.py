@@ -25,10 +25,11 @@ from oea_trt.decode.cache import KVCache
 from oea_trt.decode.shape import ModelShape
 from oea_trt.decode.weights import ModelWeights
 from oea_trt.moe import moe_forward
+from oea_trt.moe.impls import IMPLS
 from oea_trt.routing import CONTEXT, PADDING, ConfigError, OEAConfig, route
 
 #: MoE implementations (oea_trt.moe_forward impl names) per phase; "auto" picks by device.
-DECODE_MOE_IMPLS = ("auto", "triton", "fused", "grouped_mm", "loop")
+DECODE_MOE_IMPLS = ("auto", *IMPLS)
 
 RoutingSpec = Union[None, OEAConfig, Sequence[OEAConfig], Mapping[int, OEAConfig]]
 

@@ -92,8 +92,9 @@ def add_arguments(p):
                      help="no GPU figures: the memory-bound floor T x expert_bytes / bandwidth")
     p.add_argument("--model", metavar="DIR", default=SUPPRESS,
                    help="the Hugging Face model directory the plan is for (default: the evaluated model)")
-    p.add_argument("--output-dir", default="oea-advice", metavar="DIR",
+    p.add_argument("-o", "--output-dir", default="oea-advice", metavar="DIR",
                    help="where advice.json, oea_config.json, layer_k0.json and advise_pareto.png go")
+    p.add_argument("--overwrite", action="store_true", help="replace those files where they are already there")
     c = p.add_argument_group("checking the advice")
     c.add_argument("--check", action="store_true",
                    help="evaluate the advised plan on the model (the eval's sequences) and compare with the prediction")
@@ -173,8 +174,12 @@ def run(args) -> int:
             setattr(args, optional, None)
     if args.check_seed and not args.check:
         raise CLIError("--check-seed needs --check")
-    from oea_trt.advise.outputs import (PLOT_FILE, advice_dict, build_command, build_flags, relative_if_inside,
-                                        routing_plan, write_outputs)
+    from oea_trt.advise.outputs import (ADVICE_FILE, CONFIG_FILE, LAYER_K0_FILE, PLOT_FILE, advice_dict,
+                                        build_command, build_flags, relative_if_inside, routing_plan, write_outputs)
+    from oea_trt.inputs import StagedOutputs, check_output_dir
+
+    check_output_dir(args.output_dir, "--output-dir", files=(ADVICE_FILE, CONFIG_FILE, LAYER_K0_FILE, PLOT_FILE),
+                     overwrite=args.overwrite)
     from oea_trt.advise.quality import additivity, load_quality
     from oea_trt.advise.report import format_additivity, format_advice, format_plan, pareto_plot
     from oea_trt.advise.search import advise
@@ -208,16 +213,19 @@ def run(args) -> int:
     content = advice_dict(advice, latency, flags, command, inputs, adds)
     if args.check:
         content["check"] = _check(args, table, model_dir, plan, advice, latency)
-    written = write_outputs(args.output_dir, advice, plan, hf_dir, flags, content)
-    try:
-        png = os.path.join(args.output_dir, PLOT_FILE)
-        checked = {r["batch"]: (r["layer_us"], r["measured_delta_ce"], *r["measured_ci"])
-                   for r in content["check"][0]["rows"]} if args.check else None
-        pareto_plot(advice, table, latency, png, measured=checked,
-                    title=f"{meta.get('model')}: advised operating points; latency: {latency.description}")
-        written.append(png)
-    except ImportError:
-        print("no plot: matplotlib is not installed (pip install 'oea-trt[plot]')")
+    notes = []
+    with StagedOutputs(overwrite=args.overwrite) as out:  # every file or none, nothing half-written
+        write_outputs(args.output_dir, advice, plan, hf_dir, flags, content, path_for=out.path)
+        try:
+            checked = {r["batch"]: (r["layer_us"], r["measured_delta_ce"], *r["measured_ci"])
+                       for r in content["check"][0]["rows"]} if args.check else None
+            pareto_plot(advice, table, latency, out.path(os.path.join(args.output_dir, PLOT_FILE)), measured=checked,
+                        title=f"{meta.get('model')}: advised operating points; latency: {latency.description}")
+        except ImportError:
+            notes.append("no plot: matplotlib is not installed (pip install 'oea-trt[plot]')")
+    written = out.written
+    for note in notes:
+        print(note)
     print("wrote " + ", ".join(written))
     print(f"done in {time.perf_counter() - started:.1f}s", file=sys.stderr)
     return 0

@@ -53,7 +53,7 @@ class BuildOptions:
     workers: int = 1
     extra_build_args: Sequence[str] = ()
     trtllm_build: str = "trtllm-build"
-    plugin_library: Optional[str] = None     # liboea_routing_trt.so (default: plugin_lib's search)
+    plugin_library: Optional[str] = None     # liboea_routing_trt.so (default: oea_trt.plugin.find_library)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -244,7 +244,7 @@ CASES = [
     ("oea-trt", TRITON + ["--tokenizer-dir", "{noweights}"], 2, "--tokenizer-dir .* has no tokenizer"),
     ("oea-trt", TRITON + ["--tokenizer-dir", "{ws}/missing"], 2, "--tokenizer-dir .* does not exist"),
     ("oea-trt", TRITON + ["-o", "{file}"], 2, "--output-dir .* is a file"),
-    ("oea-trt", TRITON + ["-o", "{nonempty}"], 2, "is not empty; pass --force"),
+    ("oea-trt", TRITON + ["-o", "{nonempty}"], 2, "is not empty; pass --overwrite"),
     ("oea-trt", TRITON + ["--http-port", "70000"], 2, r"expected a port number in \[1, 65535\]"),
     ("oea-trt", TRITON + ["--http-port", "8001"], 2, "ports must differ"),
     ("oea-trt", TRITON + ["--kv-cache-free-gpu-mem-fraction", "1.5"], 2, r"must be in \(0, 1\]"),

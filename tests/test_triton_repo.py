@@ -192,8 +192,8 @@ def test_not_an_engine_and_non_empty_output(engine_dir, tmp_path, capsys):
     out.mkdir()
     (out / "keep.txt").write_text("x")
     assert _cli(["triton-repo", str(engine_dir), "--tokenizer-dir", str(HF_DIR), "-o", str(out)]) == 2
-    assert "--force" in capsys.readouterr().err
-    assert _cli(["triton-repo", str(engine_dir), "--tokenizer-dir", str(HF_DIR), "-o", str(out), "--force"]) == 0
+    assert "--overwrite" in capsys.readouterr().err
+    assert _cli(["triton-repo", str(engine_dir), "--tokenizer-dir", str(HF_DIR), "-o", str(out), "--overwrite"]) == 0
 
 
 # ---- our Python models, run against a stand-in for Triton's python-backend module ------------

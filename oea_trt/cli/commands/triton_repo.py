@@ -35,7 +35,8 @@ def add_arguments(p):
     p.add_argument("--http-port", type=port, default=8000, help="Triton's HTTP/REST port")
     p.add_argument("--grpc-port", type=port, default=8001, help="Triton's gRPC port")
     p.add_argument("--metrics-port", type=port, default=8002, help="Triton's Prometheus metrics port")
-    p.add_argument("--force", action="store_true", help="overwrite a non-empty OUT")
+    p.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
+                   help="replace a non-empty OUT (--force: the old name)")
     p.add_argument("--no-validate", action="store_true",
                    help="skip parsing the written configs with Triton's ModelConfig (needs tritonclient)")
 
@@ -63,7 +64,7 @@ def run(args) -> int:
         )
         plugin = args.plugin_library or default_plugin_library(info)
         written = write_repository(args.output_dir, settings, plugin_library=plugin, http_port=args.http_port,
-                                   grpc_port=args.grpc_port, metrics_port=args.metrics_port, force=args.force)
+                                   grpc_port=args.grpc_port, metrics_port=args.metrics_port, force=args.overwrite)
     except TritonRepoError as exc:
         raise CLIError(str(exc)) from None
     for what, path in written.items():

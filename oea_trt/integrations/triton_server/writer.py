@@ -128,7 +128,7 @@ def write_repository(out_dir: str, settings: RepoSettings, plugin_library: Optio
     repo = out / "model_repository"
     if out.exists() and any(out.iterdir()):
         if not force:
-            raise TritonRepoError(f"{out} is not empty; pass --force to overwrite the repository in it")
+            raise TritonRepoError(f"{out} is not empty; pass --overwrite to replace the repository in it")
         if repo.exists():
             shutil.rmtree(repo)
     written: Dict[str, str] = {}

@@ -24,26 +24,26 @@ bash scripts/gpu/routing_library.sh "$OUT_DIR/routing_library.log" 150
 echo "routing library: rc=$? after $((SECONDS - start)) s" | tee -a "$SUMMARY"
 
 pids=()
-( timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_kernel_gpu.py tests/test_routing_gpu.py \
+( timeout ${LAYOUT_TEST_CAP:-300} python3 -m pytest -q -p no:cacheprovider tests/test_kernel_gpu.py tests/test_routing_gpu.py \
     > "$OUT_DIR/kernel_tests.log" 2>&1; echo "kernel GPU tests: rc=$? $(tail -n 1 "$OUT_DIR/kernel_tests.log")" >> "$SUMMARY" ) &
 pids+=($!)
-( timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py tests/test_moe_tuned.py \
+( timeout ${LAYOUT_TEST_CAP:-300} python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py tests/test_moe_tuned.py \
     > "$OUT_DIR/moe_tests.log" 2>&1; echo "MoE GPU tests: rc=$? $(tail -n 1 "$OUT_DIR/moe_tests.log")" >> "$SUMMARY" ) &
 pids+=($!)
-( RESULTS_DIR="$OUT_DIR" timeout 300 bash scripts/gpu/plugin.sh > "$OUT_DIR/plugin.log" 2>&1
+( RESULTS_DIR="$OUT_DIR" timeout ${LAYOUT_TEST_CAP:-300} bash scripts/gpu/plugin.sh > "$OUT_DIR/plugin.log" 2>&1
   echo "plugin: rc=$? $(grep -h gpu_tests "$OUT_DIR/plugin/summary.txt" 2>/dev/null | tail -n 1)" >> "$SUMMARY" ) &
 pids+=($!)
-( timeout 300 python3 -m pytest -q -p no:cacheprovider -rs tests/test_decode_gpu.py \
+( timeout ${LAYOUT_TEST_CAP:-300} python3 -m pytest -q -p no:cacheprovider -rs tests/test_decode_gpu.py \
     > "$OUT_DIR/decode_tests.log" 2>&1; echo "decode GPU tests: rc=$? $(tail -n 1 "$OUT_DIR/decode_tests.log")" >> "$SUMMARY" ) &
 pids+=($!)
-( RESULTS_DIR="$OUT_DIR" timeout 300 bash scripts/gpu/installed_package.sh > "$OUT_DIR/installed_package.log" 2>&1
+( RESULTS_DIR="$OUT_DIR" timeout ${LAYOUT_TEST_CAP:-300} bash scripts/gpu/installed_package.sh > "$OUT_DIR/installed_package.log" 2>&1
   echo "installed package: rc=$? $(tail -n 2 "$OUT_DIR/installed_package.log" | tr '\n' ' ')" >> "$SUMMARY" ) &
 pids+=($!)
 wait "${pids[@]}"
 echo "correctness block done after $((SECONDS - start)) s" | tee -a "$SUMMARY"
 
 if [ -d .old/oea_trt ]; then
-  timeout 300 python3 benchmarks/layout_ab.py --tree before=.old --tree after=. --rounds 2 \
+  timeout 300 python3 benchmarks/layout_ab.py --tree before=.old --tree after=. --rounds ${LAYOUT_ROUNDS:-2} \
     --json "$OUT_DIR/layout_ab.json" > "$OUT_DIR/layout_ab.log" 2>&1
   echo "layout A/B: rc=$?" >> "$SUMMARY"
   cat "$OUT_DIR/layout_ab.log"

@@ -1,8 +1,9 @@
 """oea_config.json: what an engine directory was built with, written next to the engine.
 
 Runtimes read it to know the routing plan and which plugin library the engine needs (the
-plugin is not embedded in TensorRT-LLM engines), tools read it to report settings. Plain
-Python so it can be written by the builder and read anywhere.
+plugin is not embedded in TensorRT-LLM engines), tools read it to report settings, and
+`oea-trt build --routing-config` builds again with the plan it holds (`oea-trt advise` writes
+one in the same format). Plain Python so it can be written by the builder and read anywhere.
 """
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from pathlib import Path
 from typing import Optional
 
 from oea_trt import __version__
+from oea_trt.inputs.errors import InputError
+from oea_trt.inputs.json_file import read_json
 from oea_trt.plan.routing_plan import RoutingPlan
+from oea_trt.routing.config import ConfigError
 
 FILE_NAME = "oea_config.json"
 FORMAT = "oea-trt/engine-config/1"
@@ -89,3 +93,26 @@ def read_engine_config(engine_dir: str) -> dict:
 
 def routing_from_engine_config(content: dict) -> RoutingPlan:
     return RoutingPlan.from_dict(content["routing"])
+
+
+def read_routing_config(path: str, what: str = "routing config") -> RoutingPlan:
+    """The routing plan of an oea_config.json given by a user: the file, or a directory holding
+    one (an engine directory, an advice directory). InputError naming the file for anything
+    that is not such a file with a well-formed plan."""
+    if os.path.isdir(path):
+        inner = os.path.join(path, FILE_NAME)
+        if not os.path.isfile(inner):
+            raise InputError(f"{what} {path} is a directory without {FILE_NAME}; pass the {FILE_NAME} of "
+                             "`oea-trt advise` or of an engine built by `oea-trt build`")
+        path = inner
+    content = read_json(path, what, dict)
+    if content.get("format") != FORMAT:
+        found = f"format {content['format']!r}" if "format" in content else "no \"format\""
+        raise InputError(f"{what} {path} has {found}, expected format {FORMAT!r} (the {FILE_NAME} that "
+                         "`oea-trt advise` or `oea-trt build` writes)")
+    if not isinstance(content.get("routing"), dict):
+        raise InputError(f"{what} {path} has no routing plan (an object under \"routing\")")
+    try:
+        return routing_from_engine_config(content)
+    except ConfigError as exc:
+        raise InputError(f"{what} {path}: {exc}") from None

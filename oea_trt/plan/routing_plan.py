@@ -105,16 +105,53 @@ class RoutingPlan:
             "batch_split": self.batch_split,
         }
 
+    def model_differences(self, spec) -> List[str]:
+        """How this plan disagrees with a model (a Qwen3MoeSpec): the facts a plan copies from
+        its model's config.json. Empty when the plan was made for a model like this one."""
+        base, found = self.base, []
+        if base.num_experts != spec.num_experts:
+            found.append(f"num_experts is {base.num_experts} in the plan, {spec.num_experts} in the model")
+        if base.top_k != spec.top_k:
+            found.append(f"top_k is {base.top_k} in the plan, {spec.top_k} in the model")
+        if base.renormalize != spec.norm_topk_prob:
+            found.append(f"renormalize is {str(base.renormalize).lower()} in the plan, the model's norm_topk_prob "
+                         f"is {str(spec.norm_topk_prob).lower()}")
+        if list(self.moe_layers) != list(spec.moe_layers):
+            found.append(f"MoE layers are {_ranges(sorted(self.moe_layers))} in the plan, "
+                         f"{_ranges(list(spec.moe_layers))} in the model")
+        return found
+
     @classmethod
     def from_dict(cls, d: dict) -> "RoutingPlan":
-        try:
-            base = OEAConfig.from_dict(dict(d["base"]))
-            layers = tuple(int(x) for x in d["moe_layers"])
-            layer_k0 = {int(k): int(v) for k, v in (d.get("layer_k0") or {}).items()}
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"malformed OEA routing plan ({exc}); expected keys base, moe_layers, layer_k0") from None
-        return cls(base=base, moe_layers=layers, layer_k0=layer_k0,
+        """The plan to_dict wrote. A file a person may have edited is read strictly: json.load
+        makes 3.5 a float and true a bool, which int() would silently turn into 3 and 1."""
+        if not isinstance(d, dict) or not isinstance(d.get("base"), dict) or "moe_layers" not in d:
+            raise ConfigError("malformed OEA routing plan: expected an object with keys base (an object), "
+                              "moe_layers and layer_k0")
+        missing = [name for name in ("num_experts", "top_k", "k0") if name not in d["base"]]
+        if missing:
+            raise ConfigError(f"malformed OEA routing plan: base has no {', '.join(missing)}")
+        base = OEAConfig.from_dict(dict(d["base"]))
+        raw_layers = d["moe_layers"]
+        if not isinstance(raw_layers, (list, tuple)) or not all(_is_layer(x) for x in raw_layers):
+            raise ConfigError(f"moe_layers must be a list of layer numbers >= 0, got {raw_layers!r}")
+        raw_k0 = d.get("layer_k0") or {}
+        if not isinstance(raw_k0, dict):
+            raise ConfigError(f"layer_k0 must be an object {{\"layer\": k0}}, got {raw_k0!r}")
+        layer_k0 = {}
+        for key, k0 in raw_k0.items():
+            layer = int(key) if isinstance(key, str) and key.isascii() and key.isdigit() else key
+            if not _is_layer(layer):
+                raise ConfigError(f"layer_k0 keys must be layer numbers >= 0, got {key!r}")
+            if isinstance(k0, bool) or not isinstance(k0, int):
+                raise ConfigError(f"layer_k0: k0 of layer {key} must be an integer, got {k0!r}")
+            layer_k0[layer] = k0
+        return cls(base=base, moe_layers=tuple(raw_layers), layer_k0=layer_k0,
                    batch_split=d.get("batch_split", "host_request_types"))
+
+
+def _is_layer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def parse_layer_k0(text: str, moe_layers: Sequence[int]) -> Dict[int, int]:

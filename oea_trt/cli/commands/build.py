@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Dict, Sequence
+from argparse import SUPPRESS
+from typing import Dict, Optional, Sequence
 
 from oea_trt.cli import CLIError
 from oea_trt.cli.types import fraction, positive_int
 from oea_trt.inputs import check_int, check_model_dir, check_output_dir, parse_int, read_json
+from oea_trt.integrations.trtllm.build_plan import DEFAULT_K0
+from oea_trt.plan.routing_plan import RoutingPlan
 from oea_trt.routing.config import parse_k0_schedule
+
+#: The routing flags (argparse dests) a --routing-config plan replaces; none is set unless given.
+ROUTING_FLAGS = ("k0", "k0_schedule", "layer_k0", "max_rank", "top_p", "no_piggyback_on_context", "all_decode")
 
 NAME = "build"
 ORDER = 30
@@ -17,9 +23,10 @@ DESCRIPTION = (
     "Convert a Hugging Face Qwen3-MoE directory to a TensorRT-LLM checkpoint, build an engine in "
     "which every MoE layer routes with the OEA plugin (decode tokens: OEA; context tokens: plain "
     "top-k joining the loaded set; weights renormalized iff the model's norm_topk_prob), and write "
-    "oea_config.json next to the engine. Needs TensorRT-LLM 1.2.1 (NVIDIA's release container) "
-    "except with --dry-run, which prints the resolved plan: model facts, expert shapes and bytes, "
-    "per-layer k0 and the exact commands."
+    "oea_config.json next to the engine. The routing plan comes from the OEA routing flags, or whole "
+    "from an oea_config.json (--routing-config: `oea-trt advise`'s, or an earlier build's). Needs "
+    "TensorRT-LLM 1.2.1 (NVIDIA's release container) except with --dry-run, which prints the resolved "
+    "plan: model facts, expert shapes and bytes, per-layer k0 and the exact commands."
 )
 
 
@@ -38,18 +45,25 @@ def add_arguments(p):
                    help="most tokens in one engine step (context chunks + decode tokens)")
     p.add_argument("--max-input-len", type=positive_int, help="longest prompt (default: min(max-seq-len, max-num-tokens))")
     p.add_argument("--max-seq-len", type=positive_int, help="longest prompt+output (default: max_position_embeddings)")
-    g = p.add_argument_group("OEA routing")
-    g.add_argument("--k0", type=positive_int, default=3,
-                   help="baseline experts per decode token (paper: k0=3 kept Qwen3-30B-A3B accuracy; k0=top_k is vanilla)")
-    g.add_argument("--k0-schedule", metavar="MIN:K0,...",
+    g = p.add_argument_group("OEA routing", "either --routing-config, or the flags after it (all optional)")
+    g.add_argument("--routing-config", metavar="FILE", default=SUPPRESS,
+                   help="take the whole routing plan (k0, k0 schedule, per-layer k0 and every other knob) from an "
+                        "oea_config.json: the one `oea-trt advise` writes, or the one next to an engine (its "
+                        "directory works too); it must be for this model")
+    g.add_argument("--k0", type=positive_int, default=SUPPRESS,
+                   help=f"baseline experts per decode token (default: {DEFAULT_K0}; paper: k0=3 kept Qwen3-30B-A3B "
+                        "accuracy; k0=top_k is vanilla)")
+    g.add_argument("--k0-schedule", metavar="MIN:K0,...", default=SUPPRESS,
                    help="k0 by number of decode tokens, e.g. 8:4,16:3 (below the smallest MIN, --k0 applies)")
-    g.add_argument("--layer-k0", metavar="LAYERS:K0,...|FILE.json",
+    g.add_argument("--layer-k0", metavar="LAYERS:K0,...|FILE.json", default=SUPPRESS,
                    help="per-layer k0, e.g. 0-3:8,4-47:3, or a JSON file {\"layer\": k0}; other layers use --k0")
-    g.add_argument("--max-rank", type=positive_int, help="deepest rank a token may piggyback on (default: E)")
-    g.add_argument("--top-p", type=fraction, default=1.0, help="baseline also stops at this top-p mass (1 = off)")
-    g.add_argument("--no-piggyback-on-context", action="store_true",
+    g.add_argument("--max-rank", type=positive_int, default=SUPPRESS,
+                   help="deepest rank a token may piggyback on (default: E)")
+    g.add_argument("--top-p", type=fraction, default=SUPPRESS,
+                   help="baseline also stops at this top-p mass (default: 1, off)")
+    g.add_argument("--no-piggyback-on-context", action="store_true", default=SUPPRESS,
                    help="context tokens' experts do not join the loaded set")
-    g.add_argument("--all-decode", action="store_true",
+    g.add_argument("--all-decode", action="store_true", default=SUPPRESS,
                    help="do not wire TensorRT-LLM's request types into the plugin; treat every row as decode")
     p.add_argument("--workers", type=positive_int, default=1, help="parallel conversion/build workers")
     p.add_argument("--plugin-library", metavar="SO",
@@ -95,6 +109,26 @@ def check_outputs(args) -> None:
         raise CLIError(f"--checkpoint-dir must differ from --output-dir, both are {args.output_dir}")
 
 
+def routing_config_argument(args, spec) -> Optional[RoutingPlan]:
+    """The plan of --routing-config (None without it); refused alongside the other routing flags
+    (the file decides them all) and when it does not fit the model."""
+    from oea_trt.integrations.trtllm.build_plan import routing_misfits
+    from oea_trt.plan.config_file import read_routing_config
+
+    path = getattr(args, "routing_config", None)
+    if path is None:
+        return None
+    given = ["--" + dest.replace("_", "-") for dest in ROUTING_FLAGS if hasattr(args, dest)]
+    if given:
+        raise CLIError(f"--routing-config sets the whole routing plan; drop {', '.join(given)} (or drop "
+                       "--routing-config and give the routing flags alone)")
+    plan = read_routing_config(path, "--routing-config")
+    misfits = routing_misfits(plan, spec)
+    if misfits:
+        raise CLIError(f"--routing-config {path} does not fit {args.hf_dir}: {'; '.join(misfits)}")
+    return plan
+
+
 def options_from_args(args):
     from oea_trt.integrations.trtllm.build_plan import BuildOptions
 
@@ -102,9 +136,11 @@ def options_from_args(args):
     if args.plugin_library and not os.path.isfile(args.plugin_library):
         raise CLIError(f"--plugin-library {args.plugin_library} does not exist; build it with "
                        "scripts/check_plugin.sh or leave the flag out")
-    schedule = parse_k0_schedule(args.k0_schedule) if args.k0_schedule else None
+    routing = routing_config_argument(args, spec)
+    k0_schedule = getattr(args, "k0_schedule", None)
+    schedule = parse_k0_schedule(k0_schedule) if k0_schedule else None
     layer_k0 = None
-    if args.layer_k0:
+    if getattr(args, "layer_k0", None):
         layer_k0 = layer_k0_argument(args.layer_k0, spec.moe_layers)
     extra = []
     for arg in args.trtllm_build_arg:
@@ -113,10 +149,11 @@ def options_from_args(args):
         hf_dir=args.hf_dir, output_dir=args.output_dir, checkpoint_dir=args.checkpoint_dir, dtype=args.dtype,
         tp_size=args.tp_size, ep_size=args.ep_size, max_batch_size=args.max_batch_size,
         max_num_tokens=args.max_num_tokens, max_input_len=args.max_input_len, max_seq_len=args.max_seq_len,
-        k0=args.k0, k0_schedule=schedule, layer_k0=layer_k0, max_rank=args.max_rank, top_p=args.top_p,
-        piggyback_on_context=not args.no_piggyback_on_context,
-        batch_split="all_decode" if args.all_decode else "host_request_types",
-        workers=args.workers, extra_build_args=tuple(extra), plugin_library=args.plugin_library,
+        k0=getattr(args, "k0", DEFAULT_K0), k0_schedule=schedule, layer_k0=layer_k0,
+        max_rank=getattr(args, "max_rank", None), top_p=getattr(args, "top_p", 1.0),
+        piggyback_on_context=not getattr(args, "no_piggyback_on_context", False),
+        batch_split="all_decode" if getattr(args, "all_decode", False) else "host_request_types",
+        workers=args.workers, extra_build_args=tuple(extra), plugin_library=args.plugin_library, routing=routing,
     )
 
 

@@ -24,6 +24,8 @@ MODEL_CLS_NAME = "OEAQwenForCausalLM"
 MODEL_CLS_FILE = Path(__file__).with_name("model_cls_file.py")
 #: TensorRT-LLM's MoE plugin skips ids outside [0, E) without renormalizing: our fill.
 ENGINE_FILL = "invalid"
+#: The paper's k0 that kept Qwen3-30B-A3B's accuracy (docs/oea-spec.md).
+DEFAULT_K0 = 3
 
 
 class BuildPlanError(ValueError):
@@ -42,7 +44,7 @@ class BuildOptions:
     max_num_tokens: int = 8192
     max_input_len: Optional[int] = None
     max_seq_len: Optional[int] = None
-    k0: int = 3
+    k0: int = DEFAULT_K0
     k0_schedule: Optional[Tuple[Tuple[int, int], ...]] = None
     layer_k0: Optional[Dict[int, int]] = None
     k_max: Optional[int] = None
@@ -54,6 +56,9 @@ class BuildOptions:
     extra_build_args: Sequence[str] = ()
     trtllm_build: str = "trtllm-build"
     plugin_library: Optional[str] = None     # liboea_routing_trt.so (default: oea_trt.plugin.find_library)
+    # A whole routing plan (an oea_config.json's): when given, the routing fields above
+    # (k0 .. batch_split) are not read and the plan is built as it is, if it fits the model.
+    routing: Optional[RoutingPlan] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,24 +251,7 @@ def make_plan(options: BuildOptions) -> BuildPlan:
     if options.batch_split not in ("host_request_types", "all_decode"):
         raise BuildPlanError(f"batch split must be host_request_types or all_decode, got {options.batch_split!r}")
 
-    base = OEAConfig(
-        num_experts=spec.num_experts,
-        top_k=spec.top_k,
-        k0=options.k0,
-        k_max=options.k_max,
-        max_rank=options.max_rank,
-        top_p=options.top_p,
-        renormalize=spec.norm_topk_prob,
-        fill=ENGINE_FILL,
-        piggyback_on_context=options.piggyback_on_context,
-        k0_schedule=options.k0_schedule,
-    )
-    if base.k_max != spec.top_k:
-        # TensorRT-LLM's MoE plugin takes its experts-per-token from the layer's top_k; more
-        # slots than top_k would need a second MixtureOfExperts config (not built here).
-        raise BuildPlanError(f"k-max must equal the model's top_k={spec.top_k} for TensorRT-LLM engines, got {base.k_max}")
-    routing = RoutingPlan(base=base, moe_layers=tuple(spec.moe_layers), layer_k0=dict(options.layer_k0 or {}),
-                          batch_split=options.batch_split)
+    routing = _routing(options, spec)
     checkpoint_dir = options.checkpoint_dir or (os.path.normpath(options.output_dir) + ".ckpt")
     experts = ExpertLayout(dtype=dtype, hidden_size=spec.hidden_size,
                            moe_intermediate_size=spec.moe_intermediate_size, num_experts=spec.num_experts,
@@ -273,6 +261,42 @@ def make_plan(options: BuildOptions) -> BuildPlan:
                      routing=routing, experts=experts, steps=[])
     plan.steps = _steps(plan)
     return plan
+
+
+def routing_misfits(routing: RoutingPlan, spec: Qwen3MoeSpec) -> List[str]:
+    """Why a routing plan given whole (an oea_config.json's) cannot build an engine of this model:
+    it was made for another model, or its knobs are ones a TensorRT-LLM engine cannot run."""
+    found = routing.model_differences(spec)
+    if routing.base.fill != ENGINE_FILL:
+        found.append(f"fill is {routing.base.fill!r}, engines need {ENGINE_FILL!r} (the MoE plugin skips ids "
+                     "outside [0, E))")
+    if routing.base.k_max != spec.top_k:
+        found.append(_k_max_words(spec, routing.base.k_max))
+    return found
+
+
+def _k_max_words(spec: Qwen3MoeSpec, k_max: int) -> str:
+    # TensorRT-LLM's MoE plugin takes its experts-per-token from the layer's top_k; more slots
+    # than top_k would need a second MixtureOfExperts config (not built here).
+    return f"k-max must equal the model's top_k={spec.top_k} for TensorRT-LLM engines, got {k_max}"
+
+
+def _routing(options: BuildOptions, spec: Qwen3MoeSpec) -> RoutingPlan:
+    """The routing plan given whole (checked against the model), or the one the routing options
+    make for the model."""
+    if options.routing is not None:
+        misfits = routing_misfits(options.routing, spec)
+        if misfits:
+            raise BuildPlanError(f"the routing plan does not fit {options.hf_dir}: " + "; ".join(misfits))
+        return options.routing
+    base = OEAConfig(num_experts=spec.num_experts, top_k=spec.top_k, k0=options.k0, k_max=options.k_max,
+                     max_rank=options.max_rank, top_p=options.top_p, renormalize=spec.norm_topk_prob,
+                     fill=ENGINE_FILL, piggyback_on_context=options.piggyback_on_context,
+                     k0_schedule=options.k0_schedule)
+    if base.k_max != spec.top_k:
+        raise BuildPlanError(_k_max_words(spec, base.k_max))
+    return RoutingPlan(base=base, moe_layers=tuple(spec.moe_layers), layer_k0=dict(options.layer_k0 or {}),
+                       batch_split=options.batch_split)
 
 
 def trtllm_build_command(plan: BuildPlan) -> List[str]:
@@ -332,7 +356,8 @@ def _steps(plan: BuildPlan) -> List[BuildStep]:
 
 
 __all__ = ["BuildOptions", "BuildPlan", "BuildPlanError", "BuildStep", "ExpertLayout", "HFConfigError",
-           "ConfigError", "make_plan", "trtllm_build_command", "MODEL_CLS_FILE", "MODEL_CLS_NAME"]
+           "ConfigError", "DEFAULT_K0", "make_plan", "routing_misfits", "trtllm_build_command", "MODEL_CLS_FILE",
+           "MODEL_CLS_NAME"]
 
 if __name__ == "__main__":  # pragma: no cover - convenience: python -m oea_trt.integrations.trtllm.build_plan HF_DIR
     print(make_plan(BuildOptions(hf_dir=sys.argv[1], output_dir="engine")).format())

@@ -84,6 +84,10 @@ def test_advise_end_to_end_with_check(evaluated, tmp_path, capsys):
     # the plan `oea-trt build` makes from the flags is the advised plan, and oea_config.json holds it
     built = _flags_build_plan(model_dir, flags, tmp_path)
     stored = routing_from_engine_config(read_engine_config(str(out)))
+    # ... and the printed one-flag command builds that plan from oea_config.json
+    config_flags = ["--routing-config", str(out / "oea_config.json")]
+    assert "-o ENGINE_DIR " + " ".join(config_flags) in captured.out
+    assert _flags_build_plan(model_dir, config_flags, tmp_path) == built
     for row in advice["per_batch"]:
         want = row["advised"]["k0_by_layer"]
         assert [built.config_for_layer(i).k0_for(row["batch"]) for i in built.moe_layers] == want

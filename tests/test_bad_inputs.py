@@ -99,6 +99,14 @@ def inputs(tmp_path_factory):
     for name, content in layer_k0.items():
         (ws / f"lk_{name}.json").write_text(json.dumps(content))
     (ws / "lk_badjson.json").write_text('{"0": 3,')
+    q30_plan = RoutingPlan(base=OEAConfig(num_experts=128, top_k=8, k0=3), moe_layers=tuple(range(48)))
+    routing_configs = {"float": ("layer_k0", {"1": 3.5}), "bool": ("moe_layers", [0, True]),
+                       "fill": ("base", {**q30_plan.base.to_dict(), "fill": "top1"}),
+                       "nobase": ("base", {"k0": 3})}
+    for name, (key, value) in routing_configs.items():
+        content = engine_config_dict(q30_plan, build={}, model={})
+        content["routing"][key] = value
+        (ws / f"rc_{name}.json").write_text(json.dumps(content))
     paths = {"ws": ws, "tiny": tiny, "engine": engine, "unbuilt": unbuilt, "results": results,
              "nonempty": nonempty, "readonly": readonly, "file": ws / "file.txt", "q30": Q30, **bad}
     return {k: str(v) for k, v in paths.items()}
@@ -221,6 +229,21 @@ CASES = [
     ("oea-trt", BUILD + ["--layer-k0", "{ws}/lk_empty.json"], 2, r"lk_empty\.json names no layer"),
     ("oea-trt", BUILD + ["--layer-k0", "{ws}/lk_badjson.json"], 2, r"lk_badjson\.json is not valid JSON"),
     ("oea-trt", BUILD + ["--layer-k0", "{ws}/lk_missing.json"], 2, r"lk_missing\.json does not exist"),
+    ("oea-trt", BUILD + ["--routing-config", "{ws}/missing.json"], 2, r"--routing-config .*missing\.json does not exist"),
+    ("oea-trt", BUILD + ["--routing-config", "{ws}/lk_badjson.json"], 2, r"lk_badjson\.json is not valid JSON"),
+    ("oea-trt", BUILD + ["--routing-config", "{ws}/lk_list.json"], 2, r"lk_list\.json must hold an object"),
+    ("oea-trt", BUILD + ["--routing-config", "{results}/eval_results.json"], 2,
+     "has no \"format\", expected format 'oea-trt/engine-config/1'"),
+    ("oea-trt", BUILD + ["--routing-config", "{nonempty}"], 2, "is a directory without oea_config.json"),
+    ("oea-trt", BUILD + ["--routing-config", "{engine}"], 2,
+     "does not fit .*: num_experts is 16 in the plan, 128 in the model; top_k is 4 in the plan, 8 in the model"),
+    ("oea-trt", BUILD + ["--routing-config", "{engine}", "--k0", "3"], 2,
+     "--routing-config sets the whole routing plan; drop --k0"),
+    ("oea-trt", BUILD + ["--routing-config", "{ws}/rc_float.json"], 2, "k0 of layer 1 must be an integer, got 3.5"),
+    ("oea-trt", BUILD + ["--routing-config", "{ws}/rc_bool.json"], 2,
+     r"moe_layers must be a list of layer numbers >= 0, got \[0, True\]"),
+    ("oea-trt", BUILD + ["--routing-config", "{ws}/rc_fill.json"], 2, "fill is 'top1', engines need 'invalid'"),
+    ("oea-trt", BUILD + ["--routing-config", "{ws}/rc_nobase.json"], 2, "base has no num_experts, top_k"),
     ("oea-trt", BUILD + ["--top-p", "0"], 2, r"argument --top-p: expected a number in \(0, 1\]"),
     ("oea-trt", BUILD + ["--k0", "9"], 2, r"k0 must be an integer in \[1, k_max=8\], got 9"),
     ("oea-trt", BUILD + ["--tp-size", "2.0"], 2, "argument --tp-size: expected a positive integer"),

@@ -1,4 +1,5 @@
 """The engine build plan and `oea-trt build --dry-run` (no TensorRT-LLM needed)."""
+import json
 import re
 import subprocess
 import sys
@@ -150,3 +151,109 @@ def test_builder_script_is_the_same_implementation():
     bad = subprocess.run([sys.executable, "builder/build_qwen3_moe_oea.py", Q30, "-o", "/tmp/y", "--ep-size", "3",
                           "--tp-size", "2", "--dry-run"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+# -- --routing-config: the whole plan from an oea_config.json ----------------------------------
+ADVICE_DIR = ROOT / "benchmarks" / "results" / "advise" / "b16"
+EMBEDDED = "oea_trt/models/embedded"
+
+
+def _routing_of(argv):
+    """The routing plan `oea-trt build ARGV` resolves (parsed exactly as the command line is)."""
+    from oea_trt.cli import build_parser
+    from oea_trt.cli.commands.build import options_from_args
+
+    return make_plan(options_from_args(build_parser().parse_args(["build", *argv, "--dry-run"]))).routing
+
+
+def _dry_run(argv, capsys):
+    assert main(["build", *argv, "--dry-run"]) == 0
+    return capsys.readouterr().out
+
+
+def test_advisors_config_builds_the_advised_plan(tmp_path, capsys, monkeypatch):
+    """The committed advice: its oea_config.json gives the plan (and the printed dry run) that its
+    build flags give, and that plan routes each batch size with the advised k0 per layer."""
+    monkeypatch.chdir(ROOT)  # the advised flags name layer_k0.json relative to the repository
+    advice = json.loads((ADVICE_DIR / "advice.json").read_text())
+    common = [EMBEDDED, "-o", str(tmp_path / "engine")]
+    from_flags = common + advice["build_flags"]
+    from_file = common + ["--routing-config", str((ADVICE_DIR / "oea_config.json").relative_to(ROOT))]
+    plan = _routing_of(from_file)
+    assert plan == _routing_of(from_flags)
+    assert _dry_run(from_file, capsys) == _dry_run(from_flags, capsys)
+    for row in advice["per_batch"]:
+        got = [plan.config_for_layer(layer).k0_for(row["batch"]) for layer in plan.moe_layers]
+        assert got == row["advised"]["k0_by_layer"]
+    assert _routing_of(common + ["--routing-config", str(ADVICE_DIR)]) == plan  # the directory works too
+
+
+def test_engine_config_of_a_build_rebuilds_the_same_plan(tmp_path, capsys):
+    """Every routing knob set away from its default survives oea_config.json -> --routing-config."""
+    from oea_trt.plan.config_file import engine_config_dict, write_engine_config
+
+    flags = ["--k0", "5", "--k0-schedule", "8:4,16:3", "--layer-k0", "0-3:8,47:2", "--max-rank", "64",
+             "--top-p", "0.9", "--no-piggyback-on-context", "--all-decode"]
+    first = make_plan(BuildOptions(hf_dir=Q30, output_dir=str(tmp_path / "first"), k0=5, k0_schedule=((8, 4), (16, 3)),
+                                   layer_k0={0: 8, 1: 8, 2: 8, 3: 8, 47: 2}, max_rank=64, top_p=0.9,
+                                   piggyback_on_context=False, batch_split="all_decode"))
+    engine = tmp_path / "engine"
+    write_engine_config(str(engine), engine_config_dict(first.routing, build=first.to_dict(), model={"hf_dir": Q30}))
+    common = [Q30, "-o", str(tmp_path / "again")]
+    again = _routing_of(common + ["--routing-config", str(engine / "oea_config.json")])
+    assert again == first.routing == _routing_of(common + flags)
+    assert again.base.max_rank == 64 and again.base.top_p == 0.9 and again.batch_split == "all_decode"
+    assert _dry_run(common + ["--routing-config", str(engine)], capsys) == _dry_run(common + flags, capsys)
+
+
+def _write_config(path, plan):
+    from oea_trt.plan.config_file import engine_config_dict
+
+    path.write_text(json.dumps(engine_config_dict(plan, build={}, model={})))
+    return str(path)
+
+
+@pytest.mark.parametrize("base, layers, match", [
+    (dict(num_experts=64, top_k=4, k0=2), range(48),
+     "num_experts is 64 in the plan, 128 in the model; top_k is 4 in the plan, 8 in the model"),
+    (dict(num_experts=128, top_k=8, k0=3, renormalize=False), range(48),
+     "renormalize is false in the plan, the model's norm_topk_prob is true"),
+    (dict(num_experts=128, top_k=8, k0=3), range(3), "MoE layers are 0-2 in the plan, 0-47 in the model"),
+    (dict(num_experts=128, top_k=8, k0=3, fill="top1"), range(48), "fill is 'top1', engines need 'invalid'"),
+    (dict(num_experts=128, top_k=8, k0=3, k_max=10), range(48), "k-max must equal the model's top_k=8"),
+])
+def test_a_plan_that_does_not_fit_the_model_is_refused(base, layers, match, tmp_path, capsys):
+    from oea_trt.plan.routing_plan import RoutingPlan
+    from oea_trt.routing.config import OEAConfig
+
+    plan = RoutingPlan(base=OEAConfig(**base), moe_layers=tuple(layers))
+    path = _write_config(tmp_path / "oea_config.json", plan)
+    assert _cli(["build", Q30, "-o", str(tmp_path / "e"), "--dry-run", "--routing-config", path]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"--routing-config {path} does not fit {Q30}: " in err and match in err, err
+    with pytest.raises(BuildPlanError, match=re.escape(match)):  # the library refuses it alike
+        _plan(routing=plan)
+
+
+@pytest.mark.parametrize("flag", [["--k0", "3"], ["--k0-schedule", "8:4"], ["--layer-k0", "0:8"],
+                                  ["--max-rank", "128"], ["--top-p", "1"], ["--no-piggyback-on-context"],
+                                  ["--all-decode"]])
+def test_routing_config_excludes_every_routing_flag(flag, capsys):
+    """Even a flag given at its default value (--k0 3, --top-p 1) is refused: the file decides."""
+    argv = ["build", EMBEDDED, "-o", "/tmp/x", "--dry-run", "--routing-config", str(ADVICE_DIR), *flag]
+    assert _cli(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"drop {flag[0]} (or drop --routing-config" in err, err
+
+
+def test_explicit_default_k0_builds_like_no_k0(capsys):
+    assert _dry_run([Q30, "-o", "/tmp/x", "--k0", "3", "--top-p", "1"], capsys) == _dry_run([Q30, "-o", "/tmp/x"], capsys)
+
+
+def test_help_names_the_defaults_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--routing-config FILE" in out and "(default: 3;" in out and "(default: 1, off)" in out
+    assert "(default: None)" not in out and "==SUPPRESS==" not in out

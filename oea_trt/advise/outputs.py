@@ -4,7 +4,8 @@ k0 file for `--layer-k0`, an oea_config.json-format file and the advice itself a
 The oea_config.json-format file has the format, routing plan and model keys of the file
 `oea-trt build` writes next to an engine, so whatever reads an engine's plan reads this one
 (oea_trt.plan.config_file.read_engine_config / routing_from_engine_config; HFRuntime.open on
-the advice directory routes the model with the advised plan).
+the advice directory routes the model with the advised plan; `oea-trt build --routing-config`
+builds with it).
 """
 from __future__ import annotations
 
@@ -47,6 +48,11 @@ def build_flags(advice: Advice, layer_k0_path: str) -> List[str]:
     if advice.layer_k0:
         flags += ["--layer-k0", layer_k0_path]
     return flags
+
+
+def routing_config_flags(out_dir: str) -> List[str]:
+    """The `oea-trt build` flag that takes the whole advised plan from the written oea_config.json."""
+    return ["--routing-config", os.path.join(out_dir, CONFIG_FILE)]
 
 
 def build_command(hf_dir: str, flags: List[str], engine_dir: str = "ENGINE_DIR") -> str:

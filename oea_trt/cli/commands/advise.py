@@ -175,7 +175,8 @@ def run(args) -> int:
     if args.check_seed and not args.check:
         raise CLIError("--check-seed needs --check")
     from oea_trt.advise.outputs import (ADVICE_FILE, CONFIG_FILE, LAYER_K0_FILE, PLOT_FILE, advice_dict,
-                                        build_command, build_flags, relative_if_inside, routing_plan, write_outputs)
+                                        build_command, build_flags, relative_if_inside, routing_config_flags,
+                                        routing_plan, write_outputs)
     from oea_trt.inputs import StagedOutputs, check_output_dir
 
     check_output_dir(args.output_dir, "--output-dir", files=(ADVICE_FILE, CONFIG_FILE, LAYER_K0_FILE, PLOT_FILE),
@@ -204,7 +205,8 @@ def run(args) -> int:
     adds = additivity(table)
     print()
     print(format_advice(advice))
-    print(format_plan(advice, flags, command))
+    print(format_plan(advice, flags, command), end="")
+    print(f"or the whole plan in one flag:\n  {build_command(hf_dir, routing_config_flags(args.output_dir))}\n")
     if adds:
         print(format_additivity(adds))
     inputs = {"eval_results": args.eval_results, "model": hf_dir, "weights": weights, "budgets": budgets,

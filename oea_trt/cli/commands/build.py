@@ -109,19 +109,23 @@ def check_outputs(args) -> None:
         raise CLIError(f"--checkpoint-dir must differ from --output-dir, both are {args.output_dir}")
 
 
+def check_routing_flags(args) -> None:
+    """--routing-config decides every routing knob: any routing flag beside it, even one at its
+    default value, would be silently ignored, so it is refused."""
+    given = ["--" + dest.replace("_", "-") for dest in ROUTING_FLAGS if hasattr(args, dest)]
+    if hasattr(args, "routing_config") and given:
+        raise CLIError(f"--routing-config sets the whole routing plan; drop {', '.join(given)} (or drop "
+                       "--routing-config and give the routing flags alone)")
+
+
 def routing_config_argument(args, spec) -> Optional[RoutingPlan]:
-    """The plan of --routing-config (None without it); refused alongside the other routing flags
-    (the file decides them all) and when it does not fit the model."""
+    """The plan of --routing-config (None without it), refused when it does not fit the model."""
     from oea_trt.integrations.trtllm.build_plan import routing_misfits
     from oea_trt.plan.config_file import read_routing_config
 
     path = getattr(args, "routing_config", None)
     if path is None:
         return None
-    given = ["--" + dest.replace("_", "-") for dest in ROUTING_FLAGS if hasattr(args, dest)]
-    if given:
-        raise CLIError(f"--routing-config sets the whole routing plan; drop {', '.join(given)} (or drop "
-                       "--routing-config and give the routing flags alone)")
     plan = read_routing_config(path, "--routing-config")
     misfits = routing_misfits(plan, spec)
     if misfits:
@@ -132,6 +136,7 @@ def routing_config_argument(args, spec) -> Optional[RoutingPlan]:
 def options_from_args(args):
     from oea_trt.integrations.trtllm.build_plan import BuildOptions
 
+    check_routing_flags(args)
     spec = check_model_dir(args.hf_dir, "HF_DIR", weights=not args.dry_run)
     if args.plugin_library and not os.path.isfile(args.plugin_library):
         raise CLIError(f"--plugin-library {args.plugin_library} does not exist; build it with "

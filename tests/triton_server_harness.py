@@ -49,8 +49,10 @@ PYTRITON_WHEEL = "nvidia-pytriton==0.7.0"
 CONTAINER_PYTHON = "3.12"
 CONTAINER_PACKAGES = ("numpy==1.26.4", "transformers==4.57.1")
 #: transformers 4.57.1's own pins on what its tokenizers need, installed beside it when the rest
-#: of the stub's packages come from the running interpreter.
-TOKENIZER_PACKAGES = ("tokenizers>=0.22.0,<=0.23.0", "huggingface_hub>=0.34.0,<1.0")
+#: of the stub's packages come from the running interpreter; huggingface_hub < 1.0 also needs
+#: requests (and its own needs), which a venv with huggingface_hub 1.x (httpx) does not have.
+TOKENIZER_PACKAGES = ("tokenizers>=0.22.0,<=0.23.0", "huggingface_hub>=0.34.0,<1.0", "requests", "urllib3", "idna",
+                      "charset-normalizer", "certifi")
 STAND_IN = Path(__file__).with_name("tensorrtllm_stand_in.py")
 
 
@@ -163,7 +165,8 @@ def make_backend_dir(root: Path, install: ServerInstall, python: StubPython) -> 
     backend = root / "python"
     backend.mkdir(parents=True)
     for item in install.python_backend.iterdir():
-        shutil.copy2(item, backend / item.name)
+        if item.is_file():  # skip __pycache__ (pip compiles the backend's .py files where it may)
+            shutil.copy2(item, backend / item.name)
     shutil.copy2(install.stub(python.version), backend / "triton_python_backend_stub")
     stand_in = root / "tensorrtllm"
     stand_in.mkdir()

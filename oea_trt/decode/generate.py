@@ -124,6 +124,8 @@ class DecodeEngine:
         key = ((state.batch, state.capacity), id(state), sampler, pad_id, ends)
         runner = self._steps.get(key)
         if runner is None:
+            if not self._steps:  # the old pool died with its last graph: capturing into it again asserts in torch
+                self._pool = torch.cuda.graph_pool_handle()
             runner = self._steps[key] = StepGraph(step, state, pool=self._pool)
         return runner
 

@@ -4,6 +4,7 @@ config argument."""
 import glob
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,3 +109,17 @@ def test_moe_forward_takes_an_explicit_config_for_our_kernel_only():
         pytest.importorskip("triton")
         with pytest.raises(ValueError, match="pdl=True needs a CUDA device"):
             moe_forward(x, w, routing, impl="triton", config=KernelConfig(pdl=True))
+
+
+def test_the_shipped_tuned_files_read_and_cover_the_measured_batches():
+    """Every file under oea_trt/moe/tuned_configs reads as KernelConfigs (fields validated), and the
+    H100 30B file, tuned at B 1-64, is what a 30B layer call on that card runs with."""
+    from oea_trt.moe.tuned import TUNED_DIR, read_tuned, tuned_config
+
+    files = sorted(Path(TUNED_DIR).glob("*/*.json"))
+    assert files, f"no tuned-config files under {TUNED_DIR}"
+    for path in files:
+        assert read_tuned(str(path)), path
+    h100 = read_tuned(str(Path(TUNED_DIR) / "NVIDIA_H100_80GB_HBM3" / "E128_H2048_I768_k8_bfloat16.json"))
+    assert sorted(h100) == [1, 2, 4, 8, 16, 32, 64]
+    assert tuned_config(16, 128, 2048, 768, 8, "bfloat16", "NVIDIA H100 80GB HBM3") == h100[16]

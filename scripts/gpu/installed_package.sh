@@ -34,6 +34,10 @@ COPY
 # --without-pip: no ensurepip needed; the system's pip (seen through --system-site-packages)
 # installs into the venv it runs in.
 python3 -m venv --without-pip --system-site-packages "$VENV" || { echo "installed_package: venv failed" | tee "$OUT/summary.txt"; exit 1; }
+# --system-site-packages sees the BASE interpreter's packages; where python3 is itself a venv (the
+# GPU box: torch lives in /opt/torch/.venv) the new venv must see that venv's packages too. A .pth
+# file appends them after the new venv's own site-packages, so oea_trt still comes from the install.
+python3 -c "import site; print('\n'.join(site.getsitepackages()))" > "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/outer_site.pth"
 if ! "$VENV/bin/python" -m pip install --no-deps --no-build-isolation --no-index "$WORK/src" > "$OUT/install.log" 2>&1; then
   tail -n 30 "$OUT/install.log"
   echo "installed_package: pip install failed (see install.log)" | tee "$OUT/summary.txt"

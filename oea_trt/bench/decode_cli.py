@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 DESCRIPTION = (
@@ -70,12 +69,9 @@ def run_decode(args) -> int:
         if not hasattr(args, optional):  # SUPPRESS keeps "(default: None)" out of --help
             setattr(args, optional, None)
     if args.render:
-        try:
-            with open(args.render) as f:
-                results = json.load(f)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CLIError(f"cannot read results {args.render}: {exc}") from None
-        for path in write_report(results, args.out):
+        from oea_trt.bench.report import read_results
+
+        for path in write_report(read_results(args.render), args.out):
             print(f"wrote {path}")
         return 0
     import torch

@@ -70,3 +70,10 @@ def save_figure(fig, path: str) -> None:
 def ensure_dir(path: str) -> str:
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def read_results(path: str) -> dict:
+    """A benchmark's results.json, to re-render its report (`--render`); a bad file is one line."""
+    from oea_trt.inputs import read_json
+
+    return read_json(path, "--render results", dict)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from oea_trt.eval.intervals import paired_bootstrap_ci, standard_error
-from oea_trt.eval.sweep import forward_chunk, run_pass
+from oea_trt.eval.sweep import checked_k0s, forward_chunk, run_pass
 from oea_trt.integrations.hf import moe_layers
 
 
@@ -54,10 +54,7 @@ def layer_sensitivity(model, input_ids: torch.Tensor, attention_mask: Optional[t
         attention_mask = torch.ones_like(input_ids)
     moe = moe_layers(model)
     top_k = moe[0].top_k
-    k0s = list(range(1, top_k)) if k0s is None else list(k0s)
-    bad = [k for k in k0s if not 1 <= k <= top_k]
-    if bad:
-        raise ValueError(f"k0 values must be in [1, top_k={top_k}], got {bad[0]}")
+    k0s = checked_k0s(k0s, top_k)
     indices = [layer.index for layer in moe]
     layers = indices if layers is None else list(layers)
     unknown = sorted(set(layers) - set(indices))

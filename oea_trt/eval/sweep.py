@@ -131,6 +131,15 @@ def run_pass(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
     return Pass(torch.cat(ces).numpy(), tokens, active)
 
 
+def checked_k0s(k0s: Optional[Sequence[int]], top_k: int) -> List[int]:
+    """The k0 values to sweep: every k0 below top_k by default; each must be in [1, top_k]."""
+    k0s = list(range(1, top_k)) if k0s is None else list(k0s)
+    bad = [k for k in k0s if not 1 <= k <= top_k]
+    if bad:
+        raise ValueError(f"k0 values must be in [1, top_k={top_k}], got {bad[0]}")
+    return k0s
+
+
 def evaluate(model, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, *,
              batches: Sequence[int] = (4, 16, 64), k0s: Optional[Sequence[int]] = None,
              prune: bool = True, forward_batch: int = 64, progress=None, seed: int = 0,
@@ -144,10 +153,7 @@ def evaluate(model, input_ids: torch.Tensor, attention_mask: Optional[torch.Tens
         attention_mask = torch.ones_like(input_ids)
     layers = moe_layers(model)
     top_k = layers[0].top_k
-    k0s = list(range(1, top_k)) if k0s is None else list(k0s)
-    bad = [k for k in k0s if not 1 <= k <= top_k]
-    if bad:
-        raise ValueError(f"k0 values must be in [1, top_k={top_k}], got {bad[0]}")
+    k0s = checked_k0s(k0s, top_k)
     n = input_ids.shape[0]
     bad = [b for b in batches if n % b]
     if bad:

@@ -100,14 +100,9 @@ def run_moe(args) -> int:
     from oea_trt.bench.report_moe import summary, write_report
 
     if args.render:
-        import json
+        from oea_trt.bench.report import read_results
 
-        try:
-            with open(args.render) as f:
-                results = json.load(f)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CLIError(f"cannot read results {args.render}: {exc}") from None
-        for path in write_report(results, args.out):
+        for path in write_report(read_results(args.render), args.out):
             print(f"wrote {path}")
         return 0
     spec = moe_spec(args)

@@ -302,7 +302,7 @@ CASES = [
     pytest.param("oea-trt", ["generate", "{tiny}", "--device", "cuda"], 2, "torch sees no CUDA GPU",
                  marks=skip_cuda),
     # -- oea-trt advise -------------------------------------------------------------------------
-    ("oea-trt", ["advise", "{ws}/missing.json"], 2, "cannot read eval results"),
+    ("oea-trt", ["advise", "{ws}/missing.json"], 2, "eval results .*missing.json does not exist"),
     ("oea-trt", ["advise", "{file}"], 2, "is not valid JSON"),
     ("oea-trt", ["advise", "{file}", "--budget", "-1"], 2, "argument --budget: expected a number >= 0"),
     ("oea-trt", ["advise", "{file}", "-o", "{file}"], 2, "--output-dir .*file.txt is a file"),

@@ -168,14 +168,10 @@ def available_fits() -> Dict[str, List[str]]:
 
 def from_bench_results(path: str, preset: str = "qwen3-30b-a3b") -> LatencyModel:
     """The fit of a results.json written by `oea-trt bench moe` (your own GPU's run)."""
-    try:
-        with open(path) as f:
-            results = json.load(f)
-    except OSError as exc:
-        raise FileNotFoundError(f"cannot read MoE benchmark results {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"MoE benchmark results {path} is not valid JSON ({exc.msg})") from None
-    if not isinstance(results, dict) or "rows" not in results or "presets" not in results:
+    from oea_trt.inputs import read_json
+
+    results = read_json(path, "MoE benchmark results")
+    if "rows" not in results or "presets" not in results:
         raise ValueError(f"{path} is not a results.json of `oea-trt bench moe` (no 'rows' and 'presets')")
     for entry in derive_fits(results, path):
         if entry["preset"] == preset:

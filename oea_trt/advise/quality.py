@@ -11,7 +11,6 @@ k0 = top_k is vanilla: no cost, vanilla T.
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -119,14 +118,9 @@ class QualityTable:
 
 def load_quality(path: str) -> QualityTable:
     """QualityTable of an eval_results.json, with errors that name the file."""
-    try:
-        with open(path) as f:
-            payload = json.load(f)
-    except OSError as exc:
-        raise FileNotFoundError(f"cannot read eval results {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"eval results {path} is not valid JSON ({exc.msg})") from None
-    return QualityTable.from_results(payload, path)
+    from oea_trt.inputs import read_json
+
+    return QualityTable.from_results(read_json(path, "eval results"), path)
 
 
 def additivity(table: QualityTable) -> List[dict]:

@@ -9,15 +9,23 @@ active set, side by side with the same weights, routing draws and timing as the 
                     summed by its last finisher, over ONE_LAUNCH_VARIANTS [gate/up n x k, down n x k,
                     stages]; "after routing": early_active=False
 
+--variants small_t (issue 20: where the fixed cost goes at small T and whether the down items'
+L2 prefetch removes it): the shipped config, the same with prefetch_down (one launch), and one
+launch with the prefetch where three launches ship; plus two phase rows per case: "routing only"
+(the routing kernel in the graph, no MoE) and "MoE, nothing active" (the shipped kernel on a
+routing that selected no expert: its fixed cost).
+
 Each variant starts from the config shipped for this GPU and batch (oea_trt/moe/tuned.py, else the
-heuristic) with the variant's changes on top. Cases: skewed routing B=16 vanilla and OEA k0=3
-(the routing+MoE ratio target), uniform B=16 vanilla. Every variant is checked against the
+heuristic) with the variant's changes on top. Cases (default): skewed routing B=16 vanilla and
+OEA k0=3 (the routing+MoE ratio target), uniform B=16 vanilla; --batches / --k0 / --modes name
+others (every mode x batch x (vanilla, k0...)). Every variant is checked against the
 fp32 loop (bf16 tolerance) and for bit-identical repeats before it is timed; one failing is
 reported and skipped. Per-kernel start/duration of one routing+MoE call (torch.profiler on a
 graph replay) show the overlap PDL buys.
 
     python3 benchmarks/moe_ab.py --out out/moe_ab
     python3 benchmarks/moe_ab.py --out /tmp/ab --time-budget 60   # stop starting cases after 60 s
+    python3 benchmarks/moe_ab.py --variants small_t --modes skewed --batches 1 2 4 8 16 32 64 --k0 3
 
 Writes results.json and report.md (ratio k0=3 / vanilla per variant) into --out.
 """
@@ -48,11 +56,36 @@ ONE_LAUNCH_VARIANTS = (
 )
 
 
-def variants():
-    """[(name, KernelConfig changes)] in the order the report lists them: the 3-launch path with
-    PDL, then the one-launch path with PDL over ONE_LAUNCH_VARIANTS."""
+#: Phase rows of --variants small_t (not KernelConfig variants: what they time is in run()).
+ROUTING_ONLY, NOTHING_ACTIVE = "routing only", "MoE, nothing active"
+
+
+def variants(kind: str = "launch", batch: int = 16):
+    """[(name, KernelConfig changes)] in the order the report lists them. "launch": the 3-launch
+    path with PDL, then the one-launch path with PDL over ONE_LAUNCH_VARIANTS. "small_t": the
+    shipped config, with the down prefetch (one launch; where three launches ship, one launch
+    with the prefetch)."""
+    if kind == "small_t":
+        return [("shipped", {}), ("one_launch+prefetch_down", dict(down="one_launch", prefetch_down=True))]
     out = [("slots+pdl", dict(down="slots", pdl=True))]
     return out + [(name, dict(down="one_launch", pdl=True, **changes)) for name, changes in ONE_LAUNCH_VARIANTS]
+
+
+def cases(args):
+    """[(routing mode, batch, k0 or None)]: CASES, or every --modes x --batches x (vanilla, --k0)."""
+    if not args.batches:
+        return CASES
+    return [(mode, b, k0) for mode in args.modes for b in args.batches for k0 in (None, *args.k0)]
+
+
+def nothing_routed(batch: int, num_experts: int, top_k: int, device: str):
+    """A RoutingResult that selected no expert (every slot fill -1): the MoE kernel's fixed cost."""
+    from oea_trt import RoutingResult
+
+    return RoutingResult(torch.full((batch, top_k), -1, dtype=torch.int32, device=device),
+                         torch.zeros((batch, top_k), dtype=torch.float32, device=device),
+                         torch.zeros((num_experts,), dtype=torch.bool, device=device),
+                         torch.zeros((), dtype=torch.int32, device=device), None)
 
 
 def kernel_config(shape, batch, changes):
@@ -146,10 +179,11 @@ def run(args, on_progress=None) -> dict:
     dtype = getattr(torch, args.dtype)
     weights = [ExpertWeights.random(shape, device=args.device, dtype=dtype, seed=c) for c in range(copies)]
     timing = dict(repeats=args.repeats, replays=2)
-    sources = make_sources(sorted({mode for mode, _, _ in CASES}), shape.num_experts)
+    sources = make_sources(sorted({mode for mode, _, _ in cases(args)}), shape.num_experts)
     results = {"env": env, "bandwidth": bw.to_dict(), "routing": {"impl": router.name, "note": router.note},
-               "preset": PRESET, "copies": copies, "cases": [], "timelines": {}, "skipped": []}
-    for mode, batch, k0 in CASES:
+               "preset": PRESET, "copies": copies, "variant_set": args.variants, "cases": [], "timelines": {},
+               "skipped": []}
+    for mode, batch, k0 in cases(args):
         case = f"{mode} B={batch} {'vanilla' if k0 is None else f'k0={k0}'}"
         if time.time() - t0 > args.time_budget:
             results["skipped"].append(case)
@@ -163,7 +197,9 @@ def run(args, on_progress=None) -> dict:
                  "floor_us": sum(active) / len(active) * shape.expert_bytes / (bw.copy_tb_s * 1e12) * 1e6,
                  "variants": {}}
         print(f"== {case}: T = {entry['T']:.1f}, floor {entry['floor_us']:.1f} us", flush=True)
-        for name, changes in variants():
+        if args.variants == "small_t":
+            entry["variants"].update(phase_rows(shape, b, weights, router, config, batch, timing))
+        for name, changes in variants(args.variants, batch):
             cfg = kernel_config(shape, batch, changes)
             fn = _fn(cfg)
             row = {"config": cfg.to_dict(), "launches": cfg.launches}
@@ -186,20 +222,45 @@ def run(args, on_progress=None) -> dict:
                 print(f"  {name:34s} NOT TIMED: {row.get('error') or row.get('note') or 'failed the reference check'}"
                       f" (max err {row.get('max_err', float('nan')):.1e})", flush=True)
         results["cases"].append(entry)
-        if mode == "skewed" and batch == 16 and not args.no_timeline:
-            results["timelines"][case] = timelines(shape, b, weights, router, config)
+        if mode == "skewed" and batch in ((1, 16, 64) if args.variants == "small_t" else (16,)) \
+                and not args.no_timeline:
+            results["timelines"][case] = timelines(shape, b, weights, router, config, args.variants)
         results["seconds"] = time.time() - t0
         if on_progress:
             on_progress(results)
     return results
 
 
-def timelines(shape, b, weights, router, config) -> dict:
+def phase_rows(shape, b, weights, router, config, batch, timing) -> dict:
+    """small_t's phase rows: the routing alone in the graph, and the shipped MoE on a routing
+    that selected nothing (time_moe's figure is the kernel's fixed cost per call)."""
+    from oea_trt.bench.moe_timing import time_moe, time_routed
+
+    rows = {}
+    try:
+        t = time_routed(lambda x, w, r: None, b, weights, router, config, **timing)
+        rows[ROUTING_ONLY] = {"ok": True, "total_us": t.median_us, "total_spread": t.spread, "launches": 1}
+    except Exception as exc:  # noqa: BLE001 (a phase row is optional)
+        rows[ROUTING_ONLY] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    try:
+        empty = [nothing_routed(batch, shape.num_experts, shape.top_k, b.x[0].device.type) for _ in weights]
+        t = time_moe(_fn(kernel_config(shape, batch, {})), b, weights, empty, **timing)
+        rows[NOTHING_ACTIVE] = {"ok": True, "moe_us": t.median_us, "moe_spread": t.spread}
+    except Exception as exc:  # noqa: BLE001
+        rows[NOTHING_ACTIVE] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    for name, row in rows.items():
+        value = row.get("total_us", row.get("moe_us"))
+        print(f"  {name:34s} " + (f"{value:7.1f} us" if value is not None else f"FAILED {row.get('error')}"),
+              flush=True)
+    return rows
+
+
+def timelines(shape, b, weights, router, config, kind="launch") -> dict:
     """Per-kernel timeline of one routing+MoE call, for one tile of each variant kind."""
     from oea_trt.bench.routers import route_for_moe
 
     out = {}
-    for name, changes in variants():
+    for name, changes in variants(kind, b.batch):
         fn = _fn(kernel_config(shape, b.batch, changes))
         try:
             out[name] = kernel_timeline(lambda: fn(b.x[0], weights[0], route_for_moe(router, b.logits[0], config)))
@@ -212,7 +273,44 @@ def _f(v, digits=1):
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def render_small_t(results) -> str:
+    """One row per (case, variant): T, floor, MoE and routing+MoE in us and x floor, the k0 rows'
+    ratio to vanilla (routing+MoE) for the same variant and batch."""
+    lines = [f"# MoE at small T (issue 20): {results['preset']}, {results['env'].get('gpu', {}).get('name')}", "",
+             f"commit {results['env']['git']['commit']}, triton {results['env'].get('triton')}, copy "
+             f"{results['bandwidth']['copy_tb_s']:.2f} TB/s, routing in the graph: {results['routing']['impl']}, "
+             f"{results['copies']} weight copies; CUDA-graph replay, median of the repeats, us per call. floor = "
+             "T x expert bytes / copy bandwidth; x floor = time / floor.", "",
+             "| case | T | floor | variant | MoE | x floor | routing+MoE | x floor | ratio to vanilla |",
+             "| :--- | ---: | ---: | :--- | ---: | ---: | ---: | ---: | ---: |"]
+    vanilla = {(c["mode"], c["batch"]): c for c in results["cases"] if c["k0"] is None}
+    for c in results["cases"]:
+        base = vanilla.get((c["mode"], c["batch"]))
+        for name, row in c["variants"].items():
+            moe, total = row.get("moe_us"), row.get("total_us")
+            ratio = None
+            if c["k0"] is not None and base and total and base["variants"].get(name, {}).get("total_us"):
+                ratio = total / base["variants"][name]["total_us"]
+            lines.append(f"| {c['case']} | {c['T']:.1f} | {c['floor_us']:.1f} | {name} | {_f(moe)} | "
+                         f"{_f(moe / c['floor_us'], 2) if moe and name != NOTHING_ACTIVE else '-'} | {_f(total)} | "
+                         f"{_f(total / c['floor_us'], 2) if total and name != ROUTING_ONLY else '-'} | "
+                         f"{_f(ratio, 3)} |")
+    failed = [(c["case"], n, r) for c in results["cases"] for n, r in c["variants"].items() if not r.get("ok")]
+    if failed:
+        lines += ["", "Not timed:"] + [f"- {case}, {n}: {r.get('error') or r.get('note') or ''}" for case, n, r in failed]
+    for case, per in results.get("timelines", {}).items():
+        lines += ["", f"## Kernels of one routing+MoE call, {case} (start offset / duration, us)", ""]
+        for name, kernels in per.items():
+            parts = [k.get("error") or f"{k['name'][:28]} {k['start_us']:+.1f}/{k['dur_us']:.1f}" for k in kernels]
+            lines.append(f"- {name}: " + ("; ".join(parts) if parts else "(no kernels seen by the profiler)"))
+    if results.get("skipped"):
+        lines += ["", f"Skipped (time budget): {', '.join(results['skipped'])}"]
+    return "\n".join(lines) + "\n"
+
+
 def render(results) -> str:
+    if results.get("variant_set") == "small_t":
+        return render_small_t(results)
     by_case = {c["case"]: c for c in results["cases"]}
     names = [n for n, _ in variants()]
     van, oea = by_case.get("skewed B=16 vanilla"), by_case.get("skewed B=16 k0=3")
@@ -267,6 +365,14 @@ def main(argv=None) -> int:
     p.add_argument("--routing", choices=("auto", "kernel", "reference"), default="auto",
                    help="routing in the graph: the CUDA kernel if it works (auto), or insist / the torch reference")
     p.add_argument("--no-timeline", action="store_true", help="skip the per-kernel profiler timelines")
+    p.add_argument("--variants", choices=("launch", "small_t"), default="launch",
+                   help="launch: 3 launches vs one launch tiles (default); small_t: shipped vs the down prefetch, "
+                        "with the routing-only and nothing-active phase rows")
+    p.add_argument("--batches", type=int, nargs="+", default=None,
+                   help="cases: every --modes x --batches x (vanilla, --k0) instead of the default three")
+    p.add_argument("--k0", type=int, nargs="+", default=[3], help="OEA k0 values of the --batches cases (default 3)")
+    p.add_argument("--modes", nargs="+", choices=("skewed", "uniform"), default=["skewed"],
+                   help="routing draws of the --batches cases (default skewed)")
     # A smoke test of the flow on the CPU (Triton's interpreter, fp16, injected timing) only.
     p.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="bfloat16", help=argparse.SUPPRESS)

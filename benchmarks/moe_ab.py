@@ -64,9 +64,10 @@ def variants(kind: str = "launch", batch: int = 16):
     """[(name, KernelConfig changes)] in the order the report lists them. "launch": the 3-launch
     path with PDL, then the one-launch path with PDL over ONE_LAUNCH_VARIANTS. "small_t": the
     shipped config, with the down prefetch (one launch; where three launches ship, one launch
-    with the prefetch)."""
+    with the prefetch), and that with 3 programs per SM (more items in flight at once)."""
     if kind == "small_t":
-        return [("shipped", {}), ("one_launch+prefetch_down", dict(down="one_launch", prefetch_down=True))]
+        return [("shipped", {}), ("one_launch+prefetch_down", dict(down="one_launch", prefetch_down=True)),
+                ("one_launch+prefetch_down 3/SM", dict(down="one_launch", prefetch_down=True, programs_per_sm=3))]
     out = [("slots+pdl", dict(down="slots", pdl=True))]
     return out + [(name, dict(down="one_launch", pdl=True, **changes)) for name, changes in ONE_LAUNCH_VARIANTS]
 

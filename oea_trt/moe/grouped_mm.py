@@ -9,7 +9,10 @@ int32 offs, no bias, output dtype = input dtype, fewer than 1024 groups. Groups 
 padding in rows for bf16; `align` pads them anyway for builds that want it.
 
 The path is what a PyTorch user would write: alignment by sort (grouping.py), gather, one
-grouped GEMM for gate+up, SiLU*mul, one for down, weight and scatter-add per token.
+grouped GEMM for gate+up, SiLU*mul, one for down, then each row weighted and put back at its
+(token, slot) and every token's slots summed in slot order. Not index_add_: its fp32 atomics add
+a token's rows in whatever order they land, so two runs of one prefill could differ in the last
+bits and, through a later near tie of router logits, pick other experts.
 """
 from __future__ import annotations
 
@@ -49,7 +52,9 @@ def moe_grouped_mm(
     y = torch._grouped_mm(act.contiguous(), w2.transpose(1, 2), offs=grouping.offsets)
     # Rows past the last group are never written by the GEMM: select, never multiply, them away.
     w_rows = routing_weights.reshape(-1)[pair].float()
-    contrib = torch.where(valid[:, None], y.float() * w_rows[:, None], torch.zeros((), device=y.device))
-    out = torch.zeros((num_tokens, hidden_states.shape[1]), dtype=torch.float32, device=y.device)
-    out.index_add_(0, token, contrib)
-    return out.to(hidden_states.dtype)
+    contrib = y.float() * w_rows[:, None]
+    # Row pair of (token, slot) goes to slots[pair]; padding rows all go to one spare row past
+    # the end (the only index written twice), which is dropped.
+    slots = torch.zeros((num_tokens * k + 1, hidden_states.shape[1]), dtype=torch.float32, device=y.device)
+    slots.index_copy_(0, torch.where(valid, pair, num_tokens * k), contrib)
+    return slots[:-1].view(num_tokens, k, -1).sum(dim=1).to(hidden_states.dtype)

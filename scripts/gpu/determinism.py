@@ -8,8 +8,10 @@ while the benchmark's one-step check saw 0.0. This probe separates the possible 
             (|x cos| + |rot(x) sin|: a one-ulp change of a normed value before a cancelling
             sum is many ulps of the result)
   decode    per case (embedded model, 4-layer 30B-shaped skewed model) x (vanilla, k0=3): two
-            graph engines and two eager engines on the same weights, tokens forced to the first
-            graph's, STEPS steps; per pair the steps whose logits are not bit-identical
+            graph engines and two eager engines on the same weights (each its own prefill) and
+            an eager engine started from a copy of the first graph's prefilled state, tokens
+            forced to the first graph's, STEPS steps; per pair the steps whose logits are not
+            bit-identical, and whether the separate prefills wrote the same cache bits
   moe       routing(signal) + MoE of 4 layers back to back in one CUDA graph, replayed REPLAYS
             times on fixed inputs, a device-side count of replays whose outputs differ from the
             first; the same pairs eagerly (fresh allocations every call) REPLAYS / 10 times
@@ -75,15 +77,22 @@ def decode_cases(steps: int) -> list:
             routing = None if k0 is None else OEAConfig(shape.num_experts, shape.top_k, k0)
             model = DecodeModel(shape, weights, routing)
             engines = {"graph1": DecodeEngine(model), "graph2": DecodeEngine(model),
-                       "eager1": DecodeEngine(model, use_graphs=False), "eager2": DecodeEngine(model, use_graphs=False)}
+                       "eager1": DecodeEngine(model, use_graphs=False), "eager2": DecodeEngine(model, use_graphs=False),
+                       "eager_copy": DecodeEngine(model, use_graphs=False)}
             sampler = Sampler()
             capacity = capacity_for(ids.shape[1] + steps)
             states, runners = {}, {}
             for name, engine in engines.items():
-                states[name] = engine.prefill(ids, mask, capacity, sampler).state
+                if name == "eager_copy":  # graph1's prefill, copied: the same start
+                    states[name] = engine.state(ids.shape[0], capacity)
+                    _copy_state(states[name], states["graph1"])
+                else:
+                    states[name] = engine.prefill(ids, mask, capacity, sampler).state
+            prefill_same = bool(torch.equal(states["graph1"].cache.k, states["graph2"].cache.k)
+                                and torch.equal(states["eager1"].cache.k, states["graph1"].cache.k))
             for name, engine in engines.items():
                 runners[name] = engine.step_runner(states[name], sampler)
-            differ = {pair: [] for pair in ("graph1-graph2", "eager1-eager2", "graph1-eager1")}
+            differ = {pair: [] for pair in ("graph1-graph2", "eager1-eager2", "graph1-eager1", "graph1-eager_copy")}
             for step in range(steps - 1):
                 for name in engines:
                     runners[name].replay()
@@ -98,13 +107,20 @@ def decode_cases(steps: int) -> list:
                     if name != "graph1":
                         states[name].tokens.copy_(states["graph1"].tokens)
             torch.cuda.synchronize()
-            row = {"case": case, "k0": k0, "steps": steps - 1,
+            row = {"case": case, "k0": k0, "steps": steps - 1, "prefill_caches_equal": prefill_same,
                    **{pair: {"differing_steps": len(v), "first": v[:4]} for pair, v in differ.items()}}
             print(json.dumps(row), flush=True)
             rows.append(row)
             del engines, states, runners, model
             torch.cuda.empty_cache()
     return rows
+
+
+def _copy_state(dst, src):
+    dst.cache.k.copy_(src.cache.k)
+    dst.cache.v.copy_(src.cache.v)
+    for name in ("tokens", "cache_index", "pad_start", "finished", "step", "generated", "active"):
+        getattr(dst, name).copy_(getattr(src, name))
 
 
 def _models():

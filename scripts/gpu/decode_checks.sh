@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU part "decode_checks" (issues 15 and 16, ~8 min on an H100): the installed package away from
-# the checkout, the decode GPU tests, `oea-trt generate` on the embedded model, then the
+# the checkout, the decode GPU tests, the MoE GPU tests of the prefill path, `oea-trt generate` on the embedded model, then the
 # determinism probe (scripts/gpu/determinism.py) for whatever time is left.
 #   RESULTS_DIR=/tmp/r bash scripts/gpu/decode_checks.sh
 # Writes $RESULTS_DIR/decode_checks/{pytest.log,generate.log,determinism.log,determinism.json}
@@ -30,6 +30,13 @@ rc=$?
 grep -E "^(FAILED|ERROR)|AssertionError|passed|failed" "$OUT_DIR/pytest.log" | tail -n 12
 [ $rc -eq 0 ] || failed="$failed gpu-tests(rc=$rc)"
 echo "== tests: $((SECONDS - start)) s"
+
+echo "== MoE GPU tests of the prefill path and determinism ($(date +%T))"
+timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py -k "grouped or deterministic or graph_replay_follows" \
+  > "$OUT_DIR/moe_tests.log" 2>&1
+rc=$?
+tail -n 2 "$OUT_DIR/moe_tests.log"
+[ $rc -eq 0 ] || failed="$failed moe-tests(rc=$rc)"
 
 echo "== oea-trt generate, embedded model ($(date +%T))"
 timeout 60 python3 -m oea_trt.cli generate --batch 16 --k0 3 --max-new-tokens 96 > "$OUT_DIR/generate.log" 2>&1

@@ -64,10 +64,13 @@ def variants(kind: str = "launch", batch: int = 16):
     """[(name, KernelConfig changes)] in the order the report lists them. "launch": the 3-launch
     path with PDL, then the one-launch path with PDL over ONE_LAUNCH_VARIANTS. "small_t": the
     shipped config, with the down prefetch (one launch; where three launches ship, one launch
-    with the prefetch), and that with 3 programs per SM (more items in flight at once)."""
+    with the prefetch), that with 3 programs per SM (more items in flight at once) and with
+    narrow gate/up and down tiles (more, shorter items where few experts are active)."""
     if kind == "small_t":
         return [("shipped", {}), ("one_launch+prefetch_down", dict(down="one_launch", prefetch_down=True)),
-                ("one_launch+prefetch_down 3/SM", dict(down="one_launch", prefetch_down=True, programs_per_sm=3))]
+                ("one_launch+prefetch_down 3/SM", dict(down="one_launch", prefetch_down=True, programs_per_sm=3)),
+                ("one_launch+prefetch_down gu 16x256 dn 64", dict(down="one_launch", prefetch_down=True, gu_block_n=16,
+                                                                  gu_block_k=256, dn_block_n=64))]
     out = [("slots+pdl", dict(down="slots", pdl=True))]
     return out + [(name, dict(down="one_launch", pdl=True, **changes)) for name, changes in ONE_LAUNCH_VARIANTS]
 

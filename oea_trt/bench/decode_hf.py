@@ -46,16 +46,27 @@ def time_generate(hf, ids: torch.Tensor, mask: torch.Tensor, steps: int, **gener
     kwargs = dict(max_new_tokens=steps + 1, min_new_tokens=steps + 1, do_sample=False, pad_token_id=0,
                   temperature=None, top_k=None, top_p=None, **generate_kwargs)
     sync = torch.cuda.synchronize if ids.is_cuda else (lambda: None)
+    graphs_before = _compiled_graphs()
     t0 = time.perf_counter()
     with torch.no_grad():
         hf.generate(input_ids=ids, attention_mask=mask, **kwargs)
     sync()
     first_call_s = time.perf_counter() - t0
+    compiled = _compiled_graphs() - graphs_before  # did generate() really compile (the "compiled" row)?
     clock = _TokenClock()
     with torch.no_grad():
         hf.generate(input_ids=ids, attention_mask=mask, streamer=clock, **kwargs)
     sync()
-    return {"tpot_ms": clock.tpot_ms(), "first_call_s": first_call_s}
+    return {"tpot_ms": clock.tpot_ms(), "first_call_s": first_call_s, "dynamo_graphs_compiled": compiled}
+
+
+def _compiled_graphs() -> int:
+    """Graphs torch.compile (dynamo) has compiled in this process so far."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:  # a torch without dynamo
+        return 0
+    return int(counters["stats"]["unique_graphs"])
 
 
 def transformers_model(model):
@@ -99,7 +110,8 @@ def run_hf_baselines(hf, model, spec, router_kind: str, start: float, log: Calla
             row.update(time_generate(hf, ids, mask, spec.hf_steps, **extra))
             row["tokens_per_s"] = batch / row["tpot_ms"] * 1e3
             log(f"transformers {mode} {router_kind} B={batch}: TPOT {row['tpot_ms']:.1f} ms "
-                f"(first call {row['first_call_s']:.1f} s, experts {impl})")
+                f"(first call {row['first_call_s']:.1f} s, experts {impl}, "
+                f"{row['dynamo_graphs_compiled']} graphs compiled)")
         except Exception as exc:  # noqa: BLE001 (a baseline that cannot run is reported, not fatal)
             row["error"] = f"{type(exc).__name__}: {exc}"[:500]
             log(f"transformers {mode} {router_kind} B={batch}: FAILED {row['error']}")

@@ -122,9 +122,11 @@ def render_markdown(results: dict) -> str:
     hf_rows = results.get("hf_rows", [])
     if hf_rows:
         lines += ["", "## transformers baselines (same weight tensors)", "",
-                  markdown_table(["routers", "mode", "B", "TPOT ms", "tok/s", "first call s", "experts impl", "note"],
+                  markdown_table(["routers", "mode", "B", "TPOT ms", "tok/s", "first call s", "graphs compiled",
+                                  "experts impl", "note"],
                                  [[r["routers"], r["mode"] + (f" k0={r['k0']}" if "k0" in r else ""), r["batch"],
                                    fmt(r.get("tpot_ms")), fmt(r.get("tokens_per_s"), 0), fmt(r.get("first_call_s")),
+                                   r.get("dynamo_graphs_compiled", "-"),
                                    r.get("experts_implementation") or "-", r.get("error") or r.get("skipped") or ""]
                                   for r in hf_rows])]
     if results.get("skipped"):

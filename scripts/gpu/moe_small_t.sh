@@ -12,7 +12,7 @@ OUT_DIR="$RESULTS_DIR/moe_small_t"
 mkdir -p "$OUT_DIR"
 start=$SECONDS
 bash scripts/gpu/routing_library.sh "$OUT_DIR/routing_kernel.log" 90
-timeout 120 python3 -m pytest -q -p no:cacheprovider -x tests/test_moe_gpu.py -k "variants or deterministic or early_active" \
+timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py -k "prefetch or deterministic" \
   > "$OUT_DIR/moe_tests.log" 2>&1
 echo "moe tests: rc=$? after $((SECONDS - start)) s"; tail -n 3 "$OUT_DIR/moe_tests.log"
 left=$(( ${SMALL_T_BUDGET:-580} - (SECONDS - start) ))

@@ -9,11 +9,10 @@ active set, side by side with the same weights, routing draws and timing as the 
                     summed by its last finisher, over ONE_LAUNCH_VARIANTS [gate/up n x k, down n x k,
                     stages]; "after routing": early_active=False
 
---variants small_t (issue 20: where the fixed cost goes at small T and whether the down items'
-L2 prefetch removes it): the shipped config, the same with prefetch_down (one launch), and one
-launch with the prefetch where three launches ship; plus two phase rows per case: "routing only"
-(the routing kernel in the graph, no MoE) and "MoE, nothing active" (the shipped kernel on a
-routing that selected no expert: its fixed cost).
+--variants small_t (issue 20: where the time goes at small T): the shipped config and one launch
+with narrow tiles, plus two phase rows per case: "routing only" (the routing kernel in the
+graph, no MoE) and "MoE, nothing active" (the shipped kernel on a routing that selected no
+expert: its fixed cost).
 
 Each variant starts from the config shipped for this GPU and batch (oea_trt/moe/tuned.py, else the
 heuristic) with the variant's changes on top. Cases (default): skewed routing B=16 vanilla and
@@ -63,14 +62,12 @@ ROUTING_ONLY, NOTHING_ACTIVE = "routing only", "MoE, nothing active"
 def variants(kind: str = "launch", batch: int = 16):
     """[(name, KernelConfig changes)] in the order the report lists them. "launch": the 3-launch
     path with PDL, then the one-launch path with PDL over ONE_LAUNCH_VARIANTS. "small_t": the
-    shipped config, with the down prefetch (one launch; where three launches ship, one launch
-    with the prefetch), that with 3 programs per SM (more items in flight at once) and with
-    narrow gate/up and down tiles (more, shorter items where few experts are active)."""
+    shipped config, and one launch with narrow gate/up and down tiles (more, shorter items where
+    few experts are active). (The down items' L2 prefetch, 3 programs per SM, were measured
+    here too and rejected: docs/what-we-tried.md.)"""
     if kind == "small_t":
-        return [("shipped", {}), ("one_launch+prefetch_down", dict(down="one_launch", prefetch_down=True)),
-                ("one_launch+prefetch_down 3/SM", dict(down="one_launch", prefetch_down=True, programs_per_sm=3)),
-                ("one_launch+prefetch_down gu 16x256 dn 64", dict(down="one_launch", prefetch_down=True, gu_block_n=16,
-                                                                  gu_block_k=256, dn_block_n=64))]
+        return [("shipped", {}), ("one_launch gu 16x256 dn 64", dict(down="one_launch", gu_block_n=16, gu_block_k=256,
+                                                                     dn_block_n=64))]
     out = [("slots+pdl", dict(down="slots", pdl=True))]
     return out + [(name, dict(down="one_launch", pdl=True, **changes)) for name, changes in ONE_LAUNCH_VARIANTS]
 

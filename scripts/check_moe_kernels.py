@@ -83,8 +83,7 @@ def compile_one_launch(shape, cfg, pdl=False, one_block=True, early_active=False
     consts = dict(H=shape.hidden_size, I=shape.moe_intermediate_size, E=shape.num_experts,
                   E_PAD=next_pow2(shape.num_experts), K=shape.top_k, K_PAD=next_pow2(shape.top_k),
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k, DN_N=cfg.dn_block_n,
-                  DN_K=cfg.dn_block_k, USE_PDL=pdl, ONE_BLOCK=one_block, EARLY_ACTIVE=early_active,
-                  PREFETCH_DOWN=cfg.prefetch_down, W_BYTES=2)
+                  DN_K=cfg.dn_block_k, USE_PDL=pdl, ONE_BLOCK=one_block, EARLY_ACTIVE=early_active)
     return _compile(ol.one_launch_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
                     cfg.gu_stages, pdl)
 
@@ -167,28 +166,25 @@ def check_three_launch(shape, batch: int, candidates: bool, seen: set) -> tuple:
 
 def check_one_launch(shape, batch: int, candidates: bool, seen: set) -> tuple:
     """(problems, kernels compiled) for the one-launch kernel, with and without PDL and started
-    on the routing's early active set with the down items' L2 prefetch."""
+    on the routing's early active set."""
     H, I = shape.hidden_size, shape.moe_intermediate_size
     base = default_config(batch, H, I, shape.top_k, shape.num_experts).replace(down="one_launch")
     if base.block_m >= 64:
         base = base.replace(gu_warps=8)  # as the tuner runs a 64-token tile
-    configs = [(base, True, False), (base, False, False), (base.replace(prefetch_down=True), True, True)]
+    configs = [(base, True, False), (base, False, False), (base, True, True)]
     configs += [(cfg, True, False) for cfg in (tuner_configs(base, "one_launch") if candidates else ())]
     problems, count = [], 0
     for cfg, pdl, early in configs:
         cfg = fitted(cfg, batch, H, I)
         early = early and one_block(cfg, batch)
         key = (cfg.block_m, cfg.gu_block_n, cfg.gu_block_k, cfg.dn_block_n, cfg.dn_block_k, cfg.gu_warps,
-               cfg.gu_stages, int(pdl), int(early), int(cfg.prefetch_down))
+               cfg.gu_stages, int(pdl), int(early))
         if key in seen:
             continue
         seen.add(key)
-        name = f"one_launch B={batch} m,gn,gk,dn,dk,w,s,pdl,early,prefetch={','.join(str(v) for v in key)}"
+        name = f"one_launch B={batch} m,gn,gk,dn,dk,w,s,pdl,early={','.join(str(v) for v in key)}"
         kernel = compile_one_launch(shape, cfg, pdl, one_block(cfg, batch), early)
         problems += check(kernel, name, True, spills_allowed=True) + griddep_problems(kernel, name, pdl)
-        if cfg.prefetch_down != ("cp.async.bulk.prefetch.L2" in kernel.asm["ptx"]):
-            problems.append(f"{name}: prefetch_down={cfg.prefetch_down} but the PTX "
-                            f"{'lacks' if cfg.prefetch_down else 'has'} cp.async.bulk.prefetch.L2")
         count += 1
     return problems, count
 

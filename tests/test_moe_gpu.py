@@ -128,7 +128,6 @@ TRITON_VARIANTS = {
     "one_launch+pdl": dict(down="one_launch", pdl=True),
     "slots+pdl late stream": dict(down="slots", pdl=True, early_stream=False),
     "one_launch+pdl late stream": dict(down="one_launch", pdl=True, early_stream=False),
-    "one_launch+pdl prefetch_down": dict(down="one_launch", pdl=True, prefetch_down=True),
 }
 
 

@@ -178,7 +178,7 @@ def test_workspace_words_and_growth():
 @pytest.mark.slow
 def test_compiles_for_sm90_with_pipelined_loads_and_griddepcontrol():
     """The real compile for sm_90, in a subprocess: the one-launch kernel of the 30B layer at
-    B=16 and 64, default tiles with and without PDL and started on the early active set with the down prefetch: fits
+    B=16 and 64, default tiles with and without PDL and started on the early active set: fits
     in shared memory, streams both item kinds through cp.async, carries griddepcontrol exactly
     with PDL."""
     import subprocess
@@ -191,6 +191,6 @@ def test_compiles_for_sm90_with_pipelined_loads_and_griddepcontrol():
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     import re
 
-    # Per batch: PDL on, off, and on with the early active set and the down prefetch.
+    # Per batch: PDL on, off, and on with the early active set.
     compiled = int(re.search(r"(\d+) kernels compiled for sm_90", done.stdout).group(1))
     assert compiled == 6 and done.stdout.count("one_launch B=") == compiled and "PROBLEM" not in done.stdout

@@ -47,9 +47,6 @@ class KernelConfig:
     early_active: one-launch path, one token block, routing launched with active_ready: the
         kernel streams gate/up on the routing's published active set before the routing ends
         (one_launch.early_active).
-    prefetch_down: one-launch path, sm_90+: a down item asks for its w2 rows in L2 (one bulk
-        prefetch) before it waits for its expert's gate/up items. Where the batch touches few
-        experts every item is drawn at once and most programs would otherwise wait idle.
     """
 
     block_m: int = 16
@@ -68,7 +65,6 @@ class KernelConfig:
     programs_per_sm: Optional[int] = None
     early_stream: bool = True
     early_active: bool = True
-    prefetch_down: bool = False
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:

@@ -51,7 +51,7 @@ import triton
 import triton.language as tl
 
 from oea_trt.moe.triton.config import KernelConfig, next_pow2, one_block
-from oea_trt.moe.triton.launch import interpreted, launch_persistent
+from oea_trt.moe.triton.launch import launch_persistent
 from oea_trt.moe.triton.tiles import active_experts, down_block, gate_up_item, nth_active, tokens_of_expert
 
 # ---- device code -------------------------------------------------------------------------
@@ -100,23 +100,6 @@ def _wait_for_active_set(ready_ptr, SPINS: tl.constexpr, USE_PDL: tl.constexpr):
     if USE_PDL:
         if seen == 0:
             tl.extra.cuda.gdc_wait()
-
-
-@triton.jit
-def _prefetch_l2(ptr, NBYTES: tl.constexpr):
-    """One thread of the program asks the TMA unit to bring NBYTES (a multiple of 16, from a
-    16-byte aligned address) into L2: cp.async.bulk.prefetch (sm_90+): no registers, no shared
-    memory, nothing to wait for."""
-    tl.inline_asm_elementwise(
-        """{
-        .reg .pred p;
-        .reg .b32 t;
-        mov.u32 t, %tid.x;
-        setp.eq.u32 p, t, 0;
-        @p cp.async.bulk.prefetch.L2.global [$1], $2;
-        mov.u32 $0, 0;
-        }""",
-        "=r,l,r", [ptr.to(tl.int64), tl.full((), NBYTES, tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit
@@ -179,8 +162,7 @@ def one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, activ
                       H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                       K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
                       GU_N: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr, DN_K: tl.constexpr,
-                      USE_PDL: tl.constexpr, ONE_BLOCK: tl.constexpr, EARLY_ACTIVE: tl.constexpr,
-                      PREFETCH_DOWN: tl.constexpr, W_BYTES: tl.constexpr):
+                      USE_PDL: tl.constexpr, ONE_BLOCK: tl.constexpr, EARLY_ACTIVE: tl.constexpr):
     if EARLY_ACTIVE:
         # Started while the routing kernel still runs: only its active set (and x, written
         # before the routing in stream order) may be read before griddepcontrol.wait, which
@@ -230,8 +212,6 @@ def one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, activ
                 if d == 0:  # one item, after the wait: the rows tell which tokens have no expert
                     _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M,
                                           DN_N)
-            if PREFETCH_DOWN:  # the item's w2 rows stream into L2 while it waits for gate/up
-                _prefetch_l2(w2_ptr + expert.to(tl.int64) * (H * I) + (d % H_TILES) * (DN_N * I), DN_N * I * W_BYTES)
             if ONE_BLOCK:  # the token list and owned slots (routing's, not gate/up's) load while it waits
                 toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
                 owned = _owned_slots(expert_ids_ptr, toks, num_tokens, E, K)
@@ -315,12 +295,6 @@ def early_active(cfg: KernelConfig, num_tokens: int, active_ready: Optional[torc
     return active_ready is not None and cfg.early_active and one_block(cfg, num_tokens)
 
 
-def prefetch_down(cfg: KernelConfig, w2: torch.Tensor) -> bool:
-    """The kernel's PREFETCH_DOWN: config.prefetch_down, where the bulk prefetch exists (a compiled
-    kernel on sm_90+; Triton's interpreter has none)."""
-    return cfg.prefetch_down and not interpreted() and w2.is_cuda and torch.cuda.get_device_capability(w2.device)[0] >= 9
-
-
 def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor, wts: torch.Tensor,
            mask_u8: torch.Tensor, out: torch.Tensor, cfg: KernelConfig, use_pdl: bool,
            active_ready: Optional[torch.Tensor] = None) -> None:
@@ -346,7 +320,6 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k,
                   DN_N=cfg.dn_block_n, DN_K=cfg.dn_block_k, USE_PDL=use_pdl,
                   ONE_BLOCK=one_block(cfg, num_tokens), EARLY_ACTIVE=early,
-                  PREFETCH_DOWN=prefetch_down(cfg, w2), W_BYTES=w2.element_size(),
                   num_warps=cfg.gu_warps, num_stages=cfg.gu_stages)
     if use_pdl:
         kwargs["launch_pdl"] = True

@@ -13,7 +13,7 @@ Qwen3-30B-A3B shapes, at B=1 and B=16, vanilla and OEA k0=3, 32 tokens:
     the embedded model match; a row may part only after the two routings differed (bf16 router
     logits tie between the k-th and k+1-th expert and a last-bit difference flips them) or at a
     near tie of the final logits.
-The fused kernels also match ops.py in bf16 to one rounding step.
+The fused kernels also match ops.py in bf16 within one rounding step (after RoPE: of its terms).
 """
 import os
 

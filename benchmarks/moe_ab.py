@@ -296,17 +296,7 @@ def render_small_t(results) -> str:
                          f"{_f(moe / c['floor_us'], 2) if moe and name != NOTHING_ACTIVE else '-'} | {_f(total)} | "
                          f"{_f(total / c['floor_us'], 2) if total and name != ROUTING_ONLY else '-'} | "
                          f"{_f(ratio, 3)} |")
-    failed = [(c["case"], n, r) for c in results["cases"] for n, r in c["variants"].items() if not r.get("ok")]
-    if failed:
-        lines += ["", "Not timed:"] + [f"- {case}, {n}: {r.get('error') or r.get('note') or ''}" for case, n, r in failed]
-    for case, per in results.get("timelines", {}).items():
-        lines += ["", f"## Kernels of one routing+MoE call, {case} (start offset / duration, us)", ""]
-        for name, kernels in per.items():
-            parts = [k.get("error") or f"{k['name'][:28]} {k['start_us']:+.1f}/{k['dur_us']:.1f}" for k in kernels]
-            lines.append(f"- {name}: " + ("; ".join(parts) if parts else "(no kernels seen by the profiler)"))
-    if results.get("skipped"):
-        lines += ["", f"Skipped (time budget): {', '.join(results['skipped'])}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _report_tail(results)) + "\n"
 
 
 def render(results) -> str:
@@ -340,9 +330,15 @@ def render(results) -> str:
             for key in ("total_us", "moe_us"):
                 cells.append(_f(o[key] / v[key], 3) if o.get(key) and v.get(key) else "-")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines + _report_tail(results)) + "\n"
+
+
+def _report_tail(results) -> list:
+    """The lines both reports end with: variants not timed, per-kernel timelines, skipped cases."""
+    lines = []
     failed = [(c["case"], n, r) for c in results["cases"] for n, r in c["variants"].items() if not r.get("ok")]
     if failed:
-        lines += ["", "Not timed (failed the check against the loop or a bit-identical repeat):"]
+        lines += ["", "Not timed (failed the check against the loop or a bit-identical repeat, or an error):"]
         lines += [f"- {case}, {n}: {r.get('error') or r.get('note') or ''} max err {_f(r.get('max_err'), 4)}"
                   for case, n, r in failed]
     for case, per in results.get("timelines", {}).items():
@@ -352,7 +348,7 @@ def render(results) -> str:
             lines.append(f"- {name}: " + ("; ".join(parts) if parts else "(no kernels seen by the profiler)"))
     if results.get("skipped"):
         lines += ["", f"Skipped (time budget): {', '.join(results['skipped'])}"]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main(argv=None) -> int:

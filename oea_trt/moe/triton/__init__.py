@@ -10,6 +10,8 @@ token-major kernel (vLLM's small-batch path) re-reads an expert once per token t
   launch.py        persistent launches of one wave; whether programmatic dependent launch works
   three_launch.py  down="slots": gate/up, down, combine kernels
   one_launch.py    down="one_launch": every work item in one persistent launch
+  sliced.py        down="sliced": one launch of independent intermediate-dim slices (few experts)
+  sync.py          the persistent kernels' waits and their synchronisation workspace
 fused_moe() below checks the inputs and picks the path from the config. The kernel modules are
 imported on first call, so reading a KernelConfig does not import triton.
 """
@@ -69,6 +71,10 @@ def fused_moe(
         from oea_trt.moe.triton import one_launch
 
         one_launch.launch(*args, active_ready=active_ready)
+    elif cfg.down == "sliced":
+        from oea_trt.moe.triton import sliced
+
+        sliced.launch(*args, active_ready=active_ready)
     else:
         from oea_trt.moe.triton import three_launch
 

@@ -2,10 +2,13 @@
 default for a (batch, layer shape), and fitting a config to a shape.
 
 Pure Python (no triton import), so tuned-config files (oea_trt/moe/tuned.py) are read and
-written without a GPU or a compiler. Two structures walk the same work items:
+written without a GPU or a compiler. Three structures:
   down="slots"       3 launches: gate/up, per-(token, slot) down, combine (three_launch.py)
   down="one_launch"  1 persistent launch: gate/up and down items, each token's output tile
                      summed by the program that finishes it last (one_launch.py)
+  down="sliced"      1 persistent launch: items that each stream a slice of the intermediate
+                     dim through gate/up and down, no waits between them, then reduce items
+                     (sliced.py); for few active experts, one token block
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import dataclasses
 from typing import Optional
 
 #: KernelConfig.down -> kernel launches per call.
-LAUNCHES = {"slots": 3, "one_launch": 1}
+LAUNCHES = {"slots": 3, "one_launch": 1, "sliced": 1}
 DOWN_MODES = tuple(LAUNCHES)
 #: SMs the heuristic sizes its tiles for (H100 SXM and H200 both have 132); grids use the real count.
 DEFAULT_SMS = 132
@@ -35,7 +38,9 @@ class KernelConfig:
         expert's weights are read once per call).
     gu_*: gate/up work items, block_n over the intermediate dim, block_k over hidden; on the
         one-launch path gu_warps / gu_stages apply to the whole kernel.
-    down: "slots" (3 launches) or "one_launch" (1 launch).
+    down: "slots" (3 launches), "one_launch" or "sliced" (1 launch each). "sliced": gu_block_n is
+        the slice width, gu_block_k its gate/up K step, dn_block_n the hidden rows per down
+        step and per reduce item (dn_block_k, dn_warps, dn_stages unused).
     dn_*: down work items, block_n over hidden, block_k over the intermediate dim.
     pdl: programmatic dependent launch (None: on where it works, i.e. compiled for sm_90+).
     max_programs: grid of the persistent kernels (None: one wave, at most one program per
@@ -132,7 +137,10 @@ def fit_tile(block: int, dim: int, name: str) -> int:
 
 def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int) -> KernelConfig:
     """config with block_m raised to cover the batch (up to 64 tokens), tiles that divide the
-    shape and pipeline stages that fit in shared memory."""
+    shape and pipeline stages that fit in shared memory. "sliced" takes one token block: a
+    larger batch (a prefill chunk under a decode config) gets the one-launch path instead."""
+    if config.down == "sliced" and num_tokens > MAX_BLOCK_M:
+        config = config.replace(down="one_launch")
     cfg = config.replace(
         block_m=max(config.block_m, min(MAX_BLOCK_M, max(MIN_BLOCK, next_pow2(num_tokens)))),
         gu_block_n=fit_tile(config.gu_block_n, inter, "moe_intermediate_size"),
@@ -143,7 +151,9 @@ def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int) -> Ke
     # bf16 tiles of one pipeline stage; a wide token tile gets fewer stages.
     gu_stage = 2 * (cfg.block_m + 2 * cfg.gu_block_n) * cfg.gu_block_k
     dn_stage = 2 * (cfg.block_m + cfg.dn_block_n) * cfg.dn_block_k
-    if cfg.down == "one_launch":  # one kernel, one stage count for both loops
+    if cfg.down == "sliced":  # the down step's A operand (act) is in registers
+        dn_stage = 2 * cfg.dn_block_n * cfg.gu_block_n
+    if cfg.down in ("one_launch", "sliced"):  # one kernel, one stage count for both loops
         gu_stage = max(gu_stage, dn_stage)
     return cfg.replace(gu_stages=stages_within(cfg.gu_stages, gu_stage),
                        dn_stages=stages_within(cfg.dn_stages, dn_stage))

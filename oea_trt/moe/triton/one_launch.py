@@ -19,12 +19,11 @@ its tokens in a per-(token, hidden tile) counter. The program that completes a t
 (one item per distinct valid expert of the token) adds the token's y rows in slot order and
 writes the output tile: deterministic, bit-reproducible, no atomics on data.
 
-All synchronisation state lives in one int32 workspace (per device, kept forever, zero between
+All synchronisation state lives in the int32 workspace of sync.py (per device, zero between
 calls): the ticket, an exit count, a count of programs past the active-set wait (below), the
 per-expert gate/up counters, the per-(token, tile) counters. A finished tile resets its
 counter; the last program to exit resets the rest, so a call needs no memset and no extra
-launch. Calls that share a device must be stream-ordered (one stream, or graphs replayed on one
-stream), as two concurrent calls would share the workspace.
+launch.
 
 Starting on the routing's published active set (EARLY_ACTIVE; config.early_active, one token
 block, a RoutingResult routed with signal=True): the routing kernel clears a flag before this
@@ -43,8 +42,7 @@ each program starts its last item.
 """
 from __future__ import annotations
 
-import threading
-from typing import Dict, List, Optional
+from typing import Optional
 
 import torch
 import triton
@@ -52,6 +50,8 @@ import triton.language as tl
 
 from oea_trt.moe.triton.config import KernelConfig, next_pow2, one_block
 from oea_trt.moe.triton.launch import launch_persistent
+from oea_trt.moe.triton.sync import (clear_active_flag, sync_workspace, wait_for_active_set,  # noqa: F401
+                                     wait_for_count, workspace)
 from oea_trt.moe.triton.tiles import active_experts, down_block, gate_up_item, nth_active, tokens_of_expert
 
 # ---- device code -------------------------------------------------------------------------
@@ -82,34 +82,6 @@ def _owned_slots(expert_ids_ptr, toks, num_tokens, E: tl.constexpr, K: tl.conste
     for s in tl.static_range(K):
         bits = bits | (_slot_owns_row(expert_ids_ptr, toks, num_tokens, s, E, K).to(tl.int32) << s)
     return bits
-
-
-@triton.jit
-def _wait_for_active_set(ready_ptr, SPINS: tl.constexpr, USE_PDL: tl.constexpr):
-    """EARLY_ACTIVE: spin until the routing kernel has published the batch's active set (its
-    active_ready flag, acquire; the routing clears it before this kernel can launch and sets it
-    once active_mask is final), then a CTA barrier. A flag that never comes within SPINS polls
-    (one no routing launch was given) falls back to griddepcontrol.wait: slower, never wrong.
-    (Without PDL this kernel starts after the routing kernel has finished: nothing to wait for.)"""
-    seen = tl.atomic_add(ready_ptr, 0, sem="acquire")
-    spins = 0
-    while (seen == 0) & (spins < SPINS):
-        seen = tl.atomic_add(ready_ptr, 0, sem="acquire")
-        spins += 1
-    tl.debug_barrier()
-    if USE_PDL:
-        if seen == 0:
-            tl.extra.cuda.gdc_wait()
-
-
-@triton.jit
-def _wait_for_count(counter_ptr, target):
-    """Spin until *counter_ptr >= target (acquire), then a CTA barrier: every thread's later
-    reads see what the releasing programs wrote before counting."""
-    seen = tl.atomic_add(counter_ptr, 0, sem="acquire")
-    while seen < target:
-        seen = tl.atomic_add(counter_ptr, 0, sem="acquire")
-    tl.debug_barrier()
 
 
 @triton.jit
@@ -167,14 +139,8 @@ def one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, activ
         # Started while the routing kernel still runs: only its active set (and x, written
         # before the routing in stream order) may be read before griddepcontrol.wait, which
         # every down item passes before it reads expert_ids or weights.
-        _wait_for_active_set(ready_ptr, 1024, USE_PDL)
-        # The last program to get here clears the flag before it lets the next kernel launch
-        # (at its last item, which in a small batch is its first; the branch on the old value
-        # makes the program wait until the clear is done at L2): a second MoE call on the same
-        # routing output can then never see this call's flag, only wait properly (the fallback).
-        if tl.atomic_add(sync_ptr + 2, 1, sem="relaxed") == tl.num_programs(0) - 1:
-            if tl.atomic_xchg(ready_ptr, 0, sem="relaxed") < 0:  # never: the flag is 0 or 1
-                tl.debug_barrier()
+        wait_for_active_set(ready_ptr, 1024, USE_PDL)
+        clear_active_flag(ready_ptr, sync_ptr + 2)
     elif USE_PDL:
         # May start while the routing kernel drains: wait for its memory (active_mask,
         # expert_ids, weights) and for whatever wrote x, before reading or writing anything.
@@ -215,7 +181,7 @@ def one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, activ
             if ONE_BLOCK:  # the token list and owned slots (routing's, not gate/up's) load while it waits
                 toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
                 owned = _owned_slots(expert_ids_ptr, toks, num_tokens, E, K)
-            _wait_for_count(gate_up_done_ptr + expert, GU_TILES)
+            wait_for_count(gate_up_done_ptr + expert, GU_TILES)
             if ONE_BLOCK:
                 if EARLY_ACTIVE:
                     act_row = (d // H_TILES) * BLOCK_M + toks  # gate/up's ACT_BY_RANK rows
@@ -252,41 +218,9 @@ def one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, activ
 
 # ---- host side ---------------------------------------------------------------------------
 
-_SYNC: Dict[str, torch.Tensor] = {}
-#: Every workspace ever made: a captured graph keeps using the one it was captured with.
-_KEEP_ALIVE: List[torch.Tensor] = []
-_LOCK = threading.Lock()
-
-
 def sync_words(num_experts: int, num_tokens: int, h_tiles: int) -> int:
     """int32 words of synchronisation state a call needs (layout in one_launch_kernel)."""
     return 3 + num_experts + num_tokens * h_tiles
-
-
-def sync_workspace(words: int, device: torch.device) -> torch.Tensor:
-    """A zeroed int32 buffer of at least `words`, one per device, grown (never during a CUDA-graph
-    capture) when a call needs more; the kernel leaves it zeroed. One per device, not per stream:
-    a graph is usually captured on another stream than its warm-up call ran on."""
-    key = str(device)
-    with _LOCK:
-        buf = _SYNC.get(key)
-        if buf is None or buf.numel() < words:
-            if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-                raise RuntimeError(
-                    f"the one-launch MoE kernel needs a {words}-word workspace on {device} but none was made before "
-                    "this CUDA-graph capture: call it once with at least this many tokens before capturing (the "
-                    "usual warm-up run does)")
-            buf = torch.zeros(max(4096, next_pow2(words)), dtype=torch.int32, device=device)
-            _SYNC[key] = buf
-            _KEEP_ALIVE.append(buf)
-        return buf
-
-
-def workspace(device: torch.device) -> Optional[torch.Tensor]:
-    """The device's current synchronisation workspace (None before the first call there); every
-    word is zero between calls."""
-    with _LOCK:
-        return _SYNC.get(str(device))
 
 
 def early_active(cfg: KernelConfig, num_tokens: int, active_ready: Optional[torch.Tensor]) -> bool:

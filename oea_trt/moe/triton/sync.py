@@ -1,0 +1,95 @@
+"""Synchronisation both persistent one-launch kernels share (one_launch.py, sliced.py): the
+waits their programs spin in (device code) and the int32 workspace that holds their tickets
+and counters (host side).
+
+The workspace: one per device, kept forever, every word zero between calls (each kernel's last
+program out resets what it used), so a call needs no memset and no extra launch. Calls that
+share a device must be stream-ordered (one stream, or graphs replayed on one stream), as two
+concurrent calls would share it.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Dict, List, Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from oea_trt.moe.triton.config import next_pow2
+
+# ---- device code -------------------------------------------------------------------------
+
+
+@triton.jit
+def wait_for_active_set(ready_ptr, SPINS: tl.constexpr, USE_PDL: tl.constexpr):
+    """EARLY_ACTIVE: spin until the routing kernel has published the batch's active set (its
+    active_ready flag, acquire; the routing clears it before this kernel can launch and sets it
+    once active_mask is final), then a CTA barrier. A flag that never comes within SPINS polls
+    (one no routing launch was given) falls back to griddepcontrol.wait: slower, never wrong.
+    (Without PDL this kernel starts after the routing kernel has finished: nothing to wait for.)"""
+    seen = tl.atomic_add(ready_ptr, 0, sem="acquire")
+    spins = 0
+    while (seen == 0) & (spins < SPINS):
+        seen = tl.atomic_add(ready_ptr, 0, sem="acquire")
+        spins += 1
+    tl.debug_barrier()
+    if USE_PDL:
+        if seen == 0:
+            tl.extra.cuda.gdc_wait()
+
+
+@triton.jit
+def clear_active_flag(ready_ptr, passed_ptr):
+    """After wait_for_active_set: the last program to get here clears the flag before it lets the
+    next kernel launch (at its last item, which in a small batch is its first; the branch on the
+    old value makes the program wait until the clear is done at L2): a second MoE call on the
+    same routing output can then never see this call's flag, only wait properly (the fallback).
+    passed_ptr counts the programs past the wait; the kernel's last program out zeroes it."""
+    if tl.atomic_add(passed_ptr, 1, sem="relaxed") == tl.num_programs(0) - 1:
+        if tl.atomic_xchg(ready_ptr, 0, sem="relaxed") < 0:  # never: the flag is 0 or 1
+            tl.debug_barrier()
+
+
+@triton.jit
+def wait_for_count(counter_ptr, target):
+    """Spin until *counter_ptr >= target (acquire), then a CTA barrier: every thread's later
+    reads see what the releasing programs wrote before counting."""
+    seen = tl.atomic_add(counter_ptr, 0, sem="acquire")
+    while seen < target:
+        seen = tl.atomic_add(counter_ptr, 0, sem="acquire")
+    tl.debug_barrier()
+
+
+# ---- host side ---------------------------------------------------------------------------
+
+_SYNC: Dict[str, torch.Tensor] = {}
+#: Every workspace ever made: a captured graph keeps using the one it was captured with.
+_KEEP_ALIVE: List[torch.Tensor] = []
+_LOCK = threading.Lock()
+
+
+def sync_workspace(words: int, device: torch.device) -> torch.Tensor:
+    """A zeroed int32 buffer of at least `words`, one per device, grown (never during a CUDA-graph
+    capture) when a call needs more; the kernels leave it zeroed. One per device, not per stream:
+    a graph is usually captured on another stream than its warm-up call ran on."""
+    key = str(device)
+    with _LOCK:
+        buf = _SYNC.get(key)
+        if buf is None or buf.numel() < words:
+            if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+                raise RuntimeError(
+                    f"the one-launch MoE kernels need a {words}-word workspace on {device} but none was made before "
+                    "this CUDA-graph capture: call the layer once with at least this many tokens before capturing "
+                    "(the usual warm-up run does)")
+            buf = torch.zeros(max(4096, next_pow2(words)), dtype=torch.int32, device=device)
+            _SYNC[key] = buf
+            _KEEP_ALIVE.append(buf)
+        return buf
+
+
+def workspace(device: torch.device) -> Optional[torch.Tensor]:
+    """The device's current synchronisation workspace (None before the first call there); every
+    word is zero between calls."""
+    with _LOCK:
+        return _SYNC.get(str(device))

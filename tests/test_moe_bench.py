@@ -306,9 +306,9 @@ def test_coordinate_search_keeps_tiles_unless_a_change_beats_the_margin():
 
 
 @pytest.mark.slow
-def test_tune_searches_both_paths_and_writes_files_the_library_reads(monkeypatch, tmp_path):
+def test_tune_searches_every_path_and_writes_files_the_library_reads(monkeypatch, tmp_path):
     """The whole tuning run on a tiny layer (interpreter; each candidate's work runs once): the
-    search measures the three-launch and the one-launch path, the winner passes the reference
+    search measures the three-launch, one-launch and sliced paths, the winner passes the reference
     check, and the files written to the output and install folders are what tuned_config reads
     for that GPU name and shape. The injected timer makes each measurement 2% faster than the
     one before, so every change that runs is kept and the last candidate wins."""
@@ -331,11 +331,12 @@ def test_tune_searches_both_paths_and_writes_files_the_library_reads(monkeypatch
         results = tune.run_tune(spec, device_name="Test GPU 1")
     entry = results["presets"]["qwen3-30b-a3b"]
     tried = entry["batches"]["2"]["tried"]
-    assert {cfg["down"] for cfg, _ in tried} == {"slots", "one_launch"}
+    assert {cfg["down"] for cfg, _ in tried} == {"slots", "one_launch", "sliced"}
     assert all(isinstance(us, float) for _, us in tried), tried
-    assert len(tried) == 1 + len(tune.GATE_UP_CANDIDATES) + len(tune.DOWN_CANDIDATES) + len(tune.ONE_LAUNCH_CANDIDATES)
+    assert len(tried) == 1 + len(tune.GATE_UP_CANDIDATES) + len(tune.DOWN_CANDIDATES) + len(
+        tune.ONE_LAUNCH_CANDIDATES) + len(tune.SLICED_CANDIDATES)
     best = entry["batches"]["2"]["best"]
-    assert entry["batches"]["2"]["correct"] and best == tried[-1][0] and best["down"] == "one_launch"
+    assert entry["batches"]["2"]["correct"] and best == tried[-1][0] and best["down"] == "sliced"
     args = ("Test GPU 1", 8, 64, 32, 4, DTYPE)
     assert entry["file"] == config_path(*args, root=str(tmp_path / "out"))
     assert entry["installed"] == config_path(*args, root=str(tmp_path / "pkg"))

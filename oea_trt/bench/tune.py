@@ -5,7 +5,7 @@ Per preset and batch: MoE-only CUDA-graph time of C back-to-back calls over C we
 call finds its experts in L2) on uniform vanilla routing, the most distinct experts a batch of
 that size touches. A coordinate search starts from the heuristic default and varies one aspect
 at a time (candidate_steps): gate/up tiles, then the three-launch path's down tiles, then the
-one-launch path's tiles. A change is kept only where it is faster by more than TUNE_MARGIN: the
+one-launch path's tiles, then the sliced kernel's slice widths. A change is kept only where it is faster by more than TUNE_MARGIN: the
 3-repeat timings spread by about a percent, and a noise-level win on one routing mix must not
 decide the tiles of all of them. Each winner is checked against the fp32 loop on fresh inputs
 before it is written.
@@ -41,6 +41,8 @@ ONE_LAUNCH_CANDIDATES = (dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_b
                               programs_per_sm=2),
                          dict(gu_block_n=32, gu_block_k=128, dn_block_n=128, dn_block_k=128, gu_stages=4,
                               programs_per_sm=2))
+#: The sliced kernel (one token block: batches <= 64): (slice width, gate/up K step, down step).
+SLICED_CANDIDATES = ((16, 256, 128), (32, 128, 128), (64, 128, 128))
 #: A candidate replaces the best config only where it is faster by more than this fraction.
 TUNE_MARGIN = 0.01
 
@@ -55,7 +57,10 @@ def candidate_steps() -> List[List[Callable[[KernelConfig], KernelConfig]]]:
     # 8 warps for a 64-token tile of the one-launch kernel, which spills heavily at 4.
     one_launch = [lambda c, t=t: c.replace(down="one_launch", gu_warps=8 if c.block_m >= 64 else 4, **t)
                   for t in ONE_LAUNCH_CANDIDATES]
-    return [gate_up, down, one_launch]
+    sliced = [lambda c, n=n, k=k, d=d: c.replace(down="sliced", gu_block_n=n, gu_block_k=k, dn_block_n=d,
+                                                 gu_warps=4, gu_stages=4, programs_per_sm=2)
+              for n, k, d in SLICED_CANDIDATES]
+    return [gate_up, down, one_launch, sliced]
 
 
 def coordinate_search(start, steps, measure: Callable[[object], float], margin: float = TUNE_MARGIN):

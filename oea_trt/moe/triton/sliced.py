@@ -61,7 +61,7 @@ def reduce_tile(dn_block_n: int, slices: int) -> int:
 
 
 @triton.jit
-def _slice_item(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, part_ptr, expert, s, num_tokens, stride_x,
+def slice_item(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, part_ptr, expert, s, num_tokens, stride_x,
                 H: tl.constexpr, I: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
                 SL: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr, USE_PDL: tl.constexpr,
                 EARLY_ACTIVE: tl.constexpr):
@@ -89,7 +89,7 @@ def _slice_item(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, part_ptr, e
 
 
 @triton.jit
-def _reduce_item(expert_ids_ptr, part_ptr, out_ptr, done_ptr, slice_items, token, h_tile, stride_out,
+def reduce_item(expert_ids_ptr, part_ptr, out_ptr, done_ptr, slice_items, token, h_tile, stride_out,
                  H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
                  SL: tl.constexpr, S_PAD: tl.constexpr, RED_N: tl.constexpr):
     """out[token, tile] = the token's partial rows summed, owned slots in slot order."""
@@ -144,7 +144,7 @@ def sliced_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_ma
                 tl.extra.cuda.gdc_launch_dependents()
         if w < slice_items:
             expert = nth_active(rank, active, w // S, E_PAD)
-            _slice_item(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, part_ptr, expert, w % S, num_tokens,
+            slice_item(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, part_ptr, expert, w % S, num_tokens,
                         stride_x, H, I, K, K_PAD, BLOCK_M, SL, GU_K, DN_N, USE_PDL, EARLY_ACTIVE)
             tl.debug_barrier()  # every thread's partial stores precede the release
             tl.atomic_add(done_ptr, 1, sem="release")
@@ -153,7 +153,7 @@ def sliced_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_ma
             if EARLY_ACTIVE:
                 if USE_PDL:
                     tl.extra.cuda.gdc_wait()
-            _reduce_item(expert_ids_ptr, part_ptr, out_ptr, done_ptr, slice_items, r // H_TILES, r % H_TILES,
+            reduce_item(expert_ids_ptr, part_ptr, out_ptr, done_ptr, slice_items, r // H_TILES, r % H_TILES,
                          stride_out, H, I, E, K, K_PAD, SL, S_PAD, RED_N)
         w = following
     # The last program out has seen every other program draw its final ticket and finish: no

@@ -9,6 +9,7 @@ to first item, the slice items' span and per-item durations, the wait for the la
 the reduce items, and the bytes streamed per us over the call.
 
     python3 scripts/gpu/sliced_trace.py --out /tmp/trace --batches 1 4 --k0 3
+    python3 scripts/gpu/sliced_trace.py --plot /tmp/trace/sliced_trace.pt --out docs/img   # no GPU needed
 """
 import argparse
 import json
@@ -124,6 +125,33 @@ def summarize(trace, progs, n_slice, expert_bytes, n_active):
     return out
 
 
+def plot(raw_path: str, out_dir: str) -> None:
+    """One PNG per traced case: each item a bar on its program's row (slice items blue, reduce
+    items orange), time from the first program's start."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    raw = torch.load(raw_path)
+    os.makedirs(out_dir, exist_ok=True)
+    for name, case in raw.items():
+        trace, progs, n_slice = case["trace"], case["progs"], case["n_slice"]
+        t0 = int(progs[:, 0].min())
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        for i, (begin, end, _, prog) in enumerate(trace.tolist()):
+            ax.barh(prog, (end - begin) / 1000.0, left=(begin - t0) / 1000.0, height=0.8,
+                    color="tab:blue" if i < n_slice else "tab:orange")
+        ax.scatter((progs[:, 0] - t0).double() / 1000.0, range(progs.shape[0]), s=1, color="k", label="program start")
+        ax.set_xlabel("us from the first program's start")
+        ax.set_ylabel("program")
+        ax.set_title(f"sliced kernel, 30B layer, {name}: slice items (blue), reduce items (orange)")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "sliced_trace_" + name.replace(" ", "_").replace("=", "") + ".png"), dpi=110)
+        plt.close(fig)
+
+
 def main(argv=None) -> int:
     from oea_trt import OEAConfig, oea_route
     from oea_trt.moe import ExpertWeights
@@ -133,12 +161,16 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
+    p.add_argument("--plot", metavar="PT", help="draw the timelines of a saved sliced_trace.pt into --out (CPU)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     p.add_argument("--k0", type=int, nargs="+", default=[3])
     p.add_argument("--tiles", type=int, nargs=3, action="append", default=None,
                    metavar=("SLICE", "GU_K", "DN_N"), help="slice width, gate/up K step, down step (repeatable)")
     p.add_argument("--programs-per-sm", type=int, default=2)
     args = p.parse_args(argv)
+    if args.plot:
+        plot(args.plot, args.out)
+        return 0
     tiles = args.tiles or [[16, 256, 128], [32, 128, 128]]
     shape = get_preset("qwen3-30b-a3b")
     copies = [ExpertWeights.random(shape, device="cuda", seed=c) for c in range(4)]  # 4 x 1.2 GB > L2

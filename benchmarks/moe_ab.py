@@ -70,7 +70,6 @@ SLICED_VARIANTS = (
     ("sliced 32x128 dn128", _sl(32, 128, 128)),
     ("sliced 64x128 dn128", _sl(64, 128, 128)),
     ("sliced 16x256 dn128 3/SM", _sl(16, 256, 128, per_sm=3)),
-    ("sliced 32x128 dn256 8w", _sl(32, 128, 256, warps=8)),
 )
 
 #: Phase rows of --variants small_t (not KernelConfig variants: what they time is in run()).

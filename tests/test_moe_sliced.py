@@ -133,3 +133,22 @@ def test_larger_batches_take_the_one_launch_path():
     assert fitted(cfg, 65, 2048, 768).down == "one_launch"
     assert fitted(cfg, 16, 2048, 768).gu_stages == 192 * 1024 // (2 * (16 + 2 * 16) * 256)
     assert KernelConfig(down="sliced").launches == 1
+
+
+@pytest.mark.slow
+def test_compiles_for_sm90_with_pipelined_loads_and_griddepcontrol():
+    """The real compile for sm_90, in a subprocess: the sliced kernel of the 30B layer at B=1,
+    16 and 64, the default and the benchmark's slice widths, with and without PDL and started
+    on the early active set: fits in shared memory, streams through cp.async, carries
+    griddepcontrol exactly with PDL."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "check_moe_kernels.py"
+    done = subprocess.run([sys.executable, str(script), "--preset", "qwen3-30b-a3b", "--batch", "1", "16", "64",
+                           "--kernel", "sliced"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    compiled = int(re.search(r"(\d+) kernels compiled for sm_90", done.stdout).group(1))
+    assert compiled >= 3 * 3 and done.stdout.count("sliced B=") == compiled and "PROBLEM" not in done.stdout

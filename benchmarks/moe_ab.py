@@ -68,7 +68,7 @@ SLICED_VARIANTS = (
     ("sliced 16x256 dn128", _sl(16, 256, 128)),
     ("sliced 16x256 dn256", _sl(16, 256, 256)),
     ("sliced 32x128 dn128", _sl(32, 128, 128)),
-    ("sliced 64x128 dn128", _sl(64, 128, 128)),
+    ("sliced 16x256 dn512", _sl(16, 256, 512)),
     ("sliced 16x256 dn128 3/SM", _sl(16, 256, 128, per_sm=3)),
 )
 

@@ -205,7 +205,7 @@ def check_one_launch(shape, batch: int, candidates: bool, seen: set) -> tuple:
 
 
 #: Sliced configs compiled beside the default (slice width, gate/up K step, down step).
-SLICED_TILES = ((16, 256, 128), (32, 128, 128), (16, 256, 256), (64, 128, 128))
+SLICED_TILES = ((16, 256, 128), (32, 128, 128), (16, 256, 256), (16, 256, 512), (64, 128, 128))
 
 
 def check_sliced(shape, batch: int, candidates: bool, seen: set) -> tuple:

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.gpu
 #: bf16 against the fp32 loop: max error within 2% of max |ref|, RMS error within 1% of RMS.
 MAX_TOL, RMS_TOL = 2e-2, 1e-2
 #: (slice width, gate/up K step, down step): the default and the widths the benchmark times.
-TILES = [None, (16, 256, 128), (32, 128, 128), (64, 128, 256)]
+TILES = [None, (16, 256, 128), (32, 128, 128), (16, 256, 512), (64, 128, 256)]
 
 
 def assert_bf16_close(out, ref):

@@ -358,3 +358,19 @@ def test_a_run_of_recorded_routing_only_reports_its_ratios():
     md = report_moe.render_markdown(results)
     assert "## Recorded routing: qwen3-30b-a3b layer fed the router logits of router_traces.pt, batch 16" in md
     assert "## Headline" not in md and f"(headline: {IMPLS['triton'].label})" in md
+
+
+def test_report_has_x_floor_tables_per_batch():
+    """Issue 20's form: per (preset, routing) a table of MoE-only us and time / floor per batch
+    and routing variant, from the same rows the report's other tables use."""
+    from oea_trt.bench.report_floor import floor_section
+
+    results = _synthetic_results(fixed=1.0)
+    md = report_moe.render_markdown(results)
+    assert "## qwen3-30b-a3b, skewed routing: MoE only us (x floor), triton" in md
+    row = next(r for r in results["rows"] if r["impl"] == "triton" and r["mode"] == "skewed" and r["batch"] == 16
+               and r["preset"] == "qwen3-30b-a3b" and r["variant"] == "k0=3")
+    cell = f"{row['moe_us']:.1f} ({row['moe_us'] / row['floor_us']:.2f})"
+    lines = floor_section(results, "triton", "qwen3-30b-a3b", "skewed", ["vanilla", "k0=3"])
+    assert any(line.startswith("| 16 |") and cell in line for line in lines[-1].splitlines())
+    assert floor_section(results, "triton", "no-such-preset", "skewed", ["vanilla"]) == []

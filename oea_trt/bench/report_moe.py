@@ -9,7 +9,7 @@ import os
 from typing import Dict, List, Optional
 
 from oea_trt.bench.report import fmt, linear_fit, markdown_table, pyplot, save_figure, write_json
-
+from oea_trt.bench.report_floor import floor_section
 from oea_trt.bench.routing_inputs import MODES, TRACE
 from oea_trt.moe.impls import IMPLS, OURS
 
@@ -266,7 +266,7 @@ def render_markdown(results) -> str:
                     cells.append(f"{_pair(results, 'total_us', preset=p, mode=m, batch=b, variant=v)} ({fmt(r['T'])})"
                                  if r else "-")
                 table.append([b] + cells)
-            lines.append(markdown_table(["B"] + variants, table))
+            lines += [markdown_table(["B"] + variants, table)] + floor_section(results, best, p, m, variants)
         if info.get("skipped"):
             lines += ["", f"Time budget reached: {p} skipped {', '.join(info['skipped'])}."]
     errors = [r for r in results["rows"] if r.get("impl") == "error"]

@@ -231,6 +231,10 @@ def test_cli_errors(tmp_path, capsys):
     assert "--preset-batch takes PRESET=B,B with PRESET one of qwen3-30b-a3b" in capsys.readouterr().err
     assert main(["bench", "tune", "--preset-batch", "qwen3-30b-a3b=1,0"]) == 2
     assert "expected a positive integer, got '0'" in capsys.readouterr().err
+    for bad in ("skewed", "skewed:0", "trace:3", "uniform:top"):
+        assert main(["bench", "tune", "--objective", "uniform:vanilla", bad]) == 2
+        assert f"--objective takes MODE:K0 with MODE uniform or skewed and K0 a positive k0 or 'vanilla', got " \
+               f"{bad!r}" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main(["bench", "moe", "--preset", "qwen3-30b-a3b"]) == 2
         assert "needs a CUDA GPU" in capsys.readouterr().err
@@ -374,3 +378,28 @@ def test_report_has_x_floor_tables_per_batch():
     lines = floor_section(results, "triton", "qwen3-30b-a3b", "skewed", ["vanilla", "k0=3"])
     assert any(line.startswith("| 16 |") and cell in line for line in lines[-1].splitlines())
     assert floor_section(results, "triton", "no-such-preset", "skewed", ["vanilla"]) == []
+
+
+def test_tune_objective_sums_the_routings_it_names(monkeypatch):
+    """An objective of two routings (uniform vanilla + skewed OEA k0=2) times every candidate on
+    both and sums them: twice the timed graphs of the default objective, the same search."""
+    from oea_trt.moe import ExpertWeights
+
+    timed = []
+
+    def fake_graph(work, calls=1, repeats=5, replays=3):
+        timed.append(work)
+        return Timing(10.0, 10.0, 10.0, [10.0])
+
+    shape = MoEShape("tiny", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=32, num_moe_layers=1)
+    monkeypatch.setattr(moe_timing, "time_in_graph", fake_graph)
+    weights = [ExpertWeights.random(shape, seed=0, dtype=DTYPE, device="cpu")]
+    results = {}
+    for objective in (tune.DEFAULT_OBJECTIVE, (("uniform", None), ("skewed", 2))):
+        timed.clear()
+        spec = tune.TuneSpec(copies=1, device="cpu", dtype=str(DTYPE).split(".")[1], objective=objective)
+        with interpreter_numpy_fix():
+            best, us, tried = tune.tune_batch(shape, weights, 2, spec)
+        results[len(objective)] = (len(timed), us, len(tried))
+    assert results[2][0] == 2 * results[1][0] and results[2][2] == results[1][2]
+    assert results[1][1] == 10.0 and results[2][1] == 20.0

@@ -2,8 +2,10 @@
 batch) and write the winners as the tuned-config files the library reads (oea_trt/moe/tuned.py).
 
 Per preset and batch: MoE-only CUDA-graph time of C back-to-back calls over C weight copies (no
-call finds its experts in L2) on uniform vanilla routing, the most distinct experts a batch of
-that size touches. A coordinate search starts from the heuristic default and varies one aspect
+call finds its experts in L2), by default on uniform vanilla routing, the most distinct experts
+a batch of that size touches. An objective of several routings (TuneSpec.objective, e.g.
+uniform vanilla + skewed OEA k0=3) sums their times, so the tiles also serve the small active
+sets OEA produces. A coordinate search starts from the heuristic default and varies one aspect
 at a time (candidate_steps): gate/up tiles, then the three-launch path's down tiles, then the
 one-launch path's tiles, then the sliced kernel's slice widths. A change is kept only where it is faster by more than TUNE_MARGIN: the
 3-repeat timings spread by about a percent, and a noise-level win on one routing mix must not
@@ -43,6 +45,8 @@ ONE_LAUNCH_CANDIDATES = (dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_b
                               programs_per_sm=2))
 #: The sliced kernel (one token block: batches <= 64): (slice width, gate/up K step, down step).
 SLICED_CANDIDATES = ((16, 256, 128), (32, 128, 128), (64, 128, 128))
+#: The default objective: (routing mode, k0 or None for vanilla) whose MoE times a candidate sums.
+DEFAULT_OBJECTIVE = (("uniform", None),)
 #: A candidate replaces the best config only where it is faster by more than this fraction.
 TUNE_MARGIN = 0.01
 
@@ -88,6 +92,7 @@ class TuneSpec:
     install_dir: Optional[str] = None  # also write the files here (the package's tuned_configs/)
     time_budget_s: Optional[float] = None  # start no new (preset, batch) after this
     seed: int = 0
+    objective: Sequence[Tuple[str, Optional[int]]] = DEFAULT_OBJECTIVE  # (routing mode, k0 or None), times summed
     device: str = "cuda"  # "cpu" only for tests of the flow (timing is then injected)
     dtype: str = "bfloat16"
 
@@ -103,19 +108,23 @@ def _log(msg: str) -> None:
 
 
 def tune_batch(shape: MoEShape, weights: Sequence, batch: int, spec: TuneSpec) -> Tuple[KernelConfig, float, list]:
-    """Coordinate search at one batch. Returns (best config, us per call, [(config dict, us or
-    the error that kept a candidate from running)])."""
+    """Coordinate search at one batch. Returns (best config, us per call summed over
+    spec.objective's routings, [(config dict, that sum or the error that kept a candidate from
+    running)])."""
     from oea_trt.routing.reference import oea_route
 
-    inputs = RoutingBatch(SyntheticSource("uniform", shape.num_experts), batch, len(weights), shape.hidden_size,
-                          spec.seed + 17, spec.device, getattr(torch, spec.dtype))
-    routings = [oea_route(lg, vanilla_config(shape)) for lg in inputs.logits]
+    cases = []
+    for mode, k0 in spec.objective:
+        inputs = RoutingBatch(SyntheticSource(mode, shape.num_experts), batch, len(weights), shape.hidden_size,
+                              spec.seed + 17, spec.device, getattr(torch, spec.dtype))
+        config = vanilla_config(shape) if k0 is None else oea_config(shape, k0)
+        cases.append((inputs, [oea_route(lg, config) for lg in inputs.logits]))
     tried = []
 
     def measure(cfg: KernelConfig) -> float:
         try:
-            us = time_moe(layer_call("triton", cfg), inputs, weights, routings, repeats=spec.repeats,
-                          replays=1).median_us
+            us = sum(time_moe(layer_call("triton", cfg), inputs, weights, routings, repeats=spec.repeats,
+                              replays=1).median_us for inputs, routings in cases)
         except Exception as exc:  # noqa: BLE001 (e.g. out of shared memory: skip the candidate)
             tried.append((cfg.to_dict(), f"{type(exc).__name__}: {str(exc)[:200]}"))
             return math.inf

@@ -197,7 +197,22 @@ def add_tune(sub) -> None:
     p.add_argument("--install", action="store_true",
                    help="also write the files into the package's tuned_configs/ (commit them to ship them)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, hidden states and routing draws")
+    p.add_argument("--objective", nargs="+", default=["uniform:vanilla"], metavar="MODE:K0",
+                   help="routings whose MoE times a candidate sums: MODE uniform or skewed, K0 an OEA k0 or "
+                        "'vanilla', e.g. uniform:vanilla skewed:3 (tiles that also serve OEA's small active sets)")
     p.set_defaults(_bench=run_tune, _prog=p.prog)
+
+
+def _objective(items) -> tuple:
+    """--objective MODE:K0 ... -> ((mode, k0 or None), ...)."""
+    out = []
+    for item in items:
+        mode, sep, k0 = item.partition(":")
+        if not sep or mode not in ("uniform", "skewed") or not (k0 == "vanilla" or k0.isdigit() and int(k0) >= 1):
+            raise CLIError(f"--objective takes MODE:K0 with MODE uniform or skewed and K0 a positive k0 or 'vanilla', "
+                           f"got {item!r}")
+        out.append((mode, None if k0 == "vanilla" else int(k0)))
+    return tuple(out)
 
 
 def _preset_batches(items, presets) -> dict:
@@ -218,6 +233,7 @@ def run_tune(args) -> int:
     from oea_trt.moe.tuned import TUNED_DIR
 
     preset_batches = _preset_batches(args.preset_batch, ALL_PRESETS)
+    objective = _objective(args.objective)
     import torch
 
     if not torch.cuda.is_available():
@@ -227,7 +243,8 @@ def run_tune(args) -> int:
 
     spec = TuneSpec(presets=tuple(args.preset), batches=tuple(sorted(set(args.batch))), preset_batches=preset_batches,
                     repeats=args.repeats, copies=args.copies, output_dir=args.output_dir,
-                    install_dir=TUNED_DIR if args.install else None, time_budget_s=args.time_budget, seed=args.seed)
+                    install_dir=TUNED_DIR if args.install else None, time_budget_s=args.time_budget, seed=args.seed,
+                    objective=objective)
     results = tune(spec)
     written = [(name, p) for name, entry in results["presets"].items() for p in (entry.get("file"),
                                                                                  entry.get("installed")) if p]

@@ -97,7 +97,7 @@ def compile_sliced(shape, cfg, pdl=False, early_active=False):
     consts = dict(H=shape.hidden_size, I=shape.moe_intermediate_size, E=shape.num_experts,
                   E_PAD=next_pow2(shape.num_experts), K=shape.top_k, K_PAD=next_pow2(shape.top_k),
                   BLOCK_M=cfg.block_m, SL=cfg.gu_block_n, S_PAD=next_pow2(slices), GU_K=cfg.gu_block_k,
-                  DN_N=cfg.dn_block_n, RED_N=sl.reduce_tile(cfg.dn_block_n, slices), USE_PDL=pdl,
+                  DN_N=cfg.dn_block_n, RED_N=sl.reduce_tile(cfg.dn_block_n, slices, cfg.gu_warps), USE_PDL=pdl,
                   EARLY_ACTIVE=early_active)
     return _compile(sl.sliced_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
                     cfg.gu_stages, pdl)
@@ -220,7 +220,7 @@ def check_sliced(shape, batch: int, candidates: bool, seen: set) -> tuple:
     configs += [(cfg, True, False) for cfg in (tuner_configs(base, "sliced") if candidates else ())]
     problems, count = [], 0
     for cfg, pdl, early in configs:
-        cfg = fitted(cfg, batch, H, I)
+        cfg = fitted(cfg, batch, H, I, top_k=shape.top_k)  # as fused_moe fits it (slices widened)
         key = (cfg.block_m, cfg.gu_block_n, cfg.gu_block_k, cfg.dn_block_n, cfg.gu_warps, cfg.gu_stages, int(pdl),
                int(early))
         if key in seen:

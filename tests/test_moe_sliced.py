@@ -122,6 +122,41 @@ def test_repeated_expert_fill_and_tokens_with_no_expert(weights):
     _assert_clean()
 
 
+def test_an_expert_missing_from_the_active_mask_is_skipped(weights):
+    """A mask that disagrees with the ids (a caller's error): a slot naming an expert outside the
+    mask has no slice items and no partial rows, so it counts as not selected, never as rows
+    that were not written."""
+    x, r = routing_case(SHAPE, 6, 4, "invalid", seed=66)
+    ids = r.expert_ids.clone()
+    dropped = int(ids[0, 0])
+    mask = r.active_mask.clone()
+    mask[dropped] = False
+    want_ids = torch.where(ids == dropped, torch.full_like(ids, -1), ids)
+    out = _run(x, weights, ids, r.weights, mask)
+    assert torch.isfinite(out).all()
+    assert torch.equal(out, _run(x, weights, want_ids, r.weights, mask))
+    _assert_clean()
+
+
+def test_slices_widen_with_the_batch_and_stages_fit():
+    """fitted() widens a sliced config's slices so that a call writes at most SLICED_PART_ROWS
+    partial rows and has at most SLICED_MAX_SLICES slices, and halves a step where even two
+    pipeline stages would not fit in shared memory (here the 512-row down step at B=64)."""
+    from oea_trt.moe.triton import KernelConfig, fitted
+    from oea_trt.moe.triton.config import SLICED_MAX_SLICES, SLICED_PART_ROWS, SMEM_BUDGET, sliced_width, stage_bytes
+
+    cfg = KernelConfig(down="sliced", gu_block_n=16, gu_block_k=256, dn_block_n=512)
+    widths = {T: fitted(cfg, T, 2048, 768, top_k=8).gu_block_n for T in (1, 8, 16, 32, 64)}
+    assert widths == {1: 16, 8: 16, 16: 32, 32: 64, 64: 128}
+    for T, width in widths.items():
+        assert T * 8 * (768 // width) <= SLICED_PART_ROWS
+    assert fitted(cfg, 64, 2048, 768).gu_block_n == 16  # no top_k: only the slice count bound
+    assert sliced_width(16, 1, 16384) == 16384 // SLICED_MAX_SLICES
+    assert sliced_width(16, 10**6, 48) == 16  # cannot widen past a divisor of I
+    big = fitted(cfg, 64, 2048, 768, top_k=8)
+    assert 2 * max(stage_bytes(big)) <= SMEM_BUDGET and big.dn_block_n == 256 and big.gu_stages >= 2
+
+
 def test_larger_batches_take_the_one_launch_path():
     """One token block only: fitted() hands a sliced config for more than 64 tokens (a prefill
     chunk under a decode config) to the one-launch path; the shared memory stages count the

@@ -55,7 +55,7 @@ def run_sliced(x, w, r, cfg, active_ready=None):
     from oea_trt.moe.triton.launch import pdl_supported
 
     T = x.shape[0]
-    cfg = fitted(cfg, T, w.hidden_size, w.intermediate_size)
+    cfg = fitted(cfg, T, w.hidden_size, w.intermediate_size, top_k=r.expert_ids.shape[1])
     use_pdl = pdl_supported(x.device) if cfg.pdl is None else cfg.pdl
     out = torch.full_like(x, float("nan"))
     sliced.launch(x, w.w13, w.w2, r.expert_ids.contiguous(), r.weights.contiguous(),

@@ -65,7 +65,7 @@ def traced_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_ma
         else:
             r = w - slice_items
             reduce_item(expert_ids_ptr, part_ptr, out_ptr, sync_ptr + 3, slice_items, r // H_TILES, r % H_TILES,
-                        stride_out, H, I, E, K, K_PAD, SL, S_PAD, RED_N)
+                        stride_out, active, H, I, E, E_PAD, K, K_PAD, SL, S_PAD, RED_N)
         tl.store(trace_ptr + w * 4, t0)
         tl.store(trace_ptr + w * 4 + 1, _now())
         tl.store(trace_ptr + w * 4 + 2, _smid().to(tl.int64))
@@ -83,7 +83,7 @@ def trace_call(x, w, r, cfg, programs):
     E, two_i, H = w.w13.shape
     inter = two_i // 2
     slices = inter // cfg.gu_block_n
-    red_n = reduce_tile(cfg.dn_block_n, slices)
+    red_n = reduce_tile(cfg.dn_block_n, slices, cfg.gu_warps)
     n_active = int(r.active_mask.sum())
     total = n_active * slices + T * (H // red_n)
     sync = torch.zeros(8, dtype=torch.int32, device="cuda")
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
                 cfg = fitted(default_config(batch, shape.hidden_size, shape.moe_intermediate_size, shape.top_k,
                                             shape.num_experts).replace(down="sliced", gu_block_n=sl, gu_block_k=gk,
                                                                        dn_block_n=dn, gu_stages=4),
-                             batch, shape.hidden_size, shape.moe_intermediate_size)
+                             batch, shape.hidden_size, shape.moe_intermediate_size, top_k=shape.top_k)
                 runs = []
                 for rep in range(4):  # each call on the next weight copy: none finds its experts in L2
                     trace, progs, n_slice, _ = trace_call(x, copies[rep % 4], r, cfg, sms * args.programs_per_sm)

@@ -60,7 +60,8 @@ def fused_moe(
         from oea_trt.moe.grouping import active_mask_from_ids
 
         active_mask, active_ready = active_mask_from_ids(expert_ids, num_experts), None
-    cfg = fitted(config or default_config(num_tokens, hidden, inter, k, num_experts), num_tokens, hidden, inter)
+    cfg = fitted(config or default_config(num_tokens, hidden, inter, k, num_experts), num_tokens, hidden, inter,
+                 top_k=k)
     use_pdl = pdl_supported(hidden_states.device) if cfg.pdl is None else bool(cfg.pdl)
     if use_pdl and not pdl_supported(hidden_states.device):
         raise ValueError("KernelConfig.pdl=True needs a CUDA device of compute capability 9.0+ and compiled "

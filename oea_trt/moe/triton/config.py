@@ -24,6 +24,9 @@ DEFAULT_SMS = 132
 SMEM_BUDGET = 192 * 1024
 #: Token rows per tile: tl.dot needs >= 16; 64 covers every decode batch in one tile.
 MIN_BLOCK, MAX_BLOCK_M = 16, 64
+#: down="sliced": at most this many fp32 partial rows per call ((token, slot) pairs x slices) and
+#: this many slices; fitted() widens the slices to stay within both (memory, and the reduce's tile).
+SLICED_PART_ROWS, SLICED_MAX_SLICES = 4096, 512
 
 
 def next_pow2(n: int) -> int:
@@ -135,12 +138,17 @@ def fit_tile(block: int, dim: int, name: str) -> int:
     return b
 
 
-def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int) -> KernelConfig:
+def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int, top_k: Optional[int] = None) -> KernelConfig:
     """config with block_m raised to cover the batch (up to 64 tokens), tiles that divide the
     shape and pipeline stages that fit in shared memory. "sliced" takes one token block: a
-    larger batch (a prefill chunk under a decode config) gets the one-launch path instead."""
+    larger batch (a prefill chunk under a decode config) gets the one-launch path instead; its
+    slices are widened to at most SLICED_MAX_SLICES and, given top_k (slots per token), to at
+    most SLICED_PART_ROWS partial rows."""
     if config.down == "sliced" and num_tokens > MAX_BLOCK_M:
         config = config.replace(down="one_launch")
+    if config.down == "sliced":
+        width = fit_tile(config.gu_block_n, inter, "moe_intermediate_size")
+        config = config.replace(gu_block_n=sliced_width(width, num_tokens * (top_k or 1), inter))
     cfg = config.replace(
         block_m=max(config.block_m, min(MAX_BLOCK_M, max(MIN_BLOCK, next_pow2(num_tokens)))),
         gu_block_n=fit_tile(config.gu_block_n, inter, "moe_intermediate_size"),
@@ -148,15 +156,43 @@ def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int) -> Ke
         dn_block_n=fit_tile(config.dn_block_n, hidden, "hidden_size"),
         dn_block_k=fit_tile(config.dn_block_k, inter, "moe_intermediate_size"),
     )
-    # bf16 tiles of one pipeline stage; a wide token tile gets fewer stages.
+    # bf16 tiles of one pipeline stage; a wide token tile gets fewer stages. Where even two
+    # stages would not fit (a wide token tile or slice), the larger loop's step halves.
+    while 2 * max(stage_bytes(cfg)) > SMEM_BUDGET:
+        gate_up = 2 * (cfg.block_m + 2 * cfg.gu_block_n) * cfg.gu_block_k
+        if gate_up >= stage_bytes(cfg)[1] and cfg.gu_block_k > MIN_BLOCK:
+            cfg = cfg.replace(gu_block_k=cfg.gu_block_k // 2)
+        elif cfg.down == "sliced" and cfg.dn_block_n > MIN_BLOCK:
+            cfg = cfg.replace(dn_block_n=cfg.dn_block_n // 2)
+        elif cfg.down != "sliced" and cfg.dn_block_k > MIN_BLOCK:
+            cfg = cfg.replace(dn_block_k=cfg.dn_block_k // 2)
+        else:
+            break
+    gu_stage, dn_stage = stage_bytes(cfg)
+    return cfg.replace(gu_stages=stages_within(cfg.gu_stages, gu_stage),
+                       dn_stages=stages_within(cfg.dn_stages, dn_stage))
+
+
+def stage_bytes(cfg: KernelConfig) -> tuple:
+    """(gate/up, down) bytes of one pipeline stage; on the one-kernel paths the first is the
+    larger of both loops' (one stage count serves the kernel)."""
     gu_stage = 2 * (cfg.block_m + 2 * cfg.gu_block_n) * cfg.gu_block_k
     dn_stage = 2 * (cfg.block_m + cfg.dn_block_n) * cfg.dn_block_k
     if cfg.down == "sliced":  # the down step's A operand (act) is in registers
         dn_stage = 2 * cfg.dn_block_n * cfg.gu_block_n
-    if cfg.down in ("one_launch", "sliced"):  # one kernel, one stage count for both loops
+    if cfg.down in ("one_launch", "sliced"):
         gu_stage = max(gu_stage, dn_stage)
-    return cfg.replace(gu_stages=stages_within(cfg.gu_stages, gu_stage),
-                       dn_stages=stages_within(cfg.dn_stages, dn_stage))
+    return gu_stage, dn_stage
+
+
+def sliced_width(width: int, pairs: int, inter: int) -> int:
+    """The sliced kernel's slice width: `width` (a power of two dividing inter), doubled while a
+    call would write more than SLICED_PART_ROWS partial rows (pairs = tokens x slots, one row per
+    pair and slice) or have more than SLICED_MAX_SLICES slices, as long as it divides inter."""
+    while ((pairs * (inter // width) > SLICED_PART_ROWS or inter // width > SLICED_MAX_SLICES)
+           and inter % (2 * width) == 0):
+        width *= 2
+    return width
 
 
 def stages_within(stages: int, bytes_per_stage: int) -> int:

@@ -12,8 +12,10 @@ streams the same slice's columns of w2 (all hidden rows, dn_block_n at a time), 
 act_slice @ w2[:, slice]^T, scaled by the token's routing weight for the expert, as fp32
 partial rows: one per (token, first slot naming the expert, slice), for the tokens routed to
 the expert. The down projection is thus split over the intermediate dim; the partial rows are
-the price (tokens per expert x slices x H x 4 bytes, a few % of the weight bytes where the
-config fits the batch, written and read back through L2).
+the price: per active expert m tokens x I/SL slices x H x 4 bytes against 3 x I x H x 2 bytes
+of weights, i.e. 2m / (3 SL) of the weight bytes (4% at m = 1, SL = 16; 22% at m = 5), written
+and read back through L2. Hence small T, and config.fitted() widens the slices where a batch
+has more (token, slot) pairs (SLICED_PART_ROWS).
 
 Then reduce items (token, hidden tile of reduce_tile() columns): once every slice item has counted itself
 done (one counter, release/acquire), out[token, tile] = the sum of the token's partial rows,
@@ -45,15 +47,16 @@ from oea_trt.moe.triton.tiles import active_experts, gate_up_tile, nth_active, t
 
 #: int32 words of sync.py's workspace this kernel uses (layout above).
 SYNC_WORDS = 4
-#: fp32 elements a reduce item holds at once (slices x hidden columns): 64 registers a thread at 4 warps.
-REDUCE_ELEMENTS = 8192
+#: fp32 elements per warp a reduce item holds at once (slices x hidden columns): 64 registers a thread.
+REDUCE_ELEMENTS_PER_WARP = 2048
 
 
-def reduce_tile(dn_block_n: int, slices: int) -> int:
+def reduce_tile(dn_block_n: int, slices: int, warps: int) -> int:
     """Hidden columns per reduce item: dn_block_n, narrowed so that the [slices, columns] fp32
-    tile of one slot stays within REDUCE_ELEMENTS (a wide down step must not spill the reduce)."""
+    tile of one slot stays within REDUCE_ELEMENTS_PER_WARP x warps (a wide down step must not
+    spill the reduce; config.fitted bounds the slices so that 16 columns always fit)."""
     cols = dn_block_n
-    while cols > 16 and next_pow2(slices) * cols > REDUCE_ELEMENTS:
+    while cols > 16 and next_pow2(slices) * cols > REDUCE_ELEMENTS_PER_WARP * warps:
         cols //= 2
     return cols
 
@@ -89,14 +92,17 @@ def slice_item(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, part_ptr, ex
 
 
 @triton.jit
-def reduce_item(expert_ids_ptr, part_ptr, out_ptr, done_ptr, slice_items, token, h_tile, stride_out,
-                 H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
-                 SL: tl.constexpr, S_PAD: tl.constexpr, RED_N: tl.constexpr):
-    """out[token, tile] = the token's partial rows summed, owned slots in slot order."""
+def reduce_item(expert_ids_ptr, part_ptr, out_ptr, done_ptr, slice_items, token, h_tile, stride_out, active,
+                 H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr, K: tl.constexpr,
+                 K_PAD: tl.constexpr, SL: tl.constexpr, S_PAD: tl.constexpr, RED_N: tl.constexpr):
+    """out[token, tile] = the token's partial rows summed, owned slots in slot order. active
+    [E_PAD]: the active set (tiles.active_experts); a slot naming an expert outside it (a mask
+    that disagrees with the ids, a caller's error) has no slice items and no rows: skipped."""
     S: tl.constexpr = I // SL
     slots = tl.arange(0, K_PAD)
     ids = tl.load(expert_ids_ptr + token * K + slots, mask=slots < K, other=-1)
-    valid = (ids >= 0) & (ids < E)
+    in_set = tl.sum(tl.where(ids[:, None] == tl.arange(0, E_PAD)[None, :], active[None, :], 0), axis=1)
+    valid = (ids >= 0) & (ids < E) & (in_set != 0)
     # A slot owns a row where no earlier slot names the same expert (a repeat, the "top1" fill,
     # carries weight on the first slot's row).
     repeat = (ids[:, None] == ids[None, :]) & (slots[None, :] < slots[:, None])
@@ -154,7 +160,7 @@ def sliced_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_ma
                 if USE_PDL:
                     tl.extra.cuda.gdc_wait()
             reduce_item(expert_ids_ptr, part_ptr, out_ptr, done_ptr, slice_items, r // H_TILES, r % H_TILES,
-                         stride_out, H, I, E, K, K_PAD, SL, S_PAD, RED_N)
+                        stride_out, active, H, I, E, E_PAD, K, K_PAD, SL, S_PAD, RED_N)
         w = following
     # The last program out has seen every other program draw its final ticket and finish: no
     # one reads the counters any more in this call, so it zeroes them for the next.
@@ -187,7 +193,7 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
     # fp32 partial rows: (token * k + slot) * slices + slice
     part = torch.empty((num_tokens * k * slices, hidden), dtype=torch.float32, device=x.device)
     max_active = min(num_experts, num_tokens * k)
-    red_n = reduce_tile(cfg.dn_block_n, slices)
+    red_n = reduce_tile(cfg.dn_block_n, slices, cfg.gu_warps)
     max_items = max_active * slices + num_tokens * (hidden // red_n)
     early = active_ready is not None and cfg.early_active
     kwargs = dict(H=hidden, I=inter, E=num_experts, E_PAD=next_pow2(num_experts), K=k, K_PAD=next_pow2(k),

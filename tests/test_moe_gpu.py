@@ -11,19 +11,9 @@ from oea_trt.moe import ExpertWeights
 from oea_trt.moe.reference import moe_reference
 from oea_trt.moe.shapes import get_preset
 from oea_trt.routing.synthetic import SkewedRouter
+from moe_gpu_cases import assert_bf16_close, capture, decode_batch, route_kernel_or_skip  # noqa: E402
 
 pytestmark = pytest.mark.gpu
-
-#: bf16 against the fp32 loop: max error within 2% of max |ref|, RMS error within 1% of RMS.
-MAX_TOL, RMS_TOL = 2e-2, 1e-2
-
-
-def _assert_bf16_close(out, ref):
-    diff = out.float() - ref.float()
-    max_err = float(diff.abs().max() / ref.float().abs().max())
-    rms_err = float(diff.pow(2).mean().sqrt() / ref.float().pow(2).mean().sqrt())
-    assert max_err <= MAX_TOL and rms_err <= RMS_TOL, (max_err, rms_err)
-
 
 @pytest.fixture(scope="module", params=["qwen3-30b-a3b", "qwen3-235b-a22b-tp8"])
 def layer(request):
@@ -50,7 +40,7 @@ def test_triton_matches_reference(layer, num_tokens, k0, fill):
     shape, w = layer
     x, r = _batch(shape, num_tokens, k0, fill, seed=num_tokens)
     out = fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask)
-    _assert_bf16_close(out, moe_reference(x, w.w13, w.w2, r.expert_ids, r.weights))
+    assert_bf16_close(out, moe_reference(x, w.w13, w.w2, r.expert_ids, r.weights))
 
 
 @pytest.mark.parametrize("num_tokens,k0,fill", CASES[:5])
@@ -60,7 +50,7 @@ def test_grouped_mm_matches_reference(layer, num_tokens, k0, fill):
     shape, w = layer
     x, r = _batch(shape, num_tokens, k0, fill, seed=num_tokens)
     out = moe_grouped_mm(x, w.w13, w.w2, r.expert_ids, r.weights)
-    _assert_bf16_close(out, moe_reference(x, w.w13, w.w2, r.expert_ids, r.weights))
+    assert_bf16_close(out, moe_reference(x, w.w13, w.w2, r.expert_ids, r.weights))
 
 
 @pytest.mark.parametrize("impl", ["triton", "grouped_mm"])
@@ -156,19 +146,7 @@ def test_triton_variants_match_reference(layer, variant, num_tokens, k0, fill):
     shape, w = layer
     x, r = _batch(shape, num_tokens, k0, fill, seed=200 + num_tokens)
     out = _triton(x, w, r, **TRITON_VARIANTS[variant])
-    _assert_bf16_close(out, moe_reference(x, w.w13, w.w2, r.expert_ids, r.weights))
-
-
-def _capture(work):
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        work()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outs = work()
-    return graph, outs
+    assert_bf16_close(out, moe_reference(x, w.w13, w.w2, r.expert_ids, r.weights))
 
 
 @pytest.mark.parametrize("changes", [dict(down="slots", pdl=True), dict(down="one_launch", pdl=True)],
@@ -188,7 +166,7 @@ def test_triton_pdl_graph_replay_back_to_back(layer, changes):
         outs = [_triton(xs[i], w, oea_route(logits[i], config), **changes) for i in range(2)]
         return outs + [_triton(xs[2 + i], w, fixed[i], **changes) for i in range(2)]
 
-    graph, outs = _capture(work)
+    graph, outs = capture(work)
     for seed in (1, 2):
         g = torch.Generator(device="cuda").manual_seed(seed)
         for x in xs:
@@ -203,7 +181,7 @@ def test_triton_pdl_graph_replay_back_to_back(layer, changes):
         for got, ref in zip(outs, want):
             assert torch.equal(got, ref)
         r = oea_route(logits[0], config)
-        _assert_bf16_close(outs[0], moe_reference(xs[0], w.w13, w.w2, r.expert_ids, r.weights))
+        assert_bf16_close(outs[0], moe_reference(xs[0], w.w13, w.w2, r.expert_ids, r.weights))
 
 
 # ---- the one-launch path of the triton kernel (one_launch.py) ---------------------------------
@@ -226,10 +204,10 @@ def _one_launch_into_nan(x, w, r, pdl, **changes):
 
 
 def _assert_one_launch_workspace_clean():
-    from oea_trt.moe.triton import one_launch
+    from oea_trt.moe.triton import sync
 
     torch.cuda.synchronize()
-    buf = one_launch.workspace(torch.device("cuda", torch.cuda.current_device()))
+    buf = sync.workspace(torch.device("cuda", torch.cuda.current_device()))
     assert buf is not None and torch.count_nonzero(buf) == 0, "the one-launch workspace was not left zeroed"
 
 
@@ -275,10 +253,10 @@ def test_one_launch_with_one_program_or_more_programs_than_fit(layer, waves):
 def test_one_launch_workspace_is_not_grown_inside_a_capture(layer):
     """A first call needing more workspace than exists, made while capturing a CUDA graph, is
     refused with a clear message (the graph would keep a buffer the next call cannot see)."""
-    from oea_trt.moe.triton import one_launch
+    from oea_trt.moe.triton import sync
 
     shape, w = layer
-    buf = one_launch.workspace(w.w13.device)
+    buf = sync.workspace(w.w13.device)
     words = buf.numel() if buf is not None else 0
     big = max(4096, words) * 4 // shape.top_k  # tokens whose counters alone exceed the buffer
     x = torch.randn(big, shape.hidden_size, device="cuda", dtype=torch.bfloat16)
@@ -293,23 +271,6 @@ def test_one_launch_workspace_is_not_grown_inside_a_capture(layer):
 # ---- routing kernel -> one-launch kernel started on the routing's published active set -------
 
 
-def _route_kernel_or_skip():
-    from oea_trt.routing.dispatch import kernel_available
-
-    if not kernel_available():
-        pytest.skip("the routing kernel library is unavailable here")
-    from oea_trt.routing.kernel import route_kernel
-
-    return route_kernel
-
-
-def _decode_batch(shape, num_tokens, seed):
-    logits = SkewedRouter(shape.num_experts).logits(num_tokens, seed=seed).cuda()
-    x = torch.randn(num_tokens, shape.hidden_size, device="cuda", dtype=torch.bfloat16,
-                    generator=torch.Generator(device="cuda").manual_seed(seed))
-    return logits, x
-
-
 def test_early_active_random_pairs_match_the_plain_path(layer):
     """40 fresh random decode batches (1..16 tokens, k0 1..k, every fill mode), each routed by the
     kernel with signal=True and followed directly by the one-launch MoE with PDL, which starts on
@@ -317,14 +278,14 @@ def test_early_active_random_pairs_match_the_plain_path(layer):
     every row written (output poisoned), the flag and the workspace left cleared."""
     from oea_trt.moe.triton import default_config, fitted, one_launch
 
-    route_kernel = _route_kernel_or_skip()
+    route_kernel = route_kernel_or_skip()
     shape, w = layer
     gen = torch.Generator().manual_seed(4242)
     for case in range(40):
         T = int(torch.randint(1, 17, (1,), generator=gen))
         k0 = int(torch.randint(1, shape.top_k + 1, (1,), generator=gen))
         config = OEAConfig(shape.num_experts, shape.top_k, k0, fill=("invalid", "num_experts", "top1")[case % 3])
-        logits, x = _decode_batch(shape, T, seed=5000 + case)
+        logits, x = decode_batch(shape, T, seed=5000 + case)
         cfg = fitted(default_config(T, shape.hidden_size, shape.moe_intermediate_size, shape.top_k, shape.num_experts)
                      .replace(down="one_launch", pdl=True), T, shape.hidden_size, shape.moe_intermediate_size)
         out = torch.full_like(x, float("nan"))
@@ -341,23 +302,23 @@ def test_early_active_random_pairs_match_the_plain_path(layer):
         assert torch.equal(out, want), f"case {case}: T={T} k0={k0}"
         assert r.active_ready is None or int(r.active_ready[0]) == 0, "the MoE kernel did not clear the flag"
         _assert_one_launch_workspace_clean()
-    _assert_bf16_close(out, moe_reference(x, w.w13, w.w2, plain.expert_ids, plain.weights))
+    assert_bf16_close(out, moe_reference(x, w.w13, w.w2, plain.expert_ids, plain.weights))
 
 
 def test_early_active_graph_replay_back_to_back(layer):
     """Four routing(signal)+MoE pairs in one graph, back to back as in the benchmark (each MoE's
     act and y buffers are the previous call's, written before the routing's rows exist):
     replayed on new logits and hidden states, bit-identical to the plain eager path."""
-    route_kernel = _route_kernel_or_skip()
+    route_kernel = route_kernel_or_skip()
     shape, w = layer
     config = OEAConfig(shape.num_experts, shape.top_k, 3)
-    batches = [_decode_batch(shape, 16, seed=600 + i) for i in range(4)]
+    batches = [decode_batch(shape, 16, seed=600 + i) for i in range(4)]
 
     def work():
         return [_triton(x, w, route_kernel(lg, config, signal=True), down="one_launch", pdl=True)
                 for lg, x in batches]
 
-    graph, outs = _capture(work)
+    graph, outs = capture(work)
     for seed in (1, 2):
         g = torch.Generator(device="cuda").manual_seed(seed)
         for lg, x in batches:
@@ -378,10 +339,10 @@ def test_early_active_flag_reused_or_left_set(layer, num_tokens, k0):
     next kernel launch right after the clear); a signalling routing whose MoE call takes the
     three-launch path leaves the flag set, and the next pair is still right (the routing clears
     it first)."""
-    route_kernel = _route_kernel_or_skip()
+    route_kernel = route_kernel_or_skip()
     shape, w = layer
     config = OEAConfig(shape.num_experts, shape.top_k, k0)
-    (lg1, x1), (lg2, x2), (lg3, x3) = (_decode_batch(shape, num_tokens, seed=700 + i) for i in range(3))
+    (lg1, x1), (lg2, x2), (lg3, x3) = (decode_batch(shape, num_tokens, seed=700 + i) for i in range(3))
     want = [_triton(x, w, route_kernel(lg, config), down="one_launch", pdl=True)
             for lg, x in ((lg1, x1), (lg2, x2), (lg3, x3))]
     r1 = route_kernel(lg1, config, signal=True)
@@ -394,7 +355,7 @@ def test_early_active_flag_reused_or_left_set(layer, num_tokens, k0):
     torch.cuda.synchronize()
     assert torch.equal(first, want[0]) and torch.equal(again, want[0]) and torch.equal(third, want[2])
     assert flag_left == 1
-    _assert_bf16_close(three, want[1])
+    assert_bf16_close(three, want[1])
     _assert_one_launch_workspace_clean()
 
 
@@ -421,4 +382,4 @@ def test_moe_forward_runs_the_config_tuned_for_this_gpu(layer, tmp_path, monkeyp
         assert tuned.config_for(x, w.w13, k) == configs[batch]
         want = fused_moe(x, w.w13, w.w2, r.expert_ids, r.weights, r.active_mask, configs[batch])
         assert torch.equal(moe_forward(x, w, r), want)
-        _assert_bf16_close(want, moe_reference(x, w.w13, w.w2, r.expert_ids, r.weights))
+        assert_bf16_close(want, moe_reference(x, w.w13, w.w2, r.expert_ids, r.weights))

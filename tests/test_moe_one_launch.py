@@ -44,9 +44,9 @@ def _run(x, w, ids, wts, active_mask=None, active_ready=None, **changes):
 
 
 def _assert_clean():
-    from oea_trt.moe.triton import one_launch
+    from oea_trt.moe.triton import sync
 
-    buf = one_launch.workspace(torch.device(DEVICE))
+    buf = sync.workspace(torch.device(DEVICE))
     assert buf is not None and torch.count_nonzero(buf) == 0, "the one-launch workspace was not left zeroed"
 
 
@@ -166,13 +166,13 @@ def test_repeated_expert_fill_and_tokens_with_no_expert(weights):
 
 
 def test_workspace_words_and_growth():
-    from oea_trt.moe.triton import one_launch
+    from oea_trt.moe.triton import one_launch, sync
 
     assert one_launch.sync_words(num_experts=128, num_tokens=16, h_tiles=32) == 3 + 128 + 16 * 32
-    small = one_launch.sync_workspace(10, torch.device("cpu"))
+    small = sync.sync_workspace(10, torch.device("cpu"))
     assert small.numel() >= 10 and small.dtype == torch.int32
-    big = one_launch.sync_workspace(small.numel() + 1, torch.device("cpu"))
-    assert big.numel() > small.numel() and one_launch.sync_workspace(5, torch.device("cpu")) is big
+    big = sync.sync_workspace(small.numel() + 1, torch.device("cpu"))
+    assert big.numel() > small.numel() and sync.sync_workspace(5, torch.device("cpu")) is big
 
 
 @pytest.mark.slow

@@ -9,34 +9,18 @@ from oea_trt import OEAConfig, oea_route
 from oea_trt.moe import ExpertWeights
 from oea_trt.moe.reference import moe_reference
 from oea_trt.moe.shapes import get_preset
-from oea_trt.routing.synthetic import SkewedRouter
+from moe_gpu_cases import assert_bf16_close, capture, decode_batch, route_kernel_or_skip
 
 pytestmark = pytest.mark.gpu
 
-#: bf16 against the fp32 loop: max error within 2% of max |ref|, RMS error within 1% of RMS.
-MAX_TOL, RMS_TOL = 2e-2, 1e-2
 #: (slice width, gate/up K step, down step): the default and the widths the benchmark times.
 TILES = [None, (16, 256, 128), (32, 128, 128), (16, 256, 512), (64, 128, 256)]
-
-
-def assert_bf16_close(out, ref):
-    diff = out.float() - ref.float()
-    max_err = float(diff.abs().max() / ref.float().abs().max())
-    rms_err = float(diff.pow(2).mean().sqrt() / ref.float().pow(2).mean().sqrt())
-    assert max_err <= MAX_TOL and rms_err <= RMS_TOL, (max_err, rms_err)
 
 
 @pytest.fixture(scope="module", params=["qwen3-30b-a3b", "qwen3-235b-a22b-tp8"])
 def layer(request):
     shape = get_preset(request.param)
     return shape, ExpertWeights.random(shape, device="cuda", seed=12)
-
-
-def decode_batch(shape, num_tokens, seed):
-    logits = SkewedRouter(shape.num_experts).logits(num_tokens, seed=seed).cuda()
-    x = torch.randn(num_tokens, shape.hidden_size, device="cuda", dtype=torch.bfloat16,
-                    generator=torch.Generator(device="cuda").manual_seed(seed))
-    return logits, x
 
 
 def sliced_config(shape, num_tokens, tiles=None, **changes):
@@ -107,16 +91,6 @@ def test_any_grid_gives_the_same_bits(layer, programs):
     assert_workspace_clean()
 
 
-def route_kernel_or_skip():
-    from oea_trt.routing.dispatch import kernel_available
-
-    if not kernel_available():
-        pytest.skip("the routing kernel library is unavailable here")
-    from oea_trt.routing.kernel import route_kernel
-
-    return route_kernel
-
-
 def test_early_active_random_pairs_match_the_plain_path(layer):
     """30 fresh decode batches (1..16 tokens, k0 1..k, every fill mode), each routed by the
     kernel with signal=True and followed directly by the sliced kernel with PDL, which starts on
@@ -162,14 +136,7 @@ def test_early_active_graph_replay_back_to_back(layer):
     def work():
         return [call(x, route_kernel(lg, config, signal=True)) for lg, x in batches]
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        work()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outs = work()
+    graph, outs = capture(work)
     for seed in (1, 2):
         g = torch.Generator(device="cuda").manual_seed(seed)
         for lg, x in batches:

@@ -159,8 +159,8 @@ def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int, top_k
     # bf16 tiles of one pipeline stage; a wide token tile gets fewer stages. Where even two
     # stages would not fit (a wide token tile or slice), the larger loop's step halves.
     while 2 * max(stage_bytes(cfg)) > SMEM_BUDGET:
-        gate_up = 2 * (cfg.block_m + 2 * cfg.gu_block_n) * cfg.gu_block_k
-        if gate_up >= stage_bytes(cfg)[1] and cfg.gu_block_k > MIN_BLOCK:
+        gate_up, down = stage_bytes(cfg)
+        if gate_up >= down and cfg.gu_block_k > MIN_BLOCK:
             cfg = cfg.replace(gu_block_k=cfg.gu_block_k // 2)
         elif cfg.down == "sliced" and cfg.dn_block_n > MIN_BLOCK:
             cfg = cfg.replace(dn_block_n=cfg.dn_block_n // 2)
@@ -168,21 +168,19 @@ def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int, top_k
             cfg = cfg.replace(dn_block_k=cfg.dn_block_k // 2)
         else:
             break
-    gu_stage, dn_stage = stage_bytes(cfg)
-    return cfg.replace(gu_stages=stages_within(cfg.gu_stages, gu_stage),
-                       dn_stages=stages_within(cfg.dn_stages, dn_stage))
+    gate_up, down = stage_bytes(cfg)
+    if cfg.down in ("one_launch", "sliced"):  # one kernel, one stage count for both loops
+        gate_up = max(gate_up, down)
+    return cfg.replace(gu_stages=stages_within(cfg.gu_stages, gate_up),
+                       dn_stages=stages_within(cfg.dn_stages, down))
 
 
 def stage_bytes(cfg: KernelConfig) -> tuple:
-    """(gate/up, down) bytes of one pipeline stage; on the one-kernel paths the first is the
-    larger of both loops' (one stage count serves the kernel)."""
-    gu_stage = 2 * (cfg.block_m + 2 * cfg.gu_block_n) * cfg.gu_block_k
-    dn_stage = 2 * (cfg.block_m + cfg.dn_block_n) * cfg.dn_block_k
+    """(gate/up, down) bytes of one pipeline stage of each loop."""
+    gate_up = 2 * (cfg.block_m + 2 * cfg.gu_block_n) * cfg.gu_block_k
     if cfg.down == "sliced":  # the down step's A operand (act) is in registers
-        dn_stage = 2 * cfg.dn_block_n * cfg.gu_block_n
-    if cfg.down in ("one_launch", "sliced"):
-        gu_stage = max(gu_stage, dn_stage)
-    return gu_stage, dn_stage
+        return gate_up, 2 * cfg.dn_block_n * cfg.gu_block_n
+    return gate_up, 2 * (cfg.block_m + cfg.dn_block_n) * cfg.dn_block_k
 
 
 def sliced_width(width: int, pairs: int, inter: int) -> int:

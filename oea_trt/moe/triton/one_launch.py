@@ -50,8 +50,7 @@ import triton.language as tl
 
 from oea_trt.moe.triton.config import KernelConfig, next_pow2, one_block
 from oea_trt.moe.triton.launch import launch_persistent
-from oea_trt.moe.triton.sync import (clear_active_flag, sync_workspace, wait_for_active_set,  # noqa: F401
-                                     wait_for_count, workspace)
+from oea_trt.moe.triton.sync import start_after_routing, sync_workspace, wait_for_count
 from oea_trt.moe.triton.tiles import active_experts, down_block, gate_up_item, nth_active, tokens_of_expert
 
 # ---- device code -------------------------------------------------------------------------
@@ -135,16 +134,7 @@ def one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, activ
                       K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
                       GU_N: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr, DN_K: tl.constexpr,
                       USE_PDL: tl.constexpr, ONE_BLOCK: tl.constexpr, EARLY_ACTIVE: tl.constexpr):
-    if EARLY_ACTIVE:
-        # Started while the routing kernel still runs: only its active set (and x, written
-        # before the routing in stream order) may be read before griddepcontrol.wait, which
-        # every down item passes before it reads expert_ids or weights.
-        wait_for_active_set(ready_ptr, 1024, USE_PDL)
-        clear_active_flag(ready_ptr, sync_ptr + 2)
-    elif USE_PDL:
-        # May start while the routing kernel drains: wait for its memory (active_mask,
-        # expert_ids, weights) and for whatever wrote x, before reading or writing anything.
-        tl.extra.cuda.gdc_wait()
+    start_after_routing(ready_ptr, sync_ptr + 2, USE_PDL, EARLY_ACTIVE)  # every down item passes gdc_wait
     GU_TILES: tl.constexpr = I // GU_N
     H_TILES: tl.constexpr = H // DN_N
     ticket_ptr = sync_ptr

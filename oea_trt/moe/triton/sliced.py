@@ -42,7 +42,7 @@ import triton.language as tl
 
 from oea_trt.moe.triton.config import KernelConfig, next_pow2
 from oea_trt.moe.triton.launch import launch_persistent
-from oea_trt.moe.triton.sync import clear_active_flag, sync_workspace, wait_for_active_set, wait_for_count
+from oea_trt.moe.triton.sync import start_after_routing, sync_workspace, wait_for_count
 from oea_trt.moe.triton.tiles import active_experts, gate_up_tile, nth_active, tokens_of_expert
 
 #: int32 words of sync.py's workspace this kernel uses (layout above).
@@ -127,13 +127,7 @@ def sliced_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_ma
                   K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
                   SL: tl.constexpr, S_PAD: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr,
                   RED_N: tl.constexpr, USE_PDL: tl.constexpr, EARLY_ACTIVE: tl.constexpr):
-    if EARLY_ACTIVE:
-        # Started while the routing kernel still runs: only its active set (and x) may be read
-        # before griddepcontrol.wait, which every item passes before it reads the rows.
-        wait_for_active_set(ready_ptr, 1024, USE_PDL)
-        clear_active_flag(ready_ptr, sync_ptr + 2)
-    elif USE_PDL:
-        tl.extra.cuda.gdc_wait()  # the routing's outputs, and whatever wrote x
+    start_after_routing(ready_ptr, sync_ptr + 2, USE_PDL, EARLY_ACTIVE)  # every item passes gdc_wait
     S: tl.constexpr = I // SL
     H_TILES: tl.constexpr = H // RED_N
     ticket_ptr = sync_ptr

@@ -52,6 +52,20 @@ def clear_active_flag(ready_ptr, passed_ptr):
 
 
 @triton.jit
+def start_after_routing(ready_ptr, passed_ptr, USE_PDL: tl.constexpr, EARLY_ACTIVE: tl.constexpr):
+    """A persistent MoE kernel's first step. EARLY_ACTIVE: started while the routing kernel still
+    runs, it waits for the published active set and clears the flag (then only the active set,
+    and x, written before the routing in stream order, may be read until griddepcontrol.wait,
+    which the kernel passes before it reads expert_ids or weights). Otherwise, with PDL, it may
+    start while the routing kernel drains: wait for its memory and for whatever wrote x."""
+    if EARLY_ACTIVE:
+        wait_for_active_set(ready_ptr, 1024, USE_PDL)
+        clear_active_flag(ready_ptr, passed_ptr)
+    elif USE_PDL:
+        tl.extra.cuda.gdc_wait()
+
+
+@triton.jit
 def wait_for_count(counter_ptr, target):
     """Spin until *counter_ptr >= target (acquire), then a CTA barrier: every thread's later
     reads see what the releasing programs wrote before counting."""

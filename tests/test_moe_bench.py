@@ -335,12 +335,12 @@ def test_tune_searches_every_path_and_writes_files_the_library_reads(monkeypatch
         results = tune.run_tune(spec, device_name="Test GPU 1")
     entry = results["presets"]["qwen3-30b-a3b"]
     tried = entry["batches"]["2"]["tried"]
-    assert {cfg["down"] for cfg, _ in tried} == {"slots", "one_launch", "sliced"}
+    assert {cfg["down"] for cfg, _ in tried} == {"slots", "one_launch"}
     assert all(isinstance(us, float) for _, us in tried), tried
     assert len(tried) == 1 + len(tune.GATE_UP_CANDIDATES) + len(tune.DOWN_CANDIDATES) + len(
-        tune.ONE_LAUNCH_CANDIDATES) + len(tune.SLICED_CANDIDATES)
+        tune.ONE_LAUNCH_CANDIDATES)
     best = entry["batches"]["2"]["best"]
-    assert entry["batches"]["2"]["correct"] and best == tried[-1][0] and best["down"] == "sliced"
+    assert entry["batches"]["2"]["correct"] and best == tried[-1][0] and best["down"] == "one_launch"
     args = ("Test GPU 1", 8, 64, 32, 4, DTYPE)
     assert entry["file"] == config_path(*args, root=str(tmp_path / "out"))
     assert entry["installed"] == config_path(*args, root=str(tmp_path / "pkg"))

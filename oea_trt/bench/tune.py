@@ -7,7 +7,7 @@ a batch of that size touches. An objective of several routings (TuneSpec.objecti
 uniform vanilla + skewed OEA k0=3) sums their times, so the tiles also serve the small active
 sets OEA produces. A coordinate search starts from the heuristic default and varies one aspect
 at a time (candidate_steps): gate/up tiles, then the three-launch path's down tiles, then the
-one-launch path's tiles, then the sliced kernel's slice widths. A change is kept only where it is faster by more than TUNE_MARGIN: the
+one-launch path's tiles. A change is kept only where it is faster by more than TUNE_MARGIN: the
 3-repeat timings spread by about a percent, and a noise-level win on one routing mix must not
 decide the tiles of all of them. Each winner is checked against the fp32 loop on fresh inputs
 before it is written.
@@ -42,9 +42,10 @@ DOWN_CANDIDATES = ((64, 128, 4, 3), (128, 64, 4, 4))
 ONE_LAUNCH_CANDIDATES = (dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_block_k=128, gu_stages=4,
                               programs_per_sm=2),
                          dict(gu_block_n=32, gu_block_k=128, dn_block_n=128, dn_block_k=128, gu_stages=4,
+                              programs_per_sm=2),
+                         # Narrow gate/up items: twice the items when OEA leaves few experts active.
+                         dict(gu_block_n=16, gu_block_k=256, dn_block_n=64, dn_block_k=128, gu_stages=4,
                               programs_per_sm=2))
-#: The sliced kernel (one token block: batches <= 64): (slice width, gate/up K step, down step).
-SLICED_CANDIDATES = ((16, 256, 128), (32, 128, 128), (64, 128, 128))
 #: The default objective: (routing mode, k0 or None for vanilla) whose MoE times a candidate sums.
 DEFAULT_OBJECTIVE = (("uniform", None),)
 #: A candidate replaces the best config only where it is faster by more than this fraction.
@@ -61,10 +62,7 @@ def candidate_steps() -> List[List[Callable[[KernelConfig], KernelConfig]]]:
     # 8 warps for a 64-token tile of the one-launch kernel, which spills heavily at 4.
     one_launch = [lambda c, t=t: c.replace(down="one_launch", gu_warps=8 if c.block_m >= 64 else 4, **t)
                   for t in ONE_LAUNCH_CANDIDATES]
-    sliced = [lambda c, n=n, k=k, d=d: c.replace(down="sliced", gu_block_n=n, gu_block_k=k, dn_block_n=d,
-                                                 gu_warps=4, gu_stages=4, programs_per_sm=2)
-              for n, k, d in SLICED_CANDIDATES]
-    return [gate_up, down, one_launch, sliced]
+    return [gate_up, down, one_launch]
 
 
 def coordinate_search(start, steps, measure: Callable[[object], float], margin: float = TUNE_MARGIN):

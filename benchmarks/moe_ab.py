@@ -14,10 +14,6 @@ with narrow tiles, plus two phase rows per case: "routing only" (the routing ker
 graph, no MoE) and "MoE, nothing active" (the shipped kernel on a routing that selected no
 expert: its fixed cost).
 
---variants sliced (issue 20): the shipped config against the sliced kernel (down="sliced":
-items that each stream one slice of the intermediate dim through gate/up and down, no hand-off)
-over SLICED_VARIANTS [slice width x gate/up K step, down step, warps, programs per SM].
-
 Each variant starts from the config shipped for this GPU and batch (oea_trt/moe/tuned.py, else the
 heuristic) with the variant's changes on top. Cases (default): skewed routing B=16 vanilla and
 OEA k0=3 (the routing+MoE ratio target), uniform B=16 vanilla; --batches / --k0 / --modes name
@@ -59,19 +55,6 @@ ONE_LAUNCH_VARIANTS = (
 )
 
 
-def _sl(width, gu_k, dn_n, warps=4, per_sm=2):
-    return dict(down="sliced", gu_block_n=width, gu_block_k=gu_k, dn_block_n=dn_n, gu_warps=warps,
-                programs_per_sm=per_sm)
-
-
-SLICED_VARIANTS = (
-    ("sliced 16x256 dn128", _sl(16, 256, 128)),
-    ("sliced 16x256 dn256", _sl(16, 256, 256)),
-    ("sliced 32x128 dn128", _sl(32, 128, 128)),
-    ("sliced 16x256 dn512", _sl(16, 256, 512)),
-    ("sliced 16x256 dn128 3/SM", _sl(16, 256, 128, per_sm=3)),
-)
-
 #: Phase rows of --variants small_t (not KernelConfig variants: what they time is in run()).
 ROUTING_ONLY, NOTHING_ACTIVE = "routing only", "MoE, nothing active"
 
@@ -82,8 +65,6 @@ def variants(kind: str = "launch", batch: int = 16):
     shipped config, and one launch with narrow gate/up and down tiles (more, shorter items where
     few experts are active). (The down items' L2 prefetch, 3 programs per SM, were measured
     here too and rejected: docs/what-we-tried.md.)"""
-    if kind == "sliced":
-        return [("shipped", {})] + list(SLICED_VARIANTS)
     if kind == "small_t":
         return [("shipped", {}), ("one_launch gu 16x256 dn 64", dict(down="one_launch", gu_block_n=16, gu_block_k=256,
                                                                      dn_block_n=64))]
@@ -296,8 +277,7 @@ def _f(v, digits=1):
 def render_small_t(results) -> str:
     """One row per (case, variant): T, floor, MoE and routing+MoE in us and x floor, the k0 rows'
     ratio to vanilla (routing+MoE) for the same variant and batch."""
-    title = "the sliced kernel" if results.get("variant_set") == "sliced" else "small T"
-    lines = [f"# MoE, {title} (issue 20): {results['preset']}, {results['env'].get('gpu', {}).get('name')}", "",
+    lines = [f"# MoE, small T (issue 20): {results['preset']}, {results['env'].get('gpu', {}).get('name')}", "",
              f"commit {results['env']['git']['commit']}, triton {results['env'].get('triton')}, copy "
              f"{results['bandwidth']['copy_tb_s']:.2f} TB/s, routing in the graph: {results['routing']['impl']}, "
              f"{results['copies']} weight copies; CUDA-graph replay, median of the repeats, us per call. floor = "
@@ -320,7 +300,7 @@ def render_small_t(results) -> str:
 
 
 def render(results) -> str:
-    if results.get("variant_set") in ("small_t", "sliced"):
+    if results.get("variant_set") == "small_t":
         return render_small_t(results)
     by_case = {c["case"]: c for c in results["cases"]}
     names = [n for n, _ in variants()]
@@ -382,10 +362,9 @@ def main(argv=None) -> int:
     p.add_argument("--routing", choices=("auto", "kernel", "reference"), default="auto",
                    help="routing in the graph: the CUDA kernel if it works (auto), or insist / the torch reference")
     p.add_argument("--no-timeline", action="store_true", help="skip the per-kernel profiler timelines")
-    p.add_argument("--variants", choices=("launch", "small_t", "sliced"), default="launch",
+    p.add_argument("--variants", choices=("launch", "small_t"), default="launch",
                    help="launch: 3 launches vs one launch tiles (default); small_t: shipped vs narrow one-launch "
-                        "tiles, with the routing-only and nothing-active phase rows; sliced: shipped vs the sliced "
-                        "kernel's tiles")
+                        "tiles, with the routing-only and nothing-active phase rows")
     p.add_argument("--batches", type=int, nargs="+", default=None,
                    help="cases: every --modes x --batches x (vanilla, --k0) instead of the default three")
     p.add_argument("--k0", type=int, nargs="+", default=[3], help="OEA k0 values of the --batches cases (default 3)")

@@ -4,8 +4,8 @@ what the GPU run depends on: every config compiles, fits in shared memory (227 K
 streams the weights through cp.async pipelining (a kernel that loads straight to registers
 would not reach the bandwidth target), does not spill registers (ptxas -v on the PTX), and
 carries griddepcontrol exactly where programmatic dependent launch is on. Every path: the
-three-launch path's gate/up, down and combine kernels, the one-launch kernel and the sliced
-kernel (both also started on the routing's early active set), each with and without PDL.
+three-launch path's gate/up, down and combine kernels and the one-launch kernel (also started
+on the routing's early active set), each with and without PDL.
 
     python3 scripts/check_moe_kernels.py                       # default tiles, every preset, B=1/16/64
     python3 scripts/check_moe_kernels.py --candidates          # also every config `oea-trt bench tune` tries
@@ -32,7 +32,6 @@ from triton.compiler import ASTSource  # noqa: E402
 from oea_trt.bench.tune import ALL_PRESETS, candidate_steps  # noqa: E402
 from oea_trt.moe.shapes import get_preset  # noqa: E402
 from oea_trt.moe.triton import one_launch as ol  # noqa: E402
-from oea_trt.moe.triton import sliced as sl  # noqa: E402
 from oea_trt.moe.triton import three_launch as tl3  # noqa: E402
 from oea_trt.moe.triton.config import KernelConfig, default_config, fitted, next_pow2, one_block  # noqa: E402
 
@@ -86,20 +85,6 @@ def compile_one_launch(shape, cfg, pdl=False, one_block=True, early_active=False
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k, DN_N=cfg.dn_block_n,
                   DN_K=cfg.dn_block_k, USE_PDL=pdl, ONE_BLOCK=one_block, EARLY_ACTIVE=early_active)
     return _compile(ol.one_launch_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
-                    cfg.gu_stages, pdl)
-
-
-def compile_sliced(shape, cfg, pdl=False, early_active=False):
-    sig = {"x_ptr": "*bf16", "w13_ptr": "*bf16", "w2_ptr": "*bf16", "expert_ids_ptr": "*i32", "weights_ptr": "*fp32",
-           "active_mask_ptr": "*u8", "part_ptr": "*fp32", "out_ptr": "*bf16", "sync_ptr": "*i32",
-           "ready_ptr": "*i32", "num_tokens": "i32", "stride_x": "i32", "stride_out": "i32"}
-    slices = shape.moe_intermediate_size // cfg.gu_block_n
-    consts = dict(H=shape.hidden_size, I=shape.moe_intermediate_size, E=shape.num_experts,
-                  E_PAD=next_pow2(shape.num_experts), K=shape.top_k, K_PAD=next_pow2(shape.top_k),
-                  BLOCK_M=cfg.block_m, SL=cfg.gu_block_n, S_PAD=next_pow2(slices), GU_K=cfg.gu_block_k,
-                  DN_N=cfg.dn_block_n, RED_N=sl.reduce_tile(cfg.dn_block_n, slices, cfg.gu_warps), USE_PDL=pdl,
-                  EARLY_ACTIVE=early_active)
-    return _compile(sl.sliced_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
                     cfg.gu_stages, pdl)
 
 
@@ -204,57 +189,25 @@ def check_one_launch(shape, batch: int, candidates: bool, seen: set) -> tuple:
     return problems, count
 
 
-#: Sliced configs compiled beside the default (slice width, gate/up K step, down step).
-SLICED_TILES = ((16, 256, 128), (32, 128, 128), (16, 256, 256), (16, 256, 512), (64, 128, 128))
-
-
-def check_sliced(shape, batch: int, candidates: bool, seen: set) -> tuple:
-    """(problems, kernels compiled) for the sliced kernel (one token block: batches <= 64), with
-    and without PDL and started on the routing's early active set."""
-    H, I = shape.hidden_size, shape.moe_intermediate_size
-    if batch > 64:
-        return [], 0
-    base = default_config(batch, H, I, shape.top_k, shape.num_experts).replace(down="sliced")
-    configs = [(base, True, False), (base, False, False), (base, True, True)]
-    configs += [(base.replace(gu_block_n=n, gu_block_k=k, dn_block_n=d), True, False) for n, k, d in SLICED_TILES]
-    configs += [(cfg, True, False) for cfg in (tuner_configs(base, "sliced") if candidates else ())]
-    problems, count = [], 0
-    for cfg, pdl, early in configs:
-        cfg = fitted(cfg, batch, H, I, top_k=shape.top_k)  # as fused_moe fits it (slices widened)
-        key = (cfg.block_m, cfg.gu_block_n, cfg.gu_block_k, cfg.dn_block_n, cfg.gu_warps, cfg.gu_stages, int(pdl),
-               int(early))
-        if key in seen:
-            continue
-        seen.add(key)
-        name = f"sliced B={batch} m,sl,gk,dn,w,s,pdl,early={','.join(str(v) for v in key)}"
-        kernel = compile_sliced(shape, cfg, pdl, early)
-        problems += check(kernel, name, True, spills_allowed=True) + griddep_problems(kernel, name, pdl)
-        count += 1
-    return problems, count
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", nargs="+", choices=ALL_PRESETS, default=list(ALL_PRESETS))
     p.add_argument("--batch", nargs="+", type=int, default=[1, 16, 64], help="batch sizes (set block_m)")
     p.add_argument("--candidates", action="store_true", help="also every config `oea-trt bench tune` tries")
-    p.add_argument("--kernel", nargs="+", choices=("three_launch", "one_launch", "sliced"),
-                   default=["three_launch", "one_launch", "sliced"], help="which path's kernels to compile")
+    p.add_argument("--kernel", nargs="+", choices=("three_launch", "one_launch"),
+                   default=["three_launch", "one_launch"], help="which path's kernels to compile")
     args = p.parse_args(argv)
     problems, count, t0 = [], 0, time.time()
     for name in args.preset:
         shape = get_preset(name)
         print(f"{name}: H={shape.hidden_size} I={shape.moe_intermediate_size}")
-        seen_three, seen_one, seen_sliced = set(), set(), set()
+        seen_three, seen_one = set(), set()
         for batch in args.batch:
             if "three_launch" in args.kernel:
                 found, n = check_three_launch(shape, batch, args.candidates, seen_three)
                 problems, count = problems + found, count + n
             if "one_launch" in args.kernel:
                 found, n = check_one_launch(shape, batch, args.candidates, seen_one)
-                problems, count = problems + found, count + n
-            if "sliced" in args.kernel:
-                found, n = check_sliced(shape, batch, args.candidates, seen_sliced)
                 problems, count = problems + found, count + n
         if "three_launch" in args.kernel:
             for pdl in (False, True):

@@ -1,4 +1,4 @@
-"""Helpers the MoE GPU tests share (test_moe_gpu.py, test_moe_sliced_gpu.py): the bf16 tolerance
+"""Helpers for the MoE GPU tests (test_moe_gpu.py): the bf16 tolerance
 against the fp32 loop, a skewed decode batch, the routing kernel or a skip, and a CUDA-graph
 capture that hands back the captured call's outputs."""
 import pytest

@@ -312,7 +312,7 @@ def test_coordinate_search_keeps_tiles_unless_a_change_beats_the_margin():
 @pytest.mark.slow
 def test_tune_searches_every_path_and_writes_files_the_library_reads(monkeypatch, tmp_path):
     """The whole tuning run on a tiny layer (interpreter; each candidate's work runs once): the
-    search measures the three-launch, one-launch and sliced paths, the winner passes the reference
+    search measures the three-launch and one-launch paths, the winner passes the reference
     check, and the files written to the output and install folders are what tuned_config reads
     for that GPU name and shape. The injected timer makes each measurement 2% faster than the
     one before, so every change that runs is kept and the last candidate wins."""

@@ -10,8 +10,7 @@ token-major kernel (vLLM's small-batch path) re-reads an expert once per token t
   launch.py        persistent launches of one wave; whether programmatic dependent launch works
   three_launch.py  down="slots": gate/up, down, combine kernels
   one_launch.py    down="one_launch": every work item in one persistent launch
-  sliced.py        down="sliced": one launch of independent intermediate-dim slices (few experts)
-  sync.py          the persistent kernels' waits and their synchronisation workspace
+  sync.py          the one-launch kernel's waits and its synchronisation workspace
 fused_moe() below checks the inputs and picks the path from the config. The kernel modules are
 imported on first call, so reading a KernelConfig does not import triton.
 """
@@ -60,8 +59,7 @@ def fused_moe(
         from oea_trt.moe.grouping import active_mask_from_ids
 
         active_mask, active_ready = active_mask_from_ids(expert_ids, num_experts), None
-    cfg = fitted(config or default_config(num_tokens, hidden, inter, k, num_experts), num_tokens, hidden, inter,
-                 top_k=k)
+    cfg = fitted(config or default_config(num_tokens, hidden, inter, k, num_experts), num_tokens, hidden, inter)
     use_pdl = pdl_supported(hidden_states.device) if cfg.pdl is None else bool(cfg.pdl)
     if use_pdl and not pdl_supported(hidden_states.device):
         raise ValueError("KernelConfig.pdl=True needs a CUDA device of compute capability 9.0+ and compiled "
@@ -72,10 +70,6 @@ def fused_moe(
         from oea_trt.moe.triton import one_launch
 
         one_launch.launch(*args, active_ready=active_ready)
-    elif cfg.down == "sliced":
-        from oea_trt.moe.triton import sliced
-
-        sliced.launch(*args, active_ready=active_ready)
     else:
         from oea_trt.moe.triton import three_launch
 

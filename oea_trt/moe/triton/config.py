@@ -2,13 +2,10 @@
 default for a (batch, layer shape), and fitting a config to a shape.
 
 Pure Python (no triton import), so tuned-config files (oea_trt/moe/tuned.py) are read and
-written without a GPU or a compiler. Three structures:
+written without a GPU or a compiler. Two structures walk the same work items:
   down="slots"       3 launches: gate/up, per-(token, slot) down, combine (three_launch.py)
   down="one_launch"  1 persistent launch: gate/up and down items, each token's output tile
                      summed by the program that finishes it last (one_launch.py)
-  down="sliced"      1 persistent launch: items that each stream a slice of the intermediate
-                     dim through gate/up and down, no waits between them, then reduce items
-                     (sliced.py); for few active experts, one token block
 """
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ import dataclasses
 from typing import Optional
 
 #: KernelConfig.down -> kernel launches per call.
-LAUNCHES = {"slots": 3, "one_launch": 1, "sliced": 1}
+LAUNCHES = {"slots": 3, "one_launch": 1}
 DOWN_MODES = tuple(LAUNCHES)
 #: SMs the heuristic sizes its tiles for (H100 SXM and H200 both have 132); grids use the real count.
 DEFAULT_SMS = 132
@@ -24,9 +21,6 @@ DEFAULT_SMS = 132
 SMEM_BUDGET = 192 * 1024
 #: Token rows per tile: tl.dot needs >= 16; 64 covers every decode batch in one tile.
 MIN_BLOCK, MAX_BLOCK_M = 16, 64
-#: down="sliced": at most this many fp32 partial rows per call ((token, slot) pairs x slices) and
-#: this many slices; fitted() widens the slices to stay within both (memory, and the reduce's tile).
-SLICED_PART_ROWS, SLICED_MAX_SLICES = 4096, 512
 
 
 def next_pow2(n: int) -> int:
@@ -41,9 +35,7 @@ class KernelConfig:
         expert's weights are read once per call).
     gu_*: gate/up work items, block_n over the intermediate dim, block_k over hidden; on the
         one-launch path gu_warps / gu_stages apply to the whole kernel.
-    down: "slots" (3 launches), "one_launch" or "sliced" (1 launch each). "sliced": gu_block_n is
-        the slice width, gu_block_k its gate/up K step, dn_block_n the hidden rows per down
-        step and per reduce item (dn_block_k, dn_warps, dn_stages unused).
+    down: "slots" (3 launches) or "one_launch" (1 launch).
     dn_*: down work items, block_n over hidden, block_k over the intermediate dim.
     pdl: programmatic dependent launch (None: on where it works, i.e. compiled for sm_90+).
     max_programs: grid of the persistent kernels (None: one wave, at most one program per
@@ -138,17 +130,9 @@ def fit_tile(block: int, dim: int, name: str) -> int:
     return b
 
 
-def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int, top_k: Optional[int] = None) -> KernelConfig:
+def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int) -> KernelConfig:
     """config with block_m raised to cover the batch (up to 64 tokens), tiles that divide the
-    shape and pipeline stages that fit in shared memory. "sliced" takes one token block: a
-    larger batch (a prefill chunk under a decode config) gets the one-launch path instead; its
-    slices are widened to at most SLICED_MAX_SLICES and, given top_k (slots per token), to at
-    most SLICED_PART_ROWS partial rows."""
-    if config.down == "sliced" and num_tokens > MAX_BLOCK_M:
-        config = config.replace(down="one_launch")
-    if config.down == "sliced":
-        width = fit_tile(config.gu_block_n, inter, "moe_intermediate_size")
-        config = config.replace(gu_block_n=sliced_width(width, num_tokens * (top_k or 1), inter))
+    shape and pipeline stages that fit in shared memory."""
     cfg = config.replace(
         block_m=max(config.block_m, min(MAX_BLOCK_M, max(MIN_BLOCK, next_pow2(num_tokens)))),
         gu_block_n=fit_tile(config.gu_block_n, inter, "moe_intermediate_size"),
@@ -157,19 +141,17 @@ def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int, top_k
         dn_block_k=fit_tile(config.dn_block_k, inter, "moe_intermediate_size"),
     )
     # bf16 tiles of one pipeline stage; a wide token tile gets fewer stages. Where even two
-    # stages would not fit (a wide token tile or slice), the larger loop's step halves.
+    # stages would not fit (a wide token tile), the larger loop's step halves.
     while 2 * max(stage_bytes(cfg)) > SMEM_BUDGET:
         gate_up, down = stage_bytes(cfg)
         if gate_up >= down and cfg.gu_block_k > MIN_BLOCK:
             cfg = cfg.replace(gu_block_k=cfg.gu_block_k // 2)
-        elif cfg.down == "sliced" and cfg.dn_block_n > MIN_BLOCK:
-            cfg = cfg.replace(dn_block_n=cfg.dn_block_n // 2)
-        elif cfg.down != "sliced" and cfg.dn_block_k > MIN_BLOCK:
+        elif cfg.dn_block_k > MIN_BLOCK:
             cfg = cfg.replace(dn_block_k=cfg.dn_block_k // 2)
         else:
             break
     gate_up, down = stage_bytes(cfg)
-    if cfg.down in ("one_launch", "sliced"):  # one kernel, one stage count for both loops
+    if cfg.down == "one_launch":  # one kernel, one stage count for both loops
         gate_up = max(gate_up, down)
     return cfg.replace(gu_stages=stages_within(cfg.gu_stages, gate_up),
                        dn_stages=stages_within(cfg.dn_stages, down))
@@ -178,19 +160,7 @@ def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int, top_k
 def stage_bytes(cfg: KernelConfig) -> tuple:
     """(gate/up, down) bytes of one pipeline stage of each loop."""
     gate_up = 2 * (cfg.block_m + 2 * cfg.gu_block_n) * cfg.gu_block_k
-    if cfg.down == "sliced":  # the down step's A operand (act) is in registers
-        return gate_up, 2 * cfg.dn_block_n * cfg.gu_block_n
     return gate_up, 2 * (cfg.block_m + cfg.dn_block_n) * cfg.dn_block_k
-
-
-def sliced_width(width: int, pairs: int, inter: int) -> int:
-    """The sliced kernel's slice width: `width` (a power of two dividing inter), doubled while a
-    call would write more than SLICED_PART_ROWS partial rows (pairs = tokens x slots, one row per
-    pair and slice) or have more than SLICED_MAX_SLICES slices, as long as it divides inter."""
-    while ((pairs * (inter // width) > SLICED_PART_ROWS or inter // width > SLICED_MAX_SLICES)
-           and inter % (2 * width) == 0):
-        width *= 2
-    return width
 
 
 def stages_within(stages: int, bytes_per_stage: int) -> int:

@@ -1,8 +1,7 @@
-"""Synchronisation both persistent one-launch kernels share (one_launch.py, sliced.py): the
-waits their programs spin in (device code) and the int32 workspace that holds their tickets
-and counters (host side).
+"""Synchronisation of the persistent one-launch kernel (one_launch.py): the waits its programs
+spin in (device code) and the int32 workspace that holds its tickets and counters (host side).
 
-The workspace: one per device, kept forever, every word zero between calls (each kernel's last
+The workspace: one per device, kept forever, every word zero between calls (the kernel's last
 program out resets what it used), so a call needs no memset and no extra launch. Calls that
 share a device must be stream-ordered (one stream, or graphs replayed on one stream), as two
 concurrent calls would share it.
@@ -53,7 +52,7 @@ def clear_active_flag(ready_ptr, passed_ptr):
 
 @triton.jit
 def start_after_routing(ready_ptr, passed_ptr, USE_PDL: tl.constexpr, EARLY_ACTIVE: tl.constexpr):
-    """A persistent MoE kernel's first step. EARLY_ACTIVE: started while the routing kernel still
+    """The one-launch kernel's first step. EARLY_ACTIVE: started while the routing kernel still
     runs, it waits for the published active set and clears the flag (then only the active set,
     and x, written before the routing in stream order, may be read until griddepcontrol.wait,
     which the kernel passes before it reads expert_ids or weights). Otherwise, with PDL, it may
@@ -85,7 +84,7 @@ _LOCK = threading.Lock()
 
 def sync_workspace(words: int, device: torch.device) -> torch.Tensor:
     """A zeroed int32 buffer of at least `words`, one per device, grown (never during a CUDA-graph
-    capture) when a call needs more; the kernels leave it zeroed. One per device, not per stream:
+    capture) when a call needs more; the kernel leaves it zeroed. One per device, not per stream:
     a graph is usually captured on another stream than its warm-up call ran on."""
     key = str(device)
     with _LOCK:
@@ -93,7 +92,7 @@ def sync_workspace(words: int, device: torch.device) -> torch.Tensor:
         if buf is None or buf.numel() < words:
             if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
                 raise RuntimeError(
-                    f"the one-launch MoE kernels need a {words}-word workspace on {device} but none was made before "
+                    f"the one-launch MoE kernel needs a {words}-word workspace on {device} but none was made before "
                     "this CUDA-graph capture: call the layer once with at least this many tokens before capturing "
                     "(the usual warm-up run does)")
             buf = torch.zeros(max(4096, next_pow2(words)), dtype=torch.int32, device=device)

@@ -67,7 +67,7 @@ def gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, n_tile, num_to
     w_up = w_gate + I * H
     if ACT_BY_RANK:
         toks = tl.arange(0, BLOCK_M)
-        act = gate_up_tile(x_ptr, w_gate, w_up, toks, toks < num_tokens, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
+        act = _gate_up_tile(x_ptr, w_gate, w_up, toks, toks < num_tokens, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
         rows = a * BLOCK_M + toks
         tl.store(act_ptr + rows[:, None].to(tl.int64) * I + n[None, :], act.to(act_ptr.dtype.element_ty),
                  mask=(toks < num_tokens)[:, None])
@@ -75,18 +75,18 @@ def gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, n_tile, num_to
         for tok0 in range(0, num_tokens, BLOCK_M):  # one pass for a decode batch (<= BLOCK_M)
             toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD, BLOCK_M)
             if ONE_BLOCK:
-                act = gate_up_tile(x_ptr, w_gate, w_up, toks, toks < num_tokens, stride_x, H, BLOCK_M, BLOCK_N,
+                act = _gate_up_tile(x_ptr, w_gate, w_up, toks, toks < num_tokens, stride_x, H, BLOCK_M, BLOCK_N,
                                     BLOCK_K)
                 tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :],
                          act.to(act_ptr.dtype.element_ty), mask=routed[:, None])
             elif tl.max(routed.to(tl.int32), axis=0) > 0:
-                act = gate_up_tile(x_ptr, w_gate, w_up, toks, routed, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
+                act = _gate_up_tile(x_ptr, w_gate, w_up, toks, routed, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
                 tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :],
                          act.to(act_ptr.dtype.element_ty), mask=routed[:, None])
 
 
 @triton.jit
-def gate_up_tile(x_ptr, w_gate, w_up, toks, rows, stride_x, H: tl.constexpr, BLOCK_M: tl.constexpr,
+def _gate_up_tile(x_ptr, w_gate, w_up, toks, rows, stride_x, H: tl.constexpr, BLOCK_M: tl.constexpr,
                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """silu(x @ gate^T) * (x @ up^T) in fp32 for the x rows of `toks` where `rows` (others 0).
     The weight tiles are loaded first: their loads do not depend on the token list."""

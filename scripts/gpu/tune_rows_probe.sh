@@ -6,7 +6,7 @@
 #   3. `oea-trt bench tune` for the 30B layer, every batch, objective uniform vanilla + skewed
 #      k0=3 (the tiles serve OEA's small active sets too); no new batch after TUNE_S. Its files
 #      are not installed: rows for them need another run.
-#   RESULTS_DIR=/tmp/r [ROWS_S=260 PROBE_S=60 TUNE_S=150] bash scripts/gpu/tune_rows_probe.sh
+#   RESULTS_DIR=/tmp/r [ROWS_S=260 PROBE_S=60 TUNE_S=150 (0: no tune)] bash scripts/gpu/tune_rows_probe.sh
 set -u
 cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
@@ -21,6 +21,7 @@ timeout $((${PROBE_S:-60} + 30)) python3 scripts/gpu/stream_rate.py --out "$RESU
   --budget "${PROBE_S:-60}" > "$RESULTS_DIR/stream_rate/stream_rate.log" 2>&1
 echo "stream_rate: rc=$? after $((SECONDS - start)) s"; tail -n 45 "$RESULTS_DIR/stream_rate/stream_rate.log"
 tune_s=${TUNE_S:-150}
+[ "$tune_s" -gt 0 ] || { echo "tune: skipped (TUNE_S=0)"; exit 0; }
 timeout $((tune_s + 40)) python3 -m oea_trt.cli bench tune --output-dir "$RESULTS_DIR/tune" \
   --time-budget "$tune_s" --preset qwen3-30b-a3b --batch 1 2 4 8 16 32 64 \
   --objective uniform:vanilla skewed:3 > "$RESULTS_DIR/tune/tune.log" 2>&1

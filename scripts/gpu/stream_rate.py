@@ -12,6 +12,7 @@ Slabs rotate over copies so no call finds its rows in L2. CUDA-graph replay, med
 
   python3 scripts/gpu/stream_rate.py --out DIR            (GPU; ~1 min)
   python3 scripts/gpu/stream_rate.py --check               (CPU interpreter: the sums are right)
+  python3 scripts/gpu/stream_rate.py --plot JSON --out DIR (CPU: total TB/s against busy programs)
 """
 from __future__ import annotations
 
@@ -135,16 +136,48 @@ def copy_bandwidth(n_bytes=1 << 30):
     return 2 * n_bytes * 5 / (time.perf_counter() - t) / 1e12
 
 
+def plot(path: str, out_dir: str) -> int:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    with open(path) as f:
+        data = json.load(f)
+    slabs = sorted({r["slab_bytes"] for r in data["rows"]})
+    fig, axes = plt.subplots(1, len(slabs), figsize=(6 * len(slabs), 4.5), sharey=True, squeeze=False)
+    for ax, slab in zip(axes[0], slabs):
+        rows = [r for r in data["rows"] if r["slab_bytes"] == slab]
+        for key in sorted({(r["kind"], r["bn"], r["bk"], r["stages"]) for r in rows}):
+            pts = sorted((r["programs"], r["tb_s"]) for r in rows if (r["kind"], r["bn"], r["bk"], r["stages"]) == key)
+            ax.plot(*zip(*pts), marker="o", linestyle="-" if key[0] == "ptr" else "--",
+                    label=f"{key[0]} {key[1]}x{key[2]} s{key[3]}")
+        ax.axhline(data["copy_tb_s"], color="grey", linewidth=0.8, label="copy bandwidth")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("busy programs (one slab each)")
+        ax.set_title(f"{slab >> 10} KB per program")
+    axes[0][0].set_ylabel("TB/s")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"Weight streaming against busy programs, {data['gpu']}, triton {data['triton']}")
+    fig.tight_layout()
+    os.makedirs(out_dir, exist_ok=True)
+    target = os.path.join(out_dir, "stream_rate.png")
+    fig.savefig(target, dpi=110)
+    print(f"wrote {target}")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true", help="CPU interpreter: sums against torch")
     p.add_argument("--out", default="out/stream_rate")
+    p.add_argument("--plot", metavar="JSON", help="draw a saved stream_rate.json into --out (CPU)")
     p.add_argument("--programs", type=int, nargs="+", default=[16, 66, 132, 264])
     p.add_argument("--slab-kb", type=int, nargs="+", default=[192, 768])
     p.add_argument("--budget", type=float, default=150.0, help="seconds; no new case after this")
     args = p.parse_args()
     if args.check:
         return check()
+    if args.plot:
+        return plot(args.plot, args.out)
     os.makedirs(args.out, exist_ok=True)
     K = 2048  # the 30B layer's hidden size: a gate/up row
     pool_bytes = 4 << 30

@@ -209,11 +209,11 @@ def test_report_files_and_render_cli(tmp_path):
     results = _synthetic_results()
     paths = report_moe.write_report(results, str(tmp_path / "a"))
     names = sorted(p.rsplit("/", 1)[1] for p in paths)
-    assert names == ["latency_vs_B.png", "latency_vs_T.png", "report.md", "results.json"]
+    assert names == ["latency_vs_B.png", "latency_vs_T.png", "report.md", "results.json", "x_floor_vs_B.png"]
     md = (tmp_path / "a" / "report.md").read_text()
     assert "## Headline: qwen3-30b-a3b layer, skewed routing, batch 16" in md
     assert "| k0=3 |" in md and "torch._grouped_mm" in md
-    for png in ("latency_vs_T.png", "latency_vs_B.png"):
+    for png in ("latency_vs_T.png", "latency_vs_B.png", "x_floor_vs_B.png"):
         assert (tmp_path / "a" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((tmp_path / "a" / "results.json").read_text())
     assert saved["fits"]["qwen3-30b-a3b"]["moe"]["us_per_expert"] == pytest.approx(2.5)
@@ -378,6 +378,29 @@ def test_report_has_x_floor_tables_per_batch():
     lines = floor_section(results, "triton", "qwen3-30b-a3b", "skewed", ["vanilla", "k0=3"])
     assert any(line.startswith("| 16 |") and cell in line for line in lines[-1].splitlines())
     assert floor_section(results, "triton", "no-such-preset", "skewed", ["vanilla"]) == []
+
+
+def test_x_floor_plot_draws_time_over_floor_per_variant_with_the_targets(monkeypatch, tmp_path):
+    """x_floor_vs_B.png: one panel per (preset, routing), a line per routing variant (not the
+    drift check's vanilla#2) whose points are MoE us / floor us per batch, the targets dashed."""
+    from oea_trt.bench import report
+    from oea_trt.bench.report_floor import FLOOR_TARGETS, plot_x_floor
+
+    results = _synthetic_results(fixed=1.0)
+    results["rows"] += [dict(r, variant="vanilla#2") for r in results["rows"] if r["variant"] == "vanilla"]
+    drawn = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: drawn.append(
+        {ax.get_title(): {ln.get_label(): list(zip(*ln.get_data())) for ln in ax.get_lines()} for ax in fig.axes}))
+    assert plot_x_floor(results, "triton", str(tmp_path / "x.png"))
+    rows = [r for r in results["rows"] if r["impl"] == "triton" and r.get("moe_us") and r.get("floor_us")]
+    assert set(drawn[0]) == {f"{r['preset']}, {r['mode']} routing" for r in rows}
+    panel = drawn[0]["qwen3-30b-a3b, skewed routing"]
+    assert "vanilla#2" not in panel
+    want = sorted((r["batch"], r["moe_us"] / r["floor_us"]) for r in rows if r["preset"] == "qwen3-30b-a3b"
+                  and r["mode"] == "skewed" and r["variant"] == "k0=3")
+    assert [(b, pytest.approx(x)) for b, x in want] == panel["k0=3"]
+    assert panel["target k0=3 (B >= 4)"][0][1] == FLOOR_TARGETS["k0=3"]
+    assert not plot_x_floor(results, "grouped_mm_none", str(tmp_path / "y.png"))
 
 
 def test_tune_objective_sums_the_routings_it_names(monkeypatch):

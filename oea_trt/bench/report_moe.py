@@ -9,7 +9,7 @@ import os
 from typing import Dict, List, Optional
 
 from oea_trt.bench.report import fmt, linear_fit, markdown_table, pyplot, save_figure, write_json
-from oea_trt.bench.report_floor import floor_section
+from oea_trt.bench.report_floor import floor_section, plot_x_floor
 from oea_trt.bench.routing_inputs import MODES, TRACE
 from oea_trt.moe.impls import IMPLS, OURS
 
@@ -372,19 +372,19 @@ def plot_latency_vs_batch(results, path: str, mode: str = "skewed") -> None:
 
 
 def write_report(results, out_dir: str) -> List[str]:
-    """results.json, report.md, latency_vs_T.png, latency_vs_B.png under out_dir; returns paths."""
+    """results.json, report.md, latency_vs_T.png, latency_vs_B.png, x_floor_vs_B.png under out_dir."""
     os.makedirs(out_dir, exist_ok=True)
     results = dict(results, fits=fits(results), fits_by_kernel={i: fits(results, i) for i in ours(results)},
                    best_kernel=best_impl(results), targets=targets(results))
     paths = [os.path.join(out_dir, name) for name in ("results.json", "report.md", "latency_vs_T.png",
-                                                       "latency_vs_B.png")]
+                                                       "latency_vs_B.png", "x_floor_vs_B.png")]
     write_json(paths[0], results)
     with open(paths[1], "w") as f:
         f.write(render_markdown(results))
     if results["rows"]:
         plot_latency_vs_t(results, paths[2])
-        plot_latency_vs_batch(results, paths[3], "skewed" if "skewed" in results["spec"]["modes"]
-                              else results["spec"]["modes"][0])
+        plot_latency_vs_batch(results, paths[3], min(results["spec"]["modes"], key=lambda m: m != "skewed"))
+        plot_x_floor(results, results["best_kernel"], paths[4])
     return [p for p in paths if os.path.exists(p)]
 
 

@@ -37,13 +37,9 @@ def route_kernel_or_skip():
 
 def capture(work):
     """(graph, outputs of the captured call): work() once on a side stream (compiles, sizes
-    workspaces), then captured."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        work()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outs = work()
-    return graph, outs
+    workspaces), then captured (oea_trt.bench.timing.capture_graph)."""
+    from oea_trt.bench.timing import capture_graph
+
+    outs = []
+    graph = capture_graph(lambda: outs.append(work()), warmup=1)
+    return graph, outs[-1]

@@ -63,15 +63,7 @@ def test_graph_replay_follows_new_inputs(layer, impl):
     config = OEAConfig(shape.num_experts, shape.top_k, 3)
     x0, _ = _batch(shape, 16, 3, "invalid", seed=1)
     logits = SkewedRouter(shape.num_experts).logits(16, seed=1).cuda()
-    run = lambda: moe_forward(x0, w, oea_route(logits, config), impl=impl)  # noqa: E731
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        run()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = run()
+    graph, out = capture(lambda: moe_forward(x0, w, oea_route(logits, config), impl=impl))
     for seed in (2, 3):
         x0.copy_(torch.randn(x0.shape, device="cuda", dtype=x0.dtype,
                              generator=torch.Generator(device="cuda").manual_seed(seed)))

@@ -46,7 +46,8 @@ def plot_x_floor(results: dict, impl: str, path: str) -> bool:
     for ax, (preset, mode) in zip(axes[0], panels):
         mine = [r for r in rows if r["preset"] == preset and r["mode"] == mode]
         # "vanilla#2": the drift check's second vanilla timing, not a routing variant.
-        for variant in sorted({r["variant"] for r in mine if "#" not in r["variant"]}, key=lambda v: (v != "vanilla", v)):
+        variants = {r["variant"] for r in mine if "#" not in r["variant"]}
+        for variant in sorted(variants, key=lambda v: (v != "vanilla", v)):
             pts = sorted((r["batch"], r["moe_us"] / r["floor_us"]) for r in mine if r["variant"] == variant)
             line, = ax.plot(*zip(*pts), marker="o", ms=3, label=variant, color="k" if variant == "vanilla" else None)
             if variant in FLOOR_TARGETS:

@@ -76,7 +76,7 @@ def gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, n_tile, num_to
             toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD, BLOCK_M)
             if ONE_BLOCK:
                 act = _gate_up_tile(x_ptr, w_gate, w_up, toks, toks < num_tokens, stride_x, H, BLOCK_M, BLOCK_N,
-                                    BLOCK_K)
+                                     BLOCK_K)
                 tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :],
                          act.to(act_ptr.dtype.element_ty), mask=routed[:, None])
             elif tl.max(routed.to(tl.int32), axis=0) > 0:
@@ -87,7 +87,7 @@ def gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, n_tile, num_to
 
 @triton.jit
 def _gate_up_tile(x_ptr, w_gate, w_up, toks, rows, stride_x, H: tl.constexpr, BLOCK_M: tl.constexpr,
-                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """silu(x @ gate^T) * (x @ up^T) in fp32 for the x rows of `toks` where `rows` (others 0).
     The weight tiles are loaded first: their loads do not depend on the token list."""
     kk = tl.arange(0, BLOCK_K)

@@ -334,6 +334,7 @@ def test_tune_searches_every_path_and_writes_files_the_library_reads(monkeypatch
     with interpreter_numpy_fix():
         results = tune.run_tune(spec, device_name="Test GPU 1")
     entry = results["presets"]["qwen3-30b-a3b"]
+    assert entry["timing"].startswith("MoE only: routed timing needs the routing kernel")  # no CUDA here
     tried = entry["batches"]["2"]["tried"]
     assert {cfg["down"] for cfg, _ in tried} == {"slots", "one_launch"}
     assert all(isinstance(us, float) for _, us in tried), tried
@@ -418,11 +419,62 @@ def test_tune_objective_sums_the_routings_it_names(monkeypatch):
     monkeypatch.setattr(moe_timing, "time_in_graph", fake_graph)
     weights = [ExpertWeights.random(shape, seed=0, dtype=DTYPE, device="cpu")]
     results = {}
-    for objective in (tune.DEFAULT_OBJECTIVE, (("uniform", None), ("skewed", 2))):
+    for objective in ((("uniform", None),), (("uniform", None), ("skewed", 2))):
         timed.clear()
-        spec = tune.TuneSpec(copies=1, device="cpu", dtype=str(DTYPE).split(".")[1], objective=objective)
+        spec = tune.TuneSpec(copies=1, device="cpu", dtype=str(DTYPE).split(".")[1], objective=objective,
+                             timing="moe")
         with interpreter_numpy_fix():
             best, us, tried = tune.tune_batch(shape, weights, 2, spec)
         results[len(objective)] = (len(timed), us, len(tried))
     assert results[2][0] == 2 * results[1][0] and results[2][2] == results[1][2]
     assert results[1][1] == 10.0 and results[2][1] == 20.0
+
+
+def test_routed_tuning_routes_every_call_inside_the_timed_graph(monkeypatch):
+    """timing "routed": every timed graph routes each copy's logits with the router it is given
+    (with the early active-set signal, as a served model routes) before that copy's MoE call,
+    with the objective's routing config; without a router the graph runs the MoE alone."""
+    from oea_trt.bench.routers import Router
+    from oea_trt.moe import ExpertWeights
+    from oea_trt.routing.reference import oea_route
+
+    routed = []
+
+    def route(logits, config, signal=False):
+        routed.append((int(logits.shape[0]), config.k0, signal))
+        return oea_route(logits, config)
+
+    timed = []
+
+    def fake_graph(work, calls=1, repeats=5, replays=3):
+        before = len(routed)
+        work()
+        timed.append(len(routed) - before)
+        return Timing(10.0, 10.0, 10.0, [10.0])
+
+    shape = MoEShape("tiny", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=32, num_moe_layers=1)
+    monkeypatch.setattr(moe_timing, "time_in_graph", fake_graph)
+    weights = [ExpertWeights.random(shape, seed=c, dtype=DTYPE, device="cpu") for c in range(2)]
+    spec = tune.TuneSpec(copies=2, device="cpu", dtype=str(DTYPE).split(".")[1], objective=(("skewed", 2),))
+    with interpreter_numpy_fix():
+        tune.tune_batch(shape, weights, 3, spec, Router("kernel", route, "test"))
+        assert timed and all(n == 2 for n in timed), timed
+        assert set(routed) == {(3, 2, True)}
+        timed.clear()
+        tune.tune_batch(shape, weights, 3, spec, None)
+    assert timed and all(n == 0 for n in timed)
+
+
+def test_routed_timing_needs_the_routing_kernel_and_says_when_it_falls_back(monkeypatch):
+    from oea_trt.bench.routers import Router
+
+    spec = tune.TuneSpec(device="cpu")
+    assert spec.timing == "routed" and tune.timing_router(tune.TuneSpec(timing="moe"))[0] is None
+    monkeypatch.setattr(tune, "pick_router", lambda choice, device: Router("reference", None, "no kernel: why"))
+    router, words = tune.timing_router(spec)
+    assert router is None and "MoE only" in words and "no kernel: why" in words
+    kernel = Router("kernel", None, "the kernel")
+    monkeypatch.setattr(tune, "pick_router", lambda choice, device: kernel)
+    assert tune.timing_router(spec) == (kernel, "routing+MoE (the fused routing kernel in the graph)")
+    with pytest.raises(ValueError, match="timing must be one of"):
+        tune.timing_router(tune.TuneSpec(timing="both"))

@@ -1,11 +1,16 @@
 """`oea-trt bench tune`: search our MoE kernel's tiles and launch structure per (GPU, layer shape,
 batch) and write the winners as the tuned-config files the library reads (oea_trt/moe/tuned.py).
 
-Per preset and batch: MoE-only CUDA-graph time of C back-to-back calls over C weight copies (no
-call finds its experts in L2), by default on uniform vanilla routing, the most distinct experts
-a batch of that size touches. An objective of several routings (TuneSpec.objective, e.g.
-uniform vanilla + skewed OEA k0=3) sums their times, so the tiles also serve the small active
-sets OEA produces. A coordinate search starts from the heuristic default and varies one aspect
+Per preset and batch: CUDA-graph time of C back-to-back calls over C weight copies (no call finds
+its experts in L2). By default each call is routing+MoE, the fused routing kernel in the graph
+ahead of the MoE as a served model runs them (TuneSpec.timing "routed"): the MoE kernel then
+starts on the routing's published active set, and tiles that win with the routing done ahead of
+the graph can lose there (H200, B=16, k0=3: 9 us of routing+MoE over MoE only with one tile set,
+4 with another; benchmarks/results/preload_h200/). "moe" times the MoE alone, on routing done
+before capture; "routed" falls back to it, and says so, where the routing kernel cannot run.
+The objective (TuneSpec.objective) is a list of routings whose times a candidate sums: by
+default uniform vanilla routing, the most distinct experts a batch of that size touches, plus
+skewed OEA k0=3, so the tiles also serve the small active sets OEA produces. A coordinate search starts from the heuristic default and varies one aspect
 at a time (candidate_steps): gate/up tiles, then the three-launch path's down tiles, then the
 one-launch path's tiles. A change is kept only where it is faster by more than TUNE_MARGIN: the
 3-repeat timings spread by about a percent, and a noise-level win on one routing mix must not
@@ -26,7 +31,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from oea_trt.bench.moe_timing import RoutingBatch, layer_call, oea_config, time_moe, vanilla_config, within_tolerance
+from oea_trt.bench.moe_timing import (RoutingBatch, layer_call, oea_config, time_moe, time_routed, vanilla_config,
+                                      within_tolerance)
+from oea_trt.bench.routers import Router, pick_router
 from oea_trt.bench.routing_inputs import SyntheticSource
 from oea_trt.moe.shapes import PRESETS, MoEShape, get_preset
 from oea_trt.moe.triton.config import KernelConfig, default_config
@@ -46,8 +53,10 @@ ONE_LAUNCH_CANDIDATES = (dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_b
                          # Narrow gate/up items: twice the items when OEA leaves few experts active.
                          dict(gu_block_n=16, gu_block_k=256, dn_block_n=64, dn_block_k=128, gu_stages=4,
                               programs_per_sm=2))
-#: The default objective: (routing mode, k0 or None for vanilla) whose MoE times a candidate sums.
-DEFAULT_OBJECTIVE = (("uniform", None),)
+#: The default objective: (routing mode, k0 or None for vanilla) whose times a candidate sums.
+DEFAULT_OBJECTIVE = (("uniform", None), ("skewed", 3))
+#: What one timed call is: "routed" (routing kernel + MoE in one graph) or "moe" (the MoE alone).
+TIMINGS = ("routed", "moe")
 #: A candidate replaces the best config only where it is faster by more than this fraction.
 TUNE_MARGIN = 0.01
 
@@ -91,6 +100,7 @@ class TuneSpec:
     time_budget_s: Optional[float] = None  # start no new (preset, batch) after this
     seed: int = 0
     objective: Sequence[Tuple[str, Optional[int]]] = DEFAULT_OBJECTIVE  # (routing mode, k0 or None), times summed
+    timing: str = "routed"  # one of TIMINGS
     device: str = "cuda"  # "cpu" only for tests of the flow (timing is then injected)
     dtype: str = "bfloat16"
 
@@ -105,10 +115,11 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def tune_batch(shape: MoEShape, weights: Sequence, batch: int, spec: TuneSpec) -> Tuple[KernelConfig, float, list]:
-    """Coordinate search at one batch. Returns (best config, us per call summed over
-    spec.objective's routings, [(config dict, that sum or the error that kept a candidate from
-    running)])."""
+def tune_batch(shape: MoEShape, weights: Sequence, batch: int, spec: TuneSpec,
+               router: Optional[Router] = None) -> Tuple[KernelConfig, float, list]:
+    """Coordinate search at one batch. router: time routing+MoE with it in the graph, or None:
+    the MoE alone. Returns (best config, us per call summed over spec.objective's routings,
+    [(config dict, that sum or the error that kept a candidate from running)])."""
     from oea_trt.routing.reference import oea_route
 
     cases = []
@@ -116,13 +127,17 @@ def tune_batch(shape: MoEShape, weights: Sequence, batch: int, spec: TuneSpec) -
         inputs = RoutingBatch(SyntheticSource(mode, shape.num_experts), batch, len(weights), shape.hidden_size,
                               spec.seed + 17, spec.device, getattr(torch, spec.dtype))
         config = vanilla_config(shape) if k0 is None else oea_config(shape, k0)
-        cases.append((inputs, [oea_route(lg, config) for lg in inputs.logits]))
+        cases.append((inputs, config, [oea_route(lg, config) for lg in inputs.logits]))
     tried = []
+
+    def time_case(fn, inputs, config, routings) -> float:
+        if router is None:
+            return time_moe(fn, inputs, weights, routings, repeats=spec.repeats, replays=1).median_us
+        return time_routed(fn, inputs, weights, router, config, repeats=spec.repeats, replays=1).median_us
 
     def measure(cfg: KernelConfig) -> float:
         try:
-            us = sum(time_moe(layer_call("triton", cfg), inputs, weights, routings, repeats=spec.repeats,
-                              replays=1).median_us for inputs, routings in cases)
+            us = sum(time_case(layer_call("triton", cfg), *case) for case in cases)
         except Exception as exc:  # noqa: BLE001 (e.g. out of shared memory: skip the candidate)
             tried.append((cfg.to_dict(), f"{type(exc).__name__}: {str(exc)[:200]}"))
             return math.inf
@@ -149,6 +164,20 @@ def check_config(shape: MoEShape, weights, batch: int, config: KernelConfig, see
     return within_tolerance(out, moe_reference(x, weights.w13, weights.w2, routing.expert_ids, routing.weights))
 
 
+def timing_router(spec: TuneSpec) -> Tuple[Optional[Router], str]:
+    """(the router tune_batch puts in the graph, or None for MoE-only timing; what the timing is,
+    in words). "routed" needs the fused routing kernel: the torch reference in the graph would
+    add tens of microseconds of small kernels, which no served model runs."""
+    if spec.timing not in TIMINGS:
+        raise ValueError(f"TuneSpec.timing must be one of {TIMINGS}, got {spec.timing!r}")
+    if spec.timing == "moe":
+        return None, "MoE only (routing done before capture)"
+    router = pick_router("auto", spec.device)
+    if router.name != "kernel":
+        return None, f"MoE only: routed timing needs the routing kernel, and {router.note}"
+    return router, "routing+MoE (the fused routing kernel in the graph)"
+
+
 def tune_preset(shape: MoEShape, spec: TuneSpec, run_start: float) -> dict:
     """{"configs": {batch: KernelConfig}, "batches": {batch: what was tried}, "skipped": [...]}."""
     from oea_trt.bench.env import l2_bytes
@@ -162,13 +191,15 @@ def tune_preset(shape: MoEShape, spec: TuneSpec, run_start: float) -> dict:
                for c in range(copies)]
     _log(f"== tune {shape.name}: E={shape.num_experts} top-{shape.top_k} H={shape.hidden_size} "
          f"I={shape.moe_intermediate_size}, {copies} weight copies")
-    info = {"copies": copies, "configs": {}, "batches": {}, "skipped": []}
+    router, timing = timing_router(spec)
+    _log(f"  timing: {timing}")
+    info = {"copies": copies, "timing": timing, "configs": {}, "batches": {}, "skipped": []}
     for batch in spec.batches_of(shape.name):
         if spec.time_budget_s is not None and time.time() - run_start > spec.time_budget_s:
             info["skipped"].append(batch)
             continue
         t0 = time.time()
-        best, us, tried = tune_batch(shape, weights, batch, spec)
+        best, us, tried = tune_batch(shape, weights, batch, spec, router)
         ok = math.isfinite(us) and check_config(shape, weights[0], batch, best, spec.seed)
         info["batches"][str(batch)] = {"best": best.to_dict(), "best_us": us, "correct": ok, "tried": tried,
                                        "seconds": time.time() - t0}

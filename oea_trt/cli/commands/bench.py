@@ -170,7 +170,8 @@ def moe_spec(args):
 
 TUNE_DESCRIPTION = (
     "Search our Triton MoE kernel's tiles and launch structure (one launch or three) for this GPU, per layer "
-    "preset and decode batch: MoE-only CUDA-graph time on uniform vanilla routing, coordinate search from the "
+    "preset and decode batch: CUDA-graph time of routing+MoE (the fused routing kernel in the graph, as a served "
+    "model runs; --timing moe for the MoE alone) summed over the --objective routings, coordinate search from the "
     "heuristic default, each winner checked against the fp32 loop. Writes one JSON per preset, "
     "<output-dir>/<GPU>/E.._H.._I.._k.._<dtype>.json ({batch: KernelConfig fields}), and tune_results.json; "
     "--install also writes them into the package (oea_trt/moe/tuned_configs/), where moe_forward and "
@@ -179,7 +180,7 @@ TUNE_DESCRIPTION = (
 
 
 def add_tune(sub) -> None:
-    from oea_trt.bench.tune import ALL_PRESETS, DEFAULT_BATCHES
+    from oea_trt.bench.tune import ALL_PRESETS, DEFAULT_BATCHES, DEFAULT_OBJECTIVE, TIMINGS
 
     p = sub.add_parser("tune", help="tune our MoE kernel's configs for this GPU and write the files the library reads",
                        description=TUNE_DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -197,9 +198,14 @@ def add_tune(sub) -> None:
     p.add_argument("--install", action="store_true",
                    help="also write the files into the package's tuned_configs/ (commit them to ship them)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, hidden states and routing draws")
-    p.add_argument("--objective", nargs="+", default=["uniform:vanilla"], metavar="MODE:K0",
-                   help="routings whose MoE times a candidate sums: MODE uniform or skewed, K0 an OEA k0 or "
-                        "'vanilla', e.g. uniform:vanilla skewed:3 (tiles that also serve OEA's small active sets)")
+    p.add_argument("--objective", nargs="+", metavar="MODE:K0",
+                   default=[f"{mode}:{'vanilla' if k0 is None else k0}" for mode, k0 in DEFAULT_OBJECTIVE],
+                   help="routings whose times a candidate sums: MODE uniform or skewed, K0 an OEA k0 or 'vanilla' "
+                        "(the default's skewed:3 makes the tiles also serve OEA's small active sets)")
+    p.add_argument("--timing", choices=TIMINGS, default="routed",
+                   help="routed: each call is the fused routing kernel + the MoE in one graph, as a served model "
+                        "runs (falls back to moe, and says so, where the routing kernel cannot run); moe: the MoE "
+                        "alone, routing done before capture")
     p.set_defaults(_bench=run_tune, _prog=p.prog)
 
 
@@ -244,7 +250,7 @@ def run_tune(args) -> int:
     spec = TuneSpec(presets=tuple(args.preset), batches=tuple(sorted(set(args.batch))), preset_batches=preset_batches,
                     repeats=args.repeats, copies=args.copies, output_dir=args.output_dir,
                     install_dir=TUNED_DIR if args.install else None, time_budget_s=args.time_budget, seed=args.seed,
-                    objective=objective)
+                    objective=objective, timing=args.timing)
     results = tune(spec)
     written = [(name, p) for name, entry in results["presets"].items() for p in (entry.get("file"),
                                                                                  entry.get("installed")) if p]

@@ -21,4 +21,5 @@ for B in ${NCU_BATCHES:-32 64}; do
   done
   timeout 60 python3 scripts/gpu/moe_kernel_times.py --batch "$B" > "$OUT_DIR/kernel_times_B$B.txt" 2>&1
   cat "$OUT_DIR/kernel_times_B$B.txt"
+  python3 scripts/gpu/ncu_table.py "$OUT_DIR"/ncu_B${B}_k0*.csv
 done

@@ -41,10 +41,11 @@ from oea_trt.moe.triton.config import KernelConfig, default_config
 ALL_PRESETS = tuple(PRESETS)
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 #: Gate/up tiles tried: (block_n, block_k, warps, stages). Narrow tiles give more programs when
-#: few experts are active; fewer stages let more programs share an SM when the token tile is wide.
-GATE_UP_CANDIDATES = ((32, 128, 4, 3), (32, 256, 4, 3), (64, 128, 4, 4))
+#: few experts are active; fewer stages let more programs share an SM when the token tile is wide;
+#: 8 warps keep more loads in flight per program where a wide token tile leaves few programs.
+GATE_UP_CANDIDATES = ((32, 128, 4, 3), (32, 256, 4, 3), (64, 128, 4, 4), (64, 128, 8, 3))
 #: The three-launch path's down tiles: (block_n, block_k, warps, stages).
-DOWN_CANDIDATES = ((64, 128, 4, 3), (128, 64, 4, 4))
+DOWN_CANDIDATES = ((64, 128, 4, 3), (128, 64, 4, 4), (128, 128, 8, 3))
 #: The one-launch path: KernelConfig changes. gu_warps / gu_stages apply to the whole kernel.
 ONE_LAUNCH_CANDIDATES = (dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_block_k=128, gu_stages=4,
                               programs_per_sm=2),

@@ -8,6 +8,7 @@
 #   3. the rows again with the configs just installed -> after/ (ROWS_S);
 #   4. tests/test_moe_tuned.py (the installed file reads, and a call runs with it).
 #   RESULTS_DIR=/tmp/r [ROWS_S=150 TUNE_S=120] bash scripts/gpu/routed_tune_rows.sh
+# (ROWS_ROUTING, ROWS_K0, ROWS_REPEATS narrow the rows: see moe_floor_rows.sh)
 set -u
 cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1

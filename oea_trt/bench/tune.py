@@ -5,8 +5,8 @@ Per preset and batch: CUDA-graph time of C back-to-back calls over C weight copi
 its experts in L2). By default each call is routing+MoE, the fused routing kernel in the graph
 ahead of the MoE as a served model runs them (TuneSpec.timing "routed"): the MoE kernel then
 starts on the routing's published active set, and tiles that win with the routing done ahead of
-the graph can lose there (H200, B=16, k0=3: 9 us of routing+MoE over MoE only with one tile set,
-4 with another; benchmarks/results/preload_h200/). "moe" times the MoE alone, on routing done
+the graph can lose there (H200, B=8 and 16, k0=3: 8.6-9.4 us of routing+MoE over MoE only with
+the MoE-only winner, 2.4-5.4 at other batches; benchmarks/results/moe_floor_rows_h200/). "moe" times the MoE alone, on routing done
 before capture; "routed" falls back to it, and says so, where the routing kernel cannot run.
 The objective (TuneSpec.objective) is a list of routings whose times a candidate sums: by
 default uniform vanilla routing, the most distinct experts a batch of that size touches, plus

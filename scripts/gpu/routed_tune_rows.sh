@@ -4,7 +4,7 @@
 # MoE-only time? On one machine:
 #   1. the rows with the configs the package ships for this GPU -> before/ (ROWS_S);
 #   2. `oea-trt bench tune --install --timing routed` for the 30B layer, default objective
-#      (uniform vanilla + skewed k0=3) -> tune/ (TUNE_S), (it holds the file it installed);
+#      (uniform vanilla + skewed k0=3) -> tune/ (TUNE_S; it holds the file it installed);
 #   3. the rows again with the configs just installed -> after/ (ROWS_S);
 #   4. tests/test_moe_tuned.py (the installed file reads, and a call runs with it).
 #   RESULTS_DIR=/tmp/r [ROWS_S=150 TUNE_S=120] bash scripts/gpu/routed_tune_rows.sh

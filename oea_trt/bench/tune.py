@@ -1,21 +1,22 @@
 """`oea-trt bench tune`: search our MoE kernel's tiles and launch structure per (GPU, layer shape,
 batch) and write the winners as the tuned-config files the library reads (oea_trt/moe/tuned.py).
 
-Per preset and batch: CUDA-graph time of C back-to-back calls over C weight copies (no call finds
-its experts in L2). By default each call is routing+MoE, the fused routing kernel in the graph
-ahead of the MoE as a served model runs them (TuneSpec.timing "routed"): the MoE kernel then
-starts on the routing's published active set, and tiles that win with the routing done ahead of
-the graph can lose there (H200, B=8 and 16, k0=3: 8.6-9.4 us of routing+MoE over MoE only with
-the MoE-only winner, 2.4-5.4 at other batches; benchmarks/results/moe_floor_rows_h200/). "moe" times the MoE alone, on routing done
-before capture; "routed" falls back to it, and says so, where the routing kernel cannot run.
-The objective (TuneSpec.objective) is a list of routings whose times a candidate sums: by
-default uniform vanilla routing, the most distinct experts a batch of that size touches, plus
-skewed OEA k0=3, so the tiles also serve the small active sets OEA produces. A coordinate search starts from the heuristic default and varies one aspect
-at a time (candidate_steps): gate/up tiles, then the three-launch path's down tiles, then the
-one-launch path's tiles. A change is kept only where it is faster by more than TUNE_MARGIN: the
-3-repeat timings spread by about a percent, and a noise-level win on one routing mix must not
-decide the tiles of all of them. Each winner is checked against the fp32 loop on fresh inputs
-before it is written.
+Per preset and batch: CUDA-graph time of C back-to-back calls over C weight copies (no call
+finds its experts in L2). By default each call is routing+MoE, the fused routing kernel in the
+graph ahead of the MoE as a served model runs them (TuneSpec.timing "routed"): the MoE kernel
+then starts on the routing's published active set, and tiles that win with the routing done
+ahead of the graph can lose there (H200, B=8 and 16, k0=3: 8.6-9.4 us of routing+MoE over MoE
+only with the MoE-only winner, 2.4-5.4 at other batches;
+benchmarks/results/moe_floor_rows_h200/). "moe" times the MoE alone, on routing done before
+capture; "routed" falls back to it, and says so, where the routing kernel cannot run. The
+objective (TuneSpec.objective) is a list of routings whose times a candidate sums: by default
+uniform vanilla routing, the most distinct experts a batch of that size touches, plus skewed OEA
+k0=3, so the tiles also serve the small active sets OEA produces. A coordinate search starts
+from the heuristic default and varies one aspect at a time (candidate_steps): gate/up tiles,
+then the three-launch path's down tiles, then the one-launch path's tiles. A change is kept only
+where it is faster by more than TUNE_MARGIN: the 3-repeat timings spread by about a percent, and
+a noise-level win on one routing mix must not decide the tiles of all of them. Each winner is
+checked against the fp32 loop on fresh inputs before it is written.
 
 Writes <output_dir>/<GPU>/E.._H.._I.._k.._<dtype>.json per preset (the package's layout) and
 <output_dir>/tune_results.json (every candidate's time, the run's environment); --install also

@@ -59,6 +59,7 @@ ONE_LAUNCH_CANDIDATES = (dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_b
 DEFAULT_OBJECTIVE = (("uniform", None), ("skewed", 3))
 #: What one timed call is: "routed" (routing kernel + MoE in one graph) or "moe" (the MoE alone).
 TIMINGS = ("routed", "moe")
+DEFAULT_TIMING = "routed"
 #: A candidate replaces the best config only where it is faster by more than this fraction.
 TUNE_MARGIN = 0.01
 
@@ -102,7 +103,7 @@ class TuneSpec:
     time_budget_s: Optional[float] = None  # start no new (preset, batch) after this
     seed: int = 0
     objective: Sequence[Tuple[str, Optional[int]]] = DEFAULT_OBJECTIVE  # (routing mode, k0 or None), times summed
-    timing: str = "routed"  # one of TIMINGS
+    timing: str = DEFAULT_TIMING  # one of TIMINGS
     device: str = "cuda"  # "cpu" only for tests of the flow (timing is then injected)
     dtype: str = "bfloat16"
 

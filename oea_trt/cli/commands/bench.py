@@ -180,7 +180,7 @@ TUNE_DESCRIPTION = (
 
 
 def add_tune(sub) -> None:
-    from oea_trt.bench.tune import ALL_PRESETS, DEFAULT_BATCHES, DEFAULT_OBJECTIVE, TIMINGS
+    from oea_trt.bench.tune import ALL_PRESETS, DEFAULT_BATCHES, DEFAULT_OBJECTIVE, DEFAULT_TIMING, TIMINGS
 
     p = sub.add_parser("tune", help="tune our MoE kernel's configs for this GPU and write the files the library reads",
                        description=TUNE_DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -202,7 +202,7 @@ def add_tune(sub) -> None:
                    default=[f"{mode}:{'vanilla' if k0 is None else k0}" for mode, k0 in DEFAULT_OBJECTIVE],
                    help="routings whose times a candidate sums: MODE uniform or skewed, K0 an OEA k0 or 'vanilla' "
                         "(the default's skewed:3 makes the tiles also serve OEA's small active sets)")
-    p.add_argument("--timing", choices=TIMINGS, default="routed",
+    p.add_argument("--timing", choices=TIMINGS, default=DEFAULT_TIMING,
                    help="routed: each call is the fused routing kernel + the MoE in one graph, as a served model "
                         "runs (falls back to moe, and says so, where the routing kernel cannot run); moe: the MoE "
                         "alone, routing done before capture")

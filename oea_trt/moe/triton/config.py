@@ -47,6 +47,10 @@ class KernelConfig:
     early_active: one-launch path, one token block, routing launched with active_ready: the
         kernel streams gate/up on the routing's published active set before the routing ends
         (one_launch.early_active).
+    flatten: three-launch path: each persistent kernel's loop over its work items and the K
+        loop inside an item are compiled as one flattened, software-pipelined loop, so a
+        program's next item's first weight tiles are in flight while its current item finishes
+        (no pipeline refill per item; matters where a program takes several short items).
     """
 
     block_m: int = 16
@@ -65,6 +69,7 @@ class KernelConfig:
     programs_per_sm: Optional[int] = None
     early_stream: bool = True
     early_active: bool = True
+    flatten: bool = False
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:

@@ -71,15 +71,15 @@ def gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, n_tile, num_to
         rows = a * BLOCK_M + toks
         tl.store(act_ptr + rows[:, None].to(tl.int64) * I + n[None, :], act.to(act_ptr.dtype.element_ty),
                  mask=(toks < num_tokens)[:, None])
+    elif ONE_BLOCK:  # one pass, no token-block loop: a flattened item loop (three_launch.py) stays two deep
+        toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
+        act = _gate_up_tile(x_ptr, w_gate, w_up, toks, toks < num_tokens, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
+        tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :], act.to(act_ptr.dtype.element_ty),
+                 mask=routed[:, None])
     else:
-        for tok0 in range(0, num_tokens, BLOCK_M):  # one pass for a decode batch (<= BLOCK_M)
+        for tok0 in range(0, num_tokens, BLOCK_M):
             toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD, BLOCK_M)
-            if ONE_BLOCK:
-                act = _gate_up_tile(x_ptr, w_gate, w_up, toks, toks < num_tokens, stride_x, H, BLOCK_M, BLOCK_N,
-                                     BLOCK_K)
-                tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :],
-                         act.to(act_ptr.dtype.element_ty), mask=routed[:, None])
-            elif tl.max(routed.to(tl.int32), axis=0) > 0:
+            if tl.max(routed.to(tl.int32), axis=0) > 0:
                 act = _gate_up_tile(x_ptr, w_gate, w_up, toks, routed, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
                 tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :],
                          act.to(act_ptr.dtype.element_ty), mask=routed[:, None])

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Side-by-side timing of KernelConfig candidates against the shipped (tuned) config, one
+machine, one run: the 30B layer, skewed routing, vanilla and OEA k0=3, MoE only and
+routing+MoE (the routing kernel with its early signal in the graph), CUDA-graph replay over
+rotated weight copies, as `bench moe` times them. Each candidate is checked against the fp32
+loop first. Lab code for issue 20 (which tiles and structures shorten small-T and B=32-64
+calls); what wins goes to `oea-trt bench tune`'s candidates, not here.
+    python3 scripts/gpu/tile_sweep.py --batch 1 4 64 --budget 400 --json out.json
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import torch  # noqa: E402
+
+from oea_trt.bench.bandwidth import measure_bandwidth  # noqa: E402
+from oea_trt.bench.env import l2_bytes  # noqa: E402
+from oea_trt.bench.moe_timing import RoutingBatch, layer_call, oea_config, time_moe, time_routed  # noqa: E402
+from oea_trt.bench.rotation import copies_needed, copies_that_fit  # noqa: E402
+from oea_trt.bench.routers import pick_router  # noqa: E402
+from oea_trt.bench.routing_inputs import SyntheticSource  # noqa: E402
+from oea_trt.bench.tune import check_config  # noqa: E402
+from oea_trt.moe import ExpertWeights  # noqa: E402
+from oea_trt.moe.shapes import get_preset  # noqa: E402
+from oea_trt.moe.tuned import config_for  # noqa: E402
+from oea_trt.routing.reference import oea_route  # noqa: E402
+
+
+def three(gu, dn, **kw):
+    """A three-launch config from gate/up and down tiles (block_n, block_k, warps, stages)."""
+    return dict(down="slots", gu_block_n=gu[0], gu_block_k=gu[1], gu_warps=gu[2], gu_stages=gu[3],
+                dn_block_n=dn[0], dn_block_k=dn[1], dn_warps=dn[2], dn_stages=dn[3], programs_per_sm=None, **kw)
+
+
+#: name -> changes to the shipped config; a batch tries the names listed for it in PLAN.
+CANDIDATES = {
+    "dn64x256s4": dict(dn_block_n=64, dn_block_k=256, dn_stages=4),
+    "dn32x256s4": dict(dn_block_n=32, dn_block_k=256, dn_stages=4),
+    "gu16x512s4": dict(gu_block_n=16, gu_block_k=512, gu_stages=4),
+    "gu32x512s3": dict(gu_block_n=32, gu_block_k=512, gu_stages=3),
+    "gu16x256s4": dict(gu_block_n=16, gu_block_k=256, gu_stages=4),
+    "gu16x512+dn32x256": dict(gu_block_n=16, gu_block_k=512, gu_stages=4, dn_block_n=32, dn_block_k=256, dn_stages=4),
+    "gu16x256+dn32x256": dict(gu_block_n=16, gu_block_k=256, gu_stages=4, dn_block_n=32, dn_block_k=256, dn_stages=4),
+    "gu32x256+dn64x256": dict(gu_block_n=32, gu_block_k=256, gu_stages=3, dn_block_n=64, dn_block_k=256, dn_stages=4),
+    "3L": three((32, 128, 4, 4), (64, 128, 4, 4)),
+    "3L flat": three((32, 128, 4, 4), (64, 128, 4, 4), flatten=True),
+    "3L deep": three((16, 512, 4, 4), (32, 256, 4, 4)),
+    "3L deep flat": three((16, 512, 4, 4), (32, 256, 4, 4), flatten=True),
+    "3L gu16x256 dn32x256 flat": three((16, 256, 4, 4), (32, 256, 4, 4), flatten=True),
+    "flat": dict(flatten=True),
+    "comb256": dict(combine_block_h=256),
+    "flat comb256": dict(flatten=True, combine_block_h=256),
+    "flat dn64x256s3": dict(flatten=True, dn_block_k=256, dn_stages=3),
+}
+PLAN = {
+    1: ["dn64x256s4", "dn32x256s4", "gu16x512s4", "gu32x512s3", "gu16x256s4", "gu16x512+dn32x256",
+        "gu16x256+dn32x256", "gu32x256+dn64x256", "comb256"],
+    2: ["3L deep", "3L deep flat"],
+    4: ["3L", "3L flat", "3L deep", "3L deep flat", "3L gu16x256 dn32x256 flat"],
+    8: ["3L flat", "3L deep flat"],
+    16: ["3L flat", "3L deep flat"],
+    32: ["3L", "3L flat", "3L deep flat"],
+    64: ["flat", "comb256", "flat comb256", "flat dn64x256s3"],
+}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--batch", type=int, nargs="+", default=list(PLAN))
+    p.add_argument("--budget", type=float, default=400.0, help="seconds; no new batch starts after this")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    t_start = time.time()
+    shape = get_preset("qwen3-30b-a3b")
+    free = torch.cuda.mem_get_info()[0]
+    copies = copies_that_fit(copies_needed(shape.expert_bytes, l2_bytes()), shape.num_experts * shape.expert_bytes, free)
+    weights = [ExpertWeights.random(shape, device="cuda", seed=c) for c in range(copies)]
+    bw = measure_bandwidth(1 << 30).copy_tb_s * 1e12
+    router = pick_router("kernel")
+    print(f"{torch.cuda.get_device_name()}: copy {bw / 1e12:.2f} TB/s, {copies} weight copies", flush=True)
+    source = SyntheticSource("skewed", shape.num_experts)
+    results = {"device": torch.cuda.get_device_name(), "copy_Bps": bw, "rows": []}
+    for b in args.batch:
+        if time.time() - t_start > args.budget:
+            print(f"budget reached: B={b} not run", flush=True)
+            continue
+        batch = RoutingBatch(source, b, copies, shape.hidden_size, 0, "cuda", torch.bfloat16)
+        shipped = config_for(batch.x[0], weights[0].w13, shape.top_k)
+        cases = {}
+        for label, k0 in (("vanilla", 8), ("k0=3", 3)):
+            cfg = oea_config(shape, k0)
+            routings = [oea_route(lg, cfg) for lg in batch.logits]
+            T = sum(int(r.num_active) for r in routings) / len(routings)
+            cases[label] = (cfg, routings, T * shape.expert_bytes / bw * 1e6)
+        print(f"== B={b}: floor vanilla {cases['vanilla'][2]:.1f} us, k0=3 {cases['k0=3'][2]:.1f} us "
+              f"(MoE only us (x floor) | routing+MoE us)", flush=True)
+        for name in ["shipped"] + PLAN.get(b, []):
+            config = shipped if name == "shipped" else shipped.replace(**CANDIDATES[name])
+            row = {"batch": b, "name": name, "config": config.to_dict()}
+            try:
+                if name != "shipped" and not check_config(shape, weights[0], b, config, 0):
+                    raise RuntimeError("differs from the fp32 loop")
+                fn = layer_call("triton", config)
+                for label, (cfg, routings, floor) in cases.items():
+                    moe = time_moe(fn, batch, weights, routings, repeats=args.repeats).median_us
+                    routed = time_routed(fn, batch, weights, router, cfg, repeats=args.repeats).median_us
+                    row[label] = {"moe_us": moe, "x_floor": moe / floor, "routed_us": routed}
+                row["ratio_routed"] = row["k0=3"]["routed_us"] / row["vanilla"]["routed_us"]
+                v, o = row["vanilla"], row["k0=3"]
+                print(f"  {name:28s} vanilla {v['moe_us']:6.1f} ({v['x_floor']:.2f}) | {v['routed_us']:6.1f}   "
+                      f"k0=3 {o['moe_us']:6.1f} ({o['x_floor']:.2f}) | {o['routed_us']:6.1f}   ratio {row['ratio_routed']:.3f}",
+                      flush=True)
+            except Exception as exc:  # noqa: BLE001 (a candidate that does not compile or fit: say so, go on)
+                row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                print(f"  {name:28s} ERROR {row['error']}", flush=True)
+            results["rows"].append(row)
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(results, f, indent=1)
+    print(f"sweep: {time.time() - t_start:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -113,6 +113,9 @@ TRITON_VARIANTS = {
     "slots+pdl flattened": dict(down="slots", pdl=True, flatten=True),
     "slots+pdl flattened deep tiles": dict(down="slots", pdl=True, flatten=True, gu_block_n=16, gu_block_k=512,
                                            dn_block_n=32, dn_block_k=256),
+    "slots+pdl preload": dict(down="slots", pdl=True, dn_preload=True),
+    "slots+pdl preload 64x8": dict(down="slots", pdl=True, dn_preload=True, dn_block_n=64, dn_warps=8, dn_stages=2),
+    "slots preload no pdl": dict(down="slots", pdl=False, dn_preload=True),
 }
 
 
@@ -196,6 +199,44 @@ def test_flattened_item_loops_give_the_same_bits(layer):
         flat = _triton(x, w, r, down="slots", pdl=True, max_programs=programs, flatten=True)
         assert torch.equal(flat, plain), (case, T, k0, programs)
     assert_bf16_close(flat, moe_reference(x, w.w13, w.w2, r.expert_ids, r.weights))
+
+
+@pytest.mark.parametrize("tile", [dict(dn_block_n=32, dn_warps=4), dict(dn_block_n=64, dn_warps=8, dn_stages=2)],
+                         ids=["32x4warps", "64x8warps"])
+def test_preloaded_down_tiles_give_the_same_bits(layer, tile):
+    """dn_preload: each down program loads its first item's whole w2 tile before it waits for
+    gate/up. On 24 fresh random batches (1..64 tokens, k0 1..k, every fill mode), grids of 1 to
+    40 programs (so programs with a preloaded first item and streamed later ones), eagerly and
+    in graph replays back to back, the output is bit-identical to the streamed down tiles of the
+    same width, and the preload stays on where it fits (fitted())."""
+    from oea_trt.moe.triton import KernelConfig, fitted
+
+    shape, w = layer
+    gen = torch.Generator().manual_seed(4343)
+    for case in range(24):
+        T = int(torch.randint(1, 65, (1,), generator=gen))
+        k0 = int(torch.randint(1, shape.top_k + 1, (1,), generator=gen))
+        programs = (None, 1, 7, 40)[case % 4]
+        x, r = _batch(shape, T, k0, ("invalid", "num_experts", "top1")[case % 3], seed=6000 + case)
+        changes = dict(down="slots", pdl=True, max_programs=programs, **tile)
+        cfg = fitted(KernelConfig(**changes, dn_preload=True), T, w.hidden_size, w.intermediate_size)
+        assert cfg.dn_preload
+        streamed = _triton(x, w, r, **changes, dn_block_k=cfg.dn_block_k)
+        preloaded = _triton(x, w, r, **changes, dn_preload=True)
+        assert torch.equal(preloaded, streamed), (case, T, k0, programs)
+    assert_bf16_close(preloaded, moe_reference(x, w.w13, w.w2, r.expert_ids, r.weights))
+    xs = [_batch(shape, 4, 3, "invalid", seed=6100 + i)[0] for i in range(3)]
+    routes = [_batch(shape, 4, 3, "invalid", seed=6100 + i)[1] for i in range(3)]
+    graph, outs = capture(lambda: [_triton(xs[i], w, routes[i], down="slots", pdl=True, dn_preload=True, **tile)
+                                   for i in range(3)])
+    g = torch.Generator(device="cuda").manual_seed(6200)
+    for x in xs:  # new hidden states: the replay must follow them
+        x.copy_(torch.randn(x.shape, device="cuda", dtype=x.dtype, generator=g))
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize()
+    for i in range(3):
+        assert torch.equal(outs[i], _triton(xs[i], w, routes[i], down="slots", pdl=True, dn_preload=True, **tile))
 
 
 # ---- the one-launch path of the triton kernel (one_launch.py) ---------------------------------

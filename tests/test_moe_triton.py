@@ -76,6 +76,47 @@ def test_both_down_paths_match_reference_with_k_steps_and_h_tiles(weights_48, do
     assert torch.equal(out, _kernel(x, weights_48, routing, **cfg))
 
 
+@pytest.mark.parametrize("changes", [dict(dn_preload=True), dict(dn_preload=True, max_programs=2), dict(flatten=True)],
+                         ids=["preload", "preload, 2 programs", "flatten"])
+@pytest.mark.parametrize("num_tokens,k0,fill", [(1, 4, "invalid"), (5, 2, "top1"), (40, 3, "num_experts")])
+def test_three_launch_options_give_the_streamed_bits(weights_48, changes, num_tokens, k0, fill):
+    """dn_preload (a down program's first w2 tile loaded whole, before its wait; later items
+    streamed) and flatten (one pipelined loop over items and K steps) compute what the plain
+    three-launch path does, bit for bit, with the same tiles; I=48 is 3 K steps of 16."""
+    from oea_trt.moe.triton import fitted
+
+    logits = torch.randn(num_tokens, 8, generator=torch.Generator().manual_seed(300 + num_tokens))
+    routing = oea_route(logits.to(DEVICE), OEAConfig(8, SHAPE_48.top_k, k0, fill=fill))
+    x = torch.randn(num_tokens, 64, generator=torch.Generator().manual_seed(num_tokens)).to(DEVICE, DTYPE)
+    cfg = dict(down="slots", gu_block_n=16, gu_block_k=16, dn_block_n=16, dn_block_k=16)
+    assert fitted(_config(num_tokens, weights_48, routing, **cfg, **changes), num_tokens, 64, 48) \
+        .dn_preload == changes.get("dn_preload", False)
+    out = _kernel(x, weights_48, routing, **cfg, **changes)
+    assert torch.equal(out, _kernel(x, weights_48, routing, **cfg, max_programs=changes.get("max_programs")))
+    assert_close(out, moe_reference(x, weights_48.w13, weights_48.w2, routing.expert_ids, routing.weights))
+
+
+def _config(num_tokens, w, routing, **changes):
+    from oea_trt.moe.triton import default_config
+
+    return default_config(num_tokens, w.hidden_size, w.intermediate_size, routing.expert_ids.shape[1],
+                          w.num_experts).replace(**changes)
+
+
+def test_preload_is_dropped_where_it_cannot_work():
+    """fitted() keeps dn_preload only on the three-launch path with a w2 tile that fits the
+    register budget in at most 4 K steps, widening dn_block_k to get there."""
+    from oea_trt.moe.triton import KernelConfig, fitted
+
+    cfg = fitted(KernelConfig(down="slots", dn_block_n=32, dn_block_k=128, dn_preload=True), 1, 2048, 768)
+    assert cfg.dn_preload and cfg.dn_block_k == 256  # 30B layer: 3 K steps of 256
+    assert not fitted(KernelConfig(down="one_launch", dn_preload=True), 1, 2048, 768).dn_preload
+    assert not fitted(KernelConfig(down="slots", dn_block_n=64, dn_warps=4, dn_preload=True), 1, 2048, 768).dn_preload
+    assert fitted(KernelConfig(down="slots", dn_block_n=64, dn_warps=8, dn_preload=True), 1, 2048, 768).dn_preload
+    # 235B layer, I=1536: a 32-row tile is 96 KB, more than 4 warps can hold
+    assert not fitted(KernelConfig(down="slots", dn_block_n=32, dn_preload=True), 1, 4096, 1536).dn_preload
+
+
 @pytest.mark.parametrize("down", DOWNS)
 def test_repeated_expert_in_a_row_adds_both_weights(weights, down):
     """Two slots of one token naming one expert are one row carrying the summed weight; fill

@@ -55,16 +55,24 @@ CANDIDATES = {
     "comb256": dict(combine_block_h=256),
     "flat comb256": dict(flatten=True, combine_block_h=256),
     "flat dn64x256s3": dict(flatten=True, dn_block_k=256, dn_stages=3),
+    # dn_preload: each down program's first w2 tile loaded whole before it waits for gate/up
+    "pre32": dict(dn_preload=True, dn_block_n=32, dn_warps=4, dn_stages=3),
+    "pre32 s2": dict(dn_preload=True, dn_block_n=32, dn_warps=4, dn_stages=2),
+    "pre64w8": dict(dn_preload=True, dn_block_n=64, dn_warps=8, dn_stages=3),
+    "pre64w8 s2": dict(dn_preload=True, dn_block_n=64, dn_warps=8, dn_stages=2),
+    "pre32 comb256": dict(dn_preload=True, dn_block_n=32, dn_warps=4, dn_stages=3, combine_block_h=256),
+    "3L pre32": three((32, 128, 4, 4), (32, 256, 4, 3), dn_preload=True),
+    "3L pre64w8 s2": three((32, 128, 4, 4), (64, 256, 8, 2), dn_preload=True),
+    "3L gu32x256 pre32": three((32, 256, 4, 3), (32, 256, 4, 3), dn_preload=True),
 }
 PLAN = {
-    1: ["dn64x256s4", "dn32x256s4", "gu16x512s4", "gu32x512s3", "gu16x256s4", "gu16x512+dn32x256",
-        "gu16x256+dn32x256", "gu32x256+dn64x256", "comb256"],
-    2: ["3L deep", "3L deep flat"],
-    4: ["3L", "3L flat", "3L deep", "3L deep flat", "3L gu16x256 dn32x256 flat"],
-    8: ["3L flat", "3L deep flat"],
-    16: ["3L flat", "3L deep flat"],
-    32: ["3L", "3L flat", "3L deep flat"],
-    64: ["flat", "comb256", "flat comb256", "flat dn64x256s3"],
+    1: ["pre32", "pre32 s2", "pre64w8", "pre64w8 s2", "pre32 comb256", "comb256"],
+    2: ["3L pre32", "3L pre64w8 s2", "3L gu32x256 pre32"],
+    4: ["3L", "3L pre32", "3L pre64w8 s2", "3L gu32x256 pre32"],
+    8: ["3L pre32", "3L pre64w8 s2"],
+    16: ["3L pre32", "3L pre64w8 s2"],
+    32: ["3L pre32", "3L pre64w8 s2"],
+    64: ["pre32", "pre64w8 s2", "comb256"],
 }
 
 

@@ -21,6 +21,9 @@ DEFAULT_SMS = 132
 SMEM_BUDGET = 192 * 1024
 #: Token rows per tile: tl.dot needs >= 16; 64 covers every decode batch in one tile.
 MIN_BLOCK, MAX_BLOCK_M = 16, 64
+#: A preloaded down tile (dn_preload) lives in registers: at most this many bytes a thread
+#: (96 of its 255 registers), in at most PRELOAD_MAX_CHUNKS K steps.
+PRELOAD_BYTES_PER_THREAD, PRELOAD_MAX_CHUNKS = 384, 4
 
 
 def next_pow2(n: int) -> int:
@@ -51,6 +54,11 @@ class KernelConfig:
         loop inside an item are compiled as one flattened, software-pipelined loop, so a
         program's next item's first weight tiles are in flight while its current item finishes
         (no pipeline refill per item; matters where a program takes several short items).
+    dn_preload: three-launch path, one token block: each down program loads its first item's
+        whole w2 tile into registers before it waits for the gate/up kernel (programmatic
+        dependent launch makes the down programs resident while gate/up still streams), so
+        after the wait it reads only the act rows. fitted() turns it off where the tile would
+        take more than PRELOAD_BYTES_PER_THREAD a thread or more than 4 K steps.
     """
 
     block_m: int = 16
@@ -70,6 +78,7 @@ class KernelConfig:
     early_stream: bool = True
     early_active: bool = True
     flatten: bool = False
+    dn_preload: bool = False
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:
@@ -155,11 +164,27 @@ def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int) -> Ke
             cfg = cfg.replace(dn_block_k=cfg.dn_block_k // 2)
         else:
             break
+    if cfg.dn_preload:
+        cfg = preload_fitted(cfg, inter)
     gate_up, down = stage_bytes(cfg)
     if cfg.down == "one_launch":  # one kernel, one stage count for both loops
         gate_up = max(gate_up, down)
     return cfg.replace(gu_stages=stages_within(cfg.gu_stages, gate_up),
                        dn_stages=stages_within(cfg.dn_stages, down))
+
+
+def preload_fitted(cfg: KernelConfig, inter: int) -> KernelConfig:
+    """dn_preload kept only where it can work: the three-launch path, a w2 tile of at most
+    PRELOAD_BYTES_PER_THREAD a thread, read in at most PRELOAD_MAX_CHUNKS K steps (dn_block_k
+    widened to the smallest tile that does it)."""
+    tile_bytes = 2 * cfg.dn_block_n * inter
+    block_k = cfg.dn_block_k
+    while inter // block_k > PRELOAD_MAX_CHUNKS and inter % (2 * block_k) == 0:
+        block_k *= 2
+    if (cfg.down != "slots" or inter // block_k > PRELOAD_MAX_CHUNKS
+            or tile_bytes > PRELOAD_BYTES_PER_THREAD * 32 * cfg.dn_warps):
+        return cfg.replace(dn_preload=False)
+    return cfg.replace(dn_block_k=block_k)
 
 
 def stage_bytes(cfg: KernelConfig) -> tuple:

@@ -22,7 +22,8 @@ import triton.language as tl
 
 from oea_trt.moe.triton.config import KernelConfig, next_pow2, one_block
 from oea_trt.moe.triton.launch import launch_persistent
-from oea_trt.moe.triton.tiles import active_experts, down_block, gate_up_item, nth_active, tokens_of_expert
+from oea_trt.moe.triton.tiles import (active_experts, down_block, down_preloaded, gate_up_item, nth_active,
+                                     preload_w2, tokens_of_expert)
 
 
 @triton.jit
@@ -63,16 +64,33 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
                 H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                 K: tl.constexpr, K_PAD: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
-                ONE_BLOCK: tl.constexpr, FLATTEN: tl.constexpr = False):
-    if USE_PDL:
+                ONE_BLOCK: tl.constexpr, FLATTEN: tl.constexpr = False, PRELOAD: tl.constexpr = False):
+    PRELOAD_FIRST: tl.constexpr = PRELOAD and ONE_BLOCK
+    if USE_PDL and not PRELOAD_FIRST:
         tl.extra.cuda.gdc_wait()  # gate/up's act rows are visible past here
+    # PRELOAD_FIRST reads the active set and the routing's rows before its wait: this kernel
+    # launches only once every gate/up program has passed its own wait, i.e. after the kernel
+    # that wrote them (the routing) completed and flushed; only gate/up's act rows need the wait.
     N_TILES: tl.constexpr = H // BLOCK_N
     rank, active, num_active = active_experts(active_mask_ptr, E, E_PAD)
     total = num_active * N_TILES
     if USE_PDL:
         if tl.program_id(0) >= total:
             tl.extra.cuda.gdc_launch_dependents()
-    for w in tl.range(tl.program_id(0), total, tl.num_programs(0), flatten=FLATTEN):
+    first = tl.program_id(0)
+    if PRELOAD_FIRST:
+        # The program's first item: its whole w2 tile is loaded while gate/up still streams.
+        if first < total:
+            _signal_dependents_at_last_item(first, total, USE_PDL)
+            expert = nth_active(rank, active, first // N_TILES, E_PAD)
+            toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
+            w0, w1, w2, w3 = preload_w2(w2_ptr, expert, first % N_TILES, H, I, BLOCK_N, BLOCK_K)
+            if USE_PDL:
+                tl.extra.cuda.gdc_wait()
+            down_preloaded(act_ptr, w0, w1, w2, w3, weights_ptr, y_ptr, first % N_TILES, toks, routed, row, hit,
+                           H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K)
+        first += tl.num_programs(0)
+    for w in tl.range(first, total, tl.num_programs(0), flatten=FLATTEN):
         _signal_dependents_at_last_item(w, total, USE_PDL)
         expert = nth_active(rank, active, w // N_TILES, E_PAD)
         if ONE_BLOCK:  # one token block: no token-block loop, so a flattened item loop stays two deep
@@ -128,7 +146,8 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
         down_kernel, max_active * (hidden // cfg.dn_block_n), cfg.max_programs,
         (act, w2, ids, wts, mask_u8, y, num_tokens),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.dn_block_n, BLOCK_K=cfg.dn_block_k,
-             USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), FLATTEN=cfg.flatten, num_warps=cfg.dn_warps,
+             USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), FLATTEN=cfg.flatten, PRELOAD=cfg.dn_preload,
+             num_warps=cfg.dn_warps,
              num_stages=cfg.dn_stages, **pdl))
     block_h = min(cfg.combine_block_h, next_pow2(hidden))
     combine_kernel[(num_tokens, triton.cdiv(hidden, block_h))](

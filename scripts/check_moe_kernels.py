@@ -56,7 +56,8 @@ def _shape_consts(shape, block_m, block_n, block_k):
 def compile_gate_up(shape, cfg, pdl=False, one_block=True):
     sig = {"x_ptr": "*bf16", "w13_ptr": "*bf16", "expert_ids_ptr": "*i32", "active_mask_ptr": "*u8",
            "act_ptr": "*bf16", "num_tokens": "i32", "stride_x": "i32"}
-    consts = dict(_shape_consts(shape, cfg.block_m, cfg.gu_block_n, cfg.gu_block_k), USE_PDL=pdl, ONE_BLOCK=one_block)
+    consts = dict(_shape_consts(shape, cfg.block_m, cfg.gu_block_n, cfg.gu_block_k), USE_PDL=pdl, ONE_BLOCK=one_block,
+                  FLATTEN=cfg.flatten)
     return _compile(tl3.gate_up_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
                     cfg.gu_stages, pdl)
 
@@ -64,7 +65,8 @@ def compile_gate_up(shape, cfg, pdl=False, one_block=True):
 def compile_down(shape, cfg, pdl=False, one_block=True):
     sig = {"act_ptr": "*bf16", "w2_ptr": "*bf16", "expert_ids_ptr": "*i32", "weights_ptr": "*fp32",
            "active_mask_ptr": "*u8", "y_ptr": "*fp32", "num_tokens": "i32"}
-    consts = dict(_shape_consts(shape, cfg.block_m, cfg.dn_block_n, cfg.dn_block_k), USE_PDL=pdl, ONE_BLOCK=one_block)
+    consts = dict(_shape_consts(shape, cfg.block_m, cfg.dn_block_n, cfg.dn_block_k), USE_PDL=pdl, ONE_BLOCK=one_block,
+                  FLATTEN=cfg.flatten, PRELOAD=cfg.dn_preload)
     return _compile(tl3.down_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.dn_warps,
                     cfg.dn_stages, pdl)
 
@@ -150,14 +152,15 @@ def check_three_launch(shape, batch: int, candidates: bool, seen: set) -> tuple:
         single = one_block(cfg, batch)
         jobs = [("gate_up", (cfg.block_m, cfg.gu_block_n, cfg.gu_block_k, cfg.gu_warps, cfg.gu_stages, int(pdl)),
                  lambda: compile_gate_up(shape, cfg, pdl, single)),
-                ("down", (cfg.block_m, cfg.dn_block_n, cfg.dn_block_k, cfg.dn_warps, cfg.dn_stages, int(pdl)),
+                ("down", (cfg.block_m, cfg.dn_block_n, cfg.dn_block_k, cfg.dn_warps, cfg.dn_stages, int(pdl),
+                          int(cfg.dn_preload)),
                  lambda: compile_down(shape, cfg, pdl, single))]
         for kind, key, build in jobs:
             if (kind,) + key in seen:
                 continue
             seen.add((kind,) + key)
             # Spills are reported, not enforced: the tuner times every candidate on the GPU.
-            name = f"{kind} B={batch} m,n,k,w,s,pdl={','.join(str(v) for v in key)}"
+            name = f"{kind} B={batch} m,n,k,w,s,pdl{',preload' if kind == 'down' else ''}={','.join(str(v) for v in key)}"
             kernel = build()
             problems += check(kernel, name, True, spills_allowed=True) + griddep_problems(kernel, name, pdl)
             count += 1

@@ -45,8 +45,12 @@ DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 #: few experts are active; fewer stages let more programs share an SM when the token tile is wide;
 #: 8 warps keep more loads in flight per program where a wide token tile leaves few programs.
 GATE_UP_CANDIDATES = ((32, 128, 4, 3), (32, 256, 4, 3), (64, 128, 4, 4), (64, 128, 8, 3))
-#: The three-launch path's down tiles: (block_n, block_k, warps, stages).
-DOWN_CANDIDATES = ((64, 128, 4, 3), (128, 64, 4, 4), (128, 128, 8, 3))
+#: The three-launch path's down tiles: (block_n, block_k, warps, stages, dn_preload). A preloaded
+#: tile (each down program's first w2 tile read whole while gate/up still streams) pays where
+#: few experts are active (H100, B=1 k0=3: 16.6 against 19.1 us; benchmarks/results/
+#: preload_three_launch_h100/) and costs where a program takes many down items.
+DOWN_CANDIDATES = ((64, 128, 4, 3, False), (128, 64, 4, 4, False), (128, 128, 8, 3, False), (32, 256, 4, 3, True),
+                   (64, 256, 8, 2, True))
 #: The one-launch path: KernelConfig changes. gu_warps / gu_stages apply to the whole kernel.
 ONE_LAUNCH_CANDIDATES = (dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_block_k=128, gu_stages=4,
                               programs_per_sm=2),
@@ -68,11 +72,12 @@ def candidate_steps() -> List[List[Callable[[KernelConfig], KernelConfig]]]:
     """The search's steps, each a list of changes (config -> config) of the best config so far."""
     gate_up = [lambda c, n=n, k=k, w=w, s=s: c.replace(gu_block_n=n, gu_block_k=k, gu_warps=w, gu_stages=s)
                for n, k, w, s in GATE_UP_CANDIDATES]
-    down = [lambda c, n=n, k=k, w=w, s=s: c.replace(down="slots", dn_block_n=n, dn_block_k=k, dn_warps=w,
-                                                    dn_stages=s)
-            for n, k, w, s in DOWN_CANDIDATES]
+    down = [lambda c, n=n, k=k, w=w, s=s, p=p: c.replace(down="slots", dn_block_n=n, dn_block_k=k, dn_warps=w,
+                                                         dn_stages=s, dn_preload=p)
+            for n, k, w, s, p in DOWN_CANDIDATES]
     # 8 warps for a 64-token tile of the one-launch kernel, which spills heavily at 4.
-    one_launch = [lambda c, t=t: c.replace(down="one_launch", gu_warps=8 if c.block_m >= 64 else 4, **t)
+    one_launch = [lambda c, t=t: c.replace(down="one_launch", dn_preload=False,
+                                           gu_warps=8 if c.block_m >= 64 else 4, **t)
                   for t in ONE_LAUNCH_CANDIDATES]
     return [gate_up, down, one_launch]
 

@@ -40,6 +40,9 @@ class KernelConfig:
         one-launch path gu_warps / gu_stages apply to the whole kernel.
     down: "slots" (3 launches) or "one_launch" (1 launch).
     dn_*: down work items, block_n over hidden, block_k over the intermediate dim.
+    combine_block_h: three-launch path, hidden columns per combine program (256: a token's
+        output in 8 programs on the 30B layer; 1024 measured 1-3% slower at B=1 and 64 on an
+        H100, benchmarks/results/tile_sweep_h100/).
     pdl: programmatic dependent launch (None: on where it works, i.e. compiled for sm_90+).
     max_programs: grid of the persistent kernels (None: one wave, at most one program per
         work item); any grid is correct, more programs than can be resident included.
@@ -71,7 +74,7 @@ class KernelConfig:
     dn_block_k: int = 128
     dn_warps: int = 4
     dn_stages: int = 4
-    combine_block_h: int = 1024
+    combine_block_h: int = 256
     pdl: Optional[bool] = None
     max_programs: Optional[int] = None
     programs_per_sm: Optional[int] = None

@@ -301,12 +301,33 @@ def test_coordinate_search_keeps_tiles_unless_a_change_beats_the_margin():
 
     steps = [[lambda c: "wide", lambda c: "deep"],
              [lambda c: c + "+slots", lambda c: c + "+pdl"]]
-    best, us = tune.coordinate_search("default", steps, measure, margin=0.01)
+    best, us = tune.coordinate_search("default", steps, measure, margin=0.01, rounds=1)
     assert (best, us) == ("deep+pdl", 95.0)
     assert measured == ["default", "wide", "deep", "deep+slots", "deep+pdl"]
     best, us = tune.coordinate_search("default", [[lambda c: "wide"]], measure, margin=0.01)
     assert (best, us) == ("default", 100.0)
     assert tune.coordinate_search("default", [[lambda c: "wide"]], measure, margin=0.0) == ("wide", 99.5)
+
+
+def test_coordinate_search_runs_the_steps_again_after_a_change_and_measures_nothing_twice():
+    """A down-path change (step 2) that makes a gate/up tile of step 1 win: the second round
+    finds it; the third is not run (rounds=2), and a round that changes nothing ends the search."""
+    times = {"a": 100.0, "a+narrow": 101.0, "a+wide": 100.5, "a+pre": 95.0, "a+pre+narrow": 96.0, "a+pre+wide": 90.0,
+             "a+pre+wide+pre": 90.0, "a+pre+narrow+pre": 96.0}
+    measured = []
+
+    def measure(cfg):
+        measured.append(cfg)
+        return times[cfg]
+
+    gate_up = [lambda c: c.split("+wide")[0].split("+narrow")[0] + "+narrow",
+               lambda c: c.split("+wide")[0].split("+narrow")[0] + "+wide"]
+    down = [lambda c: c if "+pre" in c else c + "+pre"]
+    assert tune.coordinate_search("a", [gate_up, down], measure, margin=0.01) == ("a+pre+wide", 90.0)
+    assert len(measured) == len(set(measured))  # no config timed twice
+    assert measured == ["a", "a+narrow", "a+wide", "a+pre", "a+pre+narrow", "a+pre+wide"]
+    measured.clear()
+    assert tune.coordinate_search("a", [gate_up, down], measure, margin=0.01, rounds=1) == ("a+pre", 95.0)
 
 
 @pytest.mark.slow
@@ -330,7 +351,7 @@ def test_tune_searches_every_path_and_writes_files_the_library_reads(monkeypatch
     monkeypatch.setattr(moe_timing, "time_in_graph", fake_graph)
     monkeypatch.setattr(tune, "get_preset", lambda name: shape)
     spec = tune.TuneSpec(presets=("qwen3-30b-a3b",), batches=(2,), copies=1, output_dir=str(tmp_path / "out"),
-                         install_dir=str(tmp_path / "pkg"), device="cpu", dtype=str(DTYPE).split(".")[1])
+                         install_dir=str(tmp_path / "pkg"), device="cpu", dtype=str(DTYPE).split(".")[1], rounds=1)
     with interpreter_numpy_fix():
         results = tune.run_tune(spec, device_name="Test GPU 1")
     entry = results["presets"]["qwen3-30b-a3b"]

@@ -180,7 +180,8 @@ TUNE_DESCRIPTION = (
 
 
 def add_tune(sub) -> None:
-    from oea_trt.bench.tune import ALL_PRESETS, DEFAULT_BATCHES, DEFAULT_OBJECTIVE, DEFAULT_TIMING, TIMINGS
+    from oea_trt.bench.tune import (ALL_PRESETS, DEFAULT_BATCHES, DEFAULT_OBJECTIVE, DEFAULT_TIMING, TIMINGS,
+                                    TUNE_ROUNDS)
 
     p = sub.add_parser("tune", help="tune our MoE kernel's configs for this GPU and write the files the library reads",
                        description=TUNE_DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -206,6 +207,9 @@ def add_tune(sub) -> None:
                    help="routed: each call is the fused routing kernel + the MoE in one graph, as a served model "
                         "runs (falls back to moe, and says so, where the routing kernel cannot run); moe: the MoE "
                         "alone, routing done before capture")
+    p.add_argument("--rounds", type=positive_int, default=TUNE_ROUNDS,
+                   help="rounds of the coordinate search: a round that moved the best config runs every step "
+                        "again from it (a round that changes nothing ends the search)")
     p.set_defaults(_bench=run_tune, _prog=p.prog)
 
 
@@ -250,7 +254,7 @@ def run_tune(args) -> int:
     spec = TuneSpec(presets=tuple(args.preset), batches=tuple(sorted(set(args.batch))), preset_batches=preset_batches,
                     repeats=args.repeats, copies=args.copies, output_dir=args.output_dir,
                     install_dir=TUNED_DIR if args.install else None, time_budget_s=args.time_budget, seed=args.seed,
-                    objective=objective, timing=args.timing)
+                    objective=objective, timing=args.timing, rounds=args.rounds)
     results = tune(spec)
     written = [(name, p) for name, entry in results["presets"].items() for p in (entry.get("file"),
                                                                                  entry.get("installed")) if p]

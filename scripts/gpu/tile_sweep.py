@@ -64,6 +64,13 @@ CANDIDATES = {
     "3L pre32": three((32, 128, 4, 4), (32, 256, 4, 3), dn_preload=True),
     "3L pre64w8 s2": three((32, 128, 4, 4), (64, 256, 8, 2), dn_preload=True),
     "3L gu32x256 pre32": three((32, 256, 4, 3), (32, 256, 4, 3), dn_preload=True),
+    # gate/up tiles beside a preloaded down tile (the shipped B=1 config since the preload tune)
+    "gu16x256s4": dict(gu_block_n=16, gu_block_k=256, gu_stages=4),
+    "gu16x256s3": dict(gu_block_n=16, gu_block_k=256, gu_stages=3),
+    "gu32x256s4": dict(gu_block_n=32, gu_block_k=256, gu_stages=4),
+    "gu32x256w8": dict(gu_block_n=32, gu_block_k=256, gu_warps=8, gu_stages=3),
+    "gu16x512s3": dict(gu_block_n=16, gu_block_k=512, gu_stages=3),
+    "dn32 s2": dict(dn_stages=2),
 }
 PLAN = {
     1: ["pre32", "pre32 s2", "pre64w8", "pre64w8 s2", "pre32 comb256", "comb256"],
@@ -82,6 +89,8 @@ def main():
     p.add_argument("--budget", type=float, default=400.0, help="seconds; no new batch starts after this")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", default=None)
+    p.add_argument("--names", nargs="+", default=None, choices=list(CANDIDATES),
+                   help="these candidates at every batch instead of PLAN's")
     args = p.parse_args()
     t_start = time.time()
     shape = get_preset("qwen3-30b-a3b")
@@ -107,7 +116,7 @@ def main():
             cases[label] = (cfg, routings, T * shape.expert_bytes / bw * 1e6)
         print(f"== B={b}: floor vanilla {cases['vanilla'][2]:.1f} us, k0=3 {cases['k0=3'][2]:.1f} us "
               f"(MoE only us (x floor) | routing+MoE us)", flush=True)
-        for name in ["shipped"] + PLAN.get(b, []):
+        for name in ["shipped"] + (args.names or PLAN.get(b, [])):
             config = shipped if name == "shipped" else shipped.replace(**CANDIDATES[name])
             row = {"batch": b, "name": name, "config": config.to_dict()}
             try:

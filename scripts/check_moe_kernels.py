@@ -56,8 +56,7 @@ def _shape_consts(shape, block_m, block_n, block_k):
 def compile_gate_up(shape, cfg, pdl=False, one_block=True):
     sig = {"x_ptr": "*bf16", "w13_ptr": "*bf16", "expert_ids_ptr": "*i32", "active_mask_ptr": "*u8",
            "act_ptr": "*bf16", "num_tokens": "i32", "stride_x": "i32"}
-    consts = dict(_shape_consts(shape, cfg.block_m, cfg.gu_block_n, cfg.gu_block_k), USE_PDL=pdl, ONE_BLOCK=one_block,
-                  FLATTEN=cfg.flatten)
+    consts = dict(_shape_consts(shape, cfg.block_m, cfg.gu_block_n, cfg.gu_block_k), USE_PDL=pdl, ONE_BLOCK=one_block)
     return _compile(tl3.gate_up_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
                     cfg.gu_stages, pdl)
 
@@ -66,7 +65,7 @@ def compile_down(shape, cfg, pdl=False, one_block=True):
     sig = {"act_ptr": "*bf16", "w2_ptr": "*bf16", "expert_ids_ptr": "*i32", "weights_ptr": "*fp32",
            "active_mask_ptr": "*u8", "y_ptr": "*fp32", "num_tokens": "i32"}
     consts = dict(_shape_consts(shape, cfg.block_m, cfg.dn_block_n, cfg.dn_block_k), USE_PDL=pdl, ONE_BLOCK=one_block,
-                  FLATTEN=cfg.flatten, PRELOAD=cfg.dn_preload)
+                  PRELOAD=cfg.dn_preload)
     return _compile(tl3.down_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.dn_warps,
                     cfg.dn_stages, pdl)
 

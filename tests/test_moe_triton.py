@@ -76,13 +76,13 @@ def test_both_down_paths_match_reference_with_k_steps_and_h_tiles(weights_48, do
     assert torch.equal(out, _kernel(x, weights_48, routing, **cfg))
 
 
-@pytest.mark.parametrize("changes", [dict(dn_preload=True), dict(dn_preload=True, max_programs=2), dict(flatten=True)],
-                         ids=["preload", "preload, 2 programs", "flatten"])
+@pytest.mark.parametrize("changes", [dict(dn_preload=True), dict(dn_preload=True, max_programs=2)],
+                         ids=["preload", "preload, 2 programs"])
 @pytest.mark.parametrize("num_tokens,k0,fill", [(1, 4, "invalid"), (5, 2, "top1"), (40, 3, "num_experts")])
-def test_three_launch_options_give_the_streamed_bits(weights_48, changes, num_tokens, k0, fill):
+def test_preloaded_down_tiles_give_the_streamed_bits(weights_48, changes, num_tokens, k0, fill):
     """dn_preload (a down program's first w2 tile loaded whole, before its wait; later items
-    streamed) and flatten (one pipelined loop over items and K steps) compute what the plain
-    three-launch path does, bit for bit, with the same tiles; I=48 is 3 K steps of 16."""
+    streamed) computes what the plain three-launch path does, bit for bit, with the same
+    tiles; I=48 is 3 K steps of 16."""
     from oea_trt.moe.triton import fitted
 
     logits = torch.randn(num_tokens, 8, generator=torch.Generator().manual_seed(300 + num_tokens))

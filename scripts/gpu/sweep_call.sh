@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU part "sweep_call" (issue 20, one call, ~8 min): the GPU tests of the flattened three-launch
-# loops and the other kernel variants, then scripts/gpu/tile_sweep.py (candidates against the
+# GPU part "sweep_call" (issue 20, one call, ~8 min): the GPU tests of the kernel variants and
+# the preloaded down tiles, then scripts/gpu/tile_sweep.py (candidates against the
 # shipped config, side by side).
 #   RESULTS_DIR=/tmp/r [SWEEP_BATCHES="1 2 4 8 16 32 64" SWEEP_S=380] bash scripts/gpu/sweep_call.sh
 set -u
@@ -10,7 +10,7 @@ RESULTS_DIR="${RESULTS_DIR:-./out}"
 mkdir -p "$RESULTS_DIR"
 start=$SECONDS
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$RESULTS_DIR/gpu.txt"
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py -k "flatten or variants or preload" \
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py -k "variants or preload" \
   > "$RESULTS_DIR/gpu_tests.log" 2>&1
 echo "tests: rc=$? after $((SECONDS - start)) s"; tail -n 3 "$RESULTS_DIR/gpu_tests.log"
 timeout $(( ${SWEEP_S:-380} + 90 )) python3 scripts/gpu/tile_sweep.py --batch ${SWEEP_BATCHES:-1 2 4 8 16 32 64} \

@@ -36,7 +36,9 @@ def three(gu, dn, **kw):
                 dn_block_n=dn[0], dn_block_k=dn[1], dn_warps=dn[2], dn_stages=dn[3], programs_per_sm=None, **kw)
 
 
-#: name -> changes to the shipped config; a batch tries the names listed for it in PLAN.
+#: name -> changes to the shipped config; a batch tries the names listed for it in PLAN. (The
+#: flattened-loop candidates, KernelConfig.flatten, ran at commit 0abd385 and were removed with
+#: the option: benchmarks/results/tile_sweep_h100/.)
 CANDIDATES = {
     "dn64x256s4": dict(dn_block_n=64, dn_block_k=256, dn_stages=4),
     "dn32x256s4": dict(dn_block_n=32, dn_block_k=256, dn_stages=4),
@@ -47,14 +49,8 @@ CANDIDATES = {
     "gu16x256+dn32x256": dict(gu_block_n=16, gu_block_k=256, gu_stages=4, dn_block_n=32, dn_block_k=256, dn_stages=4),
     "gu32x256+dn64x256": dict(gu_block_n=32, gu_block_k=256, gu_stages=3, dn_block_n=64, dn_block_k=256, dn_stages=4),
     "3L": three((32, 128, 4, 4), (64, 128, 4, 4)),
-    "3L flat": three((32, 128, 4, 4), (64, 128, 4, 4), flatten=True),
     "3L deep": three((16, 512, 4, 4), (32, 256, 4, 4)),
-    "3L deep flat": three((16, 512, 4, 4), (32, 256, 4, 4), flatten=True),
-    "3L gu16x256 dn32x256 flat": three((16, 256, 4, 4), (32, 256, 4, 4), flatten=True),
-    "flat": dict(flatten=True),
     "comb256": dict(combine_block_h=256),
-    "flat comb256": dict(flatten=True, combine_block_h=256),
-    "flat dn64x256s3": dict(flatten=True, dn_block_k=256, dn_stages=3),
     # dn_preload: each down program's first w2 tile loaded whole before it waits for gate/up
     "pre32": dict(dn_preload=True, dn_block_n=32, dn_warps=4, dn_stages=3),
     "pre32 s2": dict(dn_preload=True, dn_block_n=32, dn_warps=4, dn_stages=2),
@@ -65,7 +61,6 @@ CANDIDATES = {
     "3L pre64w8 s2": three((32, 128, 4, 4), (64, 256, 8, 2), dn_preload=True),
     "3L gu32x256 pre32": three((32, 256, 4, 3), (32, 256, 4, 3), dn_preload=True),
     # gate/up tiles beside a preloaded down tile (the shipped B=1 config since the preload tune)
-    "gu16x256s4": dict(gu_block_n=16, gu_block_k=256, gu_stages=4),
     "gu16x256s3": dict(gu_block_n=16, gu_block_k=256, gu_stages=3),
     "gu32x256s4": dict(gu_block_n=32, gu_block_k=256, gu_stages=4),
     "gu32x256w8": dict(gu_block_n=32, gu_block_k=256, gu_warps=8, gu_stages=3),

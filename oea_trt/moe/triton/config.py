@@ -53,10 +53,6 @@ class KernelConfig:
     early_active: one-launch path, one token block, routing launched with active_ready: the
         kernel streams gate/up on the routing's published active set before the routing ends
         (one_launch.early_active).
-    flatten: three-launch path: each persistent kernel's loop over its work items and the K
-        loop inside an item are compiled as one flattened, software-pipelined loop, so a
-        program's next item's first weight tiles are in flight while its current item finishes
-        (no pipeline refill per item; matters where a program takes several short items).
     dn_preload: three-launch path, one token block: each down program loads its first item's
         whole w2 tile into registers before it waits for the gate/up kernel (programmatic
         dependent launch makes the down programs resident while gate/up still streams), so
@@ -80,7 +76,6 @@ class KernelConfig:
     programs_per_sm: Optional[int] = None
     early_stream: bool = True
     early_active: bool = True
-    flatten: bool = False
     dn_preload: bool = False
 
     def __post_init__(self):

@@ -41,7 +41,7 @@ def gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, num
                    H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                    K: tl.constexpr, K_PAD: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
-                   ONE_BLOCK: tl.constexpr, FLATTEN: tl.constexpr = False):
+                   ONE_BLOCK: tl.constexpr):
     if USE_PDL:
         # May start while the routing kernel drains: wait for its memory (active_mask,
         # expert_ids) and for whatever wrote x, before reading or writing anything.
@@ -52,7 +52,7 @@ def gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, num
     if USE_PDL:
         if tl.program_id(0) >= total:  # no work item here: let the down kernel start right away
             tl.extra.cuda.gdc_launch_dependents()
-    for w in tl.range(tl.program_id(0), total, tl.num_programs(0), flatten=FLATTEN):
+    for w in range(tl.program_id(0), total, tl.num_programs(0)):
         _signal_dependents_at_last_item(w, total, USE_PDL)
         gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, nth_active(rank, active, w // N_TILES, E_PAD),
                      w % N_TILES, num_tokens, stride_x, H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK,
@@ -64,7 +64,7 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
                 H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                 K: tl.constexpr, K_PAD: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
-                ONE_BLOCK: tl.constexpr, FLATTEN: tl.constexpr = False, PRELOAD: tl.constexpr = False):
+                ONE_BLOCK: tl.constexpr, PRELOAD: tl.constexpr = False):
     PRELOAD_FIRST: tl.constexpr = PRELOAD and ONE_BLOCK
     if USE_PDL and not PRELOAD_FIRST:
         tl.extra.cuda.gdc_wait()  # gate/up's act rows are visible past here
@@ -90,10 +90,10 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
             down_preloaded(act_ptr, w0, w1, w2, w3, weights_ptr, y_ptr, first % N_TILES, toks, routed, row, hit,
                            H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K)
         first += tl.num_programs(0)
-    for w in tl.range(first, total, tl.num_programs(0), flatten=FLATTEN):
+    for w in range(first, total, tl.num_programs(0)):
         _signal_dependents_at_last_item(w, total, USE_PDL)
         expert = nth_active(rank, active, w // N_TILES, E_PAD)
-        if ONE_BLOCK:  # one token block: no token-block loop, so a flattened item loop stays two deep
+        if ONE_BLOCK:  # one token block (every decode batch): no token-block loop
             toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
             down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, w % N_TILES, toks, routed, row, row, hit,
                        H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK)
@@ -139,14 +139,14 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
         gate_up_kernel, max_active * (inter // cfg.gu_block_n), cfg.max_programs,
         (x, w13, ids, mask_u8, act, num_tokens, x.stride(0)),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.gu_block_n, BLOCK_K=cfg.gu_block_k,
-             USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), FLATTEN=cfg.flatten, num_warps=cfg.gu_warps,
+             USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), num_warps=cfg.gu_warps,
              num_stages=cfg.gu_stages, **pdl))
     y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
     launch_persistent(
         down_kernel, max_active * (hidden // cfg.dn_block_n), cfg.max_programs,
         (act, w2, ids, wts, mask_u8, y, num_tokens),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.dn_block_n, BLOCK_K=cfg.dn_block_k,
-             USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), FLATTEN=cfg.flatten, PRELOAD=cfg.dn_preload,
+             USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), PRELOAD=cfg.dn_preload,
              num_warps=cfg.dn_warps,
              num_stages=cfg.dn_stages, **pdl))
     block_h = min(cfg.combine_block_h, next_pow2(hidden))

@@ -71,7 +71,7 @@ def gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, n_tile, num_to
         rows = a * BLOCK_M + toks
         tl.store(act_ptr + rows[:, None].to(tl.int64) * I + n[None, :], act.to(act_ptr.dtype.element_ty),
                  mask=(toks < num_tokens)[:, None])
-    elif ONE_BLOCK:  # one pass, no token-block loop: a flattened item loop (three_launch.py) stays two deep
+    elif ONE_BLOCK:  # one token block (every decode batch): one pass, no token-block loop
         toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
         act = _gate_up_tile(x_ptr, w_gate, w_up, toks, toks < num_tokens, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
         tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :], act.to(act_ptr.dtype.element_ty),

@@ -13,6 +13,11 @@ Programmatic dependent launch (config.pdl, sm_90+): each kernel's programs may b
 while the previous kernel drains; every kernel waits (griddepcontrol.wait) before touching
 memory the previous one wrote, and the persistent kernels signal their dependents as soon as
 each program starts its last work item, so gate/up can start while the routing kernel drains.
+
+Preloaded down tiles (config.dn_preload, one token block): the down kernel's programs are
+resident while gate/up streams (PDL), and would only wait there; instead each loads its first
+item's whole w2 tile into registers before its wait, so after gate/up only the act rows are
+read (B=1 on an H100: the down kernel ends 2.3 us after gate/up instead of 7.0).
 """
 from __future__ import annotations
 

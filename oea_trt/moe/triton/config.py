@@ -41,8 +41,8 @@ class KernelConfig:
     down: "slots" (3 launches) or "one_launch" (1 launch).
     dn_*: down work items, block_n over hidden, block_k over the intermediate dim.
     combine_block_h: three-launch path, hidden columns per combine program (256: a token's
-        output in 8 programs on the 30B layer; 1024 measured 1-3% slower at B=1 and 64 on an
-        H100, benchmarks/results/tile_sweep_h100/).
+        output in 8 programs on the 30B layer; 1024 measured 2-4% slower at B=1 and 0.5-1%
+        at B=64 on an H100, benchmarks/results/tile_sweep_h100/ and preload_three_launch_h100/).
     pdl: programmatic dependent launch (None: on where it works, i.e. compiled for sm_90+).
     max_programs: grid of the persistent kernels (None: one wave, at most one program per
         work item); any grid is correct, more programs than can be resident included.

@@ -311,23 +311,46 @@ def test_coordinate_search_keeps_tiles_unless_a_change_beats_the_margin():
 
 def test_coordinate_search_runs_the_steps_again_after_a_change_and_measures_nothing_twice():
     """A down-path change (step 2) that makes a gate/up tile of step 1 win: the second round
-    finds it; the third is not run (rounds=2), and a round that changes nothing ends the search."""
-    times = {"a": 100.0, "a+narrow": 101.0, "a+wide": 100.5, "a+pre": 95.0, "a+pre+narrow": 96.0, "a+pre+wide": 90.0,
-             "a+pre+wide+pre": 90.0, "a+pre+narrow+pre": 96.0}
+    finds it. Round 2 proposes round-1 configs again (the "off" change returns a config timed
+    in round 1): they are not timed twice. A round that changes nothing ends the search before
+    `rounds` is used up."""
+    times = {"a": 100.0, "a+narrow": 101.0, "a+wide": 100.5, "a+pre": 95.0, "a+pre+narrow": 96.0, "a+pre+wide": 90.0}
     measured = []
 
     def measure(cfg):
         measured.append(cfg)
         return times[cfg]
 
-    gate_up = [lambda c: c.split("+wide")[0].split("+narrow")[0] + "+narrow",
-               lambda c: c.split("+wide")[0].split("+narrow")[0] + "+wide"]
-    down = [lambda c: c if "+pre" in c else c + "+pre"]
+    def tiles(c):
+        return c.split("+wide")[0].split("+narrow")[0]
+
+    gate_up = [lambda c: tiles(c) + "+narrow", lambda c: tiles(c) + "+wide"]
+    down = [lambda c: c if "+pre" in c else c.replace("a", "a+pre", 1),
+            lambda c: c.replace("+pre", "")]  # back to round 1's configs: memoized
     assert tune.coordinate_search("a", [gate_up, down], measure, margin=0.01) == ("a+pre+wide", 90.0)
-    assert len(measured) == len(set(measured))  # no config timed twice
     assert measured == ["a", "a+narrow", "a+wide", "a+pre", "a+pre+narrow", "a+pre+wide"]
     measured.clear()
     assert tune.coordinate_search("a", [gate_up, down], measure, margin=0.01, rounds=1) == ("a+pre", 95.0)
+    assert measured == ["a", "a+narrow", "a+wide", "a+pre"]
+    # rounds=5: round 2 moves the best, round 3 changes nothing, rounds 4-5 never run
+    calls = []
+    counting = [lambda c: calls.append(c) or tiles(c) + "+wide"]
+    measured.clear()
+    assert tune.coordinate_search("a", [counting, down], measure, margin=0.01, rounds=5) == ("a+pre+wide", 90.0)
+    assert len(calls) == 3 and measured == ["a", "a+wide", "a+pre", "a+pre+wide"]
+
+
+def test_cli_rounds_reach_the_tuner(monkeypatch, capsys):
+    """--rounds (default TUNE_ROUNDS) is what the tuner's spec carries; 0 is refused."""
+    seen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(tune, "run_tune", lambda spec: seen.append(spec) or {"presets": {}})
+    assert main(["bench", "tune", "--preset", "qwen3-30b-a3b", "--batch", "1", "--rounds", "3"]) == 1
+    assert main(["bench", "tune", "--preset", "qwen3-30b-a3b", "--batch", "1"]) == 1  # nothing written: exit 1
+    assert [s.rounds for s in seen] == [3, tune.TUNE_ROUNDS] and tune.TUNE_ROUNDS == 2
+    with pytest.raises(SystemExit) as refused:  # argparse's own error: message, exit 2
+        main(["bench", "tune", "--rounds", "0"])
+    assert refused.value.code == 2 and "--rounds: expected a positive integer, got '0'" in capsys.readouterr().err
 
 
 @pytest.mark.slow

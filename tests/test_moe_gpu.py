@@ -146,8 +146,9 @@ def test_triton_variants_match_reference(layer, variant, num_tokens, k0, fill):
     assert_bf16_close(out, moe_reference(x, w.w13, w.w2, r.expert_ids, r.weights))
 
 
-@pytest.mark.parametrize("changes", [dict(down="slots", pdl=True), dict(down="one_launch", pdl=True)],
-                         ids=["slots+pdl", "one_launch+pdl"])
+@pytest.mark.parametrize("changes", [dict(down="slots", pdl=True), dict(down="one_launch", pdl=True),
+                                     dict(down="slots", pdl=True, dn_preload=True, dn_block_n=32)],
+                         ids=["slots+pdl", "one_launch+pdl", "slots+pdl preload"])
 def test_triton_pdl_graph_replay_back_to_back(layer, changes):
     """Several calls in one graph, back to back as in the benchmark (each call's gate/up is a
     programmatic dependent of the previous call's last kernel; buffers of one call are reused

@@ -246,7 +246,9 @@ def tune_preset(shape: MoEShape, spec: TuneSpec, run_start: float) -> dict:
 def _short(cfg: KernelConfig) -> str:
     text = (f"gate/up {cfg.gu_block_n}x{cfg.gu_block_k} w{cfg.gu_warps} s{cfg.gu_stages}, "
             f"down {cfg.dn_block_n}x{cfg.dn_block_k}")
-    return text + (f" w{cfg.dn_warps} s{cfg.dn_stages}" if cfg.down == "slots" else f", {cfg.programs_per_sm}/SM")
+    if cfg.down == "slots":
+        return text + f" w{cfg.dn_warps} s{cfg.dn_stages}{' preloaded' if cfg.dn_preload else ''}"
+    return text + f", {cfg.programs_per_sm}/SM"
 
 
 def run_tune(spec: TuneSpec, device_name: Optional[str] = None) -> dict:

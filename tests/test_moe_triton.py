@@ -115,6 +115,10 @@ def test_preload_is_dropped_where_it_cannot_work():
     assert fitted(KernelConfig(down="slots", dn_block_n=64, dn_warps=8, dn_preload=True), 1, 2048, 768).dn_preload
     # 235B layer, I=1536: a 32-row tile is 96 KB, more than 4 warps can hold
     assert not fitted(KernelConfig(down="slots", dn_block_n=32, dn_preload=True), 1, 4096, 1536).dn_preload
+    # more tokens than one block (or streaming after the token list): no preload, tiles as asked
+    for tokens, early in ((100, True), (4, False)):
+        cfg = fitted(KernelConfig(down="slots", dn_block_n=32, dn_preload=True, early_stream=early), tokens, 2048, 768)
+        assert not cfg.dn_preload and cfg.dn_block_k == 128
 
 
 @pytest.mark.parametrize("down", DOWNS)

@@ -163,7 +163,7 @@ def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int) -> Ke
         else:
             break
     if cfg.dn_preload:
-        cfg = preload_fitted(cfg, inter)
+        cfg = preload_fitted(cfg, inter, one_block(cfg, num_tokens))
     gate_up, down = stage_bytes(cfg)
     if cfg.down == "one_launch":  # one kernel, one stage count for both loops
         gate_up = max(gate_up, down)
@@ -171,15 +171,15 @@ def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int) -> Ke
                        dn_stages=stages_within(cfg.dn_stages, down))
 
 
-def preload_fitted(cfg: KernelConfig, inter: int) -> KernelConfig:
-    """dn_preload kept only where it can work: the three-launch path, a w2 tile of at most
-    PRELOAD_BYTES_PER_THREAD a thread, read in at most PRELOAD_MAX_CHUNKS K steps (dn_block_k
-    widened to the smallest tile that does it)."""
+def preload_fitted(cfg: KernelConfig, inter: int, single_block: bool) -> KernelConfig:
+    """dn_preload kept only where it can work: the three-launch path, one token block
+    (single_block: one_block()), a w2 tile of at most PRELOAD_BYTES_PER_THREAD a thread, read in
+    at most PRELOAD_MAX_CHUNKS K steps (dn_block_k widened to the smallest tile that does it)."""
     tile_bytes = 2 * cfg.dn_block_n * inter
     block_k = cfg.dn_block_k
     while inter // block_k > PRELOAD_MAX_CHUNKS and inter % (2 * block_k) == 0:
         block_k *= 2
-    if (cfg.down != "slots" or inter // block_k > PRELOAD_MAX_CHUNKS
+    if (cfg.down != "slots" or not single_block or inter // block_k > PRELOAD_MAX_CHUNKS
             or tile_bytes > PRELOAD_BYTES_PER_THREAD * 32 * cfg.dn_warps):
         return cfg.replace(dn_preload=False)
     return cfg.replace(dn_block_k=block_k)

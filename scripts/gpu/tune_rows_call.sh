@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# GPU part "tune_rows_call" (issue 20, one call, <= DEADLINE_S): `oea-trt bench tune --install`
-# for the 30B layer (routed timing, default objective and rounds) -> tune/; the issue's rows,
-# skewed routing, with the configs just installed -> after/; tests/test_moe_tuned.py; then, if
-# time is left, the same rows with the config file at BEFORE_FILE -> before/ (same machine).
-#   RESULTS_DIR=/tmp/r [DEADLINE_S=540 TUNE_S=150 BEFORE_FILE=path.json] bash scripts/gpu/tune_rows_call.sh
+# GPU part "tune_rows_call" (issue 20, one call, <= DEADLINE_S): with RUN_TESTS=1 first the MoE
+# GPU tests (tests/test_moe_gpu.py, tests/test_moe_tuned.py: after a kernel change); then
+# `oea-trt bench tune --install` for the 30B layer (routed timing, default objective and rounds)
+# -> tune/; the issue's rows, skewed routing, with the configs just installed -> after/;
+# tests/test_moe_tuned.py; then, if time is left, the same rows with the config file at
+# BEFORE_FILE -> before/ (same machine; the box's copy of the package file is left at it).
+#   RESULTS_DIR=/tmp/r [RUN_TESTS=1 DEADLINE_S=540 TUNE_S=150 BEFORE_FILE=path.json] \
+#     bash scripts/gpu/tune_rows_call.sh
 set -u
 cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
@@ -12,6 +15,11 @@ mkdir -p "$RESULTS_DIR/tune"
 start=$SECONDS
 deadline=${DEADLINE_S:-540}
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$RESULTS_DIR/gpu.txt"
+if [ -n "${RUN_TESTS:-}" ]; then
+  timeout 220 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py tests/test_moe_tuned.py \
+    > "$RESULTS_DIR/gpu_tests.log" 2>&1
+  echo "tests: rc=$? after $((SECONDS - start)) s"; tail -n 3 "$RESULTS_DIR/gpu_tests.log"
+fi
 tune_s=${TUNE_S:-150}
 timeout $((tune_s + 60)) python3 -m oea_trt.cli bench tune --output-dir "$RESULTS_DIR/tune" --install \
   --time-budget "$tune_s" --preset qwen3-30b-a3b --batch 1 2 4 8 16 32 64 > "$RESULTS_DIR/tune/tune.log" 2>&1

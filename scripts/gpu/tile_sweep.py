@@ -66,15 +66,20 @@ CANDIDATES = {
     "gu32x256w8": dict(gu_block_n=32, gu_block_k=256, gu_warps=8, gu_stages=3),
     "gu16x512s3": dict(gu_block_n=16, gu_block_k=512, gu_stages=3),
     "dn32 s2": dict(dn_stages=2),
+    # fuse_combine: the down program finishing a token's tile sums it, no combine kernel
+    "fused": dict(fuse_combine=True),
+    "fused dn w8": dict(fuse_combine=True, dn_warps=8),
+    "3L fused": three((32, 128, 4, 4), (64, 128, 4, 4), fuse_combine=True),
+    "3L pre32 fused": three((32, 128, 4, 4), (32, 256, 4, 3), dn_preload=True, fuse_combine=True),
 }
-PLAN = {
-    1: ["pre32", "pre32 s2", "pre64w8", "pre64w8 s2", "pre32 comb256", "comb256"],
-    2: ["3L pre32", "3L pre64w8 s2", "3L gu32x256 pre32"],
-    4: ["3L", "3L pre32", "3L pre64w8 s2", "3L gu32x256 pre32"],
-    8: ["3L pre32", "3L pre64w8 s2"],
-    16: ["3L pre32", "3L pre64w8 s2"],
-    32: ["3L pre32", "3L pre64w8 s2"],
-    64: ["pre32", "pre64w8 s2", "comb256"],
+PLAN = {  # the next experiment: the combine fused into the down kernel (earlier plans: results READMEs)
+    1: ["fused"],
+    2: ["3L fused", "3L pre32 fused"],
+    4: ["3L fused", "3L pre32 fused"],
+    8: ["3L fused"],
+    16: ["3L fused"],
+    32: ["fused", "fused dn w8"],
+    64: ["fused", "fused dn w8"],
 }
 
 

@@ -58,6 +58,9 @@ class KernelConfig:
         dependent launch makes the down programs resident while gate/up still streams), so
         after the wait it reads only the act rows. fitted() turns it off where the tile would
         take more than PRELOAD_BYTES_PER_THREAD a thread or more than 4 K steps.
+    fuse_combine: three-launch path: the down kernel's program that finishes a token's hidden
+        tile last sums the token's y rows (token_sum.py, as the one-launch kernel does), so
+        no combine kernel runs: two launches.
     """
 
     block_m: int = 16
@@ -77,6 +80,7 @@ class KernelConfig:
     early_stream: bool = True
     early_active: bool = True
     dn_preload: bool = False
+    fuse_combine: bool = False
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:
@@ -98,7 +102,7 @@ class KernelConfig:
     @property
     def launches(self) -> int:
         """Kernel launches per call."""
-        return LAUNCHES[self.down]
+        return LAUNCHES[self.down] - (1 if self.down == "slots" and self.fuse_combine else 0)
 
     def replace(self, **changes) -> "KernelConfig":
         return dataclasses.replace(self, **changes)

@@ -27,8 +27,10 @@ import triton.language as tl
 
 from oea_trt.moe.triton.config import KernelConfig, next_pow2, one_block
 from oea_trt.moe.triton.launch import launch_persistent
+from oea_trt.moe.triton.sync import sync_workspace
 from oea_trt.moe.triton.tiles import (active_experts, down_block, down_preloaded, gate_up_item, nth_active,
                                      preload_w2, tokens_of_expert)
+from oea_trt.moe.triton.token_sum import finish_tiles, owned_slots, zero_unrouted_tokens
 
 
 @triton.jit
@@ -65,11 +67,15 @@ def gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, num
 
 
 @triton.jit(do_not_specialize=["num_tokens"])
-def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y_ptr, num_tokens,
+def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y_ptr, out_ptr, tile_done_ptr,
+                num_tokens, stride_out,
                 H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                 K: tl.constexpr, K_PAD: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
-                ONE_BLOCK: tl.constexpr, PRELOAD: tl.constexpr = False):
+                ONE_BLOCK: tl.constexpr, PRELOAD: tl.constexpr = False, FUSE_COMBINE: tl.constexpr = False):
+    """FUSE_COMBINE: each item also counts itself done per (token, hidden tile), and the program
+    that finishes a token's tile last writes its output (token_sum.py): no combine kernel.
+    out_ptr, tile_done_ptr (the zeroed int32 workspace) and stride_out are used only then."""
     PRELOAD_FIRST: tl.constexpr = PRELOAD and ONE_BLOCK
     if USE_PDL and not PRELOAD_FIRST:
         tl.extra.cuda.gdc_wait()  # gate/up's act rows are visible past here
@@ -94,6 +100,10 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
                 tl.extra.cuda.gdc_wait()
             down_preloaded(act_ptr, w0, w1, w2, w3, weights_ptr, y_ptr, first % N_TILES, toks, routed, row, hit,
                            H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K)
+            if FUSE_COMBINE:
+                finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, 0, routed,
+                             owned_slots(expert_ids_ptr, toks, num_tokens, E, K), first % N_TILES, H, K, N_TILES,
+                             BLOCK_M, BLOCK_N)
         first += tl.num_programs(0)
     for w in range(first, total, tl.num_programs(0)):
         _signal_dependents_at_last_item(w, total, USE_PDL)
@@ -102,12 +112,25 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
             toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
             down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, w % N_TILES, toks, routed, row, row, hit,
                        H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK)
+            if FUSE_COMBINE:
+                finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, 0, routed,
+                             owned_slots(expert_ids_ptr, toks, num_tokens, E, K), w % N_TILES, H, K, N_TILES,
+                             BLOCK_M, BLOCK_N)
         else:
             for tok0 in range(0, num_tokens, BLOCK_M):
                 toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD,
                                                           BLOCK_M)
                 down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, w % N_TILES, toks, routed, row, row, hit,
                            H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK)
+                if FUSE_COMBINE:
+                    finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed,
+                                 owned_slots(expert_ids_ptr, toks, num_tokens, E, K), w % N_TILES, H, K, N_TILES,
+                                 BLOCK_M, BLOCK_N)
+    if FUSE_COMBINE:
+        if tl.program_id(0) == 0:  # tokens with no valid expert: no item writes their output rows
+            if USE_PDL:
+                tl.extra.cuda.gdc_wait()  # (again, for a program that had no item: out may be in use before)
+            zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, BLOCK_N)
 
 
 @triton.jit
@@ -131,8 +154,9 @@ def combine_kernel(y_ptr, expert_ids_ptr, out_ptr, stride_out, H: tl.constexpr, 
 
 def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor, wts: torch.Tensor,
            mask_u8: torch.Tensor, out: torch.Tensor, cfg: KernelConfig, use_pdl: bool) -> None:
-    """The three kernels of one call into out (inputs checked and cfg fitted by the caller,
-    oea_trt.moe.triton.fused_moe; mask_u8: the active mask viewed as uint8)."""
+    """The three kernels of one call into out, two with cfg.fuse_combine (inputs checked and
+    cfg fitted by the caller, oea_trt.moe.triton.fused_moe; mask_u8: the active mask viewed as
+    uint8)."""
     num_tokens, k = ids.shape
     num_experts, two_inter, hidden = w13.shape
     inter = two_inter // 2
@@ -147,13 +171,18 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
              USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), num_warps=cfg.gu_warps,
              num_stages=cfg.gu_stages, **pdl))
     y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
+    h_tiles = hidden // cfg.dn_block_n
+    # fuse_combine: per-(token, hidden tile) counters in the zeroed workspace (token_sum.py);
+    # otherwise the pointer is unused and ids stands in for it.
+    tile_done = sync_workspace(num_tokens * h_tiles, x.device) if cfg.fuse_combine else ids
     launch_persistent(
-        down_kernel, max_active * (hidden // cfg.dn_block_n), cfg.max_programs,
-        (act, w2, ids, wts, mask_u8, y, num_tokens),
+        down_kernel, max_active * h_tiles, cfg.max_programs,
+        (act, w2, ids, wts, mask_u8, y, out, tile_done, num_tokens, out.stride(0)),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.dn_block_n, BLOCK_K=cfg.dn_block_k,
              USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), PRELOAD=cfg.dn_preload,
-             num_warps=cfg.dn_warps,
-             num_stages=cfg.dn_stages, **pdl))
+             FUSE_COMBINE=cfg.fuse_combine, num_warps=cfg.dn_warps, num_stages=cfg.dn_stages, **pdl))
+    if cfg.fuse_combine:
+        return
     block_h = min(cfg.combine_block_h, next_pow2(hidden))
     combine_kernel[(num_tokens, triton.cdiv(hidden, block_h))](
         y, ids, out, out.stride(0), H=hidden, E=num_experts, K=k, K_PAD=shape["K_PAD"], BLOCK_H=block_h,

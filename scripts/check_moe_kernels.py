@@ -55,18 +55,20 @@ def _shape_consts(shape, block_m, block_n, block_k):
 
 def compile_gate_up(shape, cfg, pdl=False, one_block=True):
     sig = {"x_ptr": "*bf16", "w13_ptr": "*bf16", "expert_ids_ptr": "*i32", "active_mask_ptr": "*u8",
-           "act_ptr": "*bf16", "num_tokens": "i32", "stride_x": "i32"}
-    consts = dict(_shape_consts(shape, cfg.block_m, cfg.gu_block_n, cfg.gu_block_k), USE_PDL=pdl, ONE_BLOCK=one_block)
+           "act_ptr": "*bf16", "gate_up_done_ptr": "*i32", "num_tokens": "i32", "stride_x": "i32"}
+    consts = dict(_shape_consts(shape, cfg.block_m, cfg.gu_block_n, cfg.gu_block_k), USE_PDL=pdl, ONE_BLOCK=one_block,
+                  HANDOFF=cfg.handoff)
     return _compile(tl3.gate_up_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
                     cfg.gu_stages, pdl)
 
 
 def compile_down(shape, cfg, pdl=False, one_block=True):
     sig = {"act_ptr": "*bf16", "w2_ptr": "*bf16", "expert_ids_ptr": "*i32", "weights_ptr": "*fp32",
-           "active_mask_ptr": "*u8", "y_ptr": "*fp32", "out_ptr": "*bf16", "tile_done_ptr": "*i32", "num_tokens": "i32",
+           "active_mask_ptr": "*u8", "y_ptr": "*fp32", "out_ptr": "*bf16", "sync_ptr": "*i32", "num_tokens": "i32",
            "stride_out": "i32"}
     consts = dict(_shape_consts(shape, cfg.block_m, cfg.dn_block_n, cfg.dn_block_k), USE_PDL=pdl, ONE_BLOCK=one_block,
-                  PRELOAD=cfg.dn_preload, FUSE_COMBINE=cfg.fuse_combine)
+                  PRELOAD=cfg.dn_preload, FUSE_COMBINE=cfg.fuse_combine, HANDOFF=cfg.handoff,
+                  GU_TILES=shape.moe_intermediate_size // cfg.gu_block_n)
     return _compile(tl3.down_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.dn_warps,
                     cfg.dn_stages, pdl)
 
@@ -90,11 +92,12 @@ def compile_one_launch(shape, cfg, pdl=False, one_block=True, early_active=False
                     cfg.gu_stages, pdl)
 
 
-def griddep_problems(kernel, name: str, pdl: bool) -> list:
-    """With PDL the PTX must hold griddepcontrol.wait; without it, no griddepcontrol at all."""
+def griddep_problems(kernel, name: str, pdl: bool, waits: bool = True) -> list:
+    """With PDL the PTX must hold griddepcontrol.wait (unless not `waits`: the handoff down
+    kernel waits on per-expert counters instead); without it, no griddepcontrol at all."""
     ptx = kernel.asm["ptx"]
     problems = []
-    if pdl and "griddepcontrol.wait" not in ptx:
+    if pdl and waits and "griddepcontrol.wait" not in ptx:
         problems.append(f"{name}: launched with PDL but no griddepcontrol.wait in the PTX")
     if not pdl and "griddepcontrol" in ptx:
         problems.append(f"{name}: griddepcontrol in the PTX of a kernel compiled without PDL")
@@ -144,25 +147,28 @@ def check_three_launch(shape, batch: int, candidates: bool, seen: set) -> tuple:
     """(problems, kernels compiled) for the three-launch path's gate/up and down kernels."""
     H, I = shape.hidden_size, shape.moe_intermediate_size
     base = default_config(batch, H, I, shape.top_k, shape.num_experts).replace(down="slots")
-    configs = [(base, True), (base, False), (base.replace(fuse_combine=True), True)] + [
+    configs = [(base, True), (base, False), (base.replace(fuse_combine=True), True),
+               (base.replace(handoff=True), True), (base.replace(handoff=True, fuse_combine=True, dn_preload=True), True)] + [
         (cfg, True) for cfg in (tuner_configs(base, "slots") if candidates else ())]
     problems, count = [], 0
     for cfg, pdl in configs:
         cfg = fitted(cfg, batch, H, I)
         single = one_block(cfg, batch)
-        jobs = [("gate_up", (cfg.block_m, cfg.gu_block_n, cfg.gu_block_k, cfg.gu_warps, cfg.gu_stages, int(pdl)),
+        jobs = [("gate_up", (cfg.block_m, cfg.gu_block_n, cfg.gu_block_k, cfg.gu_warps, cfg.gu_stages, int(pdl),
+                             int(cfg.handoff)),
                  lambda: compile_gate_up(shape, cfg, pdl, single)),
                 ("down", (cfg.block_m, cfg.dn_block_n, cfg.dn_block_k, cfg.dn_warps, cfg.dn_stages, int(pdl),
-                          int(cfg.dn_preload), int(cfg.fuse_combine)),
+                          int(cfg.dn_preload), int(cfg.fuse_combine), int(cfg.handoff)),
                  lambda: compile_down(shape, cfg, pdl, single))]
         for kind, key, build in jobs:
             if (kind,) + key in seen:
                 continue
             seen.add((kind,) + key)
             # Spills are reported, not enforced: the tuner times every candidate on the GPU.
-            name = f"{kind} B={batch} m,n,k,w,s,pdl{',preload,fused' if kind == 'down' else ''}={','.join(str(v) for v in key)}"
+            name = f"{kind} B={batch} m,n,k,w,s,pdl{',preload,fused,handoff' if kind == 'down' else ',handoff'}={','.join(str(v) for v in key)}"
             kernel = build()
-            problems += check(kernel, name, True, spills_allowed=True) + griddep_problems(kernel, name, pdl)
+            waits = not (kind == "down" and cfg.handoff)
+            problems += check(kernel, name, True, spills_allowed=True) + griddep_problems(kernel, name, pdl, waits)
             count += 1
     return problems, count
 

@@ -119,6 +119,27 @@ def test_fused_combine_sums_each_token_once_whatever_the_grid(weights_48, change
     assert torch.count_nonzero(sync.workspace(torch.device(DEVICE))) == 0
 
 
+@pytest.mark.parametrize("changes", [dict(), dict(dn_preload=True), dict(fuse_combine=True),
+                                     dict(dn_preload=True, fuse_combine=True)],
+                         ids=["plain", "preloaded", "fused", "preloaded+fused"])
+@pytest.mark.parametrize("num_tokens,k0,fill", [(1, 4, "invalid"), (5, 2, "top1"), (70, 2, "invalid")])
+def test_handoff_gives_the_same_bits_whatever_the_grid(weights_48, changes, num_tokens, k0, fill):
+    """handoff (a down item waits on its expert's gate/up counter, not on the whole gate/up
+    kernel) changes when an item runs, never what it computes: bit-identical to the same config
+    without it, for grids of 1, 2 and 3 programs, 70 tokens in two token blocks included; the
+    expert counters are left zeroed for the next call."""
+    from oea_trt.moe.triton import sync
+
+    logits = torch.randn(num_tokens, 8, generator=torch.Generator().manual_seed(500 + num_tokens))
+    routing = oea_route(logits.to(DEVICE), OEAConfig(8, SHAPE_48.top_k, k0, fill=fill))
+    x = torch.randn(num_tokens, 64, generator=torch.Generator().manual_seed(num_tokens)).to(DEVICE, DTYPE)
+    cfg = dict(down="slots", gu_block_n=16, gu_block_k=16, dn_block_n=16, dn_block_k=16, **changes)
+    without = _kernel(x, weights_48, routing, **cfg)
+    for programs in (1, 2, 3):
+        assert torch.equal(_kernel(x, weights_48, routing, **cfg, handoff=True, max_programs=programs), without)
+        assert torch.count_nonzero(sync.workspace(torch.device(DEVICE))) == 0
+
+
 def test_fused_combine_zeroes_tokens_without_an_expert(weights_48):
     from oea_trt.moe.triton import KernelConfig, fused_moe
 

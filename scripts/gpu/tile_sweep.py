@@ -69,17 +69,25 @@ CANDIDATES = {
     # fuse_combine: the down program finishing a token's tile sums it, no combine kernel
     "fused": dict(fuse_combine=True),
     "fused dn w8": dict(fuse_combine=True, dn_warps=8),
-    "3L fused": three((32, 128, 4, 4), (64, 128, 4, 4), fuse_combine=True),
-    "3L pre32 fused": three((32, 128, 4, 4), (32, 256, 4, 3), dn_preload=True, fuse_combine=True),
+    # handoff: a down item waits on its expert's gate/up counter, not on the whole gate/up kernel
+    "handoff": dict(handoff=True),
+    "handoff fused": dict(handoff=True, fuse_combine=True),
+    "handoff fused dn w8": dict(handoff=True, fuse_combine=True, dn_warps=8),
+    "handoff fused gu32x128": dict(handoff=True, fuse_combine=True, gu_block_k=128, gu_stages=4),
+    "3L handoff": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True),
+    "3L handoff fused": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True, fuse_combine=True),
+    "3L pre32 handoff": three((32, 128, 4, 4), (32, 256, 4, 3), dn_preload=True, handoff=True),
+    "3L pre32 handoff fused": three((32, 128, 4, 4), (32, 256, 4, 3), dn_preload=True, handoff=True,
+                                    fuse_combine=True),
 }
-PLAN = {  # the next experiment: the combine fused into the down kernel (earlier plans: results READMEs)
-    1: ["fused"],
-    2: ["3L fused", "3L pre32 fused"],
-    4: ["3L fused", "3L pre32 fused"],
-    8: ["3L fused"],
-    16: ["3L fused"],
-    32: ["fused", "fused dn w8"],
-    64: ["fused", "fused dn w8"],
+PLAN = {  # the next experiment: fused combine and the per-expert hand-off (earlier plans: results READMEs)
+    1: ["fused", "handoff", "handoff fused", "handoff fused gu32x128"],
+    2: ["3L handoff fused", "3L pre32 handoff fused"],
+    4: ["3L handoff fused", "3L pre32 handoff fused", "3L pre32 handoff"],
+    8: ["3L handoff fused", "3L pre32 handoff fused"],
+    16: ["3L handoff", "3L handoff fused", "3L pre32 handoff fused"],
+    32: ["fused", "handoff", "handoff fused", "handoff fused dn w8"],
+    64: ["fused", "handoff", "handoff fused", "handoff fused dn w8"],
 }
 
 

@@ -61,6 +61,9 @@ class KernelConfig:
     fuse_combine: three-launch path: the down kernel's program that finishes a token's hidden
         tile last sums the token's y rows (token_sum.py, as the one-launch kernel does), so
         no combine kernel runs: two launches.
+    handoff: three-launch path: a down item waits only for its own expert's gate/up items
+        (per-expert counters), not for the whole gate/up kernel, so the down items of experts
+        that gate/up finished first run during gate/up's last wave and tail.
     """
 
     block_m: int = 16
@@ -81,6 +84,7 @@ class KernelConfig:
     early_active: bool = True
     dn_preload: bool = False
     fuse_combine: bool = False
+    handoff: bool = False
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:

@@ -18,6 +18,14 @@ Preloaded down tiles (config.dn_preload, one token block): the down kernel's pro
 resident while gate/up streams (PDL), and would only wait there; instead each loads its first
 item's whole w2 tile into registers before its wait, so after gate/up only the act rows are
 read (B=1 on an H100: the down kernel ends 2.3 us after gate/up instead of 7.0).
+
+Per-expert hand-off (config.handoff): gate/up walks the experts in order, so the first experts'
+act rows are complete long before the kernel is; each gate/up item counts itself done in its
+expert's counter (release) and a down item waits on that counter (acquire) instead of
+griddepcontrol.wait, so down items run in gate/up's last wave and tail.
+
+Fused combine (config.fuse_combine): the down program finishing a token's hidden tile sums the
+token's y rows (token_sum.py): two launches.
 """
 from __future__ import annotations
 
@@ -27,7 +35,7 @@ import triton.language as tl
 
 from oea_trt.moe.triton.config import KernelConfig, next_pow2, one_block
 from oea_trt.moe.triton.launch import launch_persistent
-from oea_trt.moe.triton.sync import sync_workspace
+from oea_trt.moe.triton.sync import sync_workspace, wait_for_count
 from oea_trt.moe.triton.tiles import (active_experts, down_block, down_preloaded, gate_up_item, nth_active,
                                      preload_w2, tokens_of_expert)
 from oea_trt.moe.triton.token_sum import finish_tiles, owned_slots, zero_unrouted_tokens
@@ -44,11 +52,14 @@ def _signal_dependents_at_last_item(w, total, USE_PDL: tl.constexpr):
 
 
 @triton.jit(do_not_specialize=["num_tokens"])
-def gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, num_tokens, stride_x,
+def gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, gate_up_done_ptr, num_tokens, stride_x,
                    H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                    K: tl.constexpr, K_PAD: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
-                   ONE_BLOCK: tl.constexpr):
+                   ONE_BLOCK: tl.constexpr, HANDOFF: tl.constexpr = False):
+    """HANDOFF: each item, once its act rows are stored, counts itself done in its expert's
+    counter (gate_up_done_ptr[expert], the zeroed workspace), which the down kernel's items
+    wait on instead of the whole kernel."""
     if USE_PDL:
         # May start while the routing kernel drains: wait for its memory (active_mask,
         # expert_ids) and for whatever wrote x, before reading or writing anything.
@@ -61,27 +72,42 @@ def gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, num
             tl.extra.cuda.gdc_launch_dependents()
     for w in range(tl.program_id(0), total, tl.num_programs(0)):
         _signal_dependents_at_last_item(w, total, USE_PDL)
-        gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, nth_active(rank, active, w // N_TILES, E_PAD),
-                     w % N_TILES, num_tokens, stride_x, H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK,
-                     w // N_TILES, False)
+        expert = nth_active(rank, active, w // N_TILES, E_PAD)
+        gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, w % N_TILES, num_tokens, stride_x,
+                     H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK, w // N_TILES, False)
+        if HANDOFF:
+            tl.debug_barrier()  # every thread's act stores precede the release
+            tl.atomic_add(gate_up_done_ptr + expert, 1, sem="release")
 
 
 @triton.jit(do_not_specialize=["num_tokens"])
-def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y_ptr, out_ptr, tile_done_ptr,
+def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y_ptr, out_ptr, sync_ptr,
                 num_tokens, stride_out,
                 H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                 K: tl.constexpr, K_PAD: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
-                ONE_BLOCK: tl.constexpr, PRELOAD: tl.constexpr = False, FUSE_COMBINE: tl.constexpr = False):
-    """FUSE_COMBINE: each item also counts itself done per (token, hidden tile), and the program
+                ONE_BLOCK: tl.constexpr, PRELOAD: tl.constexpr = False, FUSE_COMBINE: tl.constexpr = False,
+                HANDOFF: tl.constexpr = False, GU_TILES: tl.constexpr = 1):
+    """sync_ptr: the zeroed int32 workspace (sync.py), used only with FUSE_COMBINE or HANDOFF:
+    [0] programs exited, [1, 1+E) gate/up items done per expert, then per-(token, hidden tile)
+    counters (workspace_words()).
+    FUSE_COMBINE: each item also counts itself done per (token, hidden tile), and the program
     that finishes a token's tile last writes its output (token_sum.py): no combine kernel.
-    out_ptr, tile_done_ptr (the zeroed int32 workspace) and stride_out are used only then."""
+    HANDOFF: an item waits only until its expert's GU_TILES gate/up items have counted
+    themselves done, not for the whole gate/up kernel: down items of the experts gate/up walked
+    first run in gate/up's last wave and tail. No deadlock: with PDL this kernel launches only
+    after every gate/up program has started its last item, so the items waited on are running.
+    The last program out zeroes the expert counters for the next call."""
     PRELOAD_FIRST: tl.constexpr = PRELOAD and ONE_BLOCK
-    if USE_PDL and not PRELOAD_FIRST:
+    if USE_PDL and not PRELOAD_FIRST and not HANDOFF:
         tl.extra.cuda.gdc_wait()  # gate/up's act rows are visible past here
-    # PRELOAD_FIRST reads the active set and the routing's rows before its wait: this kernel
-    # launches only once every gate/up program has passed its own wait, i.e. after the kernel
-    # that wrote them (the routing) completed and flushed; only gate/up's act rows need the wait.
+    # PRELOAD_FIRST and HANDOFF read the active set and the routing's rows before any wait: this
+    # kernel launches only once every gate/up program has passed its own wait, i.e. after the
+    # kernel that wrote them (the routing) completed and flushed; only gate/up's act rows need a
+    # wait (gdc_wait, or with HANDOFF the expert's counter).
+    exited_ptr = sync_ptr
+    gate_up_done_ptr = sync_ptr + 1
+    tile_done_ptr = sync_ptr + 1 + E
     N_TILES: tl.constexpr = H // BLOCK_N
     rank, active, num_active = active_experts(active_mask_ptr, E, E_PAD)
     total = num_active * N_TILES
@@ -96,7 +122,9 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
             expert = nth_active(rank, active, first // N_TILES, E_PAD)
             toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
             w0, w1, w2, w3 = preload_w2(w2_ptr, expert, first % N_TILES, H, I, BLOCK_N, BLOCK_K)
-            if USE_PDL:
+            if HANDOFF:
+                wait_for_count(gate_up_done_ptr + expert, GU_TILES)
+            elif USE_PDL:
                 tl.extra.cuda.gdc_wait()
             down_preloaded(act_ptr, w0, w1, w2, w3, weights_ptr, y_ptr, first % N_TILES, toks, routed, row, hit,
                            H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K)
@@ -110,6 +138,8 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
         expert = nth_active(rank, active, w // N_TILES, E_PAD)
         if ONE_BLOCK:  # one token block (every decode batch): no token-block loop
             toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
+            if HANDOFF:
+                wait_for_count(gate_up_done_ptr + expert, GU_TILES)
             down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, w % N_TILES, toks, routed, row, row, hit,
                        H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK)
             if FUSE_COMBINE:
@@ -117,6 +147,8 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
                              owned_slots(expert_ids_ptr, toks, num_tokens, E, K), w % N_TILES, H, K, N_TILES,
                              BLOCK_M, BLOCK_N)
         else:
+            if HANDOFF:
+                wait_for_count(gate_up_done_ptr + expert, GU_TILES)
             for tok0 in range(0, num_tokens, BLOCK_M):
                 toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD,
                                                           BLOCK_M)
@@ -131,6 +163,13 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
             if USE_PDL:
                 tl.extra.cuda.gdc_wait()  # (again, for a program that had no item: out may be in use before)
             zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, BLOCK_N)
+    if HANDOFF:
+        # The last program out: every item has passed its expert's wait, so every gate/up item
+        # has counted itself; nothing reads the counters any more in this call.
+        if tl.atomic_add(exited_ptr, 1, sem="acq_rel") == tl.num_programs(0) - 1:
+            e_offs = tl.arange(0, E_PAD)
+            tl.store(gate_up_done_ptr + e_offs, tl.zeros((E_PAD,), dtype=tl.int32), mask=e_offs < E)
+            tl.store(exited_ptr, 0)
 
 
 @triton.jit
@@ -152,6 +191,11 @@ def combine_kernel(y_ptr, expert_ids_ptr, out_ptr, stride_out, H: tl.constexpr, 
              mask=h < H)
 
 
+def workspace_words(num_experts: int, num_tokens: int, h_tiles: int) -> int:
+    """int32 words of the workspace a call uses (layout in down_kernel)."""
+    return 1 + num_experts + num_tokens * h_tiles
+
+
 def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor, wts: torch.Tensor,
            mask_u8: torch.Tensor, out: torch.Tensor, cfg: KernelConfig, use_pdl: bool) -> None:
     """The three kernels of one call into out, two with cfg.fuse_combine (inputs checked and
@@ -164,23 +208,25 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
     shape = dict(E=num_experts, E_PAD=next_pow2(num_experts), K=k, K_PAD=next_pow2(k))
     max_active = min(num_experts, num_tokens * k)
     act = torch.empty((num_tokens * k, inter), dtype=w13.dtype, device=w13.device)
+    h_tiles = hidden // cfg.dn_block_n
+    # The zeroed workspace (sync.py; layout in down_kernel), where fuse_combine or handoff use
+    # it; otherwise the pointer is unused and ids stands in for it.
+    uses_sync = cfg.fuse_combine or cfg.handoff
+    sync = sync_workspace(workspace_words(num_experts, num_tokens, h_tiles), x.device) if uses_sync else ids
     launch_persistent(
         gate_up_kernel, max_active * (inter // cfg.gu_block_n), cfg.max_programs,
-        (x, w13, ids, mask_u8, act, num_tokens, x.stride(0)),
+        (x, w13, ids, mask_u8, act, sync[1:] if cfg.handoff else sync, num_tokens, x.stride(0)),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.gu_block_n, BLOCK_K=cfg.gu_block_k,
-             USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), num_warps=cfg.gu_warps,
+             USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), HANDOFF=cfg.handoff, num_warps=cfg.gu_warps,
              num_stages=cfg.gu_stages, **pdl))
     y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
-    h_tiles = hidden // cfg.dn_block_n
-    # fuse_combine: per-(token, hidden tile) counters in the zeroed workspace (token_sum.py);
-    # otherwise the pointer is unused and ids stands in for it.
-    tile_done = sync_workspace(num_tokens * h_tiles, x.device) if cfg.fuse_combine else ids
     launch_persistent(
         down_kernel, max_active * h_tiles, cfg.max_programs,
-        (act, w2, ids, wts, mask_u8, y, out, tile_done, num_tokens, out.stride(0)),
+        (act, w2, ids, wts, mask_u8, y, out, sync, num_tokens, out.stride(0)),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.dn_block_n, BLOCK_K=cfg.dn_block_k,
              USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), PRELOAD=cfg.dn_preload,
-             FUSE_COMBINE=cfg.fuse_combine, num_warps=cfg.dn_warps, num_stages=cfg.dn_stages, **pdl))
+             FUSE_COMBINE=cfg.fuse_combine, HANDOFF=cfg.handoff, GU_TILES=inter // cfg.gu_block_n,
+             num_warps=cfg.dn_warps, num_stages=cfg.dn_stages, **pdl))
     if cfg.fuse_combine:
         return
     block_h = min(cfg.combine_block_h, next_pow2(hidden))

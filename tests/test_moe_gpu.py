@@ -115,12 +115,9 @@ TRITON_VARIANTS = {
     "slots+pdl preload": dict(down="slots", pdl=True, dn_preload=True),
     "slots+pdl preload 64x8": dict(down="slots", pdl=True, dn_preload=True, dn_block_n=64, dn_warps=8, dn_stages=2),
     "slots preload no pdl": dict(down="slots", pdl=False, dn_preload=True),
-    "slots+pdl fused combine": dict(down="slots", pdl=True, fuse_combine=True),
-    "slots+pdl preload fused combine": dict(down="slots", pdl=True, dn_preload=True, fuse_combine=True),
     "slots+pdl handoff": dict(down="slots", pdl=True, handoff=True),
     "slots handoff no pdl": dict(down="slots", pdl=False, handoff=True),
-    "slots+pdl preload handoff fused combine": dict(down="slots", pdl=True, dn_preload=True, handoff=True,
-                                                    fuse_combine=True),
+    "slots+pdl preload handoff": dict(down="slots", pdl=True, dn_preload=True, handoff=True),
 }
 
 
@@ -154,12 +151,10 @@ def test_triton_variants_match_reference(layer, variant, num_tokens, k0, fill):
 
 @pytest.mark.parametrize("changes", [dict(down="slots", pdl=True), dict(down="one_launch", pdl=True),
                                      dict(down="slots", pdl=True, dn_preload=True, dn_block_n=32),
-                                     dict(down="slots", pdl=True, fuse_combine=True),
                                      dict(down="slots", pdl=True, handoff=True),
-                                     dict(down="slots", pdl=True, dn_preload=True, dn_block_n=32, handoff=True,
-                                          fuse_combine=True)],
-                         ids=["slots+pdl", "one_launch+pdl", "slots+pdl preload", "slots+pdl fused combine",
-                              "slots+pdl handoff", "slots+pdl preload handoff fused combine"])
+                                     dict(down="slots", pdl=True, dn_preload=True, dn_block_n=32, handoff=True)],
+                         ids=["slots+pdl", "one_launch+pdl", "slots+pdl preload", "slots+pdl handoff",
+                              "slots+pdl preload handoff"])
 def test_triton_pdl_graph_replay_back_to_back(layer, changes):
     """Several calls in one graph, back to back as in the benchmark (each call's gate/up is a
     programmatic dependent of the previous call's last kernel; buffers of one call are reused
@@ -194,32 +189,6 @@ def test_triton_pdl_graph_replay_back_to_back(layer, changes):
 
 
 @pytest.mark.parametrize("changes", [dict(), dict(dn_preload=True, dn_block_n=32)], ids=["streamed", "preloaded"])
-def test_fused_combine_random_cases_against_three_launches(layer, changes):
-    """fuse_combine (the down program finishing a token's hidden tile sums it; two launches): 40
-    fresh random batches (1..100 tokens, k0 1..k, every fill mode, grids of 1 to 40 programs):
-    within fp32 rounding of the three-launch path (same slot-ordered sums, another summation
-    tree; a tile nobody finished would hold what the allocator left), bit-identical across
-    grids, and the workspace left zeroed."""
-    from oea_trt.moe.triton import sync
-
-    shape, w = layer
-    gen = torch.Generator().manual_seed(4545 + len(changes))
-    for case in range(40):
-        T = int(torch.randint(1, 101, (1,), generator=gen))
-        k0 = int(torch.randint(1, shape.top_k + 1, (1,), generator=gen))
-        x, r = _batch(shape, T, k0, ("invalid", "num_experts", "top1")[case % 3], seed=7000 + case)
-        three = _triton(x, w, r, down="slots", pdl=True)
-        fused = [_triton(x, w, r, down="slots", pdl=True, fuse_combine=True, max_programs=p, **changes)
-                 for p in (None, (1, 7, 40)[case % 3])]
-        diff = (fused[0].float() - three.float()).abs().max() / three.float().abs().max().clamp(min=1e-6)
-        assert diff <= 1e-2, (case, T, k0, float(diff))
-        assert torch.equal(fused[0], fused[1]), (case, T, k0)
-        torch.cuda.synchronize()
-        assert torch.count_nonzero(sync.workspace(torch.device("cuda", torch.cuda.current_device()))) == 0
-
-
-@pytest.mark.parametrize("changes", [dict(), dict(dn_preload=True, dn_block_n=32), dict(fuse_combine=True)],
-                         ids=["streamed", "preloaded", "fused"])
 def test_handoff_random_cases_give_the_same_bits(layer, changes):
     """handoff (each down item waits on its expert's gate/up counter while gate/up still runs):
     40 fresh random batches (1..100 tokens, k0 1..k, every fill mode, grids of 1 to 40 programs

@@ -96,32 +96,7 @@ def test_preloaded_down_tiles_give_the_streamed_bits(weights_48, changes, num_to
     assert_close(out, moe_reference(x, weights_48.w13, weights_48.w2, routing.expert_ids, routing.weights))
 
 
-@pytest.mark.parametrize("changes", [dict(), dict(dn_preload=True)], ids=["streamed", "preloaded"])
-@pytest.mark.parametrize("num_tokens,k0,fill", [(1, 4, "invalid"), (5, 2, "top1"), (40, 3, "num_experts"),
-                                                (70, 2, "invalid")])
-def test_fused_combine_sums_each_token_once_whatever_the_grid(weights_48, changes, num_tokens, k0, fill):
-    """fuse_combine: the down program that finishes a token's hidden tile sums its y rows (no
-    combine kernel). Against the fp32 loop and the three-launch path; bit-identical for grids of
-    1, 2 and 3 programs (the finisher differs, the slot-ordered sum does not); tokens with no
-    expert ("invalid" fill at k0=1 gives some) are zeros; the workspace is left zeroed; 70 tokens
-    take two token blocks."""
-    from oea_trt.moe.triton import sync
-
-    logits = torch.randn(num_tokens, 8, generator=torch.Generator().manual_seed(400 + num_tokens))
-    routing = oea_route(logits.to(DEVICE), OEAConfig(8, SHAPE_48.top_k, k0, fill=fill))
-    x = torch.randn(num_tokens, 64, generator=torch.Generator().manual_seed(num_tokens)).to(DEVICE, DTYPE)
-    cfg = dict(down="slots", gu_block_n=16, gu_block_k=16, dn_block_n=16, dn_block_k=16, **changes)
-    assert _config(num_tokens, weights_48, routing, **cfg, fuse_combine=True).launches == 2
-    outs = [_kernel(x, weights_48, routing, **cfg, fuse_combine=True, max_programs=p) for p in (1, 2, 3)]
-    assert all(torch.equal(outs[0], o) for o in outs[1:])
-    assert_close(outs[0], _kernel(x, weights_48, routing, **cfg))
-    assert_close(outs[0], moe_reference(x, weights_48.w13, weights_48.w2, routing.expert_ids, routing.weights))
-    assert torch.count_nonzero(sync.workspace(torch.device(DEVICE))) == 0
-
-
-@pytest.mark.parametrize("changes", [dict(), dict(dn_preload=True), dict(fuse_combine=True),
-                                     dict(dn_preload=True, fuse_combine=True)],
-                         ids=["plain", "preloaded", "fused", "preloaded+fused"])
+@pytest.mark.parametrize("changes", [dict(), dict(dn_preload=True)], ids=["plain", "preloaded"])
 @pytest.mark.parametrize("num_tokens,k0,fill", [(1, 4, "invalid"), (5, 2, "top1"), (70, 2, "invalid")])
 def test_handoff_gives_the_same_bits_whatever_the_grid(weights_48, changes, num_tokens, k0, fill):
     """handoff (a down item waits on its expert's gate/up counter, not on the whole gate/up
@@ -138,18 +113,6 @@ def test_handoff_gives_the_same_bits_whatever_the_grid(weights_48, changes, num_
     for programs in (1, 2, 3):
         assert torch.equal(_kernel(x, weights_48, routing, **cfg, handoff=True, max_programs=programs), without)
         assert torch.count_nonzero(sync.workspace(torch.device(DEVICE))) == 0
-
-
-def test_fused_combine_zeroes_tokens_without_an_expert(weights_48):
-    from oea_trt.moe.triton import KernelConfig, fused_moe
-
-    ids = torch.tensor([[2, 5, 2, -1], [-1, -1, -1, -1], [7, 8, -1, 0]], dtype=torch.int32, device=DEVICE)
-    wts = torch.tensor([[0.5, 0.25, 0.125, 0.9], [1.0, 1.0, 1.0, 1.0], [0.3, 0.9, 0.9, 0.7]], device=DEVICE)
-    x = torch.randn(3, 64, generator=torch.Generator().manual_seed(3)).to(DEVICE, DTYPE)
-    cfg = KernelConfig(down="slots", fuse_combine=True, gu_block_n=16, dn_block_n=16, dn_block_k=16, max_programs=2)
-    out = fused_moe(x, weights_48.w13, weights_48.w2, ids, wts, config=cfg)
-    assert_close(out, moe_reference(x, weights_48.w13, weights_48.w2, ids, wts))
-    assert torch.count_nonzero(out[1]) == 0 and torch.count_nonzero(out[0]) > 0
 
 
 def _config(num_tokens, w, routing, **changes):
@@ -287,8 +250,9 @@ def test_config_errors_and_pdl_needs_a_gpu(weights):
 def test_kernels_compile_for_sm90_with_pipelined_weight_loads():
     """The real (non-interpreted) compile for sm_90, in a subprocess: every kernel of the
     three-launch path for the 30B layer at B=1 and B=64 (gate/up, down, combine, with and
-    without PDL; the down kernel also with fuse_combine) fits in shared memory, streams its weights via cp.async and carries
-    griddepcontrol exactly where PDL is on."""
+    without PDL; the gate/up and down kernels also with the per-expert hand-off, the down kernel
+    also preloaded) fits in shared memory, streams its weights via cp.async and carries
+    griddepcontrol exactly where PDL is on (the hand-off down kernel waits on counters instead)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -297,6 +261,6 @@ def test_kernels_compile_for_sm90_with_pipelined_weight_loads():
     done = subprocess.run([sys.executable, str(script), "--preset", "qwen3-30b-a3b", "--batch", "1", "64", "--kernel",
                            "three_launch"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    # Per batch gate/up and down with and without PDL and the down kernel with the combine fused,
-    # then the combine kernel with and without PDL.
-    assert "12 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout
+    # Per batch gate/up and down with and without PDL and with the hand-off (the down kernel also
+    # preloaded), then the combine kernel with and without PDL.
+    assert "16 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout

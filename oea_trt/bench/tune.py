@@ -13,8 +13,9 @@ objective (TuneSpec.objective) is a list of routings whose times a candidate sum
 uniform vanilla routing, the most distinct experts a batch of that size touches, plus skewed OEA
 k0=3, so the tiles also serve the small active sets OEA produces. A coordinate search starts
 from the heuristic default and varies one aspect at a time (candidate_steps): gate/up tiles,
-then the three-launch path's down tiles, then the one-launch path's tiles, and again from the new
-best where a round changed it (TUNE_ROUNDS). A change is kept only
+then the three-launch path's down tiles, then the one-launch path's tiles, then the three-launch
+path's per-expert hand-off on or off, and again from the new best where a round changed it
+(TUNE_ROUNDS). A change is kept only
 where it is faster by more than TUNE_MARGIN: the 3-repeat timings spread by about a percent, and
 a noise-level win on one routing mix must not decide the tiles of all of them. Each winner is
 checked against the fp32 loop on fresh inputs before it is written.
@@ -75,14 +76,18 @@ def candidate_steps() -> List[List[Callable[[KernelConfig], KernelConfig]]]:
     """The search's steps, each a list of changes (config -> config) of the best config so far."""
     gate_up = [lambda c, n=n, k=k, w=w, s=s: c.replace(gu_block_n=n, gu_block_k=k, gu_warps=w, gu_stages=s)
                for n, k, w, s in GATE_UP_CANDIDATES]
+    # A one-launch config moving to three launches takes the hand-off on (their default).
     down = [lambda c, n=n, k=k, w=w, s=s, p=p: c.replace(down="slots", dn_block_n=n, dn_block_k=k, dn_warps=w,
-                                                         dn_stages=s, dn_preload=p)
+                                                         dn_stages=s, dn_preload=p,
+                                                         handoff=c.handoff if c.down == "slots" else True)
             for n, k, w, s, p in DOWN_CANDIDATES]
     # 8 warps for a 64-token tile of the one-launch kernel, which spills heavily at 4.
     one_launch = [lambda c, t=t: c.replace(down="one_launch", dn_preload=False,
                                            gu_warps=8 if c.block_m >= 64 else 4, **t)
                   for t in ONE_LAUNCH_CANDIDATES]
-    return [gate_up, down, one_launch]
+    # The per-expert hand-off on or off (three launches only; on one launch it changes nothing).
+    handoff = [lambda c: c.replace(handoff=not c.handoff) if c.down == "slots" else c]
+    return [gate_up, down, one_launch, handoff]
 
 
 def coordinate_search(start, steps, measure: Callable[[object], float], margin: float = TUNE_MARGIN,
@@ -247,7 +252,8 @@ def _short(cfg: KernelConfig) -> str:
     text = (f"gate/up {cfg.gu_block_n}x{cfg.gu_block_k} w{cfg.gu_warps} s{cfg.gu_stages}, "
             f"down {cfg.dn_block_n}x{cfg.dn_block_k}")
     if cfg.down == "slots":
-        return text + f" w{cfg.dn_warps} s{cfg.dn_stages}{' preloaded' if cfg.dn_preload else ''}"
+        return (text + f" w{cfg.dn_warps} s{cfg.dn_stages}{' preloaded' if cfg.dn_preload else ''}"
+                f"{', hand-off' if cfg.handoff else ''}")
     return text + f", {cfg.programs_per_sm}/SM"
 
 

@@ -66,28 +66,21 @@ CANDIDATES = {
     "gu32x256w8": dict(gu_block_n=32, gu_block_k=256, gu_warps=8, gu_stages=3),
     "gu16x512s3": dict(gu_block_n=16, gu_block_k=512, gu_stages=3),
     "dn32 s2": dict(dn_stages=2),
-    # fuse_combine: the down program finishing a token's tile sums it, no combine kernel
-    "fused": dict(fuse_combine=True),
-    "fused dn w8": dict(fuse_combine=True, dn_warps=8),
     # handoff: a down item waits on its expert's gate/up counter, not on the whole gate/up kernel
     "handoff": dict(handoff=True),
-    "handoff fused": dict(handoff=True, fuse_combine=True),
-    "handoff fused dn w8": dict(handoff=True, fuse_combine=True, dn_warps=8),
-    "handoff fused gu32x128": dict(handoff=True, fuse_combine=True, gu_block_k=128, gu_stages=4),
+    "no handoff": dict(handoff=False),
     "3L handoff": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True),
-    "3L handoff fused": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True, fuse_combine=True),
     "3L pre32 handoff": three((32, 128, 4, 4), (32, 256, 4, 3), dn_preload=True, handoff=True),
-    "3L pre32 handoff fused": three((32, 128, 4, 4), (32, 256, 4, 3), dn_preload=True, handoff=True,
-                                    fuse_combine=True),
 }
-PLAN = {  # the next experiment: fused combine and the per-expert hand-off (earlier plans: results READMEs)
-    1: ["fused", "handoff", "handoff fused", "handoff fused gu32x128"],
-    2: ["3L handoff fused", "3L pre32 handoff fused"],
-    4: ["3L handoff fused", "3L pre32 handoff fused", "3L pre32 handoff"],
-    8: ["3L handoff fused", "3L pre32 handoff fused"],
-    16: ["3L handoff", "3L handoff fused", "3L pre32 handoff fused"],
-    32: ["fused", "handoff", "handoff fused", "handoff fused dn w8"],
-    64: ["fused", "handoff", "handoff fused", "handoff fused dn w8"],
+PLAN = {  # the last experiment: the per-expert hand-off (earlier plans: results READMEs; the fused
+    # combine candidates ran at commit b91dc6e, benchmarks/results/handoff_h100/)
+    1: ["handoff"],
+    2: ["3L handoff", "3L pre32 handoff"],
+    4: ["3L handoff", "3L pre32 handoff"],
+    8: ["3L handoff", "3L pre32 handoff"],
+    16: ["3L handoff", "3L pre32 handoff"],
+    32: ["handoff", "no handoff"],
+    64: ["handoff", "no handoff"],
 }
 
 

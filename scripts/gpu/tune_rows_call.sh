@@ -7,7 +7,8 @@
 # BEFORE_FILE (e.g. a copy of the file shipped before) -> before/ (same machine; the box's copy of
 # the package file is left at it). ROWS_ROUTING, ROWS_K0, ROWS_REPEATS narrow the rows
 # (moe_floor_rows.sh; here skewed, "3 5", 3 by default). This replaced routed_tune_rows.sh.
-#   RESULTS_DIR=/tmp/r [RUN_TESTS=1 DEADLINE_S=540 TUNE_S=150 BEFORE_FILE=path.json] \
+# TESTS_K narrows RUN_TESTS's tests (a pytest -k expression).
+#   RESULTS_DIR=/tmp/r [RUN_TESTS=1 TESTS_K="handoff" DEADLINE_S=540 TUNE_S=150 BEFORE_FILE=path.json] \
 #     bash scripts/gpu/tune_rows_call.sh
 set -u
 cd "$(dirname "$0")/../.."
@@ -19,7 +20,7 @@ deadline=${DEADLINE_S:-540}
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$RESULTS_DIR/gpu.txt"
 if [ -n "${RUN_TESTS:-}" ]; then
   timeout 220 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py tests/test_moe_tuned.py \
-    > "$RESULTS_DIR/gpu_tests.log" 2>&1
+    ${TESTS_K:+-k "$TESTS_K"} > "$RESULTS_DIR/gpu_tests.log" 2>&1
   echo "tests: rc=$? after $((SECONDS - start)) s"; tail -n 3 "$RESULTS_DIR/gpu_tests.log"
 fi
 tune_s=${TUNE_S:-150}

@@ -52,9 +52,79 @@ from oea_trt.moe.triton.config import KernelConfig, next_pow2, one_block
 from oea_trt.moe.triton.launch import launch_persistent
 from oea_trt.moe.triton.sync import start_after_routing, sync_workspace, wait_for_count
 from oea_trt.moe.triton.tiles import active_experts, down_block, gate_up_item, nth_active, tokens_of_expert
-from oea_trt.moe.triton.token_sum import finish_tiles, owned_slots, zero_unrouted_tokens
 
 # ---- device code -------------------------------------------------------------------------
+
+
+@triton.jit
+def _slot_owns_row(expert_ids_ptr, toks, num_tokens, s: tl.constexpr, E: tl.constexpr, K: tl.constexpr):
+    """[BLOCK_M] bool: slot s of each token holds a valid expert that no earlier slot of the token
+    names, i.e. the slot owns a y row (a repeat, the router's "top1" fill, is not a new expert).
+    Column by column, from L1: a [tokens, k, k] comparison would cost the streaming loops
+    registers (the kernel's register count sets how many programs share an SM)."""
+    in_tok = toks < num_tokens
+    expert = tl.load(expert_ids_ptr + toks * K + s, mask=in_tok, other=-1)
+    own = in_tok & (expert >= 0) & (expert < E)
+    for t in tl.static_range(s):
+        own = own & (tl.load(expert_ids_ptr + toks * K + t, mask=in_tok, other=-1) != expert)
+    return own
+
+
+@triton.jit
+def _owned_slots(expert_ids_ptr, toks, num_tokens, E: tl.constexpr, K: tl.constexpr):
+    """[BLOCK_M] int32 bitmask: bit s set where slot s of the token owns a y row
+    (_slot_owns_row). A down item of a one-block batch loads it while it waits for its expert's
+    gate/up rows, so finishing the item needs no reload of the routing's ids after its counter
+    atomic (one round trip less at the end of every down item, the tail's included)."""
+    tl.static_assert(K <= 31, "the per-token slot bitmask holds at most 31 slots")
+    bits = tl.zeros(toks.shape, dtype=tl.int32)
+    for s in tl.static_range(K):
+        bits = bits | (_slot_owns_row(expert_ids_ptr, toks, num_tokens, s, E, K).to(tl.int32) << s)
+    return bits
+
+
+@triton.jit
+def _finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed, owned, h_tile,
+                  H: tl.constexpr, K: tl.constexpr, H_TILES: tl.constexpr, BLOCK_M: tl.constexpr,
+                  BLOCK_N: tl.constexpr):
+    """Count this down item done for each routed token's hidden tile; for the tokens whose tile
+    it completes (owned: _owned_slots of the block's tokens), out[token, tile] = sum of the
+    token's y rows in slot order (rounded once to out's dtype), and the counter goes back to 0
+    for the next call."""
+    toks = tok0 + tl.arange(0, BLOCK_M)
+    distinct = tl.zeros((BLOCK_M,), dtype=tl.int32)
+    for s in tl.static_range(K):
+        distinct += (owned >> s) & 1
+    tl.debug_barrier()  # every thread's y stores precede the release below
+    counters = tile_done_ptr + toks * H_TILES + h_tile
+    before = tl.atomic_add(counters, 1, mask=routed, sem="acq_rel")
+    last = routed & (before == distinct - 1)
+    if tl.max(last.to(tl.int32), axis=0) > 0:
+        tl.debug_barrier()  # the acquiring threads' view is every thread's from here
+        h = h_tile * BLOCK_N + tl.arange(0, BLOCK_N)
+        total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for s in tl.static_range(K):
+            own = last & (((owned >> s) & 1) != 0)
+            rows = (toks * K + s).to(tl.int64)
+            total += tl.load(y_ptr + rows[:, None] * H + h[None, :], mask=own[:, None], other=0.0,
+                             cache_modifier=".cg")
+        tl.store(out_ptr + toks[:, None].to(tl.int64) * stride_out + h[None, :], total.to(out_ptr.dtype.element_ty),
+                 mask=last[:, None])
+        tl.store(counters, tl.zeros_like(before), mask=last)
+
+
+@triton.jit
+def _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H: tl.constexpr, E: tl.constexpr,
+                          K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Output rows of tokens with no valid expert are zeros (no down item will touch them)."""
+    for tok0 in range(0, num_tokens, BLOCK_M):
+        toks = tok0 + tl.arange(0, BLOCK_M)
+        empty = (toks < num_tokens) & (_owned_slots(expert_ids_ptr, toks, num_tokens, E, K) == 0)
+        if tl.max(empty.to(tl.int32), axis=0) > 0:
+            for h0 in range(0, H, BLOCK_N):
+                h = h0 + tl.arange(0, BLOCK_N)
+                tl.store(out_ptr + toks[:, None].to(tl.int64) * stride_out + h[None, :],
+                         tl.zeros((BLOCK_M, BLOCK_N), dtype=out_ptr.dtype.element_ty), mask=empty[:, None])
 
 
 @triton.jit(do_not_specialize=["num_tokens"])
@@ -76,7 +146,7 @@ def one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, activ
     total = gate_up_items + num_active * H_TILES
     if not EARLY_ACTIVE:
         if tl.program_id(0) == 0:
-            zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, DN_N)
+            _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, DN_N)
     w = tl.atomic_add(ticket_ptr, 1, sem="relaxed")
     while w < total:
         following = tl.atomic_add(ticket_ptr, 1, sem="relaxed")
@@ -96,11 +166,11 @@ def one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, activ
                 if USE_PDL:
                     tl.extra.cuda.gdc_wait()  # the routing's rows are complete and visible past here
                 if d == 0:  # one item, after the wait: the rows tell which tokens have no expert
-                    zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M,
-                                         DN_N)
+                    _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M,
+                                          DN_N)
             if ONE_BLOCK:  # the token list and owned slots (routing's, not gate/up's) load while it waits
                 toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
-                owned = owned_slots(expert_ids_ptr, toks, num_tokens, E, K)
+                owned = _owned_slots(expert_ids_ptr, toks, num_tokens, E, K)
             wait_for_count(gate_up_done_ptr + expert, GU_TILES)
             if ONE_BLOCK:
                 if EARLY_ACTIVE:
@@ -109,23 +179,23 @@ def one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, activ
                     act_row = row
                 down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, d % H_TILES, toks, routed, row, act_row,
                            hit, H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK)
-                finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, 0, routed, owned, d % H_TILES, H, K, H_TILES,
-                             BLOCK_M, DN_N)
+                _finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, 0, routed, owned, d % H_TILES, H, K, H_TILES,
+                              BLOCK_M, DN_N)
             else:
                 for tok0 in range(0, num_tokens, BLOCK_M):
                     toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD,
                                                               BLOCK_M)
                     down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, d % H_TILES, toks, routed, row, row,
                                hit, H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK)
-                    finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed,
-                                 owned_slots(expert_ids_ptr, toks, num_tokens, E, K), d % H_TILES, H, K, H_TILES,
-                                 BLOCK_M, DN_N)
+                    _finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed,
+                                  _owned_slots(expert_ids_ptr, toks, num_tokens, E, K), d % H_TILES, H, K, H_TILES,
+                                  BLOCK_M, DN_N)
         w = following
     if EARLY_ACTIVE:
         if (num_active == 0) & (tl.program_id(0) == 0):  # no down item zeroed the unrouted tokens
             if USE_PDL:
                 tl.extra.cuda.gdc_wait()
-            zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, DN_N)
+            _zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, DN_N)
     # The last program out has seen every other program draw its final ticket: nothing reads
     # the ticket or the gate/up counters any more in this call, so it zeroes them for the next.
     if tl.atomic_add(exited_ptr, 1, sem="acq_rel") == tl.num_programs(0) - 1:

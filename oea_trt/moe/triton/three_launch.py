@@ -23,9 +23,6 @@ Per-expert hand-off (config.handoff): gate/up walks the experts in order, so the
 act rows are complete long before the kernel is; each gate/up item counts itself done in its
 expert's counter (release) and a down item waits on that counter (acquire) instead of
 griddepcontrol.wait, so down items run in gate/up's last wave and tail.
-
-Fused combine (config.fuse_combine): the down program finishing a token's hidden tile sums the
-token's y rows (token_sum.py): two launches.
 """
 from __future__ import annotations
 
@@ -38,7 +35,6 @@ from oea_trt.moe.triton.launch import launch_persistent
 from oea_trt.moe.triton.sync import sync_workspace, wait_for_count
 from oea_trt.moe.triton.tiles import (active_experts, down_block, down_preloaded, gate_up_item, nth_active,
                                      preload_w2, tokens_of_expert)
-from oea_trt.moe.triton.token_sum import finish_tiles, owned_slots, zero_unrouted_tokens
 
 
 @triton.jit
@@ -81,18 +77,14 @@ def gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, gat
 
 
 @triton.jit(do_not_specialize=["num_tokens"])
-def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y_ptr, out_ptr, sync_ptr,
-                num_tokens, stride_out,
+def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y_ptr, sync_ptr, num_tokens,
                 H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                 K: tl.constexpr, K_PAD: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
-                ONE_BLOCK: tl.constexpr, PRELOAD: tl.constexpr = False, FUSE_COMBINE: tl.constexpr = False,
-                HANDOFF: tl.constexpr = False, GU_TILES: tl.constexpr = 1):
-    """sync_ptr: the zeroed int32 workspace (sync.py), used only with FUSE_COMBINE or HANDOFF:
-    [0] programs exited, [1, 1+E) gate/up items done per expert, then per-(token, hidden tile)
-    counters (workspace_words()).
-    FUSE_COMBINE: each item also counts itself done per (token, hidden tile), and the program
-    that finishes a token's tile last writes its output (token_sum.py): no combine kernel.
+                ONE_BLOCK: tl.constexpr, PRELOAD: tl.constexpr = False, HANDOFF: tl.constexpr = False,
+                GU_TILES: tl.constexpr = 1):
+    """sync_ptr: the zeroed int32 workspace (sync.py), used only with HANDOFF: [0] programs
+    exited, [1, 1+E) gate/up items done per expert (1 + E words).
     HANDOFF: an item waits only until its expert's GU_TILES gate/up items have counted
     themselves done, not for the whole gate/up kernel: down items of the experts gate/up walked
     first run in gate/up's last wave and tail. No deadlock: with PDL this kernel launches only
@@ -107,7 +99,6 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
     # wait (gdc_wait, or with HANDOFF the expert's counter).
     exited_ptr = sync_ptr
     gate_up_done_ptr = sync_ptr + 1
-    tile_done_ptr = sync_ptr + 1 + E
     N_TILES: tl.constexpr = H // BLOCK_N
     rank, active, num_active = active_experts(active_mask_ptr, E, E_PAD)
     total = num_active * N_TILES
@@ -128,10 +119,6 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
                 tl.extra.cuda.gdc_wait()
             down_preloaded(act_ptr, w0, w1, w2, w3, weights_ptr, y_ptr, first % N_TILES, toks, routed, row, hit,
                            H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K)
-            if FUSE_COMBINE:
-                finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, 0, routed,
-                             owned_slots(expert_ids_ptr, toks, num_tokens, E, K), first % N_TILES, H, K, N_TILES,
-                             BLOCK_M, BLOCK_N)
         first += tl.num_programs(0)
     for w in range(first, total, tl.num_programs(0)):
         _signal_dependents_at_last_item(w, total, USE_PDL)
@@ -142,10 +129,6 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
                 wait_for_count(gate_up_done_ptr + expert, GU_TILES)
             down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, w % N_TILES, toks, routed, row, row, hit,
                        H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK)
-            if FUSE_COMBINE:
-                finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, 0, routed,
-                             owned_slots(expert_ids_ptr, toks, num_tokens, E, K), w % N_TILES, H, K, N_TILES,
-                             BLOCK_M, BLOCK_N)
         else:
             if HANDOFF:
                 wait_for_count(gate_up_done_ptr + expert, GU_TILES)
@@ -154,15 +137,6 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
                                                           BLOCK_M)
                 down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, w % N_TILES, toks, routed, row, row, hit,
                            H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK)
-                if FUSE_COMBINE:
-                    finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed,
-                                 owned_slots(expert_ids_ptr, toks, num_tokens, E, K), w % N_TILES, H, K, N_TILES,
-                                 BLOCK_M, BLOCK_N)
-    if FUSE_COMBINE:
-        if tl.program_id(0) == 0:  # tokens with no valid expert: no item writes their output rows
-            if USE_PDL:
-                tl.extra.cuda.gdc_wait()  # (again, for a program that had no item: out may be in use before)
-            zero_unrouted_tokens(expert_ids_ptr, out_ptr, stride_out, num_tokens, H, E, K, K_PAD, BLOCK_M, BLOCK_N)
     if HANDOFF:
         # The last program out: every item has passed its expert's wait, so every gate/up item
         # has counted itself; nothing reads the counters any more in this call.
@@ -191,16 +165,10 @@ def combine_kernel(y_ptr, expert_ids_ptr, out_ptr, stride_out, H: tl.constexpr, 
              mask=h < H)
 
 
-def workspace_words(num_experts: int, num_tokens: int, h_tiles: int) -> int:
-    """int32 words of the workspace a call uses (layout in down_kernel)."""
-    return 1 + num_experts + num_tokens * h_tiles
-
-
 def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tensor, wts: torch.Tensor,
            mask_u8: torch.Tensor, out: torch.Tensor, cfg: KernelConfig, use_pdl: bool) -> None:
-    """The three kernels of one call into out, two with cfg.fuse_combine (inputs checked and
-    cfg fitted by the caller, oea_trt.moe.triton.fused_moe; mask_u8: the active mask viewed as
-    uint8)."""
+    """The three kernels of one call into out (inputs checked and cfg fitted by the caller,
+    oea_trt.moe.triton.fused_moe; mask_u8: the active mask viewed as uint8)."""
     num_tokens, k = ids.shape
     num_experts, two_inter, hidden = w13.shape
     inter = two_inter // 2
@@ -209,10 +177,9 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
     max_active = min(num_experts, num_tokens * k)
     act = torch.empty((num_tokens * k, inter), dtype=w13.dtype, device=w13.device)
     h_tiles = hidden // cfg.dn_block_n
-    # The zeroed workspace (sync.py; layout in down_kernel), where fuse_combine or handoff use
-    # it; otherwise the pointer is unused and ids stands in for it.
-    uses_sync = cfg.fuse_combine or cfg.handoff
-    sync = sync_workspace(workspace_words(num_experts, num_tokens, h_tiles), x.device) if uses_sync else ids
+    # handoff: the zeroed workspace (sync.py; layout in down_kernel); otherwise the pointer is
+    # unused and ids stands in for it.
+    sync = sync_workspace(1 + num_experts, x.device) if cfg.handoff else ids
     launch_persistent(
         gate_up_kernel, max_active * (inter // cfg.gu_block_n), cfg.max_programs,
         (x, w13, ids, mask_u8, act, sync[1:] if cfg.handoff else sync, num_tokens, x.stride(0)),
@@ -222,13 +189,11 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
     y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
     launch_persistent(
         down_kernel, max_active * h_tiles, cfg.max_programs,
-        (act, w2, ids, wts, mask_u8, y, out, sync, num_tokens, out.stride(0)),
+        (act, w2, ids, wts, mask_u8, y, sync, num_tokens),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.dn_block_n, BLOCK_K=cfg.dn_block_k,
              USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), PRELOAD=cfg.dn_preload,
-             FUSE_COMBINE=cfg.fuse_combine, HANDOFF=cfg.handoff, GU_TILES=inter // cfg.gu_block_n,
+             HANDOFF=cfg.handoff, GU_TILES=inter // cfg.gu_block_n,
              num_warps=cfg.dn_warps, num_stages=cfg.dn_stages, **pdl))
-    if cfg.fuse_combine:
-        return
     block_h = min(cfg.combine_block_h, next_pow2(hidden))
     combine_kernel[(num_tokens, triton.cdiv(hidden, block_h))](
         y, ids, out, out.stride(0), H=hidden, E=num_experts, K=k, K_PAD=shape["K_PAD"], BLOCK_H=block_h,

@@ -341,18 +341,18 @@ def test_coordinate_search_runs_the_steps_again_after_a_change_and_measures_noth
 
 
 def test_tuner_steps_try_the_handoff_on_three_launches_only():
-    """A one-launch start moves to three launches with the per-expert hand-off on (their
-    default); the hand-off step toggles it on a three-launch config and leaves a one-launch
-    config as it is (the search then skips it: nothing to time)."""
+    """Each three-launch down candidate names its hand-off (on with streamed tiles, off with
+    preloaded ones, as measured); the hand-off step toggles it on a three-launch config and
+    leaves a one-launch config as it is (the search then skips it: nothing to time)."""
     from oea_trt.moe.triton.config import KernelConfig, default_config
 
     gate_up, down, one_launch, handoff = tune.candidate_steps()
     start = default_config(4, 2048, 768, 8, 128)
     assert start.down == "one_launch" and not start.handoff
-    assert all(change(start).down == "slots" and change(start).handoff for change in down)
-    plain = KernelConfig(down="slots", handoff=False)
-    assert all(change(plain).handoff is False for change in down)  # a three-launch base keeps its choice
-    assert [change(plain).handoff for change in handoff] == [True]
+    moved = [change(start) for change in down]
+    assert all(c.down == "slots" and c.handoff == (not c.dn_preload) for c in moved)
+    assert {c.dn_preload for c in moved} == {True, False}
+    assert [change(KernelConfig(down="slots", handoff=False)).handoff for change in handoff] == [True]
     assert [change(start) for change in handoff] == [start]
     assert default_config(32, 2048, 768, 8, 128).handoff and default_config(32, 2048, 768, 8, 128).down == "slots"
 

@@ -47,12 +47,14 @@ DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 #: few experts are active; fewer stages let more programs share an SM when the token tile is wide;
 #: 8 warps keep more loads in flight per program where a wide token tile leaves few programs.
 GATE_UP_CANDIDATES = ((32, 128, 4, 3), (32, 256, 4, 3), (64, 128, 4, 4), (64, 128, 8, 3))
-#: The three-launch path's down tiles: (block_n, block_k, warps, stages, dn_preload). A preloaded
-#: tile (each down program's first w2 tile read whole while gate/up still streams) pays where
-#: few experts are active (H100, B=1 k0=3: 16.6 against 19.1 us; benchmarks/results/
-#: preload_three_launch_h100/) and costs where a program takes many down items.
-DOWN_CANDIDATES = ((64, 128, 4, 3, False), (128, 64, 4, 4, False), (128, 128, 8, 3, False), (32, 256, 4, 3, True),
-                   (64, 256, 8, 2, True))
+#: The three-launch path's down tiles: (block_n, block_k, warps, stages, dn_preload, handoff). A
+#: preloaded tile (each down program's first w2 tile read whole while gate/up still streams) pays
+#: where few experts are active (H100, B=1 k0=3: 16.6 against 19.1 us; benchmarks/results/
+#: preload_three_launch_h100/) and costs where a program takes many down items. The per-expert
+#: hand-off pays with streamed tiles (B=32 and 64: 2-4%) and costs with preloaded ones (B=1 k0=3:
+#: 18.0 against 16.5 us; benchmarks/results/handoff_h100/); the hand-off step tries the other.
+DOWN_CANDIDATES = ((64, 128, 4, 3, False, True), (128, 64, 4, 4, False, True), (128, 128, 8, 3, False, True),
+                   (32, 256, 4, 3, True, False), (64, 256, 8, 2, True, False))
 #: The one-launch path: KernelConfig changes. gu_warps / gu_stages apply to the whole kernel.
 ONE_LAUNCH_CANDIDATES = (dict(gu_block_n=32, gu_block_k=128, dn_block_n=64, dn_block_k=128, gu_stages=4,
                               programs_per_sm=2),
@@ -76,11 +78,9 @@ def candidate_steps() -> List[List[Callable[[KernelConfig], KernelConfig]]]:
     """The search's steps, each a list of changes (config -> config) of the best config so far."""
     gate_up = [lambda c, n=n, k=k, w=w, s=s: c.replace(gu_block_n=n, gu_block_k=k, gu_warps=w, gu_stages=s)
                for n, k, w, s in GATE_UP_CANDIDATES]
-    # A one-launch config moving to three launches takes the hand-off on (their default).
-    down = [lambda c, n=n, k=k, w=w, s=s, p=p: c.replace(down="slots", dn_block_n=n, dn_block_k=k, dn_warps=w,
-                                                         dn_stages=s, dn_preload=p,
-                                                         handoff=c.handoff if c.down == "slots" else True)
-            for n, k, w, s, p in DOWN_CANDIDATES]
+    down = [lambda c, n=n, k=k, w=w, s=s, p=p, h=h: c.replace(down="slots", dn_block_n=n, dn_block_k=k, dn_warps=w,
+                                                              dn_stages=s, dn_preload=p, handoff=h)
+            for n, k, w, s, p, h in DOWN_CANDIDATES]
     # 8 warps for a 64-token tile of the one-launch kernel, which spills heavily at 4.
     one_launch = [lambda c, t=t: c.replace(down="one_launch", dn_preload=False,
                                            gu_warps=8 if c.block_m >= 64 else 4, **t)

@@ -92,15 +92,32 @@ def compile_one_launch(shape, cfg, pdl=False, one_block=True, early_active=False
 
 
 def griddep_problems(kernel, name: str, pdl: bool, waits: bool = True) -> list:
-    """With PDL the PTX must hold griddepcontrol.wait (unless not `waits`: the handoff down
-    kernel waits on per-expert counters instead); without it, no griddepcontrol at all."""
+    """With PDL the PTX must hold griddepcontrol.wait, except where the kernel waits on counters
+    instead (not `waits`: the hand-off's down kernel), which must hold none; without PDL, no
+    griddepcontrol at all."""
     ptx = kernel.asm["ptx"]
     problems = []
+    if pdl and not waits and "griddepcontrol.wait" in ptx:
+        problems.append(f"{name}: the hand-off's down kernel waits for the whole gate/up kernel (griddepcontrol.wait)")
     if pdl and waits and "griddepcontrol.wait" not in ptx:
         problems.append(f"{name}: launched with PDL but no griddepcontrol.wait in the PTX")
     if not pdl and "griddepcontrol" in ptx:
         problems.append(f"{name}: griddepcontrol in the PTX of a kernel compiled without PDL")
     return problems
+
+
+def handoff_problems(kernel, name: str, kind: str, handoff: bool) -> list:
+    """The hand-off's memory ordering in the PTX: gate/up counts its items with a release
+    atomic, the down kernel polls its counters with acquire loads (Triton lowers the poll,
+    an atomic add of 0, to ld.acquire); neither without the hand-off."""
+    ptx = kernel.asm["ptx"]
+    sem = "release" if kind == "gate_up" else "acquire"
+    found = re.search(rf"(atom|ld)\.global\.gpu\.{sem}", ptx) is not None
+    if handoff and not found:
+        return [f"{name}: the hand-off without an {sem} load or atomic in the PTX"]
+    if not handoff and kind == "gate_up" and found:
+        return [f"{name}: a {sem} atomic in the PTX of a gate/up kernel without the hand-off"]
+    return []
 
 
 def _ptxas_usage(ptx: str) -> tuple:
@@ -168,6 +185,7 @@ def check_three_launch(shape, batch: int, candidates: bool, seen: set) -> tuple:
             kernel = build()
             waits = not (kind == "down" and cfg.handoff)
             problems += check(kernel, name, True, spills_allowed=True) + griddep_problems(kernel, name, pdl, waits)
+            problems += handoff_problems(kernel, name, kind, cfg.handoff)
             count += 1
     return problems, count
 

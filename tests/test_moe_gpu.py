@@ -210,6 +210,36 @@ def test_handoff_random_cases_give_the_same_bits(layer, changes):
             assert torch.count_nonzero(sync.workspace(torch.device("cuda", torch.cuda.current_device()))) == 0
 
 
+def test_handoff_and_one_launch_calls_back_to_back_share_the_workspace(layer):
+    """One graph of calls with no synchronisation between them, alternating the two users of
+    the per-device workspace (sync.py; each lays it out its own way): one launch at 5 tokens,
+    the three-launch hand-off at 1 (preloaded), 40 and 100 tokens (two token blocks), one launch
+    again. Replayed on new hidden states, every output equals its eager call bit for bit and
+    the workspace is left zeroed."""
+    from oea_trt.moe.triton import sync
+
+    shape, w = layer
+    plan = [(5, dict(down="one_launch", pdl=True)), (1, dict(down="slots", pdl=True, handoff=True, dn_preload=True,
+                                                            dn_block_n=32)),
+            (40, dict(down="slots", pdl=True, handoff=True)), (100, dict(down="slots", pdl=True, handoff=True)),
+            (12, dict(down="one_launch", pdl=True))]
+    batches = [_batch(shape, T, 3, "top1", seed=900 + i) for i, (T, _) in enumerate(plan)]
+
+    def work():
+        return [_triton(x, w, r, **changes) for (x, r), (_, changes) in zip(batches, plan)]
+
+    graph, outs = capture(work)
+    g = torch.Generator(device="cuda").manual_seed(9)
+    for x, _ in batches:
+        x.copy_(torch.randn(x.shape, device="cuda", dtype=x.dtype, generator=g))
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize()
+    assert torch.count_nonzero(sync.workspace(w.w13.device)) == 0
+    for got, (x, r), (T, changes) in zip(outs, batches, plan):
+        assert torch.equal(got, _triton(x, w, r, **changes)), (T, changes)
+
+
 @pytest.mark.parametrize("tile", [dict(dn_block_n=32, dn_warps=4), dict(dn_block_n=64, dn_warps=8, dn_stages=2)],
                          ids=["32x4warps", "64x8warps"])
 def test_preloaded_down_tiles_give_the_same_bits(layer, tile):
@@ -291,7 +321,7 @@ def test_one_launch_random_cases_against_three_launch_path(layer, pdl, changes):
         k0 = int(torch.randint(1, shape.top_k + 1, (1,), generator=gen))
         fill = ("invalid", "num_experts", "top1")[case % 3]
         x, r = _batch(shape, T, k0, fill, seed=1000 + case)
-        three = _triton(x, w, r, down="slots", pdl=False)
+        three = _triton(x, w, r, down="slots", pdl=False, handoff=False)
         out, cfg = _one_launch_into_nan(x, w, r, pdl, **changes)
         assert not torch.isnan(out).any(), f"case {case}: T={T} k0={k0} {fill}: rows left unwritten"
         diff = (out.float() - three.float()).abs().max() / three.float().abs().max()

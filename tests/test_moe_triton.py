@@ -112,7 +112,7 @@ def test_handoff_gives_the_same_bits_whatever_the_grid(weights_48, changes, num_
     without = _kernel(x, weights_48, routing, **cfg)
     for programs in (1, 2, 3):
         assert torch.equal(_kernel(x, weights_48, routing, **cfg, handoff=True, max_programs=programs), without)
-        assert torch.count_nonzero(sync.workspace(torch.device(DEVICE))) == 0
+        assert torch.count_nonzero(sync.workspace(x.device)) == 0
 
 
 def _config(num_tokens, w, routing, **changes):

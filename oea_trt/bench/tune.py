@@ -82,7 +82,7 @@ def candidate_steps() -> List[List[Callable[[KernelConfig], KernelConfig]]]:
                                                               dn_stages=s, dn_preload=p, handoff=h)
             for n, k, w, s, p, h in DOWN_CANDIDATES]
     # 8 warps for a 64-token tile of the one-launch kernel, which spills heavily at 4.
-    one_launch = [lambda c, t=t: c.replace(down="one_launch", dn_preload=False,
+    one_launch = [lambda c, t=t: c.replace(down="one_launch", dn_preload=False, handoff=False,
                                            gu_warps=8 if c.block_m >= 64 else 4, **t)
                   for t in ONE_LAUNCH_CANDIDATES]
     # The per-expert hand-off on or off (three launches only; on one launch it changes nothing).

@@ -86,7 +86,8 @@ def moe_forward(
     expert_ids int32 [T, k] + routing_weights float32 [T, k]. Slots with ids outside [0, E)
     are skipped. impl: "auto" (triton on CUDA, else the loop) or a name of impls.IMPLS.
     config: our kernel's KernelConfig, overriding the one tuned for this GPU and shape (on
-    CUDA; the heuristic default elsewhere); None for the other impls."""
+    CUDA; the heuristic default elsewhere); None for the other impls. On CUDA our kernel's calls
+    on one device must be stream-ordered (oea_trt.moe.triton.fused_moe)."""
     if routing is not None:
         if expert_ids is not None or routing_weights is not None:
             raise ValueError("pass either routing or expert_ids + routing_weights, not both")

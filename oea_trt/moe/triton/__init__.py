@@ -10,7 +10,7 @@ token-major kernel (vLLM's small-batch path) re-reads an expert once per token t
   launch.py        persistent launches of one wave; whether programmatic dependent launch works
   three_launch.py  down="slots": gate/up, down, combine kernels
   one_launch.py    down="one_launch": every work item in one persistent launch
-  sync.py          the one-launch kernel's waits and its synchronisation workspace
+  sync.py          the spin waits and the synchronisation workspace (one launch; the hand-off)
 fused_moe() below checks the inputs and picks the path from the config. The kernel modules are
 imported on first call, so reading a KernelConfig does not import triton.
 """
@@ -41,7 +41,9 @@ def fused_moe(
     config: tiles and path (default: default_config's heuristic); fitted to the shape here.
     active_ready: RoutingResult.active_ready of the routing call that produced these outputs,
     launched right before this call on the same stream with hidden_states already written
-    (route_kernel(..., signal=True)); the one-launch path then starts while the routing runs."""
+    (route_kernel(..., signal=True)); the one-launch path then starts while the routing runs.
+    Calls on one device must be stream-ordered (one stream, or graphs replayed on one stream):
+    the one-launch path and the three-launch hand-off share a per-device workspace (sync.py)."""
     from oea_trt.moe.triton.launch import pdl_supported
 
     num_tokens, k = expert_ids.shape

@@ -60,7 +60,9 @@ class KernelConfig:
         take more than PRELOAD_BYTES_PER_THREAD a thread or more than 4 K steps.
     handoff: three-launch path: a down item waits only for its own expert's gate/up items
         (per-expert counters), not for the whole gate/up kernel, so the down items of experts
-        that gate/up finished first run during gate/up's last wave and tail.
+        that gate/up finished first run during gate/up's last wave and tail. The counters live
+        in the per-device workspace (sync.py): calls on one device must be stream-ordered, as
+        with the one-launch path.
     """
 
     block_m: int = 16

@@ -1,10 +1,13 @@
-"""Synchronisation of the persistent one-launch kernel (one_launch.py): the waits its programs
-spin in (device code) and the int32 workspace that holds its tickets and counters (host side).
+"""Synchronisation between the programs of our MoE kernels: the waits they spin in (device code)
+and the int32 workspace that holds their tickets and counters (host side). Users: the one-launch
+kernel (one_launch.py: tickets, per-expert and per-token counters) and the three-launch path
+with the per-expert hand-off (three_launch.py, config.handoff: per-expert counters).
 
-The workspace: one per device, kept forever, every word zero between calls (the kernel's last
-program out resets what it used), so a call needs no memset and no extra launch. Calls that
-share a device must be stream-ordered (one stream, or graphs replayed on one stream), as two
-concurrent calls would share it.
+The workspace: one per device, kept forever, every word zero between calls (the last program out
+of the kernel that used it resets what it used), so a call needs no memset and no extra launch.
+The two users lay it out differently; each leaves it zeroed, and their calls never overlap.
+Calls of these paths that share a device must be stream-ordered (one stream, or graphs replayed
+on one stream), as two concurrent calls would share it.
 """
 from __future__ import annotations
 
@@ -86,13 +89,13 @@ def sync_workspace(words: int, device: torch.device) -> torch.Tensor:
     """A zeroed int32 buffer of at least `words`, one per device, grown (never during a CUDA-graph
     capture) when a call needs more; the kernel leaves it zeroed. One per device, not per stream:
     a graph is usually captured on another stream than its warm-up call ran on."""
-    key = str(device)
+    key = _key(device)
     with _LOCK:
         buf = _SYNC.get(key)
         if buf is None or buf.numel() < words:
             if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
                 raise RuntimeError(
-                    f"the one-launch MoE kernel needs a {words}-word workspace on {device} but none was made before "
+                    f"the MoE kernel needs a {words}-word synchronisation workspace on {device} but none was made before "
                     "this CUDA-graph capture: call the layer once with at least this many tokens before capturing "
                     "(the usual warm-up run does)")
             buf = torch.zeros(max(4096, next_pow2(words)), dtype=torch.int32, device=device)
@@ -105,4 +108,12 @@ def workspace(device: torch.device) -> Optional[torch.Tensor]:
     """The device's current synchronisation workspace (None before the first call there); every
     word is zero between calls."""
     with _LOCK:
-        return _SYNC.get(str(device))
+        return _SYNC.get(_key(device))
+
+
+def _key(device) -> str:
+    """One key per physical device: "cuda" and "cuda:0" (the current device) are the same one."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return str(device)

@@ -38,8 +38,8 @@ def tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K: tl.constexpr, 
     toks = tok0 + tl.arange(0, BLOCK_M)
     slots = tl.arange(0, K_PAD)
     in_range = (toks[:, None] < num_tokens) & (slots[None, :] < K)
-    # .cg (L2): the three-launch down kernel with dn_preload reads the routing's ids before its
-    # griddepcontrol.wait; the routing kernel has completed by then, and L2 is where its writes are.
+    # .cg (L2): the three-launch down kernel with dn_preload or handoff reads the routing's ids
+    # before any wait; the routing kernel has completed by then, and L2 is where its writes are.
     ids = tl.load(expert_ids_ptr + toks[:, None] * K + slots[None, :], mask=in_range, other=-1, cache_modifier=".cg")
     hit = (ids == expert) & in_range
     routed = tl.max(hit.to(tl.int32), axis=1) > 0

@@ -12,8 +12,8 @@ be captured in a CUDA graph.
 Programmatic dependent launch (config.pdl, sm_90+): each kernel's programs may be scheduled
 while the previous kernel drains; every kernel waits (griddepcontrol.wait; the hand-off's down
 kernel waits on counters instead, below) before touching memory the previous one wrote, and the
-persistent kernels signal their dependents as soon as
-each program starts its last work item, so gate/up can start while the routing kernel drains.
+persistent kernels signal their dependents as soon as each program starts its last work item,
+so gate/up can start while the routing kernel drains.
 
 Preloaded down tiles (config.dn_preload, one token block): the down kernel's programs are
 resident while gate/up streams (PDL), and would only wait there; instead each loads its first

@@ -165,6 +165,13 @@ def plot(path: str, out_dir: str) -> int:
     return 0
 
 
+def parse_variant(text: str):
+    """"ptr:64x128:4" -> ("ptr", 64, 128, 4)."""
+    kind, tile, stages = text.split(":")
+    bn, bk = tile.split("x")
+    return kind, int(bn), int(bk), int(stages)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true", help="CPU interpreter: sums against torch")
@@ -173,19 +180,26 @@ def main() -> int:
     p.add_argument("--programs", type=int, nargs="+", default=[16, 66, 132, 264])
     p.add_argument("--slab-kb", type=int, nargs="+", default=[192, 768])
     p.add_argument("--budget", type=float, default=150.0, help="seconds; no new case after this")
+    p.add_argument("--k", type=int, default=2048,
+                   help="row length streamed (2048: a 30B gate/up row; 1024: half of it, a split-K item's share)")
+    p.add_argument("--variants", nargs="+", default=None, metavar="KIND:BNxBK:S",
+                   help="tiles to time, e.g. ptr:64x128:4 (default: pointer and TMA loads at 32x128 s2-6, "
+                        "64x128 s4, 32x256 s3)")
     args = p.parse_args()
     if args.check:
         return check()
     if args.plot:
         return plot(args.plot, args.out)
     os.makedirs(args.out, exist_ok=True)
-    K = 2048  # the 30B layer's hidden size: a gate/up row
+    K = args.k
     pool_bytes = 4 << 30
     w = torch.empty(pool_bytes // (2 * K), K, device="cuda", dtype=torch.bfloat16).normal_()
     x = torch.randn(16, K, device="cuda").to(torch.bfloat16)
     bw = copy_bandwidth()
     variants = [("ptr", 32, 128, s) for s in (2, 4, 6)] + [("ptr", 64, 128, 4), ("ptr", 32, 256, 3)] + \
                [("tma", 32, 128, s) for s in (2, 4, 6)] + [("tma", 64, 128, 4), ("tma", 32, 256, 3)]
+    if args.variants:
+        variants = [parse_variant(v) for v in args.variants]
     rows_out, start = [], time.time()
     print(f"{torch.cuda.get_device_name()}, copy {bw:.2f} TB/s", flush=True)
     for slab_kb in args.slab_kb:
@@ -203,6 +217,7 @@ def main() -> int:
                 slab = rows * K * 2
                 row = dict(kind=kind, bn=bn, bk=bk, stages=stages, programs=programs, slab_bytes=slab, us=us,
                            gb_s_per_program=slab / us / 1e3, tb_s=programs * slab / us / 1e6)
+                row["k"] = K
                 rows_out.append(row)
                 print(f"slab {slab >> 10} KB P={programs:3d} {kind} {bn}x{bk} s{stages}: {us:7.2f} us "
                       f"{row['gb_s_per_program']:6.1f} GB/s/program {row['tb_s']:5.2f} TB/s", flush=True)

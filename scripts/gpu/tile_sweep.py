@@ -71,17 +71,16 @@ CANDIDATES = {
     "no handoff": dict(handoff=False),
     "3L handoff": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True),
     "3L pre32 handoff": three((32, 128, 4, 4), (32, 256, 4, 3), dn_preload=True, handoff=True),
+    "3L pre64w8 handoff": three((32, 128, 4, 4), (64, 256, 8, 2), dn_preload=True, handoff=True),
+    "3L handoff dn128w8": three((32, 128, 4, 4), (128, 128, 8, 3), handoff=True),
 }
-PLAN = {  # a follow-up to benchmarks/results/handoff_h100/ (its plan, with the fused combine, ran at
-    # b91dc6e), not yet run. Against the H100 file re-tuned with the hand-off, "handoff" is the
-    # shipped config where it already has it (B=2, 4, 32, 64); three() candidates set it explicitly.
-    1: ["handoff"],
-    2: ["3L handoff", "3L pre32 handoff"],
-    4: ["3L handoff", "3L pre32 handoff"],
-    8: ["3L handoff", "3L pre32 handoff"],
-    16: ["3L handoff", "3L pre32 handoff"],
-    32: ["handoff", "no handoff"],
-    64: ["handoff", "no handoff"],
+PLAN = {  # the hand-off follow-up (session 12): plain three launches with the hand-off where the H100
+    # file keeps one launch (B=8, 16), preloaded tiles with it at B=2-8. (The same plan with the
+    # fused combine ran at b91dc6e: benchmarks/results/handoff_h100/.)
+    2: ["3L handoff", "3L pre32 handoff", "3L pre64w8 handoff"],
+    4: ["3L pre32 handoff", "3L pre64w8 handoff", "3L handoff dn128w8"],
+    8: ["3L handoff", "3L pre32 handoff", "3L handoff dn128w8"],
+    16: ["3L handoff", "3L handoff dn128w8"],
 }
 
 

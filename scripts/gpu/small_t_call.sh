@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# GPU part "small_t_call" (issue 20, one call, ~9 min), by card:
+#  - H200: the MoE GPU tests of the hand-off and preload, then the 30B re-tune and the issue's rows
+#    before/after (scripts/gpu/tune_rows_call.sh; the H200 file predates both options);
+#  - otherwise (H100): tile_sweep.py's plan (three launches with the hand-off where the file keeps
+#    one launch, preloaded tiles with it), then the kernel timeline at B=4 and 8 of the shipped
+#    config with and without the hand-off (do the down programs' polls slow gate/up?), then ncu of
+#    each kernel alone at B=4.
+#   RESULTS_DIR=/tmp/r bash scripts/gpu/small_t_call.sh
+set -u
+cd "$(dirname "$0")/../.."
+export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+R="${RESULTS_DIR:-./out}"
+mkdir -p "$R"
+start=$SECONDS
+name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+echo "$name" | tee "$R/gpu.txt"
+if echo "$name" | grep -q H200; then
+  cp oea_trt/moe/tuned_configs/NVIDIA_H200/E128_H2048_I768_k8_bfloat16.json /tmp/before_h200.json
+  RESULTS_DIR="$R" RUN_TESTS=1 TESTS_K="handoff or preload or graph_replay or back_to_back" DEADLINE_S=540 \
+    TUNE_S=150 BEFORE_FILE=/tmp/before_h200.json bash scripts/gpu/tune_rows_call.sh 2>&1 | grep -v -i warn
+  exit 0
+fi
+timeout 330 python3 scripts/gpu/tile_sweep.py --batch 8 4 16 2 --budget 240 --json "$R/tile_sweep.json" 2>&1 \
+  | grep -v -i "warn" | tee "$R/tile_sweep.txt"
+echo "sweep: after $((SECONDS - start)) s"
+B4='{"down": "slots", "gu_block_n": 32, "gu_block_k": 128, "gu_stages": 4, "dn_block_n": 64, "dn_block_k": 128, "dn_stages": 3, "combine_block_h": 256'
+for handoff in true false; do
+  timeout 60 python3 scripts/gpu/moe_timeline.py --batch 4 8 --config "$B4, \"handoff\": $handoff}" \
+    --json "$R/timeline_handoff_$handoff.json" 2>&1 | grep -v -i warn | tee "$R/timeline_handoff_$handoff.txt"
+done
+echo "timelines: after $((SECONDS - start)) s"
+RESULTS_DIR="$R" NCU_BATCHES=4 NO_KERNEL_TIMES=1 timeout 150 bash scripts/gpu/moe_ncu.sh 2>&1 | grep -v -i warn
+echo "small_t_call: after $((SECONDS - start)) s"

@@ -118,6 +118,7 @@ TRITON_VARIANTS = {
     "slots+pdl handoff": dict(down="slots", pdl=True, handoff=True),
     "slots handoff no pdl": dict(down="slots", pdl=False, handoff=True),
     "slots+pdl preload handoff": dict(down="slots", pdl=True, dn_preload=True, handoff=True),
+    "slots+pdl handoff sleeping": dict(down="slots", pdl=True, handoff=True, poll_sleep_ns=500),
 }
 
 
@@ -188,7 +189,8 @@ def test_triton_pdl_graph_replay_back_to_back(layer, changes):
         assert_bf16_close(outs[0], moe_reference(xs[0], w.w13, w.w2, r.expert_ids, r.weights))
 
 
-@pytest.mark.parametrize("changes", [dict(), dict(dn_preload=True, dn_block_n=32)], ids=["streamed", "preloaded"])
+@pytest.mark.parametrize("changes", [dict(), dict(dn_preload=True, dn_block_n=32), dict(poll_sleep_ns=300)],
+                         ids=["streamed", "preloaded", "sleeping between polls"])
 def test_handoff_random_cases_give_the_same_bits(layer, changes):
     """handoff (each down item waits on its expert's gate/up counter while gate/up still runs):
     40 fresh random batches (1..100 tokens, k0 1..k, every fill mode, grids of 1 to 40 programs

@@ -140,6 +140,21 @@ def test_preload_is_dropped_where_it_cannot_work():
         assert not cfg.dn_preload and cfg.dn_block_k == 128
 
 
+def test_poll_sleep_is_checked_and_travels_through_the_config_file_fields():
+    """poll_sleep_ns (the hand-off's pause between polls): an int in [0, 1e6] ns, kept by
+    to_dict/from_dict like every field (tuned files carry it), and a file without it reads as 0."""
+    from oea_trt.moe.triton import KernelConfig
+
+    for bad in (-1, 2_000_000, 1.5, "200"):
+        with pytest.raises(ValueError, match="poll_sleep_ns"):
+            KernelConfig(poll_sleep_ns=bad)
+    cfg = KernelConfig(down="slots", handoff=True, poll_sleep_ns=250)
+    assert KernelConfig.from_dict(cfg.to_dict()) == cfg
+    fields = cfg.to_dict()
+    del fields["poll_sleep_ns"]
+    assert KernelConfig.from_dict(fields).poll_sleep_ns == 0
+
+
 @pytest.mark.parametrize("down", DOWNS)
 def test_repeated_expert_in_a_row_adds_both_weights(weights, down):
     """Two slots of one token naming one expert are one row carrying the summed weight; fill

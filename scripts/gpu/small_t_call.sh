@@ -2,8 +2,9 @@
 # GPU part "small_t_call" (issue 20, one call, ~9 min), by card:
 #  - H200: the MoE GPU tests of the hand-off and preload, then the 30B re-tune and the issue's rows
 #    before/after (scripts/gpu/tune_rows_call.sh; the H200 file predates both options);
-#  - otherwise (H100): tile_sweep.py's plan (three launches with the hand-off where the file keeps
-#    one launch, preloaded tiles with it), then the kernel timeline at B=4 and 8 of the shipped
+#  - otherwise (H100): the hand-off GPU tests (with the pause between polls), tile_sweep.py's plan
+#    (a pause between the hand-off's polls; three launches with the hand-off where the file keeps
+#    one launch; preloaded tiles with it), then the kernel timeline at B=4 and 8 of the shipped
 #    config with and without the hand-off (do the down programs' polls slow gate/up?), then ncu of
 #    each kernel alone at B=4.
 #   RESULTS_DIR=/tmp/r bash scripts/gpu/small_t_call.sh
@@ -21,7 +22,10 @@ if echo "$name" | grep -q H200; then
     TUNE_S=150 BEFORE_FILE=/tmp/before_h200.json bash scripts/gpu/tune_rows_call.sh 2>&1 | grep -v -i warn
   exit 0
 fi
-timeout 330 python3 scripts/gpu/tile_sweep.py --batch 8 4 16 2 --budget 240 --json "$R/tile_sweep.json" 2>&1 \
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py -k "handoff or back_to_back" \
+  > "$R/gpu_tests.log" 2>&1
+echo "tests: rc=$? after $((SECONDS - start)) s"; tail -n 2 "$R/gpu_tests.log"
+timeout 380 python3 scripts/gpu/tile_sweep.py --batch 4 8 1 2 64 16 --budget 260 --json "$R/tile_sweep.json" 2>&1 \
   | grep -v -i "warn" | tee "$R/tile_sweep.txt"
 echo "sweep: after $((SECONDS - start)) s"
 B4='{"down": "slots", "gu_block_n": 32, "gu_block_k": 128, "gu_stages": 4, "dn_block_n": 64, "dn_block_k": 128, "dn_stages": 3, "combine_block_h": 256'
@@ -30,5 +34,5 @@ for handoff in true false; do
     --json "$R/timeline_handoff_$handoff.json" 2>&1 | grep -v -i warn | tee "$R/timeline_handoff_$handoff.txt"
 done
 echo "timelines: after $((SECONDS - start)) s"
-RESULTS_DIR="$R" NCU_BATCHES=4 NO_KERNEL_TIMES=1 timeout 150 bash scripts/gpu/moe_ncu.sh 2>&1 | grep -v -i warn
+RESULTS_DIR="$R" NCU_BATCHES=4 NO_KERNEL_TIMES=1 timeout 90 bash scripts/gpu/moe_ncu.sh 2>&1 | grep -v -i warn
 echo "small_t_call: after $((SECONDS - start)) s"

@@ -73,14 +73,24 @@ CANDIDATES = {
     "3L pre32 handoff": three((32, 128, 4, 4), (32, 256, 4, 3), dn_preload=True, handoff=True),
     "3L pre64w8 handoff": three((32, 128, 4, 4), (64, 256, 8, 2), dn_preload=True, handoff=True),
     "3L handoff dn128w8": three((32, 128, 4, 4), (128, 128, 8, 3), handoff=True),
+    # poll_sleep_ns: a hand-off down item sleeps between polls of its expert's counter
+    "sleep250": dict(poll_sleep_ns=250),
+    "sleep1000": dict(poll_sleep_ns=1000),
+    "handoff sleep500": dict(handoff=True, poll_sleep_ns=500),
+    "3L handoff sleep250": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True, poll_sleep_ns=250),
+    "3L handoff sleep1000": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True, poll_sleep_ns=1000),
 }
-PLAN = {  # the hand-off follow-up (session 12): plain three launches with the hand-off where the H100
-    # file keeps one launch (B=8, 16), preloaded tiles with it at B=2-8. (The same plan with the
-    # fused combine ran at b91dc6e: benchmarks/results/handoff_h100/.)
-    2: ["3L handoff", "3L pre32 handoff", "3L pre64w8 handoff"],
-    4: ["3L pre32 handoff", "3L pre64w8 handoff", "3L handoff dn128w8"],
-    8: ["3L handoff", "3L pre32 handoff", "3L handoff dn128w8"],
-    16: ["3L handoff", "3L handoff dn128w8"],
+PLAN = {  # session 12: the hand-off's down programs poll their counters while gate/up streams
+    # (sleep*: a pause between polls; at B=1 with the preloaded tile, the hand-off lost to that);
+    # plain three launches with the hand-off where the H100 file keeps one launch (B=8, 16);
+    # preloaded tiles with it at B=2-4. (The hand-off plan with the fused combine ran at b91dc6e:
+    # benchmarks/results/handoff_h100/.)
+    1: ["handoff", "handoff sleep500"],
+    2: ["sleep250", "sleep1000", "3L pre32 handoff"],
+    4: ["sleep250", "sleep1000", "3L pre32 handoff"],
+    8: ["3L handoff", "3L handoff sleep250", "3L handoff sleep1000"],
+    16: ["3L handoff", "3L handoff sleep250"],
+    64: ["sleep250", "sleep1000"],
 }
 
 

@@ -63,6 +63,10 @@ class KernelConfig:
         that gate/up finished first run during gate/up's last wave and tail. The counters live
         in the per-device workspace (sync.py): calls on one device must be stream-ordered, as
         with the one-launch path.
+    poll_sleep_ns: with handoff, a down item whose expert is not done yet sleeps about this long
+        (nanosleep) between two polls of its counter; 0 polls without pause. The down programs
+        are resident while gate/up streams (programmatic dependent launch), so they poll for
+        most of gate/up.
     """
 
     block_m: int = 16
@@ -83,6 +87,7 @@ class KernelConfig:
     early_active: bool = True
     dn_preload: bool = False
     handoff: bool = False
+    poll_sleep_ns: int = 0
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:
@@ -94,6 +99,8 @@ class KernelConfig:
         for name in ("gu_warps", "dn_warps"):
             if getattr(self, name) not in (1, 2, 4, 8, 16):
                 raise ValueError(f"KernelConfig.{name} must be 1, 2, 4, 8 or 16, got {getattr(self, name)!r}")
+        if not isinstance(self.poll_sleep_ns, int) or not 0 <= self.poll_sleep_ns <= 1_000_000:
+            raise ValueError(f"KernelConfig.poll_sleep_ns must be an int in [0, 1000000], got {self.poll_sleep_ns!r}")
         for name in ("gu_stages", "dn_stages", "max_programs", "programs_per_sm"):
             value = getattr(self, name)
             optional = name in ("max_programs", "programs_per_sm")

@@ -79,6 +79,9 @@ CANDIDATES = {
     "handoff sleep500": dict(handoff=True, poll_sleep_ns=500),
     "3L handoff sleep250": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True, poll_sleep_ns=250),
     "3L handoff sleep1000": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True, poll_sleep_ns=1000),
+    # one program per SM (H100/H200: 132 SMs): gate/up in two waves, so experts finish in turn
+    "mp132": dict(max_programs=132),
+    "3L handoff mp132": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True, max_programs=132),
 }
 PLAN = {  # session 12: the hand-off's down programs poll their counters while gate/up streams
     # (sleep*: a pause between polls; at B=1 with the preloaded tile, the hand-off lost to that);
@@ -86,10 +89,10 @@ PLAN = {  # session 12: the hand-off's down programs poll their counters while g
     # preloaded tiles with it at B=2-4. (The hand-off plan with the fused combine ran at b91dc6e:
     # benchmarks/results/handoff_h100/.)
     1: ["handoff", "handoff sleep500"],
-    2: ["sleep250", "sleep1000", "3L pre32 handoff"],
-    4: ["sleep250", "sleep1000", "3L pre32 handoff"],
-    8: ["3L handoff", "3L handoff sleep250", "3L handoff sleep1000"],
-    16: ["3L handoff", "3L handoff sleep250"],
+    2: ["sleep250", "sleep1000"],
+    4: ["sleep250", "sleep1000", "mp132", "3L pre32 handoff"],
+    8: ["3L handoff", "3L handoff sleep1000", "3L handoff mp132"],
+    16: ["3L handoff", "3L handoff sleep1000"],
     64: ["sleep250", "sleep1000"],
 }
 

@@ -33,7 +33,7 @@ from oea_trt.bench.tune import ALL_PRESETS, candidate_steps  # noqa: E402
 from oea_trt.moe.shapes import get_preset  # noqa: E402
 from oea_trt.moe.triton import one_launch as ol  # noqa: E402
 from oea_trt.moe.triton import three_launch as tl3  # noqa: E402
-from oea_trt.moe.triton.config import KernelConfig, default_config, fitted, next_pow2, one_block  # noqa: E402
+from oea_trt.moe.triton.config import KernelConfig, default_config, fitted, next_pow2, one_block, preload_chunks  # noqa: E402
 
 SMEM_LIMIT = 227 * 1024
 ALIGNED = [["tt.divisibility", 16]]
@@ -63,12 +63,13 @@ def compile_gate_up(shape, cfg, pdl=False, one_block=True):
 
 
 def compile_down(shape, cfg, pdl=False, one_block=True):
+    I = shape.moe_intermediate_size
     sig = {"act_ptr": "*bf16", "w2_ptr": "*bf16", "expert_ids_ptr": "*i32", "weights_ptr": "*fp32",
            "active_mask_ptr": "*u8", "y_ptr": "*fp32", "sync_ptr": "*i32", "num_tokens": "i32"}
     consts = dict(_shape_consts(shape, cfg.block_m, cfg.dn_block_n, cfg.dn_block_k), USE_PDL=pdl, ONE_BLOCK=one_block,
                   PRELOAD=cfg.dn_preload, HANDOFF=cfg.handoff,
                   GU_TILES=shape.moe_intermediate_size // cfg.gu_block_n,
-                  SLEEP_NS=cfg.poll_sleep_ns if cfg.handoff else 0)
+                  SLEEP_NS=cfg.poll_sleep_ns if cfg.handoff else 0, PRELOAD_CHUNKS=max(1, preload_chunks(cfg, I)))
     return _compile(tl3.down_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.dn_warps,
                     cfg.dn_stages, pdl)
 
@@ -170,7 +171,8 @@ def check_three_launch(shape, batch: int, candidates: bool, seen: set) -> tuple:
     base = default_config(batch, H, I, shape.top_k, shape.num_experts).replace(down="slots")
     configs = [(base, True), (base, False), (base.replace(handoff=True), True), (base.replace(handoff=False), True),
                (base.replace(handoff=True, dn_preload=True, dn_block_n=32), True),
-               (base.replace(handoff=True, poll_sleep_ns=200), True)] + [
+               (base.replace(handoff=True, poll_sleep_ns=200), True),
+               (base.replace(handoff=True, dn_preload=True, dn_block_n=64, dn_block_k=128, dn_warps=4), True)] + [
         (cfg, True) for cfg in (tuner_configs(base, "slots") if candidates else ())]
     problems, count = [], 0
     for cfg, pdl in configs:

@@ -22,10 +22,10 @@ if echo "$name" | grep -q H200; then
     TUNE_S=150 BEFORE_FILE=/tmp/before_h200.json bash scripts/gpu/tune_rows_call.sh 2>&1 | grep -v -i warn
   exit 0
 fi
-timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py -k "handoff or back_to_back" \
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py -k "handoff or back_to_back or preload" \
   > "$R/gpu_tests.log" 2>&1
 echo "tests: rc=$? after $((SECONDS - start)) s"; tail -n 2 "$R/gpu_tests.log"
-timeout 380 python3 scripts/gpu/tile_sweep.py --batch 4 8 1 2 64 16 --budget 260 --json "$R/tile_sweep.json" 2>&1 \
+timeout 380 python3 scripts/gpu/tile_sweep.py --batch 4 8 1 2 16 64 --budget 270 --json "$R/tile_sweep.json" 2>&1 \
   | grep -v -i "warn" | tee "$R/tile_sweep.txt"
 echo "sweep: after $((SECONDS - start)) s"
 B4='{"down": "slots", "gu_block_n": 32, "gu_block_k": 128, "gu_stages": 4, "dn_block_n": 64, "dn_block_k": 128, "dn_stages": 3, "combine_block_h": 256'

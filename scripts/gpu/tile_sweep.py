@@ -82,18 +82,23 @@ CANDIDATES = {
     # one program per SM (H100/H200: 132 SMs): gate/up in two waves, so experts finish in turn
     "mp132": dict(max_programs=132),
     "3L handoff mp132": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True, max_programs=132),
+    # dn_preload on the shipped tile: a tile over the register budget preloads its first K steps
+    "part": dict(dn_preload=True),
+    "part sleep1000": dict(dn_preload=True, poll_sleep_ns=1000),
+    "3L part handoff": three((32, 128, 4, 4), (64, 128, 4, 3), dn_preload=True, handoff=True),
 }
 PLAN = {  # session 12: the hand-off's down programs poll their counters while gate/up streams
     # (sleep*: a pause between polls; at B=1 with the preloaded tile, the hand-off lost to that);
     # plain three launches with the hand-off where the H100 file keeps one launch (B=8, 16);
-    # preloaded tiles with it at B=2-4. (The hand-off plan with the fused combine ran at b91dc6e:
+    # part*: the first K steps of a down program's first tile preloaded (dn_preload on a tile
+    # over the register budget); mp132: one program per SM, so gate/up runs in two waves. (The hand-off plan with the fused combine ran at b91dc6e:
     # benchmarks/results/handoff_h100/.)
-    1: ["handoff", "handoff sleep500"],
-    2: ["sleep250", "sleep1000"],
-    4: ["sleep250", "sleep1000", "mp132", "3L pre32 handoff"],
-    8: ["3L handoff", "3L handoff sleep1000", "3L handoff mp132"],
-    16: ["3L handoff", "3L handoff sleep1000"],
-    64: ["sleep250", "sleep1000"],
+    1: ["handoff sleep500"],
+    2: ["sleep1000", "part"],
+    4: ["sleep250", "sleep1000", "mp132", "part", "part sleep1000"],
+    8: ["3L handoff", "3L handoff sleep1000", "3L part handoff"],
+    16: ["3L handoff", "3L part handoff"],
+    64: ["sleep1000", "part"],
 }
 
 

@@ -43,6 +43,20 @@ def test_writer_and_reader_round_trip(root):
     assert tuned.tuned_configs(GPU, *SHAPE, torch.bfloat16, root=root) == {8: CONFIGS[64]}
 
 
+def test_install_merge_replaces_tuned_batches_and_keeps_the_others(root, tmp_path):
+    """merge_tuned (what `bench tune --install` writes): the batches tuned in this run replace
+    theirs, the file's other batches stay; no file or an unreadable one is simply written."""
+    path = tuned.config_path(GPU, *SHAPE, torch.bfloat16, root=root)
+    new = {16: CONFIGS[64], 32: CONFIGS[1]}
+    assert tuned.merge_tuned(path, new) == (path, [1, 64])
+    assert tuned.read_tuned(path) == {1: CONFIGS[1], 16: CONFIGS[64], 32: CONFIGS[1], 64: CONFIGS[64]}
+    fresh = str(tmp_path / "new" / "f.json")
+    assert tuned.merge_tuned(fresh, new) == (fresh, []) and tuned.read_tuned(fresh) == new
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert tuned.merge_tuned(str(broken), new) == (str(broken), []) and tuned.read_tuned(str(broken)) == new
+
+
 @pytest.mark.parametrize("batch,tuned_batch", [(1, 1), (16, 16), (64, 64), (2, 1), (3, 1), (4, 16), (8, 16),
                                                (32, 64), (24, 16), (200, 64)])
 def test_lookup_exact_or_nearest_batch_in_log_distance(root, batch, tuned_batch):

@@ -262,7 +262,7 @@ def run_tune(spec: TuneSpec, device_name: Optional[str] = None) -> dict:
     files are for (default: the CUDA device's name). Returns the run's results."""
     from oea_trt.bench.env import environment
     from oea_trt.bench.report import write_json
-    from oea_trt.moe.tuned import config_path, write_tuned
+    from oea_trt.moe.tuned import config_path, merge_tuned, write_tuned
 
     if device_name is None:
         if not torch.cuda.is_available():
@@ -280,7 +280,9 @@ def run_tune(spec: TuneSpec, device_name: Optional[str] = None) -> dict:
                     spec.dtype)
             entry["file"] = write_tuned(config_path(*args, root=spec.output_dir), info["configs"])
             if spec.install_dir:
-                entry["installed"] = write_tuned(config_path(*args, root=spec.install_dir), info["configs"])
+                entry["installed"], kept = merge_tuned(config_path(*args, root=spec.install_dir), info["configs"])
+                if kept:
+                    _log(f"  {name}: installed file keeps its configs of batches {kept} (not tuned in this run)")
         results["presets"][name] = entry
         results["seconds"] = time.time() - t0
         write_json(os.path.join(spec.output_dir, "tune_results.json"), results)

@@ -84,6 +84,19 @@ def write_tuned(path: str, configs: Dict[int, KernelConfig]) -> str:
     return path
 
 
+def merge_tuned(path: str, configs: Dict[int, KernelConfig]) -> tuple:
+    """Write configs into the file at path, keeping the file's configs of other batches (an
+    install of a few re-tuned batches must not drop the rest); (path, batches kept). A file that
+    does not read as a tuned-config file is replaced, as write_tuned would."""
+    kept: Dict[int, KernelConfig] = {}
+    if os.path.isfile(path):
+        try:
+            kept = {b: c for b, c in read_tuned(path).items() if b not in configs}
+        except TunedConfigError:
+            kept = {}
+    return write_tuned(path, {**kept, **configs}), sorted(kept)
+
+
 @functools.lru_cache(maxsize=None)
 def _read_cached(path: str) -> Optional[Dict[int, KernelConfig]]:
     return read_tuned(path) if os.path.isfile(path) else None

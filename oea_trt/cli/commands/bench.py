@@ -175,7 +175,7 @@ TUNE_DESCRIPTION = (
     "heuristic default, each winner checked against the fp32 loop. Writes one JSON per preset, "
     "<output-dir>/<GPU>/E.._H.._I.._k.._<dtype>.json ({batch: KernelConfig fields}), and tune_results.json; "
     "--install also writes them into the package (oea_trt/moe/tuned_configs/), where moe_forward and "
-    "`oea-trt bench moe` read them."
+    "`oea-trt bench moe` read them; an installed file keeps its configs of the batches not tuned in this run."
 )
 
 
@@ -197,7 +197,8 @@ def add_tune(sub) -> None:
     p.add_argument("--output-dir", default=os.path.join("benchmarks", "results", "tuned"), metavar="DIR",
                    help="where the tuned-config files and tune_results.json go")
     p.add_argument("--install", action="store_true",
-                   help="also write the files into the package's tuned_configs/ (commit them to ship them)")
+                   help="also write the files into the package's tuned_configs/ (commit them to ship them); batches "
+                        "not tuned in this run keep the configs they had there")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, hidden states and routing draws")
     p.add_argument("--objective", nargs="+", metavar="MODE:K0",
                    default=[f"{mode}:{'vanilla' if k0 is None else k0}" for mode, k0 in DEFAULT_OBJECTIVE],

@@ -299,8 +299,9 @@ def test_kernels_compile_for_sm90_with_pipelined_weight_loads():
     """The real (non-interpreted) compile for sm_90, in a subprocess: every kernel of the
     three-launch path for the 30B layer at B=1 and B=64 (gate/up, down, combine, with and
     without PDL; the gate/up and down kernels also with the per-expert hand-off, the down kernel
-    also preloaded) fits in shared memory, streams its weights via cp.async and carries
-    griddepcontrol exactly where PDL is on (the hand-off down kernel waits on counters instead)."""
+    also preloaded whole and in part, and with a pause between its polls) fits in shared memory,
+    streams its weights via cp.async and carries griddepcontrol exactly where PDL is on (the
+    hand-off down kernel waits on counters instead, and sleeps between polls only where asked)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -309,6 +310,7 @@ def test_kernels_compile_for_sm90_with_pipelined_weight_loads():
     done = subprocess.run([sys.executable, str(script), "--preset", "qwen3-30b-a3b", "--batch", "1", "64", "--kernel",
                            "three_launch"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    # Per batch gate/up and down with and without PDL and with the hand-off (the down kernel also
-    # preloaded), then the combine kernel with and without PDL.
-    assert "16 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout
+    # Per batch gate/up with and without PDL and with the hand-off; down with and without PDL, with
+    # the hand-off, preloaded whole and in part with it, and with the pause; then the combine
+    # kernel with and without PDL.
+    assert "20 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# GPU part "small_t_call" (issue 20, one call, ~9 min), by card:
+# GPU part "small_t_call" (issue 20, one call, ~7 min), by card:
 #  - H200: the MoE GPU tests of the hand-off and preload, then the 30B re-tune and the issue's rows
 #    before/after (scripts/gpu/tune_rows_call.sh; the H200 file predates both options);
 #  - otherwise (H100): the hand-off GPU tests (with the pause between polls), tile_sweep.py's plan
 #    (a pause between the hand-off's polls; three launches with the hand-off where the file keeps
-#    one launch; preloaded tiles with it), then the kernel timeline at B=4 and 8 of the shipped
+#    one launch; preloaded tiles with it), then the kernel timeline at B=4 of the shipped
 #    config with and without the hand-off (do the down programs' polls slow gate/up?).
 #   RESULTS_DIR=/tmp/r bash scripts/gpu/small_t_call.sh
 set -u
@@ -21,15 +21,15 @@ if echo "$name" | grep -q H200; then
     TUNE_S=150 BEFORE_FILE=/tmp/before_h200.json bash scripts/gpu/tune_rows_call.sh 2>&1 | grep -v -i warn
   exit 0
 fi
-timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py -k "handoff or back_to_back or preload" \
+timeout 110 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py -k "handoff or back_to_back or preload" \
   > "$R/gpu_tests.log" 2>&1
 echo "tests: rc=$? after $((SECONDS - start)) s"; tail -n 2 "$R/gpu_tests.log"
-timeout 330 python3 scripts/gpu/tile_sweep.py --batch 4 8 1 2 16 64 --budget 250 --json "$R/tile_sweep.json" 2>&1 \
+timeout 270 python3 scripts/gpu/tile_sweep.py --batch 4 8 2 16 1 64 --budget 190 --json "$R/tile_sweep.json" 2>&1 \
   | grep -v -i "warn" | tee "$R/tile_sweep.txt"
 echo "sweep: after $((SECONDS - start)) s"
 B4='{"down": "slots", "gu_block_n": 32, "gu_block_k": 128, "gu_stages": 4, "dn_block_n": 64, "dn_block_k": 128, "dn_stages": 3, "combine_block_h": 256'
 for handoff in true false; do
-  timeout 50 python3 scripts/gpu/moe_timeline.py --batch 4 8 --config "$B4, \"handoff\": $handoff}" \
+  timeout 40 python3 scripts/gpu/moe_timeline.py --batch 4 --config "$B4, \"handoff\": $handoff}" \
     --json "$R/timeline_handoff_$handoff.json" 2>&1 | grep -v -i warn | tee "$R/timeline_handoff_$handoff.txt"
 done
 echo "timelines: after $((SECONDS - start)) s"

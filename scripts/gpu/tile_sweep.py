@@ -95,7 +95,7 @@ PLAN = {  # session 12: the hand-off's down programs poll their counters while g
     # benchmarks/results/handoff_h100/.)
     1: ["handoff sleep500"],
     2: ["sleep1000", "part"],
-    4: ["sleep250", "sleep1000", "mp132", "part", "part sleep1000"],
+    4: ["sleep250", "sleep1000", "part", "part sleep1000"],
     8: ["3L handoff", "3L handoff sleep1000", "3L part handoff"],
     16: ["3L handoff", "3L part handoff"],
     64: ["sleep1000", "part"],

@@ -17,8 +17,8 @@ name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 echo "$name" | tee "$R/gpu.txt"
 if echo "$name" | grep -q H200; then
   cp oea_trt/moe/tuned_configs/NVIDIA_H200/E128_H2048_I768_k8_bfloat16.json /tmp/before_h200.json
-  RESULTS_DIR="$R" RUN_TESTS=1 TESTS_K="handoff or preload or graph_replay or back_to_back" DEADLINE_S=540 \
-    TUNE_S=150 BEFORE_FILE=/tmp/before_h200.json bash scripts/gpu/tune_rows_call.sh 2>&1 | grep -v -i warn
+  RESULTS_DIR="$R" RUN_TESTS=1 TESTS_K="handoff or preload or graph_replay or back_to_back" DEADLINE_S=430 \
+    TUNE_S=110 BEFORE_FILE=/tmp/before_h200.json bash scripts/gpu/tune_rows_call.sh 2>&1 | grep -v -i warn
   exit 0
 fi
 timeout 110 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py -k "handoff or back_to_back or preload" \

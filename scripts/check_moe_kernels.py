@@ -33,7 +33,7 @@ from oea_trt.bench.tune import ALL_PRESETS, candidate_steps  # noqa: E402
 from oea_trt.moe.shapes import get_preset  # noqa: E402
 from oea_trt.moe.triton import one_launch as ol  # noqa: E402
 from oea_trt.moe.triton import three_launch as tl3  # noqa: E402
-from oea_trt.moe.triton.config import KernelConfig, default_config, fitted, next_pow2, one_block, preload_chunks  # noqa: E402
+from oea_trt.moe.triton.config import KernelConfig, default_config, fitted, next_pow2, one_block  # noqa: E402
 
 SMEM_LIMIT = 227 * 1024
 ALIGNED = [["tt.divisibility", 16]]
@@ -63,13 +63,11 @@ def compile_gate_up(shape, cfg, pdl=False, one_block=True):
 
 
 def compile_down(shape, cfg, pdl=False, one_block=True):
-    I = shape.moe_intermediate_size
     sig = {"act_ptr": "*bf16", "w2_ptr": "*bf16", "expert_ids_ptr": "*i32", "weights_ptr": "*fp32",
            "active_mask_ptr": "*u8", "y_ptr": "*fp32", "sync_ptr": "*i32", "num_tokens": "i32"}
     consts = dict(_shape_consts(shape, cfg.block_m, cfg.dn_block_n, cfg.dn_block_k), USE_PDL=pdl, ONE_BLOCK=one_block,
                   PRELOAD=cfg.dn_preload, HANDOFF=cfg.handoff,
-                  GU_TILES=shape.moe_intermediate_size // cfg.gu_block_n,
-                  SLEEP_NS=cfg.poll_sleep_ns if cfg.handoff else 0, PRELOAD_CHUNKS=max(1, preload_chunks(cfg, I)))
+                  GU_TILES=shape.moe_intermediate_size // cfg.gu_block_n)
     return _compile(tl3.down_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.dn_warps,
                     cfg.dn_stages, pdl)
 
@@ -108,22 +106,18 @@ def griddep_problems(kernel, name: str, pdl: bool, waits: bool = True) -> list:
     return problems
 
 
-def handoff_problems(kernel, name: str, kind: str, handoff: bool, sleeps: bool = False) -> list:
+def handoff_problems(kernel, name: str, kind: str, handoff: bool) -> list:
     """The hand-off's memory ordering in the PTX: gate/up counts its items with a release
     atomic, the down kernel polls its counters with acquire loads (Triton lowers the poll,
-    an atomic add of 0, to ld.acquire); neither without the hand-off. sleeps (down kernel,
-    config.poll_sleep_ns): a nanosleep between the polls, and none without it."""
+    an atomic add of 0, to ld.acquire); neither without the hand-off."""
     ptx = kernel.asm["ptx"]
     sem = "release" if kind == "gate_up" else "acquire"
     found = re.search(rf"(atom|ld)\.global\.gpu\.{sem}", ptx) is not None
-    problems = []
     if handoff and not found:
-        problems.append(f"{name}: the hand-off without an {sem} load or atomic in the PTX")
+        return [f"{name}: the hand-off without an {sem} load or atomic in the PTX"]
     if not handoff and kind == "gate_up" and found:
-        problems.append(f"{name}: a {sem} atomic in the PTX of a gate/up kernel without the hand-off")
-    if kind == "down" and sleeps != ("nanosleep" in ptx):
-        problems.append(f"{name}: {'no' if sleeps else 'a'} nanosleep in the PTX")
-    return problems
+        return [f"{name}: a {sem} atomic in the PTX of a gate/up kernel without the hand-off"]
+    return []
 
 
 def _ptxas_usage(ptx: str) -> tuple:
@@ -170,9 +164,7 @@ def check_three_launch(shape, batch: int, candidates: bool, seen: set) -> tuple:
     H, I = shape.hidden_size, shape.moe_intermediate_size
     base = default_config(batch, H, I, shape.top_k, shape.num_experts).replace(down="slots")
     configs = [(base, True), (base, False), (base.replace(handoff=True), True), (base.replace(handoff=False), True),
-               (base.replace(handoff=True, dn_preload=True, dn_block_n=32), True),
-               (base.replace(handoff=True, poll_sleep_ns=200), True),
-               (base.replace(handoff=True, dn_preload=True, dn_block_n=64, dn_block_k=128, dn_warps=4), True)] + [
+               (base.replace(handoff=True, dn_preload=True, dn_block_n=32), True)] + [
         (cfg, True) for cfg in (tuner_configs(base, "slots") if candidates else ())]
     problems, count = [], 0
     for cfg, pdl in configs:
@@ -182,18 +174,18 @@ def check_three_launch(shape, batch: int, candidates: bool, seen: set) -> tuple:
                              int(cfg.handoff)),
                  lambda: compile_gate_up(shape, cfg, pdl, single)),
                 ("down", (cfg.block_m, cfg.dn_block_n, cfg.dn_block_k, cfg.dn_warps, cfg.dn_stages, int(pdl),
-                          int(cfg.dn_preload), int(cfg.handoff), cfg.poll_sleep_ns if cfg.handoff else 0),
+                          int(cfg.dn_preload), int(cfg.handoff)),
                  lambda: compile_down(shape, cfg, pdl, single))]
         for kind, key, build in jobs:
             if (kind,) + key in seen:
                 continue
             seen.add((kind,) + key)
             # Spills are reported, not enforced: the tuner times every candidate on the GPU.
-            name = f"{kind} B={batch} m,n,k,w,s,pdl{',preload,handoff,sleep' if kind == 'down' else ',handoff'}={','.join(str(v) for v in key)}"
+            name = f"{kind} B={batch} m,n,k,w,s,pdl{',preload,handoff' if kind == 'down' else ',handoff'}={','.join(str(v) for v in key)}"
             kernel = build()
             waits = not (kind == "down" and cfg.handoff)
             problems += check(kernel, name, True, spills_allowed=True) + griddep_problems(kernel, name, pdl, waits)
-            problems += handoff_problems(kernel, name, kind, cfg.handoff, bool(cfg.handoff and cfg.poll_sleep_ns))
+            problems += handoff_problems(kernel, name, kind, cfg.handoff)
             count += 1
     return problems, count
 

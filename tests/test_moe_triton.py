@@ -96,29 +96,6 @@ def test_preloaded_down_tiles_give_the_streamed_bits(weights_48, changes, num_to
     assert_close(out, moe_reference(x, weights_48.w13, weights_48.w2, routing.expert_ids, routing.weights))
 
 
-@pytest.mark.parametrize("bytes_per_thread,chunks", [(4, 1), (8, 2)])
-@pytest.mark.parametrize("num_tokens,k0,fill,programs", [(1, 4, "invalid", None), (5, 2, "top1", 2),
-                                                         (12, 3, "num_experts", 1)])
-def test_partly_preloaded_down_tiles_give_the_streamed_bits(monkeypatch, weights_48, bytes_per_thread, chunks,
-                                                            num_tokens, k0, fill, programs):
-    """A w2 tile larger than the preload's register budget keeps its K step and preloads only
-    its first steps (here the budget is shrunk so 1 or 2 of I=48's 3 steps of 16 fit); the rest
-    is streamed after the wait, and the bits are the streamed path's at any grid."""
-    from oea_trt.moe.triton import config as kernel_config
-    from oea_trt.moe.triton import fitted
-
-    monkeypatch.setattr(kernel_config, "PRELOAD_BYTES_PER_THREAD", bytes_per_thread)
-    logits = torch.randn(num_tokens, 8, generator=torch.Generator().manual_seed(700 + num_tokens))
-    routing = oea_route(logits.to(DEVICE), OEAConfig(8, SHAPE_48.top_k, k0, fill=fill))
-    x = torch.randn(num_tokens, 64, generator=torch.Generator().manual_seed(num_tokens)).to(DEVICE, DTYPE)
-    cfg = dict(down="slots", gu_block_n=16, gu_block_k=16, dn_block_n=16, dn_block_k=16, max_programs=programs)
-    fit = fitted(_config(num_tokens, weights_48, routing, **cfg, dn_preload=True), num_tokens, 64, 48)
-    assert fit.dn_preload and fit.dn_block_k == 16 and kernel_config.preload_chunks(fit, 48) == chunks
-    out = _kernel(x, weights_48, routing, **cfg, dn_preload=True)
-    assert torch.equal(out, _kernel(x, weights_48, routing, **cfg))
-    assert_close(out, moe_reference(x, weights_48.w13, weights_48.w2, routing.expert_ids, routing.weights))
-
-
 @pytest.mark.parametrize("changes", [dict(), dict(dn_preload=True)], ids=["plain", "preloaded"])
 @pytest.mark.parametrize("num_tokens,k0,fill", [(1, 4, "invalid"), (5, 2, "top1"), (70, 2, "invalid")])
 def test_handoff_gives_the_same_bits_whatever_the_grid(weights_48, changes, num_tokens, k0, fill):
@@ -146,46 +123,21 @@ def _config(num_tokens, w, routing, **changes):
 
 
 def test_preload_is_dropped_where_it_cannot_work():
-    """fitted() keeps dn_preload only on the three-launch path with one token block: a w2 tile
-    that fits the register budget in at most 4 K steps is preloaded whole (dn_block_k widened
-    to get there), a larger one only its first K steps that fit."""
+    """fitted() keeps dn_preload only on the three-launch path with a w2 tile that fits the
+    register budget in at most 4 K steps, widening dn_block_k to get there."""
     from oea_trt.moe.triton import KernelConfig, fitted
-    from oea_trt.moe.triton.config import preload_chunks
 
     cfg = fitted(KernelConfig(down="slots", dn_block_n=32, dn_block_k=128, dn_preload=True), 1, 2048, 768)
     assert cfg.dn_preload and cfg.dn_block_k == 256  # 30B layer: 3 K steps of 256
     assert not fitted(KernelConfig(down="one_launch", dn_preload=True), 1, 2048, 768).dn_preload
-    assert preload_chunks(cfg, 768) == 3
-    # a 64-row tile on 4 warps (96 KB) is twice the budget: 3 of its 6 K steps of 128
-    cfg = fitted(KernelConfig(down="slots", dn_block_n=64, dn_block_k=128, dn_warps=4, dn_preload=True), 1, 2048, 768)
-    assert cfg.dn_preload and cfg.dn_block_k == 128 and preload_chunks(cfg, 768) == 3
-    cfg = fitted(KernelConfig(down="slots", dn_block_n=64, dn_warps=8, dn_preload=True), 1, 2048, 768)
-    assert cfg.dn_preload and preload_chunks(cfg, 768) == 768 // cfg.dn_block_k
-    # 235B layer, I=1536: a 32-row tile is 96 KB, more than 4 warps hold: 4 of 12 K steps of 128
-    cfg = fitted(KernelConfig(down="slots", dn_block_n=32, dn_block_k=128, dn_preload=True), 1, 4096, 1536)
-    assert cfg.dn_preload and preload_chunks(cfg, 1536) == 4
-    # not even one K step fits: off
-    assert not fitted(KernelConfig(down="slots", dn_block_n=256, dn_block_k=256, dn_preload=True), 1, 2048,
-                      768).dn_preload
+    assert not fitted(KernelConfig(down="slots", dn_block_n=64, dn_warps=4, dn_preload=True), 1, 2048, 768).dn_preload
+    assert fitted(KernelConfig(down="slots", dn_block_n=64, dn_warps=8, dn_preload=True), 1, 2048, 768).dn_preload
+    # 235B layer, I=1536: a 32-row tile is 96 KB, more than 4 warps can hold
+    assert not fitted(KernelConfig(down="slots", dn_block_n=32, dn_preload=True), 1, 4096, 1536).dn_preload
     # more tokens than one block (or streaming after the token list): no preload, tiles as asked
     for tokens, early in ((100, True), (4, False)):
         cfg = fitted(KernelConfig(down="slots", dn_block_n=32, dn_preload=True, early_stream=early), tokens, 2048, 768)
         assert not cfg.dn_preload and cfg.dn_block_k == 128
-
-
-def test_poll_sleep_is_checked_and_travels_through_the_config_file_fields():
-    """poll_sleep_ns (the hand-off's pause between polls): an int in [0, 1e6] ns, kept by
-    to_dict/from_dict like every field (tuned files carry it), and a file without it reads as 0."""
-    from oea_trt.moe.triton import KernelConfig
-
-    for bad in (-1, 2_000_000, 1.5, "200"):
-        with pytest.raises(ValueError, match="poll_sleep_ns"):
-            KernelConfig(poll_sleep_ns=bad)
-    cfg = KernelConfig(down="slots", handoff=True, poll_sleep_ns=250)
-    assert KernelConfig.from_dict(cfg.to_dict()) == cfg
-    fields = cfg.to_dict()
-    del fields["poll_sleep_ns"]
-    assert KernelConfig.from_dict(fields).poll_sleep_ns == 0
 
 
 @pytest.mark.parametrize("down", DOWNS)
@@ -299,9 +251,8 @@ def test_kernels_compile_for_sm90_with_pipelined_weight_loads():
     """The real (non-interpreted) compile for sm_90, in a subprocess: every kernel of the
     three-launch path for the 30B layer at B=1 and B=64 (gate/up, down, combine, with and
     without PDL; the gate/up and down kernels also with the per-expert hand-off, the down kernel
-    also preloaded whole and in part, and with a pause between its polls) fits in shared memory,
-    streams its weights via cp.async and carries griddepcontrol exactly where PDL is on (the
-    hand-off down kernel waits on counters instead, and sleeps between polls only where asked)."""
+    also preloaded) fits in shared memory, streams its weights via cp.async and carries
+    griddepcontrol exactly where PDL is on (the hand-off down kernel waits on counters instead)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -310,7 +261,6 @@ def test_kernels_compile_for_sm90_with_pipelined_weight_loads():
     done = subprocess.run([sys.executable, str(script), "--preset", "qwen3-30b-a3b", "--batch", "1", "64", "--kernel",
                            "three_launch"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    # Per batch gate/up with and without PDL and with the hand-off; down with and without PDL, with
-    # the hand-off, preloaded whole and in part with it, and with the pause; then the combine
-    # kernel with and without PDL.
-    assert "20 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout
+    # Per batch gate/up and down with and without PDL and with the hand-off (the down kernel also
+    # preloaded), then the combine kernel with and without PDL.
+    assert "16 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout

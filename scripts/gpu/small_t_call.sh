@@ -2,10 +2,10 @@
 # GPU part "small_t_call" (issue 20, one call, ~7 min), by card:
 #  - H200: the MoE GPU tests of the hand-off and preload, then the 30B re-tune and the issue's rows
 #    before/after (scripts/gpu/tune_rows_call.sh; the H200 file predates both options);
-#  - otherwise (H100): the hand-off GPU tests (with the pause between polls), tile_sweep.py's plan
-#    (a pause between the hand-off's polls; three launches with the hand-off where the file keeps
-#    one launch; preloaded tiles with it), then the kernel timeline at B=4 of the shipped
-#    config with and without the hand-off (do the down programs' polls slow gate/up?).
+#  - otherwise (H100): the hand-off and preload GPU tests, tile_sweep.py's plan, then the kernel
+#    timeline at B=4 of the shipped config with and without the hand-off. (Ran at dfa1c6b with
+#    the pause between polls and the partial preload, both since removed:
+#    benchmarks/results/hand_off_pause_h100/.)
 #   RESULTS_DIR=/tmp/r bash scripts/gpu/small_t_call.sh
 set -u
 cd "$(dirname "$0")/../.."

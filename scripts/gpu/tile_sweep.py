@@ -73,32 +73,13 @@ CANDIDATES = {
     "3L pre32 handoff": three((32, 128, 4, 4), (32, 256, 4, 3), dn_preload=True, handoff=True),
     "3L pre64w8 handoff": three((32, 128, 4, 4), (64, 256, 8, 2), dn_preload=True, handoff=True),
     "3L handoff dn128w8": three((32, 128, 4, 4), (128, 128, 8, 3), handoff=True),
-    # poll_sleep_ns: a hand-off down item sleeps between polls of its expert's counter
-    "sleep250": dict(poll_sleep_ns=250),
-    "sleep1000": dict(poll_sleep_ns=1000),
-    "handoff sleep500": dict(handoff=True, poll_sleep_ns=500),
-    "3L handoff sleep250": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True, poll_sleep_ns=250),
-    "3L handoff sleep1000": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True, poll_sleep_ns=1000),
-    # one program per SM (H100/H200: 132 SMs): gate/up in two waves, so experts finish in turn
-    "mp132": dict(max_programs=132),
-    "3L handoff mp132": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True, max_programs=132),
-    # dn_preload on the shipped tile: a tile over the register budget preloads its first K steps
-    "part": dict(dn_preload=True),
-    "part sleep1000": dict(dn_preload=True, poll_sleep_ns=1000),
-    "3L part handoff": three((32, 128, 4, 4), (64, 128, 4, 3), dn_preload=True, handoff=True),
 }
-PLAN = {  # session 12: the hand-off's down programs poll their counters while gate/up streams
-    # (sleep*: a pause between polls; at B=1 with the preloaded tile, the hand-off lost to that);
-    # plain three launches with the hand-off where the H100 file keeps one launch (B=8, 16);
-    # part*: the first K steps of a down program's first tile preloaded (dn_preload on a tile
-    # over the register budget); mp132: one program per SM, so gate/up runs in two waves. (The hand-off plan with the fused combine ran at b91dc6e:
-    # benchmarks/results/handoff_h100/.)
-    1: ["handoff sleep500"],
-    2: ["sleep1000", "part"],
-    4: ["sleep250", "sleep1000", "part", "part sleep1000"],
-    8: ["3L handoff", "3L handoff sleep1000", "3L part handoff"],
-    16: ["3L handoff", "3L part handoff"],
-    64: ["sleep1000", "part"],
+PLAN = {  # session 12's plan ran at dfa1c6b (benchmarks/results/hand_off_pause_h100/) with candidates
+    # since removed with their options (KernelConfig.poll_sleep_ns, a pause between the hand-off's
+    # polls; dn_preload of a large tile's first K steps): plain three launches with the hand-off
+    # where the H100 file keeps one launch, one program per SM.
+    8: ["3L handoff"],
+    16: ["3L handoff"],
 }
 
 

@@ -54,20 +54,15 @@ class KernelConfig:
         kernel streams gate/up on the routing's published active set before the routing ends
         (one_launch.early_active).
     dn_preload: three-launch path, one token block: each down program loads its first item's
-        w2 tile into registers before it waits for the gate/up kernel (programmatic dependent
-        launch makes the down programs resident while gate/up still streams), so after the wait
-        it reads only the act rows: the whole tile where it fits PRELOAD_BYTES_PER_THREAD a thread
-        in at most 4 K steps, else its first K steps that fit (the rest streamed after the
-        wait; preload_chunks()).
+        whole w2 tile into registers before it waits for the gate/up kernel (programmatic
+        dependent launch makes the down programs resident while gate/up still streams), so
+        after the wait it reads only the act rows. fitted() turns it off where the tile would
+        take more than PRELOAD_BYTES_PER_THREAD a thread or more than 4 K steps.
     handoff: three-launch path: a down item waits only for its own expert's gate/up items
         (per-expert counters), not for the whole gate/up kernel, so the down items of experts
         that gate/up finished first run during gate/up's last wave and tail. The counters live
         in the per-device workspace (sync.py): calls on one device must be stream-ordered, as
         with the one-launch path.
-    poll_sleep_ns: with handoff, a down item whose expert is not done yet sleeps about this long
-        (nanosleep) between two polls of its counter; 0 polls without pause. The down programs
-        are resident while gate/up streams (programmatic dependent launch), so they poll for
-        most of gate/up.
     """
 
     block_m: int = 16
@@ -88,7 +83,6 @@ class KernelConfig:
     early_active: bool = True
     dn_preload: bool = False
     handoff: bool = False
-    poll_sleep_ns: int = 0
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:
@@ -100,8 +94,6 @@ class KernelConfig:
         for name in ("gu_warps", "dn_warps"):
             if getattr(self, name) not in (1, 2, 4, 8, 16):
                 raise ValueError(f"KernelConfig.{name} must be 1, 2, 4, 8 or 16, got {getattr(self, name)!r}")
-        if not isinstance(self.poll_sleep_ns, int) or not 0 <= self.poll_sleep_ns <= 1_000_000:
-            raise ValueError(f"KernelConfig.poll_sleep_ns must be an int in [0, 1000000], got {self.poll_sleep_ns!r}")
         for name in ("gu_stages", "dn_stages", "max_programs", "programs_per_sm"):
             value = getattr(self, name)
             optional = name in ("max_programs", "programs_per_sm")
@@ -187,29 +179,16 @@ def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int) -> Ke
 
 def preload_fitted(cfg: KernelConfig, inter: int, single_block: bool) -> KernelConfig:
     """dn_preload kept only where it can work: the three-launch path, one token block
-    (single_block: one_block()). A w2 tile of at most PRELOAD_BYTES_PER_THREAD a thread is read
-    whole, in at most PRELOAD_MAX_CHUNKS K steps (dn_block_k widened to the smallest tile that
-    does it); a larger tile keeps its K step and only its first steps are preloaded
-    (preload_chunks), the rest streamed after the wait; off where not even one step fits."""
-    if cfg.down != "slots" or not single_block:
+    (single_block: one_block()), a w2 tile of at most PRELOAD_BYTES_PER_THREAD a thread, read in
+    at most PRELOAD_MAX_CHUNKS K steps (dn_block_k widened to the smallest tile that does it)."""
+    tile_bytes = 2 * cfg.dn_block_n * inter
+    block_k = cfg.dn_block_k
+    while inter // block_k > PRELOAD_MAX_CHUNKS and inter % (2 * block_k) == 0:
+        block_k *= 2
+    if (cfg.down != "slots" or not single_block or inter // block_k > PRELOAD_MAX_CHUNKS
+            or tile_bytes > PRELOAD_BYTES_PER_THREAD * 32 * cfg.dn_warps):
         return cfg.replace(dn_preload=False)
-    if 2 * cfg.dn_block_n * inter <= PRELOAD_BYTES_PER_THREAD * 32 * cfg.dn_warps:
-        block_k = cfg.dn_block_k
-        while inter // block_k > PRELOAD_MAX_CHUNKS and inter % (2 * block_k) == 0:
-            block_k *= 2
-        if inter // block_k <= PRELOAD_MAX_CHUNKS:
-            return cfg.replace(dn_block_k=block_k)
-    return cfg if preload_chunks(cfg, inter) else cfg.replace(dn_preload=False)
-
-
-def preload_chunks(cfg: KernelConfig, inter: int) -> int:
-    """K steps of a down item's w2 tile that dn_preload reads into registers before the wait:
-    all of them where the tile fits PRELOAD_BYTES_PER_THREAD a thread in PRELOAD_MAX_CHUNKS steps,
-    else as many as fit (at most PRELOAD_MAX_CHUNKS); 0 without dn_preload."""
-    if not cfg.dn_preload:
-        return 0
-    step_bytes = 2 * cfg.dn_block_n * cfg.dn_block_k
-    return min(inter // cfg.dn_block_k, PRELOAD_MAX_CHUNKS, PRELOAD_BYTES_PER_THREAD * 32 * cfg.dn_warps // step_bytes)
+    return cfg.replace(dn_block_k=block_k)
 
 
 def stage_bytes(cfg: KernelConfig) -> tuple:

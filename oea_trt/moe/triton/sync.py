@@ -68,24 +68,13 @@ def start_after_routing(ready_ptr, passed_ptr, USE_PDL: tl.constexpr, EARLY_ACTI
 
 
 @triton.jit
-def wait_for_count(counter_ptr, target, SLEEP_NS: tl.constexpr = 0):
+def wait_for_count(counter_ptr, target):
     """Spin until *counter_ptr >= target (acquire), then a CTA barrier: every thread's later
-    reads see what the releasing programs wrote before counting. SLEEP_NS > 0: sleep about that
-    long between polls (fewer loads on the counter's L2 line while other programs stream)."""
+    reads see what the releasing programs wrote before counting."""
     seen = tl.atomic_add(counter_ptr, 0, sem="acquire")
     while seen < target:
-        if SLEEP_NS > 0:
-            _nanosleep(SLEEP_NS)
         seen = tl.atomic_add(counter_ptr, 0, sem="acquire")
     tl.debug_barrier()
-
-
-@triton.jit
-def _nanosleep(ns: tl.constexpr):
-    """Suspend the thread for about ns nanoseconds (sm_70+; compiled kernels only: Triton's
-    interpreter runs no inline assembly, so launchers pass 0 there)."""
-    tl.inline_asm_elementwise(f"nanosleep.u32 {ns}; mov.u32 $0, 0;", "=r,r", [tl.full((), 0, tl.int32)],
-                              dtype=tl.int32, is_pure=False, pack=1)
 
 
 # ---- host side ---------------------------------------------------------------------------

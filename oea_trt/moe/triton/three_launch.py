@@ -33,8 +33,8 @@ import torch
 import triton
 import triton.language as tl
 
-from oea_trt.moe.triton.config import KernelConfig, next_pow2, one_block, preload_chunks
-from oea_trt.moe.triton.launch import interpreted, launch_persistent
+from oea_trt.moe.triton.config import KernelConfig, next_pow2, one_block
+from oea_trt.moe.triton.launch import launch_persistent
 from oea_trt.moe.triton.sync import sync_workspace, wait_for_count
 from oea_trt.moe.triton.tiles import (active_experts, down_block, down_preloaded, gate_up_item, nth_active,
                                      preload_w2, tokens_of_expert)
@@ -85,15 +85,14 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
                 K: tl.constexpr, K_PAD: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
                 ONE_BLOCK: tl.constexpr, PRELOAD: tl.constexpr = False, HANDOFF: tl.constexpr = False,
-                GU_TILES: tl.constexpr = 1, SLEEP_NS: tl.constexpr = 0, PRELOAD_CHUNKS: tl.constexpr = 1):
+                GU_TILES: tl.constexpr = 1):
     """sync_ptr: the zeroed int32 workspace (sync.py), used only with HANDOFF: [0] programs
     exited, [1, 1+E) gate/up items done per expert (1 + E words).
     HANDOFF: an item waits only until its expert's GU_TILES gate/up items have counted
     themselves done, not for the whole gate/up kernel: down items of the experts gate/up walked
     first run in gate/up's last wave and tail. No deadlock: with PDL this kernel launches only
     after every gate/up program has started its last item, so the items waited on are running.
-    The last program out zeroes the expert counters for the next call. SLEEP_NS: a pause between
-    polls of a counter (config.poll_sleep_ns)."""
+    The last program out zeroes the expert counters for the next call."""
     PRELOAD_FIRST: tl.constexpr = PRELOAD and ONE_BLOCK
     if USE_PDL and not PRELOAD_FIRST and not HANDOFF:
         tl.extra.cuda.gdc_wait()  # gate/up's act rows are visible past here
@@ -116,13 +115,13 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
             _signal_dependents_at_last_item(first, total, USE_PDL)
             expert = nth_active(rank, active, first // N_TILES, E_PAD)
             toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
-            w0, w1, w2, w3 = preload_w2(w2_ptr, expert, first % N_TILES, H, I, BLOCK_N, BLOCK_K, PRELOAD_CHUNKS)
+            w0, w1, w2, w3 = preload_w2(w2_ptr, expert, first % N_TILES, H, I, BLOCK_N, BLOCK_K)
             if HANDOFF:
-                wait_for_count(gate_up_done_ptr + expert, GU_TILES, SLEEP_NS)
+                wait_for_count(gate_up_done_ptr + expert, GU_TILES)
             elif USE_PDL:
                 tl.extra.cuda.gdc_wait()
-            down_preloaded(act_ptr, w2_ptr, expert, w0, w1, w2, w3, weights_ptr, y_ptr, first % N_TILES, toks, routed,
-                           row, hit, H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, PRELOAD_CHUNKS)
+            down_preloaded(act_ptr, w0, w1, w2, w3, weights_ptr, y_ptr, first % N_TILES, toks, routed, row, hit,
+                           H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K)
         first += tl.num_programs(0)
     for w in range(first, total, tl.num_programs(0)):
         _signal_dependents_at_last_item(w, total, USE_PDL)
@@ -130,12 +129,12 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
         if ONE_BLOCK:  # one token block (every decode batch): no token-block loop
             toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
             if HANDOFF:
-                wait_for_count(gate_up_done_ptr + expert, GU_TILES, SLEEP_NS)
+                wait_for_count(gate_up_done_ptr + expert, GU_TILES)
             down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, w % N_TILES, toks, routed, row, row, hit,
                        H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK)
         else:
             if HANDOFF:
-                wait_for_count(gate_up_done_ptr + expert, GU_TILES, SLEEP_NS)
+                wait_for_count(gate_up_done_ptr + expert, GU_TILES)
             for tok0 in range(0, num_tokens, BLOCK_M):
                 toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD,
                                                           BLOCK_M)
@@ -196,9 +195,8 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
         (act, w2, ids, wts, mask_u8, y, sync, num_tokens),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.dn_block_n, BLOCK_K=cfg.dn_block_k,
              USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), PRELOAD=cfg.dn_preload,
-             PRELOAD_CHUNKS=max(1, preload_chunks(cfg, inter)),
              HANDOFF=cfg.handoff, GU_TILES=inter // cfg.gu_block_n if cfg.handoff else 1,
-             SLEEP_NS=cfg.poll_sleep_ns if cfg.handoff and not interpreted() else 0, num_warps=cfg.dn_warps, num_stages=cfg.dn_stages, **pdl))
+             num_warps=cfg.dn_warps, num_stages=cfg.dn_stages, **pdl))
     block_h = min(cfg.combine_block_h, next_pow2(hidden))
     combine_kernel[(num_tokens, triton.cdiv(hidden, block_h))](
         y, ids, out, out.stride(0), H=hidden, E=num_experts, K=k, K_PAD=shape["K_PAD"], BLOCK_H=block_h,

@@ -147,11 +147,12 @@ def _down_tile(act_ptr, w_rows, weights_ptr, y_ptr, h, toks, routed, row, act_ro
 
 @triton.jit
 def preload_w2(w2_ptr, expert, h_tile, H: tl.constexpr, I: tl.constexpr, BLOCK_N: tl.constexpr,
-               BLOCK_K: tl.constexpr, CHUNKS: tl.constexpr):
-    """The first CHUNKS (<= 4) K steps of a down item's w2 tile (hidden rows tile h_tile of
-    `expert`) as register tiles [BLOCK_N, BLOCK_K]; the unused ones repeat the first and cost no
-    load. For a program that loads them before it waits for the act rows."""
-    tl.static_assert((CHUNKS >= 1) & (CHUNKS <= 4) & (CHUNKS * BLOCK_K <= I), "1 to 4 preloaded K steps")
+               BLOCK_K: tl.constexpr):
+    """A down item's whole w2 tile (hidden rows tile h_tile of `expert`, all I columns) as
+    I // BLOCK_K (<= 4) register tiles [BLOCK_N, BLOCK_K]; the unused ones repeat the first
+    and cost no load. For a program that loads them before it waits for the act rows."""
+    CHUNKS: tl.constexpr = I // BLOCK_K
+    tl.static_assert(CHUNKS <= 4, "a preloaded w2 tile is at most 4 K steps")
     h = h_tile * BLOCK_N + tl.arange(0, BLOCK_N)
     w_rows = w2_ptr + expert.to(tl.int64) * (H * I) + h[:, None] * I + tl.arange(0, BLOCK_K)[None, :]
     w0 = tl.load(w_rows)
@@ -168,13 +169,13 @@ def preload_w2(w2_ptr, expert, h_tile, H: tl.constexpr, I: tl.constexpr, BLOCK_N
 
 
 @triton.jit
-def down_preloaded(act_ptr, w2_ptr, expert, w0, w1, w2, w3, weights_ptr, y_ptr, h_tile, toks, routed, row, hit,
+def down_preloaded(act_ptr, w0, w1, w2, w3, weights_ptr, y_ptr, h_tile, toks, routed, row, hit,
                    H: tl.constexpr, I: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, CHUNKS: tl.constexpr):
-    """down_block's one-block product with the tile's first CHUNKS K steps already in registers
-    (preload_w2): the act rows are read from L2 (.cg: the previous kernel wrote them), and the
-    tile's remaining K steps, if any, are streamed as _down_tile streams them. Same K order and
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """down_block's one-block product with the w2 tile already in registers (preload_w2): only
+    the act rows are read, from L2 (.cg: the previous kernel wrote them). Same K order and
     accumulation as _down_tile, so the same bits."""
+    CHUNKS: tl.constexpr = I // BLOCK_K
     kk = tl.arange(0, BLOCK_K)
     a_rows = act_ptr + row[:, None].to(tl.int64) * I + kk[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -188,14 +189,8 @@ def down_preloaded(act_ptr, w2_ptr, expert, w0, w1, w2, w3, weights_ptr, y_ptr, 
     if CHUNKS > 3:
         acc = tl.dot(tl.load(a_rows + 3 * BLOCK_K, mask=routed[:, None], other=0.0, cache_modifier=".cg"),
                      tl.trans(w3), acc)
-    h = h_tile * BLOCK_N + tl.arange(0, BLOCK_N)
-    if CHUNKS * BLOCK_K < I:  # the steps that did not fit the registers
-        w_rows = w2_ptr + expert.to(tl.int64) * (H * I) + h[:, None] * I + kk[None, :]
-        for k0 in range(CHUNKS * BLOCK_K, I, BLOCK_K):
-            w = tl.load(w_rows + k0)
-            act = tl.load(a_rows + k0, mask=routed[:, None], other=0.0, cache_modifier=".cg")
-            acc = tl.dot(act, tl.trans(w), acc)
     slots = tl.arange(0, K_PAD)
     wts = tl.load(weights_ptr + toks[:, None] * K + slots[None, :], mask=hit, other=0.0)
     acc = acc * tl.sum(wts, axis=1)[:, None]
+    h = h_tile * BLOCK_N + tl.arange(0, BLOCK_N)
     tl.store(y_ptr + row[:, None].to(tl.int64) * H + h[None, :], acc, mask=routed[:, None])

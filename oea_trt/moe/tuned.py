@@ -93,7 +93,7 @@ def merge_tuned(path: str, configs: Dict[int, KernelConfig]) -> tuple:
         try:
             kept = {b: c for b, c in read_tuned(path).items() if b not in configs}
         except TunedConfigError:
-            kept = {}
+            pass
     return write_tuned(path, {**kept, **configs}), sorted(kept)
 
 

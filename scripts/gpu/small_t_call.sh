@@ -24,7 +24,7 @@ fi
 timeout 110 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py -k "handoff or back_to_back or preload" \
   > "$R/gpu_tests.log" 2>&1
 echo "tests: rc=$? after $((SECONDS - start)) s"; tail -n 2 "$R/gpu_tests.log"
-timeout 270 python3 scripts/gpu/tile_sweep.py --batch 4 8 2 16 1 64 --budget 190 --json "$R/tile_sweep.json" 2>&1 \
+timeout 270 python3 scripts/gpu/tile_sweep.py --batch 4 8 2 --budget 190 --json "$R/tile_sweep.json" 2>&1 \
   | grep -v -i "warn" | tee "$R/tile_sweep.txt"
 echo "sweep: after $((SECONDS - start)) s"
 B4='{"down": "slots", "gu_block_n": 32, "gu_block_k": 128, "gu_stages": 4, "dn_block_n": 64, "dn_block_k": 128, "dn_stages": 3, "combine_block_h": 256'
@@ -32,5 +32,4 @@ for handoff in true false; do
   timeout 40 python3 scripts/gpu/moe_timeline.py --batch 4 --config "$B4, \"handoff\": $handoff}" \
     --json "$R/timeline_handoff_$handoff.json" 2>&1 | grep -v -i warn | tee "$R/timeline_handoff_$handoff.txt"
 done
-echo "timelines: after $((SECONDS - start)) s"
 echo "small_t_call: after $((SECONDS - start)) s"

@@ -74,13 +74,10 @@ CANDIDATES = {
     "3L pre64w8 handoff": three((32, 128, 4, 4), (64, 256, 8, 2), dn_preload=True, handoff=True),
     "3L handoff dn128w8": three((32, 128, 4, 4), (128, 128, 8, 3), handoff=True),
     # more, shorter gate/up items or fewer programs: gate/up in more than one wave, so the hand-off
-    # lets the first experts' down items run while later gate/up items stream
-    "gu16x256s4": dict(gu_block_n=16, gu_block_k=256, gu_stages=4),
+    # lets the first experts' down items run while later gate/up items stream (also gu16x256s4 above)
     "mp132": dict(max_programs=132),
     "3L handoff mp132": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True, max_programs=132),
     "3L handoff gu16x256": three((16, 256, 4, 4), (64, 128, 4, 4), handoff=True),
-    "3L pre64w8 handoff": three((32, 128, 4, 4), (64, 256, 8, 2), dn_preload=True, handoff=True),
-    "3L handoff dn128w8": three((32, 128, 4, 4), (128, 128, 8, 3), handoff=True),
 }
 PLAN = {  # session 12's first plan ran at dfa1c6b (benchmarks/results/hand_off_pause_h100/) with
     # candidates since removed with their options (KernelConfig.poll_sleep_ns, a pause between the

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# GPU call for the moe_stream prototype (issue 20): build, check against the fp32 loop, time beside
+# the shipped Triton config at B=1-8.   RESULTS_DIR=/tmp/r bash scripts/gpu/moe_stream/call.sh
+set -u
+cd "$(dirname "$0")/../../.."
+export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+R="${RESULTS_DIR:-./out}"
+mkdir -p "$R"
+nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tee "$R/gpu.txt"
+timeout "${TIMEOUT_S:-480}" python3 scripts/gpu/moe_stream/moe_stream.py --json "$R/moe_stream.json" \
+  --budget "${BUDGET_S:-330}" "$@" 2>&1 | grep -v -i warn | tee "$R/moe_stream.txt"
+echo "rc=${PIPESTATUS[0]}"

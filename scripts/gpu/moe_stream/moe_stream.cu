@@ -1,0 +1,455 @@
+// Lab prototype for issue 20: the whole decode MoE layer (gate/up, SiLU*up, down, combine) in one
+// persistent launch whose weights stream through a shared-memory ring filled by a producer warp
+// with 1-D bulk copies (cp.async.bulk + mbarrier), consumed by four MMA warps.
+//
+// Why: the Triton kernels pay about 3 us per streaming phase, and at small T the down projection
+// is a second phase: its items cannot load w2 before their expert's act rows exist, and Triton
+// gives no control over where pipelined loads sit relative to a wait. Here the producer never
+// waits for act rows: it streams the next item's weights (gate/up or down) as soon as a ring slot
+// is free, so w2 tiles sit in shared memory while their consumers wait for the hand-off, and the
+// memory system streams one phase from the first byte to the last.
+//
+// Scope of the prototype: batches of at most 8 tokens (the 8 tokens are the N=8 side of
+// mma.m16n8k16, the weight rows the M=16 side: "swap AB"), H=2048, I=768 (Qwen3-30B-A3B).
+// Deterministic: fixed accumulation orders, the combine sums each token's slots in slot order.
+//
+// Work: a gate/up block is (active expert a, 8 intermediate columns): 8 gate rows + 8 up rows of
+// the full K, streamed as H/1024 stages of 16 rows x 1024. A down run is (a, `run` blocks of 16
+// hidden rows), one stage per block (16 rows x I). Items (gate/up blocks, then down runs, both
+// expert-major) go to CTA i % grid in order; every gate/up item precedes every down item in each
+// CTA's sequence, and gate/up never waits, so every wait ends (no deadlock at any grid).
+// Workspace (zeroed once; every counter is reset by its last reader): gu_done[E], dn_done[E],
+// combine counters [8][H/16], act rows [128][8][I] bf16, y rows [8][16][H] fp32.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+namespace {
+
+constexpr int NTOK = 8;     // tokens per call (the MMA's N)
+constexpr int NW = 4;       // consumer (MMA) warps; one more warp is the producer
+constexpr int THREADS = (NW + 1) * 32;
+constexpr int ROWS = 16;    // weight rows per stage (the MMA's M)
+constexpr int MAX_E = 256;
+constexpr int MAX_K = 16;
+constexpr int MAX_A = 128;  // active experts a call can have (NTOK * MAX_K)
+
+template <int H, int I>
+struct Shape {
+    static constexpr int KS = 1024;                // gate/up K per stage
+    static constexpr int NH = H / KS;              // gate/up stages per block
+    static constexpr int GU_STRIDE = KS * 2 + 64;  // bytes per ring row: the 64-byte pad makes the
+    static constexpr int DN_STRIDE = I * 2 + 64;   // fragment loads of rows g and g+1 hit other banks
+    static constexpr int SLOT = ROWS * GU_STRIDE;
+    static constexpr int GU_KB = KS / 32 / NW;     // 32-wide K blocks per warp per gate/up stage
+    static constexpr int DN_KB = I / 32 / NW;
+    static constexpr int GU_BLOCKS = I / 8;        // gate/up blocks per expert
+    static constexpr int DN_BLOCKS = H / ROWS;     // down blocks per expert
+    static_assert(H % KS == 0 && KS % (32 * NW) == 0 && I % (32 * NW) == 0, "K must split over the warps");
+    static_assert((KS * 2) % 128 == 0 && (I * 2) % 128 == 0, "ring rows must be 64 mod 128 bytes");
+    static_assert(ROWS * DN_STRIDE <= SLOT, "a down stage must fit a slot");
+};
+
+struct Params {
+    const __nv_bfloat16* x;    // [B, H]
+    const __nv_bfloat16* w13;  // [E, 2I, H]
+    const __nv_bfloat16* w2;   // [E, H, I]
+    const int* ids;            // [B, k]
+    const float* wts;          // [B, k]
+    __nv_bfloat16* out;        // [B, H]
+    unsigned* gu_done;         // [MAX_E]
+    unsigned* dn_done;         // [MAX_E]
+    unsigned* combine_cnt;     // [NTOK, H / ROWS]
+    __nv_bfloat16* act;        // [MAX_A, NTOK, I]
+    float* ybuf;               // [NTOK, MAX_K, H]
+    int B, k, E, run;
+};
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes)
+                 : "memory");
+}
+
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
+}
+
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
+    asm volatile(
+        "{\n .reg .pred p;\n WAIT:\n"
+        " mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+        " @!p bra WAIT;\n}" ::"r"(smem_u32(bar)),
+        "r"(parity)
+        : "memory");
+}
+
+// One contiguous global -> shared copy completing on `bar`; weights are read once per call.
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, uint64_t* bar,
+                                          uint64_t policy) {
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;"
+        ::"r"(smem_u32(dst)), "l"(src), "r"(bytes), "r"(smem_u32(bar)), "l"(policy)
+        : "memory");
+}
+
+__device__ __forceinline__ uint4 lds128(const unsigned char* p) {
+    uint4 v;
+    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "r"(smem_u32(p))
+                 : "memory");
+    return v;
+}
+
+__device__ __forceinline__ void mma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                    uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// 32 K of one 16-row stage: this thread's 16 bytes of rows g and g+8 and of its token's x/act
+// row. The K order inside the block is permuted identically for A and B (thread q holds K
+// 8q..8q+7 of both), so the dot products are exact sums over the same 32 K.
+__device__ __forceinline__ void mma_k32(float (&c)[4], const unsigned char* row_g, int stride8, uint4 b) {
+    const uint4 r0 = lds128(row_g);
+    const uint4 r1 = lds128(row_g + stride8);
+    mma(c, r0.x, r1.x, r0.y, r1.y, b.x, b.y);
+    mma(c, r0.z, r1.z, r0.w, r1.w, b.z, b.w);
+}
+
+__device__ __forceinline__ void named_sync() {
+    asm volatile("bar.sync 1, %0;" ::"n"(NW * 32) : "memory");
+}
+
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+__device__ __forceinline__ void red_release_add(unsigned* p, unsigned v) {
+    asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+__device__ __forceinline__ unsigned atom_acq_rel_add(unsigned* p, unsigned v) {
+    unsigned old;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+    return old;
+}
+
+__device__ __forceinline__ uint4 ldcg128(const void* p) {
+    return __ldcg(reinterpret_cast<const uint4*>(p));
+}
+
+struct Schedule {  // the call's routing, as every CTA derives it in shared memory
+    int ids[NTOK * MAX_K];
+    float w[NTOK * MAX_K];
+    unsigned mask[MAX_E];           // tokens naming each expert
+    int rank[MAX_E];                // active rank of each expert
+    int act_e[MAX_A];               // expert of each active rank
+    signed char slot[MAX_A][NTOK];  // the slot of token n that owns expert a's y row, or -1
+    float wgt[MAX_A][NTOK];         // token n's summed routing weight for expert a
+    signed char own[NTOK][MAX_K];   // each token's owning slots, in slot order
+    int nown[NTOK];
+    int A;
+};
+
+template <int H, int I, int RING>
+__global__ void __launch_bounds__(THREADS, 1) moe_stream_kernel(const Params p) {
+    using S = Shape<H, I>;
+    extern __shared__ __align__(128) unsigned char smem[];
+    unsigned char* ring = smem;
+    uint64_t* full = reinterpret_cast<uint64_t*>(smem + RING * S::SLOT);
+    uint64_t* empty = full + RING;
+    float4* red = reinterpret_cast<float4*>(empty + RING);  // [2][NW][32]
+    Schedule& s = *reinterpret_cast<Schedule*>(red + 2 * NW * 32);
+
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int B = p.B, k = p.k, E = p.E, nslots = B * k;
+
+    if (tid == 0) {
+        for (int i = 0; i < RING; ++i) {
+            mbar_init(&full[i], 1);
+            mbar_init(&empty[i], NW);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    // The schedule: which experts are active, each one's tokens, each token's owning slots.
+    for (int i = tid; i < nslots; i += THREADS) {
+        s.ids[i] = p.ids[i];
+        s.w[i] = p.wts[i];
+    }
+    __syncthreads();
+    for (int e = tid; e < E; e += THREADS) {
+        unsigned m = 0;
+        for (int i = 0; i < nslots; ++i) m |= (s.ids[i] == e) ? (1u << (i / k)) : 0u;
+        s.mask[e] = m;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        int base = 0;
+        for (int e0 = 0; e0 < E; e0 += 32) {
+            const int e = e0 + lane;
+            const bool active = e < E && s.mask[e] != 0;
+            const unsigned bal = __ballot_sync(~0u, active);
+            if (active) {
+                const int r = base + __popc(bal & ((1u << lane) - 1));
+                s.act_e[r] = e;
+                s.rank[e] = r;
+            }
+            base += __popc(bal);
+        }
+        if (lane == 0) s.A = base;
+    }
+    __syncthreads();
+    const int A = s.A;
+    for (int i = tid; i < A * NTOK; i += THREADS) {
+        s.slot[i / NTOK][i % NTOK] = -1;
+        s.wgt[i / NTOK][i % NTOK] = 0.f;
+    }
+    __syncthreads();
+    for (int i = tid; i < nslots; i += THREADS) {
+        const int t = i / k, j = i % k, e = s.ids[i];
+        if (e < 0 || e >= E) continue;
+        bool owner = true;
+        for (int jj = 0; jj < j; ++jj) owner &= s.ids[t * k + jj] != e;
+        if (!owner) continue;
+        float ws = 0.f;
+        for (int jj = j; jj < k; ++jj) ws += (s.ids[t * k + jj] == e) ? s.w[t * k + jj] : 0.f;
+        s.slot[s.rank[e]][t] = static_cast<signed char>(j);
+        s.wgt[s.rank[e]][t] = ws;
+    }
+    for (int t = tid; t < B; t += THREADS) {
+        int n = 0;
+        for (int j = 0; j < k; ++j) {
+            const int e = s.ids[t * k + j];
+            bool owner = e >= 0 && e < E;
+            for (int jj = 0; jj < j && owner; ++jj) owner = s.ids[t * k + jj] != e;
+            if (owner) s.own[t][n++] = static_cast<signed char>(j);
+        }
+        s.nown[t] = n;
+    }
+    __syncthreads();
+    if (blockIdx.x == 0) {  // a token with no expert: its output is zero
+        for (int i = tid; i < B * H; i += THREADS)
+            if (s.nown[i / H] == 0) p.out[i] = __float2bfloat16_rn(0.f);
+    }
+
+    const int runs = S::DN_BLOCKS / p.run;
+    const int ngu = A * S::GU_BLOCKS;
+    const int nitems = ngu + A * runs;
+
+    if (warp == NW) {  // producer: stream every item's weights, never waiting for act rows
+        uint64_t policy;
+        asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+        int slot = 0;
+        unsigned phase = 0;
+        for (int i = blockIdx.x; i < nitems; i += gridDim.x) {
+            const bool gu = i < ngu;
+            const int a = gu ? i / S::GU_BLOCKS : (i - ngu) / runs;
+            const int e = s.act_e[a];
+            const int stages = gu ? S::NH : p.run;
+            for (int st = 0; st < stages; ++st) {
+                mbar_wait(&empty[slot], phase ^ 1);
+                if (lane == 0) mbar_expect_tx(&full[slot], gu ? ROWS * S::KS * 2 : ROWS * I * 2);
+                __syncwarp();
+                if (lane < ROWS) {
+                    unsigned char* dst = ring + slot * S::SLOT;
+                    if (gu) {
+                        const int c = i % S::GU_BLOCKS;
+                        const int row = lane < 8 ? c * 8 + lane : I + c * 8 + lane - 8;
+                        bulk_copy(dst + lane * S::GU_STRIDE, p.w13 + ((size_t)e * 2 * I + row) * H + st * S::KS,
+                                  S::KS * 2, &full[slot], policy);
+                    } else {
+                        const int blk = ((i - ngu) % runs) * p.run + st;
+                        bulk_copy(dst + lane * S::DN_STRIDE, p.w2 + ((size_t)e * H + blk * ROWS + lane) * I, I * 2,
+                                  &full[slot], policy);
+                    }
+                }
+                if (++slot == RING) slot = 0, phase ^= 1;
+            }
+        }
+        return;
+    }
+
+    // consumers
+    const int g = lane / 4, q = lane % 4;
+    uint4 xf[S::NH][S::GU_KB];  // this thread's 16 bytes of token g's x per 32-K block, every stage
+    for (int h = 0; h < S::NH; ++h)
+        for (int kb = 0; kb < S::GU_KB; ++kb) {
+            const int k0 = h * S::KS + warp * (S::KS / NW) + kb * 32 + q * 8;
+            xf[h][kb] = g < B ? *reinterpret_cast<const uint4*>(p.x + (size_t)g * H + k0) : make_uint4(0, 0, 0, 0);
+        }
+    uint4 af[S::DN_KB];
+    int af_a = -1;
+    int slot = 0, buf = 0;
+    unsigned phase = 0;
+
+    // Sums the four warps' partial tiles in warp order; warp 0 gets the 16 x 8 result.
+    auto reduce = [&](float (&c)[4]) {
+        red[(buf * NW + warp) * 32 + lane] = make_float4(c[0], c[1], c[2], c[3]);
+        named_sync();  // double-buffered: the next block writes the other half
+        if (warp == 0) {
+            float4 t = red[(buf * NW) * 32 + lane];
+            for (int w = 1; w < NW; ++w) {
+                const float4 u = red[(buf * NW + w) * 32 + lane];
+                t.x += u.x, t.y += u.y, t.z += u.z, t.w += u.w;
+            }
+            c[0] = t.x, c[1] = t.y, c[2] = t.z, c[3] = t.w;
+        }
+        buf ^= 1;
+    };
+
+    for (int i = blockIdx.x; i < nitems; i += gridDim.x) {
+        if (i < ngu) {  // gate/up block: columns 8c..8c+7 of expert a's act rows, every token
+            const int a = i / S::GU_BLOCKS, c = i % S::GU_BLOCKS, e = s.act_e[a];
+            float acc[4] = {0.f, 0.f, 0.f, 0.f};
+            for (int h = 0; h < S::NH; ++h) {
+                mbar_wait(&full[slot], phase);
+                const unsigned char* row = ring + slot * S::SLOT + g * S::GU_STRIDE + (warp * (S::KS / NW) + q * 8) * 2;
+#pragma unroll
+                for (int kb = 0; kb < S::GU_KB; ++kb) mma_k32(acc, row + kb * 64, 8 * S::GU_STRIDE, xf[h][kb]);
+                __syncwarp();
+                if (lane == 0) mbar_arrive(&empty[slot]);
+                if (++slot == RING) slot = 0, phase ^= 1;
+            }
+            reduce(acc);
+            if (warp == 0) {  // row g: gate column 8c+g, row g+8: its up column; tokens 2q, 2q+1
+                __nv_bfloat16* dst = p.act + ((size_t)a * NTOK + 2 * q) * I + c * 8 + g;
+                dst[0] = __float2bfloat16_rn(acc[0] / (1.f + expf(-acc[0])) * acc[2]);
+                dst[I] = __float2bfloat16_rn(acc[1] / (1.f + expf(-acc[1])) * acc[3]);
+                __syncwarp();
+                if (lane == 0) red_release_add(&p.gu_done[e], 1);
+            }
+        } else {  // down run: blocks of 16 hidden rows of expert a, y rows weighted into ybuf
+            const int r = i - ngu, a = r / runs, e = s.act_e[a];
+            if (a != af_a) {  // wait for every gate/up block of the expert, then load its act rows
+                while (ld_acquire(&p.gu_done[e]) != S::GU_BLOCKS) {
+                }
+#pragma unroll
+                for (int kb = 0; kb < S::DN_KB; ++kb)
+                    af[kb] = ldcg128(p.act + ((size_t)a * NTOK + g) * I + warp * (I / NW) + kb * 32 + q * 8);
+                af_a = a;
+            }
+            for (int st = 0; st < p.run; ++st) {
+                const int blk = (r % runs) * p.run + st;
+                float acc[4] = {0.f, 0.f, 0.f, 0.f};
+                mbar_wait(&full[slot], phase);
+                const unsigned char* row = ring + slot * S::SLOT + g * S::DN_STRIDE + (warp * (I / NW) + q * 8) * 2;
+#pragma unroll
+                for (int kb = 0; kb < S::DN_KB; ++kb) mma_k32(acc, row + kb * 64, 8 * S::DN_STRIDE, af[kb]);
+                __syncwarp();
+                if (lane == 0) mbar_arrive(&empty[slot]);
+                if (++slot == RING) slot = 0, phase ^= 1;
+                reduce(acc);
+                if (warp != 0) continue;
+                // rows blk*16+g (acc 0,1) and blk*16+g+8 (acc 2,3); tokens 2q, 2q+1
+                for (int u = 0; u < 2; ++u) {
+                    const int n = 2 * q + u, j = s.slot[a][n];
+                    if (j < 0) continue;
+                    float* y = p.ybuf + ((size_t)n * MAX_K + j) * H + blk * ROWS + g;
+                    y[0] = acc[u] * s.wgt[a][n];
+                    y[8] = acc[2 + u] * s.wgt[a][n];
+                }
+                __syncwarp();
+                // The combine: the last of a token's experts to finish this block sums its y rows.
+                bool last = false;
+                if (lane < NTOK && s.slot[a][lane] >= 0) {
+                    const unsigned old = atom_acq_rel_add(&p.combine_cnt[lane * S::DN_BLOCKS + blk], 1);
+                    last = old + 1 == static_cast<unsigned>(s.nown[lane]);
+                }
+                unsigned bal = __ballot_sync(~0u, last);
+                __syncwarp();
+                while (bal) {
+                    const int n = __ffs(bal) - 1;
+                    bal &= bal - 1;
+                    if (lane < ROWS) {
+                        float sum = 0.f;
+                        for (int u = 0; u < s.nown[n]; ++u)
+                            sum += __ldcg(p.ybuf + ((size_t)n * MAX_K + s.own[n][u]) * H + blk * ROWS + lane);
+                        p.out[(size_t)n * H + blk * ROWS + lane] = __float2bfloat16_rn(sum);
+                    }
+                    if (lane == 0) p.combine_cnt[n * S::DN_BLOCKS + blk] = 0;
+                }
+            }
+            if (warp == 0 && lane == 0) {  // the expert's last run resets its counters
+                const unsigned old = atomicAdd(&p.dn_done[e], 1u);
+                if (old + 1 == static_cast<unsigned>(runs)) {
+                    p.gu_done[e] = 0;
+                    p.dn_done[e] = 0;
+                }
+            }
+        }
+    }
+}
+
+template <int H, int I, int RING>
+constexpr size_t smem_bytes() {
+    return RING * Shape<H, I>::SLOT + 2 * RING * sizeof(uint64_t) + 2 * NW * 32 * sizeof(float4) + sizeof(Schedule);
+}
+
+template <int H, int I, int RING>
+int launch(const Params& p, int grid, cudaStream_t stream) {
+    constexpr size_t bytes = smem_bytes<H, I, RING>();
+    static bool configured = false;
+    if (!configured) {
+        const cudaError_t err = cudaFuncSetAttribute(moe_stream_kernel<H, I, RING>,
+                                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+        if (err != cudaSuccess) return err;
+        configured = true;
+    }
+    moe_stream_kernel<H, I, RING><<<grid, THREADS, bytes, stream>>>(p);
+    return cudaGetLastError();
+}
+
+}  // namespace
+
+extern "C" {
+
+// Workspace bytes for hidden size H and intermediate size I (zero it once before the first call).
+size_t oea_moe_stream_workspace_bytes(int H, int I) {
+    return 2 * MAX_E * sizeof(unsigned) + (size_t)NTOK * (H / ROWS) * sizeof(unsigned) +
+           (size_t)MAX_A * NTOK * I * sizeof(__nv_bfloat16) + (size_t)NTOK * MAX_K * H * sizeof(float);
+}
+
+// 0 on success; -1 for a shape or option the prototype does not cover; else a cudaError_t.
+int oea_moe_stream_launch(const void* x, const void* w13, const void* w2, const int* ids, const float* wts,
+                          void* out, void* workspace, int B, int k, int E, int H, int I, int run, int ring,
+                          int grid, cudaStream_t stream) {
+    if (B < 1 || B > NTOK || k < 1 || k > MAX_K || E < 1 || E > MAX_E || H != 2048 || I != 768 || run < 1 ||
+        (H / ROWS) % run != 0 || grid < 1)
+        return -1;
+    Params p;
+    p.x = static_cast<const __nv_bfloat16*>(x);
+    p.w13 = static_cast<const __nv_bfloat16*>(w13);
+    p.w2 = static_cast<const __nv_bfloat16*>(w2);
+    p.ids = ids;
+    p.wts = wts;
+    p.out = static_cast<__nv_bfloat16*>(out);
+    unsigned char* ws = static_cast<unsigned char*>(workspace);
+    p.gu_done = reinterpret_cast<unsigned*>(ws);
+    p.dn_done = p.gu_done + MAX_E;
+    p.combine_cnt = p.dn_done + MAX_E;
+    p.act = reinterpret_cast<__nv_bfloat16*>(p.combine_cnt + NTOK * (H / ROWS));
+    p.ybuf = reinterpret_cast<float*>(p.act + (size_t)MAX_A * NTOK * I);
+    p.B = B, p.k = k, p.E = E, p.run = run;
+    switch (ring) {
+        case 4: return launch<2048, 768, 4>(p, grid, stream);
+        case 5: return launch<2048, 768, 5>(p, grid, stream);
+        case 6: return launch<2048, 768, 6>(p, grid, stream);
+        default: return -1;
+    }
+}
+
+}  // extern "C"

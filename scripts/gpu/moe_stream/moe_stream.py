@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Lab driver for moe_stream.cu (issue 20): build it with nvcc, check it against the fp32 loop,
+then time it beside the shipped Triton config (30B layer, skewed routing, vanilla and k0=3, MoE
+only and routing+MoE, CUDA-graph replay over rotated weight copies, as tile_sweep.py does).
+    python3 scripts/gpu/moe_stream/moe_stream.py --batch 1 2 4 8 --json out.json
+"""
+import argparse
+import ctypes
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(HERE))))
+
+import torch  # noqa: E402
+
+from oea_trt.bench.bandwidth import measure_bandwidth  # noqa: E402
+from oea_trt.bench.env import l2_bytes  # noqa: E402
+from oea_trt.bench.moe_timing import (RoutingBatch, layer_call, oea_config, relative_errors, time_moe,  # noqa: E402
+                                      time_routed, within_tolerance)
+from oea_trt.bench.rotation import copies_needed, copies_that_fit  # noqa: E402
+from oea_trt.bench.routers import pick_router  # noqa: E402
+from oea_trt.bench.routing_inputs import SyntheticSource  # noqa: E402
+from oea_trt.moe import ExpertWeights  # noqa: E402
+from oea_trt.moe.reference import moe_reference  # noqa: E402
+from oea_trt.moe.shapes import get_preset  # noqa: E402
+from oea_trt.moe.tuned import config_for  # noqa: E402
+from oea_trt.routing.reference import oea_route  # noqa: E402
+from oea_trt.routing.synthetic import SkewedRouter  # noqa: E402
+
+
+def build(out_dir: str) -> ctypes.CDLL:
+    lib = os.path.join(out_dir, "libmoe_stream.so")
+    cmd = ["nvcc", "-O3", "-std=c++17", "-arch=sm_90a", "-Xptxas", "-v", "-shared", "-Xcompiler", "-fPIC",
+           os.path.join(HERE, "moe_stream.cu"), "-o", lib]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    regs = [ln.strip() for ln in res.stderr.splitlines() if "registers" in ln or "spill" in ln]
+    print("nvcc:", res.returncode, *regs[:2], sep="\n  ", flush=True)
+    if res.returncode:
+        print(res.stderr[-3000:])
+        raise SystemExit(1)
+    so = ctypes.CDLL(lib)
+    so.oea_moe_stream_workspace_bytes.restype = ctypes.c_size_t
+    so.oea_moe_stream_workspace_bytes.argtypes = [ctypes.c_int, ctypes.c_int]
+    so.oea_moe_stream_launch.restype = ctypes.c_int
+    so.oea_moe_stream_launch.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 8 + [ctypes.c_void_p]
+    return so
+
+
+class StreamMoE:
+    """fn(x, weights, routing) -> [T, H] through the prototype, with its own zeroed workspace."""
+
+    def __init__(self, so, hidden: int, inter: int, run: int = 4, ring: int = 6, grid=None):
+        self.so, self.run, self.ring = so, run, ring
+        self.grid = grid or torch.cuda.get_device_properties(0).multi_processor_count
+        self.ws = torch.zeros(so.oea_moe_stream_workspace_bytes(hidden, inter), dtype=torch.uint8, device="cuda")
+
+    def __call__(self, x, weights, routing):
+        ids, wts = routing.expert_ids.contiguous(), routing.weights.contiguous()
+        B, k = ids.shape
+        E, _, H = weights.w13.shape
+        out = torch.empty((B, H), dtype=x.dtype, device=x.device)
+        rc = self.so.oea_moe_stream_launch(x.contiguous().data_ptr(), weights.w13.data_ptr(), weights.w2.data_ptr(),
+                                           ids.data_ptr(), wts.data_ptr(), out.data_ptr(), self.ws.data_ptr(), B, k, E,
+                                           H, weights.w2.shape[2], self.run, self.ring, self.grid,
+                                           torch.cuda.current_stream().cuda_stream)
+        if rc:
+            raise RuntimeError(f"oea_moe_stream_launch returned {rc}")
+        return out
+
+
+def diagnose(fn, x, weights, ids, out, ref):
+    """Which part is wrong: the act rows the gate/up blocks left in the workspace, or what follows."""
+    E, two_i, H = weights.w13.shape
+    inter = two_i // 2
+    act = fn.ws[2 * 256 * 4 + 8 * (H // 16) * 4:].view(torch.bfloat16)[:128 * 8 * inter].view(128, 8, inter)
+    active = sorted(set(int(e) for e in ids.flatten().tolist() if 0 <= e < E))
+    for a, e in enumerate(active[:4]):
+        gu = x.float() @ weights.w13[e].float().t()
+        want = torch.nn.functional.silu(gu[:, :inter]) * gu[:, inter:]
+        got = act[a, :x.shape[0]].float()
+        err = (got - want).abs().max() / want.abs().max()
+        print(f"    act rows of expert {e} (rank {a}): rel max err {float(err):.3g}", flush=True)
+    per_token = ((out.float() - ref.float()).abs().amax(1) / ref.float().abs().amax(1).clamp(min=1e-9)).tolist()
+    print("    per-token rel max err:", " ".join(f"{v:.2g}" for v in per_token), flush=True)
+
+
+def check(fn, shape, weights, n_cases: int) -> dict:
+    """Against the fp32 loop on fresh routings: skewed OEA (k0 3, 5, vanilla), fills, a token with
+    no expert, repeated experts; then bit-identical on a second call and in a graph replay."""
+    dev = "cuda"
+    results, worst = [], 0.0
+    for case in range(n_cases):
+        B = 1 + case % 8
+        k0 = (3, 5, 8)[case % 3]
+        fill = ("top1", "num_experts", "invalid")[case // 3 % 3]
+        logits = SkewedRouter(shape.num_experts, seed=case).logits(B, seed=70_000 + case).to(dev)
+        cfg = oea_config(shape, k0, fill=fill) if k0 < 8 else oea_config(shape, 8)
+        r = oea_route(logits, cfg)
+        ids, wts = r.expert_ids.clone(), r.weights.clone()
+        if case % 5 == 4:  # a token with no expert at all, another with a -1 and an E slot
+            ids[0] = -1
+            wts[0] = 0
+            if B > 1:
+                ids[1, -1], ids[1, -2] = -1, shape.num_experts
+        g = torch.Generator(device=dev).manual_seed(80_000 + case)
+        x = torch.randn((B, shape.hidden_size), generator=g, device=dev, dtype=torch.bfloat16)
+        r = r._replace(expert_ids=ids, weights=wts)
+        out = fn(x, weights, r)
+        ref = moe_reference(x, weights.w13, weights.w2, ids, wts)
+        ok = within_tolerance(out, ref)
+        again = fn(x, weights, r)
+        same = bool(torch.equal(out, again))
+        mx, rms = relative_errors(out, ref)
+        worst = max(worst, mx)
+        results.append(dict(B=B, k0=k0, fill=fill, ok=ok, same=same, max_err=mx, rms_err=rms))
+        if not (ok and same):
+            print(f"  FAIL case {case}: B={B} k0={k0} fill={fill} ok={ok} same={same} max {mx:.3g} rms {rms:.3g}",
+                  flush=True)
+            if case < 3:
+                diagnose(fn, x, weights, ids, out, ref)
+    # graph replay, several calls back to back, against eager
+    B = 8
+    logits = SkewedRouter(shape.num_experts, seed=99).logits(B, seed=99).to(dev)
+    xs = [torch.randn((B, shape.hidden_size), device=dev, dtype=torch.bfloat16) for _ in range(3)]
+    rs = [oea_route(logits.roll(i, 1), oea_config(shape, 3)) for i in range(3)]
+    eager = [fn(x, weights, r) for x, r in zip(xs, rs)]
+    graph = torch.cuda.CUDAGraph()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn(xs[0], weights, rs[0])
+    torch.cuda.current_stream().wait_stream(s)
+    with torch.cuda.graph(graph):
+        outs = [fn(x, weights, r) for x, r in zip(xs, rs)]
+    graph_ok = True
+    for _ in range(3):
+        graph.replay()
+        torch.cuda.synchronize()
+        graph_ok &= all(torch.equal(a, b) for a, b in zip(eager, outs))
+    n_ok = sum(r["ok"] and r["same"] for r in results)
+    print(f"check: {n_ok}/{len(results)} cases within tolerance and deterministic, worst max err {worst:.3g}; "
+          f"graph replay bit-identical: {graph_ok}", flush=True)
+    return {"cases": results, "passed": n_ok, "graph_ok": graph_ok}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--variants", nargs="+", default=["6:4", "6:2", "6:8", "5:4"], help="RING:RUN")
+    p.add_argument("--cases", type=int, default=40)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--budget", type=float, default=300.0)
+    p.add_argument("--json", default=None)
+    p.add_argument("--build-dir", default="/tmp/moe_stream")
+    args = p.parse_args()
+    t0 = time.time()
+    os.makedirs(args.build_dir, exist_ok=True)
+    so = build(args.build_dir)
+    shape = get_preset("qwen3-30b-a3b")
+    free = torch.cuda.mem_get_info()[0]
+    copies = copies_that_fit(copies_needed(shape.expert_bytes, l2_bytes()), shape.num_experts * shape.expert_bytes, free)
+    weights = [ExpertWeights.random(shape, device="cuda", seed=c) for c in range(copies)]
+    results = {"device": torch.cuda.get_device_name(), "rows": []}
+    fns = {v: StreamMoE(so, shape.hidden_size, shape.moe_intermediate_size, run=int(v.split(":")[1]),
+                        ring=int(v.split(":")[0])) for v in args.variants}
+    results["check"] = check(fns[args.variants[0]], shape, weights[0], args.cases)
+    if results["check"]["passed"] < args.cases or not results["check"]["graph_ok"]:
+        print("check failed: no timing", flush=True)
+        if args.json:
+            json.dump(results, open(args.json, "w"), indent=1)
+        raise SystemExit(1)
+    for v in args.variants[1:]:
+        sub = check(fns[v], shape, weights[0], 8)
+        results.setdefault("variant_checks", {})[v] = sub["passed"]
+    bw = measure_bandwidth(1 << 30).copy_tb_s * 1e12
+    results["copy_Bps"] = bw
+    router = pick_router("kernel")
+    print(f"{torch.cuda.get_device_name()}: copy {bw / 1e12:.2f} TB/s, {copies} weight copies", flush=True)
+    source = SyntheticSource("skewed", shape.num_experts)
+    for b in args.batch:
+        if time.time() - t0 > args.budget:
+            print(f"budget reached: B={b} not run", flush=True)
+            continue
+        batch = RoutingBatch(source, b, copies, shape.hidden_size, 0, "cuda", torch.bfloat16)
+        shipped = config_for(batch.x[0], weights[0].w13, shape.top_k)
+        cases = {}
+        for label, k0 in (("vanilla", 8), ("k0=3", 3)):
+            cfg = oea_config(shape, k0)
+            routings = [oea_route(lg, cfg) for lg in batch.logits]
+            T = sum(int(r.num_active) for r in routings) / len(routings)
+            cases[label] = (cfg, routings, T * shape.expert_bytes / bw * 1e6)
+        print(f"== B={b}: floor vanilla {cases['vanilla'][2]:.1f} us, k0=3 {cases['k0=3'][2]:.1f} us "
+              f"(MoE only us (x floor) | routing+MoE us)", flush=True)
+        named = [("shipped", layer_call("triton", shipped))] + [(f"stream ring{v}", fns[v]) for v in args.variants]
+        for name, fn in named:
+            row = {"batch": b, "name": name}
+            for label, (cfg, routings, floor) in cases.items():
+                moe = time_moe(fn, batch, weights, routings, repeats=args.repeats).median_us
+                routed = time_routed(fn, batch, weights, router, cfg, repeats=args.repeats).median_us
+                row[label] = {"moe_us": moe, "x_floor": moe / floor, "routed_us": routed}
+            row["ratio_routed"] = row["k0=3"]["routed_us"] / row["vanilla"]["routed_us"]
+            vv, o = row["vanilla"], row["k0=3"]
+            print(f"  {name:20s} vanilla {vv['moe_us']:6.1f} ({vv['x_floor']:.2f}) | {vv['routed_us']:6.1f}   "
+                  f"k0=3 {o['moe_us']:6.1f} ({o['x_floor']:.2f}) | {o['routed_us']:6.1f}   ratio {row['ratio_routed']:.3f}",
+                  flush=True)
+            results["rows"].append(row)
+            if args.json:
+                json.dump(results, open(args.json, "w"), indent=1)
+    print(f"moe_stream: {time.time() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -185,16 +185,17 @@ __global__ void __launch_bounds__(THREADS, 1) moe_stream_kernel(const Params p) 
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
-    // The schedule: which experts are active, each one's tokens, each token's owning slots.
+    // The schedule: which experts are active, each one's tokens, each token's owning slots. The
+    // producer needs only the active list, so it starts streaming before the rest is derived.
     for (int i = tid; i < nslots; i += THREADS) {
         s.ids[i] = p.ids[i];
         s.w[i] = p.wts[i];
     }
+    for (int e = tid; e < E; e += THREADS) s.mask[e] = 0;
     __syncthreads();
-    for (int e = tid; e < E; e += THREADS) {
-        unsigned m = 0;
-        for (int i = 0; i < nslots; ++i) m |= (s.ids[i] == e) ? (1u << (i / k)) : 0u;
-        s.mask[e] = m;
+    for (int i = tid; i < nslots; i += THREADS) {
+        const int e = s.ids[i];
+        if (e >= 0 && e < E) atomicOr(&s.mask[e], 1u << (i / k));
     }
     __syncthreads();
     if (warp == 0) {
@@ -214,36 +215,38 @@ __global__ void __launch_bounds__(THREADS, 1) moe_stream_kernel(const Params p) 
     }
     __syncthreads();
     const int A = s.A;
-    for (int i = tid; i < A * NTOK; i += THREADS) {
-        s.slot[i / NTOK][i % NTOK] = -1;
-        s.wgt[i / NTOK][i % NTOK] = 0.f;
-    }
-    __syncthreads();
-    for (int i = tid; i < nslots; i += THREADS) {
-        const int t = i / k, j = i % k, e = s.ids[i];
-        if (e < 0 || e >= E) continue;
-        bool owner = true;
-        for (int jj = 0; jj < j; ++jj) owner &= s.ids[t * k + jj] != e;
-        if (!owner) continue;
-        float ws = 0.f;
-        for (int jj = j; jj < k; ++jj) ws += (s.ids[t * k + jj] == e) ? s.w[t * k + jj] : 0.f;
-        s.slot[s.rank[e]][t] = static_cast<signed char>(j);
-        s.wgt[s.rank[e]][t] = ws;
-    }
-    for (int t = tid; t < B; t += THREADS) {
-        int n = 0;
-        for (int j = 0; j < k; ++j) {
-            const int e = s.ids[t * k + j];
-            bool owner = e >= 0 && e < E;
-            for (int jj = 0; jj < j && owner; ++jj) owner = s.ids[t * k + jj] != e;
-            if (owner) s.own[t][n++] = static_cast<signed char>(j);
+    if (warp < NW) {  // consumers: token slots and weights per active expert
+        for (int i = tid; i < A * NTOK; i += NW * 32) {
+            s.slot[i / NTOK][i % NTOK] = -1;
+            s.wgt[i / NTOK][i % NTOK] = 0.f;
         }
-        s.nown[t] = n;
-    }
-    __syncthreads();
-    if (blockIdx.x == 0) {  // a token with no expert: its output is zero
-        for (int i = tid; i < B * H; i += THREADS)
-            if (s.nown[i / H] == 0) p.out[i] = __float2bfloat16_rn(0.f);
+        named_sync();
+        for (int i = tid; i < nslots; i += NW * 32) {
+            const int t = i / k, j = i % k, e = s.ids[i];
+            if (e < 0 || e >= E) continue;
+            bool owner = true;
+            for (int jj = 0; jj < j; ++jj) owner &= s.ids[t * k + jj] != e;
+            if (!owner) continue;
+            float ws = 0.f;
+            for (int jj = j; jj < k; ++jj) ws += (s.ids[t * k + jj] == e) ? s.w[t * k + jj] : 0.f;
+            s.slot[s.rank[e]][t] = static_cast<signed char>(j);
+            s.wgt[s.rank[e]][t] = ws;
+        }
+        for (int t = tid; t < B; t += NW * 32) {
+            int n = 0;
+            for (int j = 0; j < k; ++j) {
+                const int e = s.ids[t * k + j];
+                bool owner = e >= 0 && e < E;
+                for (int jj = 0; jj < j && owner; ++jj) owner = s.ids[t * k + jj] != e;
+                if (owner) s.own[t][n++] = static_cast<signed char>(j);
+            }
+            s.nown[t] = n;
+        }
+        named_sync();
+        if (blockIdx.x == 0) {  // a token with no expert: its output is zero
+            for (int i = tid; i < B * H; i += NW * 32)
+                if (s.nown[i / H] == 0) p.out[i] = __float2bfloat16_rn(0.f);
+        }
     }
 
     const int runs = S::DN_BLOCKS / p.run;
@@ -362,11 +365,14 @@ __global__ void __launch_bounds__(THREADS, 1) moe_stream_kernel(const Params p) 
                     y[0] = acc[u] * s.wgt[a][n];
                     y[8] = acc[2 + u] * s.wgt[a][n];
                 }
+            }
+            if (warp == 0) {
+                // The combine: the last of a token's experts to finish this run sums its y rows.
                 __syncwarp();
-                // The combine: the last of a token's experts to finish this block sums its y rows.
+                const int ridx = r % runs, row0 = ridx * p.run * ROWS;
                 bool last = false;
                 if (lane < NTOK && s.slot[a][lane] >= 0) {
-                    const unsigned old = atom_acq_rel_add(&p.combine_cnt[lane * S::DN_BLOCKS + blk], 1);
+                    const unsigned old = atom_acq_rel_add(&p.combine_cnt[lane * S::DN_BLOCKS + ridx], 1);
                     last = old + 1 == static_cast<unsigned>(s.nown[lane]);
                 }
                 unsigned bal = __ballot_sync(~0u, last);
@@ -374,13 +380,13 @@ __global__ void __launch_bounds__(THREADS, 1) moe_stream_kernel(const Params p) 
                 while (bal) {
                     const int n = __ffs(bal) - 1;
                     bal &= bal - 1;
-                    if (lane < ROWS) {
+                    for (int row = row0 + lane; row < row0 + p.run * ROWS; row += 32) {
                         float sum = 0.f;
                         for (int u = 0; u < s.nown[n]; ++u)
-                            sum += __ldcg(p.ybuf + ((size_t)n * MAX_K + s.own[n][u]) * H + blk * ROWS + lane);
-                        p.out[(size_t)n * H + blk * ROWS + lane] = __float2bfloat16_rn(sum);
+                            sum += __ldcg(p.ybuf + ((size_t)n * MAX_K + s.own[n][u]) * H + row);
+                        p.out[(size_t)n * H + row] = __float2bfloat16_rn(sum);
                     }
-                    if (lane == 0) p.combine_cnt[n * S::DN_BLOCKS + blk] = 0;
+                    if (lane == 0) p.combine_cnt[n * S::DN_BLOCKS + ridx] = 0;
                 }
             }
             if (warp == 0 && lane == 0) {  // the expert's last run resets its counters

@@ -63,7 +63,15 @@ struct Params {
     __nv_bfloat16* act;        // [MAX_A, NTOK, I]
     float* ybuf;               // [NTOK, MAX_K, H]
     int B, k, E, run;
+    unsigned long long* stamps;  // null, or [grid][4] %globaltimer: entry, first copy, gate/up done, done
 };
+
+__device__ __forceinline__ void stamp(const Params& p, int which) {
+    if (p.stamps == nullptr) return;
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    p.stamps[blockIdx.x * 4 + which] = t;
+}
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
     return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -179,6 +187,7 @@ __global__ void __launch_bounds__(THREADS, 1) moe_stream_kernel(const Params p) 
     const int B = p.B, k = p.k, E = p.E, nslots = B * k;
 
     if (tid == 0) {
+        stamp(p, 0);
         for (int i = 0; i < RING; ++i) {
             mbar_init(&full[i], 1);
             mbar_init(&empty[i], NW);
@@ -265,7 +274,10 @@ __global__ void __launch_bounds__(THREADS, 1) moe_stream_kernel(const Params p) 
             const int stages = gu ? S::NH : p.run;
             for (int st = 0; st < stages; ++st) {
                 mbar_wait(&empty[slot], phase ^ 1);
-                if (lane == 0) mbar_expect_tx(&full[slot], gu ? ROWS * S::KS * 2 : ROWS * I * 2);
+                if (lane == 0) {
+                    if (i == (int)blockIdx.x && st == 0) stamp(p, 1);
+                    mbar_expect_tx(&full[slot], gu ? ROWS * S::KS * 2 : ROWS * I * 2);
+                }
                 __syncwarp();
                 if (lane < ROWS) {
                     unsigned char* dst = ring + slot * S::SLOT;
@@ -335,6 +347,7 @@ __global__ void __launch_bounds__(THREADS, 1) moe_stream_kernel(const Params p) 
                 __syncwarp();
                 if (lane == 0) red_release_add(&p.gu_done[e], 1);
             }
+            if (warp == 0 && lane == 0 && i + (int)gridDim.x >= ngu) stamp(p, 2);
         } else {  // down run: blocks of 16 hidden rows of expert a, y rows weighted into ybuf
             const int r = i - ngu, a = r / runs, e = s.act_e[a];
             if (a != af_a) {  // wait for every gate/up block of the expert, then load its act rows
@@ -398,6 +411,7 @@ __global__ void __launch_bounds__(THREADS, 1) moe_stream_kernel(const Params p) 
             }
         }
     }
+    if (warp == 0 && lane == 0) stamp(p, 3);
 }
 
 template <int H, int I, int RING>
@@ -432,7 +446,7 @@ size_t oea_moe_stream_workspace_bytes(int H, int I) {
 // 0 on success; -1 for a shape or option the prototype does not cover; else a cudaError_t.
 int oea_moe_stream_launch(const void* x, const void* w13, const void* w2, const int* ids, const float* wts,
                           void* out, void* workspace, int B, int k, int E, int H, int I, int run, int ring,
-                          int grid, cudaStream_t stream) {
+                          int grid, unsigned long long* stamps, cudaStream_t stream) {
     if (B < 1 || B > NTOK || k < 1 || k > MAX_K || E < 1 || E > MAX_E || H != 2048 || I != 768 || run < 1 ||
         (H / ROWS) % run != 0 || grid < 1)
         return -1;
@@ -450,6 +464,7 @@ int oea_moe_stream_launch(const void* x, const void* w13, const void* w2, const 
     p.act = reinterpret_cast<__nv_bfloat16*>(p.combine_cnt + NTOK * (H / ROWS));
     p.ybuf = reinterpret_cast<float*>(p.act + (size_t)MAX_A * NTOK * I);
     p.B = B, p.k = k, p.E = E, p.run = run;
+    p.stamps = stamps;
     switch (ring) {
         case 4: return launch<2048, 768, 4>(p, grid, stream);
         case 5: return launch<2048, 768, 5>(p, grid, stream);

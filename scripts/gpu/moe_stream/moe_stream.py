@@ -47,7 +47,7 @@ def build(out_dir: str) -> ctypes.CDLL:
     so.oea_moe_stream_workspace_bytes.restype = ctypes.c_size_t
     so.oea_moe_stream_workspace_bytes.argtypes = [ctypes.c_int, ctypes.c_int]
     so.oea_moe_stream_launch.restype = ctypes.c_int
-    so.oea_moe_stream_launch.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 8 + [ctypes.c_void_p]
+    so.oea_moe_stream_launch.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 8 + [ctypes.c_void_p] * 2
     return so
 
 
@@ -58,6 +58,7 @@ class StreamMoE:
         self.so, self.run, self.ring = so, run, ring
         self.grid = grid or torch.cuda.get_device_properties(0).multi_processor_count
         self.ws = torch.zeros(so.oea_moe_stream_workspace_bytes(hidden, inter), dtype=torch.uint8, device="cuda")
+        self.stamps = None  # an int64 [grid, 4] tensor: the next calls record their %globaltimer stamps
 
     def __call__(self, x, weights, routing):
         ids, wts = routing.expert_ids.contiguous(), routing.weights.contiguous()
@@ -67,10 +68,29 @@ class StreamMoE:
         rc = self.so.oea_moe_stream_launch(x.contiguous().data_ptr(), weights.w13.data_ptr(), weights.w2.data_ptr(),
                                            ids.data_ptr(), wts.data_ptr(), out.data_ptr(), self.ws.data_ptr(), B, k, E,
                                            H, weights.w2.shape[2], self.run, self.ring, self.grid,
+                                           None if self.stamps is None else self.stamps.data_ptr(),
                                            torch.cuda.current_stream().cuda_stream)
         if rc:
             raise RuntimeError(f"oea_moe_stream_launch returned {rc}")
         return out
+
+
+def timeline(fn, x, weights, routing) -> dict:
+    """One eager call with stamps (after a warm call): us from the first CTA's entry."""
+    fn(x, weights, routing)
+    fn.stamps = torch.zeros((fn.grid, 4), dtype=torch.int64, device="cuda")
+    torch.cuda.synchronize()
+    fn(x, weights, routing)
+    torch.cuda.synchronize()
+    st = fn.stamps.cpu().double()
+    fn.stamps = None
+    t = (st - st[:, 0].min()) / 1e3
+    summary = {}
+    for col, name in enumerate(("entry", "first_copy", "gate_up_done", "done")):
+        on = st[:, col] > 0
+        summary[name] = [round(float(v), 2) for v in (t[on, col].min(), t[on, col].median(), t[on, col].max())]
+    summary["ctas_with_items"] = int((st[:, 1] > 0).sum())
+    return summary
 
 
 def diagnose(fn, x, weights, ids, out, ref):
@@ -208,6 +228,12 @@ def main():
             print(f"  {name:20s} vanilla {vv['moe_us']:6.1f} ({vv['x_floor']:.2f}) | {vv['routed_us']:6.1f}   "
                   f"k0=3 {o['moe_us']:6.1f} ({o['x_floor']:.2f}) | {o['routed_us']:6.1f}   ratio {row['ratio_routed']:.3f}",
                   flush=True)
+            if name.startswith("stream"):
+                row["timeline"] = {label: timeline(fn, batch.x[0], weights[0], routings[0])
+                                   for label, (cfg, routings, floor) in cases.items()}
+                for label, tl in row["timeline"].items():
+                    print(f"    {label} stamps (min/median/max us): " + "  ".join(
+                        f"{k} {v}" for k, v in tl.items()), flush=True)
             results["rows"].append(row)
             if args.json:
                 json.dump(results, open(args.json, "w"), indent=1)

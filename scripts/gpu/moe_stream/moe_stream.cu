@@ -26,15 +26,15 @@
 
 namespace {
 
-constexpr int NTOK = 8;     // tokens per call (the MMA's N)
-constexpr int NW = 4;       // consumer (MMA) warps; one more warp is the producer
-constexpr int THREADS = (NW + 1) * 32;
-constexpr int ROWS = 16;    // weight rows per stage (the MMA's M)
+constexpr int WS_NTOK = 16;  // token rows of the workspace (the largest NTOK)
+constexpr int ROWS = 16;     // weight rows per stage (the MMA's M)
 constexpr int MAX_E = 256;
 constexpr int MAX_K = 16;
-constexpr int MAX_A = 128;  // active experts a call can have (NTOK * MAX_K)
+constexpr int MAX_A = 128;   // active experts a call can have
 
-template <int H, int I>
+// NT token tiles of 8 (NTOK = 8 NT tokens, the MMA's N), NW = 4 NT consumer warps (their x
+// fragments stay at 64 registers), one producer warp.
+template <int H, int I, int NW>
 struct Shape {
     static constexpr int KS = 1024;                // gate/up K per stage
     static constexpr int NH = H / KS;              // gate/up stages per block
@@ -59,9 +59,9 @@ struct Params {
     __nv_bfloat16* out;        // [B, H]
     unsigned* gu_done;         // [MAX_E]
     unsigned* dn_done;         // [MAX_E]
-    unsigned* combine_cnt;     // [NTOK, H / ROWS]
-    __nv_bfloat16* act;        // [MAX_A, NTOK, I]
-    float* ybuf;               // [NTOK, MAX_K, H]
+    unsigned* combine_cnt;     // [WS_NTOK, H / ROWS]
+    __nv_bfloat16* act;        // [MAX_A, WS_NTOK, I]
+    float* ybuf;               // [WS_NTOK, MAX_K, H]
     int B, k, E, run;
     unsigned long long* stamps;  // null, or [grid][4] %globaltimer: entry, first copy, gate/up done, done
 };
@@ -129,13 +129,18 @@ __device__ __forceinline__ void mma(float (&c)[4], uint32_t a0, uint32_t a1, uin
 // 32 K of one 16-row stage: this thread's 16 bytes of rows g and g+8 and of its token's x/act
 // row. The K order inside the block is permuted identically for A and B (thread q holds K
 // 8q..8q+7 of both), so the dot products are exact sums over the same 32 K.
-__device__ __forceinline__ void mma_k32(float (&c)[4], const unsigned char* row_g, int stride8, uint4 b) {
+template <int NT>
+__device__ __forceinline__ void mma_k32(float (&c)[NT][4], const unsigned char* row_g, int stride8, const uint4 (&b)[NT]) {
     const uint4 r0 = lds128(row_g);
     const uint4 r1 = lds128(row_g + stride8);
-    mma(c, r0.x, r1.x, r0.y, r1.y, b.x, b.y);
-    mma(c, r0.z, r1.z, r0.w, r1.w, b.z, b.w);
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+        mma(c[t], r0.x, r1.x, r0.y, r1.y, b[t].x, b[t].y);
+        mma(c[t], r0.z, r1.z, r0.w, r1.w, b[t].z, b[t].w);
+    }
 }
 
+template <int NW>
 __device__ __forceinline__ void named_sync() {
     asm volatile("bar.sync 1, %0;" ::"n"(NW * 32) : "memory");
 }
@@ -160,6 +165,7 @@ __device__ __forceinline__ uint4 ldcg128(const void* p) {
     return __ldcg(reinterpret_cast<const uint4*>(p));
 }
 
+template <int NTOK>
 struct Schedule {  // the call's routing, as every CTA derives it in shared memory
     int ids[NTOK * MAX_K];
     float w[NTOK * MAX_K];
@@ -173,15 +179,16 @@ struct Schedule {  // the call's routing, as every CTA derives it in shared memo
     int A;
 };
 
-template <int H, int I, int RING>
-__global__ void __launch_bounds__(THREADS, 1) moe_stream_kernel(const Params p) {
-    using S = Shape<H, I>;
+template <int H, int I, int RING, int NT>
+__global__ void __launch_bounds__((4 * NT + 1) * 32, 1) moe_stream_kernel(const Params p) {
+    constexpr int NTOK = 8 * NT, NW = 4 * NT, THREADS = (NW + 1) * 32;
+    using S = Shape<H, I, NW>;
     extern __shared__ __align__(128) unsigned char smem[];
     unsigned char* ring = smem;
     uint64_t* full = reinterpret_cast<uint64_t*>(smem + RING * S::SLOT);
     uint64_t* empty = full + RING;
-    float4* red = reinterpret_cast<float4*>(empty + RING);  // [2][NW][32]
-    Schedule& s = *reinterpret_cast<Schedule*>(red + 2 * NW * 32);
+    float4* red = reinterpret_cast<float4*>(empty + RING);  // [2][NW][NT][32]
+    Schedule<NTOK>& s = *reinterpret_cast<Schedule<NTOK>*>(red + 2 * NW * NT * 32);
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int B = p.B, k = p.k, E = p.E, nslots = B * k;
@@ -229,7 +236,7 @@ __global__ void __launch_bounds__(THREADS, 1) moe_stream_kernel(const Params p) 
             s.slot[i / NTOK][i % NTOK] = -1;
             s.wgt[i / NTOK][i % NTOK] = 0.f;
         }
-        named_sync();
+        named_sync<NW>();
         for (int i = tid; i < nslots; i += NW * 32) {
             const int t = i / k, j = i % k, e = s.ids[i];
             if (e < 0 || e >= E) continue;
@@ -251,7 +258,7 @@ __global__ void __launch_bounds__(THREADS, 1) moe_stream_kernel(const Params p) 
             }
             s.nown[t] = n;
         }
-        named_sync();
+        named_sync<NW>();
         if (blockIdx.x == 0) {  // a token with no expert: its output is zero
             for (int i = tid; i < B * H; i += NW * 32)
                 if (s.nown[i / H] == 0) p.out[i] = __float2bfloat16_rn(0.f);
@@ -300,28 +307,37 @@ __global__ void __launch_bounds__(THREADS, 1) moe_stream_kernel(const Params p) 
 
     // consumers
     const int g = lane / 4, q = lane % 4;
-    uint4 xf[S::NH][S::GU_KB];  // this thread's 16 bytes of token g's x per 32-K block, every stage
+    uint4 xf[S::NH][S::GU_KB][NT];  // this thread's 16 bytes of token 8t+g's x per 32-K block
+#pragma unroll
     for (int h = 0; h < S::NH; ++h)
-        for (int kb = 0; kb < S::GU_KB; ++kb) {
-            const int k0 = h * S::KS + warp * (S::KS / NW) + kb * 32 + q * 8;
-            xf[h][kb] = g < B ? *reinterpret_cast<const uint4*>(p.x + (size_t)g * H + k0) : make_uint4(0, 0, 0, 0);
-        }
-    uint4 af[S::DN_KB];
+#pragma unroll
+        for (int kb = 0; kb < S::GU_KB; ++kb)
+#pragma unroll
+            for (int t = 0; t < NT; ++t) {
+                const int k0 = h * S::KS + warp * (S::KS / NW) + kb * 32 + q * 8, n = 8 * t + g;
+                xf[h][kb][t] = n < B ? *reinterpret_cast<const uint4*>(p.x + (size_t)n * H + k0) : make_uint4(0, 0, 0, 0);
+            }
+    uint4 af[S::DN_KB][NT];
     int af_a = -1;
     int slot = 0, buf = 0;
     unsigned phase = 0;
 
-    // Sums the four warps' partial tiles in warp order; warp 0 gets the 16 x 8 result.
-    auto reduce = [&](float (&c)[4]) {
-        red[(buf * NW + warp) * 32 + lane] = make_float4(c[0], c[1], c[2], c[3]);
-        named_sync();  // double-buffered: the next block writes the other half
+    // Sums the warps' partial tiles in warp order; warp 0 gets the 16 x NTOK result.
+    auto reduce = [&](float (&c)[NT][4]) {
+#pragma unroll
+        for (int t = 0; t < NT; ++t)
+            red[((buf * NW + warp) * NT + t) * 32 + lane] = make_float4(c[t][0], c[t][1], c[t][2], c[t][3]);
+        named_sync<NW>();  // double-buffered: the next block writes the other half
         if (warp == 0) {
-            float4 t = red[(buf * NW) * 32 + lane];
-            for (int w = 1; w < NW; ++w) {
-                const float4 u = red[(buf * NW + w) * 32 + lane];
-                t.x += u.x, t.y += u.y, t.z += u.z, t.w += u.w;
+#pragma unroll
+            for (int t = 0; t < NT; ++t) {
+                float4 v = red[((buf * NW) * NT + t) * 32 + lane];
+                for (int w = 1; w < NW; ++w) {
+                    const float4 u = red[((buf * NW + w) * NT + t) * 32 + lane];
+                    v.x += u.x, v.y += u.y, v.z += u.z, v.w += u.w;
+                }
+                c[t][0] = v.x, c[t][1] = v.y, c[t][2] = v.z, c[t][3] = v.w;
             }
-            c[0] = t.x, c[1] = t.y, c[2] = t.z, c[3] = t.w;
         }
         buf ^= 1;
     };
@@ -329,7 +345,8 @@ __global__ void __launch_bounds__(THREADS, 1) moe_stream_kernel(const Params p) 
     for (int i = blockIdx.x; i < nitems; i += gridDim.x) {
         if (i < ngu) {  // gate/up block: columns 8c..8c+7 of expert a's act rows, every token
             const int a = i / S::GU_BLOCKS, c = i % S::GU_BLOCKS, e = s.act_e[a];
-            float acc[4] = {0.f, 0.f, 0.f, 0.f};
+            float acc[NT][4] = {};
+#pragma unroll
             for (int h = 0; h < S::NH; ++h) {
                 mbar_wait(&full[slot], phase);
                 const unsigned char* row = ring + slot * S::SLOT + g * S::GU_STRIDE + (warp * (S::KS / NW) + q * 8) * 2;
@@ -340,10 +357,13 @@ __global__ void __launch_bounds__(THREADS, 1) moe_stream_kernel(const Params p) 
                 if (++slot == RING) slot = 0, phase ^= 1;
             }
             reduce(acc);
-            if (warp == 0) {  // row g: gate column 8c+g, row g+8: its up column; tokens 2q, 2q+1
-                __nv_bfloat16* dst = p.act + ((size_t)a * NTOK + 2 * q) * I + c * 8 + g;
-                dst[0] = __float2bfloat16_rn(acc[0] / (1.f + expf(-acc[0])) * acc[2]);
-                dst[I] = __float2bfloat16_rn(acc[1] / (1.f + expf(-acc[1])) * acc[3]);
+            if (warp == 0) {  // row g: gate column 8c+g, row g+8: its up column; tokens 8t+2q, 8t+2q+1
+#pragma unroll
+                for (int t = 0; t < NT; ++t) {
+                    __nv_bfloat16* dst = p.act + ((size_t)a * WS_NTOK + 8 * t + 2 * q) * I + c * 8 + g;
+                    dst[0] = __float2bfloat16_rn(acc[t][0] / (1.f + expf(-acc[t][0])) * acc[t][2]);
+                    dst[I] = __float2bfloat16_rn(acc[t][1] / (1.f + expf(-acc[t][1])) * acc[t][3]);
+                }
                 __syncwarp();
                 if (lane == 0) red_release_add(&p.gu_done[e], 1);
             }
@@ -355,12 +375,14 @@ __global__ void __launch_bounds__(THREADS, 1) moe_stream_kernel(const Params p) 
                 }
 #pragma unroll
                 for (int kb = 0; kb < S::DN_KB; ++kb)
-                    af[kb] = ldcg128(p.act + ((size_t)a * NTOK + g) * I + warp * (I / NW) + kb * 32 + q * 8);
+#pragma unroll
+                    for (int t = 0; t < NT; ++t)
+                        af[kb][t] = ldcg128(p.act + ((size_t)a * WS_NTOK + 8 * t + g) * I + warp * (I / NW) + kb * 32 + q * 8);
                 af_a = a;
             }
             for (int st = 0; st < p.run; ++st) {
                 const int blk = (r % runs) * p.run + st;
-                float acc[4] = {0.f, 0.f, 0.f, 0.f};
+                float acc[NT][4] = {};
                 mbar_wait(&full[slot], phase);
                 const unsigned char* row = ring + slot * S::SLOT + g * S::DN_STRIDE + (warp * (I / NW) + q * 8) * 2;
 #pragma unroll
@@ -370,14 +392,17 @@ __global__ void __launch_bounds__(THREADS, 1) moe_stream_kernel(const Params p) 
                 if (++slot == RING) slot = 0, phase ^= 1;
                 reduce(acc);
                 if (warp != 0) continue;
-                // rows blk*16+g (acc 0,1) and blk*16+g+8 (acc 2,3); tokens 2q, 2q+1
-                for (int u = 0; u < 2; ++u) {
-                    const int n = 2 * q + u, j = s.slot[a][n];
-                    if (j < 0) continue;
-                    float* y = p.ybuf + ((size_t)n * MAX_K + j) * H + blk * ROWS + g;
-                    y[0] = acc[u] * s.wgt[a][n];
-                    y[8] = acc[2 + u] * s.wgt[a][n];
-                }
+                // rows blk*16+g (acc 0,1) and blk*16+g+8 (acc 2,3); tokens 8t+2q, 8t+2q+1
+#pragma unroll
+                for (int t = 0; t < NT; ++t)
+#pragma unroll
+                    for (int u = 0; u < 2; ++u) {
+                        const int n = 8 * t + 2 * q + u, j = s.slot[a][n];
+                        if (j < 0) continue;
+                        float* y = p.ybuf + ((size_t)n * MAX_K + j) * H + blk * ROWS + g;
+                        y[0] = acc[t][u] * s.wgt[a][n];
+                        y[8] = acc[t][2 + u] * s.wgt[a][n];
+                    }
             }
             if (warp == 0) {
                 // The combine: the last of a token's experts to finish this run sums its y rows.
@@ -414,22 +439,23 @@ __global__ void __launch_bounds__(THREADS, 1) moe_stream_kernel(const Params p) 
     if (warp == 0 && lane == 0) stamp(p, 3);
 }
 
-template <int H, int I, int RING>
+template <int H, int I, int RING, int NT>
 constexpr size_t smem_bytes() {
-    return RING * Shape<H, I>::SLOT + 2 * RING * sizeof(uint64_t) + 2 * NW * 32 * sizeof(float4) + sizeof(Schedule);
+    return RING * Shape<H, I, 4 * NT>::SLOT + 2 * RING * sizeof(uint64_t) + 2 * 4 * NT * NT * 32 * sizeof(float4) +
+           sizeof(Schedule<8 * NT>);
 }
 
-template <int H, int I, int RING>
+template <int H, int I, int RING, int NT>
 int launch(const Params& p, int grid, cudaStream_t stream) {
-    constexpr size_t bytes = smem_bytes<H, I, RING>();
+    constexpr size_t bytes = smem_bytes<H, I, RING, NT>();
     static bool configured = false;
     if (!configured) {
-        const cudaError_t err = cudaFuncSetAttribute(moe_stream_kernel<H, I, RING>,
+        const cudaError_t err = cudaFuncSetAttribute(moe_stream_kernel<H, I, RING, NT>,
                                                      cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
         if (err != cudaSuccess) return err;
         configured = true;
     }
-    moe_stream_kernel<H, I, RING><<<grid, THREADS, bytes, stream>>>(p);
+    moe_stream_kernel<H, I, RING, NT><<<grid, (4 * NT + 1) * 32, bytes, stream>>>(p);
     return cudaGetLastError();
 }
 
@@ -439,16 +465,16 @@ extern "C" {
 
 // Workspace bytes for hidden size H and intermediate size I (zero it once before the first call).
 size_t oea_moe_stream_workspace_bytes(int H, int I) {
-    return 2 * MAX_E * sizeof(unsigned) + (size_t)NTOK * (H / ROWS) * sizeof(unsigned) +
-           (size_t)MAX_A * NTOK * I * sizeof(__nv_bfloat16) + (size_t)NTOK * MAX_K * H * sizeof(float);
+    return 2 * MAX_E * sizeof(unsigned) + (size_t)WS_NTOK * (H / ROWS) * sizeof(unsigned) +
+           (size_t)MAX_A * WS_NTOK * I * sizeof(__nv_bfloat16) + (size_t)WS_NTOK * MAX_K * H * sizeof(float);
 }
 
 // 0 on success; -1 for a shape or option the prototype does not cover; else a cudaError_t.
 int oea_moe_stream_launch(const void* x, const void* w13, const void* w2, const int* ids, const float* wts,
                           void* out, void* workspace, int B, int k, int E, int H, int I, int run, int ring,
                           int grid, unsigned long long* stamps, cudaStream_t stream) {
-    if (B < 1 || B > NTOK || k < 1 || k > MAX_K || E < 1 || E > MAX_E || H != 2048 || I != 768 || run < 1 ||
-        (H / ROWS) % run != 0 || grid < 1)
+    if (B < 1 || B > WS_NTOK || k < 1 || k > MAX_K || B * k > WS_NTOK * MAX_K / 2 || E < 1 || E > MAX_E ||
+        H != 2048 || I != 768 || run < 1 || (H / ROWS) % run != 0 || grid < 1)
         return -1;
     Params p;
     p.x = static_cast<const __nv_bfloat16*>(x);
@@ -461,14 +487,21 @@ int oea_moe_stream_launch(const void* x, const void* w13, const void* w2, const 
     p.gu_done = reinterpret_cast<unsigned*>(ws);
     p.dn_done = p.gu_done + MAX_E;
     p.combine_cnt = p.dn_done + MAX_E;
-    p.act = reinterpret_cast<__nv_bfloat16*>(p.combine_cnt + NTOK * (H / ROWS));
-    p.ybuf = reinterpret_cast<float*>(p.act + (size_t)MAX_A * NTOK * I);
+    p.act = reinterpret_cast<__nv_bfloat16*>(p.combine_cnt + WS_NTOK * (H / ROWS));
+    p.ybuf = reinterpret_cast<float*>(p.act + (size_t)MAX_A * WS_NTOK * I);
     p.B = B, p.k = k, p.E = E, p.run = run;
     p.stamps = stamps;
+    if (B <= 8) {
+        switch (ring) {
+            case 4: return launch<2048, 768, 4, 1>(p, grid, stream);
+            case 5: return launch<2048, 768, 5, 1>(p, grid, stream);
+            case 6: return launch<2048, 768, 6, 1>(p, grid, stream);
+            default: return -1;
+        }
+    }
     switch (ring) {
-        case 4: return launch<2048, 768, 4>(p, grid, stream);
-        case 5: return launch<2048, 768, 5>(p, grid, stream);
-        case 6: return launch<2048, 768, 6>(p, grid, stream);
+        case 4: return launch<2048, 768, 4, 2>(p, grid, stream);
+        case 5: return launch<2048, 768, 5, 2>(p, grid, stream);
         default: return -1;
     }
 }

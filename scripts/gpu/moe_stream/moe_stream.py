@@ -67,7 +67,7 @@ class StreamMoE:
         out = torch.empty((B, H), dtype=x.dtype, device=x.device)
         rc = self.so.oea_moe_stream_launch(x.contiguous().data_ptr(), weights.w13.data_ptr(), weights.w2.data_ptr(),
                                            ids.data_ptr(), wts.data_ptr(), out.data_ptr(), self.ws.data_ptr(), B, k, E,
-                                           H, weights.w2.shape[2], self.run, self.ring, self.grid,
+                                           H, weights.w2.shape[2], self.run, self.ring if B <= 8 else min(self.ring, 5), self.grid,
                                            None if self.stamps is None else self.stamps.data_ptr(),
                                            torch.cuda.current_stream().cuda_stream)
         if rc:
@@ -97,7 +97,7 @@ def diagnose(fn, x, weights, ids, out, ref):
     """Which part is wrong: the act rows the gate/up blocks left in the workspace, or what follows."""
     E, two_i, H = weights.w13.shape
     inter = two_i // 2
-    act = fn.ws[2 * 256 * 4 + 8 * (H // 16) * 4:].view(torch.bfloat16)[:128 * 8 * inter].view(128, 8, inter)
+    act = fn.ws[2 * 256 * 4 + 16 * (H // 16) * 4:].view(torch.bfloat16)[:128 * 16 * inter].view(128, 16, inter)
     active = sorted(set(int(e) for e in ids.flatten().tolist() if 0 <= e < E))
     for a, e in enumerate(active[:4]):
         gu = x.float() @ weights.w13[e].float().t()
@@ -115,7 +115,7 @@ def check(fn, shape, weights, n_cases: int) -> dict:
     dev = "cuda"
     results, worst = [], 0.0
     for case in range(n_cases):
-        B = 1 + case % 8
+        B = 1 + case % 16
         k0 = (3, 5, 8)[case % 3]
         fill = ("top1", "num_experts", "invalid")[case // 3 % 3]
         logits = SkewedRouter(shape.num_experts, seed=case).logits(B, seed=70_000 + case).to(dev)
@@ -144,7 +144,7 @@ def check(fn, shape, weights, n_cases: int) -> dict:
             if case < 3:
                 diagnose(fn, x, weights, ids, out, ref)
     # graph replay, several calls back to back, against eager
-    B = 8
+    B = 16
     logits = SkewedRouter(shape.num_experts, seed=99).logits(B, seed=99).to(dev)
     xs = [torch.randn((B, shape.hidden_size), device=dev, dtype=torch.bfloat16) for _ in range(3)]
     rs = [oea_route(logits.roll(i, 1), oea_config(shape, 3)) for i in range(3)]
@@ -170,8 +170,9 @@ def check(fn, shape, weights, n_cases: int) -> dict:
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 2, 4, 8])
-    p.add_argument("--variants", nargs="+", default=["6:4", "6:2", "6:8", "5:4"], help="RING:RUN")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 4, 8, 16, 2])
+    p.add_argument("--variants", nargs="+", default=["6:4", "6:8", "5:2"],
+                   help="RING:RUN (ring slots, down blocks per run); above 8 tokens the ring is at most 5")
     p.add_argument("--cases", type=int, default=40)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--budget", type=float, default=300.0)

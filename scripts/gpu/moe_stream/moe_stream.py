@@ -114,6 +114,18 @@ def check(fn, shape, weights, n_cases: int) -> dict:
     no expert, repeated experts; then bit-identical on a second call and in a graph replay."""
     dev = "cuda"
     results, worst = [], 0.0
+    # a first call under a watchdog: a hang (a wait that never ends) must not eat the GPU call
+    logits = SkewedRouter(shape.num_experts, seed=1).logits(4, seed=1).to(dev)
+    r = oea_route(logits, oea_config(shape, 3))
+    done = torch.cuda.Event()
+    fn(torch.randn((4, shape.hidden_size), device=dev, dtype=torch.bfloat16), weights, r)
+    done.record()
+    t_wait = time.time()
+    while not done.query():
+        if time.time() - t_wait > 20:
+            print("HANG: the first call did not finish in 20 s", flush=True)
+            os._exit(3)
+        time.sleep(0.01)
     for case in range(n_cases):
         B = 1 + case % 16
         k0 = (3, 5, 8)[case % 3]
@@ -170,8 +182,8 @@ def check(fn, shape, weights, n_cases: int) -> dict:
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 4, 8, 16, 2])
-    p.add_argument("--variants", nargs="+", default=["6:4", "6:8", "5:2"],
+    p.add_argument("--batch", type=int, nargs="+", default=[4, 1, 8, 16, 2])
+    p.add_argument("--variants", nargs="+", default=["6:4", "6:8"],
                    help="RING:RUN (ring slots, down blocks per run); above 8 tokens the ring is at most 5")
     p.add_argument("--cases", type=int, default=40)
     p.add_argument("--repeats", type=int, default=5)

@@ -7,6 +7,6 @@ export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 R="${RESULTS_DIR:-./out}"
 mkdir -p "$R"
 nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tee "$R/gpu.txt"
-timeout "${TIMEOUT_S:-480}" python3 scripts/gpu/moe_stream/moe_stream.py --json "$R/moe_stream.json" \
-  --budget "${BUDGET_S:-330}" "$@" 2>&1 | grep -v -i warn | tee "$R/moe_stream.txt"
+timeout "${TIMEOUT_S:-380}" python3 scripts/gpu/moe_stream/moe_stream.py --json "$R/moe_stream.json" \
+  --budget "${BUDGET_S:-220}" "$@" 2>&1 | grep -v -i warn | tee "$R/moe_stream.txt"
 echo "rc=${PIPESTATUS[0]}"

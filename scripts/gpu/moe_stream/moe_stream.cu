@@ -31,6 +31,7 @@ constexpr int ROWS = 16;     // weight rows per stage (the MMA's M)
 constexpr int MAX_E = 256;
 constexpr int MAX_K = 16;
 constexpr int MAX_A = 128;   // active experts a call can have
+constexpr int MAX_OWN = 8;   // distinct experts per token (slots beyond are refused at launch)
 
 // NT token tiles of 8 (NTOK = 8 NT tokens, the MMA's N), NW = 4 NT consumer warps (their x
 // fragments stay at 64 registers), one producer warp.
@@ -177,6 +178,7 @@ struct Schedule {  // the call's routing, as every CTA derives it in shared memo
     signed char own[NTOK][MAX_K];   // each token's owning slots, in slot order
     int nown[NTOK];
     int A;
+    unsigned last;  // tokens whose combine the current down run finishes
 };
 
 template <int H, int I, int RING, int NT>
@@ -404,28 +406,39 @@ __global__ void __launch_bounds__((4 * NT + 1) * 32, 1) moe_stream_kernel(const 
                         y[8] = acc[t][2 + u] * s.wgt[a][n];
                     }
             }
+            // The combine: the last of a token's experts to finish this run sums its y rows. Warp 0
+            // counts (one lane per token); then every consumer thread takes (token, 4 rows) pairs
+            // with all of the token's slots loaded at once, summed in slot order.
+            const int ridx = r % runs, row0 = ridx * p.run * ROWS;
             if (warp == 0) {
-                // The combine: the last of a token's experts to finish this run sums its y rows.
                 __syncwarp();
-                const int ridx = r % runs, row0 = ridx * p.run * ROWS;
                 bool last = false;
                 if (lane < NTOK && s.slot[a][lane] >= 0) {
                     const unsigned old = atom_acq_rel_add(&p.combine_cnt[lane * S::DN_BLOCKS + ridx], 1);
                     last = old + 1 == static_cast<unsigned>(s.nown[lane]);
                 }
-                unsigned bal = __ballot_sync(~0u, last);
-                __syncwarp();
-                while (bal) {
-                    const int n = __ffs(bal) - 1;
-                    bal &= bal - 1;
-                    for (int row = row0 + lane; row < row0 + p.run * ROWS; row += 32) {
-                        float sum = 0.f;
-                        for (int u = 0; u < s.nown[n]; ++u)
-                            sum += __ldcg(p.ybuf + ((size_t)n * MAX_K + s.own[n][u]) * H + row);
-                        p.out[(size_t)n * H + row] = __float2bfloat16_rn(sum);
-                    }
-                    if (lane == 0) p.combine_cnt[n * S::DN_BLOCKS + ridx] = 0;
-                }
+                const unsigned bal = __ballot_sync(~0u, last);
+                if (lane == 0) s.last = bal;
+            }
+            named_sync<NW>();
+            const unsigned bal = s.last;
+            const int nlast = __popc(bal), cols = p.run * ROWS / 4;
+            for (int w = tid; w < nlast * cols; w += NW * 32) {
+                unsigned b = bal;
+                for (int skip = w / cols; skip > 0; --skip) b &= b - 1;
+                const int n = __ffs(b) - 1, row = row0 + (w % cols) * 4, nown = s.nown[n];
+                float4 v[MAX_OWN];
+#pragma unroll
+                for (int u = 0; u < MAX_OWN; ++u)
+                    if (u < nown) v[u] = __ldcg(reinterpret_cast<const float4*>(p.ybuf + ((size_t)n * MAX_K + s.own[n][u]) * H + row));
+                float4 t = v[0];
+#pragma unroll
+                for (int u = 1; u < MAX_OWN; ++u)
+                    if (u < nown) t.x += v[u].x, t.y += v[u].y, t.z += v[u].z, t.w += v[u].w;
+                __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(p.out + (size_t)n * H + row);
+                o[0] = __floats2bfloat162_rn(t.x, t.y);
+                o[1] = __floats2bfloat162_rn(t.z, t.w);
+                if (w % cols == 0) p.combine_cnt[n * S::DN_BLOCKS + ridx] = 0;
             }
             if (warp == 0 && lane == 0) {  // the expert's last run resets its counters
                 const unsigned old = atomicAdd(&p.dn_done[e], 1u);
@@ -473,7 +486,7 @@ size_t oea_moe_stream_workspace_bytes(int H, int I) {
 int oea_moe_stream_launch(const void* x, const void* w13, const void* w2, const int* ids, const float* wts,
                           void* out, void* workspace, int B, int k, int E, int H, int I, int run, int ring,
                           int grid, unsigned long long* stamps, cudaStream_t stream) {
-    if (B < 1 || B > WS_NTOK || k < 1 || k > MAX_K || B * k > WS_NTOK * MAX_K / 2 || E < 1 || E > MAX_E ||
+    if (B < 1 || B > WS_NTOK || k < 1 || k > MAX_OWN || B * k > WS_NTOK * MAX_K / 2 || E < 1 || E > MAX_E ||
         H != 2048 || I != 768 || run < 1 || (H / ROWS) % run != 0 || grid < 1)
         return -1;
     Params p;

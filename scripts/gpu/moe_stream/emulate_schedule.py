@@ -5,7 +5,7 @@ rng = np.random.default_rng(1)
 H, I, E, ROWS, MAX_K, WS = 2048, 768, 32, 16, 16, 16
 GU_BLOCKS, DN_BLOCKS = I // 8, H // ROWS
 
-def kernel(x, w13, w2, ids, wts, run, grid):
+def kernel(x, w13, w2, ids, wts, run, grid, late=0):
     B, k = ids.shape
     out = np.full((B, H), np.nan)
     mask = np.zeros(E, np.uint32)
@@ -22,12 +22,13 @@ def kernel(x, w13, w2, ids, wts, run, grid):
     own = [[j for j in range(k) if 0 <= ids[t, j] < E and all(ids[t, jj] != ids[t, j] for jj in range(j))] for t in range(B)]
     for t in range(B):
         if not own[t]: out[t] = 0
-    runs = DN_BLOCKS // run; ngu = A * GU_BLOCKS; nitems = ngu + A * runs
+    runs = DN_BLOCKS // run; ngu = A * GU_BLOCKS; ndown_end = ngu + A * runs; nitems = ndown_end + (runs if late else 0)
+    comb_done = 0
     act = np.full((A, WS, I), np.nan); ybuf = np.full((WS, MAX_K, H), np.nan)
     cnt = np.zeros((WS, DN_BLOCKS), int); gu_done = np.zeros(E, int); dn_done = np.zeros(E, int)
     X = np.zeros((WS, H)); X[:B] = x
     order = [i for c in range(grid) for i in range(c, nitems, grid)]
-    order.sort(key=lambda i: (i >= ngu, i))  # gate/up items all complete before down ones in this emulation
+    order.sort(key=lambda i: (i >= ngu) + (i >= ndown_end), reverse=False)  # phases in order in this emulation
     for i in order:
         if i < ngu:
             a, c = i // GU_BLOCKS, i % GU_BLOCKS; e = act_e[a]
@@ -35,6 +36,17 @@ def kernel(x, w13, w2, ids, wts, run, grid):
             D = rows @ X.T  # [16, WS]
             act[a, :, c*8:c*8+8] = (D[:8] / (1 + np.exp(-D[:8])) * D[8:]).T
             gu_done[e] += 1
+        elif i >= ndown_end:
+            ridx = i - ndown_end; row0 = ridx * run * ROWS
+            for n in range(B):
+                if own[n]:
+                    assert cnt[n, ridx] == len(own[n])
+                    out[n, row0:row0 + run*ROWS] = sum(ybuf[n, j, row0:row0 + run*ROWS] for j in own[n])
+                    cnt[n, ridx] = 0
+            comb_done += 1
+            if comb_done == runs:
+                for e in act_e: gu_done[e] = 0
+                comb_done = 0
         else:
             r = i - ngu; a = r // runs; e = act_e[a]
             assert gu_done[e] == GU_BLOCKS
@@ -46,6 +58,10 @@ def kernel(x, w13, w2, ids, wts, run, grid):
                     if j < 0: continue
                     ybuf[n, j, blk*16:blk*16+16] = D[:, n] * wgt[a, n]
             ridx = r % runs; row0 = ridx * run * ROWS
+            if late:
+                for n in range(WS):
+                    if slot[a, n] >= 0: cnt[n, ridx] += 1
+                continue
             for n in range(WS):
                 if slot[a, n] < 0: continue
                 cnt[n, ridx] += 1
@@ -76,6 +92,6 @@ for case in range(12):
     if case % 3 == 2: ids[0] = -1; ids[-1, -1] = E
     x = rng.standard_normal((B, H))
     run = [1, 2, 4, 8][case % 4]
-    got = kernel(x, w13, w2, ids, wts, run, grid=[132, 7, 1][case % 3])
+    got = kernel(x, w13, w2, ids, wts, run, grid=[132, 7, 1][case % 3], late=case % 2)
     want = reference(x, w13, w2, ids, wts)
     print(case, B, run, "max err", np.abs(got - want).max(), "nan" if np.isnan(got).any() else "")

@@ -33,8 +33,8 @@ constexpr int MAX_K = 16;
 constexpr int MAX_A = 128;   // active experts a call can have
 constexpr int MAX_OWN = 8;   // distinct experts per token (slots beyond are refused at launch)
 
-// NT token tiles of 8 (NTOK = 8 NT tokens, the MMA's N), NW = 4 NT consumer warps (their x
-// fragments stay at 64 registers), one producer warp.
+// NT token tiles of 8 (NTOK = 8 NT tokens, the MMA's N) on NW = 4 consumer warps (five warps in all keep
+// the register cap at 255 a thread: nine would round to twelve warps and cap it at 168), one producer warp.
 template <int H, int I, int NW>
 struct Shape {
     static constexpr int KS = 1024;                // gate/up K per stage
@@ -64,6 +64,8 @@ struct Params {
     __nv_bfloat16* act;        // [MAX_A, WS_NTOK, I]
     float* ybuf;               // [WS_NTOK, MAX_K, H]
     int B, k, E, run;
+    int late_combine;            // 0: a down run's last finisher sums; 1: combine items at the end
+    unsigned* comb_done;         // late combine: combine items finished (the last one resets gu_done)
     unsigned long long* stamps;  // null, or [grid][4] %globaltimer: entry, first copy, gate/up done, done
 };
 
@@ -182,8 +184,8 @@ struct Schedule {  // the call's routing, as every CTA derives it in shared memo
 };
 
 template <int H, int I, int RING, int NT>
-__global__ void __launch_bounds__((4 * NT + 1) * 32, 1) moe_stream_kernel(const Params p) {
-    constexpr int NTOK = 8 * NT, NW = 4 * NT, THREADS = (NW + 1) * 32;
+__global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
+    constexpr int NTOK = 8 * NT, NW = 4, THREADS = (NW + 1) * 32;
     using S = Shape<H, I, NW>;
     extern __shared__ __align__(128) unsigned char smem[];
     unsigned char* ring = smem;
@@ -269,14 +271,16 @@ __global__ void __launch_bounds__((4 * NT + 1) * 32, 1) moe_stream_kernel(const 
 
     const int runs = S::DN_BLOCKS / p.run;
     const int ngu = A * S::GU_BLOCKS;
-    const int nitems = ngu + A * runs;
+    const int ndown_end = ngu + A * runs;
+    // late combine: one combine item per run of hidden rows, after every down run
+    const int nitems = ndown_end + (p.late_combine ? runs : 0);
 
     if (warp == NW) {  // producer: stream every item's weights, never waiting for act rows
         uint64_t policy;
         asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
         int slot = 0;
         unsigned phase = 0;
-        for (int i = blockIdx.x; i < nitems; i += gridDim.x) {
+        for (int i = blockIdx.x; i < ndown_end; i += gridDim.x) {
             const bool gu = i < ngu;
             const int a = gu ? i / S::GU_BLOCKS : (i - ngu) / runs;
             const int e = s.act_e[a];
@@ -370,6 +374,38 @@ __global__ void __launch_bounds__((4 * NT + 1) * 32, 1) moe_stream_kernel(const 
                 if (lane == 0) red_release_add(&p.gu_done[e], 1);
             }
             if (warp == 0 && lane == 0 && i + (int)gridDim.x >= ngu) stamp(p, 2);
+        } else if (i >= ndown_end) {  // late combine item: sum every token's y rows of one run
+            const int ridx = i - ndown_end, row0 = ridx * p.run * ROWS, cols = p.run * ROWS / 4;
+            if (warp == 0) {
+                if (lane < B && s.nown[lane] > 0)
+                    while (ld_acquire(&p.combine_cnt[lane * S::DN_BLOCKS + ridx]) != static_cast<unsigned>(s.nown[lane])) {
+                    }
+                __syncwarp();
+            }
+            named_sync<NW>();
+            for (int w = tid; w < B * cols; w += NW * 32) {
+                const int n = w / cols, row = row0 + (w % cols) * 4, nown = s.nown[n];
+                if (nown == 0) continue;
+                float4 v[MAX_OWN];
+#pragma unroll
+                for (int u = 0; u < MAX_OWN; ++u)
+                    if (u < nown) v[u] = __ldcg(reinterpret_cast<const float4*>(p.ybuf + ((size_t)n * MAX_K + s.own[n][u]) * H + row));
+                float4 t = v[0];
+#pragma unroll
+                for (int u = 1; u < MAX_OWN; ++u)
+                    if (u < nown) t.x += v[u].x, t.y += v[u].y, t.z += v[u].z, t.w += v[u].w;
+                __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(p.out + (size_t)n * H + row);
+                o[0] = __floats2bfloat162_rn(t.x, t.y);
+                o[1] = __floats2bfloat162_rn(t.z, t.w);
+                if (w % cols == 0) p.combine_cnt[n * S::DN_BLOCKS + ridx] = 0;
+            }
+            if (warp == 0 && lane == 0) {  // the last combine item resets the hand-off counters
+                const unsigned old = atomicAdd(p.comb_done, 1u);
+                if (old + 1 == static_cast<unsigned>(runs)) {
+                    for (int a = 0; a < A; ++a) p.gu_done[s.act_e[a]] = 0;
+                    *p.comb_done = 0;
+                }
+            }
         } else {  // down run: blocks of 16 hidden rows of expert a, y rows weighted into ybuf
             const int r = i - ngu, a = r / runs, e = s.act_e[a];
             if (a != af_a) {  // wait for every gate/up block of the expert, then load its act rows
@@ -410,6 +446,14 @@ __global__ void __launch_bounds__((4 * NT + 1) * 32, 1) moe_stream_kernel(const 
             // counts (one lane per token); then every consumer thread takes (token, 4 rows) pairs
             // with all of the token's slots loaded at once, summed in slot order.
             const int ridx = r % runs, row0 = ridx * p.run * ROWS;
+            if (p.late_combine) {  // count this run in its tokens' counters; nobody waits here
+                if (warp == 0) {
+                    __syncwarp();
+                    if (lane < NTOK && s.slot[a][lane] >= 0)
+                        red_release_add(&p.combine_cnt[lane * S::DN_BLOCKS + ridx], 1);
+                }
+                continue;
+            }
             if (warp == 0) {
                 __syncwarp();
                 bool last = false;
@@ -454,7 +498,7 @@ __global__ void __launch_bounds__((4 * NT + 1) * 32, 1) moe_stream_kernel(const 
 
 template <int H, int I, int RING, int NT>
 constexpr size_t smem_bytes() {
-    return RING * Shape<H, I, 4 * NT>::SLOT + 2 * RING * sizeof(uint64_t) + 2 * 4 * NT * NT * 32 * sizeof(float4) +
+    return RING * Shape<H, I, 4>::SLOT + 2 * RING * sizeof(uint64_t) + 2 * 4 * NT * 32 * sizeof(float4) +
            sizeof(Schedule<8 * NT>);
 }
 
@@ -468,7 +512,7 @@ int launch(const Params& p, int grid, cudaStream_t stream) {
         if (err != cudaSuccess) return err;
         configured = true;
     }
-    moe_stream_kernel<H, I, RING, NT><<<grid, (4 * NT + 1) * 32, bytes, stream>>>(p);
+    moe_stream_kernel<H, I, RING, NT><<<grid, 5 * 32, bytes, stream>>>(p);
     return cudaGetLastError();
 }
 
@@ -479,12 +523,13 @@ extern "C" {
 // Workspace bytes for hidden size H and intermediate size I (zero it once before the first call).
 size_t oea_moe_stream_workspace_bytes(int H, int I) {
     return 2 * MAX_E * sizeof(unsigned) + (size_t)WS_NTOK * (H / ROWS) * sizeof(unsigned) +
-           (size_t)MAX_A * WS_NTOK * I * sizeof(__nv_bfloat16) + (size_t)WS_NTOK * MAX_K * H * sizeof(float);
+           (size_t)MAX_A * WS_NTOK * I * sizeof(__nv_bfloat16) + (size_t)WS_NTOK * MAX_K * H * sizeof(float) + 64;
 }
 
 // 0 on success; -1 for a shape or option the prototype does not cover; else a cudaError_t.
 int oea_moe_stream_launch(const void* x, const void* w13, const void* w2, const int* ids, const float* wts,
                           void* out, void* workspace, int B, int k, int E, int H, int I, int run, int ring,
+                          int late_combine,
                           int grid, unsigned long long* stamps, cudaStream_t stream) {
     if (B < 1 || B > WS_NTOK || k < 1 || k > MAX_OWN || B * k > WS_NTOK * MAX_K / 2 || E < 1 || E > MAX_E ||
         H != 2048 || I != 768 || run < 1 || (H / ROWS) % run != 0 || grid < 1)
@@ -502,6 +547,8 @@ int oea_moe_stream_launch(const void* x, const void* w13, const void* w2, const 
     p.combine_cnt = p.dn_done + MAX_E;
     p.act = reinterpret_cast<__nv_bfloat16*>(p.combine_cnt + WS_NTOK * (H / ROWS));
     p.ybuf = reinterpret_cast<float*>(p.act + (size_t)MAX_A * WS_NTOK * I);
+    p.comb_done = reinterpret_cast<unsigned*>(p.ybuf + (size_t)WS_NTOK * MAX_K * H);
+    p.late_combine = late_combine;
     p.B = B, p.k = k, p.E = E, p.run = run;
     p.stamps = stamps;
     if (B <= 8) {

@@ -65,6 +65,8 @@ struct Params {
     float* ybuf;               // [WS_NTOK, MAX_K, H]
     int B, k, E, run;
     int late_combine;            // 0: a down run's last finisher sums; 1: combine items at the end
+    int dynamic;                 // 0: item i on CTA i % grid; 1: items drawn from a ticket counter
+    unsigned* ticket;
     unsigned* comb_done;         // late combine: combine items finished (the last one resets gu_done)
     unsigned long long* stamps;  // null, or [grid][4] %globaltimer: entry, first copy, gate/up done, done
 };
@@ -181,6 +183,7 @@ struct Schedule {  // the call's routing, as every CTA derives it in shared memo
     int nown[NTOK];
     int A;
     unsigned last;  // tokens whose combine the current down run finishes
+    int slot_item[8];  // the item each ring slot holds (dynamic mode; -1: no more items)
 };
 
 template <int H, int I, int RING, int NT>
@@ -280,19 +283,23 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
         asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
         int slot = 0;
         unsigned phase = 0;
-        for (int i = blockIdx.x; i < ndown_end; i += gridDim.x) {
-            const bool gu = i < ngu;
-            const int a = gu ? i / S::GU_BLOCKS : (i - ngu) / runs;
+        bool first = true;
+        // One item's stages into the ring; each slot also carries its item (dynamic mode reads it).
+        // A combine item or the end (-1) takes one slot with no bytes.
+        auto push = [&](int i) {
+            const bool gu = i >= 0 && i < ngu, dn = i >= ngu && i < ndown_end;
+            const int a = gu ? i / S::GU_BLOCKS : dn ? (i - ngu) / runs : 0;
             const int e = s.act_e[a];
-            const int stages = gu ? S::NH : p.run;
+            const int stages = gu ? S::NH : dn ? p.run : 1;
             for (int st = 0; st < stages; ++st) {
                 mbar_wait(&empty[slot], phase ^ 1);
                 if (lane == 0) {
-                    if (i == (int)blockIdx.x && st == 0) stamp(p, 1);
-                    mbar_expect_tx(&full[slot], gu ? ROWS * S::KS * 2 : ROWS * I * 2);
+                    if (first && (gu || dn)) stamp(p, 1), first = false;
+                    s.slot_item[slot] = i;
+                    mbar_expect_tx(&full[slot], gu ? ROWS * S::KS * 2 : dn ? ROWS * I * 2 : 0);
                 }
                 __syncwarp();
-                if (lane < ROWS) {
+                if (lane < ROWS && (gu || dn)) {
                     unsigned char* dst = ring + slot * S::SLOT;
                     if (gu) {
                         const int c = i % S::GU_BLOCKS;
@@ -307,7 +314,26 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
                 }
                 if (++slot == RING) slot = 0, phase ^= 1;
             }
+        };
+        if (!p.dynamic) {
+            for (int i = blockIdx.x; i < ndown_end; i += gridDim.x) push(i);
+            return;
         }
+        // Dynamic: items in ticket order (gate/up, down runs, combine items), so a CTA's items are
+        // still increasing and no wait can deadlock. The next ticket is drawn before the current
+        // item's stages are pushed, so its latency hides behind theirs. Every CTA draws exactly
+        // one ticket past the end; whoever draws the last of those resets the counter.
+        int i = 0;
+        if (lane == 0) i = static_cast<int>(atomicAdd(p.ticket, 1u));
+        i = __shfl_sync(~0u, i, 0);
+        while (i < nitems) {
+            int next = 0;
+            if (lane == 0) next = static_cast<int>(atomicAdd(p.ticket, 1u));
+            push(i);
+            i = __shfl_sync(~0u, next, 0);
+        }
+        if (lane == 0 && i == nitems + static_cast<int>(gridDim.x) - 1) *p.ticket = 0;
+        push(-1);
         return;
     }
 
@@ -348,7 +374,14 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
         buf ^= 1;
     };
 
-    for (int i = blockIdx.x; i < nitems; i += gridDim.x) {
+    // dynamic mode: the producer's slots say which item comes next (a wait on a slot the item
+    // waits on again returns at once: the phase cannot move on before this warp releases it)
+    auto next_item = [&]() {
+        mbar_wait(&full[slot], phase);
+        return s.slot_item[slot];
+    };
+    for (int i = p.dynamic ? next_item() : static_cast<int>(blockIdx.x); p.dynamic ? i >= 0 : i < nitems;
+         i = p.dynamic ? next_item() : i + static_cast<int>(gridDim.x)) {
         if (i < ngu) {  // gate/up block: columns 8c..8c+7 of expert a's act rows, every token
             const int a = i / S::GU_BLOCKS, c = i % S::GU_BLOCKS, e = s.act_e[a];
             float acc[NT][4] = {};
@@ -376,6 +409,11 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
             if (warp == 0 && lane == 0 && i + (int)gridDim.x >= ngu) stamp(p, 2);
         } else if (i >= ndown_end) {  // late combine item: sum every token's y rows of one run
             const int ridx = i - ndown_end, row0 = ridx * p.run * ROWS, cols = p.run * ROWS / 4;
+            if (p.dynamic) {  // its slot holds no bytes: hand it back at once
+                __syncwarp();
+                if (lane == 0) mbar_arrive(&empty[slot]);
+                if (++slot == RING) slot = 0, phase ^= 1;
+            }
             if (warp == 0) {
                 if (lane < B && s.nown[lane] > 0)
                     while (ld_acquire(&p.combine_cnt[lane * S::DN_BLOCKS + ridx]) != static_cast<unsigned>(s.nown[lane])) {
@@ -529,7 +567,7 @@ size_t oea_moe_stream_workspace_bytes(int H, int I) {
 // 0 on success; -1 for a shape or option the prototype does not cover; else a cudaError_t.
 int oea_moe_stream_launch(const void* x, const void* w13, const void* w2, const int* ids, const float* wts,
                           void* out, void* workspace, int B, int k, int E, int H, int I, int run, int ring,
-                          int late_combine,
+                          int late_combine, int dynamic,
                           int grid, unsigned long long* stamps, cudaStream_t stream) {
     if (B < 1 || B > WS_NTOK || k < 1 || k > MAX_OWN || B * k > WS_NTOK * MAX_K / 2 || E < 1 || E > MAX_E ||
         H != 2048 || I != 768 || run < 1 || (H / ROWS) % run != 0 || grid < 1)
@@ -548,6 +586,8 @@ int oea_moe_stream_launch(const void* x, const void* w13, const void* w2, const 
     p.act = reinterpret_cast<__nv_bfloat16*>(p.combine_cnt + WS_NTOK * (H / ROWS));
     p.ybuf = reinterpret_cast<float*>(p.act + (size_t)MAX_A * WS_NTOK * I);
     p.comb_done = reinterpret_cast<unsigned*>(p.ybuf + (size_t)WS_NTOK * MAX_K * H);
+    p.ticket = p.comb_done + 1;
+    p.dynamic = dynamic;
     p.late_combine = late_combine;
     p.B = B, p.k = k, p.E = E, p.run = run;
     p.stamps = stamps;

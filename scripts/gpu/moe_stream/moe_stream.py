@@ -47,15 +47,16 @@ def build(out_dir: str) -> ctypes.CDLL:
     so.oea_moe_stream_workspace_bytes.restype = ctypes.c_size_t
     so.oea_moe_stream_workspace_bytes.argtypes = [ctypes.c_int, ctypes.c_int]
     so.oea_moe_stream_launch.restype = ctypes.c_int
-    so.oea_moe_stream_launch.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 9 + [ctypes.c_void_p] * 2
+    so.oea_moe_stream_launch.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 10 + [ctypes.c_void_p] * 2
     return so
 
 
 class StreamMoE:
     """fn(x, weights, routing) -> [T, H] through the prototype, with its own zeroed workspace."""
 
-    def __init__(self, so, hidden: int, inter: int, run: int = 4, ring: int = 6, late: int = 0, grid=None):
-        self.so, self.run, self.ring, self.late = so, run, ring, late
+    def __init__(self, so, hidden: int, inter: int, run: int = 4, ring: int = 6, late: int = 0, dynamic: int = 0,
+                 grid=None):
+        self.so, self.run, self.ring, self.late, self.dynamic = so, run, ring, late, dynamic
         self.grid = grid or torch.cuda.get_device_properties(0).multi_processor_count
         self.ws = torch.zeros(so.oea_moe_stream_workspace_bytes(hidden, inter), dtype=torch.uint8, device="cuda")
         self.stamps = None  # an int64 [grid, 4] tensor: the next calls record their %globaltimer stamps
@@ -67,7 +68,7 @@ class StreamMoE:
         out = torch.empty((B, H), dtype=x.dtype, device=x.device)
         rc = self.so.oea_moe_stream_launch(x.contiguous().data_ptr(), weights.w13.data_ptr(), weights.w2.data_ptr(),
                                            ids.data_ptr(), wts.data_ptr(), out.data_ptr(), self.ws.data_ptr(), B, k, E,
-                                           H, weights.w2.shape[2], self.run, self.ring if B <= 8 else min(self.ring, 5), self.late, self.grid,
+                                           H, weights.w2.shape[2], self.run, self.ring if B <= 8 else min(self.ring, 5), self.late, self.dynamic, self.grid,
                                            None if self.stamps is None else self.stamps.data_ptr(),
                                            torch.cuda.current_stream().cuda_stream)
         if rc:
@@ -185,9 +186,9 @@ def check(fn, shape, weights, n_cases: int, watchdog_s: float = 20.0) -> dict:
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, nargs="+", default=[4, 1, 8, 16, 2])
-    p.add_argument("--variants", nargs="+", default=["6:4:0", "6:4:1", "6:8:1"],
-                   help="RING:RUN:LATE (ring slots, down blocks per run, combine items at the end); above 8 "
-                        "tokens the ring is at most 5")
+    p.add_argument("--variants", nargs="+", default=["6:4:1:1", "6:4:0:0", "6:4:1:0", "6:8:1:1"],
+                   help="RING:RUN:LATE:DYNAMIC (ring slots, down blocks per run, combine items at the end, items "
+                        "from a ticket counter); above 8 tokens the ring is at most 5")
     p.add_argument("--cases", type=int, default=40)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--budget", type=float, default=300.0)
@@ -204,8 +205,11 @@ def main():
                                                        shape.num_experts * shape.expert_bytes, free)
     weights = [ExpertWeights.random(shape, device="cuda", seed=c) for c in range(copies)]
     results = {"device": torch.cuda.get_device_name(), "rows": []}
-    fns = {v: StreamMoE(so, shape.hidden_size, shape.moe_intermediate_size, ring=int(v.split(":")[0]),
-                        run=int(v.split(":")[1]), late=int(v.split(":")[2])) for v in args.variants}
+    fns = {}
+    for v in args.variants:
+        ring, run, late, dynamic = (int(f) for f in v.split(":"))
+        fns[v] = StreamMoE(so, shape.hidden_size, shape.moe_intermediate_size, ring=ring, run=run, late=late,
+                           dynamic=dynamic)
     watchdog = 150.0 if args.check_only else 20.0  # compute-sanitizer runs kernels far slower
     results["check"] = check(fns[args.variants[0]], shape, weights[0], args.cases, watchdog)
     if results["check"]["passed"] < args.cases or not results["check"]["graph_ok"]:

@@ -9,17 +9,21 @@
 // is free, so w2 tiles sit in shared memory while their consumers wait for the hand-off, and the
 // memory system streams one phase from the first byte to the last.
 //
-// Scope of the prototype: batches of at most 8 tokens (the 8 tokens are the N=8 side of
-// mma.m16n8k16, the weight rows the M=16 side: "swap AB"), H=2048, I=768 (Qwen3-30B-A3B).
+// Scope of the prototype: batches of at most 16 tokens (one or two tiles of 8 tokens are the N=8
+// side of mma.m16n8k16, the weight rows the M=16 side: "swap AB"), H=2048, I=768 (Qwen3-30B-A3B).
 // Deterministic: fixed accumulation orders, the combine sums each token's slots in slot order.
 //
 // Work: a gate/up block is (active expert a, 8 intermediate columns): 8 gate rows + 8 up rows of
 // the full K, streamed as H/1024 stages of 16 rows x 1024. A down run is (a, `run` blocks of 16
 // hidden rows), one stage per block (16 rows x I). Items (gate/up blocks, then down runs, both
-// expert-major) go to CTA i % grid in order; every gate/up item precedes every down item in each
-// CTA's sequence, and gate/up never waits, so every wait ends (no deadlock at any grid).
-// Workspace (zeroed once; every counter is reset by its last reader): gu_done[E], dn_done[E],
-// combine counters [8][H/16], act rows [128][8][I] bf16, y rows [8][16][H] fp32.
+// expert-major; with the late combine, combine items after them) go to CTA i % grid, or (dynamic)
+// to whichever CTA draws them from a ticket counter. Each CTA's items are increasing, gate/up
+// never waits, a down run waits only for earlier gate/up items and a combine item for earlier
+// down runs, so every wait ends while every CTA is resident: the launcher caps a static grid at
+// the CTAs that fit at once (dynamic mode only hands items to running CTAs).
+// Workspace (zeroed once; every counter is reset by its last reader, the ticket by its last
+// drawer): gu_done[E], dn_done[E], combine counters [16][H/16], act rows [128][16][I] bf16,
+// y rows [16][16][H] fp32, comb_done, ticket.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -289,7 +293,7 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
         auto push = [&](int i) {
             const bool gu = i >= 0 && i < ngu, dn = i >= ngu && i < ndown_end;
             const int a = gu ? i / S::GU_BLOCKS : dn ? (i - ngu) / runs : 0;
-            const int e = s.act_e[a];
+            const int e = (gu || dn) ? s.act_e[a] : 0;
             const int stages = gu ? S::NH : dn ? p.run : 1;
             for (int st = 0; st < stages; ++st) {
                 mbar_wait(&empty[slot], phase ^ 1);
@@ -406,7 +410,7 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
                 __syncwarp();
                 if (lane == 0) red_release_add(&p.gu_done[e], 1);
             }
-            if (warp == 0 && lane == 0 && i + (int)gridDim.x >= ngu) stamp(p, 2);
+            if (warp == 0 && lane == 0 && !p.dynamic && i + (int)gridDim.x >= ngu) stamp(p, 2);
         } else if (i >= ndown_end) {  // late combine item: sum every token's y rows of one run
             const int ridx = i - ndown_end, row0 = ridx * p.run * ROWS, cols = p.run * ROWS / 4;
             if (p.dynamic) {  // its slot holds no bytes: hand it back at once
@@ -449,6 +453,7 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
             if (a != af_a) {  // wait for every gate/up block of the expert, then load its act rows
                 while (ld_acquire(&p.gu_done[e]) != S::GU_BLOCKS) {
                 }
+                __syncwarp();  // the lanes meet again before mma.sync and bar.sync
 #pragma unroll
                 for (int kb = 0; kb < S::DN_KB; ++kb)
 #pragma unroll
@@ -572,6 +577,13 @@ int oea_moe_stream_launch(const void* x, const void* w13, const void* w2, const 
     if (B < 1 || B > WS_NTOK || k < 1 || k > MAX_OWN || B * k > WS_NTOK * MAX_K / 2 || E < 1 || E > MAX_E ||
         H != 2048 || I != 768 || run < 1 || (H / ROWS) % run != 0 || grid < 1)
         return -1;
+    if (!dynamic) {  // a static grid must be resident at once, or a waiting CTA can hold the SM that
+                     // the CTA it waits for needs (one CTA fits per SM at these shared-memory sizes)
+        int device = 0, sms = 0;
+        cudaGetDevice(&device);
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+        if (grid > sms) grid = sms;
+    }
     Params p;
     p.x = static_cast<const __nv_bfloat16*>(x);
     p.w13 = static_cast<const __nv_bfloat16*>(w13);

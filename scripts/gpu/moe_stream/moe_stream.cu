@@ -174,6 +174,26 @@ __device__ __forceinline__ uint4 ldcg128(const void* p) {
     return __ldcg(reinterpret_cast<const uint4*>(p));
 }
 
+// Token n's output rows row..row+3: its owning slots' y rows summed in slot order, BATCH slot loads
+// in flight at once (16 tokens keep fewer, for registers).
+template <int H, int BATCH>
+__device__ __forceinline__ void combine4(const Params& p, const signed char* own, int nown, int n, int row) {
+    float4 t = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int u0 = 0; u0 < nown; u0 += BATCH) {
+        float4 v[BATCH];
+#pragma unroll
+        for (int u = 0; u < BATCH; ++u)
+            if (u0 + u < nown)
+                v[u] = __ldcg(reinterpret_cast<const float4*>(p.ybuf + ((size_t)n * MAX_K + own[u0 + u]) * H + row));
+#pragma unroll
+        for (int u = 0; u < BATCH; ++u)
+            if (u0 + u < nown) t.x += v[u].x, t.y += v[u].y, t.z += v[u].z, t.w += v[u].w;
+    }
+    __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(p.out + (size_t)n * H + row);
+    o[0] = __floats2bfloat162_rn(t.x, t.y);
+    o[1] = __floats2bfloat162_rn(t.z, t.w);
+}
+
 template <int NTOK>
 struct Schedule {  // the call's routing, as every CTA derives it in shared memory
     int ids[NTOK * MAX_K];
@@ -428,17 +448,7 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
             for (int w = tid; w < B * cols; w += NW * 32) {
                 const int n = w / cols, row = row0 + (w % cols) * 4, nown = s.nown[n];
                 if (nown == 0) continue;
-                float4 v[MAX_OWN];
-#pragma unroll
-                for (int u = 0; u < MAX_OWN; ++u)
-                    if (u < nown) v[u] = __ldcg(reinterpret_cast<const float4*>(p.ybuf + ((size_t)n * MAX_K + s.own[n][u]) * H + row));
-                float4 t = v[0];
-#pragma unroll
-                for (int u = 1; u < MAX_OWN; ++u)
-                    if (u < nown) t.x += v[u].x, t.y += v[u].y, t.z += v[u].z, t.w += v[u].w;
-                __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(p.out + (size_t)n * H + row);
-                o[0] = __floats2bfloat162_rn(t.x, t.y);
-                o[1] = __floats2bfloat162_rn(t.z, t.w);
+                combine4<H, NT == 1 ? MAX_OWN : MAX_OWN / 2>(p, s.own[n], nown, n, row);
                 if (w % cols == 0) p.combine_cnt[n * S::DN_BLOCKS + ridx] = 0;
             }
             if (warp == 0 && lane == 0) {  // the last combine item resets the hand-off counters
@@ -514,17 +524,7 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
                 unsigned b = bal;
                 for (int skip = w / cols; skip > 0; --skip) b &= b - 1;
                 const int n = __ffs(b) - 1, row = row0 + (w % cols) * 4, nown = s.nown[n];
-                float4 v[MAX_OWN];
-#pragma unroll
-                for (int u = 0; u < MAX_OWN; ++u)
-                    if (u < nown) v[u] = __ldcg(reinterpret_cast<const float4*>(p.ybuf + ((size_t)n * MAX_K + s.own[n][u]) * H + row));
-                float4 t = v[0];
-#pragma unroll
-                for (int u = 1; u < MAX_OWN; ++u)
-                    if (u < nown) t.x += v[u].x, t.y += v[u].y, t.z += v[u].z, t.w += v[u].w;
-                __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(p.out + (size_t)n * H + row);
-                o[0] = __floats2bfloat162_rn(t.x, t.y);
-                o[1] = __floats2bfloat162_rn(t.z, t.w);
+                combine4<H, NT == 1 ? MAX_OWN : MAX_OWN / 2>(p, s.own[n], nown, n, row);
                 if (w % cols == 0) p.combine_cnt[n * S::DN_BLOCKS + ridx] = 0;
             }
             if (warp == 0 && lane == 0) {  // the expert's last run resets its counters

@@ -91,6 +91,8 @@ def timeline(fn, x, weights, routing) -> dict:
     summary = {}
     for col, name in enumerate(("entry", "first_copy", "gate_up_done", "done")):
         on = st[:, col] > 0
+        if not bool(on.any()):  # dynamic mode stamps no gate/up end
+            continue
         summary[name] = [round(float(v), 2) for v in (t[on, col].min(), t[on, col].median(), t[on, col].max())]
     summary["ctas_with_items"] = int((st[:, 1] > 0).sum())
     return summary

@@ -6,7 +6,6 @@ only and routing+MoE, CUDA-graph replay over rotated weight copies, as tile_swee
 """
 import argparse
 import ctypes
-import itertools
 import json
 import os
 import subprocess

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU call for the moe_stream prototype (issue 20): build, check against the fp32 loop, time beside
-# the shipped Triton config at B=1-8.   RESULTS_DIR=/tmp/r bash scripts/gpu/moe_stream/call.sh
+# the shipped Triton config at B=1-16.   RESULTS_DIR=/tmp/r bash scripts/gpu/moe_stream/call.sh
 set -u
 cd "$(dirname "$0")/../../.."
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1

@@ -187,7 +187,7 @@ def check(fn, shape, weights, n_cases: int, watchdog_s: float = 20.0) -> dict:
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, nargs="+", default=[4, 1, 8, 16, 2])
-    p.add_argument("--variants", nargs="+", default=["6:4:1:1", "6:4:0:0", "6:4:1:0", "6:8:1:1"],
+    p.add_argument("--variants", nargs="+", default=["6:4:1:1", "6:4:0:0", "6:4:1:0", "6:8:1:1", "6:2:1:1"],
                    help="RING:RUN:LATE:DYNAMIC (ring slots, down blocks per run, combine items at the end, items "
                         "from a ticket counter); above 8 tokens the ring is at most 5")
     p.add_argument("--cases", type=int, default=40)

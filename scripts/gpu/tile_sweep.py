@@ -14,12 +14,13 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
 from oea_trt.bench.bandwidth import measure_bandwidth  # noqa: E402
 from oea_trt.bench.env import l2_bytes  # noqa: E402
-from oea_trt.bench.moe_timing import RoutingBatch, layer_call, oea_config, time_moe, time_routed  # noqa: E402
+from oea_trt.bench.moe_timing import layer_call  # noqa: E402
 from oea_trt.bench.rotation import copies_needed, copies_that_fit  # noqa: E402
 from oea_trt.bench.routers import pick_router  # noqa: E402
 from oea_trt.bench.routing_inputs import SyntheticSource  # noqa: E402
@@ -27,7 +28,7 @@ from oea_trt.bench.tune import check_config  # noqa: E402
 from oea_trt.moe import ExpertWeights  # noqa: E402
 from oea_trt.moe.shapes import get_preset  # noqa: E402
 from oea_trt.moe.tuned import config_for  # noqa: E402
-from oea_trt.routing.reference import oea_route  # noqa: E402
+from sweep_cases import batch_cases, time_row  # noqa: E402
 
 
 def three(gu, dn, **kw):
@@ -112,32 +113,15 @@ def main():
         if time.time() - t_start > args.budget:
             print(f"budget reached: B={b} not run", flush=True)
             continue
-        batch = RoutingBatch(source, b, copies, shape.hidden_size, 0, "cuda", torch.bfloat16)
+        batch, cases = batch_cases(source, shape, b, copies, bw)
         shipped = config_for(batch.x[0], weights[0].w13, shape.top_k)
-        cases = {}
-        for label, k0 in (("vanilla", 8), ("k0=3", 3)):
-            cfg = oea_config(shape, k0)
-            routings = [oea_route(lg, cfg) for lg in batch.logits]
-            T = sum(int(r.num_active) for r in routings) / len(routings)
-            cases[label] = (cfg, routings, T * shape.expert_bytes / bw * 1e6)
-        print(f"== B={b}: floor vanilla {cases['vanilla'][2]:.1f} us, k0=3 {cases['k0=3'][2]:.1f} us "
-              f"(MoE only us (x floor) | routing+MoE us)", flush=True)
         for name in ["shipped"] + (args.names or PLAN.get(b, [])):
             config = shipped if name == "shipped" else shipped.replace(**CANDIDATES[name])
             row = {"batch": b, "name": name, "config": config.to_dict()}
             try:
                 if name != "shipped" and not check_config(shape, weights[0], b, config, 0):
                     raise RuntimeError("differs from the fp32 loop")
-                fn = layer_call("triton", config)
-                for label, (cfg, routings, floor) in cases.items():
-                    moe = time_moe(fn, batch, weights, routings, repeats=args.repeats).median_us
-                    routed = time_routed(fn, batch, weights, router, cfg, repeats=args.repeats).median_us
-                    row[label] = {"moe_us": moe, "x_floor": moe / floor, "routed_us": routed}
-                row["ratio_routed"] = row["k0=3"]["routed_us"] / row["vanilla"]["routed_us"]
-                v, o = row["vanilla"], row["k0=3"]
-                print(f"  {name:28s} vanilla {v['moe_us']:6.1f} ({v['x_floor']:.2f}) | {v['routed_us']:6.1f}   "
-                      f"k0=3 {o['moe_us']:6.1f} ({o['x_floor']:.2f}) | {o['routed_us']:6.1f}   ratio {row['ratio_routed']:.3f}",
-                      flush=True)
+                time_row(row, layer_call("triton", config), batch, weights, router, cases, args.repeats)
             except Exception as exc:  # noqa: BLE001 (a candidate that does not compile or fit: say so, go on)
                 row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
                 print(f"  {name:28s} ERROR {row['error']}", flush=True)

@@ -14,13 +14,13 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(HERE))))
+sys.path.insert(0, os.path.dirname(HERE))
 
 import torch  # noqa: E402
 
 from oea_trt.bench.bandwidth import measure_bandwidth  # noqa: E402
 from oea_trt.bench.env import l2_bytes  # noqa: E402
-from oea_trt.bench.moe_timing import (RoutingBatch, layer_call, oea_config, relative_errors, time_moe,  # noqa: E402
-                                      time_routed, within_tolerance)
+from oea_trt.bench.moe_timing import layer_call, oea_config, relative_errors, within_tolerance  # noqa: E402
 from oea_trt.bench.rotation import copies_needed, copies_that_fit  # noqa: E402
 from oea_trt.bench.routers import pick_router  # noqa: E402
 from oea_trt.bench.routing_inputs import SyntheticSource  # noqa: E402
@@ -30,6 +30,7 @@ from oea_trt.moe.shapes import get_preset  # noqa: E402
 from oea_trt.moe.tuned import config_for  # noqa: E402
 from oea_trt.routing.reference import oea_route  # noqa: E402
 from oea_trt.routing.synthetic import SkewedRouter  # noqa: E402
+from sweep_cases import batch_cases, time_row  # noqa: E402
 
 
 def build(out_dir: str) -> ctypes.CDLL:
@@ -232,28 +233,11 @@ def main():
         if time.time() - t0 > args.budget:
             print(f"budget reached: B={b} not run", flush=True)
             continue
-        batch = RoutingBatch(source, b, copies, shape.hidden_size, 0, "cuda", torch.bfloat16)
+        batch, cases = batch_cases(source, shape, b, copies, bw)
         shipped = config_for(batch.x[0], weights[0].w13, shape.top_k)
-        cases = {}
-        for label, k0 in (("vanilla", 8), ("k0=3", 3)):
-            cfg = oea_config(shape, k0)
-            routings = [oea_route(lg, cfg) for lg in batch.logits]
-            T = sum(int(r.num_active) for r in routings) / len(routings)
-            cases[label] = (cfg, routings, T * shape.expert_bytes / bw * 1e6)
-        print(f"== B={b}: floor vanilla {cases['vanilla'][2]:.1f} us, k0=3 {cases['k0=3'][2]:.1f} us "
-              f"(MoE only us (x floor) | routing+MoE us)", flush=True)
         named = [("shipped", layer_call("triton", shipped))] + [(f"stream ring{v}", fns[v]) for v in args.variants]
         for name, fn in named:
-            row = {"batch": b, "name": name}
-            for label, (cfg, routings, floor) in cases.items():
-                moe = time_moe(fn, batch, weights, routings, repeats=args.repeats).median_us
-                routed = time_routed(fn, batch, weights, router, cfg, repeats=args.repeats).median_us
-                row[label] = {"moe_us": moe, "x_floor": moe / floor, "routed_us": routed}
-            row["ratio_routed"] = row["k0=3"]["routed_us"] / row["vanilla"]["routed_us"]
-            vv, o = row["vanilla"], row["k0=3"]
-            print(f"  {name:20s} vanilla {vv['moe_us']:6.1f} ({vv['x_floor']:.2f}) | {vv['routed_us']:6.1f}   "
-                  f"k0=3 {o['moe_us']:6.1f} ({o['x_floor']:.2f}) | {o['routed_us']:6.1f}   ratio {row['ratio_routed']:.3f}",
-                  flush=True)
+            row = time_row({"batch": b, "name": name}, fn, batch, weights, router, cases, args.repeats)
             if name.startswith("stream"):
                 row["timeline"] = {label: timeline(fn, batch.x[0], weights, routings[0])
                                    for label, (cfg, routings, floor) in cases.items()}

@@ -579,9 +579,12 @@ int oea_moe_stream_launch(const void* x, const void* w13, const void* w2, const 
         return -1;
     if (!dynamic) {  // a static grid must be resident at once, or a waiting CTA can hold the SM that
                      // the CTA it waits for needs (one CTA fits per SM at these shared-memory sizes)
-        int device = 0, sms = 0;
-        cudaGetDevice(&device);
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+        static int sms = 0;  // read once: a launch must not query the device every call
+        if (sms == 0) {
+            int device = 0;
+            cudaGetDevice(&device);
+            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+        }
         if (grid > sms) grid = sms;
     }
     Params p;

@@ -70,6 +70,7 @@ struct Params {
     int B, k, E, run;
     int late_combine;            // 0: a down run's last finisher sums; 1: combine items at the end
     int dynamic;                 // 0: item i on CTA i % grid; 1: items drawn from a ticket counter
+    int probe;                   // 1: the consumers skip the MMAs (output wrong): times the pipe alone
     unsigned* ticket;
     unsigned* comb_done;         // late combine: combine items finished (the last one resets gu_done)
     unsigned long long* stamps;  // null, or [grid][4] %globaltimer: entry, first copy, gate/up done, done
@@ -413,8 +414,9 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
             for (int h = 0; h < S::NH; ++h) {
                 mbar_wait(&full[slot], phase);
                 const unsigned char* row = ring + slot * S::SLOT + g * S::GU_STRIDE + (warp * (S::KS / NW) + q * 8) * 2;
+                if (!p.probe)
 #pragma unroll
-                for (int kb = 0; kb < S::GU_KB; ++kb) mma_k32(acc, row + kb * 64, 8 * S::GU_STRIDE, xf[h][kb]);
+                    for (int kb = 0; kb < S::GU_KB; ++kb) mma_k32(acc, row + kb * 64, 8 * S::GU_STRIDE, xf[h][kb]);
                 __syncwarp();
                 if (lane == 0) mbar_arrive(&empty[slot]);
                 if (++slot == RING) slot = 0, phase ^= 1;
@@ -476,8 +478,9 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
                 float acc[NT][4] = {};
                 mbar_wait(&full[slot], phase);
                 const unsigned char* row = ring + slot * S::SLOT + g * S::DN_STRIDE + (warp * (I / NW) + q * 8) * 2;
+                if (!p.probe)
 #pragma unroll
-                for (int kb = 0; kb < S::DN_KB; ++kb) mma_k32(acc, row + kb * 64, 8 * S::DN_STRIDE, af[kb]);
+                    for (int kb = 0; kb < S::DN_KB; ++kb) mma_k32(acc, row + kb * 64, 8 * S::DN_STRIDE, af[kb]);
                 __syncwarp();
                 if (lane == 0) mbar_arrive(&empty[slot]);
                 if (++slot == RING) slot = 0, phase ^= 1;
@@ -572,7 +575,7 @@ size_t oea_moe_stream_workspace_bytes(int H, int I) {
 // 0 on success; -1 for a shape or option the prototype does not cover; else a cudaError_t.
 int oea_moe_stream_launch(const void* x, const void* w13, const void* w2, const int* ids, const float* wts,
                           void* out, void* workspace, int B, int k, int E, int H, int I, int run, int ring,
-                          int late_combine, int dynamic,
+                          int late_combine, int dynamic, int probe,
                           int grid, unsigned long long* stamps, cudaStream_t stream) {
     if (B < 1 || B > WS_NTOK || k < 1 || k > MAX_OWN || B * k > WS_NTOK * MAX_K / 2 || E < 1 || E > MAX_E ||
         H != 2048 || I != 768 || run < 1 || (H / ROWS) % run != 0 || grid < 1)
@@ -604,6 +607,7 @@ int oea_moe_stream_launch(const void* x, const void* w13, const void* w2, const 
     p.ticket = p.comb_done + 1;
     p.dynamic = dynamic;
     p.late_combine = late_combine;
+    p.probe = probe;
     p.B = B, p.k = k, p.E = E, p.run = run;
     p.stamps = stamps;
     if (B <= 8) {

@@ -20,7 +20,7 @@ import torch  # noqa: E402
 
 from oea_trt.bench.bandwidth import measure_bandwidth  # noqa: E402
 from oea_trt.bench.env import l2_bytes  # noqa: E402
-from oea_trt.bench.moe_timing import layer_call, oea_config, relative_errors, within_tolerance  # noqa: E402
+from oea_trt.bench.moe_timing import layer_call, oea_config, relative_errors, time_moe, within_tolerance  # noqa: E402
 from oea_trt.bench.rotation import copies_needed, copies_that_fit  # noqa: E402
 from oea_trt.bench.routers import pick_router  # noqa: E402
 from oea_trt.bench.routing_inputs import SyntheticSource  # noqa: E402
@@ -36,7 +36,7 @@ from sweep_cases import batch_cases, time_row  # noqa: E402
 def build(out_dir: str) -> ctypes.CDLL:
     lib = os.path.join(out_dir, "libmoe_stream.so")
     cmd = ["nvcc", "-O3", "-std=c++17", "-arch=sm_90a", "-Xptxas", "-v", "-shared", "-Xcompiler", "-fPIC",
-           os.path.join(HERE, "moe_stream.cu"), "-o", lib]
+           os.path.join(HERE, "moe_stream.cu"), os.path.join(HERE, "read_floor.cu"), "-o", lib]
     res = subprocess.run(cmd, capture_output=True, text=True)
     regs = [ln.strip() for ln in res.stderr.splitlines() if "registers" in ln or "spill" in ln]
     print("nvcc:", res.returncode, *regs[:2], sep="\n  ", flush=True)
@@ -47,16 +47,36 @@ def build(out_dir: str) -> ctypes.CDLL:
     so.oea_moe_stream_workspace_bytes.restype = ctypes.c_size_t
     so.oea_moe_stream_workspace_bytes.argtypes = [ctypes.c_int, ctypes.c_int]
     so.oea_moe_stream_launch.restype = ctypes.c_int
-    so.oea_moe_stream_launch.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 10 + [ctypes.c_void_p] * 2
+    so.oea_moe_stream_launch.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 11 + [ctypes.c_void_p] * 2
+    so.oea_read_experts_launch.restype = ctypes.c_int
+    so.oea_read_experts_launch.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 4 + [ctypes.c_void_p] * 2
     return so
+
+
+class ReadFloor:
+    """fn(x, weights, routing): reads every active expert's bytes once and nothing else (read_floor.cu)."""
+
+    def __init__(self, so, ctas_per_sm: int = 4):
+        self.so, self.ctas_per_sm = so, ctas_per_sm
+        self.sink = torch.zeros(1, dtype=torch.int32, device="cuda")
+
+    def __call__(self, x, weights, routing):
+        E, two_i, H = weights.w13.shape
+        mask = routing.active_mask.contiguous()
+        rc = self.so.oea_read_experts_launch(weights.w13.data_ptr(), weights.w2.data_ptr(), mask.data_ptr(), E, H,
+                                             two_i // 2, self.ctas_per_sm, self.sink.data_ptr(),
+                                             torch.cuda.current_stream().cuda_stream)
+        if rc:
+            raise RuntimeError(f"oea_read_experts_launch returned {rc}")
+        return x
 
 
 class StreamMoE:
     """fn(x, weights, routing) -> [T, H] through the prototype, with its own zeroed workspace."""
 
     def __init__(self, so, hidden: int, inter: int, run: int = 4, ring: int = 6, late: int = 0, dynamic: int = 0,
-                 grid=None):
-        self.so, self.run, self.ring, self.late, self.dynamic = so, run, ring, late, dynamic
+                 probe: int = 0, grid=None):
+        self.so, self.run, self.ring, self.late, self.dynamic, self.probe = so, run, ring, late, dynamic, probe
         self.grid = grid or torch.cuda.get_device_properties(0).multi_processor_count
         self.ws = torch.zeros(so.oea_moe_stream_workspace_bytes(hidden, inter), dtype=torch.uint8, device="cuda")
         self.stamps = None  # an int64 [grid, 4] tensor: the next calls record their %globaltimer stamps
@@ -68,7 +88,8 @@ class StreamMoE:
         out = torch.empty((B, H), dtype=x.dtype, device=x.device)
         rc = self.so.oea_moe_stream_launch(x.contiguous().data_ptr(), weights.w13.data_ptr(), weights.w2.data_ptr(),
                                            ids.data_ptr(), wts.data_ptr(), out.data_ptr(), self.ws.data_ptr(), B, k, E,
-                                           H, weights.w2.shape[2], self.run, self.ring if B <= 8 else min(self.ring, 5), self.late, self.dynamic, self.grid,
+                                           H, weights.w2.shape[2], self.run, self.ring if B <= 8 else min(self.ring, 5), self.late, self.dynamic, self.probe,
+                                           self.grid,
                                            None if self.stamps is None else self.stamps.data_ptr(),
                                            torch.cuda.current_stream().cuda_stream)
         if rc:
@@ -189,8 +210,11 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, nargs="+", default=[4, 1, 8, 16, 2])
     p.add_argument("--variants", nargs="+", default=["6:4:1:1", "6:4:0:0", "6:4:1:0", "6:8:1:1", "6:2:1:1"],
-                   help="RING:RUN:LATE:DYNAMIC (ring slots, down blocks per run, combine items at the end, items "
-                        "from a ticket counter); above 8 tokens the ring is at most 5")
+                   help="RING:RUN:LATE:DYNAMIC[:p] (ring slots, down blocks per run, combine items at the end, items "
+                        "from a ticket counter; p: probe, the MMAs skipped, timed not checked); above 8 tokens the "
+                        "ring is at most 5")
+    p.add_argument("--read-floor", action="store_true",
+                   help="also time read_floor.cu: the active experts' bytes read once, nothing else (MoE only)")
     p.add_argument("--cases", type=int, default=40)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--budget", type=float, default=300.0)
@@ -209,17 +233,19 @@ def main():
     results = {"device": torch.cuda.get_device_name(), "rows": []}
     fns = {}
     for v in args.variants:
-        ring, run, late, dynamic = (int(f) for f in v.split(":"))
+        f = v.split(":")
+        ring, run, late, dynamic = (int(x) for x in f[:4])
         fns[v] = StreamMoE(so, shape.hidden_size, shape.moe_intermediate_size, ring=ring, run=run, late=late,
-                           dynamic=dynamic)
+                           dynamic=dynamic, probe=int(f[4:] == ["p"]))
+    checked = [v for v in args.variants if not fns[v].probe]
     watchdog = 150.0 if args.check_only else 20.0  # compute-sanitizer runs kernels far slower
-    results["check"] = check(fns[args.variants[0]], shape, weights[0], args.cases, watchdog)
+    results["check"] = check(fns[checked[0]], shape, weights[0], args.cases, watchdog)
     if results["check"]["passed"] < args.cases or not results["check"]["graph_ok"]:
         print("check failed: no timing", flush=True)
         if args.json:
             json.dump(results, open(args.json, "w"), indent=1)
         raise SystemExit(1)
-    for v in args.variants[1:]:
+    for v in checked[1:]:
         sub = check(fns[v], shape, weights[0], 16, watchdog)  # B = 1..16: both token tiles
         results.setdefault("variant_checks", {})[v] = sub["passed"]
     if args.check_only:
@@ -236,6 +262,15 @@ def main():
         batch, cases = batch_cases(source, shape, b, copies, bw)
         shipped = config_for(batch.x[0], weights[0].w13, shape.top_k)
         named = [("shipped", layer_call("triton", shipped))] + [(f"stream ring{v}", fns[v]) for v in args.variants]
+        if args.read_floor:
+            reader = ReadFloor(so)
+            row = {"batch": b, "name": "read floor"}
+            for label, (cfg, routings, floor) in cases.items():
+                us = time_moe(reader, batch, weights, routings, repeats=args.repeats).median_us
+                row[label] = {"moe_us": us, "x_floor": us / floor}
+            print(f"  {'read floor':28s} vanilla {row['vanilla']['moe_us']:6.1f} ({row['vanilla']['x_floor']:.2f})"
+                  f"{'':11s}k0=3 {row['k0=3']['moe_us']:6.1f} ({row['k0=3']['x_floor']:.2f})", flush=True)
+            results["rows"].append(row)
         for name, fn in named:
             row = time_row({"batch": b, "name": name}, fn, batch, weights, router, cases, args.repeats)
             if name.startswith("stream"):

@@ -73,14 +73,27 @@ struct Params {
     int probe;                   // 1: the consumers skip the MMAs (output wrong): times the pipe alone
     unsigned* ticket;
     unsigned* comb_done;         // late combine: combine items finished (the last one resets gu_done)
-    unsigned long long* stamps;  // null, or [grid][4] %globaltimer: entry, first copy, gate/up done, done
+    unsigned long long* stamps;  // null, or [grid][8]: %globaltimer at entry, first copy, gate/up done, done;
+                                 // SM cycles the producer waited for free slots, consumer warp 0 waited
+                                 // for full slots, for hand-offs (gate/up done, combine counts), in all
 };
 
 __device__ __forceinline__ void stamp(const Params& p, int which) {
     if (p.stamps == nullptr) return;
     unsigned long long t;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    p.stamps[blockIdx.x * 4 + which] = t;
+    p.stamps[blockIdx.x * 8 + which] = t;
+}
+
+// SM cycles spent in a wait, summed per warp: where each CTA's time goes (stamps 4-7).
+struct Waits {
+    long long t = 0;
+    __device__ __forceinline__ void begin() { t = clock64(); }
+    __device__ __forceinline__ void end(long long& acc) { acc += clock64() - t; }
+};
+
+__device__ __forceinline__ void record(const Params& p, int which, long long v) {
+    if (p.stamps != nullptr) p.stamps[blockIdx.x * 8 + which] = static_cast<unsigned long long>(v);
 }
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
@@ -309,6 +322,8 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
         int slot = 0;
         unsigned phase = 0;
         bool first = true;
+        Waits w;
+        long long empty_wait = 0;
         // One item's stages into the ring; each slot also carries its item (dynamic mode reads it).
         // A combine item or the end (-1) takes one slot with no bytes.
         auto push = [&](int i) {
@@ -317,7 +332,9 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
             const int e = (gu || dn) ? s.act_e[a] : 0;
             const int stages = gu ? S::NH : dn ? p.run : 1;
             for (int st = 0; st < stages; ++st) {
+                w.begin();
                 mbar_wait(&empty[slot], phase ^ 1);
+                w.end(empty_wait);
                 if (lane == 0) {
                     if (first && (gu || dn)) stamp(p, 1), first = false;
                     s.slot_item[slot] = i;
@@ -342,6 +359,7 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
         };
         if (!p.dynamic) {
             for (int i = blockIdx.x; i < ndown_end; i += gridDim.x) push(i);
+            if (lane == 0) record(p, 4, empty_wait);
             return;
         }
         // Dynamic: items in ticket order (gate/up, down runs, combine items), so a CTA's items are
@@ -359,6 +377,7 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
         }
         if (lane == 0 && i == nitems + static_cast<int>(gridDim.x) - 1) *p.ticket = 0;
         push(-1);
+        if (lane == 0) record(p, 4, empty_wait);
         return;
     }
 
@@ -376,6 +395,9 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
             }
     uint4 af[S::DN_KB][NT];
     int af_a = -1;
+    Waits w;
+    long long full_wait = 0, handoff_wait = 0;
+    const long long t_start = clock64();
     int slot = 0, buf = 0;
     unsigned phase = 0;
 
@@ -402,7 +424,9 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
     // dynamic mode: the producer's slots say which item comes next (a wait on a slot the item
     // waits on again returns at once: the phase cannot move on before this warp releases it)
     auto next_item = [&]() {
+        w.begin();
         mbar_wait(&full[slot], phase);
+        w.end(full_wait);
         return s.slot_item[slot];
     };
     for (int i = p.dynamic ? next_item() : static_cast<int>(blockIdx.x); p.dynamic ? i >= 0 : i < nitems;
@@ -412,7 +436,9 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
             float acc[NT][4] = {};
 #pragma unroll
             for (int h = 0; h < S::NH; ++h) {
+                w.begin();
                 mbar_wait(&full[slot], phase);
+                w.end(full_wait);
                 const unsigned char* row = ring + slot * S::SLOT + g * S::GU_STRIDE + (warp * (S::KS / NW) + q * 8) * 2;
                 if (!p.probe)
 #pragma unroll
@@ -440,6 +466,7 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
                 if (lane == 0) mbar_arrive(&empty[slot]);
                 if (++slot == RING) slot = 0, phase ^= 1;
             }
+            w.begin();
             if (warp == 0) {
                 if (lane < B && s.nown[lane] > 0)
                     while (ld_acquire(&p.combine_cnt[lane * S::DN_BLOCKS + ridx]) != static_cast<unsigned>(s.nown[lane])) {
@@ -447,11 +474,12 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
                 __syncwarp();
             }
             named_sync<NW>();
-            for (int w = tid; w < B * cols; w += NW * 32) {
-                const int n = w / cols, row = row0 + (w % cols) * 4, nown = s.nown[n];
+            w.end(handoff_wait);
+            for (int u = tid; u < B * cols; u += NW * 32) {
+                const int n = u / cols, row = row0 + (u % cols) * 4, nown = s.nown[n];
                 if (nown == 0) continue;
                 combine4<H, NT == 1 ? MAX_OWN : MAX_OWN / 2>(p, s.own[n], nown, n, row);
-                if (w % cols == 0) p.combine_cnt[n * S::DN_BLOCKS + ridx] = 0;
+                if (u % cols == 0) p.combine_cnt[n * S::DN_BLOCKS + ridx] = 0;
             }
             if (warp == 0 && lane == 0) {  // the last combine item resets the hand-off counters
                 const unsigned old = atomicAdd(p.comb_done, 1u);
@@ -463,8 +491,10 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
         } else {  // down run: blocks of 16 hidden rows of expert a, y rows weighted into ybuf
             const int r = i - ngu, a = r / runs, e = s.act_e[a];
             if (a != af_a) {  // wait for every gate/up block of the expert, then load its act rows
+                w.begin();
                 while (ld_acquire(&p.gu_done[e]) != S::GU_BLOCKS) {
                 }
+                w.end(handoff_wait);
                 __syncwarp();  // the lanes meet again before mma.sync and bar.sync
 #pragma unroll
                 for (int kb = 0; kb < S::DN_KB; ++kb)
@@ -476,7 +506,9 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
             for (int st = 0; st < p.run; ++st) {
                 const int blk = (r % runs) * p.run + st;
                 float acc[NT][4] = {};
+                w.begin();
                 mbar_wait(&full[slot], phase);
+                w.end(full_wait);
                 const unsigned char* row = ring + slot * S::SLOT + g * S::DN_STRIDE + (warp * (I / NW) + q * 8) * 2;
                 if (!p.probe)
 #pragma unroll
@@ -523,12 +555,12 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
             named_sync<NW>();
             const unsigned bal = s.last;
             const int nlast = __popc(bal), cols = p.run * ROWS / 4;
-            for (int w = tid; w < nlast * cols; w += NW * 32) {
+            for (int u = tid; u < nlast * cols; u += NW * 32) {
                 unsigned b = bal;
-                for (int skip = w / cols; skip > 0; --skip) b &= b - 1;
-                const int n = __ffs(b) - 1, row = row0 + (w % cols) * 4, nown = s.nown[n];
+                for (int skip = u / cols; skip > 0; --skip) b &= b - 1;
+                const int n = __ffs(b) - 1, row = row0 + (u % cols) * 4, nown = s.nown[n];
                 combine4<H, NT == 1 ? MAX_OWN : MAX_OWN / 2>(p, s.own[n], nown, n, row);
-                if (w % cols == 0) p.combine_cnt[n * S::DN_BLOCKS + ridx] = 0;
+                if (u % cols == 0) p.combine_cnt[n * S::DN_BLOCKS + ridx] = 0;
             }
             if (warp == 0 && lane == 0) {  // the expert's last run resets its counters
                 const unsigned old = atomicAdd(&p.dn_done[e], 1u);
@@ -539,7 +571,12 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
             }
         }
     }
-    if (warp == 0 && lane == 0) stamp(p, 3);
+    if (warp == 0 && lane == 0) {
+        stamp(p, 3);
+        record(p, 5, full_wait);
+        record(p, 6, handoff_wait);
+        record(p, 7, clock64() - t_start);
+    }
 }
 
 template <int H, int I, int RING, int NT>

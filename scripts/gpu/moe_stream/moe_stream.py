@@ -79,7 +79,7 @@ class StreamMoE:
         self.so, self.run, self.ring, self.late, self.dynamic, self.probe = so, run, ring, late, dynamic, probe
         self.grid = grid or torch.cuda.get_device_properties(0).multi_processor_count
         self.ws = torch.zeros(so.oea_moe_stream_workspace_bytes(hidden, inter), dtype=torch.uint8, device="cuda")
-        self.stamps = None  # an int64 [grid, 4] tensor: the next calls record their %globaltimer stamps
+        self.stamps = None  # an int64 [grid, 8] tensor: the next calls record their stamps and wait cycles
 
     def __call__(self, x, weights, routing):
         ids, wts = routing.expert_ids.contiguous(), routing.weights.contiguous()
@@ -102,7 +102,7 @@ def timeline(fn, x, weights, routing) -> dict:
     us from the first CTA's entry."""
     fn(x, weights[1], routing)
     fn(x, weights[2], routing)
-    fn.stamps = torch.zeros((fn.grid, 4), dtype=torch.int64, device="cuda")
+    fn.stamps = torch.zeros((fn.grid, 8), dtype=torch.int64, device="cuda")
     torch.cuda.synchronize()
     fn(x, weights[3], routing)
     torch.cuda.synchronize()
@@ -116,6 +116,12 @@ def timeline(fn, x, weights, routing) -> dict:
             continue
         summary[name] = [round(float(v), 2) for v in (t[on, col].min(), t[on, col].median(), t[on, col].max())]
     summary["ctas_with_items"] = int((st[:, 1] > 0).sum())
+    # where each CTA's consumer time went, % of its cycles (median over CTAs): the producer waiting
+    # for a free slot (consumers behind), consumer warp 0 waiting for a full slot (memory behind),
+    # waiting for a hand-off (gate/up counters, combine counts)
+    total = st[:, 7].clamp(min=1)
+    for col, name in ((4, "producer_wait_pct"), (5, "full_wait_pct"), (6, "handoff_wait_pct")):
+        summary[name] = round(float((100 * st[:, col] / total).median()), 1)
     return summary
 
 

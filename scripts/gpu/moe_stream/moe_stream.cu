@@ -1,6 +1,9 @@
 // Lab prototype for issue 20: the whole decode MoE layer (gate/up, SiLU*up, down, combine) in one
 // persistent launch whose weights stream through a shared-memory ring filled by a producer warp
-// with 1-D bulk copies (cp.async.bulk + mbarrier), consumed by four MMA warps.
+// with 1-D bulk copies (cp.async.bulk + mbarrier), consumed by four MMA warps, whose partial
+// tiles an epilogue warp sums, finishes and signals (run 4 showed the MMA warps' own per-block
+// reduction and release fence capping the stream: the producer waited for free slots 33-51 %
+// of the time while the MMA warps waited for data 2-4 %).
 //
 // Why: the Triton kernels pay about 3 us per streaming phase, and at small T the down projection
 // is a second phase: its items cannot load w2 before their expert's act rows exist, and Triton
@@ -174,16 +177,6 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
     return v;
 }
 
-__device__ __forceinline__ void red_release_add(unsigned* p, unsigned v) {
-    asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-
-__device__ __forceinline__ unsigned atom_acq_rel_add(unsigned* p, unsigned v) {
-    unsigned old;
-    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
-    return old;
-}
-
 __device__ __forceinline__ uint4 ldcg128(const void* p) {
     return __ldcg(reinterpret_cast<const uint4*>(p));
 }
@@ -220,20 +213,130 @@ struct Schedule {  // the call's routing, as every CTA derives it in shared memo
     signed char own[NTOK][MAX_K];   // each token's owning slots, in slot order
     int nown[NTOK];
     int A;
-    unsigned last;  // tokens whose combine the current down run finishes
     int slot_item[8];  // the item each ring slot holds (dynamic mode; -1: no more items)
 };
 
+template <int NW>
+__device__ __forceinline__ void named_sync_workers() {  // the MMA warps and the epilogue warp
+    asm volatile("bar.sync 2, %0;" ::"n"((NW + 1) * 32) : "memory");
+}
+
+__device__ __forceinline__ bool mbar_test(uint64_t* bar, unsigned parity) {
+    uint32_t done;
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
+        : "=r"(done)
+        : "r"(smem_u32(bar)), "r"(parity)
+        : "memory");
+    return done != 0;
+}
+
+__device__ __forceinline__ void red_relaxed_add(unsigned* p, unsigned v) {
+    asm volatile("red.relaxed.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+// The epilogue warp: for each published (item, block) in order, the four MMA warps' partial
+// tiles summed in warp order, then SiLU(gate)*up into the act rows (gate/up) or the weighted y
+// rows (down). Its hand-off signals (gu_done per gate/up block, combine counts per down run) go
+// out in batches behind one fence at GPU scope: the fence waits for the stores to reach L2,
+// which on a saturated memory system takes microseconds, so it is paid once per batch and never
+// on the MMA warps' path. A batch is flushed when the next tile is not ready yet (so a signal
+// never waits behind a tile that may itself wait for it), when RB are pending, and at the end.
+template <int H, int I, int NT, int RB>
+__device__ __forceinline__ void epilogue(const Params& p, const Schedule<8 * NT>& s, const float4* red,
+                                         const int2* meta, uint64_t* rfull, uint64_t* rempty, int ngu, int runs,
+                                         int lane) {
+    constexpr int NW = 4, NTOK = 8 * NT;
+    using S = Shape<H, I, NW>;
+    const int g = lane / 4, q = lane % 4;
+    int rs = 0, npend = 0;
+    unsigned rphase = 0;
+    int pend[RB];
+    auto flush = [&]() {
+        if (npend == 0) return;
+        __syncwarp();
+        asm volatile("fence.acq_rel.gpu;" ::: "memory");
+#pragma unroll
+        for (int j = 0; j < RB; ++j) {
+            if (j >= npend) break;
+            const int i = pend[j];
+            if (i < ngu) {
+                if (lane == 0) red_relaxed_add(&p.gu_done[s.act_e[i / S::GU_BLOCKS]], 1);
+            } else {
+                const int r = i - ngu, a = r / runs, ridx = r % runs;
+                if (lane < NTOK && s.slot[a][lane] >= 0) red_relaxed_add(&p.combine_cnt[lane * S::DN_BLOCKS + ridx], 1);
+            }
+        }
+        npend = 0;
+    };
+    auto pending = [&](int i) {
+#pragma unroll
+        for (int j = 0; j < RB; ++j)
+            if (j == npend) pend[j] = i;
+        ++npend;
+    };
+    while (true) {
+        if (npend > 0 && (npend == RB || !mbar_test(&rfull[rs], rphase))) flush();
+        mbar_wait(&rfull[rs], rphase);
+        const int2 m = meta[rs];
+        float c[NT][4];
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+            float4 v = red[((rs * NW) * NT + t) * 32 + lane];
+#pragma unroll
+            for (int w = 1; w < NW; ++w) {
+                const float4 u = red[((rs * NW + w) * NT + t) * 32 + lane];
+                v.x += u.x, v.y += u.y, v.z += u.z, v.w += u.w;
+            }
+            c[t][0] = v.x, c[t][1] = v.y, c[t][2] = v.z, c[t][3] = v.w;
+        }
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&rempty[rs]);
+        if (++rs == RB) rs = 0, rphase ^= 1;
+        const int i = m.x;
+        if (i < 0) break;
+        if (i < ngu) {  // row g: gate column 8cc+g, row g+8: its up column; tokens 8t+2q, 8t+2q+1
+            const int a = i / S::GU_BLOCKS, cc = i % S::GU_BLOCKS;
+#pragma unroll
+            for (int t = 0; t < NT; ++t) {
+                __nv_bfloat16* dst = p.act + ((size_t)a * WS_NTOK + 8 * t + 2 * q) * I + cc * 8 + g;
+                dst[0] = __float2bfloat16_rn(c[t][0] / (1.f + expf(-c[t][0])) * c[t][2]);
+                dst[I] = __float2bfloat16_rn(c[t][1] / (1.f + expf(-c[t][1])) * c[t][3]);
+            }
+            pending(i);
+        } else {  // rows blk*16+g (c 0,1) and blk*16+g+8 (c 2,3); tokens 8t+2q, 8t+2q+1
+            const int r = i - ngu, a = r / runs, blk = (r % runs) * p.run + m.y;
+#pragma unroll
+            for (int t = 0; t < NT; ++t)
+#pragma unroll
+                for (int u = 0; u < 2; ++u) {
+                    const int n = 8 * t + 2 * q + u, j = s.slot[a][n];
+                    if (j < 0) continue;
+                    float* y = p.ybuf + ((size_t)n * MAX_K + j) * H + blk * ROWS + g;
+                    y[0] = c[t][u] * s.wgt[a][n];
+                    y[8] = c[t][2 + u] * s.wgt[a][n];
+                }
+            if (m.y == p.run - 1) pending(i);  // the run's last block: count it in its tokens' combines
+        }
+    }
+    flush();
+}
+
+constexpr int RB = 4;  // partial-tile slots between the MMA warps and the epilogue warp
+
 template <int H, int I, int RING, int NT>
-__global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
-    constexpr int NTOK = 8 * NT, NW = 4, THREADS = (NW + 1) * 32;
+__global__ void __launch_bounds__(6 * 32, 1) moe_stream_kernel(const Params p) {
+    constexpr int NTOK = 8 * NT, NW = 4, THREADS = (NW + 2) * 32;
     using S = Shape<H, I, NW>;
     extern __shared__ __align__(128) unsigned char smem[];
     unsigned char* ring = smem;
     uint64_t* full = reinterpret_cast<uint64_t*>(smem + RING * S::SLOT);
     uint64_t* empty = full + RING;
-    float4* red = reinterpret_cast<float4*>(empty + RING);  // [2][NW][NT][32]
-    Schedule<NTOK>& s = *reinterpret_cast<Schedule<NTOK>*>(red + 2 * NW * NT * 32);
+    uint64_t* rfull = empty + RING;   // [RB] partial tiles published (every MMA thread arrives)
+    uint64_t* rempty = rfull + RB;    // [RB] partial tiles read by the epilogue warp
+    int2* meta = reinterpret_cast<int2*>(rempty + RB);  // [RB] (item, block) of each partial tile
+    float4* red = reinterpret_cast<float4*>(meta + RB);  // [RB][NW][NT][32]
+    Schedule<NTOK>& s = *reinterpret_cast<Schedule<NTOK>*>(red + RB * NW * NT * 32);
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int B = p.B, k = p.k, E = p.E, nslots = B * k;
@@ -243,6 +346,10 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
         for (int i = 0; i < RING; ++i) {
             mbar_init(&full[i], 1);
             mbar_init(&empty[i], NW);
+        }
+        for (int i = 0; i < RB; ++i) {
+            mbar_init(&rfull[i], NW * 32);
+            mbar_init(&rempty[i], 1);
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
@@ -381,7 +488,13 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
         return;
     }
 
-    // consumers
+    if (warp == NW + 1) {  // epilogue warp: reduction, epilogue and hand-off signals, off the MMA warps' path
+        named_sync_workers<NW>();
+        epilogue<H, I, NT, RB>(p, s, red, meta, rfull, rempty, ngu, runs, lane);
+        return;
+    }
+
+    // MMA warps
     const int g = lane / 4, q = lane % 4;
     uint4 xf[S::NH][S::GU_KB][NT];  // this thread's 16 bytes of token 8t+g's x per 32-K block
 #pragma unroll
@@ -393,32 +506,25 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
                 const int k0 = h * S::KS + warp * (S::KS / NW) + kb * 32 + q * 8, n = 8 * t + g;
                 xf[h][kb][t] = n < B ? *reinterpret_cast<const uint4*>(p.x + (size_t)n * H + k0) : make_uint4(0, 0, 0, 0);
             }
+    named_sync_workers<NW>();
     uint4 af[S::DN_KB][NT];
     int af_a = -1;
+    int slot = 0, rs = 0;
+    unsigned phase = 0, rphase = 0;
     Waits w;
     long long full_wait = 0, handoff_wait = 0;
     const long long t_start = clock64();
-    int slot = 0, buf = 0;
-    unsigned phase = 0;
 
-    // Sums the warps' partial tiles in warp order; warp 0 gets the 16 x NTOK result.
-    auto reduce = [&](float (&c)[NT][4]) {
+    // This warp's partial 16 x NTOK tile of (item, block) to the epilogue warp, which sums the
+    // four warps' partials in warp order (deterministic) once all have arrived.
+    auto publish = [&](const float (&c)[NT][4], int item, int blk) {
+        mbar_wait(&rempty[rs], rphase ^ 1);
 #pragma unroll
         for (int t = 0; t < NT; ++t)
-            red[((buf * NW + warp) * NT + t) * 32 + lane] = make_float4(c[t][0], c[t][1], c[t][2], c[t][3]);
-        named_sync<NW>();  // double-buffered: the next block writes the other half
-        if (warp == 0) {
-#pragma unroll
-            for (int t = 0; t < NT; ++t) {
-                float4 v = red[((buf * NW) * NT + t) * 32 + lane];
-                for (int w = 1; w < NW; ++w) {
-                    const float4 u = red[((buf * NW + w) * NT + t) * 32 + lane];
-                    v.x += u.x, v.y += u.y, v.z += u.z, v.w += u.w;
-                }
-                c[t][0] = v.x, c[t][1] = v.y, c[t][2] = v.z, c[t][3] = v.w;
-            }
-        }
-        buf ^= 1;
+            red[((rs * NW + warp) * NT + t) * 32 + lane] = make_float4(c[t][0], c[t][1], c[t][2], c[t][3]);
+        if (warp == 0 && lane == 0) meta[rs] = make_int2(item, blk);
+        mbar_arrive(&rfull[rs]);  // every MMA thread arrives: its own writes are released
+        if (++rs == RB) rs = 0, rphase ^= 1;
     };
 
     // dynamic mode: the producer's slots say which item comes next (a wait on a slot the item
@@ -431,8 +537,7 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
     };
     for (int i = p.dynamic ? next_item() : static_cast<int>(blockIdx.x); p.dynamic ? i >= 0 : i < nitems;
          i = p.dynamic ? next_item() : i + static_cast<int>(gridDim.x)) {
-        if (i < ngu) {  // gate/up block: columns 8c..8c+7 of expert a's act rows, every token
-            const int a = i / S::GU_BLOCKS, c = i % S::GU_BLOCKS, e = s.act_e[a];
+        if (i < ngu) {  // gate/up block: 8 gate + 8 up rows of expert a, every token
             float acc[NT][4] = {};
 #pragma unroll
             for (int h = 0; h < S::NH; ++h) {
@@ -447,19 +552,9 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
                 if (lane == 0) mbar_arrive(&empty[slot]);
                 if (++slot == RING) slot = 0, phase ^= 1;
             }
-            reduce(acc);
-            if (warp == 0) {  // row g: gate column 8c+g, row g+8: its up column; tokens 8t+2q, 8t+2q+1
-#pragma unroll
-                for (int t = 0; t < NT; ++t) {
-                    __nv_bfloat16* dst = p.act + ((size_t)a * WS_NTOK + 8 * t + 2 * q) * I + c * 8 + g;
-                    dst[0] = __float2bfloat16_rn(acc[t][0] / (1.f + expf(-acc[t][0])) * acc[t][2]);
-                    dst[I] = __float2bfloat16_rn(acc[t][1] / (1.f + expf(-acc[t][1])) * acc[t][3]);
-                }
-                __syncwarp();
-                if (lane == 0) red_release_add(&p.gu_done[e], 1);
-            }
+            publish(acc, i, 0);
             if (warp == 0 && lane == 0 && !p.dynamic && i + (int)gridDim.x >= ngu) stamp(p, 2);
-        } else if (i >= ndown_end) {  // late combine item: sum every token's y rows of one run
+        } else if (i >= ndown_end) {  // combine item: sum every token's y rows of one run
             const int ridx = i - ndown_end, row0 = ridx * p.run * ROWS, cols = p.run * ROWS / 4;
             if (p.dynamic) {  // its slot holds no bytes: hand it back at once
                 __syncwarp();
@@ -488,14 +583,14 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
                     *p.comb_done = 0;
                 }
             }
-        } else {  // down run: blocks of 16 hidden rows of expert a, y rows weighted into ybuf
+        } else {  // down run: blocks of 16 hidden rows of expert a
             const int r = i - ngu, a = r / runs, e = s.act_e[a];
             if (a != af_a) {  // wait for every gate/up block of the expert, then load its act rows
                 w.begin();
                 while (ld_acquire(&p.gu_done[e]) != S::GU_BLOCKS) {
                 }
                 w.end(handoff_wait);
-                __syncwarp();  // the lanes meet again before mma.sync and bar.sync
+                __syncwarp();  // the lanes meet again before mma.sync
 #pragma unroll
                 for (int kb = 0; kb < S::DN_KB; ++kb)
 #pragma unroll
@@ -504,7 +599,6 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
                 af_a = a;
             }
             for (int st = 0; st < p.run; ++st) {
-                const int blk = (r % runs) * p.run + st;
                 float acc[NT][4] = {};
                 w.begin();
                 mbar_wait(&full[slot], phase);
@@ -516,60 +610,13 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
                 __syncwarp();
                 if (lane == 0) mbar_arrive(&empty[slot]);
                 if (++slot == RING) slot = 0, phase ^= 1;
-                reduce(acc);
-                if (warp != 0) continue;
-                // rows blk*16+g (acc 0,1) and blk*16+g+8 (acc 2,3); tokens 8t+2q, 8t+2q+1
-#pragma unroll
-                for (int t = 0; t < NT; ++t)
-#pragma unroll
-                    for (int u = 0; u < 2; ++u) {
-                        const int n = 8 * t + 2 * q + u, j = s.slot[a][n];
-                        if (j < 0) continue;
-                        float* y = p.ybuf + ((size_t)n * MAX_K + j) * H + blk * ROWS + g;
-                        y[0] = acc[t][u] * s.wgt[a][n];
-                        y[8] = acc[t][2 + u] * s.wgt[a][n];
-                    }
-            }
-            // The combine: the last of a token's experts to finish this run sums its y rows. Warp 0
-            // counts (one lane per token); then every consumer thread takes (token, 4 rows) pairs
-            // with all of the token's slots loaded at once, summed in slot order.
-            const int ridx = r % runs, row0 = ridx * p.run * ROWS;
-            if (p.late_combine) {  // count this run in its tokens' counters; nobody waits here
-                if (warp == 0) {
-                    __syncwarp();
-                    if (lane < NTOK && s.slot[a][lane] >= 0)
-                        red_release_add(&p.combine_cnt[lane * S::DN_BLOCKS + ridx], 1);
-                }
-                continue;
-            }
-            if (warp == 0) {
-                __syncwarp();
-                bool last = false;
-                if (lane < NTOK && s.slot[a][lane] >= 0) {
-                    const unsigned old = atom_acq_rel_add(&p.combine_cnt[lane * S::DN_BLOCKS + ridx], 1);
-                    last = old + 1 == static_cast<unsigned>(s.nown[lane]);
-                }
-                const unsigned bal = __ballot_sync(~0u, last);
-                if (lane == 0) s.last = bal;
-            }
-            named_sync<NW>();
-            const unsigned bal = s.last;
-            const int nlast = __popc(bal), cols = p.run * ROWS / 4;
-            for (int u = tid; u < nlast * cols; u += NW * 32) {
-                unsigned b = bal;
-                for (int skip = u / cols; skip > 0; --skip) b &= b - 1;
-                const int n = __ffs(b) - 1, row = row0 + (u % cols) * 4, nown = s.nown[n];
-                combine4<H, NT == 1 ? MAX_OWN : MAX_OWN / 2>(p, s.own[n], nown, n, row);
-                if (u % cols == 0) p.combine_cnt[n * S::DN_BLOCKS + ridx] = 0;
-            }
-            if (warp == 0 && lane == 0) {  // the expert's last run resets its counters
-                const unsigned old = atomicAdd(&p.dn_done[e], 1u);
-                if (old + 1 == static_cast<unsigned>(runs)) {
-                    p.gu_done[e] = 0;
-                    p.dn_done[e] = 0;
-                }
+                publish(acc, i, st);
             }
         }
+    }
+    {  // the end: the epilogue warp flushes its signals and leaves
+        const float zero[NT][4] = {};
+        publish(zero, -1, 0);
     }
     if (warp == 0 && lane == 0) {
         stamp(p, 3);
@@ -581,13 +628,14 @@ __global__ void __launch_bounds__(5 * 32, 1) moe_stream_kernel(const Params p) {
 
 template <int H, int I, int RING, int NT>
 constexpr size_t smem_bytes() {
-    return RING * Shape<H, I, 4>::SLOT + 2 * RING * sizeof(uint64_t) + 2 * 4 * NT * 32 * sizeof(float4) +
-           sizeof(Schedule<8 * NT>);
+    return RING * Shape<H, I, 4>::SLOT + 2 * (RING + RB) * sizeof(uint64_t) + RB * sizeof(int2) +
+           RB * 4 * NT * 32 * sizeof(float4) + sizeof(Schedule<8 * NT>);
 }
 
 template <int H, int I, int RING, int NT>
 int launch(const Params& p, int grid, cudaStream_t stream) {
     constexpr size_t bytes = smem_bytes<H, I, RING, NT>();
+    static_assert(bytes <= 227 * 1024, "shared memory over the sm_90 limit for one CTA");
     static bool configured = false;
     if (!configured) {
         const cudaError_t err = cudaFuncSetAttribute(moe_stream_kernel<H, I, RING, NT>,
@@ -595,7 +643,7 @@ int launch(const Params& p, int grid, cudaStream_t stream) {
         if (err != cudaSuccess) return err;
         configured = true;
     }
-    moe_stream_kernel<H, I, RING, NT><<<grid, 5 * 32, bytes, stream>>>(p);
+    moe_stream_kernel<H, I, RING, NT><<<grid, 6 * 32, bytes, stream>>>(p);
     return cudaGetLastError();
 }
 
@@ -615,7 +663,7 @@ int oea_moe_stream_launch(const void* x, const void* w13, const void* w2, const 
                           int late_combine, int dynamic, int probe,
                           int grid, unsigned long long* stamps, cudaStream_t stream) {
     if (B < 1 || B > WS_NTOK || k < 1 || k > MAX_OWN || B * k > WS_NTOK * MAX_K / 2 || E < 1 || E > MAX_E ||
-        H != 2048 || I != 768 || run < 1 || (H / ROWS) % run != 0 || grid < 1)
+        H != 2048 || I != 768 || run < 1 || (H / ROWS) % run != 0 || grid < 1 || !late_combine)
         return -1;
     if (!dynamic) {  // a static grid must be resident at once, or a waiting CTA can hold the SM that
                      // the CTA it waits for needs (one CTA fits per SM at these shared-memory sizes)

@@ -74,7 +74,7 @@ class ReadFloor:
 class StreamMoE:
     """fn(x, weights, routing) -> [T, H] through the prototype, with its own zeroed workspace."""
 
-    def __init__(self, so, hidden: int, inter: int, run: int = 4, ring: int = 6, late: int = 0, dynamic: int = 0,
+    def __init__(self, so, hidden: int, inter: int, run: int = 4, ring: int = 6, late: int = 1, dynamic: int = 0,
                  probe: int = 0, grid=None):
         self.so, self.run, self.ring, self.late, self.dynamic, self.probe = so, run, ring, late, dynamic, probe
         self.grid = grid or torch.cuda.get_device_properties(0).multi_processor_count
@@ -215,7 +215,7 @@ def check(fn, shape, weights, n_cases: int, watchdog_s: float = 20.0) -> dict:
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, nargs="+", default=[4, 1, 8, 16, 2])
-    p.add_argument("--variants", nargs="+", default=["6:4:1:1", "6:4:0:0", "6:4:1:0", "6:8:1:1", "6:2:1:1"],
+    p.add_argument("--variants", nargs="+", default=["6:4:1:1", "6:4:1:0", "6:8:1:1", "6:2:1:1"],
                    help="RING:RUN:LATE:DYNAMIC[:p] (ring slots, down blocks per run, combine items at the end, items "
                         "from a ticket counter; p: probe, the MMAs skipped, timed not checked); above 8 tokens the "
                         "ring is at most 5")

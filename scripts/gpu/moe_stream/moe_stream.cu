@@ -276,7 +276,8 @@ __device__ __forceinline__ void epilogue(const Params& p, const Schedule<8 * NT>
         ++npend;
     };
     while (true) {
-        if (npend > 0 && (npend == RB || !mbar_test(&rfull[rs], rphase))) flush();
+        // one decision for the warp: flush() holds a __syncwarp, and npend/pend must stay warp-uniform
+        if (npend > 0 && (npend == RB || __any_sync(~0u, !mbar_test(&rfull[rs], rphase)))) flush();
         mbar_wait(&rfull[rs], rphase);
         const int2 m = meta[rs];
         float c[NT][4];

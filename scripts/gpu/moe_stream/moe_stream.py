@@ -57,14 +57,15 @@ class ReadFloor:
     """fn(x, weights, routing): reads every active expert's bytes once and nothing else (read_floor.cu)."""
 
     def __init__(self, so, ctas_per_sm: int = 4):
-        self.so, self.ctas_per_sm = so, ctas_per_sm
+        self.so = so
+        self.grid = ctas_per_sm * torch.cuda.get_device_properties(0).multi_processor_count
         self.sink = torch.zeros(1, dtype=torch.int32, device="cuda")
 
     def __call__(self, x, weights, routing):
         E, two_i, H = weights.w13.shape
         mask = routing.active_mask.contiguous()
         rc = self.so.oea_read_experts_launch(weights.w13.data_ptr(), weights.w2.data_ptr(), mask.data_ptr(), E, H,
-                                             two_i // 2, self.ctas_per_sm, self.sink.data_ptr(),
+                                             two_i // 2, self.grid, self.sink.data_ptr(),
                                              torch.cuda.current_stream().cuda_stream)
         if rc:
             raise RuntimeError(f"oea_read_experts_launch returned {rc}")

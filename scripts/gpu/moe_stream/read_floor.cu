@@ -56,17 +56,11 @@ __global__ void __launch_bounds__(512) read_experts(const uint4* w13, const uint
 extern "C" {
 
 // 0 on success, -1 when an expert's bytes are not whole MiB chunks, else a cudaError_t.
-int oea_read_experts_launch(const void* w13, const void* w2, const bool* mask, int E, int H, int I, int ctas_per_sm,
+int oea_read_experts_launch(const void* w13, const void* w2, const bool* mask, int E, int H, int I, int grid,
                             unsigned* sink, cudaStream_t stream) {
     const size_t v13 = (size_t)2 * I * H * 2 / 16, v2 = (size_t)I * H * 2 / 16;
-    if (v13 % 65536 || v2 % 65536 || E > 256 || E < 1) return -1;
-    static int sms = 0;
-    if (sms == 0) {
-        int device = 0;
-        cudaGetDevice(&device);
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-    }
-    read_experts<4><<<sms * ctas_per_sm, 512, 0, stream>>>(static_cast<const uint4*>(w13), static_cast<const uint4*>(w2),
+    if (v13 % 65536 || v2 % 65536 || E > 256 || E < 1 || grid < 1) return -1;
+    read_experts<4><<<grid, 512, 0, stream>>>(static_cast<const uint4*>(w13), static_cast<const uint4*>(w2),
                                                           mask, E, (unsigned)(v13 >> 16), (unsigned)(v2 >> 16), sink);
     return cudaGetLastError();
 }

@@ -1,10 +1,34 @@
 """What the lab sweeps share (tile_sweep.py, moe_stream/moe_stream.py): one batch's skewed vanilla
 and OEA k0=3 routings of the 30B layer with their floors, and one timed row of a call beside them
-(MoE only and routing+MoE, CUDA-graph replay over the rotated weight copies, as `bench moe` times)."""
+(MoE only and routing+MoE, CUDA-graph replay over the rotated weight copies, as `bench moe` times),
+and the loop over batch sizes that produces them."""
+import time
+
 import torch
 
+from oea_trt.bench.bandwidth import measure_bandwidth
 from oea_trt.bench.moe_timing import RoutingBatch, oea_config, time_moe, time_routed
+from oea_trt.bench.routers import pick_router
+from oea_trt.bench.routing_inputs import SyntheticSource
+from oea_trt.moe.tuned import config_for
 from oea_trt.routing.reference import oea_route
+
+
+def sweep_batches(shape, weights, batch_sizes, budget_s: float, t0: float, results: dict):
+    """Measures the copy rate (into results["copy_Bps"]) and picks the kernel router, then yields
+    (B, router, RoutingBatch, cases, shipped config) per batch size; none starts after budget_s
+    seconds from t0."""
+    bw = measure_bandwidth(1 << 30).copy_tb_s * 1e12
+    results["copy_Bps"] = bw
+    router = pick_router("kernel")
+    print(f"{torch.cuda.get_device_name()}: copy {bw / 1e12:.2f} TB/s, {len(weights)} weight copies", flush=True)
+    source = SyntheticSource("skewed", shape.num_experts)
+    for b in batch_sizes:
+        if time.time() - t0 > budget_s:
+            print(f"budget reached: B={b} not run", flush=True)
+            continue
+        batch, cases = batch_cases(source, shape, b, len(weights), bw)
+        yield b, router, batch, cases, config_for(batch.x[0], weights[0].w13, shape.top_k)
 
 
 def batch_cases(source, shape, batch_size: int, copies: int, copy_Bps: float):

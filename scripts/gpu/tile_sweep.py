@@ -18,17 +18,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from oea_trt.bench.bandwidth import measure_bandwidth  # noqa: E402
 from oea_trt.bench.env import l2_bytes  # noqa: E402
 from oea_trt.bench.moe_timing import layer_call  # noqa: E402
 from oea_trt.bench.rotation import copies_needed, copies_that_fit  # noqa: E402
-from oea_trt.bench.routers import pick_router  # noqa: E402
-from oea_trt.bench.routing_inputs import SyntheticSource  # noqa: E402
 from oea_trt.bench.tune import check_config  # noqa: E402
 from oea_trt.moe import ExpertWeights  # noqa: E402
 from oea_trt.moe.shapes import get_preset  # noqa: E402
-from oea_trt.moe.tuned import config_for  # noqa: E402
-from sweep_cases import batch_cases, time_row  # noqa: E402
+from sweep_cases import sweep_batches, time_row  # noqa: E402
 
 
 def three(gu, dn, **kw):
@@ -104,17 +100,8 @@ def main():
     free = torch.cuda.mem_get_info()[0]
     copies = copies_that_fit(copies_needed(shape.expert_bytes, l2_bytes()), shape.num_experts * shape.expert_bytes, free)
     weights = [ExpertWeights.random(shape, device="cuda", seed=c) for c in range(copies)]
-    bw = measure_bandwidth(1 << 30).copy_tb_s * 1e12
-    router = pick_router("kernel")
-    print(f"{torch.cuda.get_device_name()}: copy {bw / 1e12:.2f} TB/s, {copies} weight copies", flush=True)
-    source = SyntheticSource("skewed", shape.num_experts)
-    results = {"device": torch.cuda.get_device_name(), "copy_Bps": bw, "rows": []}
-    for b in args.batch:
-        if time.time() - t_start > args.budget:
-            print(f"budget reached: B={b} not run", flush=True)
-            continue
-        batch, cases = batch_cases(source, shape, b, copies, bw)
-        shipped = config_for(batch.x[0], weights[0].w13, shape.top_k)
+    results = {"device": torch.cuda.get_device_name(), "rows": []}
+    for b, router, batch, cases, shipped in sweep_batches(shape, weights, args.batch, args.budget, t_start, results):
         for name in ["shipped"] + (args.names or PLAN.get(b, [])):
             config = shipped if name == "shipped" else shipped.replace(**CANDIDATES[name])
             row = {"batch": b, "name": name, "config": config.to_dict()}

@@ -57,10 +57,14 @@ for a, e in enumerate(active[:2]):
         act[a, :, c*8:c*8+8] = (gate / (1 + np.exp(-gate)) * up).T
     gu = x @ w13[e].T
     want = gu[:, :I] / (1 + np.exp(-gu[:, :I])) * gu[:, I:]
-    print("act err", np.abs(act[a, :B] - want).max(), np.abs(want).max())
+    err = np.abs(act[a, :B] - want).max()
+    print("act err", err, np.abs(want).max())
+    assert err < 1e-4 * np.abs(want).max(), "gate/up fragments do not reproduce the matmul"
     # down block 3 of expert a
     for blk in (0, 7):
         rows = w2[e, blk*16:blk*16+16, :]
         D = emulate_stage(rows, act[a], 0, I // NW)
         want_y = (want @ w2[e].T)[:, blk*16:blk*16+16]
-        print("down err", np.abs(D[:, :B].T - want_y).max(), np.abs(want_y).max())
+        err = np.abs(D[:, :B].T - want_y).max()
+        print("down err", err, np.abs(want_y).max())
+        assert err < 1e-4 * np.abs(want_y).max(), "down fragments do not reproduce the matmul"

@@ -1,11 +1,11 @@
 # Python transliteration of moe_stream.cu's schedule, items, epilogues and combine (sequential;
-# the block math as matmuls, its fragment mapping checked in emu.py), against a plain reference.
+# the block math as matmuls, its fragment mapping checked in emulate_fragments.py), against a plain reference.
 import numpy as np
 rng = np.random.default_rng(1)
 H, I, E, ROWS, MAX_K, WS = 2048, 768, 32, 16, 16, 16
 GU_BLOCKS, DN_BLOCKS = I // 8, H // ROWS
 
-def kernel(x, w13, w2, ids, wts, run, grid, late=0):
+def kernel(x, w13, w2, ids, wts, run, grid):
     B, k = ids.shape
     out = np.full((B, H), np.nan)
     mask = np.zeros(E, np.uint32)
@@ -22,10 +22,10 @@ def kernel(x, w13, w2, ids, wts, run, grid, late=0):
     own = [[j for j in range(k) if 0 <= ids[t, j] < E and all(ids[t, jj] != ids[t, j] for jj in range(j))] for t in range(B)]
     for t in range(B):
         if not own[t]: out[t] = 0
-    runs = DN_BLOCKS // run; ngu = A * GU_BLOCKS; ndown_end = ngu + A * runs; nitems = ndown_end + (runs if late else 0)
+    runs = DN_BLOCKS // run; ngu = A * GU_BLOCKS; ndown_end = ngu + A * runs; nitems = ndown_end + runs
     comb_done = 0
     act = np.full((A, WS, I), np.nan); ybuf = np.full((WS, MAX_K, H), np.nan)
-    cnt = np.zeros((WS, DN_BLOCKS), int); gu_done = np.zeros(E, int); dn_done = np.zeros(E, int)
+    cnt = np.zeros((WS, DN_BLOCKS), int); gu_done = np.zeros(E, int)
     X = np.zeros((WS, H)); X[:B] = x
     order = [i for c in range(grid) for i in range(c, nitems, grid)]
     order.sort(key=lambda i: (i >= ngu) + (i >= ndown_end), reverse=False)  # phases in order in this emulation
@@ -57,20 +57,10 @@ def kernel(x, w13, w2, ids, wts, run, grid, late=0):
                     j = slot[a, n]
                     if j < 0: continue
                     ybuf[n, j, blk*16:blk*16+16] = D[:, n] * wgt[a, n]
-            ridx = r % runs; row0 = ridx * run * ROWS
-            if late:
-                for n in range(WS):
-                    if slot[a, n] >= 0: cnt[n, ridx] += 1
-                continue
+            ridx = r % runs
             for n in range(WS):
-                if slot[a, n] < 0: continue
-                cnt[n, ridx] += 1
-                if cnt[n, ridx] == len(own[n]):
-                    out[n, row0:row0 + run*ROWS] = sum(ybuf[n, j, row0:row0 + run*ROWS] for j in own[n])
-                    cnt[n, ridx] = 0
-            dn_done[e] += 1
-            if dn_done[e] == runs: gu_done[e] = dn_done[e] = 0
-    assert not cnt.any() and not gu_done.any() and not dn_done.any(), "counters not reset"
+                if slot[a, n] >= 0: cnt[n, ridx] += 1
+    assert not cnt.any() and not gu_done.any(), "counters not reset"
     return out
 
 def reference(x, w13, w2, ids, wts):
@@ -92,6 +82,8 @@ for case in range(12):
     if case % 3 == 2: ids[0] = -1; ids[-1, -1] = E
     x = rng.standard_normal((B, H))
     run = [1, 2, 4, 8][case % 4]
-    got = kernel(x, w13, w2, ids, wts, run, grid=[132, 7, 1][case % 3], late=case % 2)
+    got = kernel(x, w13, w2, ids, wts, run, grid=[132, 7, 1][case % 3])
     want = reference(x, w13, w2, ids, wts)
-    print(case, B, run, "max err", np.abs(got - want).max(), "nan" if np.isnan(got).any() else "")
+    err = np.abs(got - want).max()
+    print(case, B, run, "max err", err)
+    assert not np.isnan(got).any() and err < 1e-9, f"case {case}: the schedule's output differs from the reference"

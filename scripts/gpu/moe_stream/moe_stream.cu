@@ -19,14 +19,14 @@
 // Work: a gate/up block is (active expert a, 8 intermediate columns): 8 gate rows + 8 up rows of
 // the full K, streamed as H/1024 stages of 16 rows x 1024. A down run is (a, `run` blocks of 16
 // hidden rows), one stage per block (16 rows x I). Items (gate/up blocks, then down runs, both
-// expert-major; with the late combine, combine items after them) go to CTA i % grid, or (dynamic)
+// expert-major, then one combine item per run of hidden rows) go to CTA i % grid, or (dynamic)
 // to whichever CTA draws them from a ticket counter. Each CTA's items are increasing, gate/up
 // never waits, a down run waits only for earlier gate/up items and a combine item for earlier
 // down runs, so every wait ends while every CTA is resident: the launcher caps a static grid at
 // the CTAs that fit at once (dynamic mode only hands items to running CTAs).
 // Workspace (zeroed once; every counter is reset by its last reader, the ticket by its last
-// drawer): gu_done[E], dn_done[E], combine counters [16][H/16], act rows [128][16][I] bf16,
-// y rows [16][16][H] fp32, comb_done, ticket.
+// drawer; the layout is `Workspace` below): gu_done[E], combine counters [16][H/16], act rows
+// [128][16][I] bf16, y rows [16][16][H] fp32, comb_done, ticket.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -66,16 +66,14 @@ struct Params {
     const float* wts;          // [B, k]
     __nv_bfloat16* out;        // [B, H]
     unsigned* gu_done;         // [MAX_E]
-    unsigned* dn_done;         // [MAX_E]
     unsigned* combine_cnt;     // [WS_NTOK, H / ROWS]
     __nv_bfloat16* act;        // [MAX_A, WS_NTOK, I]
     float* ybuf;               // [WS_NTOK, MAX_K, H]
     int B, k, E, run;
-    int late_combine;            // 0: a down run's last finisher sums; 1: combine items at the end
     int dynamic;                 // 0: item i on CTA i % grid; 1: items drawn from a ticket counter
     int probe;                   // 1: the consumers skip the MMAs (output wrong): times the pipe alone
     unsigned* ticket;
-    unsigned* comb_done;         // late combine: combine items finished (the last one resets gu_done)
+    unsigned* comb_done;         // combine items finished (the last one resets gu_done)
     unsigned long long* stamps;  // null, or [grid][8]: %globaltimer at entry, first copy, gate/up done, done;
                                  // SM cycles the producer waited for free slots, consumer warp 0 waited
                                  // for full slots, for hand-offs (gate/up done, combine counts), in all
@@ -421,8 +419,7 @@ __global__ void __launch_bounds__(6 * 32, 1) moe_stream_kernel(const Params p) {
     const int runs = S::DN_BLOCKS / p.run;
     const int ngu = A * S::GU_BLOCKS;
     const int ndown_end = ngu + A * runs;
-    // late combine: one combine item per run of hidden rows, after every down run
-    const int nitems = ndown_end + (p.late_combine ? runs : 0);
+    const int nitems = ndown_end + runs;  // one combine item per run of hidden rows, after every down run
 
     if (warp == NW) {  // producer: stream every item's weights, never waiting for act rows
         uint64_t policy;
@@ -648,23 +645,37 @@ int launch(const Params& p, int grid, cudaStream_t stream) {
     return cudaGetLastError();
 }
 
+// Byte offsets of the workspace's parts: the one place the layout is written down.
+struct Workspace {
+    size_t gu_done, combine_cnt, act, ybuf, comb_done, ticket, bytes;
+    Workspace(int H, int I) {
+        gu_done = 0;
+        combine_cnt = gu_done + MAX_E * sizeof(unsigned);
+        act = combine_cnt + (size_t)WS_NTOK * (H / ROWS) * sizeof(unsigned);
+        ybuf = act + (size_t)MAX_A * WS_NTOK * I * sizeof(__nv_bfloat16);
+        comb_done = ybuf + (size_t)WS_NTOK * MAX_K * H * sizeof(float);
+        ticket = comb_done + sizeof(unsigned);
+        bytes = ticket + sizeof(unsigned);
+    }
+};
+
 }  // namespace
 
 extern "C" {
 
 // Workspace bytes for hidden size H and intermediate size I (zero it once before the first call).
-size_t oea_moe_stream_workspace_bytes(int H, int I) {
-    return 2 * MAX_E * sizeof(unsigned) + (size_t)WS_NTOK * (H / ROWS) * sizeof(unsigned) +
-           (size_t)MAX_A * WS_NTOK * I * sizeof(__nv_bfloat16) + (size_t)WS_NTOK * MAX_K * H * sizeof(float) + 64;
-}
+size_t oea_moe_stream_workspace_bytes(int H, int I) { return Workspace(H, I).bytes; }
+
+// Where the act rows ([128][16][I] bf16) start in the workspace: the driver's diagnosis reads them.
+size_t oea_moe_stream_act_offset(int H, int I) { return Workspace(H, I).act; }
 
 // 0 on success; -1 for a shape or option the prototype does not cover; else a cudaError_t.
 int oea_moe_stream_launch(const void* x, const void* w13, const void* w2, const int* ids, const float* wts,
                           void* out, void* workspace, int B, int k, int E, int H, int I, int run, int ring,
-                          int late_combine, int dynamic, int probe,
+                          int dynamic, int probe,
                           int grid, unsigned long long* stamps, cudaStream_t stream) {
     if (B < 1 || B > WS_NTOK || k < 1 || k > MAX_OWN || B * k > WS_NTOK * MAX_K / 2 || E < 1 || E > MAX_E ||
-        H != 2048 || I != 768 || run < 1 || (H / ROWS) % run != 0 || grid < 1 || !late_combine)
+        H != 2048 || I != 768 || run < 1 || (H / ROWS) % run != 0 || grid < 1)
         return -1;
     if (!dynamic) {  // a static grid must be resident at once, or a waiting CTA can hold the SM that
                      // the CTA it waits for needs (one CTA fits per SM at these shared-memory sizes)
@@ -684,15 +695,14 @@ int oea_moe_stream_launch(const void* x, const void* w13, const void* w2, const 
     p.wts = wts;
     p.out = static_cast<__nv_bfloat16*>(out);
     unsigned char* ws = static_cast<unsigned char*>(workspace);
-    p.gu_done = reinterpret_cast<unsigned*>(ws);
-    p.dn_done = p.gu_done + MAX_E;
-    p.combine_cnt = p.dn_done + MAX_E;
-    p.act = reinterpret_cast<__nv_bfloat16*>(p.combine_cnt + WS_NTOK * (H / ROWS));
-    p.ybuf = reinterpret_cast<float*>(p.act + (size_t)MAX_A * WS_NTOK * I);
-    p.comb_done = reinterpret_cast<unsigned*>(p.ybuf + (size_t)WS_NTOK * MAX_K * H);
-    p.ticket = p.comb_done + 1;
+    const Workspace at(H, I);
+    p.gu_done = reinterpret_cast<unsigned*>(ws + at.gu_done);
+    p.combine_cnt = reinterpret_cast<unsigned*>(ws + at.combine_cnt);
+    p.act = reinterpret_cast<__nv_bfloat16*>(ws + at.act);
+    p.ybuf = reinterpret_cast<float*>(ws + at.ybuf);
+    p.comb_done = reinterpret_cast<unsigned*>(ws + at.comb_done);
+    p.ticket = reinterpret_cast<unsigned*>(ws + at.ticket);
     p.dynamic = dynamic;
-    p.late_combine = late_combine;
     p.probe = probe;
     p.B = B, p.k = k, p.E = E, p.run = run;
     p.stamps = stamps;

@@ -18,19 +18,15 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import torch  # noqa: E402
 
-from oea_trt.bench.bandwidth import measure_bandwidth  # noqa: E402
 from oea_trt.bench.env import l2_bytes  # noqa: E402
 from oea_trt.bench.moe_timing import layer_call, oea_config, relative_errors, time_moe, within_tolerance  # noqa: E402
 from oea_trt.bench.rotation import copies_needed, copies_that_fit  # noqa: E402
-from oea_trt.bench.routers import pick_router  # noqa: E402
-from oea_trt.bench.routing_inputs import SyntheticSource  # noqa: E402
 from oea_trt.moe import ExpertWeights  # noqa: E402
 from oea_trt.moe.reference import moe_reference  # noqa: E402
 from oea_trt.moe.shapes import get_preset  # noqa: E402
-from oea_trt.moe.tuned import config_for  # noqa: E402
 from oea_trt.routing.reference import oea_route  # noqa: E402
 from oea_trt.routing.synthetic import SkewedRouter  # noqa: E402
-from sweep_cases import batch_cases, time_row  # noqa: E402
+from sweep_cases import sweep_batches, time_row  # noqa: E402
 
 
 def build(out_dir: str) -> ctypes.CDLL:
@@ -47,7 +43,9 @@ def build(out_dir: str) -> ctypes.CDLL:
     so.oea_moe_stream_workspace_bytes.restype = ctypes.c_size_t
     so.oea_moe_stream_workspace_bytes.argtypes = [ctypes.c_int, ctypes.c_int]
     so.oea_moe_stream_launch.restype = ctypes.c_int
-    so.oea_moe_stream_launch.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 11 + [ctypes.c_void_p] * 2
+    so.oea_moe_stream_act_offset.restype = ctypes.c_size_t
+    so.oea_moe_stream_act_offset.argtypes = [ctypes.c_int, ctypes.c_int]
+    so.oea_moe_stream_launch.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 10 + [ctypes.c_void_p] * 2
     so.oea_read_experts_launch.restype = ctypes.c_int
     so.oea_read_experts_launch.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 4 + [ctypes.c_void_p] * 2
     return so
@@ -75,9 +73,9 @@ class ReadFloor:
 class StreamMoE:
     """fn(x, weights, routing) -> [T, H] through the prototype, with its own zeroed workspace."""
 
-    def __init__(self, so, hidden: int, inter: int, run: int = 4, ring: int = 6, late: int = 1, dynamic: int = 0,
-                 probe: int = 0, grid=None):
-        self.so, self.run, self.ring, self.late, self.dynamic, self.probe = so, run, ring, late, dynamic, probe
+    def __init__(self, so, hidden: int, inter: int, run: int = 4, ring: int = 6, dynamic: int = 0, probe: int = 0,
+                 grid=None):
+        self.so, self.run, self.ring, self.dynamic, self.probe = so, run, ring, dynamic, probe
         self.grid = grid or torch.cuda.get_device_properties(0).multi_processor_count
         self.ws = torch.zeros(so.oea_moe_stream_workspace_bytes(hidden, inter), dtype=torch.uint8, device="cuda")
         self.stamps = None  # an int64 [grid, 8] tensor: the next calls record their stamps and wait cycles
@@ -89,7 +87,7 @@ class StreamMoE:
         out = torch.empty((B, H), dtype=x.dtype, device=x.device)
         rc = self.so.oea_moe_stream_launch(x.contiguous().data_ptr(), weights.w13.data_ptr(), weights.w2.data_ptr(),
                                            ids.data_ptr(), wts.data_ptr(), out.data_ptr(), self.ws.data_ptr(), B, k, E,
-                                           H, weights.w2.shape[2], self.run, self.ring if B <= 8 else min(self.ring, 5), self.late, self.dynamic, self.probe,
+                                           H, weights.w2.shape[2], self.run, self.ring if B <= 8 else min(self.ring, 5), self.dynamic, self.probe,
                                            self.grid,
                                            None if self.stamps is None else self.stamps.data_ptr(),
                                            torch.cuda.current_stream().cuda_stream)
@@ -130,7 +128,7 @@ def diagnose(fn, x, weights, ids, out, ref):
     """Which part is wrong: the act rows the gate/up blocks left in the workspace, or what follows."""
     E, two_i, H = weights.w13.shape
     inter = two_i // 2
-    act = fn.ws[2 * 256 * 4 + 16 * (H // 16) * 4:].view(torch.bfloat16)[:128 * 16 * inter].view(128, 16, inter)
+    act = fn.ws[fn.so.oea_moe_stream_act_offset(H, inter):].view(torch.bfloat16)[:128 * 16 * inter].view(128, 16, inter)
     active = sorted(set(int(e) for e in ids.flatten().tolist() if 0 <= e < E))
     for a, e in enumerate(active[:4]):
         gu = x.float() @ weights.w13[e].float().t()
@@ -213,13 +211,20 @@ def check(fn, shape, weights, n_cases: int, watchdog_s: float = 20.0) -> dict:
     return {"cases": results, "passed": n_ok, "graph_ok": graph_ok}
 
 
+def variant(text: str) -> dict:
+    """'RING:RUN:DYNAMIC[:p]' -> StreamMoE's keyword arguments."""
+    f = text.split(":")
+    if len(f) not in (3, 4) or not all(x.isdigit() for x in f[:3]) or f[3:] not in ([], ["p"]):
+        raise argparse.ArgumentTypeError(f"{text!r} is not RING:RUN:DYNAMIC or RING:RUN:DYNAMIC:p")
+    return dict(ring=int(f[0]), run=int(f[1]), dynamic=int(f[2]), probe=int(f[3:] == ["p"]))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, nargs="+", default=[4, 1, 8, 16, 2])
-    p.add_argument("--variants", nargs="+", default=["6:4:1:1", "6:4:1:0", "6:8:1:1", "6:2:1:1"],
-                   help="RING:RUN:LATE:DYNAMIC[:p] (ring slots, down blocks per run, combine items at the end, items "
-                        "from a ticket counter; p: probe, the MMAs skipped, timed not checked); above 8 tokens the "
-                        "ring is at most 5")
+    p.add_argument("--variants", nargs="+", default=["6:4:1", "6:4:0", "6:8:1", "6:2:1"],
+                   help="RING:RUN:DYNAMIC[:p] (ring slots, down blocks per run, items from a ticket counter; p: "
+                        "probe, the MMAs skipped, timed not checked); above 8 tokens the ring is at most 5")
     p.add_argument("--read-floor", action="store_true",
                    help="also time read_floor.cu: the active experts' bytes read once, nothing else (MoE only)")
     p.add_argument("--cases", type=int, default=40)
@@ -229,6 +234,10 @@ def main():
     p.add_argument("--build-dir", default="/tmp/moe_stream")
     p.add_argument("--check-only", action="store_true", help="the correctness checks only (for compute-sanitizer)")
     args = p.parse_args()
+    opts = {v: variant(v) for v in args.variants}
+    checked = [v for v in args.variants if not opts[v]["probe"]]
+    if not checked:
+        p.error("at least one variant must be checked (one without :p)")
     t0 = time.time()
     os.makedirs(args.build_dir, exist_ok=True)
     so = build(args.build_dir)
@@ -238,13 +247,7 @@ def main():
                                                        shape.num_experts * shape.expert_bytes, free)
     weights = [ExpertWeights.random(shape, device="cuda", seed=c) for c in range(copies)]
     results = {"device": torch.cuda.get_device_name(), "rows": []}
-    fns = {}
-    for v in args.variants:
-        f = v.split(":")
-        ring, run, late, dynamic = (int(x) for x in f[:4])
-        fns[v] = StreamMoE(so, shape.hidden_size, shape.moe_intermediate_size, ring=ring, run=run, late=late,
-                           dynamic=dynamic, probe=int(f[4:] == ["p"]))
-    checked = [v for v in args.variants if not fns[v].probe]
+    fns = {v: StreamMoE(so, shape.hidden_size, shape.moe_intermediate_size, **o) for v, o in opts.items()}
     watchdog = 150.0 if args.check_only else 20.0  # compute-sanitizer runs kernels far slower
     results["check"] = check(fns[checked[0]], shape, weights[0], args.cases, watchdog)
     if results["check"]["passed"] < args.cases or not results["check"]["graph_ok"]:
@@ -257,17 +260,7 @@ def main():
         results.setdefault("variant_checks", {})[v] = sub["passed"]
     if args.check_only:
         return
-    bw = measure_bandwidth(1 << 30).copy_tb_s * 1e12
-    results["copy_Bps"] = bw
-    router = pick_router("kernel")
-    print(f"{torch.cuda.get_device_name()}: copy {bw / 1e12:.2f} TB/s, {copies} weight copies", flush=True)
-    source = SyntheticSource("skewed", shape.num_experts)
-    for b in args.batch:
-        if time.time() - t0 > args.budget:
-            print(f"budget reached: B={b} not run", flush=True)
-            continue
-        batch, cases = batch_cases(source, shape, b, copies, bw)
-        shipped = config_for(batch.x[0], weights[0].w13, shape.top_k)
+    for b, router, batch, cases, shipped in sweep_batches(shape, weights, args.batch, args.budget, t0, results):
         named = [("shipped", layer_call("triton", shipped))] + [(f"stream ring{v}", fns[v]) for v in args.variants]
         if args.read_floor:
             reader = ReadFloor(so)

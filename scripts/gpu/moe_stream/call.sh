@@ -11,8 +11,9 @@ timeout "${TIMEOUT_S:-380}" python3 scripts/gpu/moe_stream/moe_stream.py --json 
   --budget "${BUDGET_S:-220}" "$@" 2>&1 | grep -v -i warn | tee "$R/moe_stream.txt"
 echo "rc=${PIPESTATUS[0]}"
 if [ -n "${SANITIZE:-}" ]; then  # memory and barrier checks on a few calls (slow: keep it small)
-  for tool in memcheck synccheck; do
-    timeout 100 compute-sanitizer --tool "$tool" python3 scripts/gpu/moe_stream/moe_stream.py --check-only \
-      --cases 4 --variants 6:4:1 6:4:0 2>&1 | grep -v -i warn | tail -n 6 | tee "$R/sanitizer_$tool.txt"
+  for tool in ${SANITIZE_TOOLS:-memcheck synccheck}; do
+    timeout 100 compute-sanitizer --tool "$tool" --print-limit 20 python3 scripts/gpu/moe_stream/moe_stream.py --check-only \
+      --cases 4 --variants 6:4:1 6:4:0 2>&1 | grep -v -i warn > "$R/sanitizer_$tool.txt"
+    head -n 40 "$R/sanitizer_$tool.txt"; tail -n 4 "$R/sanitizer_$tool.txt"
   done
 fi

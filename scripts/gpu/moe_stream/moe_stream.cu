@@ -71,7 +71,9 @@ struct Params {
     float* ybuf;               // [WS_NTOK, MAX_K, H]
     int B, k, E, run;
     int dynamic;                 // 0: item i on CTA i % grid; 1: items drawn from a ticket counter
-    int probe;                   // 1: the consumers skip the MMAs (output wrong): times the pipe alone
+    int probe;                   // ablation bits (output wrong, timed only): 1 the consumers skip the MMAs,
+                                 // 2 no hand-off waits (down runs and combine items go at once),
+                                 // 4 no combine items (only with 2: their resets are gone too)
     unsigned* ticket;
     unsigned* comb_done;         // combine items finished (the last one resets gu_done)
     unsigned long long* stamps;  // null, or [grid][8]: %globaltimer at entry, first copy, gate/up done, done;
@@ -419,7 +421,7 @@ __global__ void __launch_bounds__(6 * 32, 1) moe_stream_kernel(const Params p) {
     const int runs = S::DN_BLOCKS / p.run;
     const int ngu = A * S::GU_BLOCKS;
     const int ndown_end = ngu + A * runs;
-    const int nitems = ndown_end + runs;  // one combine item per run of hidden rows, after every down run
+    const int nitems = ndown_end + ((p.probe & 4) ? 0 : runs);  // one combine item per run of hidden rows, after every down run
 
     if (warp == NW) {  // producer: stream every item's weights, never waiting for act rows
         uint64_t policy;
@@ -543,7 +545,7 @@ __global__ void __launch_bounds__(6 * 32, 1) moe_stream_kernel(const Params p) {
                 mbar_wait(&full[slot], phase);
                 w.end(full_wait);
                 const unsigned char* row = ring + slot * S::SLOT + g * S::GU_STRIDE + (warp * (S::KS / NW) + q * 8) * 2;
-                if (!p.probe)
+                if (!(p.probe & 1))
 #pragma unroll
                     for (int kb = 0; kb < S::GU_KB; ++kb) mma_k32(acc, row + kb * 64, 8 * S::GU_STRIDE, xf[h][kb]);
                 __syncwarp();
@@ -561,7 +563,7 @@ __global__ void __launch_bounds__(6 * 32, 1) moe_stream_kernel(const Params p) {
             }
             w.begin();
             if (warp == 0) {
-                if (lane < B && s.nown[lane] > 0)
+                if (lane < B && s.nown[lane] > 0 && !(p.probe & 2))
                     while (ld_acquire(&p.combine_cnt[lane * S::DN_BLOCKS + ridx]) != static_cast<unsigned>(s.nown[lane])) {
                     }
                 __syncwarp();
@@ -585,7 +587,7 @@ __global__ void __launch_bounds__(6 * 32, 1) moe_stream_kernel(const Params p) {
             const int r = i - ngu, a = r / runs, e = s.act_e[a];
             if (a != af_a) {  // wait for every gate/up block of the expert, then load its act rows
                 w.begin();
-                while (ld_acquire(&p.gu_done[e]) != S::GU_BLOCKS) {
+                while (!(p.probe & 2) && ld_acquire(&p.gu_done[e]) != S::GU_BLOCKS) {
                 }
                 w.end(handoff_wait);
                 __syncwarp();  // the lanes meet again before mma.sync
@@ -602,7 +604,7 @@ __global__ void __launch_bounds__(6 * 32, 1) moe_stream_kernel(const Params p) {
                 mbar_wait(&full[slot], phase);
                 w.end(full_wait);
                 const unsigned char* row = ring + slot * S::SLOT + g * S::DN_STRIDE + (warp * (I / NW) + q * 8) * 2;
-                if (!p.probe)
+                if (!(p.probe & 1))
 #pragma unroll
                     for (int kb = 0; kb < S::DN_KB; ++kb) mma_k32(acc, row + kb * 64, 8 * S::DN_STRIDE, af[kb]);
                 __syncwarp();

@@ -8,6 +8,7 @@ import argparse
 import ctypes
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -212,19 +213,24 @@ def check(fn, shape, weights, n_cases: int, watchdog_s: float = 20.0) -> dict:
 
 
 def variant(text: str) -> dict:
-    """'RING:RUN:DYNAMIC[:p]' -> StreamMoE's keyword arguments."""
+    """'RING:RUN:DYNAMIC[:p[BITS]]' -> StreamMoE's keyword arguments ('p' alone is p1)."""
     f = text.split(":")
-    if len(f) not in (3, 4) or not all(x.isdigit() for x in f[:3]) or f[3:] not in ([], ["p"]):
-        raise argparse.ArgumentTypeError(f"{text!r} is not RING:RUN:DYNAMIC or RING:RUN:DYNAMIC:p")
-    return dict(ring=int(f[0]), run=int(f[1]), dynamic=int(f[2]), probe=int(f[3:] == ["p"]))
+    probe = 0
+    if len(f) == 4 and re.fullmatch(r"p[0-7]?", f[3]):
+        probe = int(f[3][1:] or 1)
+    ok = len(f) in (3, 4) and all(x.isdigit() for x in f[:3]) and (len(f) == 3 or probe > 0)
+    if not ok or (probe & 4 and not probe & 2):
+        raise argparse.ArgumentTypeError(f"{text!r} is not RING:RUN:DYNAMIC[:pBITS] (BITS 1-7; 4 needs 2)")
+    return dict(ring=int(f[0]), run=int(f[1]), dynamic=int(f[2]), probe=probe)
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, nargs="+", default=[4, 1, 8, 16, 2])
     p.add_argument("--variants", nargs="+", default=["6:4:1", "6:4:0", "6:8:1", "6:2:1"],
-                   help="RING:RUN:DYNAMIC[:p] (ring slots, down blocks per run, items from a ticket counter; p: "
-                        "probe, the MMAs skipped, timed not checked); above 8 tokens the ring is at most 5")
+                   help="RING:RUN:DYNAMIC[:pBITS] (ring slots, down blocks per run, items from a ticket counter; pBITS: "
+                        "an ablation, timed not checked: 1 no MMAs, 2 no hand-off waits, 4 no combine items "
+                        "(needs 2); p alone is p1); above 8 tokens the ring is at most 5")
     p.add_argument("--read-floor", action="store_true",
                    help="also time read_floor.cu: the active experts' bytes read once, nothing else (MoE only)")
     p.add_argument("--cases", type=int, default=40)
@@ -274,8 +280,13 @@ def main():
         for name, fn in named:
             row = time_row({"batch": b, "name": name}, fn, batch, weights, router, cases, args.repeats)
             if name.startswith("stream"):
-                row["timeline"] = {label: timeline(fn, batch.x[0], weights, routings[0])
-                                   for label, (cfg, routings, floor) in cases.items()}
+                row["timeline"] = {}
+                for label, (cfg, routings, floor) in cases.items():
+                    tl = timeline(fn, batch.x[0], weights, routings[0])
+                    # the stamped call's own floor: its routing's active experts, not the cases' mean
+                    tl["call_floor_us"] = round(int(routings[0].num_active) * shape.expert_bytes
+                                                / results["copy_Bps"] * 1e6, 1)
+                    row["timeline"][label] = tl
                 for label, tl in row["timeline"].items():
                     print(f"    {label} stamps (min/median/max us): " + "  ".join(
                         f"{k} {v}" for k, v in tl.items()), flush=True)

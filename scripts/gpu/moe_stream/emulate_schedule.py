@@ -22,7 +22,9 @@ def kernel(x, w13, w2, ids, wts, run, grid):
     own = [[j for j in range(k) if 0 <= ids[t, j] < E and all(ids[t, jj] != ids[t, j] for jj in range(j))] for t in range(B)]
     for t in range(B):
         if not own[t]: out[t] = 0
-    runs = DN_BLOCKS // run; ngu = A * GU_BLOCKS; ndown_end = ngu + A * runs; nitems = ndown_end + runs
+    direct = run == 0  # one down item per hidden block through every active expert, no combine
+    runs = 0 if direct else DN_BLOCKS // run; ngu = A * GU_BLOCKS
+    ndown_end = ngu + ((DN_BLOCKS if A else 0) if direct else A * runs); nitems = ndown_end + runs
     comb_done = 0
     act = np.full((A, WS, I), np.nan); ybuf = np.full((WS, MAX_K, H), np.nan)
     cnt = np.zeros((WS, DN_BLOCKS), int); gu_done = np.zeros(E, int)
@@ -36,6 +38,20 @@ def kernel(x, w13, w2, ids, wts, run, grid):
             D = rows @ X.T  # [16, WS]
             act[a, :, c*8:c*8+8] = (D[:8] / (1 + np.exp(-D[:8])) * D[8:]).T
             gu_done[e] += 1
+        elif direct:
+            blk = i - ngu; rows = slice(blk * 16, blk * 16 + 16)
+            assert all(gu_done[e] == GU_BLOCKS for e in act_e)
+            tot = np.zeros((16, WS))
+            for a, e in enumerate(act_e):
+                D = w2[e, rows] @ act[a].T  # [16, WS]
+                for n in range(WS):
+                    if slot[a, n] >= 0: tot[:, n] += D[:, n] * wgt[a, n]
+            for n in range(B):
+                if own[n]: out[n, rows] = tot[:, n]
+            comb_done += 1
+            if comb_done == DN_BLOCKS:
+                for e in act_e: gu_done[e] = 0
+                comb_done = 0
         elif i >= ndown_end:
             ridx = i - ndown_end; row0 = ridx * run * ROWS
             for n in range(B):
@@ -75,13 +91,13 @@ def reference(x, w13, w2, ids, wts):
 
 w13 = rng.standard_normal((E, 2*I, H)).astype(np.float32) * H**-0.5
 w2 = rng.standard_normal((E, H, I)).astype(np.float32) * I**-0.5
-for case in range(12):
+for case in range(15):
     B = [1, 3, 8, 16, 5, 12][case % 6]; k = 8
     ids = rng.integers(0, E, (B, k)); wts = rng.random((B, k))
     if case % 3 == 1: ids[0, 5:] = ids[0, 0]; wts[0, 5:] = 0
     if case % 3 == 2: ids[0] = -1; ids[-1, -1] = E
     x = rng.standard_normal((B, H))
-    run = [1, 2, 4, 8][case % 4]
+    run = [1, 2, 4, 8, 0][case % 5]
     got = kernel(x, w13, w2, ids, wts, run, grid=[132, 7, 1][case % 3])
     want = reference(x, w13, w2, ids, wts)
     err = np.abs(got - want).max()

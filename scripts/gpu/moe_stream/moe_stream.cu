@@ -24,6 +24,10 @@
 // never waits, a down run waits only for earlier gate/up items and a combine item for earlier
 // down runs, so every wait ends while every CTA is resident: the launcher caps a static grid at
 // the CTAs that fit at once (dynamic mode only hands items to running CTAs).
+// Direct mode (run = 0): no down runs and no combine. A down item is one block of 16 hidden rows
+// through every active expert in rank order (A stages of 16 rows x I); its consumers weight each
+// expert's tile by the tokens' routing weights, sum them in registers and the epilogue warp writes
+// the output rows: one hand-off (gate/up -> down) instead of two (-> y rows -> combine).
 // Workspace (zeroed once; every counter is reset by its last reader, the ticket by its last
 // drawer; the layout is `Workspace` below): gu_done[E], combine counters [16][H/16], act rows
 // [128][16][I] bf16, y rows [16][16][H] fp32, comb_done, ticket.
@@ -69,13 +73,13 @@ struct Params {
     unsigned* combine_cnt;     // [WS_NTOK, H / ROWS]
     __nv_bfloat16* act;        // [MAX_A, WS_NTOK, I]
     float* ybuf;               // [WS_NTOK, MAX_K, H]
-    int B, k, E, run;
+    int B, k, E, run;            // run 0: direct mode
     int dynamic;                 // 0: item i on CTA i % grid; 1: items drawn from a ticket counter
     int probe;                   // ablation bits (output wrong, timed only): 1 the consumers skip the MMAs,
                                  // 2 no hand-off waits (down runs and combine items go at once),
                                  // 4 no combine items (only with 2: their resets are gone too)
     unsigned* ticket;
-    unsigned* comb_done;         // combine items finished (the last one resets gu_done)
+    unsigned* comb_done;         // combine items (direct: down items) finished; the last one resets gu_done
     unsigned long long* stamps;  // null, or [grid][8]: %globaltimer at entry, first copy, gate/up done, done;
                                  // SM cycles the producer waited for free slots, consumer warp 0 waited
                                  // for full slots, for hand-offs (gate/up done, combine counts), in all
@@ -245,7 +249,7 @@ __device__ __forceinline__ void red_relaxed_add(unsigned* p, unsigned v) {
 template <int H, int I, int NT, int RB>
 __device__ __forceinline__ void epilogue(const Params& p, const Schedule<8 * NT>& s, const float4* red,
                                          const int2* meta, uint64_t* rfull, uint64_t* rempty, int ngu, int runs,
-                                         int lane) {
+                                         bool direct, int lane) {
     constexpr int NW = 4, NTOK = 8 * NT;
     using S = Shape<H, I, NW>;
     const int g = lane / 4, q = lane % 4;
@@ -305,6 +309,18 @@ __device__ __forceinline__ void epilogue(const Params& p, const Schedule<8 * NT>
                 dst[I] = __float2bfloat16_rn(c[t][1] / (1.f + expf(-c[t][1])) * c[t][3]);
             }
             pending(i);
+        } else if (direct) {  // the output rows blk*16+g and blk*16+g+8, summed over the experts already
+            const int blk = i - ngu;
+#pragma unroll
+            for (int t = 0; t < NT; ++t)
+#pragma unroll
+                for (int u = 0; u < 2; ++u) {
+                    const int n = 8 * t + 2 * q + u;
+                    if (n >= p.B || s.nown[n] == 0) continue;
+                    __nv_bfloat16* o = p.out + (size_t)n * H + blk * ROWS + g;
+                    o[0] = __float2bfloat16_rn(c[t][u]);
+                    o[8] = __float2bfloat16_rn(c[t][2 + u]);
+                }
         } else {  // rows blk*16+g (c 0,1) and blk*16+g+8 (c 2,3); tokens 8t+2q, 8t+2q+1
             const int r = i - ngu, a = r / runs, blk = (r % runs) * p.run + m.y;
 #pragma unroll
@@ -418,10 +434,13 @@ __global__ void __launch_bounds__(6 * 32, 1) moe_stream_kernel(const Params p) {
         }
     }
 
-    const int runs = S::DN_BLOCKS / p.run;
+    const bool direct = p.run == 0;
+    const int runs = direct ? 0 : S::DN_BLOCKS / p.run;
     const int ngu = A * S::GU_BLOCKS;
-    const int ndown_end = ngu + A * runs;
-    const int nitems = ndown_end + ((p.probe & 4) ? 0 : runs);  // one combine item per run of hidden rows, after every down run
+    // direct: one down item per block of hidden rows, none at all without an active expert
+    const int ndown_end = ngu + (direct ? (A > 0 ? S::DN_BLOCKS : 0) : A * runs);
+    // one combine item per run of hidden rows, after every down run (none in direct mode)
+    const int nitems = ndown_end + ((p.probe & 4) ? 0 : runs);
 
     if (warp == NW) {  // producer: stream every item's weights, never waiting for act rows
         uint64_t policy;
@@ -435,9 +454,9 @@ __global__ void __launch_bounds__(6 * 32, 1) moe_stream_kernel(const Params p) {
         // A combine item or the end (-1) takes one slot with no bytes.
         auto push = [&](int i) {
             const bool gu = i >= 0 && i < ngu, dn = i >= ngu && i < ndown_end;
-            const int a = gu ? i / S::GU_BLOCKS : dn ? (i - ngu) / runs : 0;
+            const int a = gu ? i / S::GU_BLOCKS : (dn && !direct) ? (i - ngu) / runs : 0;
             const int e = (gu || dn) ? s.act_e[a] : 0;
-            const int stages = gu ? S::NH : dn ? p.run : 1;
+            const int stages = gu ? S::NH : dn ? (direct ? A : p.run) : 1;
             for (int st = 0; st < stages; ++st) {
                 w.begin();
                 mbar_wait(&empty[slot], phase ^ 1);
@@ -455,9 +474,10 @@ __global__ void __launch_bounds__(6 * 32, 1) moe_stream_kernel(const Params p) {
                         const int row = lane < 8 ? c * 8 + lane : I + c * 8 + lane - 8;
                         bulk_copy(dst + lane * S::GU_STRIDE, p.w13 + ((size_t)e * 2 * I + row) * H + st * S::KS,
                                   S::KS * 2, &full[slot], policy);
-                    } else {
-                        const int blk = ((i - ngu) % runs) * p.run + st;
-                        bulk_copy(dst + lane * S::DN_STRIDE, p.w2 + ((size_t)e * H + blk * ROWS + lane) * I, I * 2,
+                    } else {  // direct: stage st is expert st's rows of hidden block i - ngu
+                        const int blk = direct ? i - ngu : ((i - ngu) % runs) * p.run + st;
+                        const int es = direct ? s.act_e[st] : e;
+                        bulk_copy(dst + lane * S::DN_STRIDE, p.w2 + ((size_t)es * H + blk * ROWS + lane) * I, I * 2,
                                   &full[slot], policy);
                     }
                 }
@@ -490,7 +510,7 @@ __global__ void __launch_bounds__(6 * 32, 1) moe_stream_kernel(const Params p) {
 
     if (warp == NW + 1) {  // epilogue warp: reduction, epilogue and hand-off signals, off the MMA warps' path
         named_sync_workers<NW>();
-        epilogue<H, I, NT, RB>(p, s, red, meta, rfull, rempty, ngu, runs, lane);
+        epilogue<H, I, NT, RB>(p, s, red, meta, rfull, rempty, ngu, runs, direct, lane);
         return;
     }
 
@@ -554,6 +574,71 @@ __global__ void __launch_bounds__(6 * 32, 1) moe_stream_kernel(const Params p) {
             }
             publish(acc, i, 0);
             if (warp == 0 && lane == 0 && !p.dynamic && i + (int)gridDim.x >= ngu) stamp(p, 2);
+        } else if (direct) {  // a block of hidden rows through every active expert, weighted and summed
+            // Every expert's act rows first (lane j polls experts j, j+32, ...): the producer keeps
+            // streaming this item's w2 rows meanwhile, and the act rows of expert a+1 can then load
+            // while expert a's tile multiplies.
+            w.begin();
+            for (int a = lane; a < A; a += 32)
+                while (!(p.probe & 2) && ld_acquire(&p.gu_done[s.act_e[a]]) != S::GU_BLOCKS) {
+                }
+            __syncwarp();
+            w.end(handoff_wait);
+            auto load_act = [&](uint4 (&dst)[S::DN_KB][NT], int a) {
+#pragma unroll
+                for (int kb = 0; kb < S::DN_KB; ++kb)
+#pragma unroll
+                    for (int t = 0; t < NT; ++t)
+                        dst[kb][t] = ldcg128(p.act + ((size_t)a * WS_NTOK + 8 * t + g) * I + warp * (I / NW) + kb * 32 + q * 8);
+            };
+            float tot[NT][4] = {};
+            if constexpr (NT == 1) load_act(af, 0);
+            for (int a = 0; a < A; ++a) {
+                uint4 an[S::DN_KB][NT];
+                if constexpr (NT == 1) {  // in flight while this expert's tile multiplies
+                    if (a + 1 < A) load_act(an, a + 1);
+                } else {  // 16 tokens: no registers left for a second set (it spills)
+                    load_act(af, a);
+                }
+                float acc[NT][4] = {};
+                w.begin();
+                mbar_wait(&full[slot], phase);
+                w.end(full_wait);
+                const unsigned char* row = ring + slot * S::SLOT + g * S::DN_STRIDE + (warp * (I / NW) + q * 8) * 2;
+                if (!(p.probe & 1))
+#pragma unroll
+                    for (int kb = 0; kb < S::DN_KB; ++kb) mma_k32(acc, row + kb * 64, 8 * S::DN_STRIDE, af[kb]);
+                __syncwarp();
+                if (lane == 0) mbar_arrive(&empty[slot]);
+                if (++slot == RING) slot = 0, phase ^= 1;
+#pragma unroll
+                for (int t = 0; t < NT; ++t)
+#pragma unroll
+                    for (int u = 0; u < 2; ++u) {  // token 8t+2q+u: weight 0 where it did not pick expert a
+                        const int n = 8 * t + 2 * q + u;
+                        if (s.slot[a][n] < 0) continue;
+                        const float wv = s.wgt[a][n];
+                        tot[t][u] += acc[t][u] * wv;
+                        tot[t][2 + u] += acc[t][2 + u] * wv;
+                    }
+                if constexpr (NT == 1)
+                    if (a + 1 < A)
+#pragma unroll
+                        for (int kb = 0; kb < S::DN_KB; ++kb)
+#pragma unroll
+                            for (int t = 0; t < NT; ++t) af[kb][t] = an[kb][t];
+            }
+            af_a = -1;
+            publish(tot, i, 0);
+            // the last down item resets the gate/up counters: every MMA warp of every item is past its polls
+            named_sync<NW>();
+            if (warp == 0 && lane == 0) {
+                const unsigned old = atomicAdd(p.comb_done, 1u);
+                if (old + 1 == static_cast<unsigned>(S::DN_BLOCKS)) {
+                    for (int a = 0; a < A; ++a) p.gu_done[s.act_e[a]] = 0;
+                    *p.comb_done = 0;
+                }
+            }
         } else if (i >= ndown_end) {  // combine item: sum every token's y rows of one run
             const int ridx = i - ndown_end, row0 = ridx * p.run * ROWS, cols = p.run * ROWS / 4;
             if (p.dynamic) {  // its slot holds no bytes: hand it back at once
@@ -672,12 +757,13 @@ size_t oea_moe_stream_workspace_bytes(int H, int I) { return Workspace(H, I).byt
 size_t oea_moe_stream_act_offset(int H, int I) { return Workspace(H, I).act; }
 
 // 0 on success; -1 for a shape or option the prototype does not cover; else a cudaError_t.
+// run: down blocks per down run, or 0 for direct mode (no combine).
 int oea_moe_stream_launch(const void* x, const void* w13, const void* w2, const int* ids, const float* wts,
                           void* out, void* workspace, int B, int k, int E, int H, int I, int run, int ring,
                           int dynamic, int probe,
                           int grid, unsigned long long* stamps, cudaStream_t stream) {
     if (B < 1 || B > WS_NTOK || k < 1 || k > MAX_OWN || B * k > WS_NTOK * MAX_K / 2 || E < 1 || E > MAX_E ||
-        H != 2048 || I != 768 || run < 1 || (H / ROWS) % run != 0 || grid < 1)
+        H != 2048 || I != 768 || run < 0 || (run > 0 && (H / ROWS) % run != 0) || grid < 1)
         return -1;
     if (!dynamic) {  // a static grid must be resident at once, or a waiting CTA can hold the SM that
                      // the CTA it waits for needs (one CTA fits per SM at these shared-memory sizes)

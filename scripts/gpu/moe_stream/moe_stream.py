@@ -228,7 +228,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, nargs="+", default=[4, 1, 8, 16, 2])
     p.add_argument("--variants", nargs="+", default=["6:4:1", "6:4:0", "6:8:1", "6:2:1"],
-                   help="RING:RUN:DYNAMIC[:pBITS] (ring slots, down blocks per run, items from a ticket counter; pBITS: "
+                   help="RING:RUN:DYNAMIC[:pBITS] (ring slots, down blocks per run or 0 for direct mode: a down item is "
+                        "a hidden block through every expert, no combine; items from a ticket counter; pBITS: "
                         "an ablation, timed not checked: 1 no MMAs, 2 no hand-off waits, 4 no combine items "
                         "(needs 2); p alone is p1); above 8 tokens the ring is at most 5")
     p.add_argument("--read-floor", action="store_true",

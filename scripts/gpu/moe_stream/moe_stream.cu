@@ -220,8 +220,17 @@ struct Schedule {  // the call's routing, as every CTA derives it in shared memo
     int slot_item[8];  // the item each ring slot holds (dynamic mode; -1: no more items)
 };
 
+// Barrier 2 between the MMA warps and the epilogue warp: the MMA warps arrive (their schedule
+// writes released), the epilogue warp waits. Two different instructions complete one round, which
+// bar.sync (= barrier.sync.aligned) must not do: run5's synccheck failure; bar.arrive is the
+// documented producer side.
 template <int NW>
-__device__ __forceinline__ void named_sync_workers() {  // the MMA warps and the epilogue warp
+__device__ __forceinline__ void arrive_workers() {
+    asm volatile("bar.arrive 2, %0;" ::"n"((NW + 1) * 32) : "memory");
+}
+
+template <int NW>
+__device__ __forceinline__ void wait_workers() {
     asm volatile("bar.sync 2, %0;" ::"n"((NW + 1) * 32) : "memory");
 }
 
@@ -509,7 +518,7 @@ __global__ void __launch_bounds__(6 * 32, 1) moe_stream_kernel(const Params p) {
     }
 
     if (warp == NW + 1) {  // epilogue warp: reduction, epilogue and hand-off signals, off the MMA warps' path
-        named_sync_workers<NW>();
+        wait_workers<NW>();
         epilogue<H, I, NT, RB>(p, s, red, meta, rfull, rempty, ngu, runs, direct, lane);
         return;
     }
@@ -526,7 +535,7 @@ __global__ void __launch_bounds__(6 * 32, 1) moe_stream_kernel(const Params p) {
                 const int k0 = h * S::KS + warp * (S::KS / NW) + kb * 32 + q * 8, n = 8 * t + g;
                 xf[h][kb][t] = n < B ? *reinterpret_cast<const uint4*>(p.x + (size_t)n * H + k0) : make_uint4(0, 0, 0, 0);
             }
-    named_sync_workers<NW>();
+    arrive_workers<NW>();
     uint4 af[S::DN_KB][NT];
     int af_a = -1;
     int slot = 0, rs = 0;

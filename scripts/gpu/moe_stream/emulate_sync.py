@@ -2,7 +2,10 @@
 # epilogue warp with batched hand-off signals), line by line:
 #     python3 scripts/gpu/moe_stream/emulate_sync.py 300
 # Exits 1 if any setup fails. The mutants must fail: --per-lane-flush (the bug the review found:
-# each lane deciding on its own whether to flush) and --no-idle-flush.
+# each lane deciding on its own whether to flush), --no-idle-flush, and --reset-before-bar (direct
+# mode's last down item resetting gu_done without the MMA warps' bar 1 first).
+# Half the setups run direct mode (run 0: a down item is one hidden block through every expert,
+# polling every expert's gu_done first; no combine), the rest down runs plus combine items.
 #
 # Modelled, line by line:
 #   producer warp (one thread): ring full/empty mbarriers, s.slot_item, ticket (dynamic), push(-1)
@@ -34,7 +37,7 @@ def advance(state, index, phase, size):
 
 
 def simulate(seed, B, k, E, GU_BLOCKS, DN_BLOCKS, NH, run, RING, RB, grid, dynamic, EL=3, uniform=False,
-             launches=3, flush_when_idle=True, resident=None):
+             launches=3, flush_when_idle=True, resident=None, direct=False, reset_before_bar=False):
     rng = random.Random(seed)
     g = dict(gu_done=[0] * E, cnt={}, comb_done=0, ticket=0)
     stores = {}  # (L, item, blk, lane) -> arrivals the storing lane had made at the store
@@ -54,11 +57,13 @@ def simulate(seed, B, k, E, GU_BLOCKS, DN_BLOCKS, NH, run, RING, RB, grid, dynam
                     slot_of[(rank[e], t)] = j
             own.append(o)
         nown = [len(o) for o in own]
-        runs = DN_BLOCKS // run
+        runs = 0 if direct else DN_BLOCKS // run
         ngu = A * GU_BLOCKS
-        ndown_end = ngu + A * runs
+        ndown_end = ngu + ((DN_BLOCKS if A else 0) if direct else A * runs)
         nitems = ndown_end + runs  # late combine only
+        outs = {}
         out_done = {}
+        polling = set()
         threads = []
         ctas = []
         for c in range(grid):
@@ -74,7 +79,7 @@ def simulate(seed, B, k, E, GU_BLOCKS, DN_BLOCKS, NH, run, RING, RB, grid, dynam
                 def push(i):
                     gu = 0 <= i < ngu
                     dn = ngu <= i < ndown_end
-                    stages = NH if gu else run if dn else 1
+                    stages = NH if gu else (A if direct else run) if dn else 1
                     for s in range(stages):
                         sl, ph = st8['slot'], st8['phase']
                         yield lambda: (cta['empty'][sl] % 2) != (ph ^ 1)
@@ -162,6 +167,31 @@ def simulate(seed, B, k, E, GU_BLOCKS, DN_BLOCKS, NH, run, RING, RB, grid, dynam
                             arrive_advance((i, h))
                             yield None
                         yield from publish((i, 0))
+                    elif direct:
+                        # lane-parallel poll of every expert, then __syncwarp: modelled as one wait
+                        polling.add((c, w, i))
+                        yield lambda: all(g['gu_done'][e] == GU_BLOCKS for e in act_e)
+                        polling.discard((c, w, i))
+                        for a in range(A):
+                            for cc in range(GU_BLOCKS):
+                                for ll in range(EL):
+                                    assert (L, a * GU_BLOCKS + cc, 0, ll) in stores, "act rows not ready (direct)"
+                        for a in range(A):
+                            yield from wait_full()
+                            if dynamic:
+                                assert cta['slot_item'][S['slot']] == i, "slot holds another item"
+                            arrive_advance((i, a))
+                            yield None
+                        yield from publish((i, 0))
+                        if not reset_before_bar:
+                            yield from nsync()
+                        if w == 0:
+                            g['comb_done'] += 1
+                            if g['comb_done'] == DN_BLOCKS:
+                                assert not polling, ("reset while polls pending", polling)
+                                for e in act_e:
+                                    g['gu_done'][e] = 0
+                                g['comb_done'] = 0
                     elif i >= ndown_end:
                         ridx = i - ndown_end
                         if dynamic:
@@ -288,6 +318,9 @@ def simulate(seed, B, k, E, GU_BLOCKS, DN_BLOCKS, NH, run, RING, RB, grid, dynam
                     if i < ngu:
                         pend.append(i)
                         E_['npend'] += 1
+                    elif direct:
+                        if l == 0:
+                            outs[i - ngu] = outs.get(i - ngu, 0) + 1
                     elif blk == run - 1:
                         pend.append(i)
                         E_['npend'] += 1
@@ -335,11 +368,15 @@ def simulate(seed, B, k, E, GU_BLOCKS, DN_BLOCKS, NH, run, RING, RB, grid, dynam
                 assert cta['epi_seen'][l] == cta['published'][0], "epilogue lane saw other tiles than published"
         assert g['ticket'] == 0 and g['comb_done'] == 0 and not any(g['gu_done']) and not any(g['cnt'].values()), \
             ("counters not reset", g)
+        if direct:
+            assert sorted(outs) == list(range(DN_BLOCKS if A else 0)) and all(v == 1 for v in outs.values()), ("outputs", outs)
         for r in range(runs):
             assert out_done.get(r, 0) == sum(1 for n in range(B) if nown[n]), ("combine count", r, out_done.get(r))
     return True
 
 
+DIRECT_P = 0.5  # share of setups in direct mode (run 0)
+FORCE_DYN = None
 def setup(seed, max_grid):
     rng = random.Random(seed * 7 + 1)
     B = rng.randint(1, 16)
@@ -350,11 +387,11 @@ def setup(seed, max_grid):
     RING = rng.randint(2, 6)
     RB = rng.choice([1, 2, 4, 4, 4])
     grid = rng.choice([rng.randint(1, 6), rng.randint(1, 24), rng.randint(1, max_grid)])
-    dyn = rng.randint(0, 1)
+    dyn = FORCE_DYN if FORCE_DYN is not None else rng.randint(0, 1)
     GU = rng.randint(1, 3)
     NH = rng.randint(1, 2)
     return dict(B=B, k=k, E=E, GU_BLOCKS=GU, DN_BLOCKS=DN_BLOCKS, NH=NH, run=run, RING=RING, RB=RB, grid=grid,
-                dynamic=dyn)
+                dynamic=dyn, direct=rng.random() < DIRECT_P)
 
 
 if __name__ == "__main__":
@@ -366,13 +403,16 @@ if __name__ == "__main__":
     ap.add_argument("--per-lane-flush", action="store_true",
                     help="mutant: each lane decides on its own whether to flush (the kernel decides once per warp)")
     ap.add_argument("--no-idle-flush", action="store_true", help="mutant: flush only at RB pending and the end")
+    ap.add_argument("--reset-before-bar", action="store_true", help="mutant: no named barrier before the direct reset")
+    ap.add_argument("--resident", type=int, default=None)
     args = ap.parse_args()
     n = 0
     fails = 0
     for seed in range(args.start, args.start + args.n):
         cfg = setup(seed, args.max_grid)
         try:
-            simulate(seed, EL=args.lanes, uniform=not args.per_lane_flush, flush_when_idle=not args.no_idle_flush, **cfg)
+            simulate(seed, EL=args.lanes, uniform=not args.per_lane_flush, flush_when_idle=not args.no_idle_flush,
+                     reset_before_bar=args.reset_before_bar, resident=args.resident, **cfg)
             n += 1
         except (AssertionError, Deadlock) as ex:
             fails += 1

@@ -49,6 +49,8 @@ def build(out_dir: str) -> ctypes.CDLL:
     so.oea_moe_stream_launch.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int] * 10 + [ctypes.c_void_p] * 2
     so.oea_read_experts_launch.restype = ctypes.c_int
     so.oea_read_experts_launch.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 4 + [ctypes.c_void_p] * 2
+    so.oea_read_probe_launch.restype = ctypes.c_int
+    so.oea_read_probe_launch.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 6 + [ctypes.c_void_p] * 3
     return so
 
 
@@ -68,6 +70,31 @@ class ReadFloor:
                                              torch.cuda.current_stream().cuda_stream)
         if rc:
             raise RuntimeError(f"oea_read_experts_launch returned {rc}")
+        return x
+
+
+READ_PROBES = {1: "read: prologue", 2: "read: items", 3: "read: items+hand-off"}
+
+
+class ReadProbe(ReadFloor):
+    """read_floor.cu's probes, one difference from the read floor each: 1 the prototype's prologue
+    (active list from the ids), 2 kernel-sized items from a ticket, 3 items and a w2 item waiting for
+    its expert's w13 items."""
+
+    def __init__(self, so, mode: int, ctas_per_sm: int = 4):
+        super().__init__(so, ctas_per_sm)
+        self.mode = mode
+        self.sync = torch.zeros(so.oea_read_probe_sync_words(), dtype=torch.int32, device="cuda")
+
+    def __call__(self, x, weights, routing):
+        E, two_i, H = weights.w13.shape
+        mask, ids = routing.active_mask.contiguous(), routing.expert_ids.contiguous()
+        rc = self.so.oea_read_probe_launch(weights.w13.data_ptr(), weights.w2.data_ptr(), mask.data_ptr(),
+                                           ids.data_ptr(), ids.numel(), E, H, two_i // 2, self.mode, self.grid,
+                                           self.sync.data_ptr(), self.sink.data_ptr(),
+                                           torch.cuda.current_stream().cuda_stream)
+        if rc:
+            raise RuntimeError(f"oea_read_probe_launch returned {rc}")
         return x
 
 
@@ -234,6 +261,8 @@ def main():
                         "(needs 2); p alone is p1); above 8 tokens the ring is at most 5")
     p.add_argument("--read-floor", action="store_true",
                    help="also time read_floor.cu: the active experts' bytes read once, nothing else (MoE only)")
+    p.add_argument("--read-probes", type=int, nargs="*", default=[], choices=sorted(READ_PROBES),
+                   help="also time read_floor.cu's probes: " + ", ".join(f"{k} {v}" for k, v in READ_PROBES.items()))
     p.add_argument("--cases", type=int, default=40)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--budget", type=float, default=300.0)
@@ -269,13 +298,14 @@ def main():
         return
     for b, router, batch, cases, shipped in sweep_batches(shape, weights, args.batch, args.budget, t0, results):
         named = [("shipped", layer_call("triton", shipped))] + [(f"stream ring{v}", fns[v]) for v in args.variants]
-        if args.read_floor:
-            reader = ReadFloor(so)
-            row = {"batch": b, "name": "read floor"}
+        readers = ([("read floor", ReadFloor(so))] if args.read_floor else []) + \
+            [(READ_PROBES[m], ReadProbe(so, m)) for m in args.read_probes]
+        for name, reader in readers:
+            row = {"batch": b, "name": name}
             for label, (cfg, routings, floor) in cases.items():
                 us = time_moe(reader, batch, weights, routings, repeats=args.repeats).median_us
                 row[label] = {"moe_us": us, "x_floor": us / floor}
-            print(f"  {'read floor':28s} vanilla {row['vanilla']['moe_us']:6.1f} ({row['vanilla']['x_floor']:.2f})"
+            print(f"  {name:28s} vanilla {row['vanilla']['moe_us']:6.1f} ({row['vanilla']['x_floor']:.2f})"
                   f"{'':11s}k0=3 {row['k0=3']['moe_us']:6.1f} ({row['k0=3']['x_floor']:.2f})", flush=True)
             results["rows"].append(row)
         for name, fn in named:

@@ -51,9 +51,154 @@ __global__ void __launch_bounds__(512) read_experts(const uint4* w13, const uint
     if ((acc.x ^ acc.y ^ acc.z ^ acc.w) == 0x9e3779b9u) sink[0] = 1;  // keeps the loads; almost never taken
 }
 
+// The three ways the read floor differs from the kernels (issue 20, run 6: the prototype's pipe with
+// nothing to wait for is as slow as the shipped kernel, 4.6-9.9 us above this read), one per probe:
+//   1 PROLOGUE: the active list derived from the routing's ids in shared memory, as the prototype
+//     does before its first copy (ids loaded, a shared mask built with atomics, barriers), instead
+//     of one read of the routing's mask; then the same balanced read;
+//   2 ITEMS: the bytes as work items the size of the kernels' (w13: 64 KB, a gate/up block; w2:
+//     96 KB, a down run of 4 blocks), expert-major, every w13 item first, drawn from a ticket by
+//     persistent CTAs, instead of a balanced grid-stride;
+//   3 HANDOFF: ITEMS, and a w2 item waits until its expert's w13 items are all read (a counter
+//     with release/acquire), the kernels' one dependent second phase.
+// Counters (ticket, CTAs out, per-expert) are reset by the last CTA out: zero them once.
+constexpr int ITEM13 = 4096, ITEM2 = 6144;  // 16-byte vectors per item: 64 KB and 96 KB
+
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+template <int MODE>
+__global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4* w2, const bool* mask,
+                                                  const int* ids, int nslots, int E, unsigned v13, unsigned v2,
+                                                  unsigned* sync, unsigned* sink) {
+    __shared__ int act[256];
+    __shared__ int nact;
+    __shared__ unsigned smask[256];
+    __shared__ int s_item;
+    if (MODE == 1) {  // the prototype's prologue: ids -> shared mask -> active list
+        for (int e = threadIdx.x; e < E; e += blockDim.x) smask[e] = 0;
+        __syncthreads();
+        for (int i = threadIdx.x; i < nslots; i += blockDim.x) {
+            const int e = ids[i];
+            if (e >= 0 && e < E) atomicOr(&smask[e], 1u);
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x < 32) {
+        int base = 0;
+        for (int e0 = 0; e0 < E; e0 += 32) {
+            const int e = e0 + threadIdx.x;
+            const bool on = e < E && (MODE == 1 ? smask[e] != 0 : mask[e]);
+            const unsigned bal = __ballot_sync(~0u, on);
+            if (on) act[base + __popc(bal & ((1u << threadIdx.x) - 1))] = e;
+            base += __popc(bal);
+        }
+        if (threadIdx.x == 0) nact = base;
+    }
+    __syncthreads();
+    uint4 acc = make_uint4(0, 0, 0, 0);
+    if (MODE == 1) {  // the balanced grid-stride read of read_experts, 4 loads in flight per thread
+        const unsigned per = (v13 + v2) >> 16;
+        const unsigned total = static_cast<unsigned>(nact) * per << 16;
+        const unsigned stride = gridDim.x * blockDim.x;
+        for (unsigned i0 = blockIdx.x * blockDim.x + threadIdx.x; i0 < total; i0 += stride * 4) {
+            uint4 v[4];
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                const unsigned i = i0 + u * stride;
+                v[u] = make_uint4(0, 0, 0, 0);
+                if (i < total) {
+                    const unsigned c = i >> 16, a = c / per, j = c % per, off = i & 0xFFFFu;
+                    const unsigned c13 = v13 >> 16;
+                    const uint4* src = j < c13 ? w13 + ((size_t)act[a] * c13 + j << 16)
+                                               : w2 + ((size_t)act[a] * (v2 >> 16) + (j - c13) << 16);
+                    v[u] = __ldcs(src + off);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < 4; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
+        }
+    } else {  // items from a ticket
+        unsigned* ticket = sync;
+        unsigned* out_count = sync + 1;
+        unsigned* gu_done = sync + 2;  // [256] w13 items read, per expert
+        const int n13 = v13 / ITEM13, n2 = v2 / ITEM2;
+        const int items13 = nact * n13, total = items13 + nact * n2;
+        if (threadIdx.x == 0) s_item = static_cast<int>(atomicAdd(ticket, 1u));
+        __syncthreads();
+        int i = s_item;
+        while (i < total) {
+            __syncthreads();  // every thread has read s_item
+            if (threadIdx.x == 0) s_item = static_cast<int>(atomicAdd(ticket, 1u));  // the next, drawn early
+            if (i < items13) {
+                const int a = i / n13;
+                const uint4* src = w13 + (size_t)act[a] * v13 + (size_t)(i % n13) * ITEM13;
+                uint4 v[ITEM13 / 512];
+#pragma unroll
+                for (int u = 0; u < ITEM13 / 512; ++u) v[u] = __ldcs(src + u * 512 + threadIdx.x);
+#pragma unroll
+                for (int u = 0; u < ITEM13 / 512; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
+                if (MODE == 3) {  // every thread's loads have returned: count the item
+                    __syncthreads();
+                    if (threadIdx.x == 0) {
+                        __threadfence();
+                        atomicAdd(&gu_done[act[a]], 1u);
+                    }
+                }
+            } else {
+                const int d = i - items13, a = d / n2;
+                if (MODE == 3) {
+                    if (threadIdx.x == 0)
+                        while (ld_acquire(&gu_done[act[a]]) < static_cast<unsigned>(n13)) {
+                        }
+                    __syncthreads();
+                }
+                const uint4* src = w2 + (size_t)act[a] * v2 + (size_t)(d % n2) * ITEM2;
+                uint4 v[ITEM2 / 512];
+#pragma unroll
+                for (int u = 0; u < ITEM2 / 512; ++u) v[u] = __ldcs(src + u * 512 + threadIdx.x);
+#pragma unroll
+                for (int u = 0; u < ITEM2 / 512; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
+            }
+            __syncthreads();  // s_item written
+            i = s_item;
+        }
+        // The last CTA out: every CTA has drawn its last ticket and passed its waits.
+        if (threadIdx.x == 0 && atomicAdd(out_count, 1u) == gridDim.x - 1) {
+            for (int a = 0; a < nact; ++a) gu_done[act[a]] = 0;
+            *ticket = 0;
+            *out_count = 0;
+        }
+    }
+    if ((acc.x ^ acc.y ^ acc.z ^ acc.w) == 0x9e3779b9u) sink[0] = 1;  // keeps the loads; almost never taken
+}
+
 }  // namespace
 
 extern "C" {
+
+// Words of sync state read_probe needs (zero them once).
+int oea_read_probe_sync_words() { return 2 + 256; }
+
+// mode 1-3 as above; 0 on success, -1 for a shape or mode not covered, else a cudaError_t.
+int oea_read_probe_launch(const void* w13, const void* w2, const bool* mask, const int* ids, int nslots, int E,
+                          int H, int I, int mode, int grid, unsigned* sync, unsigned* sink, cudaStream_t stream) {
+    const size_t v13 = (size_t)2 * I * H * 2 / 16, v2 = (size_t)I * H * 2 / 16;
+    if (v13 % 65536 || v2 % 65536 || v13 % ITEM13 || v2 % ITEM2 || E > 256 || E < 1 || grid < 1) return -1;
+    const auto a13 = static_cast<const uint4*>(w13);
+    const auto a2 = static_cast<const uint4*>(w2);
+    switch (mode) {
+        case 1: read_probe<1><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink); break;
+        case 2: read_probe<2><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink); break;
+        case 3: read_probe<3><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink); break;
+        default: return -1;
+    }
+    return cudaGetLastError();
+}
+
 
 // 0 on success, -1 when an expert's bytes are not whole MiB chunks, else a cudaError_t.
 int oea_read_experts_launch(const void* w13, const void* w2, const bool* mask, int E, int H, int I, int grid,

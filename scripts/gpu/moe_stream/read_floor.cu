@@ -132,7 +132,10 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
         int i = s_item;
         while (i < total) {
             __syncthreads();  // every thread has read s_item
-            if (threadIdx.x == 0) s_item = static_cast<int>(atomicAdd(ticket, 1u));  // the next, drawn early
+            // the next ticket, drawn now and published after this item's loads: waiting for the
+            // atomic before them would add its contended round trip to every item
+            unsigned nxt = 0;
+            if (threadIdx.x == 0) nxt = atomicAdd(ticket, 1u);
             if (i < items13) {
                 const int a = i / n13;
                 const uint4* src = w13 + (size_t)act[a] * v13 + (size_t)(i % n13) * ITEM13;
@@ -141,8 +144,9 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
                 for (int u = 0; u < ITEM13 / 512; ++u) v[u] = __ldcs(src + u * 512 + threadIdx.x);
 #pragma unroll
                 for (int u = 0; u < ITEM13 / 512; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
-                if (MODE == 3) {  // every thread's loads have returned: count the item
-                    __syncthreads();
+                if (MODE == 3) {  // count the item once every thread's loads have returned: a plain
+                    // barrier lets ptxas move xors (and so waits for loads) past it (review)
+                    __syncthreads_or((acc.x ^ acc.y ^ acc.z ^ acc.w) == 0x9e3779b9u);
                     if (threadIdx.x == 0) {
                         __threadfence();
                         atomicAdd(&gu_done[act[a]], 1u);
@@ -163,11 +167,14 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
 #pragma unroll
                 for (int u = 0; u < ITEM2 / 512; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
             }
+            if (threadIdx.x == 0) s_item = static_cast<int>(nxt);
             __syncthreads();  // s_item written
             i = s_item;
         }
         // The last CTA out: every CTA has drawn its last ticket and passed its waits.
+        if (threadIdx.x == 0) __threadfence();
         if (threadIdx.x == 0 && atomicAdd(out_count, 1u) == gridDim.x - 1) {
+            __threadfence();
             for (int a = 0; a < nact; ++a) gu_done[act[a]] = 0;
             *ticket = 0;
             *out_count = 0;

@@ -73,13 +73,13 @@ class ReadFloor:
         return x
 
 
-READ_PROBES = {1: "read: prologue", 2: "read: items", 3: "read: items+hand-off"}
+READ_PROBES = {1: "read: prologue", 2: "read: items", 3: "read: items+hand-off", 4: "read: static items"}
 
 
 class ReadProbe(ReadFloor):
     """read_floor.cu's probes, one difference from the read floor each: 1 the prototype's prologue
     (active list from the ids), 2 kernel-sized items from a ticket, 3 items and a w2 item waiting for
-    its expert's w13 items."""
+    its expert's w13 items, 4 the items of 2 on CTA i % grid."""
 
     def __init__(self, so, mode: int, ctas_per_sm: int = 4):
         super().__init__(so, ctas_per_sm)

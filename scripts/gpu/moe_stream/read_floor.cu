@@ -60,7 +60,9 @@ __global__ void __launch_bounds__(512) read_experts(const uint4* w13, const uint
 //     96 KB, a down run of 4 blocks), expert-major, every w13 item first, drawn from a ticket by
 //     persistent CTAs, instead of a balanced grid-stride;
 //   3 HANDOFF: ITEMS, and a w2 item waits until its expert's w13 items are all read (a counter
-//     with release/acquire), the kernels' one dependent second phase.
+//     with release/acquire), the kernels' one dependent second phase;
+//   4 STATIC ITEMS: mode 2's items on CTA i % grid, no ticket: with 2, whether the items' size or
+//     drawing them costs.
 // Counters (ticket, CTAs out, per-expert) are reset by the last CTA out: zero them once.
 constexpr int ITEM13 = 4096, ITEM2 = 6144;  // 16-byte vectors per item: 64 KB and 96 KB
 
@@ -121,21 +123,26 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
 #pragma unroll
             for (int u = 0; u < 4; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
         }
-    } else {  // items from a ticket
+    } else {  // items, from a ticket (modes 2, 3) or i % grid (4)
         unsigned* ticket = sync;
         unsigned* out_count = sync + 1;
         unsigned* gu_done = sync + 2;  // [256] w13 items read, per expert
         const int n13 = v13 / ITEM13, n2 = v2 / ITEM2;
         const int items13 = nact * n13, total = items13 + nact * n2;
-        if (threadIdx.x == 0) s_item = static_cast<int>(atomicAdd(ticket, 1u));
-        __syncthreads();
-        int i = s_item;
+        int i = blockIdx.x;
+        if (MODE != 4) {
+            if (threadIdx.x == 0) s_item = static_cast<int>(atomicAdd(ticket, 1u));
+            __syncthreads();
+            i = s_item;
+        }
         while (i < total) {
-            __syncthreads();  // every thread has read s_item
             // the next ticket, drawn now and published after this item's loads: waiting for the
             // atomic before them would add its contended round trip to every item
             unsigned nxt = 0;
-            if (threadIdx.x == 0) nxt = atomicAdd(ticket, 1u);
+            if (MODE != 4) {
+                __syncthreads();  // every thread has read s_item
+                if (threadIdx.x == 0) nxt = atomicAdd(ticket, 1u);
+            }
             if (i < items13) {
                 const int a = i / n13;
                 const uint4* src = w13 + (size_t)act[a] * v13 + (size_t)(i % n13) * ITEM13;
@@ -167,13 +174,17 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
 #pragma unroll
                 for (int u = 0; u < ITEM2 / 512; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
             }
+            if (MODE == 4) {
+                i += gridDim.x;
+                continue;
+            }
             if (threadIdx.x == 0) s_item = static_cast<int>(nxt);
             __syncthreads();  // s_item written
             i = s_item;
         }
         // The last CTA out: every CTA has drawn its last ticket and passed its waits.
-        if (threadIdx.x == 0) __threadfence();
-        if (threadIdx.x == 0 && atomicAdd(out_count, 1u) == gridDim.x - 1) {
+        if (MODE != 4 && threadIdx.x == 0) __threadfence();
+        if (MODE != 4 && threadIdx.x == 0 && atomicAdd(out_count, 1u) == gridDim.x - 1) {
             __threadfence();
             for (int a = 0; a < nact; ++a) gu_done[act[a]] = 0;
             *ticket = 0;
@@ -190,7 +201,7 @@ extern "C" {
 // Words of sync state read_probe needs (zero them once).
 int oea_read_probe_sync_words() { return 2 + 256; }
 
-// mode 1-3 as above; 0 on success, -1 for a shape or mode not covered, else a cudaError_t.
+// mode 1-4 as above; 0 on success, -1 for a shape or mode not covered, else a cudaError_t.
 int oea_read_probe_launch(const void* w13, const void* w2, const bool* mask, const int* ids, int nslots, int E,
                           int H, int I, int mode, int grid, unsigned* sync, unsigned* sink, cudaStream_t stream) {
     const size_t v13 = (size_t)2 * I * H * 2 / 16, v2 = (size_t)I * H * 2 / 16;
@@ -201,6 +212,7 @@ int oea_read_probe_launch(const void* w13, const void* w2, const bool* mask, con
         case 1: read_probe<1><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink); break;
         case 2: read_probe<2><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink); break;
         case 3: read_probe<3><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink); break;
+        case 4: read_probe<4><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink); break;
         default: return -1;
     }
     return cudaGetLastError();

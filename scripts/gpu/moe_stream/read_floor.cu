@@ -8,26 +8,28 @@
 
 namespace {
 
-// Every CTA lists the active experts from the routing's mask, as a real kernel must; then the
-// grid reads their bytes as 16-byte vectors, UNROLL independent loads in flight per thread.
-// Expert bytes are indexed in chunks of 2^16 vectors (1 MiB), so the index math stays 32-bit.
-template <int UNROLL>
-__global__ void __launch_bounds__(512) read_experts(const uint4* w13, const uint4* w2, const bool* mask, int E,
-                                                    unsigned chunks13, unsigned chunks2, unsigned* sink) {
-    __shared__ int act[256];
-    __shared__ int nact;
+// Warp 0 lists the experts `on(e)` names, in id order (the active rank), into act; nact their count.
+template <class On>
+__device__ __forceinline__ void active_list(int E, On on, int* act, int* nact) {
     if (threadIdx.x < 32) {
         int base = 0;
         for (int e0 = 0; e0 < E; e0 += 32) {
             const int e = e0 + threadIdx.x;
-            const bool on = e < E && mask[e];
-            const unsigned bal = __ballot_sync(~0u, on);
-            if (on) act[base + __popc(bal & ((1u << threadIdx.x) - 1))] = e;
+            const bool active = e < E && on(e);
+            const unsigned bal = __ballot_sync(~0u, active);
+            if (active) act[base + __popc(bal & ((1u << threadIdx.x) - 1))] = e;
             base += __popc(bal);
         }
-        if (threadIdx.x == 0) nact = base;
+        if (threadIdx.x == 0) *nact = base;
     }
-    __syncthreads();
+}
+
+// The grid reads every listed expert's bytes once as 16-byte vectors, UNROLL independent loads in
+// flight per thread, balanced over every thread of the grid. Expert bytes are indexed in chunks of
+// 2^16 vectors (1 MiB), so the index math stays 32-bit. Returns the xor of what it read.
+template <int UNROLL>
+__device__ __forceinline__ uint4 read_balanced(const uint4* w13, const uint4* w2, const int* act, int nact,
+                                               unsigned chunks13, unsigned chunks2) {
     const unsigned per = chunks13 + chunks2;  // chunks per expert
     const unsigned total = static_cast<unsigned>(nact) * per << 16;
     const unsigned stride = gridDim.x * blockDim.x;
@@ -48,6 +50,19 @@ __global__ void __launch_bounds__(512) read_experts(const uint4* w13, const uint
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
     }
+    return acc;
+}
+
+// Every CTA lists the active experts from the routing's mask, as a real kernel must; then the
+// balanced read.
+template <int UNROLL>
+__global__ void __launch_bounds__(512) read_experts(const uint4* w13, const uint4* w2, const bool* mask, int E,
+                                                    unsigned chunks13, unsigned chunks2, unsigned* sink) {
+    __shared__ int act[256];
+    __shared__ int nact;
+    active_list(E, [&](int e) { return mask[e]; }, act, &nact);
+    __syncthreads();
+    const uint4 acc = read_balanced<UNROLL>(w13, w2, act, nact, chunks13, chunks2);
     if ((acc.x ^ acc.y ^ acc.z ^ acc.w) == 0x9e3779b9u) sink[0] = 1;  // keeps the loads; almost never taken
 }
 
@@ -89,40 +104,11 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
         }
         __syncthreads();
     }
-    if (threadIdx.x < 32) {
-        int base = 0;
-        for (int e0 = 0; e0 < E; e0 += 32) {
-            const int e = e0 + threadIdx.x;
-            const bool on = e < E && (MODE == 1 ? smask[e] != 0 : mask[e]);
-            const unsigned bal = __ballot_sync(~0u, on);
-            if (on) act[base + __popc(bal & ((1u << threadIdx.x) - 1))] = e;
-            base += __popc(bal);
-        }
-        if (threadIdx.x == 0) nact = base;
-    }
+    active_list(E, [&](int e) { return MODE == 1 ? smask[e] != 0 : mask[e]; }, act, &nact);
     __syncthreads();
     uint4 acc = make_uint4(0, 0, 0, 0);
-    if (MODE == 1) {  // the balanced grid-stride read of read_experts, 4 loads in flight per thread
-        const unsigned per = (v13 + v2) >> 16;
-        const unsigned total = static_cast<unsigned>(nact) * per << 16;
-        const unsigned stride = gridDim.x * blockDim.x;
-        for (unsigned i0 = blockIdx.x * blockDim.x + threadIdx.x; i0 < total; i0 += stride * 4) {
-            uint4 v[4];
-#pragma unroll
-            for (int u = 0; u < 4; ++u) {
-                const unsigned i = i0 + u * stride;
-                v[u] = make_uint4(0, 0, 0, 0);
-                if (i < total) {
-                    const unsigned c = i >> 16, a = c / per, j = c % per, off = i & 0xFFFFu;
-                    const unsigned c13 = v13 >> 16;
-                    const uint4* src = j < c13 ? w13 + ((size_t)act[a] * c13 + j << 16)
-                                               : w2 + ((size_t)act[a] * (v2 >> 16) + (j - c13) << 16);
-                    v[u] = __ldcs(src + off);
-                }
-            }
-#pragma unroll
-            for (int u = 0; u < 4; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
-        }
+    if (MODE == 1) {  // the balanced read of read_experts, 4 loads in flight per thread
+        acc = read_balanced<4>(w13, w2, act, nact, v13 >> 16, v2 >> 16);
     } else {  // items, from a ticket (modes 2, 3) or i % grid (4)
         unsigned* ticket = sync;
         unsigned* out_count = sync + 1;

@@ -14,6 +14,7 @@ if [ -n "${SANITIZE:-}" ]; then  # memory and barrier checks on a few calls (slo
   for tool in ${SANITIZE_TOOLS:-memcheck synccheck}; do
     timeout 100 compute-sanitizer --tool "$tool" --print-limit 20 python3 scripts/gpu/moe_stream/moe_stream.py --check-only \
       --cases 4 --variants 6:4:1 6:0:1 6:4:0 2>&1 | grep -v -i warn > "$R/sanitizer_$tool.txt"
-    head -n 40 "$R/sanitizer_$tool.txt"; tail -n 4 "$R/sanitizer_$tool.txt"
+    head -n 40 "$R/sanitizer_$tool.txt"  # the first errors, if any
+    [ "$(wc -l < "$R/sanitizer_$tool.txt")" -gt 40 ] && tail -n 4 "$R/sanitizer_$tool.txt"  # and the summary
   done
 fi

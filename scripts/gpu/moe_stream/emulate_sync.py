@@ -376,7 +376,6 @@ def simulate(seed, B, k, E, GU_BLOCKS, DN_BLOCKS, NH, run, RING, RB, grid, dynam
 
 
 DIRECT_P = 0.5  # share of setups in direct mode (run 0)
-FORCE_DYN = None
 def setup(seed, max_grid):
     rng = random.Random(seed * 7 + 1)
     B = rng.randint(1, 16)
@@ -387,7 +386,7 @@ def setup(seed, max_grid):
     RING = rng.randint(2, 6)
     RB = rng.choice([1, 2, 4, 4, 4])
     grid = rng.choice([rng.randint(1, 6), rng.randint(1, 24), rng.randint(1, max_grid)])
-    dyn = FORCE_DYN if FORCE_DYN is not None else rng.randint(0, 1)
+    dyn = rng.randint(0, 1)
     GU = rng.randint(1, 3)
     NH = rng.randint(1, 2)
     return dict(B=B, k=k, E=E, GU_BLOCKS=GU, DN_BLOCKS=DN_BLOCKS, NH=NH, run=run, RING=RING, RB=RB, grid=grid,

@@ -556,6 +556,28 @@ __global__ void __launch_bounds__(6 * 32, 1) moe_stream_kernel(const Params p) {
         if (++rs == RB) rs = 0, rphase ^= 1;
     };
 
+    // expert a's act rows: this thread's B fragments for the down projection
+    auto load_act = [&](uint4 (&dst)[S::DN_KB][NT], int a) {
+#pragma unroll
+        for (int kb = 0; kb < S::DN_KB; ++kb)
+#pragma unroll
+            for (int t = 0; t < NT; ++t)
+                dst[kb][t] = ldcg128(p.act + ((size_t)a * WS_NTOK + 8 * t + g) * I + warp * (I / NW) + kb * 32 + q * 8);
+    };
+    // one down stage: the ring slot's 16 w2 rows times act fragments `b` into acc, then the slot released
+    auto down_stage = [&](float (&acc)[NT][4], const uint4 (&b)[S::DN_KB][NT]) {
+        w.begin();
+        mbar_wait(&full[slot], phase);
+        w.end(full_wait);
+        const unsigned char* row = ring + slot * S::SLOT + g * S::DN_STRIDE + (warp * (I / NW) + q * 8) * 2;
+        if (!(p.probe & 1))
+#pragma unroll
+            for (int kb = 0; kb < S::DN_KB; ++kb) mma_k32(acc, row + kb * 64, 8 * S::DN_STRIDE, b[kb]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&empty[slot]);
+        if (++slot == RING) slot = 0, phase ^= 1;
+    };
+
     // dynamic mode: the producer's slots say which item comes next (a wait on a slot the item
     // waits on again returns at once: the phase cannot move on before this warp releases it)
     auto next_item = [&]() {
@@ -593,13 +615,6 @@ __global__ void __launch_bounds__(6 * 32, 1) moe_stream_kernel(const Params p) {
                 }
             __syncwarp();
             w.end(handoff_wait);
-            auto load_act = [&](uint4 (&dst)[S::DN_KB][NT], int a) {
-#pragma unroll
-                for (int kb = 0; kb < S::DN_KB; ++kb)
-#pragma unroll
-                    for (int t = 0; t < NT; ++t)
-                        dst[kb][t] = ldcg128(p.act + ((size_t)a * WS_NTOK + 8 * t + g) * I + warp * (I / NW) + kb * 32 + q * 8);
-            };
             float tot[NT][4] = {};
             if constexpr (NT == 1) load_act(af, 0);
             for (int a = 0; a < A; ++a) {
@@ -610,16 +625,7 @@ __global__ void __launch_bounds__(6 * 32, 1) moe_stream_kernel(const Params p) {
                     load_act(af, a);
                 }
                 float acc[NT][4] = {};
-                w.begin();
-                mbar_wait(&full[slot], phase);
-                w.end(full_wait);
-                const unsigned char* row = ring + slot * S::SLOT + g * S::DN_STRIDE + (warp * (I / NW) + q * 8) * 2;
-                if (!(p.probe & 1))
-#pragma unroll
-                    for (int kb = 0; kb < S::DN_KB; ++kb) mma_k32(acc, row + kb * 64, 8 * S::DN_STRIDE, af[kb]);
-                __syncwarp();
-                if (lane == 0) mbar_arrive(&empty[slot]);
-                if (++slot == RING) slot = 0, phase ^= 1;
+                down_stage(acc, af);
 #pragma unroll
                 for (int t = 0; t < NT; ++t)
 #pragma unroll
@@ -685,25 +691,12 @@ __global__ void __launch_bounds__(6 * 32, 1) moe_stream_kernel(const Params p) {
                 }
                 w.end(handoff_wait);
                 __syncwarp();  // the lanes meet again before mma.sync
-#pragma unroll
-                for (int kb = 0; kb < S::DN_KB; ++kb)
-#pragma unroll
-                    for (int t = 0; t < NT; ++t)
-                        af[kb][t] = ldcg128(p.act + ((size_t)a * WS_NTOK + 8 * t + g) * I + warp * (I / NW) + kb * 32 + q * 8);
+                load_act(af, a);
                 af_a = a;
             }
             for (int st = 0; st < p.run; ++st) {
                 float acc[NT][4] = {};
-                w.begin();
-                mbar_wait(&full[slot], phase);
-                w.end(full_wait);
-                const unsigned char* row = ring + slot * S::SLOT + g * S::DN_STRIDE + (warp * (I / NW) + q * 8) * 2;
-                if (!(p.probe & 1))
-#pragma unroll
-                    for (int kb = 0; kb < S::DN_KB; ++kb) mma_k32(acc, row + kb * 64, 8 * S::DN_STRIDE, af[kb]);
-                __syncwarp();
-                if (lane == 0) mbar_arrive(&empty[slot]);
-                if (++slot == RING) slot = 0, phase ^= 1;
+                down_stage(acc, af);
                 publish(acc, i, st);
             }
         }

@@ -87,6 +87,17 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
     return v;
 }
 
+// One item of N 16-byte vectors from src, every vector of the CTA's loads in flight at once,
+// xor-folded into acc (which keeps the loads).
+template <int N>
+__device__ __forceinline__ void read_item(const uint4* src, uint4& acc) {
+    uint4 v[N / 512];
+#pragma unroll
+    for (int u = 0; u < N / 512; ++u) v[u] = __ldcs(src + u * 512 + threadIdx.x);
+#pragma unroll
+    for (int u = 0; u < N / 512; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
+}
+
 template <int MODE>
 __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4* w2, const bool* mask,
                                                   const int* ids, int nslots, int E, unsigned v13, unsigned v2,
@@ -131,12 +142,7 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
             }
             if (i < items13) {
                 const int a = i / n13;
-                const uint4* src = w13 + (size_t)act[a] * v13 + (size_t)(i % n13) * ITEM13;
-                uint4 v[ITEM13 / 512];
-#pragma unroll
-                for (int u = 0; u < ITEM13 / 512; ++u) v[u] = __ldcs(src + u * 512 + threadIdx.x);
-#pragma unroll
-                for (int u = 0; u < ITEM13 / 512; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
+                read_item<ITEM13>(w13 + (size_t)act[a] * v13 + (size_t)(i % n13) * ITEM13, acc);
                 if (MODE == 3) {  // count the item once every thread's loads have returned: a plain
                     // barrier lets ptxas move xors (and so waits for loads) past it (review)
                     __syncthreads_or((acc.x ^ acc.y ^ acc.z ^ acc.w) == 0x9e3779b9u);
@@ -153,12 +159,7 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
                         }
                     __syncthreads();
                 }
-                const uint4* src = w2 + (size_t)act[a] * v2 + (size_t)(d % n2) * ITEM2;
-                uint4 v[ITEM2 / 512];
-#pragma unroll
-                for (int u = 0; u < ITEM2 / 512; ++u) v[u] = __ldcs(src + u * 512 + threadIdx.x);
-#pragma unroll
-                for (int u = 0; u < ITEM2 / 512; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
+                read_item<ITEM2>(w2 + (size_t)act[a] * v2 + (size_t)(d % n2) * ITEM2, acc);
             }
             if (MODE == 4) {
                 i += gridDim.x;

@@ -73,13 +73,15 @@ class ReadFloor:
         return x
 
 
-READ_PROBES = {1: "read: prologue", 2: "read: items", 3: "read: items+hand-off", 4: "read: static items"}
+READ_PROBES = {1: "read: prologue", 2: "read: items", 3: "read: items+hand-off", 4: "read: static items",
+               5: "read: hand-off, w2 in L2", 6: "read: hand-off, w2 L2 last"}
 
 
 class ReadProbe(ReadFloor):
     """read_floor.cu's probes, one difference from the read floor each: 1 the prototype's prologue
     (active list from the ids), 2 kernel-sized items from a ticket, 3 items and a w2 item waiting for
-    its expert's w13 items, 4 the items of 2 on CTA i % grid."""
+    its expert's w13 items, 4 the items of 2 on CTA i % grid, 5 mode 3 with every active expert's w2
+    asked for in L2 before the w13 items, 6 mode 5 with that prefetch at evict_last priority."""
 
     def __init__(self, so, mode: int, ctas_per_sm: int = 4):
         super().__init__(so, ctas_per_sm)
@@ -263,6 +265,9 @@ def main():
                    help="also time read_floor.cu: the active experts' bytes read once, nothing else (MoE only)")
     p.add_argument("--read-probes", type=int, nargs="*", default=[], choices=sorted(READ_PROBES),
                    help="also time read_floor.cu's probes: " + ", ".join(f"{k} {v}" for k, v in READ_PROBES.items()))
+    p.add_argument("--probe-ctas-per-sm", type=int, nargs="+", default=[4],
+                   help="CTAs of 512 threads per SM for the read floor and probes, each count its own row (4: every "
+                        "thread slot; 2: about the shipped kernel's bytes in flight, 2 programs of 3-4 stages)")
     p.add_argument("--cases", type=int, default=40)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--budget", type=float, default=300.0)
@@ -298,14 +303,17 @@ def main():
         return
     for b, router, batch, cases, shipped in sweep_batches(shape, weights, args.batch, args.budget, t0, results):
         named = [("shipped", layer_call("triton", shipped))] + [(f"stream ring{v}", fns[v]) for v in args.variants]
-        readers = ([("read floor", ReadFloor(so))] if args.read_floor else []) + \
-            [(READ_PROBES[m], ReadProbe(so, m)) for m in args.read_probes]
+        readers = []
+        for c in args.probe_ctas_per_sm:
+            tag = "" if c == 4 else f" {c}/SM"
+            readers += ([("read floor" + tag, ReadFloor(so, c))] if args.read_floor else []) + \
+                [(READ_PROBES[m] + tag, ReadProbe(so, m, c)) for m in args.read_probes]
         for name, reader in readers:
             row = {"batch": b, "name": name}
             for label, (cfg, routings, floor) in cases.items():
                 us = time_moe(reader, batch, weights, routings, repeats=args.repeats).median_us
                 row[label] = {"moe_us": us, "x_floor": us / floor}
-            print(f"  {name:28s} vanilla {row['vanilla']['moe_us']:6.1f} ({row['vanilla']['x_floor']:.2f})"
+            print(f"  {name:32s} vanilla {row['vanilla']['moe_us']:6.1f} ({row['vanilla']['x_floor']:.2f})"
                   f"{'':11s}k0=3 {row['k0=3']['moe_us']:6.1f} ({row['k0=3']['x_floor']:.2f})", flush=True)
             results["rows"].append(row)
         for name, fn in named:

@@ -78,6 +78,14 @@ __global__ void __launch_bounds__(512) read_experts(const uint4* w13, const uint
 //     with release/acquire), the kernels' one dependent second phase;
 //   4 STATIC ITEMS: mode 2's items on CTA i % grid, no ticket: with 2, whether the items' size or
 //     drawing them costs.
+// And whether L2 can carry the down weights across the gate/up stream (a kernel that asks for w2
+// early, so that its second phase reads L2 instead of HBM; an earlier L2 prefetch in the shipped
+// kernel measured slower, perhaps because the w13 stream evicted the prefetched lines first):
+//   5 HANDOFF + PREFETCH: mode 3, and first every CTA asks for its even share of every active
+//     expert's w2 bytes in L2 (cp.async.bulk.prefetch.L2, no registers, nothing to wait for);
+//   6 as 5, the prefetch at L2::evict_last priority, so the w13 stream (normal priority) is
+//     evicted first. Triton 3.6 drops eviction hints on its pipelined (cp.async) loads, so a
+//     Triton kernel can set the priority only on such a prefetch, not on its gate/up stream.
 // Counters (ticket, CTAs out, per-expert) are reset by the last CTA out: zero them once.
 constexpr int ITEM13 = 4096, ITEM2 = 6144;  // 16-byte vectors per item: 64 KB and 96 KB
 
@@ -96,6 +104,28 @@ __device__ __forceinline__ void read_item(const uint4* src, uint4& acc) {
     for (int u = 0; u < N / 512; ++u) v[u] = __ldcs(src + u * 512 + threadIdx.x);
 #pragma unroll
     for (int u = 0; u < N / 512; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
+}
+
+// Thread 0 of the CTA asks for its even share of the listed experts' w2 bytes in L2, in pieces of
+// at most 64 KB that do not cross an expert; EVICT_LAST: at L2::evict_last priority.
+template <bool EVICT_LAST>
+__device__ __forceinline__ void prefetch_w2_share(const uint4* w2, const int* act, int nact, unsigned v2) {
+    const unsigned long long total = static_cast<unsigned long long>(nact) * v2;  // 16-byte vectors
+    const unsigned long long end = total * (blockIdx.x + 1) / gridDim.x;
+    unsigned long long policy = 0;
+    if (EVICT_LAST) asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
+    for (unsigned long long i = total * blockIdx.x / gridDim.x; i < end;) {
+        const unsigned a = static_cast<unsigned>(i / v2), off = static_cast<unsigned>(i % v2);
+        const unsigned long long stop = min(end, (a + 1ull) * v2);
+        const unsigned n = static_cast<unsigned>(min(stop - i, 4096ull));
+        const uint4* src = w2 + (size_t)act[a] * v2 + off;
+        if (EVICT_LAST)
+            asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;"
+                         :: "l"(src), "r"(n * 16), "l"(policy) : "memory");
+        else
+            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" :: "l"(src), "r"(n * 16) : "memory");
+        i += n;
+    }
 }
 
 template <int MODE>
@@ -117,10 +147,12 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
     }
     active_list(E, [&](int e) { return MODE == 1 ? smask[e] != 0 : mask[e]; }, act, &nact);
     __syncthreads();
+    constexpr bool HANDOFF = MODE == 3 || MODE == 5 || MODE == 6;
+    if (MODE >= 5 && threadIdx.x == 0) prefetch_w2_share<MODE == 6>(w2, act, nact, v2);
     uint4 acc = make_uint4(0, 0, 0, 0);
     if (MODE == 1) {  // the balanced read of read_experts, 4 loads in flight per thread
         acc = read_balanced<4>(w13, w2, act, nact, v13 >> 16, v2 >> 16);
-    } else {  // items, from a ticket (modes 2, 3) or i % grid (4)
+    } else {  // items, from a ticket (modes 2, 3, 5, 6) or i % grid (4)
         unsigned* ticket = sync;
         unsigned* out_count = sync + 1;
         unsigned* gu_done = sync + 2;  // [256] w13 items read, per expert
@@ -143,7 +175,7 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
             if (i < items13) {
                 const int a = i / n13;
                 read_item<ITEM13>(w13 + (size_t)act[a] * v13 + (size_t)(i % n13) * ITEM13, acc);
-                if (MODE == 3) {  // count the item once every thread's loads have returned: a plain
+                if (HANDOFF) {  // count the item once every thread's loads have returned: a plain
                     // barrier lets ptxas move xors (and so waits for loads) past it (review)
                     __syncthreads_or((acc.x ^ acc.y ^ acc.z ^ acc.w) == 0x9e3779b9u);
                     if (threadIdx.x == 0) {
@@ -153,7 +185,7 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
                 }
             } else {
                 const int d = i - items13, a = d / n2;
-                if (MODE == 3) {
+                if (HANDOFF) {
                     if (threadIdx.x == 0)
                         while (ld_acquire(&gu_done[act[a]]) < static_cast<unsigned>(n13)) {
                         }
@@ -188,7 +220,7 @@ extern "C" {
 // Words of sync state read_probe needs (zero them once).
 int oea_read_probe_sync_words() { return 2 + 256; }
 
-// mode 1-4 as above; 0 on success, -1 for a shape or mode not covered, else a cudaError_t.
+// mode 1-6 as above; 0 on success, -1 for a shape or mode not covered, else a cudaError_t.
 int oea_read_probe_launch(const void* w13, const void* w2, const bool* mask, const int* ids, int nslots, int E,
                           int H, int I, int mode, int grid, unsigned* sync, unsigned* sink, cudaStream_t stream) {
     const size_t v13 = (size_t)2 * I * H * 2 / 16, v2 = (size_t)I * H * 2 / 16;
@@ -200,6 +232,8 @@ int oea_read_probe_launch(const void* w13, const void* w2, const bool* mask, con
         case 2: read_probe<2><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink); break;
         case 3: read_probe<3><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink); break;
         case 4: read_probe<4><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink); break;
+        case 5: read_probe<5><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink); break;
+        case 6: read_probe<6><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink); break;
         default: return -1;
     }
     return cudaGetLastError();

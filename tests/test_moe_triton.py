@@ -115,6 +115,26 @@ def test_handoff_gives_the_same_bits_whatever_the_grid(weights_48, changes, num_
         assert torch.count_nonzero(sync.workspace(x.device)) == 0
 
 
+def test_down_prefetch_is_three_launch_only_and_a_no_op_where_interpreted(weights_48):
+    """dn_prefetch: fitted() drops it on the one-launch path and keeps it on three launches;
+    it is compiled in only on sm_90+ (three_launch.prefetch_down; never where the kernels are
+    interpreted: no inline PTX), and the call computes the same bits as without it."""
+    from oea_trt.moe.triton import KernelConfig, fitted
+    from oea_trt.moe.triton.launch import interpreted
+    from oea_trt.moe.triton.three_launch import prefetch_down
+
+    assert not fitted(KernelConfig(down="one_launch", dn_prefetch=True), 1, 2048, 768).dn_prefetch
+    kept = fitted(KernelConfig(down="slots", dn_prefetch=True, dn_preload=True, dn_block_n=32), 1, 2048, 768)
+    assert kept.dn_prefetch and kept.dn_preload
+    hopper = DEVICE == "cuda" and torch.cuda.get_device_capability()[0] >= 9
+    assert prefetch_down(kept, weights_48.w2) == (hopper and not interpreted())
+    logits = torch.randn(5, 8, generator=torch.Generator().manual_seed(77))
+    routing = oea_route(logits.to(DEVICE), OEAConfig(8, SHAPE_48.top_k, 2))
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(78)).to(DEVICE, DTYPE)
+    cfg = dict(down="slots", gu_block_n=16, gu_block_k=16, dn_block_n=16, dn_block_k=16, handoff=True)
+    assert torch.equal(_kernel(x, weights_48, routing, **cfg, dn_prefetch=True), _kernel(x, weights_48, routing, **cfg))
+
+
 def _config(num_tokens, w, routing, **changes):
     from oea_trt.moe.triton import default_config
 
@@ -251,8 +271,10 @@ def test_kernels_compile_for_sm90_with_pipelined_weight_loads():
     """The real (non-interpreted) compile for sm_90, in a subprocess: every kernel of the
     three-launch path for the 30B layer at B=1 and B=64 (gate/up, down, combine, with and
     without PDL; the gate/up and down kernels also with the per-expert hand-off, the down kernel
-    also preloaded) fits in shared memory, streams its weights via cp.async and carries
-    griddepcontrol exactly where PDL is on (the hand-off down kernel waits on counters instead)."""
+    also preloaded, and with the evict_last L2 prefetch of dn_prefetch) fits in shared memory,
+    streams its weights via cp.async, carries griddepcontrol exactly where PDL is on (the
+    hand-off down kernel waits on counters instead) and the bulk prefetch exactly where
+    dn_prefetch is on."""
     import subprocess
     import sys
     from pathlib import Path
@@ -262,5 +284,6 @@ def test_kernels_compile_for_sm90_with_pipelined_weight_loads():
                            "three_launch"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     # Per batch gate/up and down with and without PDL and with the hand-off (the down kernel also
-    # preloaded), then the combine kernel with and without PDL.
-    assert "16 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout
+    # preloaded, and streamed or preloaded with the prefetch), then the combine kernel with and
+    # without PDL.
+    assert "20 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout

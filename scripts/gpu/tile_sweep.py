@@ -75,14 +75,24 @@ CANDIDATES = {
     "mp132": dict(max_programs=132),
     "3L handoff mp132": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True, max_programs=132),
     "3L handoff gu16x256": three((16, 256, 4, 4), (64, 128, 4, 4), handoff=True),
+    # dn_prefetch: each down program asks L2 for its streamed items' w2 rows at evict_last before
+    # it waits, so the second phase reads L2 (three launches only: where one launch ships, beside
+    # the same three-launch config without it)
+    "prefetch": dict(dn_prefetch=True),
+    "3L handoff prefetch": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True, dn_prefetch=True),
+    "3L pre32 handoff prefetch": three((32, 128, 4, 4), (32, 256, 4, 3), dn_preload=True, handoff=True,
+                                       dn_prefetch=True),
 }
 PLAN = {  # session 12's first plan ran at dfa1c6b (benchmarks/results/hand_off_pause_h100/) with
     # candidates since removed with their options (KernelConfig.poll_sleep_ns, a pause between the
-    # hand-off's polls; dn_preload of a large tile's first K steps). This one: gate/up in more
-    # than one wave (narrow items, or one program per SM), so the hand-off overlaps the phases.
-    2: ["gu16x256s4"],
-    4: ["gu16x256s4", "mp132", "3L handoff dn128w8"],
-    8: ["3L handoff", "3L handoff gu16x256", "3L handoff mp132"],
+    # hand-off's polls; dn_preload of a large tile's first K steps); a second tried gate/up in more
+    # than one wave (narrow items, one program per SM). This one: the down weights in L2 at evict_last
+    # (dn_prefetch; B=1 ships a preloaded first tile, B=2 and 4 the hand-off, B=8 and 16 one launch).
+    1: ["prefetch", "3L pre32 handoff", "3L pre32 handoff prefetch"],
+    2: ["prefetch"],
+    4: ["prefetch", "3L pre32 handoff", "3L pre32 handoff prefetch"],
+    8: ["3L handoff", "3L handoff prefetch", "3L pre32 handoff prefetch"],
+    16: ["3L handoff", "3L handoff prefetch"],
 }
 
 

@@ -146,6 +146,27 @@ def _down_tile(act_ptr, w_rows, weights_ptr, y_ptr, h, toks, routed, row, act_ro
 
 
 @triton.jit
+def prefetch_l2_last(ptr, NBYTES: tl.constexpr):
+    """Thread 0 of the program asks the TMA unit to bring NBYTES (a multiple of 16, from a
+    16-byte aligned address) into L2 at evict_last priority: cp.async.bulk.prefetch.L2 with a
+    cache policy (sm_90+; compiled kernels only, the interpreter has no inline PTX). It holds
+    no registers or shared memory and has nothing to wait for; a later load of those bytes
+    finds them in L2 unless they were evicted, and lines at normal priority go first."""
+    tl.inline_asm_elementwise(
+        """{
+        .reg .pred p;
+        .reg .b32 t;
+        .reg .b64 policy;
+        mov.u32 t, %tid.x;
+        setp.eq.u32 p, t, 0;
+        createpolicy.fractional.L2::evict_last.b64 policy, 1.0;
+        @p cp.async.bulk.prefetch.L2.global.L2::cache_hint [$1], $2, policy;
+        mov.u32 $0, 0;
+        }""",
+        "=r,l,r", [ptr.to(tl.int64), tl.full((), NBYTES, tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
 def preload_w2(w2_ptr, expert, h_tile, H: tl.constexpr, I: tl.constexpr, BLOCK_N: tl.constexpr,
                BLOCK_K: tl.constexpr):
     """A down item's whole w2 tile (hidden rows tile h_tile of `expert`, all I columns) as

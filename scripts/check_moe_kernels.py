@@ -64,7 +64,7 @@ def compile_gate_up(shape, cfg, pdl=False, one_block=True):
 
 def compile_down(shape, cfg, pdl=False, one_block=True):
     sig = {"act_ptr": "*bf16", "w2_ptr": "*bf16", "expert_ids_ptr": "*i32", "weights_ptr": "*fp32",
-           "active_mask_ptr": "*u8", "y_ptr": "*fp32", "sync_ptr": "*i32", "num_tokens": "i32"}
+           "active_mask_ptr": "*u8", "y_ptr": "*fp32", "sync_ptr": "*i32", "num_tokens": "i32", "prefetch_budget": "i32"}
     consts = dict(_shape_consts(shape, cfg.block_m, cfg.dn_block_n, cfg.dn_block_k), USE_PDL=pdl, ONE_BLOCK=one_block,
                   PRELOAD=cfg.dn_preload, HANDOFF=cfg.handoff,
                   GU_TILES=shape.moe_intermediate_size // cfg.gu_block_n, PREFETCH=cfg.dn_prefetch, W_BYTES=2)
@@ -177,7 +177,7 @@ def check_three_launch(shape, batch: int, candidates: bool, seen: set) -> tuple:
     base = default_config(batch, H, I, shape.top_k, shape.num_experts).replace(down="slots")
     configs = [(base, True), (base, False), (base.replace(handoff=True), True), (base.replace(handoff=False), True),
                (base.replace(handoff=True, dn_preload=True, dn_block_n=32), True),
-               (base.replace(handoff=True, dn_prefetch=True), True),
+               (base.replace(handoff=True, dn_prefetch=True), True), (base.replace(handoff=False, dn_prefetch=True), True),
                (base.replace(handoff=True, dn_preload=True, dn_block_n=32, dn_prefetch=True), True)] + [
         (cfg, True) for cfg in (tuner_configs(base, "slots") if candidates else ())]
     problems, count = [], 0

@@ -41,7 +41,12 @@ from oea_trt.moe.triton.config import KernelConfig, next_pow2, one_block
 from oea_trt.moe.triton.launch import interpreted, launch_persistent
 from oea_trt.moe.triton.sync import sync_workspace, wait_for_count
 from oea_trt.moe.triton.tiles import (active_experts, down_block, down_preloaded, gate_up_item, nth_active,
-                                     prefetch_l2_last, preload_w2, tokens_of_expert)
+                                     prefetch_l2_last, preload_w2, tokens_of_expert, w2_tile)
+
+#: dn_prefetch asks for at most this share of the L2 (the rest: the gate/up stream, act and y
+#: rows), in whole rounds of one item per program; a larger request would push out its own
+#: first lines before they are read, and the bytes would come from HBM twice.
+PREFETCH_L2_SHARE = 0.6
 
 
 @triton.jit
@@ -83,8 +88,9 @@ def gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, gat
             tl.atomic_add(gate_up_done_ptr + expert, 1, sem="release")
 
 
-@triton.jit(do_not_specialize=["num_tokens"])
+@triton.jit(do_not_specialize=["num_tokens", "prefetch_budget"])
 def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y_ptr, sync_ptr, num_tokens,
+                prefetch_budget,
                 H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                 K: tl.constexpr, K_PAD: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
@@ -98,7 +104,8 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
     after every gate/up program has started its last item, so the items waited on are running.
     The last program out zeroes the expert counters for the next call.
     PREFETCH (config.dn_prefetch; W_BYTES: w2's element size): before any wait, the w2 rows of
-    every item the program streams go to L2 at evict_last priority (tiles.prefetch_l2_last)."""
+    the items the program streams go to L2 at evict_last priority (tiles.prefetch_l2_last), in
+    whole rounds of one item a program within prefetch_budget bytes (prefetch_budget())."""
     PRELOAD_FIRST: tl.constexpr = PRELOAD and ONE_BLOCK
     if USE_PDL and not PRELOAD_FIRST and not HANDOFF and not PREFETCH:
         tl.extra.cuda.gdc_wait()  # gate/up's act rows are visible past here
@@ -119,10 +126,10 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
         streamed = first  # the first item this program streams after its wait (not a preloaded one)
         if PRELOAD_FIRST:
             streamed += tl.num_programs(0)
-        for w in range(streamed, total, tl.num_programs(0)):
+        rounds = prefetch_budget // (BLOCK_N * I * W_BYTES * tl.num_programs(0))
+        for w in range(streamed, tl.minimum(total, streamed + rounds * tl.num_programs(0)), tl.num_programs(0)):
             expert = nth_active(rank, active, w // N_TILES, E_PAD)
-            prefetch_l2_last(w2_ptr + expert.to(tl.int64) * (H * I) + (w % N_TILES) * (BLOCK_N * I),
-                             BLOCK_N * I * W_BYTES)
+            prefetch_l2_last(w2_tile(w2_ptr, expert, w % N_TILES, H, I, BLOCK_N), BLOCK_N * I * W_BYTES)
         if USE_PDL and not PRELOAD_FIRST and not HANDOFF:
             tl.extra.cuda.gdc_wait()  # as above, now that the prefetches are on their way
     if PRELOAD_FIRST:
@@ -206,13 +213,14 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
              USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), HANDOFF=cfg.handoff, num_warps=cfg.gu_warps,
              num_stages=cfg.gu_stages, **pdl))
     y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
+    prefetch = prefetch_down(cfg, w2)
     launch_persistent(
         down_kernel, max_active * h_tiles, cfg.max_programs,
-        (act, w2, ids, wts, mask_u8, y, sync, num_tokens),
+        (act, w2, ids, wts, mask_u8, y, sync, num_tokens, prefetch_budget(w2) if prefetch else 0),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.dn_block_n, BLOCK_K=cfg.dn_block_k,
              USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), PRELOAD=cfg.dn_preload,
              HANDOFF=cfg.handoff, GU_TILES=inter // cfg.gu_block_n if cfg.handoff else 1,
-             PREFETCH=prefetch_down(cfg, w2), W_BYTES=w2.element_size(),
+             PREFETCH=prefetch, W_BYTES=w2.element_size(),
              num_warps=cfg.dn_warps, num_stages=cfg.dn_stages, **pdl))
     block_h = min(cfg.combine_block_h, next_pow2(hidden))
     combine_kernel[(num_tokens, triton.cdiv(hidden, block_h))](
@@ -222,6 +230,12 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
 
 def prefetch_down(cfg: KernelConfig, w2: torch.Tensor) -> bool:
     """The down kernel's PREFETCH: config.dn_prefetch where the bulk prefetch exists (compiled
-    kernels, a CUDA device of compute capability 9.0+); elsewhere the option changes nothing."""
-    return (cfg.dn_prefetch and not interpreted() and w2.is_cuda
+    kernels, a CUDA device of compute capability 9.0+, w2 16-byte aligned as the prefetch needs);
+    elsewhere the option changes nothing."""
+    return (cfg.dn_prefetch and not interpreted() and w2.is_cuda and w2.data_ptr() % 16 == 0
             and torch.cuda.get_device_capability(w2.device)[0] >= 9)
+
+
+def prefetch_budget(w2: torch.Tensor) -> int:
+    """Bytes of w2 a call with dn_prefetch may ask L2 for: PREFETCH_L2_SHARE of the device's L2."""
+    return int(PREFETCH_L2_SHARE * torch.cuda.get_device_properties(w2.device).L2_cache_size)

@@ -106,6 +106,15 @@ def _gate_up_tile(x_ptr, w_gate, w_up, toks, rows, stride_x, H: tl.constexpr, BL
 
 
 @triton.jit
+def w2_tile(w2_ptr, expert, h_tile, H: tl.constexpr, I: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Where a down item's w2 rows start: hidden rows h_tile * BLOCK_N .. + BLOCK_N of `expert`
+    in w2 [E, H, I], all I columns, BLOCK_N * I contiguous elements (the L2 prefetch's address;
+    down_block and preload_w2 index the same rows row by row, and keep their own expression so
+    that their compiled code is what was measured)."""
+    return w2_ptr + expert.to(tl.int64) * (H * I) + h_tile * (BLOCK_N * I)
+
+
+@triton.jit
 def down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, h_tile, toks, routed, row, act_row, hit,
                H: tl.constexpr, I: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ONE_BLOCK: tl.constexpr):

@@ -50,7 +50,8 @@ def build(out_dir: str) -> ctypes.CDLL:
     so.oea_read_experts_launch.restype = ctypes.c_int
     so.oea_read_experts_launch.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 4 + [ctypes.c_void_p] * 2
     so.oea_read_probe_launch.restype = ctypes.c_int
-    so.oea_read_probe_launch.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 6 + [ctypes.c_void_p] * 3
+    so.oea_read_probe_launch.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 6 + [ctypes.c_void_p] * 2 + \
+        [ctypes.c_uint, ctypes.c_void_p]
     return so
 
 
@@ -61,6 +62,12 @@ class ReadFloor:
         self.so = so
         self.grid = ctas_per_sm * torch.cuda.get_device_properties(0).multi_processor_count
         self.sink = torch.zeros(1, dtype=torch.int32, device="cuda")
+
+    def __enter__(self):  # what holds while the reader is timed (ReadProbe: a set-aside)
+        return self
+
+    def __exit__(self, *exc):
+        return None
 
     def __call__(self, x, weights, routing):
         E, two_i, H = weights.w13.shape
@@ -75,29 +82,66 @@ class ReadFloor:
 
 READ_PROBES = {1: "read: prologue", 2: "read: items", 3: "read: items+hand-off", 4: "read: static items",
                5: "read: hand-off, w2 in L2", 6: "read: hand-off, w2 L2 last"}
+#: Probes 5 and 6 ask L2 for at most this share of it (the rest: the w13 stream); more would push
+#: out the first lines before they are read.
+PREFETCH_L2_SHARE = 0.6
+#: Probes that leave lines in L2 (6: at evict_last): timed after every other row of a batch, so
+#: they cannot help or hurt the others.
+L2_PROBES = (5, 6)
 
 
 class ReadProbe(ReadFloor):
     """read_floor.cu's probes, one difference from the read floor each: 1 the prototype's prologue
     (active list from the ids), 2 kernel-sized items from a ticket, 3 items and a w2 item waiting for
     its expert's w13 items, 4 the items of 2 on CTA i % grid, 5 mode 3 with every active expert's w2
-    asked for in L2 before the w13 items, 6 mode 5 with that prefetch at evict_last priority."""
+    asked for in L2 before the w13 items, 6 mode 5 with that prefetch at evict_last priority.
+    set_aside: bytes of L2 set aside for persisting lines while this probe is timed (with() below;
+    0: none, the default), in case evict_last takes effect only there."""
 
-    def __init__(self, so, mode: int, ctas_per_sm: int = 4):
+    def __init__(self, so, mode: int, ctas_per_sm: int = 4, set_aside: int = 0):
         super().__init__(so, ctas_per_sm)
-        self.mode = mode
+        self.mode, self.set_aside = mode, set_aside
         self.sync = torch.zeros(so.oea_read_probe_sync_words(), dtype=torch.int32, device="cuda")
+        self.prefetch_vectors = int(PREFETCH_L2_SHARE * l2_bytes()) // 16
+
+    def __enter__(self):
+        if self.set_aside:
+            persisting_l2(self.set_aside)
+        return self
+
+    def __exit__(self, *exc):
+        if self.set_aside:
+            persisting_l2(0)
 
     def __call__(self, x, weights, routing):
         E, two_i, H = weights.w13.shape
         mask, ids = routing.active_mask.contiguous(), routing.expert_ids.contiguous()
         rc = self.so.oea_read_probe_launch(weights.w13.data_ptr(), weights.w2.data_ptr(), mask.data_ptr(),
                                            ids.data_ptr(), ids.numel(), E, H, two_i // 2, self.mode, self.grid,
-                                           self.sync.data_ptr(), self.sink.data_ptr(),
+                                           self.sync.data_ptr(), self.sink.data_ptr(), self.prefetch_vectors,
                                            torch.cuda.current_stream().cuda_stream)
         if rc:
             raise RuntimeError(f"oea_read_probe_launch returned {rc}")
         return x
+
+
+def persisting_l2(nbytes: int) -> None:
+    """Set aside nbytes of L2 for persisting (evict_last) lines, at most the device's maximum; 0
+    first resets every persisting line to normal, then gives the set-aside back (cuda-python)."""
+    from cuda.bindings import runtime as cudart
+
+    torch.cuda.synchronize()
+    if nbytes:
+        err, props = cudart.cudaGetDeviceProperties(torch.cuda.current_device())
+        nbytes = min(nbytes, props.persistingL2CacheMaxSize) if err == cudart.cudaError_t.cudaSuccess else nbytes
+    else:
+        err, = cudart.cudaCtxResetPersistingL2Cache()
+        if err != cudart.cudaError_t.cudaSuccess:
+            raise RuntimeError(f"cudaCtxResetPersistingL2Cache: {err}")
+    err, = cudart.cudaDeviceSetLimit(cudart.cudaLimit.cudaLimitPersistingL2CacheSize, nbytes)
+    if err != cudart.cudaError_t.cudaSuccess:
+        raise RuntimeError(f"cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, {nbytes}): {err}")
+    print(f"    L2 set aside for persisting lines: {nbytes / 2**20:.1f} MiB", flush=True)
 
 
 class StreamMoE:
@@ -268,6 +312,9 @@ def main():
     p.add_argument("--probe-ctas-per-sm", type=int, nargs="+", default=[4],
                    help="CTAs of 512 threads per SM for the read floor and probes, each count its own row (4: every "
                         "thread slot; 2: about the shipped kernel's bytes in flight, 2 programs of 3-4 stages)")
+    p.add_argument("--l2-set-aside", type=float, default=0.0,
+                   help="with probe 6: also time it with this share of L2 set aside for persisting lines (e.g. "
+                        "0.75; capped at the device's maximum), in case evict_last acts only there")
     p.add_argument("--cases", type=int, default=40)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--budget", type=float, default=300.0)
@@ -303,19 +350,16 @@ def main():
         return
     for b, router, batch, cases, shipped in sweep_batches(shape, weights, args.batch, args.budget, t0, results):
         named = [("shipped", layer_call("triton", shipped))] + [(f"stream ring{v}", fns[v]) for v in args.variants]
-        readers = []
+        readers, l2_readers = [], []  # l2_readers: timed after every other row (L2_PROBES)
         for c in args.probe_ctas_per_sm:
             tag = "" if c == 4 else f" {c}/SM"
-            readers += ([("read floor" + tag, ReadFloor(so, c))] if args.read_floor else []) + \
-                [(READ_PROBES[m] + tag, ReadProbe(so, m, c)) for m in args.read_probes]
-        for name, reader in readers:
-            row = {"batch": b, "name": name}
-            for label, (cfg, routings, floor) in cases.items():
-                us = time_moe(reader, batch, weights, routings, repeats=args.repeats).median_us
-                row[label] = {"moe_us": us, "x_floor": us / floor}
-            print(f"  {name:32s} vanilla {row['vanilla']['moe_us']:6.1f} ({row['vanilla']['x_floor']:.2f})"
-                  f"{'':11s}k0=3 {row['k0=3']['moe_us']:6.1f} ({row['k0=3']['x_floor']:.2f})", flush=True)
-            results["rows"].append(row)
+            readers += [("read floor" + tag, ReadFloor(so, c))] if args.read_floor else []
+            for m in args.read_probes:
+                (l2_readers if m in L2_PROBES else readers).append((READ_PROBES[m] + tag, ReadProbe(so, m, c)))
+            if args.l2_set_aside and 6 in args.read_probes:
+                l2_readers.append((READ_PROBES[6] + ", set-aside" + tag,
+                                   ReadProbe(so, 6, c, set_aside=int(args.l2_set_aside * l2_bytes()))))
+        time_readers(readers, b, batch, weights, cases, args.repeats, results)
         for name, fn in named:
             row = time_row({"batch": b, "name": name}, fn, batch, weights, router, cases, args.repeats)
             if name.startswith("stream"):
@@ -332,7 +376,24 @@ def main():
             results["rows"].append(row)
             if args.json:
                 json.dump(results, open(args.json, "w"), indent=1)
+        time_readers(l2_readers, b, batch, weights, cases, args.repeats, results)
+        if args.json:
+            json.dump(results, open(args.json, "w"), indent=1)
     print(f"moe_stream: {time.time() - t0:.0f} s", flush=True)
+
+
+def time_readers(readers, b, batch, weights, cases, repeats, results) -> None:
+    """One row per reader (read_floor.cu's kernels): us and x floor per case, MoE only. A probe
+    with a set-aside holds it only while it is timed."""
+    for name, reader in readers:
+        row = {"batch": b, "name": name}
+        with reader:
+            for label, (cfg, routings, floor) in cases.items():
+                us = time_moe(reader, batch, weights, routings, repeats=repeats).median_us
+                row[label] = {"moe_us": us, "x_floor": us / floor}
+        print(f"  {name:40s} vanilla {row['vanilla']['moe_us']:6.1f} ({row['vanilla']['x_floor']:.2f})"
+              f"{'':11s}k0=3 {row['k0=3']['moe_us']:6.1f} ({row['k0=3']['x_floor']:.2f})", flush=True)
+        results["rows"].append(row)
 
 
 if __name__ == "__main__":

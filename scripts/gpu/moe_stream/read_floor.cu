@@ -81,8 +81,10 @@ __global__ void __launch_bounds__(512) read_experts(const uint4* w13, const uint
 // And whether L2 can carry the down weights across the gate/up stream (a kernel that asks for w2
 // early, so that its second phase reads L2 instead of HBM; an earlier L2 prefetch in the shipped
 // kernel measured slower, perhaps because the w13 stream evicted the prefetched lines first):
-//   5 HANDOFF + PREFETCH: mode 3, and first every CTA asks for its even share of every active
-//     expert's w2 bytes in L2 (cp.async.bulk.prefetch.L2, no registers, nothing to wait for);
+//   5 HANDOFF + PREFETCH: mode 3, and first every CTA asks for its even share of the active
+//     experts' w2 bytes in L2 (cp.async.bulk.prefetch.L2, no registers, nothing to wait for), the
+//     first prefetch_vectors of them in the order the w2 items are drawn (the caller passes what L2
+//     holds: asking for more pushes out the first lines before they are read);
 //   6 as 5, the prefetch at L2::evict_last priority, so the w13 stream (normal priority) is
 //     evicted first. Triton 3.6 drops eviction hints on its pipelined (cp.async) loads, so a
 //     Triton kernel can set the priority only on such a prefetch, not on its gate/up stream.
@@ -106,11 +108,14 @@ __device__ __forceinline__ void read_item(const uint4* src, uint4& acc) {
     for (int u = 0; u < N / 512; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
 }
 
-// Thread 0 of the CTA asks for its even share of the listed experts' w2 bytes in L2, in pieces of
-// at most 64 KB that do not cross an expert; EVICT_LAST: at L2::evict_last priority.
+// Thread 0 of the CTA asks for its even share of the listed experts' first `limit` w2 vectors (in
+// list order) in L2, in pieces of at most 64 KB that do not cross an expert; EVICT_LAST: at
+// L2::evict_last priority.
 template <bool EVICT_LAST>
-__device__ __forceinline__ void prefetch_w2_share(const uint4* w2, const int* act, int nact, unsigned v2) {
-    const unsigned long long total = static_cast<unsigned long long>(nact) * v2;  // 16-byte vectors
+__device__ __forceinline__ void prefetch_w2_share(const uint4* w2, const int* act, int nact, unsigned v2,
+                                                  unsigned limit) {
+    const unsigned long long total = min(static_cast<unsigned long long>(nact) * v2,
+                                         static_cast<unsigned long long>(limit));  // 16-byte vectors
     const unsigned long long end = total * (blockIdx.x + 1) / gridDim.x;
     unsigned long long policy = 0;
     if (EVICT_LAST) asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
@@ -131,7 +136,7 @@ __device__ __forceinline__ void prefetch_w2_share(const uint4* w2, const int* ac
 template <int MODE>
 __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4* w2, const bool* mask,
                                                   const int* ids, int nslots, int E, unsigned v13, unsigned v2,
-                                                  unsigned* sync, unsigned* sink) {
+                                                  unsigned* sync, unsigned* sink, unsigned prefetch_vectors) {
     __shared__ int act[256];
     __shared__ int nact;
     __shared__ unsigned smask[256];
@@ -148,7 +153,7 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
     active_list(E, [&](int e) { return MODE == 1 ? smask[e] != 0 : mask[e]; }, act, &nact);
     __syncthreads();
     constexpr bool HANDOFF = MODE == 3 || MODE == 5 || MODE == 6;
-    if (MODE >= 5 && threadIdx.x == 0) prefetch_w2_share<MODE == 6>(w2, act, nact, v2);
+    if (MODE >= 5 && threadIdx.x == 0) prefetch_w2_share<MODE == 6>(w2, act, nact, v2, prefetch_vectors);
     uint4 acc = make_uint4(0, 0, 0, 0);
     if (MODE == 1) {  // the balanced read of read_experts, 4 loads in flight per thread
         acc = read_balanced<4>(w13, w2, act, nact, v13 >> 16, v2 >> 16);
@@ -220,20 +225,22 @@ extern "C" {
 // Words of sync state read_probe needs (zero them once).
 int oea_read_probe_sync_words() { return 2 + 256; }
 
-// mode 1-6 as above; 0 on success, -1 for a shape or mode not covered, else a cudaError_t.
+// mode 1-6 as above (prefetch_vectors: modes 5 and 6, 16-byte units of w2 to ask L2 for); 0 on
+// success, -1 for a shape or mode not covered, else a cudaError_t.
 int oea_read_probe_launch(const void* w13, const void* w2, const bool* mask, const int* ids, int nslots, int E,
-                          int H, int I, int mode, int grid, unsigned* sync, unsigned* sink, cudaStream_t stream) {
+                          int H, int I, int mode, int grid, unsigned* sync, unsigned* sink,
+                          unsigned prefetch_vectors, cudaStream_t stream) {
     const size_t v13 = (size_t)2 * I * H * 2 / 16, v2 = (size_t)I * H * 2 / 16;
     if (v13 % 65536 || v2 % 65536 || v13 % ITEM13 || v2 % ITEM2 || E > 256 || E < 1 || grid < 1) return -1;
     const auto a13 = static_cast<const uint4*>(w13);
     const auto a2 = static_cast<const uint4*>(w2);
     switch (mode) {
-        case 1: read_probe<1><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink); break;
-        case 2: read_probe<2><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink); break;
-        case 3: read_probe<3><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink); break;
-        case 4: read_probe<4><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink); break;
-        case 5: read_probe<5><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink); break;
-        case 6: read_probe<6><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink); break;
+        case 1: read_probe<1><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink, prefetch_vectors); break;
+        case 2: read_probe<2><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink, prefetch_vectors); break;
+        case 3: read_probe<3><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink, prefetch_vectors); break;
+        case 4: read_probe<4><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink, prefetch_vectors); break;
+        case 5: read_probe<5><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink, prefetch_vectors); break;
+        case 6: read_probe<6><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink, prefetch_vectors); break;
         default: return -1;
     }
     return cudaGetLastError();

@@ -44,8 +44,8 @@ from oea_trt.moe.triton.tiles import (active_experts, down_block, down_preloaded
                                      prefetch_l2_last, preload_w2, tokens_of_expert, w2_tile)
 
 #: dn_prefetch asks for at most this share of the L2 (the rest: the gate/up stream, act and y
-#: rows), in whole rounds of one item per program; a larger request would push out its own
-#: first lines before they are read, and the bytes would come from HBM twice.
+#: rows), the items streamed first; a larger request would push out its own first lines before
+#: they are read, and the bytes would come from HBM twice.
 PREFETCH_L2_SHARE = 0.6
 
 
@@ -104,8 +104,8 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
     after every gate/up program has started its last item, so the items waited on are running.
     The last program out zeroes the expert counters for the next call.
     PREFETCH (config.dn_prefetch; W_BYTES: w2's element size): before any wait, the w2 rows of
-    the items the program streams go to L2 at evict_last priority (tiles.prefetch_l2_last), in
-    whole rounds of one item a program within prefetch_budget bytes (prefetch_budget())."""
+    the items the program streams go to L2 at evict_last priority (tiles.prefetch_l2_last), the
+    call's first streamed items up to prefetch_budget bytes (prefetch_budget())."""
     PRELOAD_FIRST: tl.constexpr = PRELOAD and ONE_BLOCK
     if USE_PDL and not PRELOAD_FIRST and not HANDOFF and not PREFETCH:
         tl.extra.cuda.gdc_wait()  # gate/up's act rows are visible past here
@@ -124,10 +124,13 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
     first = tl.program_id(0)
     if PREFETCH:
         streamed = first  # the first item this program streams after its wait (not a preloaded one)
+        base = 0  # the first streamed item of the call
         if PRELOAD_FIRST:
             streamed += tl.num_programs(0)
-        rounds = prefetch_budget // (BLOCK_N * I * W_BYTES * tl.num_programs(0))
-        for w in range(streamed, tl.minimum(total, streamed + rounds * tl.num_programs(0)), tl.num_programs(0)):
+            base = tl.num_programs(0)
+        # the streamed items in the order programs reach them, as many as prefetch_budget holds
+        limit = tl.minimum(total, base + prefetch_budget // (BLOCK_N * I * W_BYTES))
+        for w in range(streamed, limit, tl.num_programs(0)):
             expert = nth_active(rank, active, w // N_TILES, E_PAD)
             prefetch_l2_last(w2_tile(w2_ptr, expert, w % N_TILES, H, I, BLOCK_N), BLOCK_N * I * W_BYTES)
         if USE_PDL and not PRELOAD_FIRST and not HANDOFF:

@@ -25,6 +25,7 @@ from oea_trt.bench.rotation import copies_needed, copies_that_fit  # noqa: E402
 from oea_trt.moe import ExpertWeights  # noqa: E402
 from oea_trt.moe.reference import moe_reference  # noqa: E402
 from oea_trt.moe.shapes import get_preset  # noqa: E402
+from oea_trt.moe.triton.three_launch import PREFETCH_L2_SHARE  # noqa: E402 (probes 5, 6: dn_prefetch's cap)
 from oea_trt.routing.reference import oea_route  # noqa: E402
 from oea_trt.routing.synthetic import SkewedRouter  # noqa: E402
 from sweep_cases import sweep_batches, time_row  # noqa: E402
@@ -82,9 +83,6 @@ class ReadFloor:
 
 READ_PROBES = {1: "read: prologue", 2: "read: items", 3: "read: items+hand-off", 4: "read: static items",
                5: "read: hand-off, w2 in L2", 6: "read: hand-off, w2 L2 last"}
-#: Probes 5 and 6 ask L2 for at most this share of it (the rest: the w13 stream); more would push
-#: out the first lines before they are read.
-PREFETCH_L2_SHARE = 0.6
 #: Probes that leave lines in L2 (6: at evict_last): timed after every other row of a batch, so
 #: they cannot help or hurt the others.
 L2_PROBES = (5, 6)

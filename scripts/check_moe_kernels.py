@@ -64,10 +64,10 @@ def compile_gate_up(shape, cfg, pdl=False, one_block=True):
 
 def compile_down(shape, cfg, pdl=False, one_block=True):
     sig = {"act_ptr": "*bf16", "w2_ptr": "*bf16", "expert_ids_ptr": "*i32", "weights_ptr": "*fp32",
-           "active_mask_ptr": "*u8", "y_ptr": "*fp32", "sync_ptr": "*i32", "num_tokens": "i32", "prefetch_budget": "i32"}
+           "active_mask_ptr": "*u8", "y_ptr": "*fp32", "sync_ptr": "*i32", "num_tokens": "i32"}
     consts = dict(_shape_consts(shape, cfg.block_m, cfg.dn_block_n, cfg.dn_block_k), USE_PDL=pdl, ONE_BLOCK=one_block,
                   PRELOAD=cfg.dn_preload, HANDOFF=cfg.handoff,
-                  GU_TILES=shape.moe_intermediate_size // cfg.gu_block_n, PREFETCH=cfg.dn_prefetch, W_BYTES=2)
+                  GU_TILES=shape.moe_intermediate_size // cfg.gu_block_n)
     return _compile(tl3.down_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.dn_warps,
                     cfg.dn_stages, pdl)
 
@@ -120,18 +120,6 @@ def handoff_problems(kernel, name: str, kind: str, handoff: bool) -> list:
     return []
 
 
-def prefetch_problems(kernel, name: str, prefetch: bool) -> list:
-    """dn_prefetch: the down kernel's PTX carries the evict_last policy and the bulk L2 prefetch
-    that uses it; without the option, neither."""
-    ptx = kernel.asm["ptx"]
-    found = ("cp.async.bulk.prefetch.L2.global.L2::cache_hint" in ptx
-             and "createpolicy.fractional.L2::evict_last" in ptx)
-    if prefetch != found:
-        return [f"{name}: dn_prefetch={prefetch} but the PTX {'lacks' if prefetch else 'has'} the evict_last "
-                f"bulk L2 prefetch"]
-    return []
-
-
 def _ptxas_usage(ptx: str) -> tuple:
     """(registers, spill-store bytes) that ptxas reports for the PTX, sm_90a (Triton's ptxas)."""
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
@@ -176,9 +164,7 @@ def check_three_launch(shape, batch: int, candidates: bool, seen: set) -> tuple:
     H, I = shape.hidden_size, shape.moe_intermediate_size
     base = default_config(batch, H, I, shape.top_k, shape.num_experts).replace(down="slots")
     configs = [(base, True), (base, False), (base.replace(handoff=True), True), (base.replace(handoff=False), True),
-               (base.replace(handoff=True, dn_preload=True, dn_block_n=32), True),
-               (base.replace(handoff=True, dn_prefetch=True), True), (base.replace(handoff=False, dn_prefetch=True), True),
-               (base.replace(handoff=True, dn_preload=True, dn_block_n=32, dn_prefetch=True), True)] + [
+               (base.replace(handoff=True, dn_preload=True, dn_block_n=32), True)] + [
         (cfg, True) for cfg in (tuner_configs(base, "slots") if candidates else ())]
     problems, count = [], 0
     for cfg, pdl in configs:
@@ -188,21 +174,18 @@ def check_three_launch(shape, batch: int, candidates: bool, seen: set) -> tuple:
                              int(cfg.handoff)),
                  lambda: compile_gate_up(shape, cfg, pdl, single)),
                 ("down", (cfg.block_m, cfg.dn_block_n, cfg.dn_block_k, cfg.dn_warps, cfg.dn_stages, int(pdl),
-                          int(cfg.dn_preload), int(cfg.handoff), int(cfg.dn_prefetch)),
+                          int(cfg.dn_preload), int(cfg.handoff)),
                  lambda: compile_down(shape, cfg, pdl, single))]
         for kind, key, build in jobs:
             if (kind,) + key in seen:
                 continue
             seen.add((kind,) + key)
             # Spills are reported, not enforced: the tuner times every candidate on the GPU.
-            name = (f"{kind} B={batch} m,n,k,w,s,pdl{',preload,handoff,prefetch' if kind == 'down' else ',handoff'}="
-                    f"{','.join(str(v) for v in key)}")
+            name = f"{kind} B={batch} m,n,k,w,s,pdl{',preload,handoff' if kind == 'down' else ',handoff'}={','.join(str(v) for v in key)}"
             kernel = build()
             waits = not (kind == "down" and cfg.handoff)
             problems += check(kernel, name, True, spills_allowed=True) + griddep_problems(kernel, name, pdl, waits)
             problems += handoff_problems(kernel, name, kind, cfg.handoff)
-            if kind == "down":
-                problems += prefetch_problems(kernel, name, cfg.dn_prefetch)
             count += 1
     return problems, count
 

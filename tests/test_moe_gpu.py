@@ -118,9 +118,6 @@ TRITON_VARIANTS = {
     "slots+pdl handoff": dict(down="slots", pdl=True, handoff=True),
     "slots handoff no pdl": dict(down="slots", pdl=False, handoff=True),
     "slots+pdl preload handoff": dict(down="slots", pdl=True, dn_preload=True, handoff=True),
-    "slots+pdl handoff prefetch": dict(down="slots", pdl=True, handoff=True, dn_prefetch=True),
-    "slots+pdl preload prefetch": dict(down="slots", pdl=True, dn_preload=True, dn_block_n=32, dn_prefetch=True),
-    "slots prefetch no pdl": dict(down="slots", pdl=False, dn_prefetch=True),
 }
 
 
@@ -155,11 +152,9 @@ def test_triton_variants_match_reference(layer, variant, num_tokens, k0, fill):
 @pytest.mark.parametrize("changes", [dict(down="slots", pdl=True), dict(down="one_launch", pdl=True),
                                      dict(down="slots", pdl=True, dn_preload=True, dn_block_n=32),
                                      dict(down="slots", pdl=True, handoff=True),
-                                     dict(down="slots", pdl=True, dn_preload=True, dn_block_n=32, handoff=True),
-                                     dict(down="slots", pdl=True, dn_preload=True, dn_block_n=32, handoff=True,
-                                          dn_prefetch=True)],
+                                     dict(down="slots", pdl=True, dn_preload=True, dn_block_n=32, handoff=True)],
                          ids=["slots+pdl", "one_launch+pdl", "slots+pdl preload", "slots+pdl handoff",
-                              "slots+pdl preload handoff", "slots+pdl preload handoff prefetch"])
+                              "slots+pdl preload handoff"])
 def test_triton_pdl_graph_replay_back_to_back(layer, changes):
     """Several calls in one graph, back to back as in the benchmark (each call's gate/up is a
     programmatic dependent of the previous call's last kernel; buffers of one call are reused
@@ -281,32 +276,6 @@ def test_preloaded_down_tiles_give_the_same_bits(layer, tile):
     torch.cuda.synchronize()
     for i in range(3):
         assert torch.equal(outs[i], _triton(xs[i], w, routes[i], down="slots", pdl=True, dn_preload=True, **tile))
-
-
-@pytest.mark.parametrize("changes", [dict(), dict(handoff=True), dict(dn_preload=True, dn_block_n=32),
-                                     dict(dn_preload=True, dn_block_n=32, handoff=True)],
-                         ids=["streamed", "handoff", "preloaded", "preloaded handoff"])
-def test_down_prefetch_gives_the_same_bits(layer, changes):
-    """dn_prefetch (each down program asks L2 for its streamed items' w2 rows at evict_last
-    before it waits) changes where bytes come from, never what is computed: on 24 fresh random
-    batches (1..64 tokens, k0 1..k, every fill mode; grids of 1, 7 and 40 programs and one wave,
-    so programs with several prefetched items), bit-identical to the same config without it."""
-    from oea_trt.moe.triton import KernelConfig, fitted
-    from oea_trt.moe.triton.three_launch import prefetch_down
-
-    shape, w = layer
-    cfg = fitted(KernelConfig(down="slots", dn_prefetch=True, **changes), 4, w.hidden_size, w.intermediate_size)
-    assert prefetch_down(cfg, w.w2) == (torch.cuda.get_device_capability()[0] >= 9)
-    gen = torch.Generator().manual_seed(7373 + len(changes))
-    for case in range(24):
-        T = int(torch.randint(1, 65, (1,), generator=gen))
-        k0 = int(torch.randint(1, shape.top_k + 1, (1,), generator=gen))
-        programs = (None, 1, 7, 40)[case % 4]
-        x, r = _batch(shape, T, k0, ("invalid", "num_experts", "top1")[case % 3], seed=9000 + case)
-        want = _triton(x, w, r, down="slots", pdl=True, max_programs=programs, **changes)
-        got = _triton(x, w, r, down="slots", pdl=True, max_programs=programs, dn_prefetch=True, **changes)
-        assert torch.equal(got, want), (case, T, k0, programs)
-    assert_bf16_close(got, moe_reference(x, w.w13, w.w2, r.expert_ids, r.weights))
 
 
 # ---- the one-launch path of the triton kernel (one_launch.py) ---------------------------------

@@ -12,13 +12,11 @@ import torch
 from moe_triton_cpu import DEVICE, DTYPE, assert_close, interpreter, routing_case  # noqa: F401 (autouse)
 
 triton = pytest.importorskip("triton", reason="the Triton kernel needs the triton package (pip install triton)")
-tl = pytest.importorskip("triton.language")
 
 from oea_trt import OEAConfig, oea_route  # noqa: E402
 from oea_trt.moe import ExpertWeights, moe_forward  # noqa: E402
 from oea_trt.moe.reference import moe_reference  # noqa: E402
 from oea_trt.moe.shapes import MoEShape  # noqa: E402
-from oea_trt.moe.triton.tiles import w2_tile  # noqa: E402
 
 SHAPE = MoEShape("tiny", num_experts=8, top_k=4, hidden_size=64, moe_intermediate_size=32, num_moe_layers=1)
 
@@ -115,45 +113,6 @@ def test_handoff_gives_the_same_bits_whatever_the_grid(weights_48, changes, num_
     for programs in (1, 2, 3):
         assert torch.equal(_kernel(x, weights_48, routing, **cfg, handoff=True, max_programs=programs), without)
         assert torch.count_nonzero(sync.workspace(x.device)) == 0
-
-
-def test_down_prefetch_is_three_launch_only_and_a_no_op_where_interpreted(weights_48):
-    """dn_prefetch: fitted() drops it on the one-launch path and keeps it on three launches;
-    it is compiled in only on sm_90+ (three_launch.prefetch_down; never where the kernels are
-    interpreted: no inline PTX), and the call computes the same bits as without it."""
-    from oea_trt.moe.triton import KernelConfig, fitted
-    from oea_trt.moe.triton.launch import interpreted
-    from oea_trt.moe.triton.three_launch import prefetch_down
-
-    assert not fitted(KernelConfig(down="one_launch", dn_prefetch=True), 1, 2048, 768).dn_prefetch
-    kept = fitted(KernelConfig(down="slots", dn_prefetch=True, dn_preload=True, dn_block_n=32), 1, 2048, 768)
-    assert kept.dn_prefetch and kept.dn_preload
-    hopper = DEVICE == "cuda" and torch.cuda.get_device_capability()[0] >= 9
-    assert prefetch_down(kept, weights_48.w2) == (hopper and not interpreted())
-    logits = torch.randn(5, 8, generator=torch.Generator().manual_seed(77))
-    routing = oea_route(logits.to(DEVICE), OEAConfig(8, SHAPE_48.top_k, 2))
-    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(78)).to(DEVICE, DTYPE)
-    cfg = dict(down="slots", gu_block_n=16, gu_block_k=16, dn_block_n=16, dn_block_k=16, handoff=True)
-    assert torch.equal(_kernel(x, weights_48, routing, **cfg, dn_prefetch=True), _kernel(x, weights_48, routing, **cfg))
-
-
-@triton.jit
-def _w2_tile_address(w2_ptr, out_ptr, expert, h_tile, H: tl.constexpr, I: tl.constexpr, BLOCK_N: tl.constexpr):
-    tl.store(out_ptr, w2_tile(w2_ptr, expert, h_tile, H, I, BLOCK_N).to(tl.int64))
-
-
-@pytest.mark.parametrize("expert,h_tile,block_n", [(0, 0, 16), (5, 3, 16), (7, 1, 32)])
-def test_the_prefetched_w2_rows_are_the_down_items_rows(weights_48, expert, h_tile, block_n):
-    """tiles.w2_tile, the address dn_prefetch asks L2 for: the first of the down item's rows
-    w2[expert, h_tile*BLOCK_N : +BLOCK_N, :] (by torch's own indexing), which are contiguous and
-    as many bytes as the prefetch asks for (a wrong address would pass the bit-identity tests:
-    a prefetch is only a hint)."""
-    w2 = weights_48.w2  # [8, 64, 48]
-    out = torch.zeros(1, dtype=torch.int64, device=DEVICE)
-    _w2_tile_address[(1,)](w2, out, expert, h_tile, H=64, I=48, BLOCK_N=block_n)
-    rows = w2[expert, h_tile * block_n:(h_tile + 1) * block_n]
-    assert int(out.item()) == rows.data_ptr()
-    assert rows.is_contiguous() and rows.numel() * rows.element_size() == block_n * 48 * w2.element_size()
 
 
 def _config(num_tokens, w, routing, **changes):
@@ -292,10 +251,8 @@ def test_kernels_compile_for_sm90_with_pipelined_weight_loads():
     """The real (non-interpreted) compile for sm_90, in a subprocess: every kernel of the
     three-launch path for the 30B layer at B=1 and B=64 (gate/up, down, combine, with and
     without PDL; the gate/up and down kernels also with the per-expert hand-off, the down kernel
-    also preloaded, and with the evict_last L2 prefetch of dn_prefetch) fits in shared memory,
-    streams its weights via cp.async, carries griddepcontrol exactly where PDL is on (the
-    hand-off down kernel waits on counters instead) and the bulk prefetch exactly where
-    dn_prefetch is on."""
+    also preloaded) fits in shared memory, streams its weights via cp.async and carries
+    griddepcontrol exactly where PDL is on (the hand-off down kernel waits on counters instead)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -305,6 +262,5 @@ def test_kernels_compile_for_sm90_with_pipelined_weight_loads():
                            "three_launch"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     # Per batch gate/up and down with and without PDL and with the hand-off (the down kernel also
-    # preloaded; with the prefetch streamed, preloaded or without the hand-off), then the combine
-    # kernel with and without PDL.
-    assert "22 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout
+    # preloaded), then the combine kernel with and without PDL.
+    assert "16 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout

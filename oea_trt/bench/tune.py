@@ -253,7 +253,7 @@ def _short(cfg: KernelConfig) -> str:
             f"down {cfg.dn_block_n}x{cfg.dn_block_k}")
     if cfg.down == "slots":
         return (text + f" w{cfg.dn_warps} s{cfg.dn_stages}{' preloaded' if cfg.dn_preload else ''}"
-                f"{', hand-off' if cfg.handoff else ''}{', w2 prefetched to L2' if cfg.dn_prefetch else ''}")
+                f"{', hand-off' if cfg.handoff else ''}")
     return text + f", {cfg.programs_per_sm}/SM"
 
 

@@ -75,24 +75,22 @@ CANDIDATES = {
     "mp132": dict(max_programs=132),
     "3L handoff mp132": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True, max_programs=132),
     "3L handoff gu16x256": three((16, 256, 4, 4), (64, 128, 4, 4), handoff=True),
-    # dn_prefetch: each down program asks L2 for its streamed items' w2 rows at evict_last before
-    # it waits, so the second phase reads L2 (three launches only: where one launch ships, beside
-    # the same three-launch config without it)
-    "prefetch": dict(dn_prefetch=True),
-    "3L handoff prefetch": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True, dn_prefetch=True),
-    "3L pre32 handoff prefetch": three((32, 128, 4, 4), (32, 256, 4, 3), dn_preload=True, handoff=True,
-                                       dn_prefetch=True),
+    # one stage: the weight tile loaded straight into registers (ld.global, no cp.async ring), as
+    # read_floor.cu's probes read at the floor; only other programs on the SM overlap its latency
+    "gu32x256 s1": dict(gu_block_n=32, gu_block_k=256, gu_stages=1),
+    "gu32x512 s1": dict(gu_block_n=32, gu_block_k=512, gu_stages=1),
+    "dn64x256 s1": dict(dn_block_n=64, dn_block_k=256, dn_stages=1),
+    "dn128x128 s1": dict(dn_block_n=128, dn_block_k=128, dn_stages=1),
+    "gu32x256+dn64x256 s1": dict(gu_block_n=32, gu_block_k=256, gu_stages=1, dn_block_n=64, dn_block_k=256,
+                                 dn_stages=1),
+    "OL k256 s1": dict(gu_block_k=256, dn_block_k=256, gu_stages=1),
+    "OL k256 s1 w8": dict(gu_block_k=256, dn_block_k=256, gu_stages=1, gu_warps=8),
 }
-PLAN = {  # session 12's first plan ran at dfa1c6b (benchmarks/results/hand_off_pause_h100/) with
-    # candidates since removed with their options (KernelConfig.poll_sleep_ns, a pause between the
-    # hand-off's polls; dn_preload of a large tile's first K steps); a second tried gate/up in more
-    # than one wave (narrow items, one program per SM). This one: the down weights in L2 at evict_last
-    # (dn_prefetch; B=1 ships a preloaded first tile, B=2 and 4 the hand-off, B=8 and 16 one launch).
-    1: ["prefetch", "3L pre32 handoff", "3L pre32 handoff prefetch"],
-    2: ["prefetch"],
-    4: ["prefetch", "3L pre32 handoff", "3L pre32 handoff prefetch"],
-    8: ["3L handoff", "3L handoff prefetch", "3L pre32 handoff prefetch"],
-    16: ["3L handoff", "3L handoff prefetch"],
+PLAN = {  # session 17: one-stage tiles (earlier plans: git log of this file; their results under
+    # benchmarks/results/, e.g. hand_off_pause_h100/ and dn_prefetch_h100/)
+    1: ["gu32x256 s1", "gu32x512 s1"],
+    4: ["gu32x256 s1", "gu32x512 s1", "dn64x256 s1", "dn128x128 s1", "gu32x256+dn64x256 s1"],
+    8: ["OL k256 s1", "OL k256 s1 w8"],
 }
 
 

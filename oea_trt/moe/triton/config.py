@@ -63,13 +63,6 @@ class KernelConfig:
         that gate/up finished first run during gate/up's last wave and tail. The counters live
         in the per-device workspace (sync.py): calls on one device must be stream-ordered, as
         with the one-launch path.
-    dn_prefetch: three-launch path, compiled kernels on sm_90+ (a no-op in Triton's
-        interpreter): before it waits for gate/up, each down program asks L2 for the w2 rows of
-        every item it will stream (not a preloaded first tile) at evict_last priority, one bulk
-        prefetch per item, so that after the wait those items read L2 rather than HBM while the
-        gate/up stream, at normal priority, is evicted first. Triton drops eviction hints on
-        its pipelined loads (scripts/check_triton_cache_hints.py), so the priority is set on
-        the prefetch. An experiment for issue 20: no shipped config uses it yet.
     """
 
     block_m: int = 16
@@ -90,7 +83,6 @@ class KernelConfig:
     early_active: bool = True
     dn_preload: bool = False
     handoff: bool = False
-    dn_prefetch: bool = False
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:
@@ -178,8 +170,6 @@ def fitted(config: KernelConfig, num_tokens: int, hidden: int, inter: int) -> Ke
             break
     if cfg.dn_preload:
         cfg = preload_fitted(cfg, inter, one_block(cfg, num_tokens))
-    if cfg.dn_prefetch and cfg.down != "slots":  # the one-launch kernel has no such prefetch
-        cfg = cfg.replace(dn_prefetch=False)
     gate_up, down = stage_bytes(cfg)
     if cfg.down == "one_launch":  # one kernel, one stage count for both loops
         gate_up = max(gate_up, down)

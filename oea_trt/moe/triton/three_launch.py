@@ -20,10 +20,6 @@ resident while gate/up streams (PDL), and would only wait there; instead each lo
 item's whole w2 tile into registers before its wait, so after gate/up only the act rows are
 read (B=1 on an H100: the down kernel ends 2.3 us after gate/up instead of 7.0).
 
-Down weights in L2 ahead of the wait (config.dn_prefetch, sm_90+ compiled kernels): each down
-program, before it waits, asks L2 for the w2 rows of every item it will stream, at evict_last
-priority (tiles.prefetch_l2_last), so they arrive while gate/up streams and outlast its lines.
-
 Per-expert hand-off (config.handoff): gate/up walks the experts in order, so the first experts'
 act rows are complete long before the kernel is; each gate/up item counts itself done in its
 expert's counter (release) and a down item waits on that counter (acquire) instead of
@@ -38,15 +34,10 @@ import triton
 import triton.language as tl
 
 from oea_trt.moe.triton.config import KernelConfig, next_pow2, one_block
-from oea_trt.moe.triton.launch import interpreted, launch_persistent
+from oea_trt.moe.triton.launch import launch_persistent
 from oea_trt.moe.triton.sync import sync_workspace, wait_for_count
 from oea_trt.moe.triton.tiles import (active_experts, down_block, down_preloaded, gate_up_item, nth_active,
-                                     prefetch_l2_last, preload_w2, tokens_of_expert, w2_tile)
-
-#: dn_prefetch asks for at most this share of the L2 (the rest: the gate/up stream, act and y
-#: rows), the items streamed first; a larger request would push out its own first lines before
-#: they are read, and the bytes would come from HBM twice.
-PREFETCH_L2_SHARE = 0.6
+                                     preload_w2, tokens_of_expert)
 
 
 @triton.jit
@@ -88,31 +79,27 @@ def gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, gat
             tl.atomic_add(gate_up_done_ptr + expert, 1, sem="release")
 
 
-@triton.jit(do_not_specialize=["num_tokens", "prefetch_budget"])
+@triton.jit(do_not_specialize=["num_tokens"])
 def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y_ptr, sync_ptr, num_tokens,
-                prefetch_budget,
                 H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                 K: tl.constexpr, K_PAD: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
                 ONE_BLOCK: tl.constexpr, PRELOAD: tl.constexpr = False, HANDOFF: tl.constexpr = False,
-                GU_TILES: tl.constexpr = 1, PREFETCH: tl.constexpr = False, W_BYTES: tl.constexpr = 2):
+                GU_TILES: tl.constexpr = 1):
     """sync_ptr: the zeroed int32 workspace (sync.py), used only with HANDOFF: [0] programs
     exited, [1, 1+E) gate/up items done per expert (1 + E words).
     HANDOFF: an item waits only until its expert's GU_TILES gate/up items have counted
     themselves done, not for the whole gate/up kernel: down items of the experts gate/up walked
     first run in gate/up's last wave and tail. No deadlock: with PDL this kernel launches only
     after every gate/up program has started its last item, so the items waited on are running.
-    The last program out zeroes the expert counters for the next call.
-    PREFETCH (config.dn_prefetch; W_BYTES: w2's element size): before any wait, the w2 rows of
-    the items the program streams go to L2 at evict_last priority (tiles.prefetch_l2_last), the
-    call's first streamed items up to prefetch_budget bytes (prefetch_budget())."""
+    The last program out zeroes the expert counters for the next call."""
     PRELOAD_FIRST: tl.constexpr = PRELOAD and ONE_BLOCK
-    if USE_PDL and not PRELOAD_FIRST and not HANDOFF and not PREFETCH:
+    if USE_PDL and not PRELOAD_FIRST and not HANDOFF:
         tl.extra.cuda.gdc_wait()  # gate/up's act rows are visible past here
-    # PRELOAD_FIRST, HANDOFF and PREFETCH read the active set (and the first two the routing's
-    # rows) before any wait: this kernel launches only once every gate/up program has passed its
-    # own wait, i.e. after the kernel that wrote them (the routing) completed and flushed; only
-    # gate/up's act rows need a wait (gdc_wait, or with HANDOFF the expert's counter).
+    # PRELOAD_FIRST and HANDOFF read the active set and the routing's rows before any wait: this
+    # kernel launches only once every gate/up program has passed its own wait, i.e. after the
+    # kernel that wrote them (the routing) completed and flushed; only gate/up's act rows need a
+    # wait (gdc_wait, or with HANDOFF the expert's counter).
     exited_ptr = sync_ptr
     gate_up_done_ptr = sync_ptr + 1
     N_TILES: tl.constexpr = H // BLOCK_N
@@ -122,19 +109,6 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
         if tl.program_id(0) >= total:
             tl.extra.cuda.gdc_launch_dependents()
     first = tl.program_id(0)
-    if PREFETCH:
-        streamed = first  # the first item this program streams after its wait (not a preloaded one)
-        base = 0  # the first streamed item of the call
-        if PRELOAD_FIRST:
-            streamed += tl.num_programs(0)
-            base = tl.num_programs(0)
-        # the streamed items in the order programs reach them, as many as prefetch_budget holds
-        limit = tl.minimum(total, base + prefetch_budget // (BLOCK_N * I * W_BYTES))
-        for w in range(streamed, limit, tl.num_programs(0)):
-            expert = nth_active(rank, active, w // N_TILES, E_PAD)
-            prefetch_l2_last(w2_tile(w2_ptr, expert, w % N_TILES, H, I, BLOCK_N), BLOCK_N * I * W_BYTES)
-        if USE_PDL and not PRELOAD_FIRST and not HANDOFF:
-            tl.extra.cuda.gdc_wait()  # as above, now that the prefetches are on their way
     if PRELOAD_FIRST:
         # The program's first item: its whole w2 tile is loaded while gate/up still streams.
         if first < total:
@@ -216,29 +190,14 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
              USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), HANDOFF=cfg.handoff, num_warps=cfg.gu_warps,
              num_stages=cfg.gu_stages, **pdl))
     y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
-    prefetch = prefetch_down(cfg, w2)
     launch_persistent(
         down_kernel, max_active * h_tiles, cfg.max_programs,
-        (act, w2, ids, wts, mask_u8, y, sync, num_tokens, prefetch_budget(w2) if prefetch else 0),
+        (act, w2, ids, wts, mask_u8, y, sync, num_tokens),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.dn_block_n, BLOCK_K=cfg.dn_block_k,
              USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), PRELOAD=cfg.dn_preload,
              HANDOFF=cfg.handoff, GU_TILES=inter // cfg.gu_block_n if cfg.handoff else 1,
-             PREFETCH=prefetch, W_BYTES=w2.element_size(),
              num_warps=cfg.dn_warps, num_stages=cfg.dn_stages, **pdl))
     block_h = min(cfg.combine_block_h, next_pow2(hidden))
     combine_kernel[(num_tokens, triton.cdiv(hidden, block_h))](
         y, ids, out, out.stride(0), H=hidden, E=num_experts, K=k, K_PAD=shape["K_PAD"], BLOCK_H=block_h,
         USE_PDL=use_pdl, num_warps=4, **pdl)
-
-
-def prefetch_down(cfg: KernelConfig, w2: torch.Tensor) -> bool:
-    """The down kernel's PREFETCH: config.dn_prefetch where the bulk prefetch exists (compiled
-    kernels, a CUDA device of compute capability 9.0+, w2 16-byte aligned as the prefetch needs);
-    elsewhere the option changes nothing."""
-    return (cfg.dn_prefetch and not interpreted() and w2.is_cuda and w2.data_ptr() % 16 == 0
-            and torch.cuda.get_device_capability(w2.device)[0] >= 9)
-
-
-def prefetch_budget(w2: torch.Tensor) -> int:
-    """Bytes of w2 a call with dn_prefetch may ask L2 for: PREFETCH_L2_SHARE of the device's L2."""
-    return int(PREFETCH_L2_SHARE * torch.cuda.get_device_properties(w2.device).L2_cache_size)

@@ -106,15 +106,6 @@ def _gate_up_tile(x_ptr, w_gate, w_up, toks, rows, stride_x, H: tl.constexpr, BL
 
 
 @triton.jit
-def w2_tile(w2_ptr, expert, h_tile, H: tl.constexpr, I: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Where a down item's w2 rows start: hidden rows h_tile * BLOCK_N .. + BLOCK_N of `expert`
-    in w2 [E, H, I], all I columns, BLOCK_N * I contiguous elements (the L2 prefetch's address;
-    down_block and preload_w2 index the same rows row by row, and keep their own expression so
-    that their compiled code is what was measured)."""
-    return w2_ptr + expert.to(tl.int64) * (H * I) + h_tile * (BLOCK_N * I)
-
-
-@triton.jit
 def down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, h_tile, toks, routed, row, act_row, hit,
                H: tl.constexpr, I: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ONE_BLOCK: tl.constexpr):
@@ -152,27 +143,6 @@ def _down_tile(act_ptr, w_rows, weights_ptr, y_ptr, h, toks, routed, row, act_ro
     wts = tl.load(weights_ptr + toks[:, None] * K + slots[None, :], mask=hit, other=0.0)
     acc = acc * tl.sum(wts, axis=1)[:, None]
     tl.store(y_ptr + row[:, None].to(tl.int64) * H + h[None, :], acc, mask=routed[:, None])
-
-
-@triton.jit
-def prefetch_l2_last(ptr, NBYTES: tl.constexpr):
-    """Thread 0 of the program asks the TMA unit to bring NBYTES (a multiple of 16, from a
-    16-byte aligned address) into L2 at evict_last priority: cp.async.bulk.prefetch.L2 with a
-    cache policy (sm_90+; compiled kernels only, the interpreter has no inline PTX). It holds
-    no registers or shared memory and has nothing to wait for; a later load of those bytes
-    finds them in L2 unless they were evicted, and lines at normal priority go first."""
-    tl.inline_asm_elementwise(
-        """{
-        .reg .pred p;
-        .reg .b32 t;
-        .reg .b64 policy;
-        mov.u32 t, %tid.x;
-        setp.eq.u32 p, t, 0;
-        createpolicy.fractional.L2::evict_last.b64 policy, 1.0;
-        @p cp.async.bulk.prefetch.L2.global.L2::cache_hint [$1], $2, policy;
-        mov.u32 $0, 0;
-        }""",
-        "=r,l,r", [ptr.to(tl.int64), tl.full((), NBYTES, tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
 
 
 @triton.jit

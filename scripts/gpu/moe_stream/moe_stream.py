@@ -25,7 +25,6 @@ from oea_trt.bench.rotation import copies_needed, copies_that_fit  # noqa: E402
 from oea_trt.moe import ExpertWeights  # noqa: E402
 from oea_trt.moe.reference import moe_reference  # noqa: E402
 from oea_trt.moe.shapes import get_preset  # noqa: E402
-from oea_trt.moe.triton.three_launch import PREFETCH_L2_SHARE  # noqa: E402 (probes 5, 6: dn_prefetch's cap)
 from oea_trt.routing.reference import oea_route  # noqa: E402
 from oea_trt.routing.synthetic import SkewedRouter  # noqa: E402
 from sweep_cases import sweep_batches, time_row  # noqa: E402
@@ -52,7 +51,8 @@ def build(out_dir: str) -> ctypes.CDLL:
     so.oea_read_experts_launch.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 4 + [ctypes.c_void_p] * 2
     so.oea_read_probe_launch.restype = ctypes.c_int
     so.oea_read_probe_launch.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 6 + [ctypes.c_void_p] * 2 + \
-        [ctypes.c_uint, ctypes.c_void_p]
+        [ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+    so.oea_read_probe_scratch_bytes.restype = ctypes.c_size_t
     return so
 
 
@@ -82,7 +82,13 @@ class ReadFloor:
 
 
 READ_PROBES = {1: "read: prologue", 2: "read: items", 3: "read: items+hand-off", 4: "read: static items",
-               5: "read: hand-off, w2 in L2", 6: "read: hand-off, w2 L2 last"}
+               5: "read: hand-off, w2 in L2", 6: "read: hand-off, w2 L2 last", 7: "read: hand-off, plain loads",
+               8: "read: hand-off, bulk copies", 9: "read: hand-off, stores"}
+#: Probes whose CTAs cannot all be resident at 4 a SM: at most this many (8: 96 KB of shared memory each).
+PROBE_MAX_CTAS_PER_SM = {8: 2}
+#: Probes 5 and 6 ask L2 for at most this share of it (the rest: the w13 stream); more would push
+#: out the first lines before they are read.
+PREFETCH_L2_SHARE = 0.6
 #: Probes that leave lines in L2 (6: at evict_last): timed after every other row of a batch, so
 #: they cannot help or hurt the others.
 L2_PROBES = (5, 6)
@@ -92,7 +98,9 @@ class ReadProbe(ReadFloor):
     """read_floor.cu's probes, one difference from the read floor each: 1 the prototype's prologue
     (active list from the ids), 2 kernel-sized items from a ticket, 3 items and a w2 item waiting for
     its expert's w13 items, 4 the items of 2 on CTA i % grid, 5 mode 3 with every active expert's w2
-    asked for in L2 before the w13 items, 6 mode 5 with that prefetch at evict_last priority.
+    asked for in L2 before the w13 items, 6 mode 5 with that prefetch at evict_last priority; mode 3
+    with 7 plain loads instead of evict-first ones, 8 each item bulk-copied into shared memory,
+    9 2 KB stored per item before its count.
     set_aside: bytes of L2 set aside for persisting lines while this probe is timed (with() below;
     0: none, the default), in case evict_last takes effect only there."""
 
@@ -101,6 +109,8 @@ class ReadProbe(ReadFloor):
         self.mode, self.set_aside = mode, set_aside
         self.sync = torch.zeros(so.oea_read_probe_sync_words(), dtype=torch.int32, device="cuda")
         self.prefetch_vectors = int(PREFETCH_L2_SHARE * l2_bytes()) // 16
+        self.scratch = torch.empty(so.oea_read_probe_scratch_bytes() if mode == 9 else 16, dtype=torch.uint8,
+                                   device="cuda")
 
     def __enter__(self):
         if self.set_aside:
@@ -117,7 +127,7 @@ class ReadProbe(ReadFloor):
         rc = self.so.oea_read_probe_launch(weights.w13.data_ptr(), weights.w2.data_ptr(), mask.data_ptr(),
                                            ids.data_ptr(), ids.numel(), E, H, two_i // 2, self.mode, self.grid,
                                            self.sync.data_ptr(), self.sink.data_ptr(), self.prefetch_vectors,
-                                           torch.cuda.current_stream().cuda_stream)
+                                           self.scratch.data_ptr(), torch.cuda.current_stream().cuda_stream)
         if rc:
             raise RuntimeError(f"oea_read_probe_launch returned {rc}")
         return x
@@ -349,11 +359,16 @@ def main():
     for b, router, batch, cases, shipped in sweep_batches(shape, weights, args.batch, args.budget, t0, results):
         named = [("shipped", layer_call("triton", shipped))] + [(f"stream ring{v}", fns[v]) for v in args.variants]
         readers, l2_readers = [], []  # l2_readers: timed after every other row (L2_PROBES)
+        seen = set()  # (probe, CTAs per SM) once, where a probe's cap makes two counts one
         for c in args.probe_ctas_per_sm:
             tag = "" if c == 4 else f" {c}/SM"
             readers += [("read floor" + tag, ReadFloor(so, c))] if args.read_floor else []
             for m in args.read_probes:
-                (l2_readers if m in L2_PROBES else readers).append((READ_PROBES[m] + tag, ReadProbe(so, m, c)))
+                cm = min(c, PROBE_MAX_CTAS_PER_SM.get(m, c))
+                if (m, cm) not in seen:
+                    seen.add((m, cm))
+                    (l2_readers if m in L2_PROBES else readers).append(
+                        (READ_PROBES[m] + ("" if cm == 4 else f" {cm}/SM"), ReadProbe(so, m, cm)))
             if args.l2_set_aside and 6 in args.read_probes:
                 l2_readers.append((READ_PROBES[6] + ", set-aside" + tag,
                                    ReadProbe(so, 6, c, set_aside=int(args.l2_set_aside * l2_bytes()))))

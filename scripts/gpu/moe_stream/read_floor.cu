@@ -88,6 +88,16 @@ __global__ void __launch_bounds__(512) read_experts(const uint4* w13, const uint
 //   6 as 5, the prefetch at L2::evict_last priority, so the w13 stream (normal priority) is
 //     evicted first. Triton 3.6 drops eviction hints on its pipelined (cp.async) loads, so a
 //     Triton kernel can set the priority only on such a prefetch, not on its gate/up stream.
+// Run 7 (H100): modes 1-4 together leave the read 1.5 us (B=4, k0=3) to 3.7 us (B=1, k0=3) over
+// the read floor, the kernels still 5.5-6 us above that; 5 and 6 slower than 3. What mode 3 still
+// lacks of the kernels, one thing each:
+//   7 PLAIN LOADS: mode 3 with plain ld.global (normal L2 priority, as the kernels' loads) instead
+//     of ld.global.cs (evict-first streaming);
+//   8 BULK COPIES: mode 3 with each item copied whole into shared memory by one cp.async.bulk
+//     completing on an mbarrier (the prototype's mechanism; Triton's cp.async is its cousin),
+//     then one vector a thread read from there; 96 KB of shared memory a CTA, so at most 2 a SM;
+//   9 STORES: mode 3 with 2 KB stored per item (128 threads, one 16-byte vector each, the value
+//     depending on the item's loads, as act and y rows do) before a w13 item's fence and count.
 // Counters (ticket, CTAs out, per-expert) are reset by the last CTA out: zero them once.
 constexpr int ITEM13 = 4096, ITEM2 = 6144;  // 16-byte vectors per item: 64 KB and 96 KB
 
@@ -99,13 +109,50 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
 
 // One item of N 16-byte vectors from src, every vector of the CTA's loads in flight at once,
 // xor-folded into acc (which keeps the loads).
-template <int N>
+// PLAIN: ld.global at normal L2 priority, else ld.global.cs (evict-first).
+template <int N, bool PLAIN = false>
 __device__ __forceinline__ void read_item(const uint4* src, uint4& acc) {
     uint4 v[N / 512];
 #pragma unroll
-    for (int u = 0; u < N / 512; ++u) v[u] = __ldcs(src + u * 512 + threadIdx.x);
+    for (int u = 0; u < N / 512; ++u) {
+        const uint4* q = src + u * 512 + threadIdx.x;
+        if (PLAIN)
+            asm("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v[u].x), "=r"(v[u].y), "=r"(v[u].z), "=r"(v[u].w)
+                : "l"(q));
+        else
+            v[u] = __ldcs(q);
+    }
 #pragma unroll
     for (int u = 0; u < N / 512; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
+}
+
+// Mode 9: threads 0-127 store one 16-byte vector each (2 KB an item, about a kernel's act or y
+// rows for a few tokens), a value that waits for the item's loads, into slot item % SCRATCH_ITEMS.
+constexpr int SCRATCH_ITEMS = 4096;
+__device__ __forceinline__ void store_item(uint4* scratch, int item, const uint4& acc) {
+    if (threadIdx.x < 128) scratch[(size_t)(item % SCRATCH_ITEMS) * 128 + threadIdx.x] = acc;
+}
+
+// Mode 8: thread 0 copies an item of `bytes` whole into `stage` (cp.async.bulk completing on the
+// CTA's mbarrier), every thread waits for the phase, then reads its one vector from there. The
+// caller separates items by a CTA barrier (no thread still reads `stage` when the next copy starts).
+__device__ __forceinline__ void bulk_item(const uint4* src, unsigned bytes, uint4* stage, unsigned long long* bar,
+                                          unsigned& phase, uint4& acc) {
+    const unsigned sbar = static_cast<unsigned>(__cvta_generic_to_shared(bar));
+    if (threadIdx.x == 0) {
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // earlier generic reads of stage first
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(sbar), "r"(bytes) : "memory");
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                     :: "r"(static_cast<unsigned>(__cvta_generic_to_shared(stage))), "l"(src), "r"(bytes), "r"(sbar)
+                     : "memory");
+    }
+    unsigned done = 0;
+    while (!done)
+        asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                     : "=r"(done) : "r"(sbar), "r"(phase) : "memory");
+    phase ^= 1u;
+    const uint4 v = stage[threadIdx.x];
+    acc.x ^= v.x, acc.y ^= v.y, acc.z ^= v.z, acc.w ^= v.w;
 }
 
 // Thread 0 of the CTA asks for its even share of the listed experts' first `limit` w2 vectors (in
@@ -136,11 +183,23 @@ __device__ __forceinline__ void prefetch_w2_share(const uint4* w2, const int* ac
 template <int MODE>
 __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4* w2, const bool* mask,
                                                   const int* ids, int nslots, int E, unsigned v13, unsigned v2,
-                                                  unsigned* sync, unsigned* sink, unsigned prefetch_vectors) {
+                                                  unsigned* sync, unsigned* sink, unsigned prefetch_vectors,
+                                                  uint4* scratch) {
     __shared__ int act[256];
     __shared__ int nact;
     __shared__ unsigned smask[256];
     __shared__ int s_item;
+    __shared__ __align__(8) unsigned long long bar;  // mode 8's mbarrier
+    extern __shared__ __align__(128) uint4 stage[];  // mode 8: one item (ITEM2 vectors)
+    unsigned phase = 0;
+    if (MODE == 8) {
+        if (threadIdx.x == 0) {
+            asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;"
+                         :: "r"(static_cast<unsigned>(__cvta_generic_to_shared(&bar))) : "memory");
+            asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        }
+        __syncthreads();
+    }
     if (MODE == 1) {  // the prototype's prologue: ids -> shared mask -> active list
         for (int e = threadIdx.x; e < E; e += blockDim.x) smask[e] = 0;
         __syncthreads();
@@ -152,7 +211,7 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
     }
     active_list(E, [&](int e) { return MODE == 1 ? smask[e] != 0 : mask[e]; }, act, &nact);
     __syncthreads();
-    constexpr bool HANDOFF = MODE == 3 || MODE == 5 || MODE == 6;
+    constexpr bool HANDOFF = MODE == 3 || MODE >= 5;
     if (MODE >= 5 && threadIdx.x == 0) prefetch_w2_share<MODE == 6>(w2, act, nact, v2, prefetch_vectors);
     uint4 acc = make_uint4(0, 0, 0, 0);
     if (MODE == 1) {  // the balanced read of read_experts, 4 loads in flight per thread
@@ -179,7 +238,12 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
             }
             if (i < items13) {
                 const int a = i / n13;
-                read_item<ITEM13>(w13 + (size_t)act[a] * v13 + (size_t)(i % n13) * ITEM13, acc);
+                const uint4* src = w13 + (size_t)act[a] * v13 + (size_t)(i % n13) * ITEM13;
+                if (MODE == 8)
+                    bulk_item(src, ITEM13 * 16, stage, &bar, phase, acc);
+                else
+                    read_item<ITEM13, MODE == 7>(src, acc);
+                if (MODE == 9) store_item(scratch, i, acc);
                 if (HANDOFF) {  // count the item once every thread's loads have returned: a plain
                     // barrier lets ptxas move xors (and so waits for loads) past it (review)
                     __syncthreads_or((acc.x ^ acc.y ^ acc.z ^ acc.w) == 0x9e3779b9u);
@@ -196,7 +260,12 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
                         }
                     __syncthreads();
                 }
-                read_item<ITEM2>(w2 + (size_t)act[a] * v2 + (size_t)(d % n2) * ITEM2, acc);
+                const uint4* src = w2 + (size_t)act[a] * v2 + (size_t)(d % n2) * ITEM2;
+                if (MODE == 8)
+                    bulk_item(src, ITEM2 * 16, stage, &bar, phase, acc);
+                else
+                    read_item<ITEM2, MODE == 7>(src, acc);
+                if (MODE == 9) store_item(scratch, i, acc);
             }
             if (MODE == 4) {
                 i += gridDim.x;
@@ -218,6 +287,28 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
     if ((acc.x ^ acc.y ^ acc.z ^ acc.w) == 0x9e3779b9u) sink[0] = 1;  // keeps the loads; almost never taken
 }
 
+struct ProbeArgs {
+    const uint4 *w13, *w2;
+    const bool* mask;
+    const int* ids;
+    int nslots, E;
+    unsigned v13, v2;
+    unsigned *sync, *sink, prefetch_vectors;
+    uint4* scratch;
+};
+
+template <int MODE>
+int launch_probe(const ProbeArgs& a, int grid, cudaStream_t stream) {
+    const int smem = MODE == 8 ? ITEM2 * 16 : 0;  // mode 8 stages a whole item
+    if (MODE == 8) {
+        const cudaError_t err = cudaFuncSetAttribute(read_probe<MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        if (err != cudaSuccess) return err;
+    }
+    read_probe<MODE><<<grid, 512, smem, stream>>>(a.w13, a.w2, a.mask, a.ids, a.nslots, a.E, a.v13, a.v2, a.sync,
+                                                  a.sink, a.prefetch_vectors, a.scratch);
+    return cudaGetLastError();
+}
+
 }  // namespace
 
 extern "C" {
@@ -225,27 +316,32 @@ extern "C" {
 // Words of sync state read_probe needs (zero them once).
 int oea_read_probe_sync_words() { return 2 + 256; }
 
-// mode 1-6 as above (prefetch_vectors: modes 5 and 6, 16-byte units of w2 to ask L2 for); 0 on
-// success, -1 for a shape or mode not covered, else a cudaError_t.
+// Bytes of scratch mode 9 stores into.
+size_t oea_read_probe_scratch_bytes() { return (size_t)SCRATCH_ITEMS * 128 * 16; }
+
+// mode 1-9 as above (prefetch_vectors: modes 5 and 6, 16-byte units of w2 to ask L2 for; scratch:
+// mode 9, oea_read_probe_scratch_bytes() of it); 0 on success, -1 for a shape or mode not covered,
+// else a cudaError_t.
 int oea_read_probe_launch(const void* w13, const void* w2, const bool* mask, const int* ids, int nslots, int E,
                           int H, int I, int mode, int grid, unsigned* sync, unsigned* sink,
-                          unsigned prefetch_vectors, cudaStream_t stream) {
+                          unsigned prefetch_vectors, void* scratch, cudaStream_t stream) {
     const size_t v13 = (size_t)2 * I * H * 2 / 16, v2 = (size_t)I * H * 2 / 16;
     if (v13 % 65536 || v2 % 65536 || v13 % ITEM13 || v2 % ITEM2 || E > 256 || E < 1 || grid < 1) return -1;
-    const auto a13 = static_cast<const uint4*>(w13);
-    const auto a2 = static_cast<const uint4*>(w2);
+    const ProbeArgs a{static_cast<const uint4*>(w13), static_cast<const uint4*>(w2), mask, ids, nslots, E,
+                      (unsigned)v13, (unsigned)v2, sync, sink, prefetch_vectors, static_cast<uint4*>(scratch)};
     switch (mode) {
-        case 1: read_probe<1><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink, prefetch_vectors); break;
-        case 2: read_probe<2><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink, prefetch_vectors); break;
-        case 3: read_probe<3><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink, prefetch_vectors); break;
-        case 4: read_probe<4><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink, prefetch_vectors); break;
-        case 5: read_probe<5><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink, prefetch_vectors); break;
-        case 6: read_probe<6><<<grid, 512, 0, stream>>>(a13, a2, mask, ids, nslots, E, (unsigned)v13, (unsigned)v2, sync, sink, prefetch_vectors); break;
+        case 1: return launch_probe<1>(a, grid, stream);
+        case 2: return launch_probe<2>(a, grid, stream);
+        case 3: return launch_probe<3>(a, grid, stream);
+        case 4: return launch_probe<4>(a, grid, stream);
+        case 5: return launch_probe<5>(a, grid, stream);
+        case 6: return launch_probe<6>(a, grid, stream);
+        case 7: return launch_probe<7>(a, grid, stream);
+        case 8: return launch_probe<8>(a, grid, stream);
+        case 9: return launch_probe<9>(a, grid, stream);
         default: return -1;
     }
-    return cudaGetLastError();
 }
-
 
 // 0 on success, -1 when an expert's bytes are not whole MiB chunks, else a cudaError_t.
 int oea_read_experts_launch(const void* w13, const void* w2, const bool* mask, int E, int H, int I, int grid,

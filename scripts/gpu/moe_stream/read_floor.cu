@@ -300,9 +300,11 @@ struct ProbeArgs {
 template <int MODE>
 int launch_probe(const ProbeArgs& a, int grid, cudaStream_t stream) {
     const int smem = MODE == 8 ? ITEM2 * 16 : 0;  // mode 8 stages a whole item
-    if (MODE == 8) {
+    static bool sized = false;  // once, on the first (eager, warm-up) call: not inside a graph capture
+    if (MODE == 8 && !sized) {
         const cudaError_t err = cudaFuncSetAttribute(read_probe<MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         if (err != cudaSuccess) return err;
+        sized = true;
     }
     read_probe<MODE><<<grid, 512, smem, stream>>>(a.w13, a.w2, a.mask, a.ids, a.nslots, a.E, a.v13, a.v2, a.sync,
                                                   a.sink, a.prefetch_vectors, a.scratch);

@@ -7,10 +7,10 @@ cd "$(dirname "$0")/../.."
 R="${RESULTS_DIR:-./out}"
 mkdir -p "$R/probes" "$R/sweep"
 start=$SECONDS
-RESULTS_DIR="$R/probes" BUDGET_S=150 TIMEOUT_S=240 bash scripts/gpu/moe_stream/call.sh --batch 4 1 16 --cases 4 \
+RESULTS_DIR="$R/probes" BUDGET_S=100 TIMEOUT_S=170 bash scripts/gpu/moe_stream/call.sh --batch 4 1 16 --cases 4 \
   --read-floor --read-probes 2 3 4 7 8 9 --probe-ctas-per-sm 4 2 1 --variants 6:4:1
 echo "probes: after $((SECONDS - start)) s"
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
-timeout 200 python3 scripts/gpu/tile_sweep.py --batch ${SWEEP_BATCHES:-4 1 8} --budget 150 \
+timeout 150 python3 scripts/gpu/tile_sweep.py --batch ${SWEEP_BATCHES:-4 1 8} --budget 90 \
   --json "$R/sweep/tile_sweep.json" 2>&1 | grep -v "Warning\|warn" | tee "$R/sweep/tile_sweep.txt"
 echo "sweep: after $((SECONDS - start)) s"

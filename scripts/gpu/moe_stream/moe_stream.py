@@ -83,9 +83,13 @@ class ReadFloor:
 
 READ_PROBES = {1: "read: prologue", 2: "read: items", 3: "read: items+hand-off", 4: "read: static items",
                5: "read: hand-off, w2 in L2", 6: "read: hand-off, w2 L2 last", 7: "read: hand-off, plain loads",
-               8: "read: hand-off, bulk copies", 9: "read: hand-off, stores"}
-#: Probes whose CTAs cannot all be resident at 4 a SM: at most this many (8: 96 KB of shared memory each).
-PROBE_MAX_CTAS_PER_SM = {8: 2}
+               8: "read: hand-off, bulk copies", 9: "read: hand-off, stores",
+               10: "read: hand-off, L2 evict_first hint", 11: "read: hand-off, bulk copies evict_first",
+               12: "read: hand-off, L1 no-allocate", 13: "read: hand-off, streaming stores"}
+#: Probes whose CTAs cannot all be resident at 4 a SM: at most this many (8, 11: 96 KB of shared memory each).
+PROBE_MAX_CTAS_PER_SM = {8: 2, 11: 2}
+#: Probes that store into a scratch buffer.
+STORE_PROBES = (9, 13)
 #: Probes 5 and 6 ask L2 for at most this share of it (the rest: the w13 stream); more would push
 #: out the first lines before they are read.
 PREFETCH_L2_SHARE = 0.6
@@ -100,7 +104,8 @@ class ReadProbe(ReadFloor):
     its expert's w13 items, 4 the items of 2 on CTA i % grid, 5 mode 3 with every active expert's w2
     asked for in L2 before the w13 items, 6 mode 5 with that prefetch at evict_last priority; mode 3
     with 7 plain loads instead of evict-first ones, 8 each item bulk-copied into shared memory,
-    9 2 KB stored per item before its count.
+    9 2 KB stored per item before its count, 10 Triton's one-stage evict_first loads, 11 mode 8 at
+    an evict_first L2 policy, 12 loads that bypass L1 only, 13 mode 9 with streaming stores.
     set_aside: bytes of L2 set aside for persisting lines while this probe is timed (with() below;
     0: none, the default), in case evict_last takes effect only there."""
 
@@ -109,7 +114,7 @@ class ReadProbe(ReadFloor):
         self.mode, self.set_aside = mode, set_aside
         self.sync = torch.zeros(so.oea_read_probe_sync_words(), dtype=torch.int32, device="cuda")
         self.prefetch_vectors = int(PREFETCH_L2_SHARE * l2_bytes()) // 16
-        self.scratch = torch.empty(so.oea_read_probe_scratch_bytes() if mode == 9 else 16, dtype=torch.uint8,
+        self.scratch = torch.empty(so.oea_read_probe_scratch_bytes() if mode in STORE_PROBES else 16, dtype=torch.uint8,
                                    device="cuda")
 
     def __enter__(self):

@@ -98,6 +98,13 @@ __global__ void __launch_bounds__(512) read_experts(const uint4* w13, const uint
 //     then one vector a thread read from there; 96 KB of shared memory a CTA, so at most 2 a SM;
 //   9 STORES: mode 3 with 2 KB stored per item (128 threads, one 16-byte vector each, the value
 //     depending on the item's loads, as act and y rows do) before a w13 item's fence and count.
+// Run 8 (H100): 7 and 8 land on the shipped kernel's time (+6-7 us at B=4 and 16), 9 adds 2-6 us.
+// Which part of the evict-first load matters, and whether a kernel can have it:
+//   10 L2 EVICT_FIRST: mode 3 with the loads Triton emits for eviction_policy="evict_first" on a
+//     one-stage load (ld.global.L1::evict_first.L2::cache_hint, an evict_first policy);
+//   11 BULK EVICT_FIRST: mode 8 with the bulk copies at an L2::cache_hint evict_first policy;
+//   12 L1 NO ALLOCATE: mode 3 with ld.global.L1::no_allocate (L1 bypassed, L2 at normal priority);
+//   13 STREAMING STORES: mode 9 with st.global.cs (Triton: tl.store(..., cache_modifier=".cs")).
 // Counters (ticket, CTAs out, per-expert) are reset by the last CTA out: zero them once.
 constexpr int ITEM13 = 4096, ITEM2 = 6144;  // 16-byte vectors per item: 64 KB and 96 KB
 
@@ -109,42 +116,73 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
 
 // One item of N 16-byte vectors from src, every vector of the CTA's loads in flight at once,
 // xor-folded into acc (which keeps the loads).
-// PLAIN: ld.global at normal L2 priority, else ld.global.cs (evict-first).
-template <int N, bool PLAIN = false>
-__device__ __forceinline__ void read_item(const uint4* src, uint4& acc) {
+// How an item's vectors are loaded: ld.global.cs (evict-first streaming, the read floor's), plain
+// ld.global (normal L2 priority), Triton's one-stage evict_first form, or L1 bypassed only.
+enum LoadKind { LOAD_CS, LOAD_PLAIN, LOAD_L2_EVICT_FIRST, LOAD_L1_NO_ALLOCATE };
+
+template <int KIND>
+__device__ __forceinline__ uint4 load_vector(const uint4* q, unsigned long long policy) {
+    uint4 v;
+    if (KIND == LOAD_CS)
+        v = __ldcs(q);
+    else if (KIND == LOAD_PLAIN)
+        asm("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(q));
+    else if (KIND == LOAD_L2_EVICT_FIRST)
+        asm("ld.global.L1::evict_first.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+            : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(q), "l"(policy));
+    else
+        asm("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+            : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(q));
+    return v;
+}
+
+__device__ __forceinline__ unsigned long long evict_first_policy() {
+    unsigned long long policy;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+    return policy;
+}
+
+template <int N, int KIND = LOAD_CS>
+__device__ __forceinline__ void read_item(const uint4* src, uint4& acc, unsigned long long policy = 0) {
     uint4 v[N / 512];
 #pragma unroll
-    for (int u = 0; u < N / 512; ++u) {
-        const uint4* q = src + u * 512 + threadIdx.x;
-        if (PLAIN)
-            asm("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v[u].x), "=r"(v[u].y), "=r"(v[u].z), "=r"(v[u].w)
-                : "l"(q));
-        else
-            v[u] = __ldcs(q);
-    }
+    for (int u = 0; u < N / 512; ++u) v[u] = load_vector<KIND>(src + u * 512 + threadIdx.x, policy);
 #pragma unroll
     for (int u = 0; u < N / 512; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
 }
 
-// Mode 9: threads 0-127 store one 16-byte vector each (2 KB an item, about a kernel's act or y
+// Modes 9 and 13: threads 0-127 store one 16-byte vector each (2 KB an item, about a kernel's act or y
 // rows for a few tokens), a value that waits for the item's loads, into slot item % SCRATCH_ITEMS.
 constexpr int SCRATCH_ITEMS = 4096;
+template <bool STREAMING>  // st.global.cs (mode 13), else a plain store
 __device__ __forceinline__ void store_item(uint4* scratch, int item, const uint4& acc) {
-    if (threadIdx.x < 128) scratch[(size_t)(item % SCRATCH_ITEMS) * 128 + threadIdx.x] = acc;
+    if (threadIdx.x >= 128) return;
+    uint4* q = scratch + (size_t)(item % SCRATCH_ITEMS) * 128 + threadIdx.x;
+    if (STREAMING)
+        __stcs(q, acc);
+    else
+        *q = acc;
 }
 
-// Mode 8: thread 0 copies an item of `bytes` whole into `stage` (cp.async.bulk completing on the
+// Modes 8 and 11: thread 0 copies an item of `bytes` whole into `stage` (cp.async.bulk completing on the
 // CTA's mbarrier), every thread waits for the phase, then reads its one vector from there. The
 // caller separates items by a CTA barrier (no thread still reads `stage` when the next copy starts).
+// EVICT_FIRST (mode 11): the copy carries an L2::cache_hint with that policy.
+template <bool EVICT_FIRST>
 __device__ __forceinline__ void bulk_item(const uint4* src, unsigned bytes, uint4* stage, unsigned long long* bar,
-                                          unsigned& phase, uint4& acc) {
+                                          unsigned& phase, uint4& acc, unsigned long long policy) {
     const unsigned sbar = static_cast<unsigned>(__cvta_generic_to_shared(bar));
     if (threadIdx.x == 0) {
+        const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(stage));
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // earlier generic reads of stage first
         asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(sbar), "r"(bytes) : "memory");
-        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
-                     :: "r"(static_cast<unsigned>(__cvta_generic_to_shared(stage))), "l"(src), "r"(bytes), "r"(sbar)
-                     : "memory");
+        if (EVICT_FIRST)
+            asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
+                         " [%0], [%1], %2, [%3], %4;" :: "r"(dst), "l"(src), "r"(bytes), "r"(sbar), "l"(policy)
+                         : "memory");
+        else
+            asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                         :: "r"(dst), "l"(src), "r"(bytes), "r"(sbar) : "memory");
     }
     unsigned done = 0;
     while (!done)
@@ -189,10 +227,14 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
     __shared__ int nact;
     __shared__ unsigned smask[256];
     __shared__ int s_item;
-    __shared__ __align__(8) unsigned long long bar;  // mode 8's mbarrier
-    extern __shared__ __align__(128) uint4 stage[];  // mode 8: one item (ITEM2 vectors)
+    __shared__ __align__(8) unsigned long long bar;  // modes 8 and 11: the copies' mbarrier
+    extern __shared__ __align__(128) uint4 stage[];  // modes 8 and 11: one item (ITEM2 vectors)
     unsigned phase = 0;
-    if (MODE == 8) {
+    constexpr bool BULK = MODE == 8 || MODE == 11, STORES = MODE == 9 || MODE == 13;
+    constexpr int LOAD = MODE == 7 ? LOAD_PLAIN : MODE == 10 ? LOAD_L2_EVICT_FIRST
+                       : MODE == 12 ? LOAD_L1_NO_ALLOCATE : LOAD_CS;
+    const unsigned long long policy = (MODE == 10 || MODE == 11) ? evict_first_policy() : 0ull;
+    if (BULK) {
         if (threadIdx.x == 0) {
             asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;"
                          :: "r"(static_cast<unsigned>(__cvta_generic_to_shared(&bar))) : "memory");
@@ -239,11 +281,11 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
             if (i < items13) {
                 const int a = i / n13;
                 const uint4* src = w13 + (size_t)act[a] * v13 + (size_t)(i % n13) * ITEM13;
-                if (MODE == 8)
-                    bulk_item(src, ITEM13 * 16, stage, &bar, phase, acc);
+                if (BULK)
+                    bulk_item<MODE == 11>(src, ITEM13 * 16, stage, &bar, phase, acc, policy);
                 else
-                    read_item<ITEM13, MODE == 7>(src, acc);
-                if (MODE == 9) store_item(scratch, i, acc);
+                    read_item<ITEM13, LOAD>(src, acc, policy);
+                if (STORES) store_item<MODE == 13>(scratch, i, acc);
                 if (HANDOFF) {  // count the item once every thread's loads have returned: a plain
                     // barrier lets ptxas move xors (and so waits for loads) past it (review)
                     __syncthreads_or((acc.x ^ acc.y ^ acc.z ^ acc.w) == 0x9e3779b9u);
@@ -261,11 +303,11 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
                     __syncthreads();
                 }
                 const uint4* src = w2 + (size_t)act[a] * v2 + (size_t)(d % n2) * ITEM2;
-                if (MODE == 8)
-                    bulk_item(src, ITEM2 * 16, stage, &bar, phase, acc);
+                if (BULK)
+                    bulk_item<MODE == 11>(src, ITEM2 * 16, stage, &bar, phase, acc, policy);
                 else
-                    read_item<ITEM2, MODE == 7>(src, acc);
-                if (MODE == 9) store_item(scratch, i, acc);
+                    read_item<ITEM2, LOAD>(src, acc, policy);
+                if (STORES) store_item<MODE == 13>(scratch, i, acc);
             }
             if (MODE == 4) {
                 i += gridDim.x;
@@ -299,9 +341,10 @@ struct ProbeArgs {
 
 template <int MODE>
 int launch_probe(const ProbeArgs& a, int grid, cudaStream_t stream) {
-    const int smem = MODE == 8 ? ITEM2 * 16 : 0;  // mode 8 stages a whole item
+    constexpr bool BULK = MODE == 8 || MODE == 11;
+    const int smem = BULK ? ITEM2 * 16 : 0;  // the bulk modes stage a whole item
     static bool sized = false;  // once, on the first (eager, warm-up) call: not inside a graph capture
-    if (MODE == 8 && !sized) {
+    if (BULK && !sized) {
         const cudaError_t err = cudaFuncSetAttribute(read_probe<MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         if (err != cudaSuccess) return err;
         sized = true;
@@ -318,11 +361,11 @@ extern "C" {
 // Words of sync state read_probe needs (zero them once).
 int oea_read_probe_sync_words() { return 2 + 256; }
 
-// Bytes of scratch mode 9 stores into.
+// Bytes of scratch modes 9 and 13 store into.
 size_t oea_read_probe_scratch_bytes() { return (size_t)SCRATCH_ITEMS * 128 * 16; }
 
-// mode 1-9 as above (prefetch_vectors: modes 5 and 6, 16-byte units of w2 to ask L2 for; scratch:
-// mode 9, oea_read_probe_scratch_bytes() of it); 0 on success, -1 for a shape or mode not covered,
+// mode 1-13 as above (prefetch_vectors: modes 5 and 6, 16-byte units of w2 to ask L2 for; scratch:
+// modes 9 and 13, oea_read_probe_scratch_bytes() of it); 0 on success, -1 for a shape or mode not covered,
 // else a cudaError_t.
 int oea_read_probe_launch(const void* w13, const void* w2, const bool* mask, const int* ids, int nslots, int E,
                           int H, int I, int mode, int grid, unsigned* sync, unsigned* sink,
@@ -341,6 +384,10 @@ int oea_read_probe_launch(const void* w13, const void* w2, const bool* mask, con
         case 7: return launch_probe<7>(a, grid, stream);
         case 8: return launch_probe<8>(a, grid, stream);
         case 9: return launch_probe<9>(a, grid, stream);
+        case 10: return launch_probe<10>(a, grid, stream);
+        case 11: return launch_probe<11>(a, grid, stream);
+        case 12: return launch_probe<12>(a, grid, stream);
+        case 13: return launch_probe<13>(a, grid, stream);
         default: return -1;
     }
 }

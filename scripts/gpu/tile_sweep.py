@@ -76,21 +76,28 @@ CANDIDATES = {
     "3L handoff mp132": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True, max_programs=132),
     "3L handoff gu16x256": three((16, 256, 4, 4), (64, 128, 4, 4), handoff=True),
     # one stage: the weight tile loaded straight into registers (ld.global, no cp.async ring), as
-    # read_floor.cu's probes read at the floor; only other programs on the SM overlap its latency
+    # read_floor.cu's probes read at the floor; only other programs on the SM overlap its latency.
+    # (Run at c2cefc3 these were fitted to 2 stages: fitted() then kept at least 2.) "ef":
+    # w_evict_first, the weight loads at L2 evict_first priority, which Triton keeps only on
+    # loads it does not pipeline (one stage, the preloaded down tile).
     "gu32x256 s1": dict(gu_block_n=32, gu_block_k=256, gu_stages=1),
-    "gu32x512 s1": dict(gu_block_n=32, gu_block_k=512, gu_stages=1),
-    "dn64x256 s1": dict(dn_block_n=64, dn_block_k=256, dn_stages=1),
-    "dn128x128 s1": dict(dn_block_n=128, dn_block_k=128, dn_stages=1),
-    "gu32x256+dn64x256 s1": dict(gu_block_n=32, gu_block_k=256, gu_stages=1, dn_block_n=64, dn_block_k=256,
+    "ef gu32x256 s1": dict(gu_block_n=32, gu_block_k=256, gu_stages=1, w_evict_first=True),
+    "ef gu32x512 s1 w8": dict(gu_block_n=32, gu_block_k=512, gu_warps=8, gu_stages=1, w_evict_first=True),
+    "gu32x256+dn64x128 s1": dict(gu_block_n=32, gu_block_k=256, gu_stages=1, dn_block_n=64, dn_block_k=128,
                                  dn_stages=1),
+    "ef gu32x256+dn64x128 s1": dict(gu_block_n=32, gu_block_k=256, gu_stages=1, dn_block_n=64, dn_block_k=128,
+                                    dn_stages=1, w_evict_first=True),
+    "ef preload": dict(w_evict_first=True),
     "OL k256 s1": dict(gu_block_k=256, dn_block_k=256, gu_stages=1),
-    "OL k256 s1 w8": dict(gu_block_k=256, dn_block_k=256, gu_stages=1, gu_warps=8),
+    "ef OL k256 s1": dict(gu_block_k=256, dn_block_k=256, gu_stages=1, w_evict_first=True),
+    "ef OL k256 s1 w8": dict(gu_block_k=256, dn_block_k=256, gu_stages=1, gu_warps=8, w_evict_first=True),
 }
-PLAN = {  # session 17: one-stage tiles (earlier plans: git log of this file; their results under
-    # benchmarks/results/, e.g. hand_off_pause_h100/ and dn_prefetch_h100/)
-    1: ["gu32x256 s1", "gu32x512 s1"],
-    4: ["gu32x256 s1", "gu32x512 s1", "dn64x256 s1", "dn128x128 s1", "gu32x256+dn64x256 s1"],
-    8: ["OL k256 s1", "OL k256 s1 w8"],
+PLAN = {  # session 17: one-stage tiles with and without the evict_first hint (earlier plans: git log of
+    # this file; their results under benchmarks/results/, e.g. hand_off_pause_h100/ and dn_prefetch_h100/)
+    1: ["ef preload", "gu32x256 s1", "ef gu32x256 s1"],
+    4: ["gu32x256 s1", "ef gu32x256 s1", "ef gu32x512 s1 w8", "gu32x256+dn64x128 s1", "ef gu32x256+dn64x128 s1"],
+    8: ["OL k256 s1", "ef OL k256 s1", "ef OL k256 s1 w8"],
+    16: ["OL k256 s1", "ef OL k256 s1 w8"],
 }
 
 

@@ -63,6 +63,12 @@ class KernelConfig:
         that gate/up finished first run during gate/up's last wave and tail. The counters live
         in the per-device workspace (sync.py): calls on one device must be stream-ordered, as
         with the one-launch path.
+    w_evict_first: the expert weights' loads carry an L2 evict_first hint (each byte is read
+        once a call). Triton 3.6 keeps the hint only on loads it does not pipeline: one-stage
+        loops (gu_stages / dn_stages = 1; the one-launch kernel: gu_stages) and the preloaded
+        down tile (dn_preload). A lab probe read the active experts 6-7 us faster a call at
+        evict-first priority than at normal (H100, docs/moe-benchmark.md, "What the load's L2
+        priority costs").
     """
 
     block_m: int = 16
@@ -83,6 +89,7 @@ class KernelConfig:
     early_active: bool = True
     dn_preload: bool = False
     handoff: bool = False
+    w_evict_first: bool = False
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:
@@ -198,8 +205,10 @@ def stage_bytes(cfg: KernelConfig) -> tuple:
 
 
 def stages_within(stages: int, bytes_per_stage: int) -> int:
-    """At most `stages` pipeline stages of bytes_per_stage within SMEM_BUDGET (at least 2)."""
-    return max(2, min(stages, SMEM_BUDGET // bytes_per_stage))
+    """At most `stages` pipeline stages of bytes_per_stage within SMEM_BUDGET; never fewer than 2
+    where more were asked for (one stage is no pipeline: asked for, it is kept, for loads that
+    must carry an eviction hint, config.w_evict_first)."""
+    return min(stages, max(2, SMEM_BUDGET // bytes_per_stage))
 
 
 def one_block(cfg: KernelConfig, num_tokens: int) -> bool:
@@ -207,3 +216,8 @@ def one_block(cfg: KernelConfig, num_tokens: int) -> bool:
     up to 64 tokens), so a work item streams its weights without waiting for its expert's token
     list (config.early_stream; False only to compare)."""
     return cfg.early_stream and num_tokens <= cfg.block_m
+
+
+def w_evict(cfg: KernelConfig) -> str:
+    """The kernels' W_EVICT: the weight loads' eviction_policy (config.w_evict_first)."""
+    return "evict_first" if cfg.w_evict_first else ""

@@ -33,7 +33,8 @@ from oea_trt.bench.tune import ALL_PRESETS, candidate_steps  # noqa: E402
 from oea_trt.moe.shapes import get_preset  # noqa: E402
 from oea_trt.moe.triton import one_launch as ol  # noqa: E402
 from oea_trt.moe.triton import three_launch as tl3  # noqa: E402
-from oea_trt.moe.triton.config import KernelConfig, default_config, fitted, next_pow2, one_block, w_evict  # noqa: E402,E501
+from oea_trt.moe.triton.config import (KernelConfig, default_config, fitted, next_pow2, one_block,  # noqa: E402
+                                      w_evict)
 
 SMEM_LIMIT = 227 * 1024
 ALIGNED = [["tt.divisibility", 16]]
@@ -57,7 +58,7 @@ def compile_gate_up(shape, cfg, pdl=False, one_block=True):
     sig = {"x_ptr": "*bf16", "w13_ptr": "*bf16", "expert_ids_ptr": "*i32", "active_mask_ptr": "*u8",
            "act_ptr": "*bf16", "gate_up_done_ptr": "*i32", "num_tokens": "i32", "stride_x": "i32"}
     consts = dict(_shape_consts(shape, cfg.block_m, cfg.gu_block_n, cfg.gu_block_k), USE_PDL=pdl, ONE_BLOCK=one_block,
-                  HANDOFF=cfg.handoff, W_EVICT=w_evict(cfg))
+                  HANDOFF=cfg.handoff, W_EVICT=w_evict(cfg), W_NEXT=cfg.w_register_prefetch)
     return _compile(tl3.gate_up_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
                     cfg.gu_stages, pdl)
 
@@ -67,7 +68,8 @@ def compile_down(shape, cfg, pdl=False, one_block=True):
            "active_mask_ptr": "*u8", "y_ptr": "*fp32", "sync_ptr": "*i32", "num_tokens": "i32"}
     consts = dict(_shape_consts(shape, cfg.block_m, cfg.dn_block_n, cfg.dn_block_k), USE_PDL=pdl, ONE_BLOCK=one_block,
                   PRELOAD=cfg.dn_preload, HANDOFF=cfg.handoff,
-                  GU_TILES=shape.moe_intermediate_size // cfg.gu_block_n, W_EVICT=w_evict(cfg))
+                  GU_TILES=shape.moe_intermediate_size // cfg.gu_block_n, W_EVICT=w_evict(cfg),
+                  W_NEXT=cfg.w_register_prefetch)
     return _compile(tl3.down_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.dn_warps,
                     cfg.dn_stages, pdl)
 
@@ -87,7 +89,7 @@ def compile_one_launch(shape, cfg, pdl=False, one_block=True, early_active=False
                   E_PAD=next_pow2(shape.num_experts), K=shape.top_k, K_PAD=next_pow2(shape.top_k),
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k, DN_N=cfg.dn_block_n,
                   DN_K=cfg.dn_block_k, USE_PDL=pdl, ONE_BLOCK=one_block, EARLY_ACTIVE=early_active,
-                  W_EVICT=w_evict(cfg))
+                  W_EVICT=w_evict(cfg), W_NEXT=cfg.w_register_prefetch)
     return _compile(ol.one_launch_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
                     cfg.gu_stages, pdl)
 
@@ -148,7 +150,8 @@ def evict_first_problems(kernel, name: str, hinted: bool) -> list:
 def check_evict_first(shape, batch: int) -> tuple:
     """(problems, kernels compiled) for config.w_evict_first: one-stage gate/up and down kernels,
     the preloaded down tile at 3 stages (its loads are never pipelined) and the one-stage
-    one-launch kernel, each with the option (the hint in the PTX) and without (none)."""
+    one-launch kernel, also with w_register_prefetch, each with the option (the hint in the PTX)
+    and without (none)."""
     H, I = shape.hidden_size, shape.moe_intermediate_size
     three = fitted(default_config(batch, H, I, shape.top_k, shape.num_experts).replace(
         down="slots", handoff=True, gu_block_k=256, gu_stages=1, dn_block_k=256, dn_stages=1), batch, H, I)
@@ -158,7 +161,9 @@ def check_evict_first(shape, batch: int) -> tuple:
     jobs = [("gate_up s1", lambda c: compile_gate_up(shape, c, True, one_block(c, batch)), three),
             ("down s1", lambda c: compile_down(shape, c, True, one_block(c, batch)), three),
             ("down preloaded s3", lambda c: compile_down(shape, c, True, one_block(c, batch)), preload),
-            ("one_launch s1", lambda c: compile_one_launch(shape, c, True, one_block(c, batch)), one)]
+            ("one_launch s1", lambda c: compile_one_launch(shape, c, True, one_block(c, batch)), one),
+            ("one_launch s1 register prefetch", lambda c: compile_one_launch(shape, c, True, one_block(c, batch)),
+             one.replace(w_register_prefetch=True))]
     problems, count = [], 0
     for label, build, cfg in jobs:
         for hinted in (True, False):

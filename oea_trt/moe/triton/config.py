@@ -69,6 +69,10 @@ class KernelConfig:
         down tile (dn_preload). A lab probe read the active experts 6-7 us faster a call at
         evict-first priority than at normal (H100, docs/moe-benchmark.md, "What the load's L2
         priority costs").
+    w_register_prefetch: one-stage loops load each K step's weight tiles one step ahead into
+        registers, while the step before multiplies: the two-deep pipeline Triton would build in
+        shared memory (with cp.async, which drops w_evict_first's hint) built in registers. Same
+        steps in the same order, so the same bits. Meant for gu_stages / dn_stages = 1.
     """
 
     block_m: int = 16
@@ -90,6 +94,7 @@ class KernelConfig:
     dn_preload: bool = False
     handoff: bool = False
     w_evict_first: bool = False
+    w_register_prefetch: bool = False
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:

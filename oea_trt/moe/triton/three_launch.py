@@ -55,7 +55,8 @@ def gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, gat
                    H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                    K: tl.constexpr, K_PAD: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
-                   ONE_BLOCK: tl.constexpr, HANDOFF: tl.constexpr = False, W_EVICT: tl.constexpr = ""):
+                   ONE_BLOCK: tl.constexpr, HANDOFF: tl.constexpr = False, W_EVICT: tl.constexpr = "",
+                   W_NEXT: tl.constexpr = False):
     """HANDOFF: each item, once its act rows are stored, counts itself done in its expert's
     counter (gate_up_done_ptr[expert], the zeroed workspace), which the down kernel's items
     wait on instead of the whole kernel."""
@@ -73,7 +74,7 @@ def gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, gat
         _signal_dependents_at_last_item(w, total, USE_PDL)
         expert = nth_active(rank, active, w // N_TILES, E_PAD)
         gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, w % N_TILES, num_tokens, stride_x,
-                     H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK, w // N_TILES, False, W_EVICT)
+                     H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK, w // N_TILES, False, W_EVICT, W_NEXT)
         if HANDOFF:
             tl.debug_barrier()  # every thread's act stores precede the release
             tl.atomic_add(gate_up_done_ptr + expert, 1, sem="release")
@@ -85,7 +86,7 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
                 K: tl.constexpr, K_PAD: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
                 ONE_BLOCK: tl.constexpr, PRELOAD: tl.constexpr = False, HANDOFF: tl.constexpr = False,
-                GU_TILES: tl.constexpr = 1, W_EVICT: tl.constexpr = ""):
+                GU_TILES: tl.constexpr = 1, W_EVICT: tl.constexpr = "", W_NEXT: tl.constexpr = False):
     """sync_ptr: the zeroed int32 workspace (sync.py), used only with HANDOFF: [0] programs
     exited, [1, 1+E) gate/up items done per expert (1 + E words).
     HANDOFF: an item waits only until its expert's GU_TILES gate/up items have counted
@@ -131,7 +132,7 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
             if HANDOFF:
                 wait_for_count(gate_up_done_ptr + expert, GU_TILES)
             down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, w % N_TILES, toks, routed, row, row, hit,
-                       H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK, W_EVICT)
+                       H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK, W_EVICT, W_NEXT)
         else:
             if HANDOFF:
                 wait_for_count(gate_up_done_ptr + expert, GU_TILES)
@@ -139,7 +140,7 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
                 toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD,
                                                           BLOCK_M)
                 down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, w % N_TILES, toks, routed, row, row, hit,
-                           H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK, W_EVICT)
+                           H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK, W_EVICT, W_NEXT)
     if HANDOFF:
         # The last program out: every item has passed its expert's wait, so every gate/up item
         # has counted itself; nothing reads the counters any more in this call.
@@ -188,6 +189,7 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
         (x, w13, ids, mask_u8, act, sync[1:] if cfg.handoff else sync, num_tokens, x.stride(0)),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.gu_block_n, BLOCK_K=cfg.gu_block_k,
              USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), HANDOFF=cfg.handoff, W_EVICT=w_evict(cfg),
+             W_NEXT=cfg.w_register_prefetch,
              num_warps=cfg.gu_warps, num_stages=cfg.gu_stages, **pdl))
     y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
     launch_persistent(
@@ -196,6 +198,7 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.dn_block_n, BLOCK_K=cfg.dn_block_k,
              USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), PRELOAD=cfg.dn_preload,
              HANDOFF=cfg.handoff, GU_TILES=inter // cfg.gu_block_n if cfg.handoff else 1, W_EVICT=w_evict(cfg),
+             W_NEXT=cfg.w_register_prefetch,
              num_warps=cfg.dn_warps, num_stages=cfg.dn_stages, **pdl))
     block_h = min(cfg.combine_block_h, next_pow2(hidden))
     combine_kernel[(num_tokens, triton.cdiv(hidden, block_h))](

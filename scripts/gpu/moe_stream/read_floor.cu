@@ -98,7 +98,9 @@ __global__ void __launch_bounds__(512) read_experts(const uint4* w13, const uint
 //     then one vector a thread read from there; 96 KB of shared memory a CTA, so at most 2 a SM;
 //   9 STORES: mode 3 with 2 KB stored per item (128 threads, one 16-byte vector each, the value
 //     depending on the item's loads, as act and y rows do) before a w13 item's fence and count.
-// Run 8 (H100): 7 and 8 land on the shipped kernel's time (+6-7 us at B=4 and 16), 9 adds 2-6 us.
+// Run 8 (H100) ran 7-9 with mode 5's w2 L2 prefetch in them as well (a `MODE >= 5` that meant
+// 5 and 6), so its figures for 7-9 measured that prefetch, not what they name; fixed since. The
+// launch bound keeps every mode at 32 registers, so 4 CTAs of 512 threads fit a SM (9 took 38).
 // Which part of the evict-first load matters, and whether a kernel can have it:
 //   10 L2 EVICT_FIRST: mode 3 with the loads Triton emits for eviction_policy="evict_first" on a
 //     one-stage load (ld.global.L1::evict_first.L2::cache_hint, an evict_first policy);
@@ -219,7 +221,7 @@ __device__ __forceinline__ void prefetch_w2_share(const uint4* w2, const int* ac
 }
 
 template <int MODE>
-__global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4* w2, const bool* mask,
+__global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uint4* w2, const bool* mask,
                                                   const int* ids, int nslots, int E, unsigned v13, unsigned v2,
                                                   unsigned* sync, unsigned* sink, unsigned prefetch_vectors,
                                                   uint4* scratch) {
@@ -254,7 +256,8 @@ __global__ void __launch_bounds__(512) read_probe(const uint4* w13, const uint4*
     active_list(E, [&](int e) { return MODE == 1 ? smask[e] != 0 : mask[e]; }, act, &nact);
     __syncthreads();
     constexpr bool HANDOFF = MODE == 3 || MODE >= 5;
-    if (MODE >= 5 && threadIdx.x == 0) prefetch_w2_share<MODE == 6>(w2, act, nact, v2, prefetch_vectors);
+    if ((MODE == 5 || MODE == 6) && threadIdx.x == 0)
+        prefetch_w2_share<MODE == 6>(w2, act, nact, v2, prefetch_vectors);
     uint4 acc = make_uint4(0, 0, 0, 0);
     if (MODE == 1) {  // the balanced read of read_experts, 4 loads in flight per thread
         acc = read_balanced<4>(w13, w2, act, nact, v13 >> 16, v2 >> 16);

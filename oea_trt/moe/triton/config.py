@@ -66,9 +66,8 @@ class KernelConfig:
     w_evict_first: the expert weights' loads carry an L2 evict_first hint (each byte is read
         once a call). Triton 3.6 keeps the hint only on loads it does not pipeline: one-stage
         loops (gu_stages / dn_stages = 1; the one-launch kernel: gu_stages) and the preloaded
-        down tile (dn_preload). A lab probe read the active experts 6-7 us faster a call at
-        evict-first priority than at normal (H100, docs/moe-benchmark.md, "What the load's L2
-        priority costs").
+        down tile (dn_preload). An experiment (issue 20): whether the weights' L2 priority
+        costs time at all is not yet measured (docs/what-we-tried.md, "Read probes 7-13").
     w_register_prefetch: one-stage loops load each K step's weight tiles one step ahead into
         registers, while the step before multiplies: the two-deep pipeline Triton would build in
         shared memory (with cp.async, which drops w_evict_first's hint) built in registers. Same

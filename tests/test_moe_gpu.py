@@ -1,6 +1,7 @@
 """The MoE layer on the GPU at Qwen3 shapes, bf16: our kernel (both paths) and torch._grouped_mm
 against the fp32 loop, CUDA-graph capture and replay on new inputs, determinism, the one-launch
 kernel's hand-offs and workspace, the routing kernel -> MoE early start, tuned configs on CUDA."""
+import zlib
 from types import SimpleNamespace
 
 import pytest
@@ -235,7 +236,7 @@ def test_evict_first_weights_random_cases_give_the_same_bits(layer, changes):
     replay."""
     shape, w = layer
     plain = {key: value for key, value in changes.items() if key != "w_register_prefetch"}
-    gen = torch.Generator().manual_seed(6161 + len(changes))
+    gen = torch.Generator().manual_seed(zlib.crc32(repr(sorted(changes.items())).encode()))  # one draw per config
     for case in range(24):
         T = int(torch.randint(1, 65, (1,), generator=gen))
         k0 = int(torch.randint(1, shape.top_k + 1, (1,), generator=gen))

@@ -137,6 +137,7 @@ def test_evict_first_weights_give_the_same_bits(weights_48, changes, num_tokens,
     cfg = dict(gu_block_n=16, gu_block_k=16, dn_block_n=16, dn_block_k=16, **changes)
     fit = fitted(_config(num_tokens, weights_48, routing, **cfg, w_evict_first=True), num_tokens, 64, 48)
     assert fit.w_evict_first and fit.gu_stages == changes.get("gu_stages", fit.gu_stages)
+    assert fit.dn_stages == changes.get("dn_stages", fit.dn_stages)
     out = _kernel(x, weights_48, routing, **cfg, w_evict_first=True)
     plain = {key: value for key, value in cfg.items() if key != "w_register_prefetch"}
     assert torch.equal(out, _kernel(x, weights_48, routing, **plain))

@@ -82,6 +82,7 @@ CANDIDATES = {
     # loads it does not pipeline (one stage, the preloaded down tile).
     "gu32x256 s1": dict(gu_block_n=32, gu_block_k=256, gu_stages=1),
     "ef gu32x256 s1": dict(gu_block_n=32, gu_block_k=256, gu_stages=1, w_evict_first=True),
+    "gu32x512 s1 w8": dict(gu_block_n=32, gu_block_k=512, gu_warps=8, gu_stages=1),
     "ef gu32x512 s1 w8": dict(gu_block_n=32, gu_block_k=512, gu_warps=8, gu_stages=1, w_evict_first=True),
     "gu32x256+dn64x128 s1": dict(gu_block_n=32, gu_block_k=256, gu_stages=1, dn_block_n=64, dn_block_k=128,
                                  dn_stages=1),
@@ -90,6 +91,7 @@ CANDIDATES = {
     "ef preload": dict(w_evict_first=True),
     "OL k256 s1": dict(gu_block_k=256, dn_block_k=256, gu_stages=1),
     "ef OL k256 s1": dict(gu_block_k=256, dn_block_k=256, gu_stages=1, w_evict_first=True),
+    "OL k256 s1 w8": dict(gu_block_k=256, dn_block_k=256, gu_stages=1, gu_warps=8),
     "ef OL k256 s1 w8": dict(gu_block_k=256, dn_block_k=256, gu_stages=1, gu_warps=8, w_evict_first=True),
     # "rp": w_register_prefetch, each K step's weight tiles loaded a step ahead into registers (a
     # two-deep pipeline that keeps the hint)
@@ -103,14 +105,14 @@ CANDIDATES = {
     "ef rp OL k128 s1": dict(gu_block_k=128, dn_block_k=128, gu_stages=1, w_evict_first=True,
                              w_register_prefetch=True),
 }
-PLAN = {  # session 17: one-stage tiles with and without the evict_first hint and the register prefetch
-    # (earlier plans: git log of this file; their results under benchmarks/results/, e.g.
-    # hand_off_pause_h100/ and dn_prefetch_h100/)
-    1: ["ef preload", "ef gu32x256 s1", "ef rp gu32x128 s1"],
-    4: ["gu32x256 s1", "ef gu32x256 s1", "ef rp gu32x128 s1", "rp gu32x128+dn64x128 s1",
+PLAN = {  # session 17: one-stage tiles, each with and without the evict_first hint ("ef"), and the
+    # register prefetch ("rp") (earlier plans: git log of this file; their results under
+    # benchmarks/results/, e.g. hand_off_pause_h100/ and dn_prefetch_h100/)
+    1: ["ef preload", "gu32x256 s1", "ef gu32x256 s1", "ef rp gu32x128 s1"],
+    4: ["gu32x256 s1", "ef gu32x256 s1", "gu32x512 s1 w8", "ef gu32x512 s1 w8", "rp gu32x128+dn64x128 s1",
         "ef rp gu32x128+dn64x128 s1"],
-    8: ["ef OL k256 s1 w8", "rp OL k128 s1", "ef rp OL k128 s1"],
-    16: ["ef OL k256 s1 w8", "rp OL k128 s1", "ef rp OL k128 s1"],
+    8: ["OL k256 s1 w8", "ef OL k256 s1 w8", "rp OL k128 s1", "ef rp OL k128 s1"],
+    16: ["OL k256 s1 w8", "ef OL k256 s1 w8", "rp OL k128 s1", "ef rp OL k128 s1"],
 }
 
 

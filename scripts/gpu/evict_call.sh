@@ -12,11 +12,11 @@ mkdir -p "$R/probes" "$R/sweep"
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 start=$SECONDS
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$R/gpu.txt"
-timeout 130 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py -k "evict_first" > "$R/gpu_tests.log" 2>&1
+timeout 140 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py -k "evict_first" > "$R/gpu_tests.log" 2>&1
 echo "tests: rc=$? after $((SECONDS - start)) s"; tail -n 3 "$R/gpu_tests.log"
-RESULTS_DIR="$R/probes" BUDGET_S=110 TIMEOUT_S=160 bash scripts/gpu/moe_stream/call.sh --batch 4 1 16 --cases 4 \
+RESULTS_DIR="$R/probes" BUDGET_S=120 TIMEOUT_S=170 bash scripts/gpu/moe_stream/call.sh --batch 4 16 1 --cases 4 \
   --read-floor --read-probes 3 7 8 9 10 11 12 13 --probe-ctas-per-sm 4 --variants 6:4:1
 echo "probes: after $((SECONDS - start)) s"
-timeout 200 python3 scripts/gpu/tile_sweep.py --batch ${SWEEP_BATCHES:-4 1 8 16} --budget 140 \
+timeout 180 python3 scripts/gpu/tile_sweep.py --batch ${SWEEP_BATCHES:-4 1 8 16} --budget 120 \
   --json "$R/sweep/tile_sweep.json" 2>&1 | grep -v "Warning\|warn" | tee "$R/sweep/tile_sweep.txt"
 echo "sweep: after $((SECONDS - start)) s"

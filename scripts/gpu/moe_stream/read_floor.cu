@@ -6,6 +6,9 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <array>
+#include <utility>
+
 namespace {
 
 // Warp 0 lists the experts `on(e)` names, in id order (the active rank), into act; nact their count.
@@ -357,6 +360,15 @@ int launch_probe(const ProbeArgs& a, int grid, cudaStream_t stream) {
     return cudaGetLastError();
 }
 
+constexpr int PROBE_MODES = 13;
+using ProbeLauncher = int (*)(const ProbeArgs&, int, cudaStream_t);
+
+// launch_probe<1> .. launch_probe<PROBE_MODES>, indexed by mode - 1.
+template <int... M>
+constexpr std::array<ProbeLauncher, sizeof...(M)> probe_launchers(std::integer_sequence<int, M...>) {
+    return {launch_probe<M + 1>...};
+}
+
 }  // namespace
 
 extern "C" {
@@ -377,22 +389,8 @@ int oea_read_probe_launch(const void* w13, const void* w2, const bool* mask, con
     if (v13 % 65536 || v2 % 65536 || v13 % ITEM13 || v2 % ITEM2 || E > 256 || E < 1 || grid < 1) return -1;
     const ProbeArgs a{static_cast<const uint4*>(w13), static_cast<const uint4*>(w2), mask, ids, nslots, E,
                       (unsigned)v13, (unsigned)v2, sync, sink, prefetch_vectors, static_cast<uint4*>(scratch)};
-    switch (mode) {
-        case 1: return launch_probe<1>(a, grid, stream);
-        case 2: return launch_probe<2>(a, grid, stream);
-        case 3: return launch_probe<3>(a, grid, stream);
-        case 4: return launch_probe<4>(a, grid, stream);
-        case 5: return launch_probe<5>(a, grid, stream);
-        case 6: return launch_probe<6>(a, grid, stream);
-        case 7: return launch_probe<7>(a, grid, stream);
-        case 8: return launch_probe<8>(a, grid, stream);
-        case 9: return launch_probe<9>(a, grid, stream);
-        case 10: return launch_probe<10>(a, grid, stream);
-        case 11: return launch_probe<11>(a, grid, stream);
-        case 12: return launch_probe<12>(a, grid, stream);
-        case 13: return launch_probe<13>(a, grid, stream);
-        default: return -1;
-    }
+    static constexpr auto launchers = probe_launchers(std::make_integer_sequence<int, PROBE_MODES>{});
+    return mode >= 1 && mode <= PROBE_MODES ? launchers[mode - 1](a, grid, stream) : -1;
 }
 
 // 0 on success, -1 when an expert's bytes are not whole MiB chunks, else a cudaError_t.

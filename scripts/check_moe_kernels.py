@@ -33,8 +33,7 @@ from oea_trt.bench.tune import ALL_PRESETS, candidate_steps  # noqa: E402
 from oea_trt.moe.shapes import get_preset  # noqa: E402
 from oea_trt.moe.triton import one_launch as ol  # noqa: E402
 from oea_trt.moe.triton import three_launch as tl3  # noqa: E402
-from oea_trt.moe.triton.config import (KernelConfig, default_config, fitted, next_pow2, one_block,  # noqa: E402
-                                      w_evict)
+from oea_trt.moe.triton.config import KernelConfig, default_config, fitted, next_pow2, one_block  # noqa: E402
 
 SMEM_LIMIT = 227 * 1024
 ALIGNED = [["tt.divisibility", 16]]
@@ -58,7 +57,7 @@ def compile_gate_up(shape, cfg, pdl=False, one_block=True):
     sig = {"x_ptr": "*bf16", "w13_ptr": "*bf16", "expert_ids_ptr": "*i32", "active_mask_ptr": "*u8",
            "act_ptr": "*bf16", "gate_up_done_ptr": "*i32", "num_tokens": "i32", "stride_x": "i32"}
     consts = dict(_shape_consts(shape, cfg.block_m, cfg.gu_block_n, cfg.gu_block_k), USE_PDL=pdl, ONE_BLOCK=one_block,
-                  HANDOFF=cfg.handoff, W_EVICT=w_evict(cfg), W_NEXT=cfg.w_register_prefetch)
+                  HANDOFF=cfg.handoff)
     return _compile(tl3.gate_up_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
                     cfg.gu_stages, pdl)
 
@@ -68,8 +67,7 @@ def compile_down(shape, cfg, pdl=False, one_block=True):
            "active_mask_ptr": "*u8", "y_ptr": "*fp32", "sync_ptr": "*i32", "num_tokens": "i32"}
     consts = dict(_shape_consts(shape, cfg.block_m, cfg.dn_block_n, cfg.dn_block_k), USE_PDL=pdl, ONE_BLOCK=one_block,
                   PRELOAD=cfg.dn_preload, HANDOFF=cfg.handoff,
-                  GU_TILES=shape.moe_intermediate_size // cfg.gu_block_n, W_EVICT=w_evict(cfg),
-                  W_NEXT=cfg.w_register_prefetch)
+                  GU_TILES=shape.moe_intermediate_size // cfg.gu_block_n)
     return _compile(tl3.down_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.dn_warps,
                     cfg.dn_stages, pdl)
 
@@ -88,8 +86,7 @@ def compile_one_launch(shape, cfg, pdl=False, one_block=True, early_active=False
     consts = dict(H=shape.hidden_size, I=shape.moe_intermediate_size, E=shape.num_experts,
                   E_PAD=next_pow2(shape.num_experts), K=shape.top_k, K_PAD=next_pow2(shape.top_k),
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k, DN_N=cfg.dn_block_n,
-                  DN_K=cfg.dn_block_k, USE_PDL=pdl, ONE_BLOCK=one_block, EARLY_ACTIVE=early_active,
-                  W_EVICT=w_evict(cfg), W_NEXT=cfg.w_register_prefetch)
+                  DN_K=cfg.dn_block_k, USE_PDL=pdl, ONE_BLOCK=one_block, EARLY_ACTIVE=early_active)
     return _compile(ol.one_launch_kernel, {**sig, **{k: "constexpr" for k in consts}}, consts, cfg.gu_warps,
                     cfg.gu_stages, pdl)
 
@@ -134,61 +131,6 @@ def _ptxas_usage(ptx: str) -> tuple:
     regs = re.search(r"Used (\d+) registers", err)
     spills = re.search(r"(\d+) bytes spill stores", err)
     return (int(regs.group(1)) if regs else -1), (int(spills.group(1)) if spills else -1)
-
-
-def tile_vectors(rows: int, cols: int, warps: int) -> int:
-    """16-byte loads a thread issues for one bf16 weight tile [rows, cols]."""
-    return rows * cols * 2 // 16 // (32 * warps)
-
-
-def evict_first_problems(kernel, name: str, hinted_loads: int) -> list:
-    """config.w_evict_first: exactly hinted_loads loads carry an L2::cache_hint (the weight tiles'
-    16-byte loads where the option is on and the loads are not pipelined: no weight load missed,
-    nothing else hinted), under an evict_first policy; none where it is off (0)."""
-    ptx = kernel.asm["ptx"]
-    found = len(re.findall(r"ld\.global\S*L2::cache_hint", ptx))
-    problems = []
-    if found != hinted_loads:
-        problems.append(f"{name}: {found} loads with an L2 cache hint in the PTX, {hinted_loads} expected")
-    if hinted_loads and "createpolicy.fractional.L2::evict_first" not in ptx:
-        problems.append(f"{name}: no evict_first policy in the PTX")
-    return problems
-
-
-def check_evict_first(shape, batch: int) -> tuple:
-    """(problems, kernels compiled) for config.w_evict_first: one-stage gate/up and down kernels,
-    the preloaded down tile at 3 stages (its loads are never pipelined) and the one-stage
-    one-launch kernel, also with w_register_prefetch, each with the option (the hint in the PTX)
-    and without (none)."""
-    H, I = shape.hidden_size, shape.moe_intermediate_size
-    three = fitted(default_config(batch, H, I, shape.top_k, shape.num_experts).replace(
-        down="slots", handoff=True, gu_block_k=256, gu_stages=1, dn_block_k=256, dn_stages=1), batch, H, I)
-    preload = fitted(three.replace(handoff=False, dn_preload=True, dn_block_n=32, dn_stages=3), batch, H, I)
-    one = fitted(default_config(batch, H, I, shape.top_k, shape.num_experts).replace(
-        down="one_launch", gu_block_k=256, dn_block_k=256, gu_stages=1), batch, H, I)
-    one_rp = one.replace(w_register_prefetch=True)
-    gate_up_loads = 2 * tile_vectors(three.gu_block_n, three.gu_block_k, three.gu_warps)  # gate and up
-    # (load sites: with the register prefetch each tile is loaded before the loop and in it)
-    jobs = [("gate_up s1", lambda c: compile_gate_up(shape, c, True, one_block(c, batch)), three, gate_up_loads),
-            ("down s1", lambda c: compile_down(shape, c, True, one_block(c, batch)), three,
-             tile_vectors(three.dn_block_n, three.dn_block_k, three.dn_warps)),
-            ("down preloaded s3", lambda c: compile_down(shape, c, True, one_block(c, batch)), preload,
-             I // preload.dn_block_k * tile_vectors(preload.dn_block_n, preload.dn_block_k, preload.dn_warps)),
-            ("one_launch s1", lambda c: compile_one_launch(shape, c, True, one_block(c, batch)), one,
-             2 * tile_vectors(one.gu_block_n, one.gu_block_k, one.gu_warps)
-             + tile_vectors(one.dn_block_n, one.dn_block_k, one.gu_warps)),
-            ("one_launch s1 register prefetch", lambda c: compile_one_launch(shape, c, True, one_block(c, batch)),
-             one_rp, 2 * (2 * tile_vectors(one.gu_block_n, one.gu_block_k, one.gu_warps)
-                          + tile_vectors(one.dn_block_n, one.dn_block_k, one.gu_warps)))]
-    problems, count = [], 0
-    for label, build, cfg, weight_loads in jobs:
-        for hinted in (True, False):
-            name = f"{label} B={batch} w_evict_first={int(hinted)}"
-            kernel = build(cfg.replace(w_evict_first=hinted))
-            problems += check(kernel, name, False, spills_allowed=True)
-            problems += evict_first_problems(kernel, name, weight_loads if hinted else 0)
-            count += 1
-    return problems, count
 
 
 def check(kernel, name: str, needs_pipelining: bool, spills_allowed: bool = False) -> list:
@@ -278,9 +220,8 @@ def main(argv=None) -> int:
     p.add_argument("--preset", nargs="+", choices=ALL_PRESETS, default=list(ALL_PRESETS))
     p.add_argument("--batch", nargs="+", type=int, default=[1, 16, 64], help="batch sizes (set block_m)")
     p.add_argument("--candidates", action="store_true", help="also every config `oea-trt bench tune` tries")
-    p.add_argument("--kernel", nargs="+", choices=("three_launch", "one_launch", "evict_first"),
-                   default=["three_launch", "one_launch"],
-                   help="which path's kernels to compile (evict_first: config.w_evict_first's one-stage kernels)")
+    p.add_argument("--kernel", nargs="+", choices=("three_launch", "one_launch"),
+                   default=["three_launch", "one_launch"], help="which path's kernels to compile")
     args = p.parse_args(argv)
     problems, count, t0 = [], 0, time.time()
     for name in args.preset:
@@ -293,9 +234,6 @@ def main(argv=None) -> int:
                 problems, count = problems + found, count + n
             if "one_launch" in args.kernel:
                 found, n = check_one_launch(shape, batch, args.candidates, seen_one)
-                problems, count = problems + found, count + n
-            if "evict_first" in args.kernel:
-                found, n = check_evict_first(shape, batch)
                 problems, count = problems + found, count + n
         if "three_launch" in args.kernel:
             for pdl in (False, True):

@@ -115,35 +115,6 @@ def test_handoff_gives_the_same_bits_whatever_the_grid(weights_48, changes, num_
         assert torch.count_nonzero(sync.workspace(x.device)) == 0
 
 
-@pytest.mark.parametrize("changes", [dict(down="slots", gu_stages=1, dn_stages=1),
-                                     dict(down="slots", gu_stages=1, dn_stages=1, w_register_prefetch=True),
-                                     dict(down="slots", dn_preload=True, handoff=True),
-                                     dict(down="one_launch", gu_stages=1),
-                                     dict(down="one_launch", gu_stages=1, w_register_prefetch=True)],
-                         ids=["slots one stage", "slots one stage, register prefetch", "slots preloaded, hand-off",
-                              "one_launch one stage", "one_launch one stage, register prefetch"])
-@pytest.mark.parametrize("num_tokens,k0,fill", [(1, 4, "invalid"), (5, 2, "top1"), (70, 2, "invalid")])
-def test_evict_first_weights_give_the_same_bits(weights_48, changes, num_tokens, k0, fill):
-    """w_evict_first (the weight loads at L2 evict_first priority) is a cache hint: one stage
-    (kept as asked, fitted() does not raise it to 2), the preloaded down tile and the one-launch
-    kernel compute the same bits with it as without, and match the reference. With
-    w_register_prefetch (each K step's weight tiles loaded a step ahead; I=48 is 3 steps of 16,
-    H=64 4) both are compared with the plain one-stage loop: the same steps in the same order."""
-    from oea_trt.moe.triton import fitted
-
-    logits = torch.randn(num_tokens, 8, generator=torch.Generator().manual_seed(700 + num_tokens))
-    routing = oea_route(logits.to(DEVICE), OEAConfig(8, SHAPE_48.top_k, k0, fill=fill))
-    x = torch.randn(num_tokens, 64, generator=torch.Generator().manual_seed(num_tokens)).to(DEVICE, DTYPE)
-    cfg = dict(gu_block_n=16, gu_block_k=16, dn_block_n=16, dn_block_k=16, **changes)
-    fit = fitted(_config(num_tokens, weights_48, routing, **cfg, w_evict_first=True), num_tokens, 64, 48)
-    assert fit.w_evict_first and fit.gu_stages == changes.get("gu_stages", fit.gu_stages)
-    assert fit.dn_stages == changes.get("dn_stages", fit.dn_stages)
-    out = _kernel(x, weights_48, routing, **cfg, w_evict_first=True)
-    plain = {key: value for key, value in cfg.items() if key != "w_register_prefetch"}
-    assert torch.equal(out, _kernel(x, weights_48, routing, **plain))
-    assert_close(out, moe_reference(x, weights_48.w13, weights_48.w2, routing.expert_ids, routing.weights))
-
-
 def _config(num_tokens, w, routing, **changes):
     from oea_trt.moe.triton import default_config
 
@@ -293,21 +264,3 @@ def test_kernels_compile_for_sm90_with_pipelined_weight_loads():
     # Per batch gate/up and down with and without PDL and with the hand-off (the down kernel also
     # preloaded), then the combine kernel with and without PDL.
     assert "16 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout
-
-
-@pytest.mark.slow
-def test_evict_first_hint_reaches_the_ptx_of_unpipelined_weight_loads():
-    """config.w_evict_first, compiled for sm_90 in a subprocess (scripts/check_moe_kernels.py
-    --kernel evict_first): one-stage gate/up, down and one-launch kernels (the latter also with the
-    register prefetch) and the preloaded down tile carry an evict_first L2 policy on their weight loads (createpolicy, L2::cache_hint);
-    the same kernels without the option carry none."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parent.parent / "scripts" / "check_moe_kernels.py"
-    done = subprocess.run([sys.executable, str(script), "--preset", "qwen3-30b-a3b", "--batch", "4", "--kernel",
-                           "evict_first"], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "10 kernels compiled for sm_90" in done.stdout and "PROBLEM" not in done.stdout
-    assert done.stdout.count("w_evict_first=1") == 5

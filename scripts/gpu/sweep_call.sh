@@ -10,7 +10,7 @@ RESULTS_DIR="${RESULTS_DIR:-./out}"
 mkdir -p "$RESULTS_DIR"
 start=$SECONDS
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$RESULTS_DIR/gpu.txt"
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py -k "variants or preload or handoff or graph_replay or evict_first" \
+timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_moe_gpu.py -k "variants or preload or handoff or graph_replay" \
   > "$RESULTS_DIR/gpu_tests.log" 2>&1
 echo "tests: rc=$? after $((SECONDS - start)) s"; tail -n 3 "$RESULTS_DIR/gpu_tests.log"
 timeout $(( ${SWEEP_S:-380} + 90 )) python3 scripts/gpu/tile_sweep.py --batch ${SWEEP_BATCHES:-1 2 4 8 16 32 64} \

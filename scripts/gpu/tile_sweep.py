@@ -75,44 +75,12 @@ CANDIDATES = {
     "mp132": dict(max_programs=132),
     "3L handoff mp132": three((32, 128, 4, 4), (64, 128, 4, 4), handoff=True, max_programs=132),
     "3L handoff gu16x256": three((16, 256, 4, 4), (64, 128, 4, 4), handoff=True),
-    # one stage: the weight tile loaded straight into registers (ld.global, no cp.async ring), as
-    # read_floor.cu's probes read at the floor; only other programs on the SM overlap its latency.
-    # (Run at c2cefc3 these were fitted to 2 stages: fitted() then kept at least 2.) "ef":
-    # w_evict_first, the weight loads at L2 evict_first priority, which Triton keeps only on
-    # loads it does not pipeline (one stage, the preloaded down tile).
-    "gu32x256 s1": dict(gu_block_n=32, gu_block_k=256, gu_stages=1),
-    "ef gu32x256 s1": dict(gu_block_n=32, gu_block_k=256, gu_stages=1, w_evict_first=True),
-    "gu32x512 s1 w8": dict(gu_block_n=32, gu_block_k=512, gu_warps=8, gu_stages=1),
-    "ef gu32x512 s1 w8": dict(gu_block_n=32, gu_block_k=512, gu_warps=8, gu_stages=1, w_evict_first=True),
-    "gu32x256+dn64x128 s1": dict(gu_block_n=32, gu_block_k=256, gu_stages=1, dn_block_n=64, dn_block_k=128,
-                                 dn_stages=1),
-    "ef gu32x256+dn64x128 s1": dict(gu_block_n=32, gu_block_k=256, gu_stages=1, dn_block_n=64, dn_block_k=128,
-                                    dn_stages=1, w_evict_first=True),
-    "ef preload": dict(w_evict_first=True),
-    "OL k256 s1": dict(gu_block_k=256, dn_block_k=256, gu_stages=1),
-    "ef OL k256 s1": dict(gu_block_k=256, dn_block_k=256, gu_stages=1, w_evict_first=True),
-    "OL k256 s1 w8": dict(gu_block_k=256, dn_block_k=256, gu_stages=1, gu_warps=8),
-    "ef OL k256 s1 w8": dict(gu_block_k=256, dn_block_k=256, gu_stages=1, gu_warps=8, w_evict_first=True),
-    # "rp": w_register_prefetch, each K step's weight tiles loaded a step ahead into registers (a
-    # two-deep pipeline that keeps the hint)
-    "ef rp gu32x128 s1": dict(gu_block_n=32, gu_block_k=128, gu_stages=1, w_evict_first=True,
-                              w_register_prefetch=True),
-    "rp gu32x128+dn64x128 s1": dict(gu_block_n=32, gu_block_k=128, gu_stages=1, dn_block_n=64, dn_block_k=128,
-                                    dn_stages=1, w_register_prefetch=True),
-    "ef rp gu32x128+dn64x128 s1": dict(gu_block_n=32, gu_block_k=128, gu_stages=1, dn_block_n=64, dn_block_k=128,
-                                       dn_stages=1, w_evict_first=True, w_register_prefetch=True),
-    "rp OL k128 s1": dict(gu_block_k=128, dn_block_k=128, gu_stages=1, w_register_prefetch=True),
-    "ef rp OL k128 s1": dict(gu_block_k=128, dn_block_k=128, gu_stages=1, w_evict_first=True,
-                             w_register_prefetch=True),
+    # (The one-stage tiles, with and without w_evict_first / w_register_prefetch, ran at 962b957 and
+    # were removed with those options: benchmarks/results/evict_first_h100/.)
 }
-PLAN = {  # session 17: one-stage tiles, each with and without the evict_first hint ("ef"), and the
-    # register prefetch ("rp") (earlier plans: git log of this file; their results under
-    # benchmarks/results/, e.g. hand_off_pause_h100/ and dn_prefetch_h100/)
-    1: ["ef preload", "gu32x256 s1", "ef gu32x256 s1", "ef rp gu32x128 s1"],
-    4: ["gu32x256 s1", "ef gu32x256 s1", "gu32x512 s1 w8", "ef gu32x512 s1 w8", "rp gu32x128+dn64x128 s1",
-        "ef rp gu32x128+dn64x128 s1"],
-    8: ["OL k256 s1 w8", "ef OL k256 s1 w8", "rp OL k128 s1", "ef rp OL k128 s1"],
-    16: ["OL k256 s1 w8", "ef OL k256 s1 w8", "rp OL k128 s1", "ef rp OL k128 s1"],
+PLAN = {  # no open candidates: each batch times the shipped config alone (earlier plans: git log of
+    # this file; their results under benchmarks/results/, e.g. evict_first_h100/ and dn_prefetch_h100/)
+    1: [], 4: [], 8: [], 16: [],
 }
 
 

@@ -63,15 +63,6 @@ class KernelConfig:
         that gate/up finished first run during gate/up's last wave and tail. The counters live
         in the per-device workspace (sync.py): calls on one device must be stream-ordered, as
         with the one-launch path.
-    w_evict_first: the expert weights' loads carry an L2 evict_first hint (each byte is read
-        once a call). Triton 3.6 keeps the hint only on loads it does not pipeline: one-stage
-        loops (gu_stages / dn_stages = 1; the one-launch kernel: gu_stages) and the preloaded
-        down tile (dn_preload). An experiment (issue 20): whether the weights' L2 priority
-        costs time at all is not yet measured (docs/what-we-tried.md, "Read probes 7-13").
-    w_register_prefetch: one-stage loops load each K step's weight tiles one step ahead into
-        registers, while the step before multiplies: the two-deep pipeline Triton would build in
-        shared memory (with cp.async, which drops w_evict_first's hint) built in registers. Same
-        steps in the same order, so the same bits. Meant for gu_stages / dn_stages = 1.
     """
 
     block_m: int = 16
@@ -92,8 +83,6 @@ class KernelConfig:
     early_active: bool = True
     dn_preload: bool = False
     handoff: bool = False
-    w_evict_first: bool = False
-    w_register_prefetch: bool = False
 
     def __post_init__(self):
         if self.down not in DOWN_MODES:
@@ -209,10 +198,8 @@ def stage_bytes(cfg: KernelConfig) -> tuple:
 
 
 def stages_within(stages: int, bytes_per_stage: int) -> int:
-    """At most `stages` pipeline stages of bytes_per_stage within SMEM_BUDGET; never fewer than 2
-    where more were asked for (one stage is no pipeline: asked for, it is kept, for loads that
-    must carry an eviction hint, config.w_evict_first)."""
-    return min(stages, max(2, SMEM_BUDGET // bytes_per_stage))
+    """At most `stages` pipeline stages of bytes_per_stage within SMEM_BUDGET (at least 2)."""
+    return max(2, min(stages, SMEM_BUDGET // bytes_per_stage))
 
 
 def one_block(cfg: KernelConfig, num_tokens: int) -> bool:
@@ -220,8 +207,3 @@ def one_block(cfg: KernelConfig, num_tokens: int) -> bool:
     up to 64 tokens), so a work item streams its weights without waiting for its expert's token
     list (config.early_stream; False only to compare)."""
     return cfg.early_stream and num_tokens <= cfg.block_m
-
-
-def w_evict(cfg: KernelConfig) -> str:
-    """The kernels' W_EVICT: the weight loads' eviction_policy (config.w_evict_first)."""
-    return "evict_first" if cfg.w_evict_first else ""

@@ -48,7 +48,7 @@ import torch
 import triton
 import triton.language as tl
 
-from oea_trt.moe.triton.config import KernelConfig, next_pow2, one_block, w_evict
+from oea_trt.moe.triton.config import KernelConfig, next_pow2, one_block
 from oea_trt.moe.triton.launch import launch_persistent
 from oea_trt.moe.triton.sync import start_after_routing, sync_workspace, wait_for_count
 from oea_trt.moe.triton.tiles import active_experts, down_block, gate_up_item, nth_active, tokens_of_expert
@@ -133,8 +133,7 @@ def one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, activ
                       H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                       K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
                       GU_N: tl.constexpr, GU_K: tl.constexpr, DN_N: tl.constexpr, DN_K: tl.constexpr,
-                      USE_PDL: tl.constexpr, ONE_BLOCK: tl.constexpr, EARLY_ACTIVE: tl.constexpr,
-                      W_EVICT: tl.constexpr = "", W_NEXT: tl.constexpr = False):
+                      USE_PDL: tl.constexpr, ONE_BLOCK: tl.constexpr, EARLY_ACTIVE: tl.constexpr):
     start_after_routing(ready_ptr, sync_ptr + 2, USE_PDL, EARLY_ACTIVE)  # every down item passes gdc_wait
     GU_TILES: tl.constexpr = I // GU_N
     H_TILES: tl.constexpr = H // DN_N
@@ -157,8 +156,7 @@ def one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, activ
         if w < gate_up_items:
             expert = nth_active(rank, active, w // GU_TILES, E_PAD)
             gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, w % GU_TILES, num_tokens, stride_x,
-                         H, I, K, K_PAD, BLOCK_M, GU_N, GU_K, ONE_BLOCK, w // GU_TILES, EARLY_ACTIVE, W_EVICT,
-                         W_NEXT)
+                         H, I, K, K_PAD, BLOCK_M, GU_N, GU_K, ONE_BLOCK, w // GU_TILES, EARLY_ACTIVE)
             tl.debug_barrier()  # every thread's act stores precede the release
             tl.atomic_add(gate_up_done_ptr + expert, 1, sem="release")
         else:
@@ -180,7 +178,7 @@ def one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, activ
                 else:
                     act_row = row
                 down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, d % H_TILES, toks, routed, row, act_row,
-                           hit, H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK, W_EVICT, W_NEXT)
+                           hit, H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK)
                 _finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, 0, routed, owned, d % H_TILES, H, K, H_TILES,
                               BLOCK_M, DN_N)
             else:
@@ -188,7 +186,7 @@ def one_launch_kernel(x_ptr, w13_ptr, w2_ptr, expert_ids_ptr, weights_ptr, activ
                     toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD,
                                                               BLOCK_M)
                     down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, d % H_TILES, toks, routed, row, row,
-                               hit, H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK, W_EVICT, W_NEXT)
+                               hit, H, I, K, K_PAD, BLOCK_M, DN_N, DN_K, ONE_BLOCK)
                     _finish_tiles(y_ptr, out_ptr, tile_done_ptr, stride_out, tok0, routed,
                                   _owned_slots(expert_ids_ptr, toks, num_tokens, E, K), d % H_TILES, H, K, H_TILES,
                                   BLOCK_M, DN_N)
@@ -245,8 +243,7 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
     kwargs = dict(H=hidden, I=inter, E=num_experts, E_PAD=next_pow2(num_experts), K=k, K_PAD=next_pow2(k),
                   BLOCK_M=cfg.block_m, GU_N=cfg.gu_block_n, GU_K=cfg.gu_block_k,
                   DN_N=cfg.dn_block_n, DN_K=cfg.dn_block_k, USE_PDL=use_pdl,
-                  ONE_BLOCK=one_block(cfg, num_tokens), EARLY_ACTIVE=early, W_EVICT=w_evict(cfg),
-                  W_NEXT=cfg.w_register_prefetch,
+                  ONE_BLOCK=one_block(cfg, num_tokens), EARLY_ACTIVE=early,
                   num_warps=cfg.gu_warps, num_stages=cfg.gu_stages)
     if use_pdl:
         kwargs["launch_pdl"] = True

@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from oea_trt.moe.triton.config import KernelConfig, next_pow2, one_block, w_evict
+from oea_trt.moe.triton.config import KernelConfig, next_pow2, one_block
 from oea_trt.moe.triton.launch import launch_persistent
 from oea_trt.moe.triton.sync import sync_workspace, wait_for_count
 from oea_trt.moe.triton.tiles import (active_experts, down_block, down_preloaded, gate_up_item, nth_active,
@@ -55,8 +55,7 @@ def gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, gat
                    H: tl.constexpr, I: tl.constexpr, E: tl.constexpr, E_PAD: tl.constexpr,
                    K: tl.constexpr, K_PAD: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
-                   ONE_BLOCK: tl.constexpr, HANDOFF: tl.constexpr = False, W_EVICT: tl.constexpr = "",
-                   W_NEXT: tl.constexpr = False):
+                   ONE_BLOCK: tl.constexpr, HANDOFF: tl.constexpr = False):
     """HANDOFF: each item, once its act rows are stored, counts itself done in its expert's
     counter (gate_up_done_ptr[expert], the zeroed workspace), which the down kernel's items
     wait on instead of the whole kernel."""
@@ -74,7 +73,7 @@ def gate_up_kernel(x_ptr, w13_ptr, expert_ids_ptr, active_mask_ptr, act_ptr, gat
         _signal_dependents_at_last_item(w, total, USE_PDL)
         expert = nth_active(rank, active, w // N_TILES, E_PAD)
         gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, w % N_TILES, num_tokens, stride_x,
-                     H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK, w // N_TILES, False, W_EVICT, W_NEXT)
+                     H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK, w // N_TILES, False)
         if HANDOFF:
             tl.debug_barrier()  # every thread's act stores precede the release
             tl.atomic_add(gate_up_done_ptr + expert, 1, sem="release")
@@ -86,7 +85,7 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
                 K: tl.constexpr, K_PAD: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PDL: tl.constexpr,
                 ONE_BLOCK: tl.constexpr, PRELOAD: tl.constexpr = False, HANDOFF: tl.constexpr = False,
-                GU_TILES: tl.constexpr = 1, W_EVICT: tl.constexpr = "", W_NEXT: tl.constexpr = False):
+                GU_TILES: tl.constexpr = 1):
     """sync_ptr: the zeroed int32 workspace (sync.py), used only with HANDOFF: [0] programs
     exited, [1, 1+E) gate/up items done per expert (1 + E words).
     HANDOFF: an item waits only until its expert's GU_TILES gate/up items have counted
@@ -116,7 +115,7 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
             _signal_dependents_at_last_item(first, total, USE_PDL)
             expert = nth_active(rank, active, first // N_TILES, E_PAD)
             toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
-            w0, w1, w2, w3 = preload_w2(w2_ptr, expert, first % N_TILES, H, I, BLOCK_N, BLOCK_K, W_EVICT)
+            w0, w1, w2, w3 = preload_w2(w2_ptr, expert, first % N_TILES, H, I, BLOCK_N, BLOCK_K)
             if HANDOFF:
                 wait_for_count(gate_up_done_ptr + expert, GU_TILES)
             elif USE_PDL:
@@ -132,7 +131,7 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
             if HANDOFF:
                 wait_for_count(gate_up_done_ptr + expert, GU_TILES)
             down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, w % N_TILES, toks, routed, row, row, hit,
-                       H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK, W_EVICT, W_NEXT)
+                       H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK)
         else:
             if HANDOFF:
                 wait_for_count(gate_up_done_ptr + expert, GU_TILES)
@@ -140,7 +139,7 @@ def down_kernel(act_ptr, w2_ptr, expert_ids_ptr, weights_ptr, active_mask_ptr, y
                 toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD,
                                                           BLOCK_M)
                 down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, w % N_TILES, toks, routed, row, row, hit,
-                           H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK, W_EVICT, W_NEXT)
+                           H, I, K, K_PAD, BLOCK_M, BLOCK_N, BLOCK_K, ONE_BLOCK)
     if HANDOFF:
         # The last program out: every item has passed its expert's wait, so every gate/up item
         # has counted itself; nothing reads the counters any more in this call.
@@ -188,17 +187,15 @@ def launch(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, ids: torch.Tens
         gate_up_kernel, max_active * (inter // cfg.gu_block_n), cfg.max_programs,
         (x, w13, ids, mask_u8, act, sync[1:] if cfg.handoff else sync, num_tokens, x.stride(0)),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.gu_block_n, BLOCK_K=cfg.gu_block_k,
-             USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), HANDOFF=cfg.handoff, W_EVICT=w_evict(cfg),
-             W_NEXT=cfg.w_register_prefetch,
-             num_warps=cfg.gu_warps, num_stages=cfg.gu_stages, **pdl))
+             USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), HANDOFF=cfg.handoff, num_warps=cfg.gu_warps,
+             num_stages=cfg.gu_stages, **pdl))
     y = torch.empty((num_tokens * k, hidden), dtype=torch.float32, device=w13.device)
     launch_persistent(
         down_kernel, max_active * h_tiles, cfg.max_programs,
         (act, w2, ids, wts, mask_u8, y, sync, num_tokens),
         dict(H=hidden, I=inter, **shape, BLOCK_M=cfg.block_m, BLOCK_N=cfg.dn_block_n, BLOCK_K=cfg.dn_block_k,
              USE_PDL=use_pdl, ONE_BLOCK=one_block(cfg, num_tokens), PRELOAD=cfg.dn_preload,
-             HANDOFF=cfg.handoff, GU_TILES=inter // cfg.gu_block_n if cfg.handoff else 1, W_EVICT=w_evict(cfg),
-             W_NEXT=cfg.w_register_prefetch,
+             HANDOFF=cfg.handoff, GU_TILES=inter // cfg.gu_block_n if cfg.handoff else 1,
              num_warps=cfg.dn_warps, num_stages=cfg.dn_stages, **pdl))
     block_h = min(cfg.combine_block_h, next_pow2(hidden))
     combine_kernel[(num_tokens, triton.cdiv(hidden, block_h))](

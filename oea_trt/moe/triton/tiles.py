@@ -52,7 +52,7 @@ def tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K: tl.constexpr, 
 def gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, n_tile, num_tokens, stride_x,
                  H: tl.constexpr, I: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ONE_BLOCK: tl.constexpr,
-                 a, ACT_BY_RANK: tl.constexpr, W_EVICT: tl.constexpr, W_NEXT: tl.constexpr):
+                 a, ACT_BY_RANK: tl.constexpr):
     """One gate/up work item: N-tile n_tile of `expert`'s gate and up rows, streamed once, times
     every token routed to the expert; silu(gate) * up into the token's act row (token*K + the
     first slot naming the expert), rounded to act's dtype. ONE_BLOCK (the batch fits one token
@@ -62,74 +62,53 @@ def gate_up_item(x_ptr, w13_ptr, expert_ids_ptr, act_ptr, expert, n_tile, num_to
     ACT_BY_RANK (one block; the one-launch kernel started on the routing's early active set):
     the item never reads the routing's rows, which may not be written yet; it stores every
     token's act row at a * BLOCK_M + token (a: the expert's rank among the active ones) and
-    the down item picks its tokens' rows from there. W_EVICT: the weight loads' L2 eviction
-    policy ("" or "evict_first", config.w_evict_first); W_NEXT: _gate_up_tile's."""
+    the down item picks its tokens' rows from there."""
     kk = tl.arange(0, BLOCK_K)
     n = n_tile * BLOCK_N + tl.arange(0, BLOCK_N)
     w_gate = w13_ptr + expert.to(tl.int64) * (2 * I * H) + n[:, None] * H + kk[None, :]
     w_up = w_gate + I * H
     if ACT_BY_RANK:
         toks = tl.arange(0, BLOCK_M)
-        act = _gate_up_tile(x_ptr, w_gate, w_up, toks, toks < num_tokens, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K,
-                            W_EVICT, W_NEXT)
+        act = _gate_up_tile(x_ptr, w_gate, w_up, toks, toks < num_tokens, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
         rows = a * BLOCK_M + toks
         tl.store(act_ptr + rows[:, None].to(tl.int64) * I + n[None, :], act.to(act_ptr.dtype.element_ty),
                  mask=(toks < num_tokens)[:, None])
     elif ONE_BLOCK:  # one token block (every decode batch): one pass, no token-block loop
         toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, 0, num_tokens, K, K_PAD, BLOCK_M)
-        act = _gate_up_tile(x_ptr, w_gate, w_up, toks, toks < num_tokens, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K,
-                            W_EVICT, W_NEXT)
+        act = _gate_up_tile(x_ptr, w_gate, w_up, toks, toks < num_tokens, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
         tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :], act.to(act_ptr.dtype.element_ty),
                  mask=routed[:, None])
     else:
         for tok0 in range(0, num_tokens, BLOCK_M):
             toks, routed, row, hit = tokens_of_expert(expert_ids_ptr, expert, tok0, num_tokens, K, K_PAD, BLOCK_M)
             if tl.max(routed.to(tl.int32), axis=0) > 0:
-                act = _gate_up_tile(x_ptr, w_gate, w_up, toks, routed, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K,
-                                    W_EVICT, W_NEXT)
+                act = _gate_up_tile(x_ptr, w_gate, w_up, toks, routed, stride_x, H, BLOCK_M, BLOCK_N, BLOCK_K)
                 tl.store(act_ptr + row[:, None].to(tl.int64) * I + n[None, :],
                          act.to(act_ptr.dtype.element_ty), mask=routed[:, None])
 
 
 @triton.jit
 def _gate_up_tile(x_ptr, w_gate, w_up, toks, rows, stride_x, H: tl.constexpr, BLOCK_M: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, W_EVICT: tl.constexpr, W_NEXT: tl.constexpr):
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """silu(x @ gate^T) * (x @ up^T) in fp32 for the x rows of `toks` where `rows` (others 0).
-    The weight tiles are loaded first: their loads do not depend on the token list. W_NEXT
-    (config.w_register_prefetch): the next K step's weight tiles are loaded while this step
-    multiplies, a two-deep pipeline in registers, for one-stage loops (whose loads Triton does not
-    pipeline, and so keep W_EVICT's hint). Same steps in the same order: the same bits."""
+    The weight tiles are loaded first: their loads do not depend on the token list."""
     kk = tl.arange(0, BLOCK_K)
     x_rows = x_ptr + toks[:, None].to(tl.int64) * stride_x + kk[None, :]
     acc_gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    if W_NEXT:  # each step's tiles loaded one step ahead, into registers (see the docstring)
-        gate = tl.load(w_gate, eviction_policy=W_EVICT)
-        up = tl.load(w_up, eviction_policy=W_EVICT)
-        for k0 in range(0, H, BLOCK_K):
-            more = k0 + BLOCK_K < H
-            gate_next = tl.load(w_gate + (k0 + BLOCK_K), mask=more, other=0.0, eviction_policy=W_EVICT)
-            up_next = tl.load(w_up + (k0 + BLOCK_K), mask=more, other=0.0, eviction_policy=W_EVICT)
-            x = tl.load(x_rows + k0, mask=rows[:, None], other=0.0)
-            acc_gate = tl.dot(x, tl.trans(gate), acc_gate)
-            acc_up = tl.dot(x, tl.trans(up), acc_up)
-            gate = gate_next
-            up = up_next
-    else:
-        for k0 in range(0, H, BLOCK_K):
-            gate = tl.load(w_gate + k0, eviction_policy=W_EVICT)
-            up = tl.load(w_up + k0, eviction_policy=W_EVICT)
-            x = tl.load(x_rows + k0, mask=rows[:, None], other=0.0)
-            acc_gate = tl.dot(x, tl.trans(gate), acc_gate)
-            acc_up = tl.dot(x, tl.trans(up), acc_up)
+    for k0 in range(0, H, BLOCK_K):
+        gate = tl.load(w_gate + k0)
+        up = tl.load(w_up + k0)
+        x = tl.load(x_rows + k0, mask=rows[:, None], other=0.0)
+        acc_gate = tl.dot(x, tl.trans(gate), acc_gate)
+        acc_up = tl.dot(x, tl.trans(up), acc_up)
     return acc_gate * tl.sigmoid(acc_gate) * acc_up
 
 
 @triton.jit
 def down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, h_tile, toks, routed, row, act_row, hit,
                H: tl.constexpr, I: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ONE_BLOCK: tl.constexpr,
-               W_EVICT: tl.constexpr, W_NEXT: tl.constexpr):
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ONE_BLOCK: tl.constexpr):
     """Down projection of `expert`'s hidden rows tile h_tile for one token block (toks, routed,
     row, hit: tokens_of_expert's): act row @ w2 tile^T * the token's weight for the expert, an
     fp32 y row per (token, first slot naming the expert). The w2 tile is streamed once per
@@ -137,38 +116,29 @@ def down_block(act_ptr, w2_ptr, weights_ptr, y_ptr, expert, h_tile, toks, routed
     need the token list). ONE_BLOCK: the block holds all of this active expert's tokens, so
     there is no "any token here?" branch to wait for. act rows are read from L2 (.cg): in the
     one-launch kernel another SM wrote them during this same kernel. act_row: where each
-    token's act row is (`row`, or the one-launch kernel's ACT_BY_RANK layout). W_EVICT, W_NEXT:
-    as gate_up_item's."""
+    token's act row is (`row`, or the one-launch kernel's ACT_BY_RANK layout)."""
     h = h_tile * BLOCK_N + tl.arange(0, BLOCK_N)
     w_rows = w2_ptr + expert.to(tl.int64) * (H * I) + h[:, None] * I + tl.arange(0, BLOCK_K)[None, :]
     if ONE_BLOCK:
         _down_tile(act_ptr, w_rows, weights_ptr, y_ptr, h, toks, routed, row, act_row, hit, H, I, K, K_PAD,
-                   BLOCK_M, BLOCK_N, BLOCK_K, W_EVICT, W_NEXT)
+                   BLOCK_M, BLOCK_N, BLOCK_K)
     elif tl.max(routed.to(tl.int32), axis=0) > 0:
         _down_tile(act_ptr, w_rows, weights_ptr, y_ptr, h, toks, routed, row, act_row, hit, H, I, K, K_PAD,
-                   BLOCK_M, BLOCK_N, BLOCK_K, W_EVICT, W_NEXT)
+                   BLOCK_M, BLOCK_N, BLOCK_K)
 
 
 @triton.jit
 def _down_tile(act_ptr, w_rows, weights_ptr, y_ptr, h, toks, routed, row, act_row, hit, H: tl.constexpr,
                I: tl.constexpr, K: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-               BLOCK_K: tl.constexpr, W_EVICT: tl.constexpr, W_NEXT: tl.constexpr):
+               BLOCK_K: tl.constexpr):
     kk = tl.arange(0, BLOCK_K)
     slots = tl.arange(0, K_PAD)
     a_rows = act_ptr + act_row[:, None].to(tl.int64) * I + kk[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    if W_NEXT:  # as _gate_up_tile's
-        w = tl.load(w_rows, eviction_policy=W_EVICT)
-        for k0 in range(0, I, BLOCK_K):
-            w_next = tl.load(w_rows + (k0 + BLOCK_K), mask=k0 + BLOCK_K < I, other=0.0, eviction_policy=W_EVICT)
-            act = tl.load(a_rows + k0, mask=routed[:, None], other=0.0, cache_modifier=".cg")
-            acc = tl.dot(act, tl.trans(w), acc)
-            w = w_next
-    else:
-        for k0 in range(0, I, BLOCK_K):
-            w = tl.load(w_rows + k0, eviction_policy=W_EVICT)
-            act = tl.load(a_rows + k0, mask=routed[:, None], other=0.0, cache_modifier=".cg")
-            acc = tl.dot(act, tl.trans(w), acc)
+    for k0 in range(0, I, BLOCK_K):
+        w = tl.load(w_rows + k0)
+        act = tl.load(a_rows + k0, mask=routed[:, None], other=0.0, cache_modifier=".cg")
+        acc = tl.dot(act, tl.trans(w), acc)
     # Weight of the expert for the token: summed over the slots that name it.
     wts = tl.load(weights_ptr + toks[:, None] * K + slots[None, :], mask=hit, other=0.0)
     acc = acc * tl.sum(wts, axis=1)[:, None]
@@ -177,25 +147,24 @@ def _down_tile(act_ptr, w_rows, weights_ptr, y_ptr, h, toks, routed, row, act_ro
 
 @triton.jit
 def preload_w2(w2_ptr, expert, h_tile, H: tl.constexpr, I: tl.constexpr, BLOCK_N: tl.constexpr,
-               BLOCK_K: tl.constexpr, W_EVICT: tl.constexpr):
+               BLOCK_K: tl.constexpr):
     """A down item's whole w2 tile (hidden rows tile h_tile of `expert`, all I columns) as
     I // BLOCK_K (<= 4) register tiles [BLOCK_N, BLOCK_K]; the unused ones repeat the first
-    and cost no load. For a program that loads them before it waits for the act rows. These
-    loads are never pipelined, so W_EVICT (gate_up_item's) always takes effect here."""
+    and cost no load. For a program that loads them before it waits for the act rows."""
     CHUNKS: tl.constexpr = I // BLOCK_K
     tl.static_assert(CHUNKS <= 4, "a preloaded w2 tile is at most 4 K steps")
     h = h_tile * BLOCK_N + tl.arange(0, BLOCK_N)
     w_rows = w2_ptr + expert.to(tl.int64) * (H * I) + h[:, None] * I + tl.arange(0, BLOCK_K)[None, :]
-    w0 = tl.load(w_rows, eviction_policy=W_EVICT)
+    w0 = tl.load(w_rows)
     w1 = w0
     w2 = w0
     w3 = w0
     if CHUNKS > 1:
-        w1 = tl.load(w_rows + BLOCK_K, eviction_policy=W_EVICT)
+        w1 = tl.load(w_rows + BLOCK_K)
     if CHUNKS > 2:
-        w2 = tl.load(w_rows + 2 * BLOCK_K, eviction_policy=W_EVICT)
+        w2 = tl.load(w_rows + 2 * BLOCK_K)
     if CHUNKS > 3:
-        w3 = tl.load(w_rows + 3 * BLOCK_K, eviction_policy=W_EVICT)
+        w3 = tl.load(w_rows + 3 * BLOCK_K)
     return w0, w1, w2, w3
 
 

@@ -85,11 +85,12 @@ READ_PROBES = {1: "read: prologue", 2: "read: items", 3: "read: items+hand-off",
                5: "read: hand-off, w2 in L2", 6: "read: hand-off, w2 L2 last", 7: "read: hand-off, plain loads",
                8: "read: hand-off, bulk copies", 9: "read: hand-off, stores",
                10: "read: hand-off, L2 evict_first hint", 11: "read: hand-off, bulk copies evict_first",
-               12: "read: hand-off, L1 no-allocate", 13: "read: hand-off, streaming stores"}
+               12: "read: hand-off, L1 no-allocate", 13: "read: hand-off, streaming stores",
+               14: "read: static hand-off, stores", 15: "read: two launches, stores"}
 #: Probes whose CTAs cannot all be resident at 4 a SM: at most this many (8, 11: 96 KB of shared memory each).
 PROBE_MAX_CTAS_PER_SM = {8: 2, 11: 2}
 #: Probes that store into a scratch buffer.
-STORE_PROBES = (9, 13)
+STORE_PROBES = (9, 13, 14, 15)
 #: Probes 5 and 6 ask L2 for at most this share of it (the rest: the w13 stream); more would push
 #: out the first lines before they are read.
 PREFETCH_L2_SHARE = 0.6
@@ -105,7 +106,9 @@ class ReadProbe(ReadFloor):
     asked for in L2 before the w13 items, 6 mode 5 with that prefetch at evict_last priority; mode 3
     with 7 plain loads instead of evict-first ones, 8 each item bulk-copied into shared memory,
     9 2 KB stored per item before its count, 10 Triton's one-stage evict_first loads, 11 mode 8 at
-    an evict_first L2 policy, 12 loads that bypass L1 only, 13 mode 9 with streaming stores.
+    an evict_first L2 policy, 12 loads that bypass L1 only, 13 mode 9 with streaming stores; 14 mode
+    9 on mode 4's static items (no ticket), 15 two launches (w13 items, then after a programmatic
+    dependent launch's wait the w2 items; static, stores, no hand-off): the three-launch read.
     set_aside: bytes of L2 set aside for persisting lines while this probe is timed (with() below;
     0: none, the default), in case evict_last takes effect only there."""
 

@@ -110,6 +110,15 @@ __global__ void __launch_bounds__(512) read_experts(const uint4* w13, const uint
 //   11 BULK EVICT_FIRST: mode 8 with the bulk copies at an L2::cache_hint evict_first policy;
 //   12 L1 NO ALLOCATE: mode 3 with ld.global.L1::no_allocate (L1 bypassed, L2 at normal priority);
 //   13 STREAMING STORES: mode 9 with st.global.cs (Triton: tl.store(..., cache_modifier=".cs")).
+// Run 9 (H100): 10 and 12 read like 3, 7 and 8 cost up to 1.4 us, the stores (9) 1.4 us at B=4 k0=3
+// and up to 9.9 us at B=16; 9 is at 1.15 x floor at B=4 k0=3 and 30.4 us at B=1 vanilla. What the
+// kernels' other schedules read at, stores included:
+//   14 STATIC HAND-OFF: mode 9 on mode 4's static items (item i on CTA i % grid, no ticket): the
+//     one-launch schedule without its ticket;
+//   15 TWO LAUNCHES: the three-launch path's read: a kernel of the w13 items (static, 2 KB stored
+//     each, no count), then a second kernel (programmatic dependent launch) that waits for it
+//     (griddepcontrol.wait, as the down kernel does) and reads the w2 items (static, 2 KB stored
+//     each). No hand-off, no ticket. (Mode 16 is that second kernel; it is launched by 15 only.)
 // Counters (ticket, CTAs out, per-expert) are reset by the last CTA out: zero them once.
 constexpr int ITEM13 = 4096, ITEM2 = 6144;  // 16-byte vectors per item: 64 KB and 96 KB
 
@@ -235,7 +244,9 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
     __shared__ __align__(8) unsigned long long bar;  // modes 8 and 11: the copies' mbarrier
     extern __shared__ __align__(128) uint4 stage[];  // modes 8 and 11: one item (ITEM2 vectors)
     unsigned phase = 0;
-    constexpr bool BULK = MODE == 8 || MODE == 11, STORES = MODE == 9 || MODE == 13;
+    constexpr bool BULK = MODE == 8 || MODE == 11, STORES = MODE == 9 || MODE == 13 || MODE >= 14;
+    constexpr bool STATIC = MODE == 4 || MODE >= 14;  // item i on CTA i % grid, no ticket
+    if (MODE == 16) asm volatile("griddepcontrol.wait;" ::: "memory");  // the first kernel's stores
     constexpr int LOAD = MODE == 7 ? LOAD_PLAIN : MODE == 10 ? LOAD_L2_EVICT_FIRST
                        : MODE == 12 ? LOAD_L1_NO_ALLOCATE : LOAD_CS;
     const unsigned long long policy = (MODE == 10 || MODE == 11) ? evict_first_policy() : 0ull;
@@ -258,20 +269,24 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
     }
     active_list(E, [&](int e) { return MODE == 1 ? smask[e] != 0 : mask[e]; }, act, &nact);
     __syncthreads();
-    constexpr bool HANDOFF = MODE == 3 || MODE >= 5;
+    constexpr bool HANDOFF = MODE == 3 || (MODE >= 5 && MODE <= 14);
+    constexpr bool COUNTERS = !STATIC || HANDOFF;  // a ticket or hand-off counters to reset
     if ((MODE == 5 || MODE == 6) && threadIdx.x == 0)
         prefetch_w2_share<MODE == 6>(w2, act, nact, v2, prefetch_vectors);
     uint4 acc = make_uint4(0, 0, 0, 0);
     if (MODE == 1) {  // the balanced read of read_experts, 4 loads in flight per thread
         acc = read_balanced<4>(w13, w2, act, nact, v13 >> 16, v2 >> 16);
-    } else {  // items, from a ticket (modes 2, 3, 5, 6) or i % grid (4)
+    } else {  // items, from a ticket (modes 2, 3, 5-13) or i % grid (4, 14-16)
         unsigned* ticket = sync;
         unsigned* out_count = sync + 1;
         unsigned* gu_done = sync + 2;  // [256] w13 items read, per expert
         const int n13 = v13 / ITEM13, n2 = v2 / ITEM2;
-        const int items13 = nact * n13, total = items13 + nact * n2;
-        int i = blockIdx.x;
-        if (MODE != 4) {
+        const int items13 = nact * n13;
+        // 15: the w13 items only; 16: the w2 items only
+        const int total = MODE == 15 ? items13 : items13 + nact * n2;
+        int i = MODE == 16 ? items13 + blockIdx.x : blockIdx.x;
+        if (MODE == 15 && i >= total) asm volatile("griddepcontrol.launch_dependents;");
+        if (!STATIC) {
             if (threadIdx.x == 0) s_item = static_cast<int>(atomicAdd(ticket, 1u));
             __syncthreads();
             i = s_item;
@@ -280,7 +295,11 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
             // the next ticket, drawn now and published after this item's loads: waiting for the
             // atomic before them would add its contended round trip to every item
             unsigned nxt = 0;
-            if (MODE != 4) {
+            // 15: the second kernel may launch once every CTA has started its last item (Triton's
+            // persistent kernels signal there too)
+            if (MODE == 15 && i + static_cast<int>(gridDim.x) >= total)
+                asm volatile("griddepcontrol.launch_dependents;");
+            if (!STATIC) {
                 __syncthreads();  // every thread has read s_item
                 if (threadIdx.x == 0) nxt = atomicAdd(ticket, 1u);
             }
@@ -315,7 +334,7 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
                     read_item<ITEM2, LOAD>(src, acc, policy);
                 if (STORES) store_item<MODE == 13>(scratch, i, acc);
             }
-            if (MODE == 4) {
+            if (STATIC) {
                 i += gridDim.x;
                 continue;
             }
@@ -324,8 +343,8 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
             i = s_item;
         }
         // The last CTA out: every CTA has drawn its last ticket and passed its waits.
-        if (MODE != 4 && threadIdx.x == 0) __threadfence();
-        if (MODE != 4 && threadIdx.x == 0 && atomicAdd(out_count, 1u) == gridDim.x - 1) {
+        if (COUNTERS && threadIdx.x == 0) __threadfence();
+        if (COUNTERS && threadIdx.x == 0 && atomicAdd(out_count, 1u) == gridDim.x - 1) {
             __threadfence();
             for (int a = 0; a < nact; ++a) gu_done[act[a]] = 0;
             *ticket = 0;
@@ -357,10 +376,23 @@ int launch_probe(const ProbeArgs& a, int grid, cudaStream_t stream) {
     }
     read_probe<MODE><<<grid, 512, smem, stream>>>(a.w13, a.w2, a.mask, a.ids, a.nslots, a.E, a.v13, a.v2, a.sync,
                                                   a.sink, a.prefetch_vectors, a.scratch);
-    return cudaGetLastError();
+    cudaError_t err = cudaGetLastError();
+    if (MODE != 15 || err != cudaSuccess) return err;
+    // 15's second kernel, a programmatic dependent launch (it waits in griddepcontrol.wait)
+    cudaLaunchAttribute pdl[1];
+    pdl[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    pdl[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(512);
+    cfg.stream = stream;
+    cfg.attrs = pdl;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, read_probe<16>, a.w13, a.w2, a.mask, a.ids, a.nslots, a.E, a.v13, a.v2, a.sync,
+                              a.sink, a.prefetch_vectors, a.scratch);
 }
 
-constexpr int PROBE_MODES = 13;
+constexpr int PROBE_MODES = 15;  // 16 is launched by 15
 using ProbeLauncher = int (*)(const ProbeArgs&, int, cudaStream_t);
 
 // launch_probe<1> .. launch_probe<PROBE_MODES>, indexed by mode - 1.
@@ -376,10 +408,10 @@ extern "C" {
 // Words of sync state read_probe needs (zero them once).
 int oea_read_probe_sync_words() { return 2 + 256; }
 
-// Bytes of scratch modes 9 and 13 store into.
+// Bytes of scratch modes 9, 13 and 14-16 store into.
 size_t oea_read_probe_scratch_bytes() { return (size_t)SCRATCH_ITEMS * 128 * 16; }
 
-// mode 1-13 as above (prefetch_vectors: modes 5 and 6, 16-byte units of w2 to ask L2 for; scratch:
+// mode 1-15 as above (prefetch_vectors: modes 5 and 6, 16-byte units of w2 to ask L2 for; scratch:
 // modes 9 and 13, oea_read_probe_scratch_bytes() of it); 0 on success, -1 for a shape or mode not covered,
 // else a cudaError_t.
 int oea_read_probe_launch(const void* w13, const void* w2, const bool* mask, const int* ids, int nslots, int E,

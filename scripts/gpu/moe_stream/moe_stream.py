@@ -88,7 +88,7 @@ READ_PROBES = {1: "read: prologue", 2: "read: items", 3: "read: items+hand-off",
                12: "read: hand-off, L1 no-allocate", 13: "read: hand-off, streaming stores",
                14: "read: static hand-off, stores", 15: "read: two launches, stores"}
 #: Probes whose CTAs cannot all be resident at 4 a SM: at most this many (8, 11: 96 KB of shared memory each).
-PROBE_MAX_CTAS_PER_SM = {8: 2, 11: 2}
+PROBE_MAX_CTAS_PER_SM = {8: 2, 11: 2, 14: 4}  # 14: static items wait on each other, so every CTA resident
 #: Probes that store into a scratch buffer.
 STORE_PROBES = (9, 13, 14, 15)
 #: Probes 5 and 6 ask L2 for at most this share of it (the rest: the w13 stream); more would push

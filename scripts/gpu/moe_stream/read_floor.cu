@@ -165,7 +165,7 @@ __device__ __forceinline__ void read_item(const uint4* src, uint4& acc, unsigned
     for (int u = 0; u < N / 512; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
 }
 
-// Modes 9 and 13: threads 0-127 store one 16-byte vector each (2 KB an item, about a kernel's act or y
+// Modes 9, 13 and 14-16: threads 0-127 store one 16-byte vector each (2 KB an item, about a kernel's act or y
 // rows for a few tokens), a value that waits for the item's loads, into slot item % SCRATCH_ITEMS.
 constexpr int SCRATCH_ITEMS = 4096;
 template <bool STREAMING>  // st.global.cs (mode 13), else a plain store
@@ -244,8 +244,9 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
     __shared__ __align__(8) unsigned long long bar;  // modes 8 and 11: the copies' mbarrier
     extern __shared__ __align__(128) uint4 stage[];  // modes 8 and 11: one item (ITEM2 vectors)
     unsigned phase = 0;
-    constexpr bool BULK = MODE == 8 || MODE == 11, STORES = MODE == 9 || MODE == 13 || MODE >= 14;
-    constexpr bool STATIC = MODE == 4 || MODE >= 14;  // item i on CTA i % grid, no ticket
+    constexpr bool BULK = MODE == 8 || MODE == 11,
+                   STORES = MODE == 9 || MODE == 13 || MODE == 14 || MODE == 15 || MODE == 16;
+    constexpr bool STATIC = MODE == 4 || MODE == 14 || MODE == 15 || MODE == 16;  // item i on CTA i % grid, no ticket
     if (MODE == 16) asm volatile("griddepcontrol.wait;" ::: "memory");  // the first kernel's stores
     constexpr int LOAD = MODE == 7 ? LOAD_PLAIN : MODE == 10 ? LOAD_L2_EVICT_FIRST
                        : MODE == 12 ? LOAD_L1_NO_ALLOCATE : LOAD_CS;
@@ -412,7 +413,7 @@ int oea_read_probe_sync_words() { return 2 + 256; }
 size_t oea_read_probe_scratch_bytes() { return (size_t)SCRATCH_ITEMS * 128 * 16; }
 
 // mode 1-15 as above (prefetch_vectors: modes 5 and 6, 16-byte units of w2 to ask L2 for; scratch:
-// modes 9 and 13, oea_read_probe_scratch_bytes() of it); 0 on success, -1 for a shape or mode not covered,
+// modes 9, 13, 14 and 15, oea_read_probe_scratch_bytes() of it); 0 on success, -1 for a shape or mode not covered,
 // else a cudaError_t.
 int oea_read_probe_launch(const void* w13, const void* w2, const bool* mask, const int* ids, int nslots, int E,
                           int H, int I, int mode, int grid, unsigned* sync, unsigned* sink,

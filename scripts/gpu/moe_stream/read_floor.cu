@@ -119,6 +119,12 @@ __global__ void __launch_bounds__(512) read_experts(const uint4* w13, const uint
 //     each, no count), then a second kernel (programmatic dependent launch) that waits for it
 //     (griddepcontrol.wait, as the down kernel does) and reads the w2 items (static, 2 KB stored
 //     each). No hand-off, no ticket. (Mode 16 is that second kernel; it is launched by 15 only.)
+//   17 DEFERRED COUNT: mode 14 with each w13 item's fence and count moved past the loads of the CTA's
+//     next item (or to just before its first hand-off wait, or its exit), so the fence's wait for
+//     the stores runs while that item's bytes are in flight. The kernels could do the same. Its w13
+//     items are loaded in three parts (a quarter held across the count, a quarter, a half: a whole
+//     item held there spills at 32 registers);
+//   18 its control: mode 14 with mode 17's three-part loads, the count right after the item.
 // Counters (ticket, CTAs out, per-expert) are reset by the last CTA out: zero them once.
 constexpr int ITEM13 = 4096, ITEM2 = 6144;  // 16-byte vectors per item: 64 KB and 96 KB
 
@@ -176,6 +182,32 @@ __device__ __forceinline__ void store_item(uint4* scratch, int item, const uint4
         __stcs(q, acc);
     else
         *q = acc;
+}
+
+// Mode 17: an item's loads issued (issue_item) and folded later (fold_item), so that work can run
+// between them while the bytes are in flight.
+template <int N>
+__device__ __forceinline__ void issue_item(const uint4* src, uint4 (&v)[N / 512]) {
+#pragma unroll
+    for (int u = 0; u < N / 512; ++u) v[u] = __ldcs(src + u * 512 + threadIdx.x);
+}
+template <int N>
+__device__ __forceinline__ void fold_item(const uint4 (&v)[N / 512], uint4& acc) {
+#pragma unroll
+    for (int u = 0; u < N / 512; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
+}
+
+// Mode 17: count the pending w13 item done in its expert's counter, if there is one. Every thread's
+// stores of that item precede the CTA barrier, and thread 0's fence orders them before the count
+// (what mode 3's count does right after the item). The barrier does not wait for loads in flight.
+__device__ __forceinline__ void count_pending(unsigned* gu_done, int& pending) {
+    if (pending < 0) return;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        atomicAdd(&gu_done[pending], 1u);
+    }
+    pending = -1;
 }
 
 // Modes 8 and 11: thread 0 copies an item of `bytes` whole into `stage` (cp.async.bulk completing on the
@@ -245,8 +277,11 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
     extern __shared__ __align__(128) uint4 stage[];  // modes 8 and 11: one item (ITEM2 vectors)
     unsigned phase = 0;
     constexpr bool BULK = MODE == 8 || MODE == 11,
-                   STORES = MODE == 9 || MODE == 13 || MODE == 14 || MODE == 15 || MODE == 16;
-    constexpr bool STATIC = MODE == 4 || MODE == 14 || MODE == 15 || MODE == 16;  // item i on CTA i % grid, no ticket
+                   STORES = MODE == 9 || MODE == 13 || MODE == 14 || MODE == 15 || MODE == 16 || MODE == 17 ||
+                            MODE == 18;
+    // item i on CTA i % grid, no ticket
+    constexpr bool STATIC = MODE == 4 || MODE == 14 || MODE == 15 || MODE == 16 || MODE == 17 || MODE == 18;
+    constexpr bool DEFER = MODE == 17, SPLIT = MODE == 17 || MODE == 18;
     if (MODE == 16) asm volatile("griddepcontrol.wait;" ::: "memory");  // the first kernel's stores
     constexpr int LOAD = MODE == 7 ? LOAD_PLAIN : MODE == 10 ? LOAD_L2_EVICT_FIRST
                        : MODE == 12 ? LOAD_L1_NO_ALLOCATE : LOAD_CS;
@@ -270,14 +305,14 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
     }
     active_list(E, [&](int e) { return MODE == 1 ? smask[e] != 0 : mask[e]; }, act, &nact);
     __syncthreads();
-    constexpr bool HANDOFF = MODE == 3 || (MODE >= 5 && MODE <= 14);
+    constexpr bool HANDOFF = MODE == 3 || (MODE >= 5 && MODE <= 14) || MODE == 17 || MODE == 18;
     constexpr bool COUNTERS = !STATIC || HANDOFF;  // a ticket or hand-off counters to reset
     if ((MODE == 5 || MODE == 6) && threadIdx.x == 0)
         prefetch_w2_share<MODE == 6>(w2, act, nact, v2, prefetch_vectors);
     uint4 acc = make_uint4(0, 0, 0, 0);
     if (MODE == 1) {  // the balanced read of read_experts, 4 loads in flight per thread
         acc = read_balanced<4>(w13, w2, act, nact, v13 >> 16, v2 >> 16);
-    } else {  // items, from a ticket (modes 2, 3, 5-13) or i % grid (4, 14-16)
+    } else {  // items, from a ticket (modes 2, 3, 5-13) or i % grid (4, 14-18)
         unsigned* ticket = sync;
         unsigned* out_count = sync + 1;
         unsigned* gu_done = sync + 2;  // [256] w13 items read, per expert
@@ -292,6 +327,7 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
             __syncthreads();
             i = s_item;
         }
+        int pending = -1;  // 17: the expert whose last w13 item is stored but not yet counted
         while (i < total) {
             // the next ticket, drawn now and published after this item's loads: waiting for the
             // atomic before them would add its contended round trip to every item
@@ -307,12 +343,24 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
             if (i < items13) {
                 const int a = i / n13;
                 const uint4* src = w13 + (size_t)act[a] * v13 + (size_t)(i % n13) * ITEM13;
-                if (BULK)
+                if (SPLIT) {  // the first quarter's loads in flight (16 KB a CTA), then (17) the last
+                    // item's count, then the fold and the rest (a half or a whole item held across
+                    // the count spills at the 32 registers of 4 CTAs a SM)
+                    uint4 v[ITEM13 / 4 / 512];
+                    issue_item<ITEM13 / 4>(src, v);
+                    if (DEFER) count_pending(gu_done, pending);
+                    fold_item<ITEM13 / 4>(v, acc);
+                    read_item<ITEM13 / 4>(src + ITEM13 / 4, acc);
+                    read_item<ITEM13 / 2>(src + ITEM13 / 2, acc);
+                } else if (BULK) {
                     bulk_item<MODE == 11>(src, ITEM13 * 16, stage, &bar, phase, acc, policy);
-                else
+                } else {
                     read_item<ITEM13, LOAD>(src, acc, policy);
+                }
                 if (STORES) store_item<MODE == 13>(scratch, i, acc);
-                if (HANDOFF) {  // count the item once every thread's loads have returned: a plain
+                if (DEFER) {
+                    pending = act[a];
+                } else if (HANDOFF) {  // count the item once every thread's loads have returned: a plain
                     // barrier lets ptxas move xors (and so waits for loads) past it (review)
                     __syncthreads_or((acc.x ^ acc.y ^ acc.z ^ acc.w) == 0x9e3779b9u);
                     if (threadIdx.x == 0) {
@@ -322,6 +370,7 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
                 }
             } else {
                 const int d = i - items13, a = d / n2;
+                if (DEFER) count_pending(gu_done, pending);  // before any wait: no CTA waits on itself
                 if (HANDOFF) {
                     if (threadIdx.x == 0)
                         while (ld_acquire(&gu_done[act[a]]) < static_cast<unsigned>(n13)) {
@@ -343,6 +392,7 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
             __syncthreads();  // s_item written
             i = s_item;
         }
+        if (DEFER) count_pending(gu_done, pending);
         // The last CTA out: every CTA has drawn its last ticket and passed its waits.
         if (COUNTERS && threadIdx.x == 0) __threadfence();
         if (COUNTERS && threadIdx.x == 0 && atomicAdd(out_count, 1u) == gridDim.x - 1) {
@@ -393,7 +443,7 @@ int launch_probe(const ProbeArgs& a, int grid, cudaStream_t stream) {
                               a.sink, a.prefetch_vectors, a.scratch);
 }
 
-constexpr int PROBE_MODES = 15;  // 16 is launched by 15
+constexpr int PROBE_MODES = 18;  // 16 is launched by 15 (as a mode of its own it reads the w2 items alone)
 using ProbeLauncher = int (*)(const ProbeArgs&, int, cudaStream_t);
 
 // launch_probe<1> .. launch_probe<PROBE_MODES>, indexed by mode - 1.
@@ -412,8 +462,8 @@ int oea_read_probe_sync_words() { return 2 + 256; }
 // Bytes of scratch modes 9, 13 and 14-16 store into.
 size_t oea_read_probe_scratch_bytes() { return (size_t)SCRATCH_ITEMS * 128 * 16; }
 
-// mode 1-15 as above (prefetch_vectors: modes 5 and 6, 16-byte units of w2 to ask L2 for; scratch:
-// modes 9, 13, 14 and 15, oea_read_probe_scratch_bytes() of it); 0 on success, -1 for a shape or mode not covered,
+// mode 1-18 as above (prefetch_vectors: modes 5 and 6, 16-byte units of w2 to ask L2 for; scratch:
+// modes 9, 13-15, 17 and 18, oea_read_probe_scratch_bytes() of it); 0 on success, -1 for a shape or mode not covered,
 // else a cudaError_t.
 int oea_read_probe_launch(const void* w13, const void* w2, const bool* mask, const int* ids, int nslots, int E,
                           int H, int I, int mode, int grid, unsigned* sync, unsigned* sink,

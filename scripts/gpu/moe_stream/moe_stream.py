@@ -87,11 +87,12 @@ READ_PROBES = {1: "read: prologue", 2: "read: items", 3: "read: items+hand-off",
                10: "read: hand-off, L2 evict_first hint", 11: "read: hand-off, bulk copies evict_first",
                12: "read: hand-off, L1 no-allocate", 13: "read: hand-off, streaming stores",
                14: "read: static hand-off, stores", 15: "read: two launches, stores",
-               17: "read: static hand-off, stores, deferred count", 18: "read: static hand-off, stores, 3-part loads"}
+               17: "read: static hand-off, stores, deferred count", 18: "read: static hand-off, stores, 3-part loads",
+               19: "read: hand-off, stores, down counts"}
 #: Probes whose CTAs cannot all be resident at 4 a SM: at most this many (8, 11: 96 KB of shared memory each).
 PROBE_MAX_CTAS_PER_SM = {8: 2, 11: 2, 14: 4, 17: 4, 18: 4}  # 14, 17, 18: static items wait on each other: all resident
 #: Probes that store into a scratch buffer.
-STORE_PROBES = (9, 13, 14, 15, 17, 18)
+STORE_PROBES = (9, 13, 14, 15, 17, 18, 19)
 #: Probes 5 and 6 ask L2 for at most this share of it (the rest: the w13 stream); more would push
 #: out the first lines before they are read.
 PREFETCH_L2_SHARE = 0.6
@@ -111,7 +112,8 @@ class ReadProbe(ReadFloor):
     9 on mode 4's static items (no ticket), 15 two launches (w13 items, then after a programmatic
     dependent launch's wait the w2 items; static, stores, no hand-off): the three-launch read; 17 mode
     14 with each w13 item's fence and count after the next item's first loads, 18 its control (mode 14
-    with 17's three-part loads).
+    with 17's three-part loads); 19 mode 9 with each w2 item's stores counted too (a fenced, returning
+    atomic: the one-launch kernel's per-token-tile count).
     set_aside: bytes of L2 set aside for persisting lines while this probe is timed (with() below;
     0: none, the default), in case evict_last takes effect only there."""
 

@@ -125,6 +125,10 @@ __global__ void __launch_bounds__(512) read_experts(const uint4* w13, const uint
 //     items are loaded in three parts (a quarter held across the count, a quarter, a half: a whole
 //     item held there spills at 32 registers);
 //   18 its control: mode 14 with mode 17's three-part loads, the count right after the item.
+// And the one-launch kernel's second release (B=8 and 16): a down item stores its y rows and counts
+// them in the token tile's counter (acq_rel, its old value used: the finisher sums the tile):
+//   19 mode 9 with each w2 item's 2 KB stores followed by a barrier and a fenced, returning
+//     atomic on a per-item counter (d % 256), whose value the CTA waits for.
 // Counters (ticket, CTAs out, per-expert) are reset by the last CTA out: zero them once.
 constexpr int ITEM13 = 4096, ITEM2 = 6144;  // 16-byte vectors per item: 64 KB and 96 KB
 
@@ -278,7 +282,7 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
     unsigned phase = 0;
     constexpr bool BULK = MODE == 8 || MODE == 11,
                    STORES = MODE == 9 || MODE == 13 || MODE == 14 || MODE == 15 || MODE == 16 || MODE == 17 ||
-                            MODE == 18;
+                            MODE == 18 || MODE == 19;
     // item i on CTA i % grid, no ticket
     constexpr bool STATIC = MODE == 4 || MODE == 14 || MODE == 15 || MODE == 16 || MODE == 17 || MODE == 18;
     constexpr bool DEFER = MODE == 17, SPLIT = MODE == 17 || MODE == 18;
@@ -305,7 +309,8 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
     }
     active_list(E, [&](int e) { return MODE == 1 ? smask[e] != 0 : mask[e]; }, act, &nact);
     __syncthreads();
-    constexpr bool HANDOFF = MODE == 3 || (MODE >= 5 && MODE <= 14) || MODE == 17 || MODE == 18;
+    constexpr bool HANDOFF = MODE == 3 || (MODE >= 5 && MODE <= 14) || MODE == 17 || MODE == 18 || MODE == 19;
+    constexpr bool TILE_COUNT = MODE == 19;
     constexpr bool COUNTERS = !STATIC || HANDOFF;  // a ticket or hand-off counters to reset
     if ((MODE == 5 || MODE == 6) && threadIdx.x == 0)
         prefetch_w2_share<MODE == 6>(w2, act, nact, v2, prefetch_vectors);
@@ -316,6 +321,7 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
         unsigned* ticket = sync;
         unsigned* out_count = sync + 1;
         unsigned* gu_done = sync + 2;  // [256] w13 items read, per expert
+        unsigned* tile_done = sync + 2 + 256;  // [256] 19: w2 items counted, per d % 256
         const int n13 = v13 / ITEM13, n2 = v2 / ITEM2;
         const int items13 = nact * n13;
         // 15: the w13 items only; 16: the w2 items only
@@ -383,6 +389,13 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
                 else
                     read_item<ITEM2, LOAD>(src, acc, policy);
                 if (STORES) store_item<MODE == 13>(scratch, i, acc);
+                if (TILE_COUNT) {  // every thread's y stores, then the fenced count whose value is used
+                    __syncthreads_or((acc.x ^ acc.y ^ acc.z ^ acc.w) == 0x9e3779b9u);
+                    if (threadIdx.x == 0) {
+                        __threadfence();
+                        if (atomicAdd(&tile_done[d % 256], 1u) == 0xFFFFFFFFu) sink[0] = 1;  // never: keeps the wait
+                    }
+                }
             }
             if (STATIC) {
                 i += gridDim.x;
@@ -398,6 +411,8 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
         if (COUNTERS && threadIdx.x == 0 && atomicAdd(out_count, 1u) == gridDim.x - 1) {
             __threadfence();
             for (int a = 0; a < nact; ++a) gu_done[act[a]] = 0;
+            if (TILE_COUNT)
+                for (int t = 0; t < 256; ++t) tile_done[t] = 0;
             *ticket = 0;
             *out_count = 0;
         }
@@ -443,7 +458,7 @@ int launch_probe(const ProbeArgs& a, int grid, cudaStream_t stream) {
                               a.sink, a.prefetch_vectors, a.scratch);
 }
 
-constexpr int PROBE_MODES = 18;  // 16 is launched by 15 (as a mode of its own it reads the w2 items alone)
+constexpr int PROBE_MODES = 19;  // 16 is launched by 15 (as a mode of its own it reads the w2 items alone)
 using ProbeLauncher = int (*)(const ProbeArgs&, int, cudaStream_t);
 
 // launch_probe<1> .. launch_probe<PROBE_MODES>, indexed by mode - 1.
@@ -457,13 +472,13 @@ constexpr std::array<ProbeLauncher, sizeof...(M)> probe_launchers(std::integer_s
 extern "C" {
 
 // Words of sync state read_probe needs (zero them once).
-int oea_read_probe_sync_words() { return 2 + 256; }
+int oea_read_probe_sync_words() { return 2 + 256 + 256; }
 
 // Bytes of scratch modes 9, 13 and 14-16 store into.
 size_t oea_read_probe_scratch_bytes() { return (size_t)SCRATCH_ITEMS * 128 * 16; }
 
-// mode 1-18 as above (prefetch_vectors: modes 5 and 6, 16-byte units of w2 to ask L2 for; scratch:
-// modes 9, 13-15, 17 and 18, oea_read_probe_scratch_bytes() of it); 0 on success, -1 for a shape or mode not covered,
+// mode 1-19 as above (prefetch_vectors: modes 5 and 6, 16-byte units of w2 to ask L2 for; scratch:
+// modes 9, 13-15 and 17-19, oea_read_probe_scratch_bytes() of it); 0 on success, -1 for a shape or mode not covered,
 // else a cudaError_t.
 int oea_read_probe_launch(const void* w13, const void* w2, const bool* mask, const int* ids, int nslots, int E,
                           int H, int I, int mode, int grid, unsigned* sync, unsigned* sink,

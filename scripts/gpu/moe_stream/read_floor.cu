@@ -124,12 +124,14 @@ __global__ void __launch_bounds__(512) read_experts(const uint4* w13, const uint
 //     the stores runs while that item's bytes are in flight. The kernels could do the same. Its w13
 //     items are loaded in three parts (a quarter held across the count, a quarter, a half: a whole
 //     item held there spills at 32 registers);
-//   18 its control: mode 14 with mode 17's three-part loads, the count right after the item.
+//   18 its control: mode 14 with mode 17's three-part loads and a plain CTA barrier where 17 counts
+//     (without it the compiler merges the parts: more loads in flight than 17), the count right
+//     after the item.
 // And the one-launch kernel's second release (B=8 and 16): a down item stores its y rows and counts
 // them in the token tile's counter (acq_rel, its old value used: the finisher sums the tile):
 //   19 mode 9 with each w2 item's 2 KB stores followed by a barrier and a fenced, returning
 //     atomic on a per-item counter (d % 256), whose value the CTA waits for.
-// Counters (ticket, CTAs out, per-expert) are reset by the last CTA out: zero them once.
+// Counters (ticket, CTAs out, per-expert, 19's per-item) are reset by the last CTA out: zero them once.
 constexpr int ITEM13 = 4096, ITEM2 = 6144;  // 16-byte vectors per item: 64 KB and 96 KB
 
 __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
@@ -175,7 +177,7 @@ __device__ __forceinline__ void read_item(const uint4* src, uint4& acc, unsigned
     for (int u = 0; u < N / 512; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
 }
 
-// Modes 9, 13 and 14-16: threads 0-127 store one 16-byte vector each (2 KB an item, about a kernel's act or y
+// Modes 9, 13-19: threads 0-127 store one 16-byte vector each (2 KB an item, about a kernel's act or y
 // rows for a few tokens), a value that waits for the item's loads, into slot item % SCRATCH_ITEMS.
 constexpr int SCRATCH_ITEMS = 4096;
 template <bool STREAMING>  // st.global.cs (mode 13), else a plain store
@@ -317,7 +319,7 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
     uint4 acc = make_uint4(0, 0, 0, 0);
     if (MODE == 1) {  // the balanced read of read_experts, 4 loads in flight per thread
         acc = read_balanced<4>(w13, w2, act, nact, v13 >> 16, v2 >> 16);
-    } else {  // items, from a ticket (modes 2, 3, 5-13) or i % grid (4, 14-18)
+    } else {  // items, from a ticket (modes 2, 3, 5-13, 19) or i % grid (4, 14-18)
         unsigned* ticket = sync;
         unsigned* out_count = sync + 1;
         unsigned* gu_done = sync + 2;  // [256] w13 items read, per expert
@@ -354,7 +356,10 @@ __global__ void __launch_bounds__(512, 4) read_probe(const uint4* w13, const uin
                     // the count spills at the 32 registers of 4 CTAs a SM)
                     uint4 v[ITEM13 / 4 / 512];
                     issue_item<ITEM13 / 4>(src, v);
-                    if (DEFER) count_pending(gu_done, pending);
+                    if (DEFER)
+                        count_pending(gu_done, pending);
+                    else
+                        __syncthreads();  // 18: 17's barrier without its count, so the same loads in flight
                     fold_item<ITEM13 / 4>(v, acc);
                     read_item<ITEM13 / 4>(src + ITEM13 / 4, acc);
                     read_item<ITEM13 / 2>(src + ITEM13 / 2, acc);
@@ -474,10 +479,10 @@ extern "C" {
 // Words of sync state read_probe needs (zero them once).
 int oea_read_probe_sync_words() { return 2 + 256 + 256; }
 
-// Bytes of scratch modes 9, 13 and 14-16 store into.
+// Bytes of scratch modes 9 and 13-19 store into.
 size_t oea_read_probe_scratch_bytes() { return (size_t)SCRATCH_ITEMS * 128 * 16; }
 
-// mode 1-19 as above (prefetch_vectors: modes 5 and 6, 16-byte units of w2 to ask L2 for; scratch:
+// mode 1-15, 17-19 as above (prefetch_vectors: modes 5 and 6, 16-byte units of w2 to ask L2 for; scratch:
 // modes 9, 13-15 and 17-19, oea_read_probe_scratch_bytes() of it); 0 on success, -1 for a shape or mode not covered,
 // else a cudaError_t.
 int oea_read_probe_launch(const void* w13, const void* w2, const bool* mask, const int* ids, int nslots, int E,
@@ -485,6 +490,7 @@ int oea_read_probe_launch(const void* w13, const void* w2, const bool* mask, con
                           unsigned prefetch_vectors, void* scratch, cudaStream_t stream) {
     const size_t v13 = (size_t)2 * I * H * 2 / 16, v2 = (size_t)I * H * 2 / 16;
     if (v13 % 65536 || v2 % 65536 || v13 % ITEM13 || v2 % ITEM2 || E > 256 || E < 1 || grid < 1) return -1;
+    if (mode == 16) return -1;  // 15's second kernel, launched by 15 only
     const ProbeArgs a{static_cast<const uint4*>(w13), static_cast<const uint4*>(w2), mask, ids, nslots, E,
                       (unsigned)v13, (unsigned)v2, sync, sink, prefetch_vectors, static_cast<uint4*>(scratch)};
     static constexpr auto launchers = probe_launchers(std::make_integer_sequence<int, PROBE_MODES>{});

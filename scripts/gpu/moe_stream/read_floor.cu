@@ -168,13 +168,23 @@ __device__ __forceinline__ unsigned long long evict_first_policy() {
     return policy;
 }
 
+// An item's loads issued (issue_item) and folded into acc (fold_item); mode 17 runs its count between
+// the two while the bytes are in flight, every other mode reads an item in one go (read_item).
+template <int N, int KIND = LOAD_CS>
+__device__ __forceinline__ void issue_item(const uint4* src, uint4 (&v)[N / 512], unsigned long long policy = 0) {
+#pragma unroll
+    for (int u = 0; u < N / 512; ++u) v[u] = load_vector<KIND>(src + u * 512 + threadIdx.x, policy);
+}
+template <int N>
+__device__ __forceinline__ void fold_item(const uint4 (&v)[N / 512], uint4& acc) {
+#pragma unroll
+    for (int u = 0; u < N / 512; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
+}
 template <int N, int KIND = LOAD_CS>
 __device__ __forceinline__ void read_item(const uint4* src, uint4& acc, unsigned long long policy = 0) {
     uint4 v[N / 512];
-#pragma unroll
-    for (int u = 0; u < N / 512; ++u) v[u] = load_vector<KIND>(src + u * 512 + threadIdx.x, policy);
-#pragma unroll
-    for (int u = 0; u < N / 512; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
+    issue_item<N, KIND>(src, v, policy);
+    fold_item<N>(v, acc);
 }
 
 // Modes 9, 13-19: threads 0-127 store one 16-byte vector each (2 KB an item, about a kernel's act or y
@@ -188,19 +198,6 @@ __device__ __forceinline__ void store_item(uint4* scratch, int item, const uint4
         __stcs(q, acc);
     else
         *q = acc;
-}
-
-// Mode 17: an item's loads issued (issue_item) and folded later (fold_item), so that work can run
-// between them while the bytes are in flight.
-template <int N>
-__device__ __forceinline__ void issue_item(const uint4* src, uint4 (&v)[N / 512]) {
-#pragma unroll
-    for (int u = 0; u < N / 512; ++u) v[u] = __ldcs(src + u * 512 + threadIdx.x);
-}
-template <int N>
-__device__ __forceinline__ void fold_item(const uint4 (&v)[N / 512], uint4& acc) {
-#pragma unroll
-    for (int u = 0; u < N / 512; ++u) acc.x ^= v[u].x, acc.y ^= v[u].y, acc.z ^= v[u].z, acc.w ^= v[u].w;
 }
 
 // Mode 17: count the pending w13 item done in its expert's counter, if there is one. Every thread's
